@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "kata_native",
+      "sources": ["helper/native/addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"]
+    },
+    {
+      "target_name": "kata-init",
+      "type": "executable",
+      "sources": ["helper/native/kata-init.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
+      "cflags_c": ["-std=gnu11"]
+    }
+  ]
+}

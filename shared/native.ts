@@ -1,0 +1,194 @@
+/**
+ * Typed loader of the native addon (`build/Release/kata_native.node`, built by node-gyp from
+ * helper/native/addon.cc at `npm install`).
+ *
+ * The addon does what Node cannot: SOCK_SEQPACKET sockets with SCM_RIGHTS fd passing,
+ * AF_VSOCK listen/accept/connect, raw pipes and ptys, fork+exec without JavaScript in the
+ * child, pidfds, reaping. Every fd it returns has O_CLOEXEC set; sockets and fds meant for the
+ * event loop are non-blocking. Nothing here blocks the event loop: readiness is delivered by
+ * {@link Poller} (a libuv uv_poll_t).
+ *
+ * Errors: every function throws a {@link NativeError} (an Error with `code` = errno name such as
+ * "ENOENT", `errno` = the positive errno number, `syscall` = the failing call) unless the
+ * docstring says it returns a sentinel for EAGAIN.
+ */
+import * as path from 'node:path';
+
+/** An Error thrown by the addon: `code` is the errno name, `errno` the positive number. */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+/** Credentials of the peer of a unix socket (SO_PEERCRED). */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** One received SOCK_SEQPACKET message: its bytes and the fds that travelled with it. */
+export interface SeqpacketMessage {
+  /** The packet's payload (0 bytes with `eof` true means the peer closed). */
+  data: Buffer;
+  /** Fds received by SCM_RIGHTS, already O_CLOEXEC; the caller owns (must close) them. */
+  fds: number[];
+  /** True when the peer has closed the connection (recvmsg returned 0 bytes, no fds). */
+  eof: boolean;
+  /** True when MSG_TRUNC or MSG_CTRUNC was set: the packet or its fds did not fit. */
+  truncated: boolean;
+}
+
+/** Options of {@link NativeAddon.spawn}. */
+export interface SpawnOptions {
+  /** Absolute path of the program to execve. */
+  file: string;
+  /** argv, argv[0] included. */
+  argv: string[];
+  /** The whole environment as "KEY=VALUE" strings (nothing is inherited). */
+  envp: string[];
+  /**
+   * Child fd table: child fd i becomes a dup of `fds[i]` (-1 leaves child fd i closed).
+   * Every other fd is closed in the child (close_range) before execve; the dups have
+   * O_CLOEXEC cleared. Overlapping source/target numbers are handled.
+   */
+  fds: number[];
+  /** Call setsid() in the child before execve. */
+  setsid?: boolean;
+}
+
+/** Result of {@link NativeAddon.spawn}. */
+export interface SpawnResult {
+  pid: number;
+  /** pidfd of the child (pidfd_open), O_CLOEXEC; the caller owns it. */
+  pidfd: number;
+}
+
+/** One reaped child: the exit code or the terminating signal (exactly one is non-null). */
+export interface ReapedChild {
+  pid: number;
+  /** WEXITSTATUS when the child exited normally, else null. */
+  exitCode: number | null;
+  /** WTERMSIG when the child was killed by a signal, else null. */
+  signal: number | null;
+}
+
+/** Readiness flags delivered to a {@link Poller} callback. */
+export interface PollEvents {
+  readable: boolean;
+  writable: boolean;
+  /** UV_DISCONNECT: the peer hung up (EPOLLRDHUP/EPOLLHUP). */
+  disconnect: boolean;
+}
+
+/**
+ * libuv poll watcher over one fd (uv_poll_t). The callback runs on the event loop with
+ * `status` 0 or a negative libuv error.
+ */
+export interface Poller {
+  /** Start (or change) watching; at least one of readable/writable should be true. */
+  start(readable: boolean, writable: boolean): void;
+  /** Stop watching; may be started again. */
+  stop(): void;
+  /** Stop and release the watcher (does not close the fd). Idempotent. */
+  close(): void;
+}
+
+export interface PollerConstructor {
+  new (fd: number, callback: (status: number, events: PollEvents) => void): Poller;
+}
+
+/** The functions exported by the addon. */
+export interface NativeAddon {
+  /** close(2). Throws on EBADF. */
+  close(fd: number): void;
+  /** pipe2(O_CLOEXEC) → [readEnd, writeEnd]; both blocking. */
+  pipe(): [number, number];
+  /** Set or clear O_NONBLOCK. */
+  setNonBlocking(fd: number, on: boolean): void;
+  /** Set or clear FD_CLOEXEC. */
+  setCloexec(fd: number, on: boolean): void;
+  /** read(2) into buf[offset, offset+length); returns bytes read (0 = EOF) or -1 on EAGAIN. */
+  read(fd: number, buf: Buffer, offset: number, length: number): number;
+  /** write(2) of buf[offset, offset+length); returns bytes written or -1 on EAGAIN. */
+  write(fd: number, buf: Buffer, offset: number, length: number): number;
+  /** openpty with O_CLOEXEC on both ends. */
+  openpty(): { master: number; slave: number };
+  /** TIOCSWINSZ on a pty master. */
+  setWinsize(fd: number, rows: number, columns: number): void;
+
+  /** socket(AF_UNIX, SOCK_SEQPACKET) bound to `path` (a leading "@" = abstract) and listening; non-blocking. */
+  seqpacketListen(path: string, backlog: number): number;
+  /** A connected SOCK_SEQPACKET socket to `path` ("@" = abstract); non-blocking after connect. */
+  seqpacketConnect(path: string): number;
+  /** socketpair(AF_UNIX, SOCK_SEQPACKET) → two connected non-blocking ends (tests, in-process mock helper). */
+  seqpacketPair(): [number, number];
+  /** accept4(SOCK_CLOEXEC|SOCK_NONBLOCK) on any listening socket; -1 on EAGAIN. */
+  accept(fd: number): number;
+  /** SO_PEERCRED of a connected unix socket. */
+  peerCred(fd: number): PeerCred;
+  /** sendmsg one packet with `fds` as SCM_RIGHTS; returns bytes sent or -1 on EAGAIN. Max 253 fds. */
+  seqpacketSend(fd: number, data: Buffer, fds: number[]): number;
+  /** recvmsg one packet of at most `maxBytes` (and up to 64 fds, MSG_CMSG_CLOEXEC); null on EAGAIN. */
+  seqpacketRecv(fd: number, maxBytes: number): SeqpacketMessage | null;
+
+  /** socket(AF_VSOCK, SOCK_STREAM) with SO_REUSEADDR bound to (cid, port), listening, non-blocking. cid -1 = VMADDR_CID_ANY. */
+  vsockListen(cid: number, port: number, backlog: number): number;
+  /** A connected AF_VSOCK stream socket (blocking connect, then non-blocking). */
+  vsockConnect(cid: number, port: number): number;
+
+  /** fork + execve per {@link SpawnOptions}; signals are reset to default and unblocked in the child. */
+  spawn(options: SpawnOptions): SpawnResult;
+  /** pidfd_open(pid, 0) with O_CLOEXEC. */
+  pidfdOpen(pid: number): number;
+  /** pidfd_send_signal(pidfd, signal). ESRCH is thrown as a NativeError. */
+  pidfdSendSignal(pidfd: number, signal: number): void;
+  /** kill(2) (used for signal 0 liveness checks and for pids without a pidfd). */
+  kill(pid: number, signal: number): void;
+  /** waitpid(-1, WNOHANG|__WALL) until nothing more is ready; every child reaped. */
+  reap(): ReapedChild[];
+  /** prctl(PR_SET_CHILD_SUBREAPER, 1). */
+  setChildSubreaper(): void;
+
+  Poller: PollerConstructor;
+}
+
+let cached: NativeAddon | undefined;
+
+/**
+ * Load the addon once (from `<project>/build/Release/kata_native.node`).
+ * Throws an Error naming the path and how to build it when the addon is missing.
+ */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  // dist/shared/native.js → project root is two levels up; the source tree layout is the same.
+  const candidates = [
+    path.resolve(__dirname, '..', '..', 'build', 'Release', 'kata_native.node'),
+    path.resolve(__dirname, '..', 'build', 'Release', 'kata_native.node'),
+  ];
+  let lastError: unknown;
+  for (const file of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      cached = require(file) as NativeAddon;
+      return cached;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw new Error(
+    `native addon kata_native.node not found (looked in ${candidates.join(', ')}); ` +
+      `run "npm install" or "npm run build:native": ${String(lastError)}`,
+  );
+}
+
+/** Path of the kata-init executable built next to the addon. */
+export function kataInitPath(): string {
+  return path.resolve(__dirname, '..', '..', 'build', 'Release', 'kata-init');
+}
+
+/** True when `err` is a NativeError with the given errno name. */
+export function isErrno(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}

@@ -1,0 +1,294 @@
+/**
+ * The helper protocol: what the unprivileged control plane asks of the privileged helper.
+ *
+ * Transport: one msgpack value per SOCK_SEQPACKET packet (see shared/channel.ts); fds travel as
+ * SCM_RIGHTS of that packet, and a message's `fds` field names them in order.
+ *
+ *   request   {id, op, args}
+ *   response  {id, ok: true, result, fds?: string[]}   or   {id, ok: false, error: {code, message}}
+ *   event     {event, ...}
+ *
+ * Error codes are gRPC status codes (@grpc/grpc-js `status`), so control passes them through to
+ * the ttRPC caller unchanged. The helper re-validates every argument itself.
+ */
+
+/** Bumped on any incompatible change; `hello` refuses a mismatch. */
+export const HELPER_PROTOCOL_VERSION = 1;
+
+/** Largest packet either side sends or accepts, in bytes (requests carry OCI plans). */
+export const HELPER_MAX_PACKET = 1024 * 1024;
+
+/** Default path of the helper's listening socket. */
+export const DEFAULT_HELPER_SOCKET = '/run/kata-agent/helper.sock';
+
+/** gRPC status codes used on the helper protocol (numbers identical to google.rpc.Code). */
+export const Code = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
+export type StatusCode = (typeof Code)[keyof typeof Code];
+
+/** An error carrying a gRPC status code; thrown by both processes, mapped to ttRPC statuses. */
+export class StatusError extends Error {
+  constructor(
+    public readonly code: StatusCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StatusError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans: the validated, OCI-derived description of a process or container, built by control
+// from the OCI spec and re-validated by the helper.
+
+/** Linux namespace types we handle (OCI runtime-spec config-linux.md#namespaces). */
+export type NamespaceType = 'pid' | 'network' | 'mount' | 'ipc' | 'uts' | 'cgroup' | 'user';
+
+/** One namespace: `path` empty = create a new one; non-empty = join that /proc/.../ns/* or bind file. */
+export interface NamespacePlan {
+  type: NamespaceType;
+  path: string;
+}
+
+/** One OCI mount (config.md#mounts), unchanged from the spec. */
+export interface MountPlan {
+  destination: string;
+  type: string;
+  source: string;
+  options: string[];
+}
+
+/** Resource limits (config.md#posix-process rlimits). */
+export interface RlimitPlan {
+  type: string;
+  hard: number;
+  soft: number;
+}
+
+/** A process to run (OCI `process`, config.md#process). */
+export interface ProcessPlan {
+  args: string[];
+  /** "KEY=VALUE" entries, already sanitised by control (kata valid_env). */
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  terminal: boolean;
+  noNewPrivileges: boolean;
+  rlimits: RlimitPlan[];
+}
+
+/** A container: its rootfs, namespaces, mounts and init process. */
+export interface ContainerPlan {
+  /** Absolute path of the rootfs directory in the guest (OCI root.path, resolved by control). */
+  rootfs: string;
+  readonly: boolean;
+  hostname: string;
+  namespaces: NamespacePlan[];
+  mounts: MountPlan[];
+  process: ProcessPlan;
+  /** OCI linux.maskedPaths / readonlyPaths. */
+  maskedPaths: string[];
+  readonlyPaths: string[];
+  /** OCI linux.sysctl. */
+  sysctl: Record<string, string>;
+  /** OCI linux.rootfsPropagation ("" = rslave). */
+  rootfsPropagation: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations: op name → [args, result].
+
+export interface HelloArgs {
+  version: number;
+}
+export interface HelloResult {
+  version: number;
+  /** Helper's pid (for the debug endpoint). */
+  pid: number;
+}
+
+export interface CreateSandboxArgs {
+  sandboxId: string;
+  hostname: string;
+}
+export interface CreateSandboxResult {
+  /** Paths of the sandbox's persistent namespaces that containers join (ipc, uts). */
+  namespaces: NamespacePlan[];
+}
+
+export type DestroySandboxArgs = Record<string, never>;
+export type DestroySandboxResult = Record<string, never>;
+
+export interface CreateContainerArgs {
+  containerId: string;
+  plan: ContainerPlan;
+}
+/**
+ * The init process is set up and blocked until startContainer. fds (in this order, named by
+ * the response's `fds`): "stdin" (write end), "stdout" (read end), "stderr" (read end) without a
+ * terminal; "pty" (the master) with one.
+ */
+export interface CreateContainerResult {
+  pid: number;
+}
+
+export interface StartContainerArgs {
+  containerId: string;
+}
+export type StartContainerResult = Record<string, never>;
+
+export interface ExecProcessArgs {
+  containerId: string;
+  execId: string;
+  process: ProcessPlan;
+}
+/** fds as for createContainer. */
+export interface ExecProcessResult {
+  pid: number;
+}
+
+export interface SignalProcessArgs {
+  containerId: string;
+  /** "" = the init process. */
+  execId: string;
+  signal: number;
+  /** Also signal every other process of the container. */
+  all: boolean;
+}
+export type SignalProcessResult = Record<string, never>;
+
+export interface RemoveContainerArgs {
+  containerId: string;
+  /** How long to wait for the container's processes to die after SIGKILL, in ms. */
+  timeoutMs: number;
+}
+export type RemoveContainerResult = Record<string, never>;
+
+/** Snapshot of kernel state, for a restarted control plane (fds of live stdio follow). */
+export interface StateArgs {
+  /** Ask for the parent stdio fds of live processes too. */
+  withFds: boolean;
+}
+export interface ProcessState {
+  containerId: string;
+  execId: string;
+  pid: number;
+  exited: boolean;
+  exitStatus: number | null;
+  /** Names of the fds sent for this process, in packet order (e.g. "stdin"). */
+  fds: string[];
+}
+export interface ContainerState {
+  containerId: string;
+  status: 'created' | 'running' | 'stopped';
+  pid: number;
+}
+export interface StateResult {
+  containers: ContainerState[];
+  processes: ProcessState[];
+}
+
+/** Every request op with its argument and result types. */
+export interface Ops {
+  hello: [HelloArgs, HelloResult];
+  createSandbox: [CreateSandboxArgs, CreateSandboxResult];
+  destroySandbox: [DestroySandboxArgs, DestroySandboxResult];
+  createContainer: [CreateContainerArgs, CreateContainerResult];
+  startContainer: [StartContainerArgs, StartContainerResult];
+  execProcess: [ExecProcessArgs, ExecProcessResult];
+  signalProcess: [SignalProcessArgs, SignalProcessResult];
+  removeContainer: [RemoveContainerArgs, RemoveContainerResult];
+  state: [StateArgs, StateResult];
+}
+export type OpName = keyof Ops;
+
+// ---------------------------------------------------------------------------------------------
+// Events (helper → control, unsolicited).
+
+/** A tracked process exited and was reaped by the helper. */
+export interface ExitEvent {
+  event: 'exit';
+  containerId: string;
+  execId: string;
+  pid: number;
+  /** waitpid status as Kata reports it: the exit code, or 128 + signal for a signal death. */
+  exitStatus: number;
+}
+
+export type HelperEvent = ExitEvent;
+
+// ---------------------------------------------------------------------------------------------
+// Wire shapes.
+
+export interface RequestMessage<K extends OpName = OpName> {
+  id: number;
+  op: K;
+  args: Ops[K][0];
+}
+export interface OkResponse<K extends OpName = OpName> {
+  id: number;
+  ok: true;
+  result: Ops[K][1];
+  /** Names of the fds attached to this packet, in order. */
+  fds?: string[];
+}
+export interface ErrorResponse {
+  id: number;
+  ok: false;
+  error: { code: StatusCode; message: string };
+}
+export type ResponseMessage = OkResponse | ErrorResponse;
+
+/** Exit status as Kata reports it (upstream since 2026): code, or 128 + signal. */
+export function exitStatusOf(exitCode: number | null, signal: number | null): number {
+  if (signal !== null) return 128 + signal;
+  return exitCode ?? 255;
+}
+
+/**
+ * Container id rule (Kata kata-sys-util validate.rs verify_id): first char alphanumeric,
+ * length ≥ 2, the rest alphanumeric or "." "-" "_". We accept ASCII alphanumerics only (upstream
+ * also lets non-ASCII Unicode letters through, which then reach paths; we refuse them) and cap
+ * the length at 256 bytes so ids stay valid path components.
+ */
+export const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,255}$/;
+
+/**
+ * Exec ids are map keys and log fields only (upstream never validates them; runtimes send UUIDs
+ * or arbitrary names), so we accept any 1–256 characters without control characters or "/".
+ */
+export const EXEC_ID_RE = /^[^\x00-\x1f\x7f/]{1,256}$/;
+
+/** Throws INVALID_ARGUMENT unless `id` is a valid container id. */
+export function validateContainerId(id: unknown): string {
+  if (typeof id !== 'string' || !CONTAINER_ID_RE.test(id)) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `invalid container id ${JSON.stringify(id)}`);
+  }
+  return id;
+}
+
+/** Throws INVALID_ARGUMENT unless `id` is a valid exec id ("" allowed when `allowEmpty`). */
+export function validateExecId(id: unknown, allowEmpty: boolean): string {
+  if (typeof id === 'string' && id === '' && allowEmpty) return id;
+  if (typeof id !== 'string' || !EXEC_ID_RE.test(id)) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `invalid exec id ${JSON.stringify(id)}`);
+  }
+  return id;
+}
