@@ -181,6 +181,28 @@ export interface RemoveContainerArgs {
 }
 export type RemoveContainerResult = Record<string, never>;
 
+/**
+ * Close the stdin of a process. The helper keeps its own copy of every parent stdio end (so a
+ * restarted control plane can get them back), so closing control's copy alone would never give
+ * the process EOF: CloseStdin must reach the helper too.
+ */
+export interface CloseStdinArgs {
+  containerId: string;
+  execId: string;
+}
+export type CloseStdinResult = Record<string, never>;
+
+/**
+ * Forget an exited exec process whose status control has delivered (after WaitProcess): the
+ * helper closes its copies of the process's stdio fds and drops it from its state.
+ * FAILED_PRECONDITION if the process has not exited.
+ */
+export interface ReleaseProcessArgs {
+  containerId: string;
+  execId: string;
+}
+export type ReleaseProcessResult = Record<string, never>;
+
 /** Snapshot of kernel state, for a restarted control plane (fds of live stdio follow). */
 export interface StateArgs {
   /** Ask for the parent stdio fds of live processes too. */
@@ -215,6 +237,8 @@ export interface Ops {
   execProcess: [ExecProcessArgs, ExecProcessResult];
   signalProcess: [SignalProcessArgs, SignalProcessResult];
   removeContainer: [RemoveContainerArgs, RemoveContainerResult];
+  closeStdin: [CloseStdinArgs, CloseStdinResult];
+  releaseProcess: [ReleaseProcessArgs, ReleaseProcessResult];
   state: [StateArgs, StateResult];
 }
 export type OpName = keyof Ops;
