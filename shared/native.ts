@@ -151,6 +151,11 @@ export interface NativeAddon {
   /** prctl(PR_SET_CHILD_SUBREAPER, 1). */
   setChildSubreaper(): void;
 
+  /** mount(2) in the caller's mount namespace; `flags` is the MS_* bit mask. */
+  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  /** umount2(2); `flags` e.g. MNT_DETACH = 2. */
+  umount2(target: string, flags: number): void;
+
   Poller: PollerConstructor;
 }
 
