@@ -15,15 +15,11 @@ protobuf.configure();
 import generated = require('./generated/protos');
 
 /** ttRPC envelope messages (protos/ttrpc.proto): Request, Response, Status. */
-export const ttrpc = generated.ttrpc;
-export type ttrpc = typeof generated.ttrpc;
+export import ttrpc = generated.ttrpc;
 /** Package `grpc` of the Kata agent protocol (agent, oci, health, csi protos; upstream src/libs/protocols). */
-export const grpc = generated.grpc;
-export type grpc = typeof generated.grpc;
+export import grpc = generated.grpc;
 /** Package `types` of the Kata agent protocol (types.proto: interfaces, routes, ARP neighbours). */
-export const types = generated.types;
-export type types = typeof generated.types;
+export import types = generated.types;
 /** Well-known types used by the agent protocol (google.protobuf.Empty). */
-export const google = generated.google;
-export type google = typeof generated.google;
+export import google = generated.google;
 export { generated };
