@@ -9,8 +9,9 @@
  * {@link Poller} (a libuv uv_poll_t).
  *
  * Errors: every function throws a {@link NativeError} (an Error with `code` = errno name such as
- * "ENOENT", `errno` = the positive errno number, `syscall` = the failing call) unless the
- * docstring says it returns a sentinel for EAGAIN.
+ * "ENOENT", `errno` = the positive errno number, `syscall` = the failing call, message
+ * "<syscall>: <strerror>" optionally followed by " (<detail>)") unless the docstring says it
+ * returns a sentinel for EAGAIN. Bad argument types or ranges throw a TypeError.
  */
 import * as path from 'node:path';
 
@@ -84,7 +85,9 @@ export interface PollEvents {
 
 /**
  * libuv poll watcher over one fd (uv_poll_t). The callback runs on the event loop with
- * `status` 0 or a negative libuv error.
+ * `status` 0 or a negative libuv error (after which the watcher is stopped). libuv switches
+ * the fd to O_NONBLOCK. At most one started Poller per fd: constructing or starting a second
+ * one throws EBUSY. A started Poller is kept alive (not garbage-collected) until stop()/close().
  */
 export interface Poller {
   /** Start (or change) watching; at least one of readable/writable should be true. */
@@ -128,12 +131,15 @@ export interface NativeAddon {
   accept(fd: number): number;
   /** SO_PEERCRED of a connected unix socket. */
   peerCred(fd: number): PeerCred;
-  /** sendmsg one packet with `fds` as SCM_RIGHTS; returns bytes sent or -1 on EAGAIN. Max 253 fds. */
+  /**
+   * sendmsg one packet with `fds` as SCM_RIGHTS; returns bytes sent or -1 on EAGAIN. Max 253 fds.
+   * An empty `data` without fds is a TypeError (the peer would read it as EOF).
+   */
   seqpacketSend(fd: number, data: Buffer, fds: number[]): number;
-  /** recvmsg one packet of at most `maxBytes` (and up to 64 fds, MSG_CMSG_CLOEXEC); null on EAGAIN. */
+  /** recvmsg one packet of at most `maxBytes` (0..64 MiB; and up to 64 fds, MSG_CMSG_CLOEXEC); null on EAGAIN. */
   seqpacketRecv(fd: number, maxBytes: number): SeqpacketMessage | null;
 
-  /** socket(AF_VSOCK, SOCK_STREAM) with SO_REUSEADDR bound to (cid, port), listening, non-blocking. cid -1 = VMADDR_CID_ANY. */
+  /** socket(AF_VSOCK, SOCK_STREAM) with SO_REUSEADDR bound to (cid, port), listening, non-blocking. cid -1 = VMADDR_CID_ANY, port -1 = VMADDR_PORT_ANY. */
   vsockListen(cid: number, port: number, backlog: number): number;
   /** A connected AF_VSOCK stream socket (blocking connect, then non-blocking). */
   vsockConnect(cid: number, port: number): number;
@@ -144,7 +150,10 @@ export interface NativeAddon {
   pidfdOpen(pid: number): number;
   /** pidfd_send_signal(pidfd, signal). ESRCH is thrown as a NativeError. */
   pidfdSendSignal(pidfd: number, signal: number): void;
-  /** kill(2) (used for signal 0 liveness checks and for pids without a pidfd). */
+  /**
+   * kill(2) (used for signal 0 liveness checks and for pids without a pidfd). A negative pid
+   * signals a process group; pid 0 and -1 (our own group, every process) are a TypeError.
+   */
   kill(pid: number, signal: number): void;
   /** waitpid(-1, WNOHANG|__WALL) until nothing more is ready; every child reaped. */
   reap(): ReapedChild[];

@@ -131,7 +131,7 @@ export class FdStream extends Duplex {
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     const fd = this.fd;
     this.fd = -1;
-    const pending = this.pendingWrite;
+    // A write in progress is abandoned: the stream machinery fails buffered writes itself.
     this.pendingWrite = null;
     let closeErr: Error | null = null;
     if (fd >= 0) {
@@ -146,7 +146,6 @@ export class FdStream extends Duplex {
         closeErr = e as Error;
       }
     }
-    pending?.callback(err ?? new Error('fd stream destroyed'));
     callback(err ?? closeErr);
   }
 }

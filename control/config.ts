@@ -1,0 +1,129 @@
+/**
+ * Configuration of the control plane (`kata-agent`).
+ *
+ * Sources, later ones winning: built-in defaults, environment variables, command-line flags.
+ * The kernel command line (`agent.*` options) and a TOML file are later sources (upstream
+ * src/agent/src/config.rs); {@link AgentConfig} is a plain object so they can add fields.
+ *
+ *   field         env                          flag               default
+ *   serverAddr    KATA_AGENT_SERVER_ADDR       --server-address   vsock://-1:1024
+ *   helperSocket  KATA_AGENT_HELPER_SOCKET     --helper-socket    /run/kata-agent/helper.sock
+ *   logLevel      KATA_AGENT_LOG_LEVEL         --log-level        info
+ *   debugAddr     KATA_AGENT_DEBUG_ADDR        --debug-addr       127.0.0.1:9099 ("" disables)
+ *
+ * KATA_AGENT_SERVER_ADDR and its default follow upstream (inventory §2.1, §5.2).
+ */
+import { parseArgs } from 'node:util';
+import { parseLogLevel, type LogLevel } from '../shared/log';
+import { Code, DEFAULT_HELPER_SOCKET, StatusError } from '../shared/protocol';
+
+/** Default ttRPC listen address: vsock port 1024 on any CID (Kata DEFAULT_AGENT_VSOCK_PORT). */
+export const DEFAULT_SERVER_ADDR = 'vsock://-1:1024';
+/** Default address of the debug HTTP endpoint: loopback only. */
+export const DEFAULT_DEBUG_ADDR = '127.0.0.1:9099';
+/** Default pino log level. */
+export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
+
+/** Level names accepted (pino's, plus upstream's logrus names warning/panic/critical). */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+export type { LogLevel };
+
+/** The control plane's configuration. */
+export interface AgentConfig {
+  /** ttRPC listen address: `unix:///path`, `unix://@name` or `vsock://<cid>:<port>`. */
+  serverAddr: string;
+  /** Path of the helper's SOCK_SEQPACKET socket ("@name" = abstract). */
+  helperSocket: string;
+  /** pino log level. */
+  logLevel: LogLevel;
+  /** `host:port` of the debug HTTP endpoint; "" disables it. */
+  debugAddr: string;
+}
+
+/** The built-in defaults. */
+export function defaultConfig(): AgentConfig {
+  return {
+    serverAddr: DEFAULT_SERVER_ADDR,
+    helperSocket: DEFAULT_HELPER_SOCKET,
+    logLevel: DEFAULT_LOG_LEVEL,
+    debugAddr: DEFAULT_DEBUG_ADDR,
+  };
+}
+
+function checkLogLevel(value: string, source: string): LogLevel {
+  const level = parseLogLevel(value);
+  if (level === undefined) {
+    throw new StatusError(
+      Code.INVALID_ARGUMENT,
+      `invalid log level ${JSON.stringify(value)} from ${source} (want one of ${LOG_LEVELS.join(', ')})`,
+    );
+  }
+  return level;
+}
+
+/**
+ * Parse a debug endpoint address `host:port` (IPv6 hosts in brackets, e.g. `[::1]:9099`).
+ * Throws StatusError INVALID_ARGUMENT naming the value when it is not one.
+ */
+export function parseDebugAddr(addr: string): { host: string; port: number } {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]\s]+):([0-9]{1,5})$/.exec(addr);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `invalid debug address ${JSON.stringify(addr)} (want host:port)`);
+  }
+  const host = m[1].startsWith('[') ? m[1].slice(1, -1) : m[1];
+  return { host, port };
+}
+
+/** Usage text of the command-line flags. */
+export const USAGE = `usage: kata-agent [options]
+  --server-address ADDR   ttRPC listen address (unix:///path, unix://@name, vsock://CID:PORT)
+                          [env KATA_AGENT_SERVER_ADDR, default ${DEFAULT_SERVER_ADDR}]
+  --helper-socket PATH    helper socket [env KATA_AGENT_HELPER_SOCKET, default ${DEFAULT_HELPER_SOCKET}]
+  --debug-addr HOST:PORT  debug HTTP endpoint, "" disables [env KATA_AGENT_DEBUG_ADDR, default ${DEFAULT_DEBUG_ADDR}]
+  --log-level LEVEL       ${LOG_LEVELS.join('|')} [env KATA_AGENT_LOG_LEVEL, default ${DEFAULT_LOG_LEVEL}]
+  -h, --help              print this help`;
+
+/** Result of {@link loadConfig}: the configuration, or a request for the usage text. */
+export type LoadedConfig = { help: true } | { help: false; config: AgentConfig };
+
+/**
+ * Build the configuration from `env` and the command-line `argv` (without node and the script).
+ * Throws StatusError INVALID_ARGUMENT for an unknown flag, a missing flag value, a bad log level
+ * or a bad debug address (the message names the value).
+ */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig {
+  const config = defaultConfig();
+  if (env.KATA_AGENT_SERVER_ADDR) config.serverAddr = env.KATA_AGENT_SERVER_ADDR;
+  if (env.KATA_AGENT_HELPER_SOCKET) config.helperSocket = env.KATA_AGENT_HELPER_SOCKET;
+  if (env.KATA_AGENT_LOG_LEVEL) config.logLevel = checkLogLevel(env.KATA_AGENT_LOG_LEVEL, 'KATA_AGENT_LOG_LEVEL');
+  if (env.KATA_AGENT_DEBUG_ADDR !== undefined) config.debugAddr = env.KATA_AGENT_DEBUG_ADDR;
+
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        'server-address': { type: 'string' },
+        'helper-socket': { type: 'string' },
+        'debug-addr': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `${(err as Error).message}\n${USAGE}`);
+  }
+  if (values.help) return { help: true };
+  if (typeof values['server-address'] === 'string') config.serverAddr = values['server-address'];
+  if (typeof values['helper-socket'] === 'string') config.helperSocket = values['helper-socket'];
+  if (typeof values['debug-addr'] === 'string') config.debugAddr = values['debug-addr'];
+  if (typeof values['log-level'] === 'string') config.logLevel = checkLogLevel(values['log-level'], '--log-level');
+
+  if (config.serverAddr === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty server address');
+  if (config.helperSocket === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty helper socket path');
+  if (config.debugAddr !== '') parseDebugAddr(config.debugAddr);
+  return { help: false, config };
+}

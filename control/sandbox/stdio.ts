@@ -1,0 +1,377 @@
+/**
+ * Stdio of a container process as control holds it: the parent ends the helper handed over
+ * (stdin write end, stdout and stderr read ends; or one pty master), wrapped in Node streams
+ * and exposed with the semantics of the agent's ReadStdout / ReadStderr / WriteStdin /
+ * CloseStdin rpcs.
+ *
+ * - Pipes are wrapped with `new net.Socket({fd, readable/writable})` (libuv takes a pipe fd for
+ *   a named pipe). A pty master cannot be (libuv sees a TTY, and Node's tty streams write
+ *   blocking), so it is wrapped with control/ttrpc/fdstream.ts (native poller, non-blocking).
+ * - Output is queued in memory per stream. Above {@link OUTPUT_HIGH_WATER} queued bytes the
+ *   source is paused, below {@link OUTPUT_LOW_WATER} it resumes: a slow reader makes the kernel
+ *   pipe fill and the writer block (field case B11); nothing is ever dropped.
+ * - Reads are not cut off by the process exit: data written before the exit is delivered
+ *   before EOF (B08). Waiting for the process does not close the output streams.
+ * - A read returns only bytes that were read, never padding (B10).
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { Code, StatusError } from '../../shared/protocol';
+import { loadNative } from '../../shared/native';
+import { FdStream } from '../ttrpc/fdstream';
+
+/** Queued bytes above which an output source is paused (1 MiB). */
+export const OUTPUT_HIGH_WATER = 1024 * 1024;
+/** Queued bytes below which a paused output source resumes (256 KiB). */
+export const OUTPUT_LOW_WATER = 256 * 1024;
+/** The VEOF character (^D) written to a pty on CloseStdin. */
+export const VEOF = 0x04;
+
+/**
+ * The error a read reports at end of stream: StatusError OUT_OF_RANGE "EOF".
+ * Upstream answers INTERNAL "read meet eof"; the Kata runtime treats any read error as the end
+ * of the stream, so the code is free, and OUT_OF_RANGE says what happened (Go's io.EOF maps to
+ * it in gRPC conventions) without claiming an internal failure.
+ */
+export function eofError(): StatusError {
+  return new StatusError(Code.OUT_OF_RANGE, 'EOF');
+}
+
+interface PendingRead {
+  len: number;
+  resolve: (data: Buffer) => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * One output stream (stdout, stderr or a pty master's output): a chunk queue fed by `source`.
+ * The queue owns no fd itself; `source` is destroyed by {@link OutputStream.destroy}.
+ */
+export class OutputStream {
+  private readonly chunks: Buffer[] = [];
+  private head = 0;
+  private queued = 0;
+  private ended = false;
+  private paused = false;
+  private readonly readers: PendingRead[] = [];
+
+  /**
+   * @param source a readable byte stream; an `error` is treated as end of stream (EIO on a pty
+   *   master once the slave side is closed is the normal end of a terminal's output)
+   * @param highWater pause the source above this many queued bytes
+   * @param lowWater resume it below this many
+   */
+  constructor(
+    private readonly source: Readable,
+    private readonly highWater = OUTPUT_HIGH_WATER,
+    private readonly lowWater = OUTPUT_LOW_WATER,
+  ) {
+    source.on('data', (chunk: Buffer) => this.onData(chunk));
+    source.on('end', () => this.onEnd());
+    source.on('close', () => this.onEnd());
+    source.on('error', () => this.onEnd());
+  }
+
+  /** Bytes queued and not yet read. */
+  get queuedBytes(): number {
+    return this.queued;
+  }
+
+  /** True once the source reached its end (queued bytes may still be readable). */
+  get sourceEnded(): boolean {
+    return this.ended;
+  }
+
+  /** True when the source reached its end and every queued byte has been read. */
+  get drained(): boolean {
+    return this.ended && this.queued === 0;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.queued += chunk.length;
+    this.serve();
+    if (this.queued > this.highWater && !this.paused && !this.ended) {
+      this.paused = true;
+      this.source.pause();
+    }
+  }
+
+  private onEnd(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.serve();
+  }
+
+  /** Take up to `len` bytes off the queue (caller checked it is non-empty). */
+  private take(len: number): Buffer {
+    const first = this.chunks[this.head];
+    let out: Buffer;
+    if (first.length >= len || this.head === this.chunks.length - 1) {
+      const n = Math.min(len, first.length);
+      out = first.subarray(0, n);
+      if (n === first.length) this.head++;
+      else this.chunks[this.head] = first.subarray(n);
+    } else {
+      const parts: Buffer[] = [];
+      let n = 0;
+      while (n < len && this.head < this.chunks.length) {
+        const c = this.chunks[this.head];
+        const want = len - n;
+        if (c.length <= want) {
+          parts.push(c);
+          n += c.length;
+          this.head++;
+        } else {
+          parts.push(c.subarray(0, want));
+          this.chunks[this.head] = c.subarray(want);
+          n += want;
+        }
+      }
+      out = Buffer.concat(parts, n);
+    }
+    this.queued -= out.length;
+    if (this.head > 1024 && this.head * 2 > this.chunks.length) {
+      this.chunks.splice(0, this.head);
+      this.head = 0;
+    }
+    if (this.paused && this.queued < this.lowWater && !this.ended) {
+      this.paused = false;
+      this.source.resume();
+    }
+    return out;
+  }
+
+  private serve(): void {
+    while (this.readers.length > 0) {
+      if (this.queued > 0) {
+        const r = this.readers.shift()!;
+        r.resolve(this.take(r.len));
+      } else if (this.ended) {
+        this.readers.shift()!.reject(eofError());
+      } else {
+        return;
+      }
+    }
+  }
+
+  /**
+   * Read up to `len` bytes (> 0): resolves with 1..len bytes as soon as any are queued, waiting
+   * if none are; concurrent reads are served in call order. Rejects with {@link eofError} once
+   * the source has ended and the queue is empty. When `signal` aborts before the read is
+   * served (the caller's deadline passed or its connection dropped), the read is withdrawn —
+   * it takes no bytes — and rejects with the signal's reason.
+   */
+  read(len: number, signal?: AbortSignal): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason instanceof Error ? signal.reason : new StatusError(Code.CANCELLED, 'read cancelled'));
+        return;
+      }
+      const onAbort = (): void => {
+        const i = this.readers.indexOf(entry);
+        if (i < 0) return;
+        this.readers.splice(i, 1);
+        reject(signal!.reason instanceof Error ? signal!.reason : new StatusError(Code.CANCELLED, 'read cancelled'));
+      };
+      const entry: PendingRead = {
+        len,
+        resolve: (data) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(data);
+        },
+        reject: (err) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.readers.push(entry);
+      this.serve();
+    });
+  }
+
+  /** Close the source and drop queued data; pending and later reads get EOF. Idempotent. */
+  destroy(): void {
+    this.chunks.length = 0;
+    this.head = 0;
+    this.queued = 0;
+    this.source.destroy();
+    this.onEnd();
+  }
+}
+
+/** A stdin sink (pipe write end or pty master) with full-write semantics. */
+export class InputStream {
+  private closed = false;
+  private failure: Error | null = null;
+
+  constructor(private readonly sink: Writable) {
+    sink.on('error', (err: Error) => {
+      this.failure = err;
+    });
+  }
+
+  /** True after {@link InputStream.close} (or {@link InputStream.markClosed}). */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Write all of `data`; resolves with its length once the bytes are handed to the kernel (the
+   * promise stays pending while the pipe or pty is full — backpressure from the process).
+   * Throws StatusError FAILED_PRECONDITION "stdin is closed" after CloseStdin, and
+   * FAILED_PRECONDITION naming the errno when the write fails (e.g. EPIPE: nobody reads).
+   */
+  async write(data: Uint8Array): Promise<number> {
+    if (this.closed) throw new StatusError(Code.FAILED_PRECONDITION, 'stdin is closed');
+    if (this.failure || this.sink.destroyed) throw this.brokenError(this.failure);
+    if (data.length === 0) return 0;
+    await new Promise<void>((resolve, reject) => {
+      this.sink.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), (err) => {
+        if (err) reject(this.brokenError(err));
+        else resolve();
+      });
+    });
+    return data.length;
+  }
+
+  private brokenError(err: Error | null): StatusError {
+    const code = (err as NodeJS.ErrnoException | null)?.code ?? 'closed';
+    return new StatusError(Code.FAILED_PRECONDITION, `stdin is broken (${code}): the process no longer reads it`);
+  }
+
+  /** Refuse further writes without closing the sink (the pty case: the master stays open). */
+  markClosed(): void {
+    this.closed = true;
+  }
+
+  /** Refuse further writes and close the sink (after queued writes are flushed). Idempotent. */
+  close(): void {
+    if (this.closed && this.sink.destroyed) return;
+    this.closed = true;
+    if (!this.sink.destroyed) this.sink.end(() => this.sink.destroy());
+  }
+
+  /** Close the sink now, dropping unflushed writes. */
+  destroy(): void {
+    this.closed = true;
+    this.sink.destroy();
+  }
+}
+
+/** Close fds, ignoring errors (fds the helper sent that we do not use). */
+export function closeFds(fds: Iterable<number>): void {
+  for (const fd of fds) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/**
+ * The stdio of one process.
+ *
+ * With a terminal, stdout and stderr are the same {@link OutputStream} over the pty master
+ * (ReadStdout and ReadStderr read the same data, as upstream).
+ */
+export class ProcessStdio {
+  private stdinEofSent = false;
+
+  private constructor(
+    readonly terminal: boolean,
+    readonly stdin: InputStream,
+    readonly stdout: OutputStream,
+    readonly stderr: OutputStream,
+    /** The pty master fd (terminal only), for window resizes; -1 otherwise. */
+    private readonly ptyFd: number,
+    private readonly ptyStream: { destroyed: boolean } | null,
+  ) {}
+
+  /**
+   * Wrap the fds a helper createContainer/execProcess response carried: "stdin", "stdout",
+   * "stderr" without a terminal, "pty" with one. Takes ownership of every fd in `fds` (unused
+   * ones are closed). Throws StatusError INTERNAL when an expected fd is missing (a helper bug);
+   * the fds are closed then too.
+   */
+  static fromFds(fds: Readonly<Record<string, number>>, terminal: boolean): ProcessStdio {
+    const want = terminal ? ['pty'] : ['stdin', 'stdout', 'stderr'];
+    const missing = want.filter((name) => typeof fds[name] !== 'number');
+    const extra = Object.entries(fds).filter(([name]) => !want.includes(name)).map(([, fd]) => fd);
+    closeFds(extra);
+    if (missing.length > 0) {
+      closeFds(want.map((n) => fds[n]).filter((fd): fd is number => typeof fd === 'number'));
+      throw new StatusError(
+        Code.INTERNAL,
+        `helper sent no ${missing.join(', ')} fd for a process with terminal=${terminal} (got ${Object.keys(fds).join(', ') || 'none'})`,
+      );
+    }
+    if (terminal) {
+      const fd = fds.pty;
+      let stream: FdStream;
+      try {
+        stream = new FdStream(fd, { native: loadNative() });
+      } catch (err) {
+        closeFds([fd]);
+        throw new StatusError(Code.INTERNAL, `cannot wrap the pty master: ${(err as Error).message}`);
+      }
+      const out = new OutputStream(stream);
+      return new ProcessStdio(true, new InputStream(stream), out, out, fd, stream);
+    }
+    const stdin = new net.Socket({ fd: fds.stdin, readable: false, writable: true });
+    const stdout = new net.Socket({ fd: fds.stdout, readable: true, writable: false });
+    const stderr = new net.Socket({ fd: fds.stderr, readable: true, writable: false });
+    return new ProcessStdio(false, new InputStream(stdin), new OutputStream(stdout), new OutputStream(stderr), -1, null);
+  }
+
+  /**
+   * CloseStdin. Pipes: close the stdin write end (the helper must close its copy too).
+   * Terminal: the master is also the output, so it stays open (field case B13); the VEOF
+   * character ^D is written once (EOF for a reader in canonical mode) and further writes are
+   * refused. Idempotent.
+   */
+  async closeStdin(): Promise<void> {
+    if (!this.terminal) {
+      this.stdin.close();
+      return;
+    }
+    if (this.stdinEofSent || this.stdin.isClosed) return;
+    this.stdinEofSent = true;
+    try {
+      // Not awaited to completion if the pty is full: the EOF is queued behind earlier input.
+      void this.stdin.write(Buffer.of(VEOF)).catch(() => undefined);
+    } finally {
+      this.stdin.markClosed();
+    }
+  }
+
+  /**
+   * TIOCSWINSZ on the pty master. Throws StatusError FAILED_PRECONDITION without a terminal or
+   * once the pty is closed, INTERNAL when the ioctl fails.
+   */
+  resize(rows: number, columns: number): void {
+    if (!this.terminal) throw new StatusError(Code.FAILED_PRECONDITION, 'process has no terminal');
+    if (!this.ptyStream || this.ptyStream.destroyed) throw new StatusError(Code.FAILED_PRECONDITION, 'the terminal is closed');
+    try {
+      loadNative().setWinsize(this.ptyFd, rows, columns);
+    } catch (err) {
+      throw new StatusError(Code.INTERNAL, `TIOCSWINSZ ${rows}x${columns} failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Close stdin if it is a pipe (after the process exited); the outputs stay readable. */
+  releaseStdin(): void {
+    if (!this.terminal) this.stdin.destroy();
+  }
+
+  /** Close everything and drop queued output (container removal, record eviction). */
+  destroy(): void {
+    this.stdin.destroy();
+    this.stdout.destroy();
+    if (this.stderr !== this.stdout) this.stderr.destroy();
+  }
+}

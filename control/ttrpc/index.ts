@@ -1,0 +1,29 @@
+/**
+ * ttRPC for the Kata agent: framing, status mapping, server, client and addresses.
+ * Wire format: containerd/ttrpc (channel.go, request.proto); see the individual modules.
+ */
+export {
+  HEADER_LENGTH,
+  MESSAGE_LENGTH_MAX,
+  FrameType,
+  FrameFlag,
+  FrameParser,
+  decodeHeader,
+  encodeHeader,
+  encodeFrame,
+  writeFrame,
+  isKnownFrameType,
+  oversizeMessage,
+} from './frame';
+export type { FrameHeader, FrameTypeValue, FrameSink, ParsedFrame } from './frame';
+export { GrpcStatus, CODE_NAMES, codeName, wireStatus, statusFromError, errorFromStatus, formatStatus, Code, StatusError } from './status';
+export type { StatusValue, StatusCode } from './status';
+export { VMADDR_CID_ANY, UNIX_PATH_MAX, parseAddress, formatAddress, netPath, toAddress } from './address';
+export type { TtrpcAddress } from './address';
+export type { MessageEncoder, MessageDecoder } from './codec';
+export { TtrpcServer, unaryHandler } from './server';
+export type { Handler, HandlerContext, TtrpcServerOptions } from './server';
+export { TtrpcClient, unary } from './client';
+export type { CallOptions, TtrpcClientOptions, UnaryCall } from './client';
+export { FdStream } from './fdstream';
+export type { FdStreamOptions } from './fdstream';

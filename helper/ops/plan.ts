@@ -1,0 +1,620 @@
+/**
+ * Re-validation of the plans control sends (the helper trusts nothing that crosses the socket)
+ * and their serialisation into kata-init's plan format (helper/native/KATA-INIT.md).
+ *
+ * Rules follow upstream Kata where it has them: rootfs (rustjail validator.rs `rootfs`: absolute,
+ * existing directory, lexically clean path equal to its canonical path), mount destinations and
+ * masked/readonly paths (rustjail mount.rs `check_paths`: absolute, no ".."), /proc protection
+ * (mount.rs `check_proc_mount`), sysctl allow-list (validator.rs `sysctl`), env entries
+ * (kata-sys-util validate.rs `valid_env`, but refused instead of skipped: control has already
+ * sanitised them), hostname needs a uts namespace (validator.rs). Every failure is a StatusError
+ * INVALID_ARGUMENT naming the field and value, except a user namespace (UNIMPLEMENTED) and an
+ * oversized plan (RESOURCE_EXHAUSTED).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  Code,
+  StatusError,
+  type ContainerPlan,
+  type MountPlan,
+  type NamespacePlan,
+  type ProcessPlan,
+} from '../../shared/protocol';
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+
+export const MAX_MOUNTS = 1024;
+export const MAX_ENV = 4096;
+export const MAX_ARGS = 4096;
+export const MAX_STRING = 64 * 1024;
+export const MAX_PATH = 4096;
+export const MAX_PATH_LIST = 1024;
+export const MAX_SYSCTL = 1024;
+export const MAX_GROUPS = 65536;
+export const MAX_MOUNT_OPTIONS = 256;
+/** kata-init reads at most this many plan bytes. */
+export const MAX_PLAN_BYTES = 1024 * 1024;
+/** Largest valid uid/gid: (uid_t)-1 is "no change", so 2^32 - 2. */
+export const MAX_ID = 2 ** 32 - 2;
+export const HOST_NAME_MAX = 64;
+
+// ---------------------------------------------------------------------------------------------
+// mount(2) flags (linux/mount.h)
+
+export const MS = {
+  RDONLY: 0x1,
+  NOSUID: 0x2,
+  NODEV: 0x4,
+  NOEXEC: 0x8,
+  SYNCHRONOUS: 0x10,
+  REMOUNT: 0x20,
+  MANDLOCK: 0x40,
+  DIRSYNC: 0x80,
+  NOATIME: 0x400,
+  NODIRATIME: 0x800,
+  BIND: 0x1000,
+  MOVE: 0x2000,
+  REC: 0x4000,
+  UNBINDABLE: 0x20000,
+  PRIVATE: 0x40000,
+  SLAVE: 0x80000,
+  SHARED: 0x100000,
+  RELATIME: 0x200000,
+  STRICTATIME: 0x1000000,
+} as const;
+
+/** Mount options that set (`set`) or clear (`clear`) MS_* flags (mount(8) option names). */
+const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
+  defaults: {},
+  ro: { set: MS.RDONLY },
+  rw: { clear: MS.RDONLY },
+  nosuid: { set: MS.NOSUID },
+  suid: { clear: MS.NOSUID },
+  nodev: { set: MS.NODEV },
+  dev: { clear: MS.NODEV },
+  noexec: { set: MS.NOEXEC },
+  exec: { clear: MS.NOEXEC },
+  sync: { set: MS.SYNCHRONOUS },
+  async: { clear: MS.SYNCHRONOUS },
+  dirsync: { set: MS.DIRSYNC },
+  mand: { set: MS.MANDLOCK },
+  nomand: { clear: MS.MANDLOCK },
+  noatime: { set: MS.NOATIME },
+  atime: { clear: MS.NOATIME },
+  nodiratime: { set: MS.NODIRATIME },
+  diratime: { clear: MS.NODIRATIME },
+  relatime: { set: MS.RELATIME },
+  norelatime: { clear: MS.RELATIME },
+  strictatime: { set: MS.STRICTATIME },
+  nostrictatime: { clear: MS.STRICTATIME },
+  bind: { set: MS.BIND },
+  rbind: { set: MS.BIND | MS.REC },
+  remount: { set: MS.REMOUNT },
+};
+
+/** Propagation words (mount options and OCI linux.rootfsPropagation) → MS_* flags. */
+export const PROPAGATION: Record<string, number> = {
+  private: MS.PRIVATE,
+  rprivate: MS.PRIVATE | MS.REC,
+  shared: MS.SHARED,
+  rshared: MS.SHARED | MS.REC,
+  slave: MS.SLAVE,
+  rslave: MS.SLAVE | MS.REC,
+  unbindable: MS.UNBINDABLE,
+  runbindable: MS.UNBINDABLE | MS.REC,
+};
+
+/** Filesystem types a container mount may have ("bind" = a bind mount). */
+export const ALLOWED_MOUNT_TYPES = new Set(['bind', 'proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue', 'cgroup', 'cgroup2']);
+
+/** /proc entries a bind mount may cover (rustjail mount.rs check_proc_mount; LXCFS-style overrides). */
+const PROC_BIND_ALLOWED = new Set([
+  '/proc/cpuinfo',
+  '/proc/diskstats',
+  '/proc/meminfo',
+  '/proc/stat',
+  '/proc/swaps',
+  '/proc/uptime',
+  '/proc/loadavg',
+  '/proc/net/dev',
+]);
+
+/** RLIMIT_* names → resource numbers (asm-generic/resource.h; the same on x86_64 and arm64). */
+export const RLIMITS: Record<string, number> = {
+  RLIMIT_CPU: 0,
+  RLIMIT_FSIZE: 1,
+  RLIMIT_DATA: 2,
+  RLIMIT_STACK: 3,
+  RLIMIT_CORE: 4,
+  RLIMIT_RSS: 5,
+  RLIMIT_NPROC: 6,
+  RLIMIT_NOFILE: 7,
+  RLIMIT_MEMLOCK: 8,
+  RLIMIT_AS: 9,
+  RLIMIT_LOCKS: 10,
+  RLIMIT_SIGPENDING: 11,
+  RLIMIT_MSGQUEUE: 12,
+  RLIMIT_NICE: 13,
+  RLIMIT_RTPRIO: 14,
+  RLIMIT_RTTIME: 15,
+};
+
+/** Namespace names as kata-init and /proc/<pid>/ns/ spell them. */
+export type KernelNamespace = 'pid' | 'net' | 'mnt' | 'ipc' | 'uts' | 'cgroup';
+
+/** OCI namespace type → kernel name (config-linux.md#namespaces). "user" is not supported yet. */
+const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
+  pid: 'pid',
+  network: 'net',
+  mount: 'mnt',
+  ipc: 'ipc',
+  uts: 'uts',
+  cgroup: 'cgroup',
+  user: undefined,
+};
+
+/** Default PATH kata-init and the mock use when the plan's env has none. */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+// ---------------------------------------------------------------------------------------------
+// Validated shapes
+
+export interface ValidRlimit {
+  name: string;
+  resource: number;
+  /** Decimal text; "-1" = RLIM_INFINITY. */
+  soft: string;
+  hard: string;
+}
+
+export interface ValidProcessPlan {
+  args: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  terminal: boolean;
+  noNewPrivileges: boolean;
+  rlimits: ValidRlimit[];
+}
+
+export interface ValidNamespace {
+  type: KernelNamespace;
+  /** "" = a new namespace; else the file to setns to. */
+  path: string;
+}
+
+export interface ValidMount {
+  source: string;
+  /** Absolute, normalised path inside the container. */
+  destination: string;
+  fstype: string;
+  flags: number;
+  data: string;
+  bind: boolean;
+  /** Propagation changes to apply after all mounts (MS_* with MS_REC where asked). */
+  propagation: number[];
+}
+
+export interface ValidContainerPlan {
+  rootfs: string;
+  readonly: boolean;
+  hostname: string;
+  namespaces: ValidNamespace[];
+  mounts: ValidMount[];
+  maskedPaths: string[];
+  readonlyPaths: string[];
+  sysctl: [string, string][];
+  /** MS_* flags for "/" before anything else. */
+  rootfsPropagation: number;
+  process: ValidProcessPlan;
+}
+
+export interface PlanCheckOptions {
+  /**
+   * Check the host side of paths: rootfs exists, is a directory and has no symlink; bind
+   * sources exist (and are canonicalised); namespace files exist and are allowed. The mock
+   * helper turns this off (only the shape of paths is checked).
+   */
+  hostChecks: boolean;
+  /** With hostChecks: may a container join namespace `type` at `path`? Default: any existing file. */
+  namespacePathAllowed?: (type: KernelNamespace, nsPath: string) => boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Primitive checks
+
+function invalid(message: string): StatusError {
+  return new StatusError(Code.INVALID_ARGUMENT, message);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
+}
+
+function checkString(v: unknown, field: string, max = MAX_STRING): string {
+  if (typeof v !== 'string') throw invalid(`${field} must be a string, got ${describe(v)}`);
+  if (Buffer.byteLength(v) > max) throw invalid(`${field} is longer than ${max} bytes`);
+  if (v.includes('\0')) throw invalid(`${field} ${JSON.stringify(v)} contains a NUL byte`);
+  return v;
+}
+
+function checkBool(v: unknown, field: string): boolean {
+  if (typeof v !== 'boolean') throw invalid(`${field} must be a boolean, got ${describe(v)}`);
+  return v;
+}
+
+function checkArray(v: unknown, field: string, max: number): unknown[] {
+  if (!Array.isArray(v)) throw invalid(`${field} must be an array, got ${describe(v)}`);
+  if (v.length > max) throw invalid(`${field} has ${v.length} entries, more than ${max}`);
+  return v;
+}
+
+function checkId(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_ID) {
+    throw invalid(`${field} must be an integer in 0..${MAX_ID}, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? v.slice(0, 80) + '…' : v);
+  if (Buffer.isBuffer(v)) return `bytes(${v.length})`;
+  if (Array.isArray(v)) return 'an array';
+  if (v === null) return 'null';
+  if (typeof v === 'object') return 'a map';
+  return String(v);
+}
+
+/** An absolute path without NUL, at most PATH_MAX bytes. */
+function checkAbsolute(v: unknown, field: string): string {
+  const p = checkString(v, field, MAX_PATH);
+  if (!p.startsWith('/')) throw invalid(`${field} ${JSON.stringify(p)} is not an absolute path`);
+  return p;
+}
+
+/** An absolute path with no ".." component, normalised ("//" and "." removed). */
+function checkConfinedPath(v: unknown, field: string): string {
+  const p = checkAbsolute(v, field);
+  if (p.split('/').includes('..')) throw invalid(`${field} ${JSON.stringify(p)} contains a ".." component`);
+  const normal = path.posix.normalize(p);
+  return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
+}
+
+function checkRlimitValue(v: unknown, field: string): bigint {
+  if (typeof v === 'bigint') {
+    if (v < 0n) throw invalid(`${field} must not be negative, got ${v}`);
+    return v;
+  }
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return BigInt(v);
+  if (typeof v === 'number' && (v === Infinity || v >= 2 ** 64 - 1)) return 2n ** 64n - 1n;
+  throw invalid(`${field} must be a non-negative integer, got ${describe(v)}`);
+}
+
+const RLIM_INFINITY = 2n ** 64n - 1n;
+
+function rlimitText(v: bigint): string {
+  return v >= RLIM_INFINITY ? '-1' : v.toString();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process
+
+/**
+ * Validate a ProcessPlan (OCI `process`, config.md#process) as received from control.
+ * Throws StatusError INVALID_ARGUMENT naming the field and value.
+ */
+export function validateProcessPlan(raw: unknown, field = 'process'): ValidProcessPlan {
+  if (!isRecord(raw)) throw invalid(`${field} must be a map, got ${describe(raw)}`);
+  const args = checkArray(raw.args, `${field}.args`, MAX_ARGS).map((a, i) => checkString(a, `${field}.args[${i}]`));
+  if (args.length === 0) throw invalid(`${field}.args must not be empty`);
+  if (args[0] === '') throw invalid(`${field}.args[0] must not be empty`);
+  const env = checkArray(raw.env, `${field}.env`, MAX_ENV).map((e, i) => {
+    const s = checkString(e, `${field}.env[${i}]`);
+    if (s.indexOf('=') <= 0) throw invalid(`${field}.env[${i}] ${JSON.stringify(s)} is not KEY=VALUE`);
+    return s;
+  });
+  const cwd = checkAbsolute(raw.cwd, `${field}.cwd`);
+  const uid = checkId(raw.uid, `${field}.uid`);
+  const gid = checkId(raw.gid, `${field}.gid`);
+  const additionalGids = checkArray(raw.additionalGids, `${field}.additionalGids`, MAX_GROUPS).map((g, i) =>
+    checkId(g, `${field}.additionalGids[${i}]`),
+  );
+  const terminal = checkBool(raw.terminal, `${field}.terminal`);
+  const noNewPrivileges = checkBool(raw.noNewPrivileges, `${field}.noNewPrivileges`);
+  const seen = new Set<string>();
+  const rlimits = checkArray(raw.rlimits, `${field}.rlimits`, 64).map((r, i) => {
+    const f = `${field}.rlimits[${i}]`;
+    if (!isRecord(r)) throw invalid(`${f} must be a map`);
+    const name = checkString(r.type, `${f}.type`, 64);
+    const resource = RLIMITS[name];
+    if (resource === undefined) throw invalid(`${f}.type ${JSON.stringify(name)} is not a known RLIMIT_* name`);
+    if (seen.has(name)) throw invalid(`${f}.type ${name} appears more than once`);
+    seen.add(name);
+    const soft = checkRlimitValue(r.soft, `${f}.soft`);
+    const hard = checkRlimitValue(r.hard, `${f}.hard`);
+    if (soft > hard) throw invalid(`${f}: soft limit ${soft} is above the hard limit ${hard}`);
+    return { name, resource, soft: rlimitText(soft), hard: rlimitText(hard) };
+  });
+  return { args, env, cwd, uid, gid, additionalGids, terminal, noNewPrivileges, rlimits };
+}
+
+/** The value of PATH in a plan's env (the last entry wins, as getenv would see it), or the default. */
+export function planPath(env: string[]): string {
+  let found: string | undefined;
+  for (const e of env) if (e.startsWith('PATH=')) found = e.slice(5);
+  return found ?? DEFAULT_PATH;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces
+
+/**
+ * Validate OCI namespaces: known types, no duplicates, "" or an absolute path; a user namespace
+ * is UNIMPLEMENTED. Paths are checked against the host only with `hostChecks`.
+ */
+export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field = 'namespaces'): ValidNamespace[] {
+  const list = checkArray(raw, field, 16);
+  const seen = new Set<string>();
+  return list.map((n, i) => {
+    const f = `${field}[${i}]`;
+    if (!isRecord(n)) throw invalid(`${f} must be a map`);
+    const ociType = checkString(n.type, `${f}.type`, 32);
+    if (!(ociType in NAMESPACE_NAMES)) throw invalid(`${f}.type ${JSON.stringify(ociType)} is not a namespace type`);
+    const type = NAMESPACE_NAMES[ociType];
+    if (type === undefined) {
+      throw new StatusError(Code.UNIMPLEMENTED, `${f}: user namespaces are not supported`);
+    }
+    if (seen.has(type)) throw invalid(`${f}: namespace ${ociType} appears more than once`);
+    seen.add(type);
+    const p = n.path === undefined ? '' : checkString(n.path, `${f}.path`, MAX_PATH);
+    if (p !== '') {
+      if (!p.startsWith('/')) throw invalid(`${f}.path ${JSON.stringify(p)} is not an absolute path`);
+      if (opts.hostChecks) {
+        if (!fs.existsSync(p)) throw invalid(`${f}.path ${JSON.stringify(p)} does not exist`);
+        if (opts.namespacePathAllowed && !opts.namespacePathAllowed(type, p)) {
+          throw invalid(
+            `${f}.path ${JSON.stringify(p)} is not a ${ociType} namespace of this sandbox (a tracked process's /proc/<pid>/ns/${type} or a sandbox namespace file)`,
+          );
+        }
+      }
+    }
+    return { type, path: p };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mounts
+
+/**
+ * Map OCI mount options to mount(2) arguments: MS_* flags, propagation changes and the data
+ * string (every option that is not a flag, e.g. "mode=755,size=65536k").
+ */
+export function parseMountOptions(options: string[]): { flags: number; propagation: number[]; data: string } {
+  let flags = 0;
+  const propagation: number[] = [];
+  const data: string[] = [];
+  for (const opt of options) {
+    const flag = FLAG_OPTIONS[opt];
+    if (flag) {
+      if (flag.set) flags |= flag.set;
+      if (flag.clear) flags &= ~flag.clear;
+      continue;
+    }
+    const prop = PROPAGATION[opt];
+    if (prop !== undefined) {
+      propagation.push(prop);
+      continue;
+    }
+    if (opt !== '') data.push(opt);
+  }
+  return { flags, propagation, data: data.join(',') };
+}
+
+function validateMount(raw: unknown, i: number, opts: PlanCheckOptions): ValidMount {
+  const f = `mounts[${i}]`;
+  if (!isRecord(raw)) throw invalid(`${f} must be a map`);
+  const m = raw as Partial<Record<keyof MountPlan, unknown>>;
+  const destination = checkConfinedPath(m.destination, `${f}.destination`);
+  const type = checkString(m.type ?? '', `${f}.type`, 64);
+  let source = checkString(m.source ?? '', `${f}.source`, MAX_PATH);
+  const options = checkArray(m.options ?? [], `${f}.options`, MAX_MOUNT_OPTIONS).map((o, j) =>
+    checkString(o, `${f}.options[${j}]`),
+  );
+  const { flags: parsedFlags, propagation, data } = parseMountOptions(options);
+  let flags = parsedFlags;
+  const bind = type === 'bind' || (flags & MS.BIND) !== 0;
+  if (!bind && !ALLOWED_MOUNT_TYPES.has(type)) {
+    throw invalid(`${f} (${destination}): mount type ${JSON.stringify(type)} is not allowed`);
+  }
+  if (bind && type !== 'bind' && type !== '' && type !== 'none' && !ALLOWED_MOUNT_TYPES.has(type)) {
+    throw invalid(`${f} (${destination}): mount type ${JSON.stringify(type)} is not allowed`);
+  }
+  if (bind) flags |= MS.BIND;
+  if (destination === '/') throw invalid(`${f}: a mount on "/" is not allowed (use the rootfs)`);
+  if (destination === '/proc' && type !== 'proc') {
+    throw invalid(`${f}: only a proc filesystem may be mounted on /proc, got ${JSON.stringify(type)}`);
+  }
+  if (destination.startsWith('/proc/') && !(bind && PROC_BIND_ALLOWED.has(destination))) {
+    throw invalid(`${f}: mounting over ${destination} is not allowed`);
+  }
+  if (bind) {
+    if (!source.startsWith('/')) throw invalid(`${f}.source ${JSON.stringify(source)} of a bind mount is not an absolute path`);
+    if (opts.hostChecks) {
+      try {
+        source = fs.realpathSync(source);
+      } catch {
+        throw invalid(`${f}.source ${JSON.stringify(source)} of a bind mount does not exist`);
+      }
+    }
+  }
+  return { source, destination, fstype: bind ? 'bind' : type, flags, data, bind, propagation };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sysctl (rustjail validator.rs sysctl)
+
+const IPC_SYSCTLS = new Set([
+  'kernel.msgmax',
+  'kernel.msgmnb',
+  'kernel.msgmni',
+  'kernel.sem',
+  'kernel.shmall',
+  'kernel.shmmax',
+  'kernel.shmmni',
+  'kernel.shm_rmid_forced',
+]);
+
+const SYSCTL_KEY_RE = /^[A-Za-z0-9_]+(\.[A-Za-z0-9_@:+-]+)+$/;
+
+function validateSysctl(raw: unknown, namespaces: ValidNamespace[]): [string, string][] {
+  if (raw === undefined || raw === null) return [];
+  if (!isRecord(raw)) throw invalid(`sysctl must be a map, got ${describe(raw)}`);
+  const entries = Object.entries(raw);
+  if (entries.length > MAX_SYSCTL) throw invalid(`sysctl has ${entries.length} entries, more than ${MAX_SYSCTL}`);
+  const has = (t: KernelNamespace): boolean => namespaces.some((n) => n.type === t);
+  return entries.map(([key, value]) => {
+    if (!SYSCTL_KEY_RE.test(key) || key.length > 256) throw invalid(`sysctl key ${JSON.stringify(key)} is not a valid name`);
+    const v = checkString(value, `sysctl[${key}]`, 4096);
+    if (IPC_SYSCTLS.has(key) || key.startsWith('fs.mqueue.')) {
+      if (!has('ipc')) throw invalid(`sysctl ${key} needs an ipc namespace`);
+    } else if (key.startsWith('net.')) {
+      // The guest's network namespace belongs to the sandbox (upstream allows net.* always).
+    } else if (key === 'kernel.domainname') {
+      if (!has('uts')) throw invalid(`sysctl ${key} needs a uts namespace`);
+    } else {
+      throw invalid(`sysctl ${key} is not allowed in a container`);
+    }
+    return [key, v] as [string, string];
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Container
+
+/**
+ * Validate a ContainerPlan from control. Besides the field checks above: the container must have
+ * a new mount namespace (its rootfs is pivoted into); with `hostChecks` the rootfs must be an
+ * existing directory whose path has no symlink ("/"-clean and equal to its realpath).
+ */
+export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): ValidContainerPlan {
+  if (!isRecord(raw)) throw invalid(`plan must be a map, got ${describe(raw)}`);
+  const plan = raw as Partial<Record<keyof ContainerPlan, unknown>>;
+  const rootfs = checkAbsolute(plan.rootfs, 'rootfs');
+  if (opts.hostChecks) {
+    let real: string;
+    try {
+      real = fs.realpathSync(rootfs);
+    } catch {
+      throw invalid(`rootfs ${JSON.stringify(rootfs)} does not exist`);
+    }
+    if (path.resolve(rootfs) !== real) {
+      throw invalid(`rootfs ${JSON.stringify(rootfs)} is not a canonical path (it resolves to ${JSON.stringify(real)})`);
+    }
+    if (!fs.statSync(real).isDirectory()) throw invalid(`rootfs ${JSON.stringify(rootfs)} is not a directory`);
+  }
+  const readonly = checkBool(plan.readonly, 'readonly');
+  const namespaces = validateNamespaces(plan.namespaces, opts);
+  const mnt = namespaces.find((n) => n.type === 'mnt');
+  if (!mnt || mnt.path !== '') throw invalid('a container needs a new mount namespace (namespaces: {type: "mount", path: ""})');
+  const hostname = checkString(plan.hostname ?? '', 'hostname', HOST_NAME_MAX);
+  if (hostname !== '' && !namespaces.some((n) => n.type === 'uts')) {
+    throw invalid(`hostname ${JSON.stringify(hostname)} needs a uts namespace`);
+  }
+  const mounts = checkArray(plan.mounts ?? [], 'mounts', MAX_MOUNTS).map((m, i) => validateMount(m, i, opts));
+  const maskedPaths = checkArray(plan.maskedPaths ?? [], 'maskedPaths', MAX_PATH_LIST).map((p, i) =>
+    checkConfinedPath(p, `maskedPaths[${i}]`),
+  );
+  const readonlyPaths = checkArray(plan.readonlyPaths ?? [], 'readonlyPaths', MAX_PATH_LIST).map((p, i) =>
+    checkConfinedPath(p, `readonlyPaths[${i}]`),
+  );
+  const sysctl = validateSysctl(plan.sysctl, namespaces);
+  const propName = checkString(plan.rootfsPropagation ?? '', 'rootfsPropagation', 32);
+  let rootfsPropagation: number;
+  if (propName === '') {
+    rootfsPropagation = MS.SLAVE | MS.REC;
+  } else {
+    const p = PROPAGATION[propName];
+    if (p === undefined) throw invalid(`rootfsPropagation ${JSON.stringify(propName)} is not a propagation type`);
+    rootfsPropagation = p | MS.REC;
+  }
+  const proc = validateProcessPlan(plan.process);
+  return { rootfs, readonly, hostname, namespaces, mounts, maskedPaths, readonlyPaths, sysctl, rootfsPropagation, process: proc };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serialisation (KATA-INIT.md "Plan format")
+
+/** Builds a kata-init plan: NUL-terminated fields, each record a tag and its fields. */
+export class PlanWriter {
+  private readonly parts: string[] = [];
+
+  record(tag: string, ...fields: (string | number)[]): this {
+    this.parts.push(tag, ...fields.map(String));
+    return this;
+  }
+
+  /** The plan bytes; RESOURCE_EXHAUSTED when larger than kata-init accepts. */
+  toBuffer(): Buffer {
+    const buf = Buffer.from(this.parts.join('\0') + '\0');
+    if (buf.length > MAX_PLAN_BYTES) {
+      throw new StatusError(Code.RESOURCE_EXHAUSTED, `plan of ${buf.length} bytes exceeds kata-init's ${MAX_PLAN_BYTES}-byte limit`);
+    }
+    return buf;
+  }
+}
+
+function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
+  for (const r of p.rlimits) w.record('rlimit', r.resource, r.soft, r.hard);
+  w.record('gid', p.gid);
+  for (const g of p.additionalGids) w.record('group', g);
+  w.record('uid', p.uid);
+  w.record('cwd', p.cwd);
+  w.record('nonewprivs', p.noNewPrivileges ? 1 : 0);
+  for (const a of p.args) w.record('arg', a);
+  for (const e of p.env) w.record('env', e);
+  w.record('tty', p.terminal ? 1 : 0);
+}
+
+/** kata-init `create` plan for a validated container. */
+export function serializeCreatePlan(plan: ValidContainerPlan): Buffer {
+  const w = new PlanWriter();
+  w.record('rootfs', plan.rootfs);
+  w.record('readonly', plan.readonly ? 1 : 0);
+  w.record('propagation', plan.rootfsPropagation);
+  for (const ns of plan.namespaces) w.record('ns', ns.type, ns.path);
+  const uts = plan.namespaces.find((n) => n.type === 'uts');
+  if (plan.hostname !== '' && uts && uts.path === '') w.record('hostname', plan.hostname);
+  for (const m of plan.mounts) w.record('mount', m.source, m.destination, m.fstype, m.flags, m.data);
+  for (const m of plan.mounts) for (const p of m.propagation) w.record('mountprop', m.destination, p);
+  for (const p of plan.maskedPaths) w.record('masked', p);
+  for (const p of plan.readonlyPaths) w.record('readonlypath', p);
+  for (const [k, v] of plan.sysctl) w.record('sysctl', k, v);
+  writeProcess(w, plan.process);
+  return w.toBuffer();
+}
+
+/** kata-init `exec` plan: join `namespaces` (all with paths) and run `proc`. */
+export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan): Buffer {
+  const w = new PlanWriter();
+  for (const ns of namespaces) w.record('ns', ns.type, ns.path);
+  writeProcess(w, proc);
+  return w.toBuffer();
+}
+
+/** kata-init `sandbox` plan: persistent ipc/uts namespaces bound onto `files`. */
+export function serializeSandboxPlan(hostname: string, files: { type: 'ipc' | 'uts'; path: string }[]): Buffer {
+  const w = new PlanWriter();
+  if (hostname !== '') w.record('hostname', hostname);
+  for (const f of files) w.record('nsfile', f.type, f.path);
+  return w.toBuffer();
+}
+
+/** Re-exported for callers that only need the namespace mapping. */
+export function kernelNamespaceName(ociType: NamespacePlan['type']): KernelNamespace | undefined {
+  return NAMESPACE_NAMES[ociType];
+}
