@@ -34,6 +34,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -917,6 +918,29 @@ void SetChildSubreaper(const Napi::CallbackInfo& info) {
   }
 }
 
+// mount(source, target, fstype, flags, data): mount(2) in the caller's mount namespace.
+void Mount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string source = ToStringNoNul(env, info[0], "mount: source");
+  std::string target = ToStringNoNul(env, info[1], "mount: target");
+  std::string fstype = ToStringNoNul(env, info[2], "mount: fstype");
+  int64_t flags = IntArg(info, 3, "mount", "flags", 0, UINT32_MAX);
+  std::string data = ToStringNoNul(env, info[4], "mount: data");
+  if (::mount(source.empty() ? nullptr : source.c_str(), target.c_str(),
+              fstype.empty() ? nullptr : fstype.c_str(), static_cast<unsigned long>(flags),
+              data.empty() ? nullptr : data.c_str()) < 0) {
+    ThrowErrno(env, errno, "mount", target);
+  }
+}
+
+// umount2(target, flags).
+void Umount2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string target = ToStringNoNul(env, info[0], "umount2: target");
+  int flags = static_cast<int>(IntArg(info, 1, "umount2", "flags", 0, INT_MAX));
+  if (::umount2(target.c_str(), flags) < 0) ThrowErrno(env, errno, "umount2", target);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Poller: a uv_poll_t on the calling environment's loop
 // ---------------------------------------------------------------------------------------------
@@ -1103,6 +1127,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kill", Napi::Function::New<Kill>(env, "kill"));
   exports.Set("reap", Napi::Function::New<Reap>(env, "reap"));
   exports.Set("setChildSubreaper", Napi::Function::New<SetChildSubreaper>(env, "setChildSubreaper"));
+  exports.Set("mount", Napi::Function::New<Mount>(env, "mount"));
+  exports.Set("umount2", Napi::Function::New<Umount2>(env, "umount2"));
   exports.Set("Poller", Poller::Define(env));
   return exports;
 }
