@@ -1,0 +1,124 @@
+/**
+ * The control plane's Agent: wires the configuration, the helper connection, the sandbox model,
+ * the ttRPC server (grpc.AgentService + grpc.Health on one address) and the debug endpoint.
+ *
+ *   const agent = new Agent({ config, helper, logger });
+ *   agent.on('shutdown', () => agent.stop());   // after DestroySandbox (upstream exits then)
+ *   await agent.start();
+ *
+ * Events:
+ *   'shutdown'     after a successful DestroySandbox has been answered; the owner should stop
+ *                  the agent and exit.
+ *   'helper-lost'  the helper connection closed; exit statuses will no longer arrive (pending
+ *                  WaitProcess calls fail with UNAVAILABLE). The owner should exit.
+ */
+import { EventEmitter } from 'node:events';
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import type { HelperEvent } from '../shared/protocol';
+import { parseDebugAddr, type AgentConfig } from './config';
+import { startDebugServer } from './debug/server';
+import type { HelperConnection } from './helper';
+import { AgentService, HealthService, registerServices } from './rpc';
+import { Sandbox } from './sandbox/sandbox';
+import { TtrpcServer } from './ttrpc';
+
+/** Options of {@link Agent}. */
+export interface AgentOptions {
+  config: AgentConfig;
+  /** A connected helper (HelperClient, or the in-process mock's client). */
+  helper: HelperConnection;
+  /** pino logger (default: silent). */
+  logger?: Logger;
+  /** Close the helper connection in {@link Agent.stop} (default true). */
+  closeHelperOnStop?: boolean;
+  /** RemoveContainer bound for timeout 0, in ms (default 30 s). */
+  defaultRemoveTimeoutMs?: number;
+}
+
+export interface Agent {
+  on(event: 'shutdown', listener: () => void): this;
+  on(event: 'helper-lost', listener: () => void): this;
+  once(event: 'shutdown', listener: () => void): this;
+  once(event: 'helper-lost', listener: () => void): this;
+}
+
+/** One agent: one sandbox, one helper, one ttRPC server. */
+export class Agent extends EventEmitter {
+  readonly config: AgentConfig;
+  readonly sandbox = new Sandbox();
+  readonly service: AgentService;
+  readonly health = new HealthService();
+  readonly server: TtrpcServer;
+  /** The debug endpoint once {@link start} has started it (null when disabled). */
+  debugServer: FastifyInstance | null = null;
+  private readonly helper: HelperConnection;
+  private readonly log: Logger;
+  private readonly closeHelperOnStop: boolean;
+  private readonly onHelperEvent = (event: HelperEvent): void => this.service.handleHelperEvent(event);
+  private readonly onHelperClose = (): void => {
+    if (this.stopping) return;
+    this.log.error('connection to the helper lost');
+    this.service.handleHelperLost();
+    this.emit('helper-lost');
+  };
+  private started = false;
+  private stopping = false;
+
+  constructor(options: AgentOptions) {
+    super();
+    this.config = options.config;
+    this.helper = options.helper;
+    this.log = options.logger ?? pino({ level: 'silent' });
+    this.closeHelperOnStop = options.closeHelperOnStop ?? true;
+    this.service = new AgentService({
+      helper: this.helper,
+      sandbox: this.sandbox,
+      logger: this.log.child({ component: 'rpc' }),
+      onShutdown: () => this.emit('shutdown'),
+      defaultRemoveTimeoutMs: options.defaultRemoveTimeoutMs,
+    });
+    this.server = new TtrpcServer({ logger: this.log.child({ component: 'ttrpc' }) });
+    registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }));
+    this.helper.on('event', this.onHelperEvent);
+    this.helper.on('close', this.onHelperClose);
+  }
+
+  /**
+   * Listen on `config.serverAddr` and start the debug endpoint on `config.debugAddr` (unless
+   * ""). Rejects with the listen error (StatusError INVALID_ARGUMENT for a bad address, a
+   * system error such as EADDRINUSE otherwise); nothing is left listening then.
+   */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.server.listen(this.config.serverAddr);
+    if (this.config.debugAddr !== '') {
+      const { host, port } = parseDebugAddr(this.config.debugAddr);
+      try {
+        this.debugServer = await startDebugServer(this.sandbox, host, port);
+      } catch (err) {
+        await this.server.close();
+        throw err;
+      }
+    }
+    this.log.info({ address: this.config.serverAddr, debug: this.config.debugAddr || null }, 'agent listening');
+  }
+
+  /**
+   * Stop: fail pending long polls, close the ttRPC server (in-flight calls are cancelled), the
+   * debug endpoint and — unless disabled — the helper connection. Containers are left to the
+   * helper (it is the source of truth). Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.service.stop();
+    await this.server.close();
+    if (this.debugServer) await this.debugServer.close();
+    this.helper.off('event', this.onHelperEvent);
+    this.helper.off('close', this.onHelperClose);
+    if (this.closeHelperOnStop) this.helper.close();
+    this.log.info('agent stopped');
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Registration of the agent's ttRPC services on a {@link TtrpcServer}: every rpc of
+ * `grpc.AgentService` (protos/agent.proto) and `grpc.Health` (protos/health.proto).
+ *
+ * Each rpc goes through {@link registerRpc}: the payload is decoded with the generated request
+ * class (a payload that does not decode → INVALID_ARGUMENT; upstream ttrpc-rust answers
+ * UNKNOWN), the handler runs, its result is encoded with the generated response class. An
+ * AgentService rpc without an implementation answers UNIMPLEMENTED `<Method> is not implemented
+ * yet` (upstream answers NOT_FOUND `/grpc.AgentService/<Method> is not supported` for the rpcs
+ * it lacks; ours are honest placeholders that later issues fill in).
+ *
+ * The method table (wire names and codecs) is control/ctl/methods.ts, shared with the client.
+ */
+import type { Logger } from 'pino';
+import { Code, StatusError } from '../../shared/protocol';
+import { AGENT_SERVICE, HEALTH_SERVICE, METHOD_NAMES, METHODS, type MethodSpec } from '../ctl/methods';
+import { unaryHandler, type HandlerContext, type TtrpcServer } from '../ttrpc';
+import type { AgentService } from './agent';
+import type { HealthService } from './health';
+
+export { AgentService, DEFAULT_REMOVE_TIMEOUT_MS, MAX_READ_LEN, MAX_SIGNAL } from './agent';
+export type { AgentServiceOptions, RpcContext } from './agent';
+export { HealthService, API_VERSION, SERVING, agentVersion } from './health';
+
+/** Statuses that are an ordinary answer, logged at debug; others at info. */
+const QUIET_CODES = new Set<number>([Code.OUT_OF_RANGE, Code.CANCELLED]);
+
+/**
+ * Register one rpc: decode with `spec.request`, run `fn`, encode with `spec.response`.
+ * Calls are logged at debug (method, code); failures at info (warn for INTERNAL).
+ */
+export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends object, ResM extends ResP>(
+  server: TtrpcServer,
+  spec: MethodSpec<ReqP, ReqM, ResP, ResM>,
+  fn: (request: ReqM, ctx: HandlerContext) => Promise<ResP>,
+  log?: Logger,
+): void {
+  const quiet = spec.method === 'ReadStdout' || spec.method === 'ReadStderr' || spec.method === 'WriteStdin';
+  server.register(
+    spec.service,
+    spec.method,
+    unaryHandler<ReqM, ResP>(spec.request, spec.response, async (request, ctx) => {
+      if (!quiet) log?.debug({ method: spec.method }, 'rpc call');
+      try {
+        return await fn(request, ctx);
+      } catch (err) {
+        if (log && err instanceof StatusError) {
+          if (err.code === Code.INTERNAL) log.warn({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
+          else if (!QUIET_CODES.has(err.code)) log.info({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
+        }
+        throw err;
+      }
+    }),
+  );
+}
+
+/**
+ * Register `grpc.AgentService` (every method of the table; those `agent` does not implement
+ * answer UNIMPLEMENTED) and `grpc.Health` on `server`.
+ */
+export function registerServices(server: TtrpcServer, agent: AgentService, health: HealthService, log?: Logger): void {
+  const implemented = new Set<string>();
+  const reg = <ReqP extends object, ReqM extends ReqP, ResP extends object, ResM extends ResP>(
+    spec: MethodSpec<ReqP, ReqM, ResP, ResM>,
+    fn: (request: ReqM, ctx: HandlerContext) => Promise<ResP>,
+  ): void => {
+    implemented.add(`${spec.service}/${spec.method}`);
+    registerRpc(server, spec, fn, log);
+  };
+
+  reg(METHODS.CreateSandbox, (r) => agent.createSandbox(r));
+  reg(METHODS.DestroySandbox, (r) => agent.destroySandbox(r));
+  reg(METHODS.CreateContainer, (r) => agent.createContainer(r));
+  reg(METHODS.StartContainer, (r) => agent.startContainer(r));
+  reg(METHODS.RemoveContainer, (r) => agent.removeContainer(r));
+  reg(METHODS.ExecProcess, (r) => agent.execProcess(r));
+  reg(METHODS.SignalProcess, (r) => agent.signalProcess(r));
+  reg(METHODS.WaitProcess, (r) => agent.waitProcess(r));
+  reg(METHODS.ReadStdout, (r, ctx) => agent.readStdout(r, ctx));
+  reg(METHODS.ReadStderr, (r, ctx) => agent.readStderr(r, ctx));
+  reg(METHODS.WriteStdin, (r) => agent.writeStdin(r));
+  reg(METHODS.CloseStdin, (r) => agent.closeStdin(r));
+  reg(METHODS.TtyWinResize, (r) => agent.ttyWinResize(r));
+  reg(METHODS.GetOOMEvent, (r, ctx) => agent.getOOMEvent(r, ctx));
+  reg(METHODS.Check, (r) => health.check(r));
+  reg(METHODS.Version, (r) => health.version(r));
+
+  for (const name of METHOD_NAMES) {
+    const spec = METHODS[name];
+    if (spec.service !== AGENT_SERVICE && spec.service !== HEALTH_SERVICE) continue;
+    if (implemented.has(`${spec.service}/${spec.method}`)) continue;
+    const method = spec.method;
+    server.register(spec.service, method, async () => {
+      throw new StatusError(Code.UNIMPLEMENTED, `${method} is not implemented yet`);
+    });
+  }
+}
+
+/** Wire names of the AgentService rpcs implemented for real (for docs and tests). */
+export const IMPLEMENTED_AGENT_METHODS: readonly string[] = [
+  'CreateSandbox', 'DestroySandbox', 'CreateContainer', 'StartContainer', 'RemoveContainer',
+  'ExecProcess', 'SignalProcess', 'WaitProcess', 'ReadStdout', 'ReadStderr', 'WriteStdin',
+  'CloseStdin', 'TtyWinResize', 'GetOOMEvent',
+];
