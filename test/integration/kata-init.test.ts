@@ -347,12 +347,12 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
           'ls /proc/self >/dev/null && echo proc-ok',
           'echo $(ls /dev)',
           'stat -c "%a %t:%T" /dev/null /dev/urandom',
-          'readlink /dev/fd /dev/stdin /dev/ptmx',
+          'readlink /dev/fd; readlink /dev/stdin; readlink /dev/ptmx',
           'echo x > /dev/null && echo devnull-ok',
           'cat /mnt/data/marker',
           'cat /etc/hostfile',
-          'if echo x > /mnt/ro/new 2>/dev/null; then echo ro-writable; else echo ro-readonly; fi',
-          'if echo x > /mnt/data/new 2>/dev/null; then echo rw-writable; else echo rw-readonly; fi',
+          'if (echo x > /mnt/ro/new) 2>/dev/null; then echo ro-writable; else echo ro-readonly; fi',
+          'if (echo x > /mnt/data/new) 2>/dev/null; then echo rw-writable; else echo rw-readonly; fi',
         ].join('; '),
       ],
       mounts: [
@@ -430,12 +430,12 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
         'sh',
         '-c',
         [
-          'if echo x > /f 2>/dev/null; then echo root-writable; else echo root-readonly; fi',
-          'if echo x > /tmp/f 2>/dev/null; then echo tmp-writable; else echo tmp-readonly; fi',
+          'if (echo x > /f) 2>/dev/null; then echo root-writable; else echo root-readonly; fi',
+          'if (echo x > /tmp/f) 2>/dev/null; then echo tmp-writable; else echo tmp-readonly; fi',
           'echo keys:$(cat /proc/keys)',
           'echo firmware:$(ls /sys/firmware)',
           'cat /proc/sys/net/ipv4/ip_forward',
-          'if echo 0 > /proc/sys/net/ipv4/ip_forward 2>/dev/null; then echo sys-writable; else echo sys-readonly; fi',
+          'if (echo 0 > /proc/sys/net/ipv4/ip_forward) 2>/dev/null; then echo sys-writable; else echo sys-readonly; fi',
         ].join('; '),
       ],
       mounts: [...STANDARD_MOUNTS, ['mount', 'tmpfs', '/tmp', 'tmpfs', MS.NOSUID | MS.NODEV, '']],
@@ -508,7 +508,7 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
     const out = r.stdout.split('\n');
     t.equal(out[0], 'kata-exec', 'same uts namespace');
     t.not(out[1], '1', 'not pid 1: joined the existing pid namespace');
-    t.match(r.stdout, /^\s*1\s+\S+\s+\S+\s+sleep 100$/m, 'ps sees the container init as pid 1');
+    t.match(r.stdout, /^\s*1\s+root\s+sleep 100$/m, 'ps sees the container init as pid 1');
     t.match(r.stdout, /\n0\n1\n2\n3\n$/, 'only fds 0-2 (plus ls\'s own)');
 
     const bad = new KataInit('exec', [...ns(['pid', 'mnt']), ['arg', 'nope']]);

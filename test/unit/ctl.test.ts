@@ -30,7 +30,7 @@ function context(over: Partial<RequestContext> = {}): RequestContext {
 function built(method: MethodName, args: string, ctx: RequestContext): Record<string, unknown> {
   const { request } = buildRequest(method, args, ctx);
   const codec = METHODS[method].request as unknown as { toObject(m: object, o: protobuf.IConversionOptions): Record<string, unknown> };
-  const obj = codec.toObject(request, { longs: Number, enums: String, bytes: String });
+  const obj = codec.toObject(request, { longs: Number, enums: String, bytes: String, defaults: true });
   for (const [k, v] of Object.entries(obj)) {
     if (typeof v === 'string' && (k === 'data')) obj[k] = Buffer.from(v, 'base64').toString('hex');
   }
@@ -171,7 +171,8 @@ t.test('requests built from key=value, json:// and file:// (table)', async (t) =
     /unknown field "containerid" in grpc\.WaitProcessRequest \(fields: container_id, exec_id\)/);
   rejectsCode(t, () => buildRequest('SignalProcess', 'cid=a signal=SIGNOPE', context()), Code.INVALID_ARGUMENT, /invalid signal name/);
   rejectsCode(t, () => buildRequest('TtyWinResize', 'row=-1', context()), Code.INVALID_ARGUMENT, /invalid row "-1"/);
-  rejectsCode(t, () => buildRequest('WaitProcess', 'json://{"container_id": 5}', context()), Code.INVALID_ARGUMENT, /invalid WaitProcess request/);
+  rejectsCode(t, () => buildRequest('CreateContainer', 'json://{"OCI": 5}', context()), Code.INVALID_ARGUMENT,
+    /invalid CreateContainer request: .*OCI: object expected/);
   rejectsCode(t, () => buildRequest('CreateSandbox', 'dns=x', context()), Code.INVALID_ARGUMENT, /cannot set grpc\.CreateSandboxRequest\.dns/);
   rejectsCode(t, () => buildRequest('CreateContainer', 'cid=abc', context()), Code.INVALID_ARGUMENT, /needs an OCI spec/);
 

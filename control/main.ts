@@ -1,0 +1,130 @@
+/**
+ * `kata-agent`: the control plane's entry point.
+ *
+ * Reads the configuration (control/config.ts), connects to the helper (retrying for up to 10 s
+ * while its socket does not exist yet or refuses connections), starts the ttRPC server and the
+ * debug endpoint, logs an announce record, and runs until SIGTERM/SIGINT (clean stop, exit 0),
+ * a DestroySandbox (as upstream, the agent exits after answering it; exit 0) or the loss of the
+ * helper connection (exit 1). A start-up failure exits 1 with the reason logged.
+ */
+import { createLogger, type Logger } from '../shared/log';
+import { HelperClient } from '../shared/helper-client';
+import { Code, StatusError } from '../shared/protocol';
+import { Agent } from './agent';
+import { loadConfig, USAGE } from './config';
+import { agentVersion } from './rpc/health';
+
+/** How long to keep retrying the helper connection at start-up, in ms. */
+export const HELPER_CONNECT_TIMEOUT_MS = 10_000;
+/** Pause between helper connection attempts, in ms. */
+const HELPER_RETRY_MS = 100;
+
+/**
+ * Connect to the helper at `socketPath`, retrying while the connection is UNAVAILABLE (the
+ * socket does not exist yet, ECONNREFUSED) for at most `timeoutMs`. Other errors (a protocol
+ * version mismatch: FAILED_PRECONDITION) fail at once.
+ */
+export async function connectHelper(socketPath: string, log: Logger, timeoutMs = HELPER_CONNECT_TIMEOUT_MS): Promise<HelperClient> {
+  const deadline = Date.now() + timeoutMs;
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    try {
+      return await HelperClient.connect(socketPath, { logger: log, timeoutMs: Math.max(1000, deadline - Date.now()) });
+    } catch (err) {
+      const retriable = err instanceof StatusError && err.code === Code.UNAVAILABLE;
+      if (!retriable || Date.now() + HELPER_RETRY_MS > deadline) {
+        if (retriable) {
+          throw new StatusError(Code.UNAVAILABLE, `helper not reachable at ${socketPath} after ${attempts} attempts in ${timeoutMs} ms: ${err.message}`);
+        }
+        throw err;
+      }
+      if (attempts === 1) log.info({ socket: socketPath }, 'waiting for the helper socket');
+      await new Promise((resolve) => setTimeout(resolve, HELPER_RETRY_MS));
+    }
+  }
+}
+
+/** Run the agent; resolves with the process exit code. */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let loaded;
+  try {
+    loaded = loadConfig(argv, env);
+  } catch (err) {
+    process.stderr.write(`kata-agent: ${(err as Error).message}\n`);
+    return 2;
+  }
+  if (loaded.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const config = loaded.config;
+  const log = createLogger('kata-agent', config.logLevel);
+
+  let helper: HelperClient;
+  try {
+    helper = await connectHelper(config.helperSocket, log);
+  } catch (err) {
+    log.fatal({ err }, 'cannot connect to the helper');
+    return 1;
+  }
+
+  const agent = new Agent({ config, helper, logger: log });
+  let resolveExit!: (code: number) => void;
+  const exited = new Promise<number>((resolve) => {
+    resolveExit = resolve;
+  });
+  let stopping = false;
+  const stop = (code: number, reason: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ reason }, 'stopping');
+    agent.stop().then(
+      () => resolveExit(code),
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        resolveExit(1);
+      },
+    );
+  };
+  agent.on('shutdown', () => stop(0, 'sandbox destroyed'));
+  agent.on('helper-lost', () => stop(1, 'helper connection lost'));
+  const onSignal = (signal: NodeJS.Signals): void => stop(0, signal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  try {
+    await agent.start();
+  } catch (err) {
+    log.fatal({ err, address: config.serverAddr }, 'cannot start the agent');
+    await agent.stop().catch(() => undefined);
+    return 1;
+  }
+  log.info(
+    {
+      version: agentVersion(),
+      address: config.serverAddr,
+      debugAddr: config.debugAddr || null,
+      helperSocket: config.helperSocket,
+      helperPid: helper.helperPid,
+    },
+    'announce',
+  );
+  const code = await exited;
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  return code;
+}
+
+/** Run {@link main} with this process's arguments and environment, then exit with its code. */
+export function run(): void {
+  main(process.argv.slice(2), process.env).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`kata-agent: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
+
+if (require.main === module) run();

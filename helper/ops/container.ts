@@ -1,0 +1,562 @@
+/**
+ * The container and process operations of the helper (create, start, exec, signal, remove,
+ * close stdin, release, state, sandbox), shared by the real backend and the mock: both keep the
+ * same model and bookkeeping, only *how* a process is started differs ({@link Launcher}: kata-init
+ * for the real helper, a plain host process for the mock).
+ *
+ * Lifecycle of a container: createContainer starts its init, which sets up and blocks
+ * ("created"); startContainer releases it ("running"); the init's exit makes it "stopped";
+ * removeContainer kills what is left, waits for it to be reaped and forgets the container (its
+ * id can then be reused). Exec processes live in a running (or created) container until
+ * releaseProcess or removeContainer.
+ */
+import * as fs from 'node:fs';
+import {
+  Code,
+  StatusError,
+  validateContainerId,
+  validateExecId,
+  type CloseStdinArgs,
+  type CloseStdinResult,
+  type ContainerState,
+  type CreateContainerArgs,
+  type CreateContainerResult,
+  type CreateSandboxArgs,
+  type CreateSandboxResult,
+  type DestroySandboxArgs,
+  type DestroySandboxResult,
+  type ExecProcessArgs,
+  type ExecProcessResult,
+  type HelperEvent,
+  type NamespacePlan,
+  type ProcessState,
+  type ReleaseProcessArgs,
+  type ReleaseProcessResult,
+  type RemoveContainerArgs,
+  type RemoveContainerResult,
+  type SignalProcessArgs,
+  type SignalProcessResult,
+  type StartContainerArgs,
+  type StartContainerResult,
+  type StateArgs,
+  type StateResult,
+} from '../../shared/protocol';
+import { MAX_FDS_PER_PACKET } from '../../shared/channel';
+import { silentLogger, type Logger } from '../../shared/log';
+import type { BackendReply, HelperBackend, NamedFd } from '../api';
+import {
+  HOST_NAME_MAX,
+  validateContainerPlan,
+  validateProcessPlan,
+  type KernelNamespace,
+  type ValidContainerPlan,
+  type ValidProcessPlan,
+} from './plan';
+import {
+  ProcessRegistry,
+  SIGKILL,
+  SIGTERM,
+  createStdio,
+  isSignalHandled,
+  type StdioSet,
+  type TrackedProcess,
+} from './registry';
+
+/** An init process that has been set up and waits for startContainer. */
+export interface LaunchedInit {
+  /** The init's pid in the helper's pid namespace. */
+  pid: number;
+  /** A pidfd for it if the launcher has one (ownership passes to the caller), else -1. */
+  pidfd: number;
+  /** Reaper sequence snapshot taken before the process was started. */
+  sinceSeq: number;
+  /**
+   * Let the init exec the container program. Resolves when the exec succeeded; rejects with a
+   * StatusError when it failed (the init then exits). Called at most once.
+   */
+  start(): Promise<void>;
+  /** Give up the start handle: a still-blocked init exits without running anything. Idempotent. */
+  abort(): void;
+}
+
+/** A started exec process. */
+export interface LaunchedProcess {
+  pid: number;
+  pidfd: number;
+  sinceSeq: number;
+}
+
+/** How processes are started: kata-init (helper/ops/process.ts) or the mock (helper/mock/backend.ts). */
+export interface Launcher {
+  /** Whether plans are checked against the host (rootfs, bind sources, namespace files). */
+  readonly hostChecks: boolean;
+  /**
+   * Start the init of a container with `stdio.child` as its fds 0-2 and leave it blocked before
+   * exec. Must close `stdio.child` once the process has them. Throws StatusError.
+   */
+  createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit>;
+  /**
+   * Start `plan` inside the container whose init is `init` (joining its namespaces) and resolve
+   * once it has exec'd. Must close `stdio.child`. Throws StatusError.
+   */
+  exec(containerId: string, execId: string, init: TrackedProcess, plan: ValidProcessPlan, stdio: StdioSet): Promise<LaunchedProcess>;
+  /** Create the sandbox's persistent namespaces; returns what containers join. */
+  createSandbox(sandboxId: string, hostname: string): Promise<NamespacePlan[]>;
+  /** Release the sandbox's persistent namespaces. Never throws. */
+  destroySandbox(): Promise<void>;
+}
+
+interface ContainerRecord {
+  id: string;
+  plan: ValidContainerPlan;
+  init: TrackedProcess;
+  handle: LaunchedInit;
+  started: boolean;
+  execs: Map<string, TrackedProcess>;
+  /** Exec ids being started. */
+  pendingExecs: Set<string>;
+  removing: Promise<void> | undefined;
+  removed: boolean;
+}
+
+/** Default wait for processes to die at shutdown / destroySandbox, in ms. */
+const TEARDOWN_TIMEOUT_MS = 10_000;
+/** Upper bound of removeContainer's timeoutMs (one hour). */
+const MAX_REMOVE_TIMEOUT_MS = 3_600_000;
+
+const NS_PATH_RE = /^\/proc\/([0-9]+)\/ns\/([a-z]+)$/;
+
+function notFound(what: string): StatusError {
+  return new StatusError(Code.NOT_FOUND, what);
+}
+
+function precondition(what: string): StatusError {
+  return new StatusError(Code.FAILED_PRECONDITION, what);
+}
+
+function checkArgs(args: unknown, op: string): Record<string, unknown> {
+  if (typeof args !== 'object' || args === null || Array.isArray(args)) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `${op}: args must be a map`);
+  }
+  return args as Record<string, unknown>;
+}
+
+function checkBoolArg(v: unknown, field: string, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'boolean') throw new StatusError(Code.INVALID_ARGUMENT, `${field} must be a boolean`);
+  return v;
+}
+
+/**
+ * {@link HelperBackend} over a {@link Launcher}: the container model, validation of every
+ * request, stdio fds, exit events. Errors: INVALID_ARGUMENT (bad args), NOT_FOUND (unknown
+ * container/exec id), ALREADY_EXISTS (duplicate id), FAILED_PRECONDITION (wrong state),
+ * DEADLINE_EXCEEDED (removeContainer could not see every process die in time).
+ */
+export class ContainerBackend implements HelperBackend {
+  readonly registry: ProcessRegistry;
+  private readonly log: Logger;
+  private readonly containers = new Map<string, ContainerRecord>();
+  /** Container ids being created (reserved). */
+  private readonly creating = new Set<string>();
+  private sandbox: { id: string; namespaces: NamespacePlan[] } | undefined;
+  private sandboxBusy = false;
+  private readonly listeners = new Set<(event: HelperEvent) => void>();
+  private isShutdown = false;
+
+  constructor(
+    private readonly launcher: Launcher,
+    opts: { logger?: Logger; registry: ProcessRegistry },
+  ) {
+    this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
+    this.registry = opts.registry;
+    this.registry.on('exit', (event) => {
+      for (const l of this.listeners) {
+        try {
+          l(event);
+        } catch (err) {
+          this.log.error({ err }, 'event listener threw');
+        }
+      }
+    });
+    this.registry.start();
+  }
+
+  subscribe(listener: (event: HelperEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sandbox
+
+  /**
+   * Create the sandbox's persistent ipc/uts namespaces (Kata sandbox.rs setup_shared_namespaces).
+   * A second call → FAILED_PRECONDITION "sandbox already created" (upstream tolerates it; we
+   * refuse so that a confused control plane notices).
+   */
+  async createSandbox(rawArgs: CreateSandboxArgs): Promise<BackendReply<CreateSandboxResult>> {
+    const args = checkArgs(rawArgs, 'createSandbox');
+    const sandboxId = validateContainerId(args.sandboxId);
+    const hostname = args.hostname ?? '';
+    if (typeof hostname !== 'string' || Buffer.byteLength(hostname) > HOST_NAME_MAX || hostname.includes('\0')) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `invalid sandbox hostname ${JSON.stringify(hostname)}`);
+    }
+    if (this.sandbox || this.sandboxBusy) throw precondition(`sandbox already created (${this.sandbox?.id ?? 'in progress'})`);
+    this.sandboxBusy = true;
+    try {
+      const namespaces = await this.launcher.createSandbox(sandboxId, hostname);
+      this.sandbox = { id: sandboxId, namespaces };
+      this.log.info({ sandboxId, namespaces }, 'sandbox created');
+      return { result: { namespaces } };
+    } finally {
+      this.sandboxBusy = false;
+    }
+  }
+
+  /**
+   * Kill and forget every container, then release the sandbox namespaces. Works without a
+   * sandbox too. DEADLINE_EXCEEDED when some process could not be seen to die.
+   */
+  async destroySandbox(rawArgs: DestroySandboxArgs): Promise<BackendReply<DestroySandboxResult>> {
+    checkArgs(rawArgs, 'destroySandbox');
+    const failures = await this.removeAll(TEARDOWN_TIMEOUT_MS);
+    await this.launcher.destroySandbox();
+    this.sandbox = undefined;
+    if (failures.length > 0) throw new StatusError(Code.DEADLINE_EXCEEDED, failures.join('; '));
+    return { result: {} };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Containers
+
+  async createContainer(rawArgs: CreateContainerArgs): Promise<BackendReply<CreateContainerResult>> {
+    const args = checkArgs(rawArgs, 'createContainer');
+    const containerId = validateContainerId(args.containerId);
+    if (this.isShutdown) throw precondition('the helper is shutting down');
+    if (this.containers.has(containerId) || this.creating.has(containerId)) {
+      throw new StatusError(Code.ALREADY_EXISTS, `container ${containerId} already exists`);
+    }
+    const plan = validateContainerPlan(args.plan, {
+      hostChecks: this.launcher.hostChecks,
+      namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
+    });
+    this.creating.add(containerId);
+    let stdio: StdioSet | undefined;
+    try {
+      stdio = createStdio(plan.process.terminal);
+      const handle = await this.launcher.createInit(containerId, plan, stdio);
+      stdio.closeChild();
+      const init = this.registry.track({
+        containerId,
+        execId: '',
+        pid: handle.pid,
+        pidfd: handle.pidfd,
+        sinceSeq: handle.sinceSeq,
+        stdio: stdio.parent,
+      });
+      const record: ContainerRecord = {
+        id: containerId,
+        plan,
+        init,
+        handle,
+        started: false,
+        execs: new Map(),
+        pendingExecs: new Set(),
+        removing: undefined,
+        removed: false,
+      };
+      this.containers.set(containerId, record);
+      this.log.info({ containerId, pid: handle.pid }, 'container created');
+      return this.withFds({ pid: handle.pid }, init, stdio.parent);
+    } catch (err) {
+      stdio?.closeChild();
+      stdio?.closeParent();
+      throw err;
+    } finally {
+      this.creating.delete(containerId);
+    }
+  }
+
+  async startContainer(rawArgs: StartContainerArgs): Promise<BackendReply<StartContainerResult>> {
+    const args = checkArgs(rawArgs, 'startContainer');
+    const record = this.getContainer(args.containerId);
+    if (record.removing) throw precondition(`container ${record.id} is being removed`);
+    if (record.started) throw precondition(`container ${record.id} has already been started`);
+    if (record.init.exited) throw precondition(`container ${record.id} is stopped (its init exited with ${record.init.exitStatus})`);
+    record.started = true;
+    await record.handle.start();
+    this.log.info({ containerId: record.id }, 'container started');
+    return { result: {} };
+  }
+
+  async execProcess(rawArgs: ExecProcessArgs): Promise<BackendReply<ExecProcessResult>> {
+    const args = checkArgs(rawArgs, 'execProcess');
+    const record = this.getContainer(args.containerId);
+    const execId = validateExecId(args.execId, false);
+    const plan = validateProcessPlan(args.process);
+    if (record.removing) throw precondition(`container ${record.id} is being removed`);
+    if (record.init.exited) throw precondition(`container ${record.id} is not running (its init has exited)`);
+    const existing = record.execs.get(execId);
+    if (record.pendingExecs.has(execId) || (existing && !existing.exited)) {
+      throw new StatusError(Code.ALREADY_EXISTS, `exec process ${execId} already exists in container ${record.id}`);
+    }
+    if (existing) {
+      // An exited exec never released: its id is reused, so drop the old one now.
+      record.execs.delete(execId);
+      this.registry.forget(existing);
+    }
+    record.pendingExecs.add(execId);
+    let stdio: StdioSet | undefined;
+    try {
+      stdio = createStdio(plan.terminal);
+      const launched = await this.launcher.exec(record.id, execId, record.init, plan, stdio);
+      stdio.closeChild();
+      const proc = this.registry.track({
+        containerId: record.id,
+        execId,
+        pid: launched.pid,
+        pidfd: launched.pidfd,
+        sinceSeq: launched.sinceSeq,
+        stdio: stdio.parent,
+      });
+      stdio = undefined; // owned by the registry now
+      if (record.removing || record.removed) {
+        this.registry.signal(proc, SIGKILL);
+        this.registry.forget(proc);
+        throw precondition(`container ${record.id} was removed while exec process ${execId} was starting`);
+      }
+      record.execs.set(execId, proc);
+      this.log.info({ containerId: record.id, execId, pid: launched.pid }, 'exec process started');
+      return this.withFds({ pid: launched.pid }, proc, [...proc.stdio].map(([name, fd]) => ({ name, fd })));
+    } catch (err) {
+      stdio?.closeChild();
+      stdio?.closeParent();
+      throw err;
+    } finally {
+      record.pendingExecs.delete(execId);
+    }
+  }
+
+  /**
+   * Signal a process (execId "" = the init). SIGTERM to an init that neither handles, ignores
+   * nor blocks it becomes SIGKILL (Kata rpc.rs do_signal_process: a pid-namespace init would
+   * otherwise never die of it). `all` also signals every exec process of the container.
+   * Signal 0..64; signalling an exited process succeeds (ESRCH tolerated as upstream).
+   */
+  async signalProcess(rawArgs: SignalProcessArgs): Promise<BackendReply<SignalProcessResult>> {
+    const args = checkArgs(rawArgs, 'signalProcess');
+    const record = this.getContainer(args.containerId);
+    const execId = validateExecId(args.execId, true);
+    const signal = args.signal;
+    if (typeof signal !== 'number' || !Number.isInteger(signal) || signal < 0 || signal > 64) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `signal must be an integer in 0..64, got ${JSON.stringify(signal)}`);
+    }
+    const all = checkBoolArg(args.all, 'all', false);
+    const target = this.getProcess(record, execId);
+    let sig = signal;
+    if (execId === '' && signal === SIGTERM && !target.exited && !isSignalHandled(target.pid, SIGTERM)) {
+      this.log.info({ containerId: record.id, pid: target.pid }, 'init does not handle SIGTERM, sending SIGKILL');
+      sig = SIGKILL;
+    }
+    this.registry.signal(target, sig);
+    if (all) {
+      for (const proc of record.execs.values()) if (proc !== target) this.registry.signal(proc, signal);
+      if (target !== record.init) this.registry.signal(record.init, signal);
+    }
+    return { result: {} };
+  }
+
+  /**
+   * SIGKILL the container's init (which takes its pid namespace down) and every exec process,
+   * wait up to timeoutMs (0 = no limit, as upstream's timeout 0) for all of them to be reaped,
+   * then close the helper's fds and forget the container. DEADLINE_EXCEEDED naming the
+   * survivors otherwise; the container then stays (a retry kills and waits again).
+   */
+  async removeContainer(rawArgs: RemoveContainerArgs): Promise<BackendReply<RemoveContainerResult>> {
+    const args = checkArgs(rawArgs, 'removeContainer');
+    const record = this.getContainer(args.containerId);
+    const timeoutMs = args.timeoutMs ?? 0;
+    if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_REMOVE_TIMEOUT_MS) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `timeoutMs must be an integer in 0..${MAX_REMOVE_TIMEOUT_MS}, got ${JSON.stringify(timeoutMs)}`);
+    }
+    await this.remove(record, timeoutMs);
+    return { result: {} };
+  }
+
+  /**
+   * Close the stdin of a process: the helper's copy of the stdin pipe (with a terminal: of the
+   * pty master, as upstream closes the master on CloseStdin). Control closes its own copy.
+   * Idempotent.
+   */
+  async closeStdin(rawArgs: CloseStdinArgs): Promise<BackendReply<CloseStdinResult>> {
+    const args = checkArgs(rawArgs, 'closeStdin');
+    const record = this.getContainer(args.containerId);
+    const proc = this.getProcess(record, validateExecId(args.execId, true));
+    this.registry.closeStdio(proc, ['stdin', 'pty']);
+    return { result: {} };
+  }
+
+  /**
+   * Forget an exited process: close the helper's copies of its stdio and drop it (an exec
+   * process) — for the init (execId "") only the fds are closed; the container stays until
+   * removeContainer. FAILED_PRECONDITION while it runs.
+   */
+  async releaseProcess(rawArgs: ReleaseProcessArgs): Promise<BackendReply<ReleaseProcessResult>> {
+    const args = checkArgs(rawArgs, 'releaseProcess');
+    const record = this.getContainer(args.containerId);
+    const execId = validateExecId(args.execId, true);
+    const proc = this.getProcess(record, execId);
+    if (!proc.exited) throw precondition(`process ${execId || '(init)'} of container ${record.id} has not exited`);
+    if (execId === '') {
+      this.registry.closeStdio(proc);
+    } else {
+      record.execs.delete(execId);
+      this.registry.forget(proc);
+    }
+    return { result: {} };
+  }
+
+  /**
+   * Snapshot of containers and processes; with `withFds`, the helper's stdio fds of every process
+   * it still holds them for (named "<containerId>/<execId>/<name>", execId "" for the init;
+   * ProcessState.fds lists the short names in packet order). RESOURCE_EXHAUSTED when they do not
+   * fit one packet (MAX_FDS_PER_PACKET).
+   */
+  async state(rawArgs: StateArgs): Promise<BackendReply<StateResult>> {
+    const args = checkArgs(rawArgs, 'state');
+    const withFds = checkBoolArg(args.withFds, 'withFds', false);
+    const containers: ContainerState[] = [];
+    const processes: ProcessState[] = [];
+    const fds: NamedFd[] = [];
+    for (const record of this.containers.values()) {
+      containers.push({ containerId: record.id, status: this.statusOf(record), pid: record.init.pid });
+      for (const proc of [record.init, ...record.execs.values()]) {
+        const names: string[] = [];
+        if (withFds) {
+          for (const [name, fd] of proc.stdio) {
+            names.push(name);
+            fds.push({ name: `${proc.containerId}/${proc.execId}/${name}`, fd });
+          }
+        }
+        processes.push({
+          containerId: proc.containerId,
+          execId: proc.execId,
+          pid: proc.pid,
+          exited: proc.exited,
+          exitStatus: proc.exitStatus,
+          fds: names,
+        });
+      }
+    }
+    if (fds.length > MAX_FDS_PER_PACKET) {
+      throw new StatusError(
+        Code.RESOURCE_EXHAUSTED,
+        `state has ${fds.length} stdio fds, more than the ${MAX_FDS_PER_PACKET} one packet can carry`,
+      );
+    }
+    const unpin = this.registry.fds.pin(fds.map((f) => f.fd));
+    return { result: { containers, processes }, fds, onSent: unpin };
+  }
+
+  async shutdown(): Promise<void> {
+    if (this.isShutdown) return;
+    this.isShutdown = true;
+    try {
+      const failures = await this.removeAll(TEARDOWN_TIMEOUT_MS);
+      if (failures.length > 0) this.log.warn({ failures }, 'processes survived shutdown');
+      await this.launcher.destroySandbox();
+    } catch (err) {
+      this.log.error({ err }, 'shutdown failed');
+    } finally {
+      this.sandbox = undefined;
+      this.registry.stop();
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private statusOf(record: ContainerRecord): ContainerState['status'] {
+    if (record.init.exited) return 'stopped';
+    return record.started ? 'running' : 'created';
+  }
+
+  private getContainer(id: unknown): ContainerRecord {
+    const containerId = validateContainerId(id);
+    const record = this.containers.get(containerId);
+    if (!record) {
+      if (this.creating.has(containerId)) throw precondition(`container ${containerId} is being created`);
+      throw notFound(`container ${containerId} not found`);
+    }
+    return record;
+  }
+
+  private getProcess(record: ContainerRecord, execId: string): TrackedProcess {
+    if (execId === '') return record.init;
+    const proc = record.execs.get(execId);
+    if (!proc) {
+      if (record.pendingExecs.has(execId)) throw precondition(`exec process ${execId} of container ${record.id} is being started`);
+      throw notFound(`exec process ${execId} not found in container ${record.id}`);
+    }
+    return proc;
+  }
+
+  /** Reply with `fds` attached, pinned until sent; the exit event of `proc` is held until then. */
+  private withFds<R>(result: R, proc: TrackedProcess, fds: NamedFd[]): BackendReply<R> {
+    const unpin = this.registry.fds.pin(fds.map((f) => f.fd));
+    return {
+      result,
+      fds,
+      onSent: () => {
+        unpin();
+        this.registry.announce(proc);
+      },
+    };
+  }
+
+  private remove(record: ContainerRecord, timeoutMs: number): Promise<void> {
+    if (record.removing) return record.removing;
+    const run = async (): Promise<void> => {
+      record.handle.abort();
+      const procs = [record.init, ...record.execs.values()];
+      for (const p of procs) this.registry.signal(p, SIGKILL);
+      const results = await Promise.all(procs.map((p) => p.waitExit(timeoutMs)));
+      const survivors = procs.filter((_, i) => !results[i]);
+      if (survivors.length > 0) {
+        throw new StatusError(
+          Code.DEADLINE_EXCEEDED,
+          `container ${record.id}: still running ${timeoutMs} ms after SIGKILL: ` +
+            survivors.map((p) => `${p.execId === '' ? 'init' : `exec ${p.execId}`} (pid ${p.pid})`).join(', '),
+        );
+      }
+      for (const p of procs) this.registry.forget(p);
+      record.removed = true;
+      this.containers.delete(record.id);
+      this.log.info({ containerId: record.id }, 'container removed');
+    };
+    record.removing = run().finally(() => {
+      record.removing = undefined;
+    });
+    return record.removing;
+  }
+
+  /** Remove every container; returns the failure messages. */
+  private async removeAll(timeoutMs: number): Promise<string[]> {
+    const results = await Promise.allSettled([...this.containers.values()].map((r) => this.remove(r, timeoutMs)));
+    return results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+  }
+
+  /**
+   * A container may join a namespace only of this sandbox: /proc/<pid>/ns/<type> of a live
+   * process the helper tracks, or one of the sandbox's namespace files (bind mounts).
+   */
+  private namespacePathAllowed(type: KernelNamespace, nsPath: string): boolean {
+    if (this.sandbox?.namespaces.some((n) => n.path === nsPath && (n.type === type || (n.type === 'network' && type === 'net')))) {
+      return true;
+    }
+    const m = NS_PATH_RE.exec(nsPath);
+    if (!m || m[2] !== type) return false;
+    const pid = Number(m[1]);
+    return this.registry.isLive(pid) && fs.existsSync(nsPath);
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * Stand-alone launcher: starts the privileged helper and the control plane as two processes on
+ * unix sockets in a fresh run directory, the way systemd starts them in a guest, for the main
+ * job (scripts/demo.ts), the integration tests and the benchmarks.
+ *
+ * The control plane runs as an unprivileged user (uid/gid 65534 "nobody" by default) when that
+ * user can read the project's compiled code; otherwise (e.g. a checkout under a 0700 home) it
+ * runs as the caller and says so in `controlUser`.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** Project root (this file is dist/scripts/lib/standalone.js once compiled). */
+export const PROJECT_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+export interface StandaloneOptions {
+  /** uid/gid for the control plane; default 65534 when usable, else the caller's. */
+  controlUid?: number;
+  /** Log level of both processes (default "info"). */
+  logLevel?: string;
+  /** Enable the debug endpoint on a free loopback port (default true). */
+  debug?: boolean;
+  /** Directory for sockets, state and logs (default a new mkdtemp under os.tmpdir()). */
+  runDir?: string;
+}
+
+export interface StandaloneAgent {
+  /** ttRPC address of the control plane, `unix:///.../agent.sock`. */
+  address: string;
+  /** Base URL of the debug endpoint (`http://127.0.0.1:PORT`), or "" when disabled. */
+  debugUrl: string;
+  runDir: string;
+  helperLog: string;
+  controlLog: string;
+  /** e.g. "uid 65534" or "uid 0 (nobody cannot read the project)". */
+  controlUser: string;
+  helper: ChildProcess;
+  control: ChildProcess;
+  /**
+   * Stop both processes: SIGTERM the control plane (if still running) then the helper, wait up
+   * to `timeoutMs` (default 10000) for each to exit, SIGKILL after that. Resolves with their
+   * exit codes (null when killed by a signal).
+   */
+  stop(timeoutMs?: number): Promise<{ control: number | null; helper: number | null }>;
+}
+
+function canRunAs(uid: number): boolean {
+  const probe = spawnSync(
+    process.execPath,
+    ['-e', `require('fs').accessSync(${JSON.stringify(path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'))}, 4);` +
+      `require(${JSON.stringify(path.join(PROJECT_ROOT, 'node_modules', 'pino'))});`],
+    { uid, gid: uid, stdio: 'ignore', timeout: 10_000 },
+  );
+  return probe.status === 0;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPath(file: string, child: ChildProcess, what: string, log: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fs.existsSync(file)) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before creating ${file}; log: ${log}\n${tail(log)}`);
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not create ${file} within ${timeoutMs} ms; log: ${log}\n${tail(log)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Last `lines` lines of a log file ("" if unreadable). */
+export function tail(file: string, lines = 20): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+/**
+ * Start helper and control plane; resolves once the agent's ttRPC socket exists.
+ * Throws (with the log tail) when either process fails to come up within 20 s.
+ * Needs root (the helper refuses to run otherwise).
+ */
+export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promise<StandaloneAgent> {
+  const runDir = opts.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-'));
+  fs.mkdirSync(runDir, { recursive: true });
+  fs.chmodSync(runDir, 0o755);
+  const logLevel = opts.logLevel ?? 'info';
+
+  let controlUid = opts.controlUid ?? 65534;
+  let controlUser = `uid ${controlUid}`;
+  if (opts.controlUid === undefined && !canRunAs(controlUid)) {
+    controlUid = process.getuid ? process.getuid() : 0;
+    controlUser = `uid ${controlUid} (uid 65534 cannot read ${PROJECT_ROOT})`;
+  }
+
+  const helperSocket = path.join(runDir, 'helper.sock');
+  const controlDir = path.join(runDir, 'control');
+  fs.mkdirSync(controlDir, { recursive: true });
+  fs.chownSync(controlDir, controlUid, controlUid);
+  const agentSocket = path.join(controlDir, 'agent.sock');
+  const helperLog = path.join(runDir, 'helper.log');
+  const controlLog = path.join(runDir, 'control.log');
+
+  const helperOut = fs.openSync(helperLog, 'a');
+  const helper = spawn(
+    process.execPath,
+    [path.join(PROJECT_ROOT, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
+      '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel],
+    { stdio: ['ignore', helperOut, helperOut] },
+  );
+  fs.closeSync(helperOut);
+  await waitForPath(helperSocket, helper, 'kata-agent-helper', helperLog, 20_000);
+
+  const debugUrl = opts.debug === false ? '' : `http://127.0.0.1:${await freePort()}`;
+  const controlOut = fs.openSync(controlLog, 'a');
+  fs.fchownSync(controlOut, controlUid, controlUid);
+  const control = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js')], {
+    stdio: ['ignore', controlOut, controlOut],
+    uid: controlUid,
+    gid: controlUid,
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      KATA_AGENT_SERVER_ADDR: `unix://${agentSocket}`,
+      KATA_AGENT_HELPER_SOCKET: helperSocket,
+      KATA_AGENT_DEBUG_ADDR: debugUrl.replace('http://', ''),
+      KATA_AGENT_LOG_LEVEL: logLevel,
+    },
+  });
+  fs.closeSync(controlOut);
+  try {
+    await waitForPath(agentSocket, control, 'kata-agent', controlLog, 20_000);
+  } catch (err) {
+    helper.kill('SIGKILL');
+    throw err;
+  }
+
+  return {
+    address: `unix://${agentSocket}`,
+    debugUrl,
+    runDir,
+    helperLog,
+    controlLog,
+    controlUser,
+    helper,
+    control,
+    async stop(timeoutMs = 10_000) {
+      if (control.exitCode === null && control.signalCode === null) control.kill('SIGTERM');
+      const controlCode = await waitExit(control, timeoutMs);
+      if (helper.exitCode === null && helper.signalCode === null) helper.kill('SIGTERM');
+      const helperCode = await waitExit(helper, timeoutMs);
+      return { control: controlCode, helper: helperCode };
+    },
+  };
+}
+
+/**
+ * A minimal OCI runtime-spec config (config.md) for a busybox container on `rootfs` running
+ * `args`: new mount/uts/ipc namespaces (Kata adds the pid namespace), the standard mounts.
+ * The shape is runc's `config.json`; kata-agent-ctl's ociJsonToSpec turns it into grpc.Spec.
+ */
+export function busyboxConfig(rootfs: string, args: string[], extra: { hostname?: string; terminal?: boolean; cwd?: string; env?: string[] } = {}): Record<string, unknown> {
+  return {
+    ociVersion: '1.1.0',
+    process: {
+      terminal: extra.terminal ?? false,
+      user: { uid: 0, gid: 0 },
+      args,
+      env: extra.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'TERM=xterm'],
+      cwd: extra.cwd ?? '/',
+      noNewPrivileges: true,
+    },
+    root: { path: rootfs, readonly: false },
+    hostname: extra.hostname ?? '',
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    ],
+    linux: {
+      namespaces: [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }],
+      maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
+}
