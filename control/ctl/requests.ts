@@ -24,11 +24,15 @@
  *  - Any scalar field of the request can be set as `field=value` (e.g. `hostname=box`,
  *    `volume_guest_path=/x`); upstream knows a fixed list of keys.
  *  - An unknown top-level field in the document is an error (upstream's serde ignores it).
+ *
+ * Document values are converted as protobufjs `fromObject` does: bytes fields take a base64
+ * string or an array of byte values, enums a name or a number, 64-bit integers a number or a
+ * decimal string; scalars of another JSON type are coerced (5 → "5"), while a non-object where
+ * a message belongs is an error.
  */
 import * as path from 'node:path';
 import { Code, StatusError } from '../../shared/protocol';
 import {
-  humanTimeToNs,
   parseBool,
   parseCommandArgs,
   parseHexAddressList,
@@ -262,6 +266,3 @@ export function buildRequest(method: MethodName, argText: string, ctx: RequestCo
   }
   return { method, request, warnings };
 }
-
-/** Parse a `sleep` or `--timeout` argument to ns; re-exported for the CLI. */
-export { humanTimeToNs };

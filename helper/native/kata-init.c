@@ -771,10 +771,13 @@ static void remount_readonly(const char *stage, const char *path, const char *sh
  * One `mount` record. The target is created and resolved inside the rootfs, and the mount is
  * made on the resulting fd. A bind mount ignores every flag but MS_BIND|MS_REC, so the others
  * (ro, nosuid, ...) are applied by a remount of the new mount. Propagation bits in the flags
- * would turn mount(2) into a pure propagation change, so they are split off and applied last.
- * Returns true if this record mounted a tmpfs on /dev.
+ * would turn mount(2) into a pure propagation change, so they are split off: when there are
+ * any, *prop_target receives the symlink-free container path of the new mount, for
+ * setup_rootfs to apply them after pivot_root (after a deferred "/" propagation, which would
+ * otherwise override them). Returns true if this record mounted a tmpfs on /dev.
  */
-static bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m)
+static bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m,
+                      char **prop_target)
 {
 	unsigned long prop = m->flags & PROPAGATION_FLAGS;
 	unsigned long flags = m->flags & ~PROPAGATION_FLAGS;
@@ -804,19 +807,20 @@ static bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m)
 		    m->flags, m->data);
 	close(fd);
 
-	if (remount != 0 || prop != 0) {
+	if (remount != 0) {
 		/* The fd we had names the directory underneath; reopen to get the new mount. */
 		fd = open_in_root(rootfd, resolved, 0);
 		if (fd < 0)
 			die("mount", errno, "reopening %s/%s after mounting", rootfs, resolved);
-		if (remount != 0 &&
-		    mount(NULL, fd_path(fd, fdbuf), NULL, MS_BIND | MS_REMOUNT | remount, NULL) < 0)
+		if (mount(NULL, fd_path(fd, fdbuf), NULL, MS_BIND | MS_REMOUNT | remount, NULL) < 0)
 			die("mount", errno, "remounting bind %s on %s with flags %#lx", m->source,
 			    m->target, remount);
-		if (prop != 0 && mount(NULL, fd_path(fd, fdbuf), NULL, prop | (flags & MS_REC),
-		                       NULL) < 0)
-			die("mount", errno, "setting propagation %#lx on %s", prop, m->target);
 		close(fd);
+	}
+	if (prop != 0) {
+		*prop_target = xrealloc(NULL, strlen(resolved) + 2);
+		(*prop_target)[0] = '/';
+		strcpy(*prop_target + 1, resolved);
 	}
 	return !bind && strcmp(resolved, "dev") == 0 && strcmp(m->fstype, "tmpfs") == 0;
 }
@@ -952,6 +956,8 @@ static void mask_path(const char *path)
 static void setup_rootfs(const struct plan *p)
 {
 	unsigned long before = MS_SLAVE | MS_REC, after = 0;
+	/* Per mount record: the container path to apply its propagation bits to, or NULL. */
+	char **prop_targets = xrealloc(NULL, (p->n_mounts + 1) * sizeof *prop_targets);
 	bool dev_tmpfs = false;
 	int rootfd;
 
@@ -975,9 +981,11 @@ static void setup_rootfs(const struct plan *p)
 	if (rootfd < 0)
 		die("mount", errno, "opening rootfs %s", p->rootfs);
 
-	for (size_t i = 0; i < p->n_mounts; i++)
-		if (mount_one(rootfd, p->rootfs, &p->mounts[i]))
+	for (size_t i = 0; i < p->n_mounts; i++) {
+		prop_targets[i] = NULL;
+		if (mount_one(rootfd, p->rootfs, &p->mounts[i], &prop_targets[i]))
 			dev_tmpfs = true;
+	}
 	if (dev_tmpfs)
 		populate_dev(rootfd, p->rootfs);
 
@@ -987,6 +995,18 @@ static void setup_rootfs(const struct plan *p)
 	/* From here on paths are container paths and "/" is the rootfs: symlinks cannot leave. */
 	if (after != 0 && mount(NULL, "/", NULL, after, NULL) < 0)
 		die("mount", errno, "setting propagation %#lx on the new /", after);
+	for (size_t i = 0; i < p->n_mounts; i++) {
+		unsigned long flags = p->mounts[i].flags;
+
+		if (prop_targets[i] == NULL)
+			continue;
+		if (mount(NULL, prop_targets[i], NULL,
+		          (flags & PROPAGATION_FLAGS) | (flags & MS_REC), NULL) < 0)
+			die("mount", errno, "setting propagation %#lx on %s", flags & PROPAGATION_FLAGS,
+			    p->mounts[i].target);
+		free(prop_targets[i]);
+	}
+	free(prop_targets);
 	for (size_t i = 0; i < p->n_props; i++)
 		if (mount(NULL, p->props[i].target, NULL, p->props[i].flags, NULL) < 0)
 			die("mountprop", errno, "setting propagation %#lx on %s", p->props[i].flags,

@@ -31,6 +31,7 @@ const MS = {
   REC: 16384,
   PRIVATE: 1 << 18,
   SLAVE: 1 << 19,
+  SHARED: 1 << 20,
   STRICTATIME: 1 << 24,
 };
 
@@ -55,6 +56,7 @@ interface CreateOpts {
   rootfs: string;
   args: string[];
   hostname?: string;
+  propagation?: number;
   ns?: Rec[];
   mounts?: Rec[];
   extra?: Rec[];
@@ -64,7 +66,7 @@ interface CreateOpts {
 function createPlan(o: CreateOpts): Rec[] {
   return [
     ['rootfs', o.rootfs],
-    ['propagation', MS.SLAVE | MS.REC],
+    ['propagation', o.propagation ?? MS.SLAVE | MS.REC],
     ...(o.ns ?? ['pid', 'mnt', 'uts', 'ipc', 'net'].map((n) => ['ns', n, ''])),
     ...(o.hostname !== undefined ? [['hostname', o.hostname]] : []),
     ...(o.mounts ?? STANDARD_MOUNTS),
@@ -455,6 +457,31 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
       'root-readonly\ntmp-writable\nkeys:\nfirmware:\n1\nsys-readonly\n',
       'ro root, rw tmpfs, masked file and dir empty, sysctl applied before /proc/sys went ro',
     );
+  });
+
+  t.test('create: propagation of /, of mount records and mountprop', async (t) => {
+    const src = fs.mkdtempSync(path.join(tmp, 'prop-'));
+    const r = await runContainer(t, {
+      rootfs,
+      args: ['sh', '-c', 'cat /proc/self/mountinfo'],
+      mounts: [
+        ['mount', 'proc', '/proc', 'proc', MS.NOSUID | MS.NOEXEC | MS.NODEV, ''],
+        ['mount', src, '/mnt/a', '', MS.BIND | MS.REC | MS.PRIVATE, ''],
+        ['mount', 'tmpfs', '/mnt/b', 'tmpfs', 0, ''],
+        ['mount', 'tmpfs', '/mnt/c', 'tmpfs', 0, ''],
+      ],
+      // rshared cannot be in place for pivot_root: kata-init applies it afterwards.
+      propagation: MS.SHARED | MS.REC,
+      extra: [['mountprop', '/mnt/b', MS.PRIVATE]],
+    });
+    const fields = (mnt: string) => {
+      const line = r.stdout.split('\n').find((l) => l.split(' ')[4] === mnt);
+      return line?.split(' - ')[0].split(' ').slice(6).join(' ') ?? 'missing';
+    };
+    t.match(fields('/'), /shared:/, 'the root is shared after pivot_root');
+    t.equal(fields('/mnt/a'), '', 'the private bit of a mount record survives the rshared root');
+    t.equal(fields('/mnt/b'), '', 'mountprop made /mnt/b private');
+    t.match(fields('/mnt/c'), /shared:/, '/mnt/c shared like the root');
   });
 
   t.test('create: user, groups, rlimits, no_new_privs, cwd, env', async (t) => {

@@ -3,6 +3,7 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as protobuf from 'protobufjs';
@@ -310,7 +311,9 @@ interface Seen {
   metadata: Record<string, string[]>;
 }
 
-async function fakeAgent(t: Test): Promise<{ address: string; seen: Seen[]; dir: string }> {
+async function fakeAgent(t: Test): Promise<{ address: string; seen: Seen[]; dir: string; hybridAddress: string; hybridLines: string[] }> {
+  let hybrid: net.Server;
+  const hybridLines: string[] = [];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ctl-e2e-'));
   const address = `unix://${dir}/s.sock`;
   const seen: Seen[] = [];
@@ -345,12 +348,31 @@ async function fakeAgent(t: Test): Promise<{ address: string; seen: Seen[]; dir:
     record(ctx, asObject(grpc.SignalProcessRequest, req));
     return {};
   }));
+  server.register(AGENT_SERVICE, 'DestroySandbox', unaryHandler(grpc.DestroySandboxRequest, google.protobuf.Empty, (req, ctx) => {
+    record(ctx, asObject(grpc.DestroySandboxRequest, req));
+    return {};
+  }));
+  server.register(AGENT_SERVICE, 'GetOOMEvent', unaryHandler(grpc.GetOOMEventRequest, grpc.OOMEvent, async (req, ctx) => {
+    record(ctx, asObject(grpc.GetOOMEventRequest, req));
+    // Long-poll that never fires: answers only when the deadline aborts the handler.
+    await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+    throw ctx.signal.reason;
+  }));
   await server.listen(address);
+  hybrid = net.createServer((socket) => {
+    socket.once('data', (line: Buffer) => {
+      hybridLines.push(line.toString());
+      socket.write('OK 1073741824\n');
+      server.handleConnection(socket);
+    });
+  });
+  await new Promise<void>((resolve) => hybrid.listen(path.join(dir, 'hv.sock'), resolve));
   t.teardown(async () => {
+    await new Promise((resolve) => hybrid.close(resolve));
     await server.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  return { address, seen, dir };
+  return { address, seen, dir, hybridAddress: `unix://${dir}/hv.sock`, hybridLines };
 }
 
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -419,6 +441,24 @@ t.test('CLI end to end: --ignore-errors, --no-auto-values, bundle spec, bytes ou
   t.same(agent.seen[agent.seen.length - 1].request, { service: 'x' });
 });
 
+t.test('CLI end to end: --timeout, --hybrid-vsock, -l debug', async (t) => {
+  const agent = await fakeAgent(t);
+  const slow = await runCli(['connect', '--server-address', agent.address, '--timeout', '100ms', '-c', 'GetOOMEvent']);
+  t.equal(slow.code, 1);
+  t.match(slow.stderr, /^DEADLINE_EXCEEDED: /, 'the deadline ends the call');
+  t.equal(agent.seen.filter((s) => s.method === 'GetOOMEvent').length, 1);
+
+  const hv = await runCli(['connect', '--server-address', agent.hybridAddress, '--hybrid-vsock', '--hybrid-vsock-port', '1024', '-c', 'Check']);
+  t.equal(hv.code, 0, hv.stderr);
+  t.same(agent.hybridLines, ['CONNECT 1024\n'], 'hybrid vsock handshake as upstream');
+  t.same(JSON.parse(hv.stdout), { status: 'SERVING' });
+
+  const dbg = await runCli(['-l', 'debug', 'connect', '--server-address', agent.address, '-c', 'Check']);
+  t.equal(dbg.code, 0);
+  t.same(JSON.parse(dbg.stdout), { status: 'SERVING' }, 'stdout keeps only the response');
+  t.match(dbg.stderr, /"msg":"sending request"/, 'debug log on stderr');
+});
+
 t.test('CLI usage errors and offline commands', async (t) => {
   const noAddr = await runCli(['connect', '-c', 'Check']);
   t.equal(noAddr.code, 2);
@@ -462,6 +502,10 @@ t.test('AgentClient and CtlSession in-process (repeat, echo, quit, interactive)'
   t.same(out, ['{"status":"SERVING"}', '{"status":"SERVING"}', '{"status":"SERVING"}', 'done'], 'repeat 3 then echo; quit stops');
   t.equal(agent.seen.length - before, 3);
   t.same(err, []);
+
+  out.length = 0;
+  t.equal(await session.runAll(['DestroySandbox', 'Check']), 0);
+  t.same(out, ['{}'], 'DestroySandbox ends the run');
 
   const { PassThrough } = await import('node:stream');
   const input = new PassThrough();

@@ -1,0 +1,128 @@
+/**
+ * kata-agent-helper: the privileged helper process.
+ *
+ *   kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--mock] [--log-level L]
+ *
+ * --socket       listening socket (default /run/kata-agent/helper.sock)
+ * --control-uid  the control plane's uid, the only non-root uid allowed to connect
+ *                (default $KATA_AGENT_CONTROL_UID, else 0)
+ * --state-dir    directory for the helper's runtime state, e.g. the sandbox namespace files in
+ *                <dir>/sandbox-ns (default /run/kata-agent)
+ * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
+ * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
+ *                $KATA_AGENT_LOG_LEVEL, else info)
+ *
+ * The real backend refuses to run unless the effective uid is 0. On SIGTERM/SIGINT the helper
+ * stops accepting, kills every container (as a VM shutdown would), releases the sandbox
+ * namespaces, removes its socket and exits 0.
+ */
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createLogger } from '../shared/log';
+import { DEFAULT_HELPER_SOCKET } from '../shared/protocol';
+import { HelperServer } from './server';
+import { createRealBackend } from './backend';
+import { createMockBackend } from './mock/backend';
+import type { HelperBackend } from './api';
+
+const USAGE =
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--mock] [--log-level L]';
+
+/** Parsed command line. */
+export interface HelperCliOptions {
+  socket: string;
+  controlUid: number;
+  stateDir: string;
+  mock: boolean;
+  logLevel?: string;
+}
+
+/** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
+export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): HelperCliOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      socket: { type: 'string' },
+      'control-uid': { type: 'string' },
+      'state-dir': { type: 'string' },
+      mock: { type: 'boolean' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) throw new Error(USAGE);
+  const uidText = values['control-uid'] ?? env.KATA_AGENT_CONTROL_UID ?? '0';
+  if (!/^[0-9]+$/.test(uidText) || Number(uidText) > 2 ** 32 - 2) {
+    throw new Error(`invalid control uid ${JSON.stringify(uidText)}\n${USAGE}`);
+  }
+  return {
+    socket: values.socket ?? DEFAULT_HELPER_SOCKET,
+    controlUid: Number(uidText),
+    stateDir: values['state-dir'] ?? '/run/kata-agent',
+    mock: values.mock ?? false,
+    logLevel: values['log-level'],
+  };
+}
+
+/** Run the helper until SIGTERM/SIGINT. Returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let opts: HelperCliOptions;
+  try {
+    opts = parseHelperArgs(argv);
+  } catch (err) {
+    process.stderr.write(`kata-agent-helper: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const log = createLogger('kata-agent-helper', opts.logLevel);
+  if (!opts.mock && process.geteuid?.() !== 0) {
+    process.stderr.write(
+      'kata-agent-helper: the real helper must run as root (effective uid 0); use --mock for the unprivileged mock\n',
+    );
+    return 1;
+  }
+  let backend: HelperBackend;
+  try {
+    backend = opts.mock
+      ? createMockBackend({ logger: log })
+      : createRealBackend({ logger: log, sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns') });
+  } catch (err) {
+    log.fatal({ err }, 'cannot set up the helper backend');
+    return 1;
+  }
+  const server = new HelperServer({ backend, controlUid: opts.controlUid, logger: log });
+  try {
+    server.listen(opts.socket);
+  } catch (err) {
+    log.fatal({ err, socket: opts.socket }, 'cannot listen');
+    await backend.shutdown();
+    return 1;
+  }
+  log.info({ socket: opts.socket, controlUid: opts.controlUid, mock: opts.mock, pid: process.pid }, 'kata-agent-helper ready');
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping: killing containers');
+      server.close();
+      backend
+        .shutdown()
+        .catch((err: unknown) => log.error({ err }, 'shutdown failed'))
+        .finally(() => resolve(0));
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`kata-agent-helper: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

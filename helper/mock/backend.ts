@@ -1,0 +1,181 @@
+/**
+ * The mock helper backend: the same container model, validation, bookkeeping, exit events and
+ * stdio fds as the real backend (helper/ops/container.ts), but processes run directly on the
+ * host as the calling user — no namespaces, no rootfs, no mounts, no uid/gid change, no rlimits.
+ * It lets the whole control plane be tested without privileges.
+ *
+ * What differs from the real helper:
+ * - Plans are validated like the real ones, but host-side path checks are off: the rootfs, bind
+ *   sources and namespace paths only need to be well-formed absolute paths.
+ * - A container's init is `/bin/sh` holding the start pipe: createContainer starts it (so it has
+ *   a real pid, can be signalled and killed before start), startContainer lets it `exec` the
+ *   program. args[0] is resolved through the plan's PATH *on the host*; cwd is the plan's cwd if
+ *   that directory exists on the host, else os.tmpdir(). The program's argv[0] is the resolved
+ *   path. A terminal is a real pty (the process gets a new session but no controlling tty).
+ * - createSandbox returns no namespaces; destroySandbox only removes the containers.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
+import { loadNative, type NativeAddon } from '../../shared/native';
+import { silentLogger, type Logger } from '../../shared/log';
+import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
+import { closeQuietly } from '../ops/io';
+import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
+import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../ops/registry';
+
+/** The shell that stands in for kata-init. */
+const SHELL = '/bin/sh';
+
+/** Init: cd, wait for one line on fd 3 (EOF = removed before start: exit 0), then exec. */
+const INIT_SCRIPT = 'cd -- "$1" || exit 127; shift; IFS= read -r _ <&3 || exit 0; exec 3<&-; exec "$@"';
+/** Exec: cd, then exec. */
+const EXEC_SCRIPT = 'cd -- "$1" || exit 127; shift; exec "$@"';
+
+function isExecutableFile(p: string): boolean {
+  try {
+    if (!fs.statSync(p).isFile()) return false;
+    fs.accessSync(p, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Resolve `arg0` as execvp would with PATH `searchPath` (an empty entry = `cwd`); a name with a
+ * "/" is taken relative to `cwd`. Returns the absolute path or undefined.
+ */
+export function resolveExecutable(arg0: string, searchPath: string, cwd: string): string | undefined {
+  if (arg0.includes('/')) {
+    const p = path.resolve(cwd, arg0);
+    return isExecutableFile(p) ? p : undefined;
+  }
+  for (const dir of searchPath.split(':')) {
+    const p = path.resolve(cwd, dir === '' ? '.' : dir, arg0);
+    if (isExecutableFile(p)) return p;
+  }
+  return undefined;
+}
+
+function hostCwd(cwd: string): string {
+  try {
+    if (fs.statSync(cwd).isDirectory()) return cwd;
+  } catch {
+    // fall through
+  }
+  return os.tmpdir();
+}
+
+/** The mock's {@link Launcher}: plain host processes. */
+export class MockLauncher implements Launcher {
+  readonly hostChecks = false;
+  private readonly native: NativeAddon;
+
+  constructor(private readonly registry: ProcessRegistry) {
+    this.native = loadNative();
+  }
+
+  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit> {
+    const proc = plan.process;
+    const cwd = hostCwd(proc.cwd);
+    const file = this.resolve(proc, cwd, `create container ${containerId}`);
+    const [startR, startW] = this.native.pipe();
+    let spawned;
+    const sinceSeq = this.registry.seq;
+    try {
+      spawned = this.native.spawn({
+        file: SHELL,
+        argv: ['kata-mock-init', '-c', INIT_SCRIPT, 'kata-mock-init', cwd, file, ...proc.args.slice(1)],
+        envp: proc.env,
+        fds: [...stdio.child, startR],
+        setsid: proc.terminal,
+      });
+    } catch (err) {
+      closeQuietly(startW);
+      throw err;
+    } finally {
+      closeQuietly(startR);
+      stdio.closeChild();
+    }
+    let startFd = startW;
+    return {
+      pid: spawned.pid,
+      pidfd: spawned.pidfd,
+      sinceSeq,
+      start: async () => {
+        if (startFd < 0) throw new StatusError(Code.FAILED_PRECONDITION, `container ${containerId} cannot be started any more`);
+        try {
+          this.native.write(startFd, Buffer.from('\n'), 0, 1);
+        } catch (err) {
+          throw new StatusError(
+            Code.FAILED_PRECONDITION,
+            `container ${containerId}: its init exited before start (${(err as Error).message})`,
+          );
+        } finally {
+          closeQuietly(startFd);
+          startFd = -1;
+        }
+      },
+      abort: () => {
+        closeQuietly(startFd);
+        startFd = -1;
+      },
+    };
+  }
+
+  async exec(
+    containerId: string,
+    execId: string,
+    _init: TrackedProcess,
+    plan: ValidProcessPlan,
+    stdio: StdioSet,
+  ): Promise<LaunchedProcess> {
+    const cwd = hostCwd(plan.cwd);
+    const file = this.resolve(plan, cwd, `exec ${execId} in container ${containerId}`);
+    const sinceSeq = this.registry.seq;
+    try {
+      const spawned = this.native.spawn({
+        file: SHELL,
+        argv: ['kata-mock-exec', '-c', EXEC_SCRIPT, 'kata-mock-exec', cwd, file, ...plan.args.slice(1)],
+        envp: plan.env,
+        fds: [...stdio.child],
+        setsid: plan.terminal,
+      });
+      return { pid: spawned.pid, pidfd: spawned.pidfd, sinceSeq };
+    } finally {
+      stdio.closeChild();
+    }
+  }
+
+  async createSandbox(): Promise<NamespacePlan[]> {
+    return [];
+  }
+
+  async destroySandbox(): Promise<void> {
+    // nothing to release
+  }
+
+  private resolve(plan: ValidProcessPlan, cwd: string, what: string): string {
+    const arg0 = plan.args[0];
+    const file = resolveExecutable(arg0, planPath(plan.env), cwd);
+    if (file === undefined) {
+      throw new StatusError(
+        Code.INVALID_ARGUMENT,
+        arg0.includes('/') ? `${what}: executable "${arg0}" not found` : `${what}: executable "${arg0}" not found in $PATH`,
+      );
+    }
+    return file;
+  }
+}
+
+/**
+ * A mock backend. It reaps children of the calling process (see helper/ops/reaper.ts: do not rely
+ * on node:child_process exit events while it runs). Stop it with `shutdown()`.
+ */
+export function createMockBackend(opts: { logger?: Logger } = {}): ContainerBackend {
+  const logger = opts.logger ?? silentLogger();
+  const registry = new ProcessRegistry({ logger, subreaper: false });
+  return new ContainerBackend(new MockLauncher(registry), { logger, registry });
+}

@@ -1,0 +1,335 @@
+/**
+ * Starting processes with kata-init (helper/native/KATA-INIT.md): container inits (`create`),
+ * exec processes (`exec`) and the sandbox's persistent namespaces (`sandbox`).
+ *
+ * kata-init gets fds 0-2 (stdio), 3 (plan, read end), 4 (sync, write end) and, for `create`,
+ * 5 (start, read end). The helper writes the plan and closes its end, then reads sync lines:
+ * `pid N`, `ready`, `error ...`; EOF after them means the final execve succeeded.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
+import { isErrno, kataInitPath, loadNative, type NativeAddon } from '../../shared/native';
+import { silentLogger, type Logger } from '../../shared/log';
+import type { Launcher, LaunchedInit, LaunchedProcess } from './container';
+import { LineReader, closeQuietly, writeAll, type LineItem } from './io';
+import {
+  serializeCreatePlan,
+  serializeExecPlan,
+  serializeSandboxPlan,
+  type KernelNamespace,
+  type ValidContainerPlan,
+  type ValidNamespace,
+  type ValidProcessPlan,
+} from './plan';
+import type { ProcessRegistry, StdioSet, TrackedProcess } from './registry';
+
+/** Default directory of the sandbox's namespace files. */
+export const DEFAULT_SANDBOX_NS_DIR = '/run/kata-agent/sandbox-ns';
+
+/** MNT_DETACH for umount2(2). */
+const MNT_DETACH = 2;
+
+/** Namespaces an exec process joins, in the order kata-init is given them. */
+const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup', 'mnt'];
+
+/**
+ * Map a kata-init `error` line to a StatusError. kata-init failures come from what the spec asks
+ * (missing executable or cwd, a mount that cannot be made, an id without permission...), so
+ * they are INVALID_ARGUMENT with kata-init's text verbatim.
+ */
+function kataInitError(text: string, what: string): StatusError {
+  return new StatusError(Code.INVALID_ARGUMENT, `${what}: ${text}`);
+}
+
+interface KataInitRun {
+  spawnPid: number;
+  spawnPidfd: number;
+  sinceSeq: number;
+  sync: LineReader;
+  /** Write end of the start pipe (create mode), or -1. */
+  startFd: number;
+  /** Resolves when the plan has been written (errors are logged: the sync pipe tells the story). */
+  planWritten: Promise<void>;
+}
+
+export interface KataInitLauncherOptions {
+  registry: ProcessRegistry;
+  logger?: Logger;
+  /** kata-init executable (default: kataInitPath()). */
+  kataInit?: string;
+  /** Directory for the sandbox namespace files (default /run/kata-agent/sandbox-ns). */
+  sandboxNsDir?: string;
+}
+
+/** The real {@link Launcher}: everything between fork and exec is done by kata-init. */
+export class KataInitLauncher implements Launcher {
+  readonly hostChecks = true;
+  private readonly native: NativeAddon;
+  private readonly registry: ProcessRegistry;
+  private readonly log: Logger;
+  private readonly kataInit: string;
+  private readonly sandboxNsDir: string;
+  private sandboxFiles: string[] = [];
+
+  constructor(opts: KataInitLauncherOptions) {
+    this.native = loadNative();
+    this.registry = opts.registry;
+    this.log = (opts.logger ?? silentLogger()).child({ component: 'kata-init' });
+    this.kataInit = opts.kataInit ?? kataInitPath();
+    this.sandboxNsDir = opts.sandboxNsDir ?? DEFAULT_SANDBOX_NS_DIR;
+  }
+
+  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit> {
+    const bytes = serializeCreatePlan(plan);
+    const run = this.spawn('create', bytes, stdio.child, true);
+    stdio.closeChild();
+    const what = `create container ${containerId}`;
+    let pid = -1;
+    try {
+      pid = await this.expectPid(run, what);
+      await this.expectLine(run, 'ready', what);
+    } catch (err) {
+      this.abandon(run, pid);
+      throw err;
+    }
+    const pidfd = this.claimPidfd(run, pid);
+    let startFd = run.startFd;
+    const log = this.log.child({ containerId, pid });
+    return {
+      pid,
+      pidfd,
+      sinceSeq: run.sinceSeq,
+      start: async () => {
+        if (startFd < 0) throw new StatusError(Code.FAILED_PRECONDITION, `container ${containerId} cannot be started any more`);
+        try {
+          this.native.write(startFd, Buffer.from([1]), 0, 1);
+        } catch (err) {
+          run.sync.close();
+          throw new StatusError(
+            Code.FAILED_PRECONDITION,
+            `container ${containerId}: its init exited before start (${(err as Error).message})`,
+          );
+        } finally {
+          closeQuietly(startFd);
+          startFd = -1;
+        }
+        const item = await run.sync.next();
+        run.sync.close();
+        if (item.kind === 'eof') return;
+        if (item.kind === 'line' && item.text.startsWith('error ')) {
+          log.warn({ error: item.text }, 'container exec failed');
+          throw kataInitError(item.text.slice(6), `start container ${containerId}`);
+        }
+        throw this.protocolError(item, `start container ${containerId}`);
+      },
+      abort: () => {
+        closeQuietly(startFd);
+        startFd = -1;
+        run.sync.close();
+      },
+    };
+  }
+
+  async exec(
+    containerId: string,
+    execId: string,
+    init: TrackedProcess,
+    plan: ValidProcessPlan,
+    stdio: StdioSet,
+  ): Promise<LaunchedProcess> {
+    const namespaces = this.namespacesOf(init.pid);
+    const bytes = serializeExecPlan(namespaces, plan);
+    const run = this.spawn('exec', bytes, stdio.child, false);
+    stdio.closeChild();
+    const what = `exec ${execId} in container ${containerId}`;
+    let pid = -1;
+    try {
+      pid = await this.expectPid(run, what);
+      const item = await run.sync.next();
+      if (item.kind === 'line' && item.text.startsWith('error ')) throw kataInitError(item.text.slice(6), what);
+      if (item.kind !== 'eof') throw this.protocolError(item, what);
+    } catch (err) {
+      this.abandon(run, pid);
+      throw err;
+    } finally {
+      run.sync.close();
+    }
+    return { pid, pidfd: this.claimPidfd(run, pid), sinceSeq: run.sinceSeq };
+  }
+
+  /**
+   * `kata-init sandbox`: new ipc and uts namespaces kept alive by bind mounts onto
+   * <sandboxNsDir>/{ipc,uts} (Kata keeps both per sandbox, sandbox.rs setup_shared_namespaces).
+   */
+  async createSandbox(sandboxId: string, hostname: string): Promise<NamespacePlan[]> {
+    fs.mkdirSync(this.sandboxNsDir, { recursive: true, mode: 0o755 });
+    const files = (['ipc', 'uts'] as const).map((type) => ({ type, path: path.join(this.sandboxNsDir, type) }));
+    for (const f of files) {
+      this.releaseNsFile(f.path);
+      fs.writeFileSync(f.path, '', { mode: 0o644 });
+    }
+    const what = `create sandbox ${sandboxId}`;
+    const devNull = fs.openSync('/dev/null', 'r+');
+    let run: KataInitRun;
+    try {
+      run = this.spawn('sandbox', serializeSandboxPlan(hostname, files), [devNull, devNull, devNull], false);
+    } finally {
+      fs.closeSync(devNull);
+    }
+    const exited = new Promise<number | null>((resolve) => {
+      this.registry.reaper.watch(run.spawnPid, run.sinceSeq, (child) => resolve(child.signal !== null ? 128 + child.signal : child.exitCode));
+    });
+    closeQuietly(run.spawnPidfd);
+    try {
+      await this.expectLine(run, 'ready', what);
+      const end = await run.sync.next();
+      if (end.kind !== 'eof') throw this.protocolError(end, what);
+      const status = await exited;
+      if (status !== 0) throw new StatusError(Code.INTERNAL, `${what}: kata-init exited with status ${status}`);
+    } catch (err) {
+      for (const f of files) this.releaseNsFile(f.path);
+      throw err;
+    } finally {
+      run.sync.close();
+    }
+    this.sandboxFiles = files.map((f) => f.path);
+    return files.map((f) => ({ type: f.type, path: f.path }));
+  }
+
+  async destroySandbox(): Promise<void> {
+    for (const f of this.sandboxFiles) this.releaseNsFile(f);
+    this.sandboxFiles = [];
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  /** Detach a namespace bind mount (if any) and remove the file (if any). */
+  private releaseNsFile(file: string): void {
+    try {
+      this.native.umount2(file, MNT_DETACH);
+    } catch (err) {
+      if (!isErrno(err, 'EINVAL') && !isErrno(err, 'ENOENT')) this.log.warn({ err, file }, 'umount of namespace file failed');
+    }
+    try {
+      fs.unlinkSync(file);
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) this.log.warn({ err, file }, 'cannot remove namespace file');
+    }
+  }
+
+  /** The init's namespaces that differ from the helper's (joining one's own is pointless or, for some types, refused). */
+  private namespacesOf(initPid: number): ValidNamespace[] {
+    const list: ValidNamespace[] = [];
+    for (const type of EXEC_NAMESPACES) {
+      const p = `/proc/${initPid}/ns/${type}`;
+      let theirs: string;
+      try {
+        theirs = fs.readlinkSync(p);
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) {
+          if (type === 'cgroup') continue; // kernel without cgroup namespaces
+          throw new StatusError(Code.FAILED_PRECONDITION, `container init (pid ${initPid}) is gone`);
+        }
+        throw err;
+      }
+      let ours = '';
+      try {
+        ours = fs.readlinkSync(`/proc/self/ns/${type}`);
+      } catch {
+        // not supported here: join theirs
+      }
+      if (theirs !== ours) list.push({ type, path: p });
+    }
+    return list;
+  }
+
+  private spawn(mode: 'create' | 'exec' | 'sandbox', plan: Buffer, stdio: number[], withStart: boolean): KataInitRun {
+    const opened: number[] = [];
+    try {
+      const [planR, planW] = this.native.pipe();
+      opened.push(planR, planW);
+      const [syncR, syncW] = this.native.pipe();
+      opened.push(syncR, syncW);
+      let startR = -1;
+      let startW = -1;
+      if (withStart) {
+        [startR, startW] = this.native.pipe();
+        opened.push(startR, startW);
+      }
+      const fds = [stdio[0], stdio[1], stdio[2], planR, syncW];
+      if (withStart) fds.push(startR);
+      const sinceSeq = this.registry.seq;
+      const child = this.native.spawn({ file: this.kataInit, argv: ['kata-init', mode], envp: [], fds });
+      closeQuietly(planR);
+      closeQuietly(syncW);
+      closeQuietly(startR);
+      const sync = new LineReader(syncR);
+      const planWritten = writeAll(planW, plan)
+        .catch((err: unknown) => {
+          this.log.debug({ err, mode }, 'writing the plan failed (kata-init exited early)');
+        })
+        .finally(() => closeQuietly(planW));
+      return { spawnPid: child.pid, spawnPidfd: child.pidfd, sinceSeq, sync, startFd: startW, planWritten };
+    } catch (err) {
+      for (const fd of opened) closeQuietly(fd);
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'EACCES')) {
+        throw new StatusError(Code.INTERNAL, `cannot run kata-init at ${this.kataInit}: ${(err as Error).message}`);
+      }
+      throw err;
+    }
+  }
+
+  /** Read the `pid N` line. */
+  private async expectPid(run: KataInitRun, what: string): Promise<number> {
+    const item = await run.sync.next();
+    if (item.kind === 'line') {
+      const m = /^pid ([0-9]+)$/.exec(item.text);
+      if (m) {
+        const pid = Number(m[1]);
+        if (pid > 0) return pid;
+      }
+      if (item.text.startsWith('error ')) throw kataInitError(item.text.slice(6), what);
+    }
+    throw this.protocolError(item, what);
+  }
+
+  private async expectLine(run: KataInitRun, expected: string, what: string): Promise<void> {
+    const item = await run.sync.next();
+    if (item.kind === 'line' && item.text === expected) return;
+    if (item.kind === 'line' && item.text.startsWith('error ')) throw kataInitError(item.text.slice(6), what);
+    throw this.protocolError(item, what);
+  }
+
+  private protocolError(item: LineItem, what: string): StatusError {
+    if (item.kind === 'eof') return new StatusError(Code.INTERNAL, `${what}: kata-init exited without reporting (sync pipe closed)`);
+    if (item.kind === 'failed') return new StatusError(Code.INTERNAL, `${what}: reading kata-init's sync pipe failed: ${item.error.message}`);
+    return new StatusError(Code.INTERNAL, `${what}: unexpected line from kata-init: ${JSON.stringify(item.text)}`);
+  }
+
+  /**
+   * After `pid N`: when N is kata-init itself (no pid namespace change) keep the spawn pidfd;
+   * otherwise kata-init was the intermediate, which exits at once: drop its pidfd and status.
+   */
+  private claimPidfd(run: KataInitRun, pid: number): number {
+    if (pid === run.spawnPid) return run.spawnPidfd;
+    closeQuietly(run.spawnPidfd);
+    this.registry.reaper.discard(run.spawnPid, run.sinceSeq);
+    return -1;
+  }
+
+  /** Creation failed: kill what kata-init started and drop the statuses. */
+  private abandon(run: KataInitRun, pid: number): void {
+    run.sync.close();
+    closeQuietly(run.startFd);
+    run.startFd = -1;
+    if (pid > 0 && pid !== run.spawnPid) this.registry.killUntracked(pid, run.sinceSeq);
+    try {
+      this.native.pidfdSendSignal(run.spawnPidfd, 9);
+    } catch {
+      // already gone
+    }
+    closeQuietly(run.spawnPidfd);
+    this.registry.reaper.discard(run.spawnPid, run.sinceSeq);
+  }
+}

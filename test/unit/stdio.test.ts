@@ -1,0 +1,144 @@
+// control/sandbox/stdio.ts: process stdio over pipes and a pty, as control holds it.
+// Real host processes (sh, cat, head) stand in for container processes.
+import t, { type Test } from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { loadNative } from '../../shared/native';
+import { Code, StatusError } from '../../shared/protocol';
+import { OutputStream, ProcessStdio, OUTPUT_HIGH_WATER } from '../../control/sandbox/stdio';
+
+const native = loadNative();
+
+/** Read a stream to EOF in `len`-byte reads; returns the bytes and the EOF error. */
+async function readAll(stream: OutputStream, len = 65536): Promise<{ data: Buffer; eof: unknown }> {
+  const parts: Buffer[] = [];
+  for (;;) {
+    try {
+      parts.push(await stream.read(len));
+    } catch (err) {
+      return { data: Buffer.concat(parts), eof: err };
+    }
+  }
+}
+
+function exitOf(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+/** Spawn `args` with the child ends of three pipes; returns the parent ends wrapped. */
+function spawnPiped(t: Test, args: string[]): { stdio: ProcessStdio; child: ChildProcess } {
+  const [inR, inW] = native.pipe();
+  const [outR, outW] = native.pipe();
+  const [errR, errW] = native.pipe();
+  const child = spawn(args[0], args.slice(1), { stdio: [inR, outW, errW] });
+  for (const fd of [inR, outW, errW]) fs.closeSync(fd);
+  const stdio = ProcessStdio.fromFds({ stdin: inW, stdout: outR, stderr: errR }, false);
+  t.teardown(() => {
+    child.kill('SIGKILL');
+    stdio.destroy();
+  });
+  return { stdio, child };
+}
+
+/** Spawn `args` on a new pty; returns the master wrapped. */
+function spawnTty(t: Test, args: string[]): { stdio: ProcessStdio; child: ChildProcess } {
+  const { master, slave } = native.openpty();
+  const child = spawn(args[0], args.slice(1), { stdio: [slave, slave, slave] });
+  fs.closeSync(slave);
+  const stdio = ProcessStdio.fromFds({ pty: master }, true);
+  t.teardown(() => {
+    child.kill('SIGKILL');
+    stdio.destroy();
+  });
+  return { stdio, child };
+}
+
+t.test('pipes: stdin reaches the process, stdout and stderr come back, then EOF', async (t) => {
+  const { stdio, child } = spawnPiped(t, ['sh', '-c', 'cat; echo err >&2']);
+  const exit = exitOf(child);
+  t.equal(await stdio.stdin.write(Buffer.from('hello\n')), 6, 'write returns the length');
+  await stdio.closeStdin();
+  await t.rejects(stdio.stdin.write(Buffer.from('x')), { code: Code.FAILED_PRECONDITION, message: 'stdin is closed' });
+  const out = await readAll(stdio.stdout);
+  const err = await readAll(stdio.stderr);
+  t.equal(out.data.toString(), 'hello\n');
+  t.equal(err.data.toString(), 'err\n');
+  t.ok(out.eof instanceof StatusError && out.eof.code === Code.OUT_OF_RANGE && out.eof.message === 'EOF', 'EOF is OUT_OF_RANGE "EOF"');
+  t.equal(await exit, 0);
+});
+
+t.test('helper sent the wrong fds: INTERNAL, fds closed', async (t) => {
+  const [r, w] = native.pipe();
+  t.throws(() => ProcessStdio.fromFds({ stdout: r, stderr: w }, false), { code: Code.INTERNAL, message: /stdin/ });
+  t.throws(() => fs.fstatSync(r), { code: 'EBADF' }, 'the fds were closed');
+  t.throws(() => fs.fstatSync(w), { code: 'EBADF' });
+});
+
+t.test('reads return exactly what was written, never padding; output written before exit is kept (B08, B10)', async (t) => {
+  const { stdio, child } = spawnPiped(t, ['sh', '-c', 'seq 1 500000']);
+  t.equal(await exitOf(child), 0, 'the process exits before anything is read');
+  const { data } = await readAll(stdio.stdout, 4096 * 3 + 7);
+  t.equal(data.length, 3388895);
+  t.equal(createHash('sha256').update(data).digest('hex'), '18c68655ed84064b77ff577ca9275d99a308ad9603eda1201b9cd1670ad755f3');
+});
+
+t.test('backpressure: an idle reader blocks the writer, nothing is dropped (B11)', async (t) => {
+  const { stdio, child } = spawnPiped(t, ['sh', '-c', 'yes | head -c 20000000']);
+  let exited = false;
+  const exit = exitOf(child).then((code) => {
+    exited = true;
+    return code;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  t.notOk(exited, 'the writer is still blocked after 1 s without reads');
+  t.ok(stdio.stdout.queuedBytes <= OUTPUT_HIGH_WATER + 256 * 1024, `queue bounded (${stdio.stdout.queuedBytes} bytes)`);
+  const { data } = await readAll(stdio.stdout, 1 << 20);
+  t.equal(data.length, 20_000_000, 'exactly 20,000,000 bytes');
+  t.ok(data.every((b) => b === 0x79 || b === 0x0a), 'only "y\\n" bytes');
+  t.equal(await exit, 0);
+});
+
+t.test('a read withdrawn by its abort signal takes no bytes', async (t) => {
+  const { stdio, child } = spawnPiped(t, ['sh', '-c', 'read x; echo "$x"']);
+  const ac = new AbortController();
+  const aborted = stdio.stdout.read(100, ac.signal);
+  ac.abort(new StatusError(Code.CANCELLED, 'gone'));
+  await t.rejects(aborted, { code: Code.CANCELLED });
+  await stdio.stdin.write(Buffer.from('line\n'));
+  t.equal((await stdio.stdout.read(100)).toString(), 'line\n', 'the next read gets the data');
+  t.equal(await exitOf(child), 0);
+});
+
+t.test('terminal: stdout and stderr read the same pty; CloseStdin sends EOF and keeps the output (B13)', async (t) => {
+  const { stdio, child } = spawnTty(t, ['sh', '-c', 'cat >/dev/null; sleep 0.3; echo after']);
+  t.equal(stdio.stdout, stdio.stderr, 'one output stream');
+  await stdio.stdin.write(Buffer.from('input\n'));
+  await stdio.closeStdin();
+  await t.rejects(stdio.stdin.write(Buffer.from('x')), { code: Code.FAILED_PRECONDITION, message: 'stdin is closed' });
+  const { data, eof } = await readAll(stdio.stderr);
+  t.match(data.toString(), /after\r\n$/, 'output after CloseStdin is read');
+  t.notOk(data.includes(0), 'no NUL bytes');
+  t.ok(eof instanceof StatusError && eof.code === Code.OUT_OF_RANGE, 'EIO at the end is EOF');
+  t.equal(await exitOf(child), 0);
+});
+
+t.test('terminal: window resize reaches the process (B04c)', async (t) => {
+  const { stdio, child } = spawnTty(t, ['sh', '-c', 'sleep 0.5; stty size']);
+  stdio.resize(50, 132);
+  const { data } = await readAll(stdio.stdout);
+  t.equal(data.toString().trim(), '50 132');
+  t.equal(await exitOf(child), 0);
+});
+
+t.test('resize without a terminal is FAILED_PRECONDITION', async (t) => {
+  const { stdio } = spawnPiped(t, ['true']);
+  t.throws(() => stdio.resize(10, 10), { code: Code.FAILED_PRECONDITION });
+});
+
+t.test('pty: printf abc gives exactly abc (B10)', async (t) => {
+  const { stdio } = spawnTty(t, ['sh', '-c', 'printf abc']);
+  const { data } = await readAll(stdio.stdout);
+  t.equal(data.toString(), 'abc');
+});
+
