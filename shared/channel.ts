@@ -15,7 +15,7 @@
 import { EventEmitter } from 'node:events';
 import { Packr } from 'msgpackr';
 import { Code, HELPER_MAX_PACKET, StatusError } from './protocol';
-import { loadNative, type NativeAddon, type Poller } from './native';
+import { isErrno, loadNative, type NativeAddon, type Poller } from './native';
 import { silentLogger, type Logger } from './log';
 
 /** Most fds one packet may carry (the addon's seqpacketRecv accepts up to 64). */
@@ -31,6 +31,24 @@ export function encodeMessage(message: unknown): Buffer {
 /** Decode one packet as the channel does; throws on malformed or trailing data. */
 export function decodeMessage(data: Buffer): unknown {
   return packr.unpack(data);
+}
+
+/**
+ * EMSGSIZE (the packet does not fit the socket's send buffer, SO_SNDBUF, which for AF_UNIX
+ * datagram-like sockets bounds the largest packet) and ETOOMANYREFS as RESOURCE_EXHAUSTED; the
+ * channel stays usable.
+ */
+function tooBigError(err: unknown, bytes: number): StatusError | undefined {
+  if (isErrno(err, 'EMSGSIZE')) {
+    return new StatusError(
+      Code.RESOURCE_EXHAUSTED,
+      `message of ${bytes} bytes does not fit the socket send buffer (SO_SNDBUF)`,
+    );
+  }
+  if (isErrno(err, 'ETOOMANYREFS')) {
+    return new StatusError(Code.RESOURCE_EXHAUSTED, 'too many fds in flight on the socket (ETOOMANYREFS)');
+  }
+  return undefined;
 }
 
 /** Called once per `send`: without an error when the packet (and its fds) reached the kernel. */
@@ -103,7 +121,10 @@ export class SeqpacketChannel extends EventEmitter {
    * it may close them.
    *
    * Throws StatusError RESOURCE_EXHAUSTED when the encoded message exceeds HELPER_MAX_PACKET
-   * bytes or more than MAX_FDS_PER_PACKET fds are attached, UNAVAILABLE when the channel is
+   * bytes, does not fit the socket's send buffer (EMSGSIZE: SO_SNDBUF bounds a packet; the
+   * default 208 KiB is below HELPER_MAX_PACKET) or more than MAX_FDS_PER_PACKET fds are
+   * attached (a packet that was queued and then hits EMSGSIZE gets RESOURCE_EXHAUSTED through
+   * `onSent` instead), UNAVAILABLE when the channel is
    * closed, INVALID_ARGUMENT when the message cannot be encoded. `onSent` is not called when
    * `send` throws.
    */
@@ -136,6 +157,8 @@ export class SeqpacketChannel extends EventEmitter {
     try {
       sent = this.trySend(packet);
     } catch (err) {
+      const tooBig = tooBigError(err, data.length);
+      if (tooBig) throw tooBig;
       // The socket is broken (EPIPE, ECONNRESET...): the channel is over.
       this.log.warn({ err }, 'send failed, closing channel');
       this.close();
@@ -196,8 +219,14 @@ export class SeqpacketChannel extends EventEmitter {
       try {
         sent = this.trySend(packet);
       } catch (err) {
-        this.log.warn({ err }, 'send failed, closing channel');
         this.queue.shift();
+        const tooBig = tooBigError(err, packet.data.length);
+        if (tooBig) {
+          this.log.error({ bytes: packet.data.length }, tooBig.message);
+          packet.onSent?.(tooBig);
+          continue;
+        }
+        this.log.warn({ err }, 'send failed, closing channel');
         packet.onSent?.(err as Error);
         this.close();
         return;

@@ -453,9 +453,9 @@ static void parse_plan(struct plan *p, char *buf, size_t len)
 /* Fds, namespaces and the pid-namespace fork                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Step 0: nothing of ours may reach the container program. fds 3-5 become close-on-exec
- * (fd 4 must stay open until the final execve: its EOF is the helper's success signal), and
- * whatever else the helper's process happened to pass down is closed. */
+/* Step 1, before anything else: nothing of ours may reach the container program. fds 3-5
+ * become close-on-exec (fd 4 must stay open until the final execve: its EOF is the helper's
+ * success signal), and whatever else the helper's process happened to pass down is closed. */
 static void secure_fds(enum mode mode)
 {
 	for (int fd = FD_PLAN; fd <= FD_START; fd++) {
@@ -1179,7 +1179,7 @@ int main(int argc, char **argv)
 	else
 		die("usage", 0, "kata-init create|exec|sandbox (see helper/native/KATA-INIT.md)");
 
-	secure_fds(plan.mode);                         /* 0 */
+	secure_fds(plan.mode);                         /* 1 */
 	buf = read_plan(&len);                         /* 1 */
 	parse_plan(&plan, buf, len);
 	if (plan.mode == MODE_SANDBOX)

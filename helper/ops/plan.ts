@@ -222,6 +222,8 @@ export interface PlanCheckOptions {
   hostChecks: boolean;
   /** With hostChecks: may a container join namespace `type` at `path`? Default: any existing file. */
   namespacePathAllowed?: (type: KernelNamespace, nsPath: string) => boolean;
+  /** With hostChecks: the host's cgroup layout (default: read from the host). */
+  hostCgroups?: HostCgroups;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,7 +417,7 @@ export function parseMountOptions(options: string[]): { flags: number; propagati
   return { flags, propagation, data: data.join(',') };
 }
 
-function validateMount(raw: unknown, i: number, opts: PlanCheckOptions): ValidMount {
+function validateMount(raw: unknown, i: number, opts: PlanCheckOptions): ValidMount[] {
   const f = `mounts[${i}]`;
   if (!isRecord(raw)) throw invalid(`${f} must be a map`);
   const m = raw as Partial<Record<keyof MountPlan, unknown>>;
@@ -452,7 +454,80 @@ function validateMount(raw: unknown, i: number, opts: PlanCheckOptions): ValidMo
       }
     }
   }
-  return { source, destination, fstype: bind ? 'bind' : type, flags, data, bind, propagation };
+  const mount: ValidMount = { source, destination, fstype: bind ? 'bind' : type, flags, data, bind, propagation };
+  if (!bind && type === 'cgroup' && opts.hostChecks) return expandCgroupMount(mount, opts.hostCgroups ?? readHostCgroups());
+  return [mount];
+}
+
+// ---------------------------------------------------------------------------------------------
+// cgroup mounts
+
+/** The host's cgroup layout, as far as container `cgroup` mounts need it. */
+export interface HostCgroups {
+  /** cgroup v2 only (/sys/fs/cgroup/cgroup.controllers exists). */
+  unified: boolean;
+  /** Mount points of the v1 hierarchies (fstype cgroup), e.g. /sys/fs/cgroup/memory. */
+  v1: string[];
+}
+
+/** Undo the octal escapes of /proc/self/mountinfo fields (\040 = space ...). */
+function unescapeMountField(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Read the host's cgroup layout from /sys/fs/cgroup and /proc/self/mountinfo. */
+export function readHostCgroups(): HostCgroups {
+  const unified = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
+  const v1: string[] = [];
+  let text = '';
+  try {
+    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    // no /proc: no v1 hierarchies known
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    const sep = f.indexOf('-');
+    if (sep < 0 || f[sep + 1] !== 'cgroup') continue;
+    v1.push(unescapeMountField(f[4]));
+  }
+  return { unified, v1 };
+}
+
+/**
+ * An OCI `cgroup` mount (config.md#mounts; what runc and rustjail do with it): on a cgroup v2
+ * host a cgroup2 mount; on a v1 host a tmpfs at the destination with one bind per host
+ * hierarchy (destination/<basename of its mount point>), the binds taking the mount's
+ * ro/nosuid/nodev/noexec flags. (kata-init mounts exactly what the plan says.)
+ */
+export function expandCgroupMount(m: ValidMount, host: HostCgroups): ValidMount[] {
+  if (host.unified || host.v1.length === 0) return [{ ...m, fstype: 'cgroup2', source: m.source || 'cgroup2' }];
+  const keep = m.flags & (MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC);
+  const out: ValidMount[] = [
+    {
+      source: 'tmpfs',
+      destination: m.destination,
+      fstype: 'tmpfs',
+      flags: MS.NOSUID | MS.NODEV | MS.NOEXEC,
+      data: 'mode=755',
+      bind: false,
+      propagation: m.propagation,
+    },
+  ];
+  for (const mountPoint of host.v1) {
+    const name = path.posix.basename(mountPoint);
+    if (name === '' || name === '.' || name === '..') continue;
+    out.push({
+      source: mountPoint,
+      destination: `${m.destination}/${name}`,
+      fstype: 'bind',
+      flags: MS.BIND | MS.REC | keep,
+      data: '',
+      bind: true,
+      propagation: [],
+    });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,7 +600,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   if (hostname !== '' && !namespaces.some((n) => n.type === 'uts')) {
     throw invalid(`hostname ${JSON.stringify(hostname)} needs a uts namespace`);
   }
-  const mounts = checkArray(plan.mounts ?? [], 'mounts', MAX_MOUNTS).map((m, i) => validateMount(m, i, opts));
+  const mounts = checkArray(plan.mounts ?? [], 'mounts', MAX_MOUNTS).flatMap((m, i) => validateMount(m, i, opts));
   const maskedPaths = checkArray(plan.maskedPaths ?? [], 'maskedPaths', MAX_PATH_LIST).map((p, i) =>
     checkConfinedPath(p, `maskedPaths[${i}]`),
   );

@@ -33,13 +33,19 @@ const MNT_DETACH = 2;
 /** Namespaces an exec process joins, in the order kata-init is given them. */
 const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup', 'mnt'];
 
+/** kata-init error stages that mean a helper bug or a system failure rather than a bad spec. */
+const INTERNAL_STAGES = new Set(['usage', 'fd', 'plan', 'fork', 'signal', 'start', 'nsfile']);
+
 /**
- * Map a kata-init `error` line to a StatusError. kata-init failures come from what the spec asks
- * (missing executable or cwd, a mount that cannot be made, an id without permission...), so
- * they are INVALID_ARGUMENT with kata-init's text verbatim.
+ * Map a kata-init `error` line ("<stage>: <detail>") to a StatusError with kata-init's text
+ * verbatim. Most stages fail because of what the spec asks (a missing executable or cwd, a mount
+ * that cannot be made, a uid without permission...): INVALID_ARGUMENT. The stages in
+ * INTERNAL_STAGES (plan parsing, fds, fork, ...) are INTERNAL.
  */
-function kataInitError(text: string, what: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, `${what}: ${text}`);
+export function kataInitError(text: string, what: string): StatusError {
+  const stage = /^([a-z]+):/.exec(text)?.[1] ?? '';
+  const code = INTERNAL_STAGES.has(stage) ? Code.INTERNAL : Code.INVALID_ARGUMENT;
+  return new StatusError(code, `${what}: ${text}`);
 }
 
 interface KataInitRun {
