@@ -33,14 +33,13 @@ export async function connectHelper(socketPath: string, log: Logger, timeoutMs =
       return await HelperClient.connect(socketPath, { logger: log, timeoutMs: Math.max(1000, deadline - Date.now()) });
     } catch (err) {
       const retriable = err instanceof StatusError && err.code === Code.UNAVAILABLE;
-      if (!retriable || Date.now() + HELPER_RETRY_MS > deadline) {
-        if (retriable) {
-          throw new StatusError(Code.UNAVAILABLE, `helper not reachable at ${socketPath} after ${attempts} attempts in ${timeoutMs} ms: ${err.message}`);
-        }
-        throw err;
+      if (!retriable) throw err;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        throw new StatusError(Code.UNAVAILABLE, `helper not reachable at ${socketPath} after ${attempts} attempts in ${timeoutMs} ms: ${err.message}`);
       }
       if (attempts === 1) log.info({ socket: socketPath }, 'waiting for the helper socket');
-      await new Promise((resolve) => setTimeout(resolve, HELPER_RETRY_MS));
+      await new Promise((resolve) => setTimeout(resolve, Math.min(HELPER_RETRY_MS, remaining)));
     }
   }
 }

@@ -257,9 +257,8 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
  *
  * Throws StatusError INVALID_ARGUMENT (message names the field and value) when: Root or Root.Path
  * is missing or not absolute; Process is invalid ({@link processPlanFromOci}); Linux is missing;
- * a namespace type is unknown or repeated or its path relative; a mount destination is relative
- * or has a ".." component; a masked or read-only path is relative or has ".."; masked/read-only
- * paths are given without a mount namespace; Hostname is given without a uts namespace or is too
+ * a namespace type is unknown or repeated or its path relative; there is no mount namespace; a mount destination is relative
+ * or has a ".." component; a masked or read-only path is relative or has ".."; Hostname is given without a uts namespace or is too
  * long; a sysctl is not allowed ({@link validateSysctl}); RootfsPropagation is unknown; uid/gid
  * mappings are given without a user namespace. UNIMPLEMENTED for a user namespace (the plan
  * cannot carry id mappings yet). FAILED_PRECONDITION when `sandboxPidns` is asked for and the
@@ -278,6 +277,9 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const specNamespaces = namespacesFromOci('OCI.Linux.Namespaces', linux.Namespaces ?? []);
   const has = (type: NamespaceType): boolean => specNamespaces.some((n) => n.type === type);
 
+  if (!has('mount')) {
+    throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.Namespaces must include a mount namespace (the container gets its own rootfs)');
+  }
   if (has('user')) {
     throw new StatusError(Code.UNIMPLEMENTED, 'user namespaces (OCI.Linux.Namespaces type "user") are not supported yet');
   }
@@ -293,12 +295,6 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
 
   const maskedPaths = (linux.MaskedPaths ?? []).map((p, i) => checkAbsPath(`OCI.Linux.MaskedPaths[${i}]`, p, true));
   const readonlyPaths = (linux.ReadonlyPaths ?? []).map((p, i) => checkAbsPath(`OCI.Linux.ReadonlyPaths[${i}]`, p, true));
-  if ((maskedPaths.length > 0 || readonlyPaths.length > 0) && !has('mount')) {
-    throw new StatusError(
-      Code.INVALID_ARGUMENT,
-      'OCI.Linux.MaskedPaths/ReadonlyPaths need a mount namespace in OCI.Linux.Namespaces',
-    );
-  }
 
   const rootfsPropagation = linux.RootfsPropagation ?? '';
   if (!ROOTFS_PROPAGATIONS.includes(rootfsPropagation)) {

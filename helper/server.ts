@@ -41,7 +41,6 @@ class Connection {
   readonly channel: SeqpacketChannel;
 
   constructor(
-    readonly server: HelperServer,
     fd: number,
     readonly label: string,
     readonly log: Logger,
@@ -213,7 +212,7 @@ export class HelperServer {
       return;
     }
     const log = this.log.child({ conn: label, peerPid: cred.pid, peerUid: cred.uid });
-    const conn = new Connection(this, fd, label, log);
+    const conn = new Connection(fd, label, log);
     this.connections.add(conn);
     conn.channel.on('message', (message, fds) => this.onMessage(conn, message, fds));
     conn.channel.on('close', () => {
@@ -292,7 +291,7 @@ export class HelperServer {
       reply = await method.call(this.backend, args);
     } catch (err) {
       if (err instanceof StatusError) {
-        conn.log.debug({ op, id, code: err.code, msg: err.message }, 'helper op failed');
+        conn.log.debug({ op, id, code: err.code, error: err.message }, 'helper op failed');
         this.sendError(conn, id, err);
       } else {
         conn.log.error({ op, id, err }, 'helper op threw an unexpected error');

@@ -122,7 +122,7 @@ export class SeqpacketChannel extends EventEmitter {
    *
    * Throws StatusError RESOURCE_EXHAUSTED when the encoded message exceeds HELPER_MAX_PACKET
    * bytes, does not fit the socket's send buffer (EMSGSIZE: SO_SNDBUF bounds a packet; the
-   * default 208 KiB is below HELPER_MAX_PACKET) or more than MAX_FDS_PER_PACKET fds are
+   * default 208 KiB, which is why HELPER_MAX_PACKET is 192 KiB) or more than MAX_FDS_PER_PACKET fds are
    * attached (a packet that was queued and then hits EMSGSIZE gets RESOURCE_EXHAUSTED through
    * `onSent` instead), UNAVAILABLE when the channel is
    * closed, INVALID_ARGUMENT when the message cannot be encoded. `onSent` is not called when

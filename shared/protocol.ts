@@ -15,8 +15,14 @@
 /** Bumped on any incompatible change; `hello` refuses a mismatch. */
 export const HELPER_PROTOCOL_VERSION = 1;
 
-/** Largest packet either side sends or accepts, in bytes (requests carry OCI plans). */
-export const HELPER_MAX_PACKET = 1024 * 1024;
+/**
+ * Largest packet either side sends or accepts, in bytes (requests carry OCI plans). A
+ * SOCK_SEQPACKET packet cannot exceed the sender's socket send buffer, and the unprivileged
+ * control plane cannot raise SO_SNDBUF past net.core.wmem_max (208 KiB by default), so the
+ * limit sits just below that. A plan this large would be an OCI spec with thousands of env
+ * entries or mounts; it is refused with RESOURCE_EXHAUSTED, never truncated.
+ */
+export const HELPER_MAX_PACKET = 192 * 1024;
 
 /** Default path of the helper's listening socket. */
 export const DEFAULT_HELPER_SOCKET = '/run/kata-agent/helper.sock';

@@ -20,7 +20,6 @@
  * WaitProcess reports 128 + signal for a signal death (upstream at 6e4d4c329a reports the bare
  * signal number; later upstream and the helper protocol use 128 + n).
  */
-import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
 import {
@@ -53,7 +52,9 @@ export const DEFAULT_REMOVE_TIMEOUT_MS = 30_000;
 export const MAX_SIGNAL = 64;
 
 const SIGKILL = 9;
-const SIGTERM = 15;
+
+/** Longest RemoveContainer wait passed to the helper, in ms (its upper bound: one hour). */
+export const MAX_REMOVE_TIMEOUT_MS = 3_600_000;
 
 /** Early exit events (arrived before the process was registered) kept at most. */
 const MAX_EARLY_EXITS = 1024;
@@ -83,26 +84,6 @@ function unimplementedField(field: string, detail: string): StatusError {
   return new StatusError(Code.UNIMPLEMENTED, `${field} is not supported yet (${detail})`);
 }
 
-/**
- * True when the process's /proc/<pid>/status shows `signal` blocked, ignored or caught
- * (upstream rpc.rs is_signal_handled). Unreadable → true (we then send the signal asked for;
- * upstream would escalate to SIGKILL).
- */
-function isSignalHandled(pid: number, signal: number): boolean {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  } catch {
-    return true;
-  }
-  const mask = 1n << BigInt(signal - 1);
-  for (const line of text.split('\n')) {
-    const m = /^(SigBlk|SigIgn|SigCgt):\s*([0-9a-fA-F]+)/.exec(line);
-    if (m && (BigInt(`0x${m[2]}`) & mask) !== 0n) return true;
-  }
-  return false;
-}
-
 /** The AgentService rpcs implemented for real. */
 export class AgentService {
   private readonly helper: HelperConnection;
@@ -114,6 +95,7 @@ export class AgentService {
   private readonly earlyExits = new Map<string, ExitEvent>();
   private readonly oomWaiters = new Set<(err: StatusError) => void>();
   private sandboxOp: Promise<unknown> = Promise.resolve();
+  private destroying = false;
   private shutdownRequested = false;
 
   constructor(options: AgentServiceOptions) {
@@ -206,6 +188,7 @@ export class AgentService {
   }
 
   private checkNotDestroyed(): void {
+    if (this.destroying) throw new StatusError(Code.FAILED_PRECONDITION, 'the sandbox is being destroyed');
     if (this.sandbox.destroyed) throw new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed; the agent is shutting down');
   }
 
@@ -255,20 +238,26 @@ export class AgentService {
   destroySandbox(_req: pb.DestroySandboxRequest): Promise<Empty> {
     return this.serialise(async () => {
       this.checkNotDestroyed();
-      const errors: Error[] = [];
-      for (const id of [...this.sandbox.containers.keys()]) {
-        try {
-          await this.removeContainerById(id, this.defaultRemoveTimeoutMs);
-        } catch (err) {
-          errors.push(err as Error);
+      // No new containers from now on (CreateContainer checks this flag).
+      this.destroying = true;
+      try {
+        const errors: Error[] = [];
+        for (const id of [...this.sandbox.containers.keys()]) {
+          try {
+            await this.removeContainerById(id, this.defaultRemoveTimeoutMs);
+          } catch (err) {
+            errors.push(err as Error);
+          }
         }
+        if (errors.length > 0) {
+          const first = errors[0];
+          const code = first instanceof StatusError ? first.code : Code.INTERNAL;
+          throw new StatusError(code, `DestroySandbox: ${errors.length} container(s) could not be removed; first: ${first.message}`);
+        }
+        if (this.sandbox.created) await this.callNoFds('destroySandbox', {});
+      } finally {
+        this.destroying = false;
       }
-      if (errors.length > 0) {
-        const first = errors[0];
-        const code = first instanceof StatusError ? first.code : Code.INTERNAL;
-        throw new StatusError(code, `DestroySandbox: ${errors.length} container(s) could not be removed; first: ${first.message}`);
-      }
-      if (this.sandbox.created) await this.callNoFds('destroySandbox', {});
       this.sandbox.created = false;
       this.sandbox.destroyed = true;
       this.failOomWaiters(new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed: no more OOM events'));
@@ -385,7 +374,7 @@ export class AgentService {
    * processes survive the bound) otherwise, and the container stays.
    */
   async removeContainer(req: pb.RemoveContainerRequest): Promise<Empty> {
-    const timeoutMs = req.timeout > 0 ? req.timeout * 1000 : this.defaultRemoveTimeoutMs;
+    const timeoutMs = req.timeout > 0 ? Math.min(req.timeout * 1000, MAX_REMOVE_TIMEOUT_MS) : this.defaultRemoveTimeoutMs;
     await this.removeContainerById(req.container_id, timeoutMs);
     return {};
   }
@@ -443,20 +432,20 @@ export class AgentService {
   /**
    * SignalProcess: exec_id "" signals the init process and, as upstream, every other process of
    * the container (`all`); exec_id = the container id signals the init only. SIGTERM to an init
-   * that neither blocks, ignores nor catches it becomes SIGKILL (upstream). Signalling an exited
+   * that neither blocks, ignores nor catches it becomes SIGKILL (upstream; done by the helper,
+   * which reads /proc/<pid>/status). Signalling an exited
    * process succeeds without effect (upstream ignores ESRCH). INVALID_ARGUMENT for a signal
    * outside 0..64, NOT_FOUND for unknown ids.
    */
   async signalProcess(req: pb.SignalProcessRequest): Promise<Empty> {
     const container = this.sandbox.getContainer(req.container_id);
     const p = container.getProcess(req.exec_id);
-    let signal = req.signal;
+    const signal = req.signal;
     if (!Number.isInteger(signal) || signal < 0 || signal > MAX_SIGNAL) {
       throw new StatusError(Code.INVALID_ARGUMENT, `invalid signal ${signal} (want 0..${MAX_SIGNAL})`);
     }
     const all = req.exec_id === '';
     if (p.exited && !all) return {};
-    if (p.init && signal === SIGTERM && !p.exited && !isSignalHandled(p.pid, SIGTERM)) signal = SIGKILL;
     try {
       await this.callNoFds('signalProcess', { containerId: container.id, execId: p.helperExecId, signal, all });
     } catch (err) {
@@ -472,8 +461,8 @@ export class AgentService {
    * WaitProcess: resolves with the exit status (exit code, or 128 + signal). Any number of
    * concurrent or later calls get the same status while the record exists (B14: a late Wait
    * returns the cached status; NOT_FOUND only once the record was evicted or the container
-   * removed). Output stays readable after the wait (B08). For an exec process the helper is
-   * told to release its copies of the stdio, and our stdin pipe is closed.
+   * removed). Output stays readable after the wait (B08). The helper is told to release its
+   * copies of the stdio (releaseProcess), and our stdin pipe is closed.
    */
   async waitProcess(req: pb.WaitProcessRequest): Promise<pb.WaitProcessResponse.$Properties> {
     const container = this.sandbox.getContainer(req.container_id);
@@ -482,9 +471,11 @@ export class AgentService {
     if (!p.waited) {
       p.waited = true;
       p.stdio.releaseStdin();
-      if (!p.init && !p.released) {
+      if (!p.released) {
+        // The helper closes its copies of the stdio (and forgets an exec process; the init stays
+        // until RemoveContainer).
         p.released = true;
-        await this.callNoFds('releaseProcess', { containerId: container.id, execId: p.execId }).catch((err: unknown) => {
+        await this.callNoFds('releaseProcess', { containerId: container.id, execId: p.helperExecId }).catch((err: unknown) => {
           if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) {
             this.log.warn({ err, container: container.id, exec: p.execId }, 'helper releaseProcess failed');
           }

@@ -363,6 +363,17 @@ export class ProcessStdio {
     }
   }
 
+  /** True when both outputs reached EOF and were read to the end (or were dropped). */
+  get outputDrained(): boolean {
+    return this.stdout.drained && this.stderr.drained;
+  }
+
+  /** Close the outputs and drop what is queued (reads end with EOF); stdin is left alone. */
+  dropOutput(): void {
+    this.stdout.destroy();
+    if (this.stderr !== this.stdout) this.stderr.destroy();
+  }
+
   /** Close stdin if it is a pipe (after the process exited); the outputs stay readable. */
   releaseStdin(): void {
     if (!this.terminal) this.stdin.destroy();

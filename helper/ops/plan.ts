@@ -287,17 +287,21 @@ function checkConfinedPath(v: unknown, field: string): string {
   return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
 }
 
-function checkRlimitValue(v: unknown, field: string): bigint {
-  if (typeof v === 'bigint') {
-    if (v < 0n) throw invalid(`${field} must not be negative, got ${v}`);
-    return v;
-  }
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return BigInt(v);
-  if (typeof v === 'number' && (v === Infinity || v >= 2 ** 64 - 1)) return 2n ** 64n - 1n;
-  throw invalid(`${field} must be a non-negative integer, got ${describe(v)}`);
-}
-
 const RLIM_INFINITY = 2n ** 64n - 1n;
+
+/**
+ * An rlimit value: a non-negative integer (number or, from msgpack uint64, bigint). Anything at
+ * or above 2^64 - 1 is RLIM_INFINITY (a JS number cannot hold 2^64 - 1 exactly: it rounds up).
+ */
+function checkRlimitValue(v: unknown, field: string): bigint {
+  let n: bigint;
+  if (typeof v === 'bigint') n = v;
+  else if (typeof v === 'number' && Number.isInteger(v)) n = BigInt(v);
+  else if (v === Infinity) n = RLIM_INFINITY;
+  else throw invalid(`${field} must be a non-negative integer, got ${describe(v)}`);
+  if (n < 0n) throw invalid(`${field} must not be negative, got ${n}`);
+  return n > RLIM_INFINITY ? RLIM_INFINITY : n;
+}
 
 function rlimitText(v: bigint): string {
   return v >= RLIM_INFINITY ? '-1' : v.toString();
@@ -377,12 +381,12 @@ export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field =
     if (p !== '') {
       if (!p.startsWith('/')) throw invalid(`${f}.path ${JSON.stringify(p)} is not an absolute path`);
       if (opts.hostChecks) {
-        if (!fs.existsSync(p)) throw invalid(`${f}.path ${JSON.stringify(p)} does not exist`);
         if (opts.namespacePathAllowed && !opts.namespacePathAllowed(type, p)) {
           throw invalid(
             `${f}.path ${JSON.stringify(p)} is not a ${ociType} namespace of this sandbox (a tracked process's /proc/<pid>/ns/${type} or a sandbox namespace file)`,
           );
         }
+        if (!fs.existsSync(p)) throw invalid(`${f}.path ${JSON.stringify(p)} does not exist`);
       }
     }
     return { type, path: p };

@@ -75,12 +75,23 @@ t.test('helper sent the wrong fds: INTERNAL, fds closed', async (t) => {
   t.throws(() => fs.fstatSync(w), { code: 'EBADF' });
 });
 
-t.test('reads return exactly what was written, never padding; output written before exit is kept (B08, B10)', async (t) => {
+t.test('reads return exactly what was written, never padding (B08, B10)', async (t) => {
   const { stdio, child } = spawnPiped(t, ['sh', '-c', 'seq 1 500000']);
-  t.equal(await exitOf(child), 0, 'the process exits before anything is read');
+  const exit = exitOf(child);
   const { data } = await readAll(stdio.stdout, 4096 * 3 + 7);
   t.equal(data.length, 3388895);
   t.equal(createHash('sha256').update(data).digest('hex'), '18c68655ed84064b77ff577ca9275d99a308ad9603eda1201b9cd1670ad755f3');
+  t.equal(await exit, 0);
+});
+
+t.test('output written before the exit is all delivered after it (B08)', async (t) => {
+  // 108,894 bytes: fits the queue, so the process can finish before anything is read.
+  const { stdio, child } = spawnPiped(t, ['seq', '1', '20000']);
+  t.equal(await exitOf(child), 0, 'the process exits before anything is read');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const { data } = await readAll(stdio.stdout, 1000);
+  t.equal(data.length, 108894);
+  t.equal(data.toString().split('\n')[19999], '20000');
 });
 
 t.test('backpressure: an idle reader blocks the writer, nothing is dropped (B11)', async (t) => {

@@ -1,0 +1,161 @@
+// control/config.ts and control/main.ts (the kata-agent command) with the out-of-process mock
+// helper (`kata-agent-helper --mock`).
+import t, { type Test } from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { DEFAULT_DEBUG_ADDR, DEFAULT_SERVER_ADDR, loadConfig, parseDebugAddr } from '../../control/config';
+import { connectHelper } from '../../control/main';
+import { METHODS } from '../../control/ctl/methods';
+import { TtrpcClient } from '../../control/ttrpc';
+import { silentLogger } from '../../shared/log';
+import { Code, DEFAULT_HELPER_SOCKET } from '../../shared/protocol';
+
+const root = path.resolve(__dirname, '..', '..', '..');
+
+t.test('config: defaults, environment, flags (flags win)', async (t) => {
+  const d = loadConfig([], {});
+  t.same(d, { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: DEFAULT_DEBUG_ADDR } });
+  t.equal(DEFAULT_SERVER_ADDR, 'vsock://-1:1024');
+  const env = {
+    KATA_AGENT_SERVER_ADDR: 'unix:///tmp/a.sock',
+    KATA_AGENT_HELPER_SOCKET: '/tmp/h.sock',
+    KATA_AGENT_LOG_LEVEL: 'warning',
+    KATA_AGENT_DEBUG_ADDR: '',
+  };
+  t.same(loadConfig([], env), { help: false, config: { serverAddr: 'unix:///tmp/a.sock', helperSocket: '/tmp/h.sock', logLevel: 'warn', debugAddr: '' } });
+  t.same(
+    loadConfig(['--server-address', 'unix://@x', '--helper-socket', '@h', '--debug-addr', '[::1]:9', '--log-level', 'debug'], env),
+    { help: false, config: { serverAddr: 'unix://@x', helperSocket: '@h', logLevel: 'debug', debugAddr: '[::1]:9' } },
+  );
+  t.same(loadConfig(['-h'], {}), { help: true });
+  t.throws(() => loadConfig(['--bogus'], {}), { code: Code.INVALID_ARGUMENT, message: /bogus/ });
+  t.throws(() => loadConfig(['--log-level', 'loud'], {}), { code: Code.INVALID_ARGUMENT, message: /"loud"/ });
+  t.throws(() => loadConfig([], { KATA_AGENT_DEBUG_ADDR: 'nohost' }), { code: Code.INVALID_ARGUMENT, message: /"nohost"/ });
+  t.throws(() => loadConfig(['--server-address', ''], {}), { code: Code.INVALID_ARGUMENT });
+  t.same(parseDebugAddr('127.0.0.1:9099'), { host: '127.0.0.1', port: 9099 });
+  t.same(parseDebugAddr('[::1]:80'), { host: '::1', port: 80 });
+  t.throws(() => parseDebugAddr('127.0.0.1:70000'), { code: Code.INVALID_ARGUMENT });
+});
+
+t.test('connectHelper gives up with UNAVAILABLE naming the socket', async (t) => {
+  const start = Date.now();
+  await t.rejects(connectHelper('/nonexistent/helper.sock', silentLogger(), 300), { code: Code.UNAVAILABLE, message: /\/nonexistent\/helper.sock/ });
+  t.ok(Date.now() - start >= 250, 'it retried until the deadline');
+});
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (cond()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return cond();
+}
+
+function exitCode(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+interface Running {
+  dir: string;
+  agent: ChildProcess;
+  helper: () => ChildProcess;
+  stderr: () => string;
+  address: string;
+  debugPort: number;
+}
+
+/** Start `kata-agent`, then (after a delay, to exercise the connect retry) the mock helper. */
+async function startAgent(t: Test): Promise<Running> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-main-'));
+  const helperSocket = path.join(dir, 'helper.sock');
+  const agentSocket = path.join(dir, 'agent.sock');
+  const debugPort = await freePort();
+  let stderr = '';
+  const agent = spawn(
+    process.execPath,
+    [path.join(root, 'bin', 'kata-agent'), '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', `127.0.0.1:${debugPort}`],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, KATA_AGENT_LOG_LEVEL: 'info' } },
+  );
+  agent.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const helper = spawn(process.execPath, [path.join(root, 'bin', 'kata-agent-helper'), '--mock', '--socket', helperSocket, '--log-level', 'warn'], {
+    stdio: 'ignore',
+  });
+  t.teardown(async () => {
+    agent.kill('SIGKILL');
+    helper.kill('SIGKILL');
+    await Promise.all([exitCode(agent), exitCode(helper)]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  t.ok(await waitFor(() => stderr.includes('"announce"'), 10_000), 'the agent announced itself');
+  return { dir, agent, helper: () => helper, stderr: () => stderr, address: `unix://${agentSocket}`, debugPort };
+}
+
+t.test('kata-agent: waits for the helper, serves ttRPC and the debug endpoint, exits after DestroySandbox', async (t) => {
+  const r = await startAgent(t);
+  const announce = r.stderr().split('\n').filter((l) => l.includes('"announce"')).map((l) => JSON.parse(l) as Record<string, unknown>)[0];
+  t.equal(announce.address, r.address);
+  t.equal(typeof announce.version, 'string');
+
+  const health = await fetch(`http://127.0.0.1:${r.debugPort}/healthz`);
+  t.same(await health.json(), { status: 'ok' });
+
+  const client = await TtrpcClient.connect(r.address);
+  t.teardown(() => client.close());
+  const check = METHODS.Check.response.decode(await client.call('grpc.Health', 'Check', METHODS.Check.request.encode({}).finish()));
+  t.equal(check.status, 1);
+  const spec = {
+    Root: { Path: '/' },
+    Process: { Args: ['sh', '-c', 'echo hi'], Env: ['PATH=/usr/bin:/bin'], Cwd: '/' },
+    Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'pid' }] },
+  };
+  await client.call('grpc.AgentService', 'CreateSandbox', METHODS.CreateSandbox.request.encode({ hostname: 'h', sandbox_id: 'sb1' }).finish());
+  await client.call('grpc.AgentService', 'CreateContainer', METHODS.CreateContainer.request.encode({ container_id: 'c1', OCI: spec }).finish());
+  await client.call('grpc.AgentService', 'StartContainer', METHODS.StartContainer.request.encode({ container_id: 'c1' }).finish());
+  const out = METHODS.ReadStdout.response.decode(
+    await client.call('grpc.AgentService', 'ReadStdout', METHODS.ReadStdout.request.encode({ container_id: 'c1', len: 100 }).finish()),
+  );
+  t.equal(Buffer.from(out.data).toString(), 'hi\n');
+  const sandbox = (await (await fetch(`http://127.0.0.1:${r.debugPort}/v1/sandbox`)).json()) as { id: string; containers: Array<{ id: string }> };
+  t.equal(sandbox.id, 'sb1');
+  t.same(sandbox.containers.map((c) => c.id), ['c1']);
+
+  await client.call('grpc.AgentService', 'DestroySandbox', METHODS.DestroySandbox.request.encode({}).finish());
+  t.equal(await exitCode(r.agent), 0, 'the agent exits 0 after DestroySandbox');
+});
+
+t.test('kata-agent: SIGTERM stops it cleanly', async (t) => {
+  const r = await startAgent(t);
+  r.agent.kill('SIGTERM');
+  t.equal(await exitCode(r.agent), 0);
+  t.match(r.stderr(), /"reason":"SIGTERM"/);
+});
+
+t.test('kata-agent: losing the helper makes it exit 1', async (t) => {
+  const r = await startAgent(t);
+  r.helper().kill('SIGKILL');
+  t.equal(await exitCode(r.agent), 1);
+  t.match(r.stderr(), /connection to the helper lost/);
+});
+
+t.test('kata-agent: bad flags exit 2 with the reason', async (t) => {
+  const child = spawn(process.execPath, [path.join(root, 'bin', 'kata-agent'), '--log-level', 'loud'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  t.equal(await exitCode(child), 2);
+  t.match(stderr, /invalid log level "loud"/);
+});
+

@@ -1,0 +1,257 @@
+// helper/ops/plan.ts: the helper's own validation of container/process plans and their
+// serialisation into kata-init's NUL-separated records (helper/native/KATA-INIT.md).
+import t, { type Test } from 'tap';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Code, StatusError, type ContainerPlan, type ProcessPlan } from '../../shared/protocol';
+import {
+  MS,
+  expandCgroupMount,
+  parseMountOptions,
+  planPath,
+  serializeCreatePlan,
+  serializeExecPlan,
+  serializeSandboxPlan,
+  validateContainerPlan,
+  validateProcessPlan,
+  type PlanCheckOptions,
+} from '../../helper/ops/plan';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'helper-plan-'));
+const rootfs = path.join(tmp, 'rootfs');
+fs.mkdirSync(rootfs);
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const host: PlanCheckOptions = { hostChecks: true, hostCgroups: { unified: true, v1: [] } };
+const relaxed: PlanCheckOptions = { hostChecks: false };
+
+function proc(over: Partial<ProcessPlan> = {}): ProcessPlan {
+  return {
+    args: ['sh', '-c', 'echo hi'],
+    env: ['PATH=/bin', 'A=b=c'],
+    cwd: '/',
+    uid: 1000,
+    gid: 1000,
+    additionalGids: [10, 20],
+    terminal: false,
+    noNewPrivileges: true,
+    rlimits: [{ type: 'RLIMIT_NOFILE', soft: 1024, hard: 4096 }],
+    ...over,
+  };
+}
+
+function plan(over: Partial<ContainerPlan> = {}): ContainerPlan {
+  return {
+    rootfs,
+    readonly: false,
+    hostname: 'box',
+    namespaces: [
+      { type: 'mount', path: '' },
+      { type: 'uts', path: '' },
+      { type: 'network', path: '' },
+    ],
+    mounts: [],
+    process: proc(),
+    maskedPaths: [],
+    readonlyPaths: [],
+    sysctl: {},
+    rootfsPropagation: '',
+    ...over,
+  };
+}
+
+function throwsStatus(t: Test, fn: () => unknown, code: number, re?: RegExp): void {
+  try {
+    fn();
+  } catch (err) {
+    t.ok(err instanceof StatusError, 'throws a StatusError');
+    t.equal((err as StatusError).code, code, `code ${code}: ${(err as Error).message}`);
+    if (re) t.match((err as Error).message, re);
+    return;
+  }
+  t.fail('expected a throw');
+}
+
+/** Decode a serialised plan back into records split at tags known from `tags`. */
+function fields(buf: Buffer): string[] {
+  const s = buf.toString();
+  t.equal(s[s.length - 1], '\0', 'every field is NUL-terminated');
+  return s.slice(0, -1).split('\0');
+}
+
+t.test('mount options map to MS_* flags, propagation and data', async (t) => {
+  const r = parseMountOptions(['nosuid', 'noexec', 'nodev', 'relatime', 'ro', 'mode=755', 'size=65536k', 'rprivate']);
+  t.equal(r.flags, MS.NOSUID | MS.NOEXEC | MS.NODEV | MS.RELATIME | MS.RDONLY);
+  t.same(r.propagation, [MS.PRIVATE | MS.REC]);
+  t.equal(r.data, 'mode=755,size=65536k');
+  t.equal(parseMountOptions(['ro', 'rw']).flags, 0, 'rw clears ro');
+  t.equal(parseMountOptions(['rbind']).flags, MS.BIND | MS.REC);
+  t.equal(parseMountOptions(['newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5']).data, 'newinstance,ptmxmode=0666,mode=0620,gid=5');
+  t.equal(parseMountOptions(['strictatime', 'nostrictatime', 'noatime', 'nodiratime', 'sync', 'dirsync', 'mand']).flags, MS.NOATIME | MS.NODIRATIME | MS.SYNCHRONOUS | MS.DIRSYNC | MS.MANDLOCK);
+  t.same(parseMountOptions(['shared', 'rslave', 'runbindable']).propagation, [MS.SHARED, MS.SLAVE | MS.REC, MS.UNBINDABLE | MS.REC]);
+});
+
+t.test('a valid container plan serialises to kata-init records', async (t) => {
+  const src = path.join(tmp, 'data');
+  fs.mkdirSync(src, { recursive: true });
+  const v = validateContainerPlan(
+    plan({
+      mounts: [
+        { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+        { destination: '/data/', type: 'bind', source: src, options: ['rbind', 'ro', 'rprivate'] },
+      ],
+      maskedPaths: ['/proc/kcore'],
+      readonlyPaths: ['/proc/sys'],
+      sysctl: { 'net.ipv4.ip_forward': '1' },
+    }),
+    host,
+  );
+  t.equal(v.rootfsPropagation, MS.SLAVE | MS.REC, '"" is rslave');
+  t.equal(v.rootfsPropagation, 540672);
+  const f = fields(serializeCreatePlan(v));
+  t.same(f, [
+    'rootfs', rootfs,
+    'readonly', '0',
+    'propagation', '540672',
+    'ns', 'mnt', '',
+    'ns', 'uts', '',
+    'ns', 'net', '',
+    'hostname', 'box',
+    'mount', 'proc', '/proc', 'proc', String(MS.NOSUID | MS.NOEXEC | MS.NODEV), '',
+    'mount', fs.realpathSync(src), '/data', 'bind', String(MS.BIND | MS.REC | MS.RDONLY), '',
+    'mountprop', '/data', String(MS.PRIVATE | MS.REC),
+    'masked', '/proc/kcore',
+    'readonlypath', '/proc/sys',
+    'sysctl', 'net.ipv4.ip_forward', '1',
+    'rlimit', '7', '1024', '4096',
+    'gid', '1000',
+    'group', '10',
+    'group', '20',
+    'uid', '1000',
+    'cwd', '/',
+    'nonewprivs', '1',
+    'arg', 'sh', 'arg', '-c', 'arg', 'echo hi',
+    'env', 'PATH=/bin', 'env', 'A=b=c',
+    'tty', '0',
+  ]);
+});
+
+t.test('hostname is only sent for a new uts namespace; joined namespaces keep their paths', async (t) => {
+  const nsFile = path.join(tmp, 'uts-ns');
+  fs.writeFileSync(nsFile, '');
+  const v = validateContainerPlan(
+    plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: nsFile }] }),
+    { ...host, namespacePathAllowed: (type, p) => type === 'uts' && p === nsFile },
+  );
+  const f = fields(serializeCreatePlan(v));
+  t.notOk(f.includes('hostname'));
+  t.ok(f.join(' ').includes(`ns uts ${nsFile}`));
+  throwsStatus(
+    t,
+    () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: nsFile }] }), { ...host, namespacePathAllowed: () => false }),
+    Code.INVALID_ARGUMENT,
+    /not a uts namespace of this sandbox/,
+  );
+});
+
+t.test('rootfs rules (rustjail validator.rs): absolute, existing directory, no symlink', async (t) => {
+  const link = path.join(tmp, 'link');
+  fs.symlinkSync(rootfs, link);
+  const file = path.join(tmp, 'file');
+  fs.writeFileSync(file, '');
+  throwsStatus(t, () => validateContainerPlan(plan({ rootfs: 'rel/path' }), host), Code.INVALID_ARGUMENT, /absolute/);
+  throwsStatus(t, () => validateContainerPlan(plan({ rootfs: path.join(tmp, 'missing') }), host), Code.INVALID_ARGUMENT, /does not exist/);
+  throwsStatus(t, () => validateContainerPlan(plan({ rootfs: link }), host), Code.INVALID_ARGUMENT, /canonical/);
+  throwsStatus(t, () => validateContainerPlan(plan({ rootfs: path.join(link, '.') }), host), Code.INVALID_ARGUMENT, /canonical/);
+  throwsStatus(t, () => validateContainerPlan(plan({ rootfs: file }), host), Code.INVALID_ARGUMENT, /not a directory/);
+  t.ok(validateContainerPlan(plan({ rootfs: '/does/not/matter' }), relaxed), 'the mock only needs an absolute path');
+});
+
+t.test('mount rules', async (t) => {
+  const m = (over: Partial<ContainerPlan['mounts'][0]>) => plan({ mounts: [{ destination: '/x', type: 'tmpfs', source: 'tmpfs', options: [], ...over }] });
+  throwsStatus(t, () => validateContainerPlan(m({ destination: 'relative' }), host), Code.INVALID_ARGUMENT, /absolute/);
+  throwsStatus(t, () => validateContainerPlan(m({ destination: '/a/../../etc' }), host), Code.INVALID_ARGUMENT, /\.\./);
+  throwsStatus(t, () => validateContainerPlan(m({ type: 'ext4', source: '/dev/vda' }), host), Code.INVALID_ARGUMENT, /not allowed/);
+  throwsStatus(t, () => validateContainerPlan(m({ type: 'bind', source: 'relative' }), host), Code.INVALID_ARGUMENT, /absolute/);
+  throwsStatus(t, () => validateContainerPlan(m({ type: 'bind', source: path.join(tmp, 'nope') }), host), Code.INVALID_ARGUMENT, /does not exist/);
+  throwsStatus(t, () => validateContainerPlan(m({ destination: '/proc', type: 'tmpfs' }), host), Code.INVALID_ARGUMENT, /proc/);
+  throwsStatus(t, () => validateContainerPlan(m({ destination: '/proc/kcore', type: 'bind', source: '/dev/null' }), host), Code.INVALID_ARGUMENT, /not allowed/);
+  t.ok(validateContainerPlan(m({ destination: '/proc/cpuinfo', type: 'bind', source: '/dev/null' }), host), '/proc/cpuinfo may be bound (lxcfs)');
+  throwsStatus(t, () => validateContainerPlan(m({ options: ['mode=7\0'] }), host), Code.INVALID_ARGUMENT, /NUL/);
+  const bindNone = validateContainerPlan(m({ type: 'none', source: '/dev/null', options: ['bind'] }), host);
+  t.equal(bindNone.mounts[0].fstype, 'bind', 'type "none" with a bind option is a bind mount');
+  const many = plan({ mounts: Array.from({ length: 1025 }, () => ({ destination: '/x', type: 'tmpfs', source: 'tmpfs', options: [] })) });
+  throwsStatus(t, () => validateContainerPlan(many, host), Code.INVALID_ARGUMENT, /1025 entries/);
+});
+
+t.test('cgroup mounts: cgroup2 on a v2 host, tmpfs + per-hierarchy binds on v1', async (t) => {
+  const v = validateContainerPlan(plan({ mounts: [{ destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['ro', 'nosuid'] }] }), host);
+  t.equal(v.mounts.length, 1);
+  t.equal(v.mounts[0].fstype, 'cgroup2');
+  const base = v.mounts[0];
+  const v1 = expandCgroupMount({ ...base, fstype: 'cgroup' }, { unified: false, v1: ['/sys/fs/cgroup/memory', '/sys/fs/cgroup/cpu,cpuacct'] });
+  t.same(
+    v1.map((x) => [x.fstype, x.source, x.destination, x.flags]),
+    [
+      ['tmpfs', 'tmpfs', '/sys/fs/cgroup', MS.NOSUID | MS.NODEV | MS.NOEXEC],
+      ['bind', '/sys/fs/cgroup/memory', '/sys/fs/cgroup/memory', MS.BIND | MS.REC | MS.RDONLY | MS.NOSUID],
+      ['bind', '/sys/fs/cgroup/cpu,cpuacct', '/sys/fs/cgroup/cpu,cpuacct', MS.BIND | MS.REC | MS.RDONLY | MS.NOSUID],
+    ],
+  );
+});
+
+t.test('namespaces: OCI names mapped, user unsupported, duplicates and a missing mount ns refused', async (t) => {
+  const v = validateContainerPlan(
+    plan({ hostname: '', namespaces: [{ type: 'mount', path: '' }, { type: 'network', path: '' }, { type: 'pid', path: '' }, { type: 'cgroup', path: '' }] }),
+    host,
+  );
+  t.same(v.namespaces.map((n) => n.type), ['mnt', 'net', 'pid', 'cgroup']);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'user', path: '' }] }), host), Code.UNIMPLEMENTED);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'mount', path: '' }] }), host), Code.INVALID_ARGUMENT, /more than once/);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'uts', path: '' }] }), host), Code.INVALID_ARGUMENT, /mount namespace/);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'time' as never, path: '' }] }), host), Code.INVALID_ARGUMENT);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }] }), host), Code.INVALID_ARGUMENT, /needs a uts namespace/);
+});
+
+t.test('process rules', async (t) => {
+  throwsStatus(t, () => validateProcessPlan(proc({ args: [] })), Code.INVALID_ARGUMENT, /empty/);
+  throwsStatus(t, () => validateProcessPlan(proc({ env: ['NOEQUALS'] })), Code.INVALID_ARGUMENT, /KEY=VALUE/);
+  throwsStatus(t, () => validateProcessPlan(proc({ env: ['=value'] })), Code.INVALID_ARGUMENT, /KEY=VALUE/);
+  throwsStatus(t, () => validateProcessPlan(proc({ env: ['A=b\0c'] })), Code.INVALID_ARGUMENT, /NUL/);
+  throwsStatus(t, () => validateProcessPlan(proc({ uid: 2 ** 32 - 1 })), Code.INVALID_ARGUMENT, /uid/);
+  throwsStatus(t, () => validateProcessPlan(proc({ gid: -1 })), Code.INVALID_ARGUMENT, /gid/);
+  throwsStatus(t, () => validateProcessPlan(proc({ cwd: 'tmp' })), Code.INVALID_ARGUMENT, /cwd/);
+  throwsStatus(t, () => validateProcessPlan(proc({ args: ['x'.repeat(64 * 1024 + 1)] })), Code.INVALID_ARGUMENT, /longer/);
+  throwsStatus(t, () => validateProcessPlan(proc({ env: Array.from({ length: 4097 }, (_, i) => `K${i}=v`) })), Code.INVALID_ARGUMENT, /4097/);
+  throwsStatus(t, () => validateProcessPlan(proc({ rlimits: [{ type: 'RLIMIT_BOGUS', soft: 1, hard: 1 }] })), Code.INVALID_ARGUMENT, /RLIMIT_BOGUS/);
+  throwsStatus(t, () => validateProcessPlan(proc({ rlimits: [{ type: 'RLIMIT_NOFILE', soft: 10, hard: 1 }] })), Code.INVALID_ARGUMENT, /soft/);
+  throwsStatus(t, () => validateProcessPlan({ ...proc(), terminal: 'yes' }), Code.INVALID_ARGUMENT, /terminal/);
+  const inf = validateProcessPlan(proc({ rlimits: [{ type: 'RLIMIT_CORE', soft: 2 ** 64 - 1, hard: 2n ** 64n - 1n as unknown as number }] }));
+  t.same(inf.rlimits[0], { name: 'RLIMIT_CORE', resource: 4, soft: '-1', hard: '-1' }, 'RLIM_INFINITY → -1');
+  t.equal(validateProcessPlan(proc({ uid: 2 ** 32 - 2 })).uid, 2 ** 32 - 2);
+});
+
+t.test('sysctl allow-list (rustjail validator.rs sysctl)', async (t) => {
+  const withIpc = (sysctl: Record<string, string>) =>
+    plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'ipc', path: '' }], sysctl });
+  t.ok(validateContainerPlan(withIpc({ 'kernel.shmmax': '1', 'fs.mqueue.msg_max': '10', 'net.core.somaxconn': '10', 'kernel.domainname': 'd' }), host));
+  throwsStatus(t, () => validateContainerPlan(plan({ sysctl: { 'kernel.shmmax': '1' } }), host), Code.INVALID_ARGUMENT, /ipc namespace/);
+  throwsStatus(t, () => validateContainerPlan(withIpc({ 'kernel.hostname': 'x' }), host), Code.INVALID_ARGUMENT, /not allowed/);
+  throwsStatus(t, () => validateContainerPlan(withIpc({ 'vm.swappiness': '1' }), host), Code.INVALID_ARGUMENT, /not allowed/);
+  throwsStatus(t, () => validateContainerPlan(withIpc({ 'net/../../x': '1' }), host), Code.INVALID_ARGUMENT, /not a valid name/);
+});
+
+t.test('exec and sandbox plans; PATH lookup', async (t) => {
+  const p = validateProcessPlan(proc({ args: ['id'], env: ['PATH=/a', 'PATH=/b'], additionalGids: [], rlimits: [], terminal: true }));
+  t.same(fields(serializeExecPlan([{ type: 'pid', path: '/proc/1/ns/pid' }], p)), [
+    'ns', 'pid', '/proc/1/ns/pid',
+    'gid', '1000', 'uid', '1000', 'cwd', '/', 'nonewprivs', '1', 'arg', 'id', 'env', 'PATH=/a', 'env', 'PATH=/b', 'tty', '1',
+  ]);
+  t.equal(planPath(p.env), '/b', 'the last PATH wins');
+  t.equal(planPath([]), '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+  t.same(fields(serializeSandboxPlan('pod', [{ type: 'ipc', path: '/r/ipc' }, { type: 'uts', path: '/r/uts' }])), [
+    'hostname', 'pod', 'nsfile', 'ipc', '/r/ipc', 'nsfile', 'uts', '/r/uts',
+  ]);
+  t.same(fields(serializeSandboxPlan('', [{ type: 'ipc', path: '/r/ipc' }])), ['nsfile', 'ipc', '/r/ipc']);
+});

@@ -1,0 +1,305 @@
+// The agent end to end without privileges: Agent + TtrpcServer on a temporary unix socket,
+// driven by the TtrpcClient with the generated codecs, over the in-process mock helper (which
+// runs container processes as plain host processes).
+import t, { type Test } from 'tap';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Agent } from '../../control/agent';
+import { defaultConfig } from '../../control/config';
+import { buildDebugServer } from '../../control/debug/server';
+import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
+import { TtrpcClient, type CallOptions } from '../../control/ttrpc';
+import { startMockPair } from '../../helper/mock/main';
+import { Code, StatusError } from '../../shared/protocol';
+import type { grpc } from '../../shared/generated/protos';
+
+interface Harness {
+  agent: Agent;
+  client: TtrpcClient;
+  call<K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>>;
+}
+
+async function harness(t: Test): Promise<Harness> {
+  const pair = await startMockPair();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-rpc-'));
+  const address = `unix://${path.join(dir, 'agent.sock')}`;
+  const agent = new Agent({ config: { ...defaultConfig(), serverAddr: address, debugAddr: '' }, helper: pair.client, defaultRemoveTimeoutMs: 5000 });
+  await agent.start();
+  const client = await TtrpcClient.connect(address);
+  t.teardown(async () => {
+    await client.close();
+    await agent.stop();
+    await pair.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const call = async <K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => {
+    const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
+    const reply = await client.call(spec.service, spec.method, spec.request.encode(req).finish(), opts);
+    return spec.response.decode(reply) as ResponseOf<K>;
+  };
+  return { agent, client, call };
+}
+
+function oci(args: string[], opts: { terminal?: boolean } = {}): grpc.Spec.$Properties {
+  return {
+    Version: '1.0.2',
+    Root: { Path: '/' },
+    Process: { Args: args, Env: ['PATH=/usr/bin:/bin', 'HOME=/'], Cwd: '/', Terminal: opts.terminal === true },
+    Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'ipc' }, { Type: 'uts' }, { Type: 'pid' }] },
+  };
+}
+
+function proc(args: string[], opts: { terminal?: boolean } = {}): grpc.Process.$Properties {
+  return oci(args, opts).Process!;
+}
+
+async function run(h: Harness, id: string, args: string[], opts: { terminal?: boolean } = {}): Promise<void> {
+  await h.call('CreateContainer', { container_id: id, OCI: oci(args, opts) });
+  await h.call('StartContainer', { container_id: id });
+}
+
+/** Read a stream through the rpc until EOF; returns the bytes and the EOF status. */
+async function readAll(h: Harness, method: 'ReadStdout' | 'ReadStderr', container_id: string, exec_id = '', len = 1 << 20): Promise<{ data: Buffer; eof: StatusError }> {
+  const parts: Buffer[] = [];
+  for (;;) {
+    try {
+      const res = await h.call(method, { container_id, exec_id, len });
+      parts.push(Buffer.from(res.data));
+    } catch (err) {
+      return { data: Buffer.concat(parts), eof: err as StatusError };
+    }
+  }
+}
+
+async function expectCode(t: Test, p: Promise<unknown>, code: number, message?: RegExp | string): Promise<void> {
+  try {
+    await p;
+    t.fail(`expected status ${code}`);
+  } catch (err) {
+    t.ok(err instanceof StatusError, 'a status error');
+    t.equal((err as StatusError).code, code, `code ${code}: ${(err as Error).message}`);
+    if (message !== undefined) t.match((err as Error).message, message);
+  }
+}
+
+t.test('Health: Check is SERVING, Version carries the package and API versions', async (t) => {
+  const h = await harness(t);
+  const check = await h.call('Check', { service: '' });
+  t.equal(check.status, 1);
+  const version = await h.call('Version', { service: '' });
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  t.equal(version.agent_version, pkg.version);
+  t.equal(version.grpc_version, '0.0.1');
+});
+
+t.test('container stdout, stderr and exit status; the debug endpoint lists it', async (t) => {
+  const h = await harness(t);
+  await h.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'sandbox-1' });
+  await run(h, 'c1', ['sh', '-c', 'echo out; echo err >&2; exit 3']);
+  const out = await readAll(h, 'ReadStdout', 'c1');
+  const err = await readAll(h, 'ReadStderr', 'c1');
+  t.equal(out.data.toString(), 'out\n');
+  t.equal(err.data.toString(), 'err\n');
+  t.equal(out.eof.code, Code.OUT_OF_RANGE, 'end of stream is OUT_OF_RANGE');
+  t.equal((await h.call('WaitProcess', { container_id: 'c1', exec_id: '' })).status, 3);
+  t.equal((await h.call('WaitProcess', { container_id: 'c1', exec_id: 'c1' })).status, 3, 'exec id = container id is the init');
+
+  const debug = buildDebugServer(h.agent.sandbox);
+  t.teardown(() => debug.close());
+  const sandbox = await debug.inject({ method: 'GET', url: '/v1/sandbox' });
+  t.equal(sandbox.statusCode, 200);
+  const body = sandbox.json() as { id: string; hostname: string; containers: Array<{ id: string; status: string }> };
+  t.equal(body.id, 'sandbox-1');
+  t.equal(body.hostname, 'sb');
+  t.same(body.containers.map((c) => [c.id, c.status]), [['c1', 'stopped']]);
+  const container = await debug.inject({ method: 'GET', url: '/v1/containers/c1' });
+  const cbody = container.json() as { status: string; processes: Array<{ execId: string; exited: boolean; exitStatus: number }> };
+  t.equal(cbody.status, 'stopped');
+  t.same(cbody.processes.map((p) => [p.execId, p.exited, p.exitStatus]), [['c1', true, 3]]);
+  t.equal((await debug.inject({ method: 'GET', url: '/v1/containers/nope' })).statusCode, 404);
+  t.same((await debug.inject({ method: 'GET', url: '/healthz' })).json(), { status: 'ok' });
+
+  await h.call('RemoveContainer', { container_id: 'c1', timeout: 0 });
+  t.same(((await debug.inject({ method: 'GET', url: '/v1/sandbox' })).json() as { containers: unknown[] }).containers, []);
+});
+
+t.test('stdin: WriteStdin to cat, CloseStdin gives EOF, output echoed, exit 0; writes after close refused', async (t) => {
+  const h = await harness(t);
+  await run(h, 'cat1', ['cat']);
+  t.equal((await h.call('WriteStdin', { container_id: 'cat1', exec_id: '', data: Buffer.from('hello ') })).len, 6);
+  t.equal((await h.call('WriteStdin', { container_id: 'cat1', exec_id: '', data: Buffer.from('world\n') })).len, 6);
+  await h.call('CloseStdin', { container_id: 'cat1', exec_id: '' });
+  await h.call('CloseStdin', { container_id: 'cat1', exec_id: '' });
+  t.equal((await readAll(h, 'ReadStdout', 'cat1')).data.toString(), 'hello world\n');
+  t.equal((await h.call('WaitProcess', { container_id: 'cat1', exec_id: '' })).status, 0);
+  await expectCode(t, h.call('WriteStdin', { container_id: 'cat1', exec_id: '', data: Buffer.from('x') }), Code.FAILED_PRECONDITION, /stdin is closed/);
+});
+
+t.test('SIGKILL gives 137; RemoveContainer right after; the id can be reused (B14b)', async (t) => {
+  const h = await harness(t);
+  await run(h, 'k1', ['sleep', '1000']);
+  const wait = h.call('WaitProcess', { container_id: 'k1', exec_id: '' });
+  await h.call('SignalProcess', { container_id: 'k1', exec_id: '', signal: 9 });
+  t.equal((await wait).status, 137);
+  await h.call('RemoveContainer', { container_id: 'k1', timeout: 5 });
+  await expectCode(t, h.call('WaitProcess', { container_id: 'k1', exec_id: '' }), Code.NOT_FOUND);
+
+  await run(h, 'k1', ['sleep', '1000']);
+  await h.call('SignalProcess', { container_id: 'k1', exec_id: '', signal: 9 });
+  await h.call('RemoveContainer', { container_id: 'k1', timeout: 0 });
+  await run(h, 'k1', ['sh', '-c', 'echo again']);
+  t.equal((await readAll(h, 'ReadStdout', 'k1')).data.toString(), 'again\n');
+  t.equal((await h.call('WaitProcess', { container_id: 'k1', exec_id: '' })).status, 0);
+});
+
+t.test('exec: output and status; concurrent and late WaitProcess all get the status (B14a)', async (t) => {
+  const h = await harness(t);
+  await run(h, 'e1', ['sleep', '1000']);
+  await h.call('ExecProcess', { container_id: 'e1', exec_id: 'x1', process: proc(['sh', '-c', 'echo exec-out; exit 5']) });
+  t.equal((await readAll(h, 'ReadStdout', 'e1', 'x1')).data.toString(), 'exec-out\n');
+  t.equal((await h.call('WaitProcess', { container_id: 'e1', exec_id: 'x1' })).status, 5);
+
+  await h.call('ExecProcess', { container_id: 'e1', exec_id: 's1', process: proc(['sleep', '1']) });
+  await expectCode(t, h.call('ExecProcess', { container_id: 'e1', exec_id: 's1', process: proc(['true']) }), Code.ALREADY_EXISTS, /s1/);
+  const waits = await Promise.all([
+    h.call('WaitProcess', { container_id: 'e1', exec_id: 's1' }),
+    h.call('WaitProcess', { container_id: 'e1', exec_id: 's1' }),
+  ]);
+  t.same(waits.map((w) => w.status), [0, 0], 'both concurrent waits');
+  t.equal((await h.call('WaitProcess', { container_id: 'e1', exec_id: 's1' })).status, 0, 'a late wait gets the cached status');
+
+  // An exited exec id may be used again.
+  await h.call('ExecProcess', { container_id: 'e1', exec_id: 'x1', process: proc(['sh', '-c', 'echo second']) });
+  t.equal((await readAll(h, 'ReadStdout', 'e1', 'x1')).data.toString(), 'second\n');
+  t.equal((await h.call('WaitProcess', { container_id: 'e1', exec_id: 'x1' })).status, 0);
+
+  // SIGKILL to an exec process; signalling it again after its exit is not an error (ESRCH).
+  await h.call('ExecProcess', { container_id: 'e1', exec_id: 'k', process: proc(['sleep', '1000']) });
+  await h.call('SignalProcess', { container_id: 'e1', exec_id: 'k', signal: 9 });
+  t.equal((await h.call('WaitProcess', { container_id: 'e1', exec_id: 'k' })).status, 137);
+  await h.call('SignalProcess', { container_id: 'e1', exec_id: 'k', signal: 15 });
+});
+
+t.test('exec with a terminal: exact output, resize, CloseStdin keeps the output (B10, B13)', async (t) => {
+  const h = await harness(t);
+  await run(h, 't1', ['sleep', '1000']);
+  await h.call('ExecProcess', { container_id: 't1', exec_id: 'abc', process: proc(['sh', '-c', 'printf abc'], { terminal: true }) });
+  t.equal((await readAll(h, 'ReadStdout', 't1', 'abc')).data.toString(), 'abc');
+  t.equal((await h.call('WaitProcess', { container_id: 't1', exec_id: 'abc' })).status, 0);
+  await expectCode(t, h.call('TtyWinResize', { container_id: 't1', exec_id: 'abc', row: 1, column: 1 }), Code.NOT_FOUND, /exited/);
+
+  await h.call('ExecProcess', { container_id: 't1', exec_id: 'size', process: proc(['sh', '-c', 'sleep 0.5; stty size'], { terminal: true }) });
+  await h.call('TtyWinResize', { container_id: 't1', exec_id: 'size', row: 50, column: 132 });
+  t.equal((await readAll(h, 'ReadStdout', 't1', 'size')).data.toString().trim(), '50 132');
+
+  await h.call('ExecProcess', { container_id: 't1', exec_id: 'after', process: proc(['sh', '-c', 'sleep 1; echo after'], { terminal: true }) });
+  await h.call('CloseStdin', { container_id: 't1', exec_id: 'after' });
+  t.match((await readAll(h, 'ReadStderr', 't1', 'after')).data.toString(), /after\r?\n$/, 'output after CloseStdin, via ReadStderr too');
+  t.equal((await h.call('WaitProcess', { container_id: 't1', exec_id: 'after' })).status, 0);
+  await expectCode(t, h.call('WriteStdin', { container_id: 't1', exec_id: 'after', data: Buffer.from('x') }), Code.FAILED_PRECONDITION);
+
+  await expectCode(t, h.call('TtyWinResize', { container_id: 't1', exec_id: '', row: 1, column: 1 }), Code.FAILED_PRECONDITION, /no terminal/);
+  await expectCode(t, h.call('TtyWinResize', { container_id: 't1', exec_id: 'nope', row: 1, column: 1 }), Code.NOT_FOUND);
+});
+
+t.test('large output arrives byte-exact, with WaitProcess before or after draining (B08)', async (t) => {
+  const h = await harness(t);
+  const want = '18c68655ed84064b77ff577ca9275d99a308ad9603eda1201b9cd1670ad755f3';
+  await run(h, 'seq', ['sleep', '1000']);
+  for (const [execId, args] of [
+    ['out', ['seq', '1', '500000']],
+    ['err', ['sh', '-c', 'seq 1 500000 1>&2']],
+  ] as const) {
+    const method = execId === 'out' ? 'ReadStdout' : 'ReadStderr';
+    // Wait first (pending while we drain).
+    await h.call('ExecProcess', { container_id: 'seq', exec_id: `${execId}-a`, process: proc([...args]) });
+    const wait = h.call('WaitProcess', { container_id: 'seq', exec_id: `${execId}-a` });
+    const a = await readAll(h, method, 'seq', `${execId}-a`);
+    t.equal((await wait).status, 0);
+    t.equal(a.data.length, 3388895, `${execId}: wait before draining: length`);
+    t.equal(createHash('sha256').update(a.data).digest('hex'), want, `${execId}: wait before draining: sha256`);
+    // Drain first, then wait.
+    await h.call('ExecProcess', { container_id: 'seq', exec_id: `${execId}-b`, process: proc([...args]) });
+    const b = await readAll(h, method, 'seq', `${execId}-b`, 65536);
+    t.equal((await h.call('WaitProcess', { container_id: 'seq', exec_id: `${execId}-b` })).status, 0);
+    t.equal(createHash('sha256').update(b.data).digest('hex'), want, `${execId}: wait after draining: sha256`);
+  }
+  // As the init process of a container too.
+  await run(h, 'seq-init', ['seq', '1', '500000']);
+  const wait = h.call('WaitProcess', { container_id: 'seq-init', exec_id: '' });
+  const c = await readAll(h, 'ReadStdout', 'seq-init');
+  t.equal((await wait).status, 0);
+  t.equal(createHash('sha256').update(c.data).digest('hex'), want, 'init: sha256');
+});
+
+t.test('backpressure: a reader that pauses 1 s still gets every byte (B11)', async (t) => {
+  const h = await harness(t);
+  await run(h, 'yes', ['sh', '-c', 'yes | head -c 20000000']);
+  let total = (await h.call('ReadStdout', { container_id: 'yes', exec_id: '', len: 1 << 20 })).data.length;
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const rest = await readAll(h, 'ReadStdout', 'yes');
+  total += rest.data.length;
+  t.equal(total, 20_000_000);
+  t.equal((await h.call('WaitProcess', { container_id: 'yes', exec_id: '' })).status, 0);
+});
+
+t.test('errors: status codes for bad ids, bad input, wrong state and unimplemented methods', async (t) => {
+  const h = await harness(t);
+  const ghost = { container_id: 'ghost', exec_id: '' };
+  await expectCode(t, h.call('StartContainer', { container_id: 'ghost' }), Code.NOT_FOUND, /ghost/);
+  await expectCode(t, h.call('WaitProcess', ghost), Code.NOT_FOUND);
+  await expectCode(t, h.call('ReadStdout', { ...ghost, len: 10 }), Code.NOT_FOUND);
+  await expectCode(t, h.call('WriteStdin', { ...ghost, data: Buffer.from('x') }), Code.NOT_FOUND);
+  await expectCode(t, h.call('SignalProcess', { ...ghost, signal: 9 }), Code.NOT_FOUND);
+  await expectCode(t, h.call('CloseStdin', ghost), Code.NOT_FOUND);
+  await expectCode(t, h.call('RemoveContainer', { container_id: 'ghost', timeout: 0 }), Code.NOT_FOUND);
+  await expectCode(t, h.call('ExecProcess', { ...ghost, exec_id: 'x', process: proc(['true']) }), Code.NOT_FOUND);
+  await expectCode(t, h.call('TtyWinResize', { ...ghost, row: 1, column: 1 }), Code.NOT_FOUND);
+
+  await expectCode(t, h.call('CreateContainer', { container_id: '-bad', OCI: oci(['true']) }), Code.INVALID_ARGUMENT, /-bad/);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'x', OCI: oci(['true']) }), Code.INVALID_ARGUMENT, /"x"/);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'no-oci' }), Code.INVALID_ARGUMENT, /OCI is required/);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'bad-spec', OCI: { ...oci(['true']), Root: { Path: 'rel' } } }), Code.INVALID_ARGUMENT, /OCI.Root.Path/);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'dev', OCI: oci(['true']), devices: [{ id: 'd' }] }), Code.UNIMPLEMENTED, /devices/);
+  await expectCode(t, h.call('CreateSandbox', { hostname: 'h', dns: ['nameserver 1.1.1.1'] }), Code.UNIMPLEMENTED, /dns/);
+
+  await h.call('CreateContainer', { container_id: 'dup', OCI: oci(['sleep', '1000']) });
+  await expectCode(t, h.call('CreateContainer', { container_id: 'dup', OCI: oci(['true']) }), Code.ALREADY_EXISTS, /dup/);
+  await expectCode(t, h.call('ExecProcess', { container_id: 'dup', exec_id: 'x', process: proc(['true']) }), Code.FAILED_PRECONDITION, /not running/);
+  await h.call('StartContainer', { container_id: 'dup' });
+  await expectCode(t, h.call('StartContainer', { container_id: 'dup' }), Code.FAILED_PRECONDITION, /running/);
+  await expectCode(t, h.call('ExecProcess', { container_id: 'dup', exec_id: 'dup', process: proc(['true']) }), Code.ALREADY_EXISTS);
+  await expectCode(t, h.call('ExecProcess', { container_id: 'dup', exec_id: 'a/b', process: proc(['true']) }), Code.INVALID_ARGUMENT, /exec id/);
+  await expectCode(t, h.call('ExecProcess', { container_id: 'dup', exec_id: 'np' }), Code.INVALID_ARGUMENT, /process is required/);
+  await expectCode(t, h.call('WaitProcess', { container_id: 'dup', exec_id: 'nope' }), Code.NOT_FOUND, /nope/);
+  await expectCode(t, h.call('ReadStdout', { container_id: 'dup', exec_id: '', len: 0 }), Code.INVALID_ARGUMENT, /len must be > 0/);
+  await expectCode(t, h.call('SignalProcess', { container_id: 'dup', exec_id: '', signal: 65 }), Code.INVALID_ARGUMENT, /signal/);
+
+  await expectCode(t, h.call('UpdateContainer', { container_id: 'dup' }), Code.UNIMPLEMENTED, /^UpdateContainer is not implemented yet$/);
+  await expectCode(t, h.call('ListInterfaces', {}), Code.UNIMPLEMENTED, /^ListInterfaces is not implemented yet$/);
+  await expectCode(t, h.client.call('grpc.AgentService', 'CreateContainer', Buffer.from([0xff, 0xff, 0xff])), Code.INVALID_ARGUMENT, /decode/);
+  t.equal((await h.call('Check', {})).status, 1, 'the agent is still serving');
+});
+
+t.test('DestroySandbox removes the containers, ends GetOOMEvent, then asks for shutdown', async (t) => {
+  const h = await harness(t);
+  await h.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'sb1' });
+  await expectCode(t, h.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'sb1' }), Code.ALREADY_EXISTS);
+  await run(h, 'd1', ['sleep', '1000']);
+  await run(h, 'd2', ['sleep', '1000']);
+  const wait = h.call('WaitProcess', { container_id: 'd1', exec_id: '' });
+  const oom = h.call('GetOOMEvent', {});
+  let shutdown = false;
+  h.agent.once('shutdown', () => {
+    shutdown = true;
+  });
+  await h.call('DestroySandbox', {});
+  t.equal((await wait).status, 137, 'the container was killed');
+  await expectCode(t, oom, Code.FAILED_PRECONDITION, /destroyed/);
+  await new Promise((resolve) => setImmediate(resolve));
+  t.ok(shutdown, 'shutdown requested');
+  t.equal(h.agent.sandbox.containers.size, 0);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'late', OCI: oci(['true']) }), Code.FAILED_PRECONDITION, /destroyed/);
+});
