@@ -250,7 +250,7 @@ export class InputStream {
 
   /** Refuse further writes and close the sink (after queued writes are flushed). Idempotent. */
   close(): void {
-    if (this.closed && this.sink.destroyed) return;
+    if (this.closed) return;
     this.closed = true;
     if (!this.sink.destroyed) this.sink.end(() => this.sink.destroy());
   }
