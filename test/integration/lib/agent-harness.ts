@@ -1,0 +1,300 @@
+/**
+ * Shared set-up of the end-to-end integration tests (agent-e2e.test.ts, field-cases.test.ts):
+ * one stand-alone agent per test file (helper as root, control plane unprivileged, over the
+ * real ttRPC API), a busybox rootfs, and small helpers that create containers which are always
+ * removed when the subtest ends (even on failure), run execs, read streams to EOF and check
+ * status codes.
+ *
+ * Rootfs: $KATA_TEST_ROOTFS (scripts/run-tests.js builds it with scripts/make-rootfs), else one
+ * built here into a temp dir with scripts/make-rootfs.
+ */
+import type { Test } from 'tap';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { AgentClient } from '../../../control/ctl/client';
+import { ociJsonToSpec } from '../../../control/ctl/oci-json';
+import { Code, StatusError } from '../../../shared/protocol';
+import { codeName } from '../../../control/ttrpc/status';
+import { PROJECT_ROOT, busyboxConfig, startStandaloneAgent, tail, type StandaloneAgent } from '../../../scripts/lib/standalone';
+
+export { Code, StatusError, busyboxConfig };
+
+/** Why this machine cannot run the end-to-end tests, or undefined when it can. */
+export function skipReason(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (real helper, namespaces, mounts)';
+  const kataInit = path.join(PROJECT_ROOT, 'build', 'Release', 'kata-init');
+  if (!fs.existsSync(kataInit)) return `kata-init not built at ${kataInit} (npm run build:native)`;
+  return undefined;
+}
+
+/** The busybox rootfs: $KATA_TEST_ROOTFS when it holds one, else built under `tmp`. */
+export function testRootfs(tmp: string): string {
+  const env = process.env.KATA_TEST_ROOTFS;
+  if (env && fs.existsSync(path.join(env, 'bin', 'busybox'))) return fs.realpathSync(env);
+  const dir = path.join(tmp, 'rootfs');
+  const r = spawnSync(path.join(PROJECT_ROOT, 'scripts', 'make-rootfs'), [dir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`make-rootfs failed: ${r.stderr}`);
+  return fs.realpathSync(dir);
+}
+
+/** gRPC status code of a rejection (undefined when it is not a StatusError). */
+export function codeOf(err: unknown): number | undefined {
+  return err instanceof StatusError ? err.code : undefined;
+}
+
+/** Resolves with the StatusError `p` rejects with; throws if `p` resolves. */
+export async function rejection(p: Promise<unknown>): Promise<StatusError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof StatusError) return err;
+    throw err;
+  }
+  throw new Error('expected the call to fail, it succeeded');
+}
+
+/** Assert `p` rejects with status `code`; returns the error (message checks by the caller). */
+export async function expectCode(t: Test, p: Promise<unknown>, code: number, what: string): Promise<StatusError | undefined> {
+  try {
+    await p;
+    t.fail(`${what}: expected status ${codeName(code)}, the call succeeded`);
+    return undefined;
+  } catch (err) {
+    t.equal(codeOf(err), code, `${what} → ${codeName(code)} (${(err as Error).message})`);
+    return err instanceof StatusError ? err : undefined;
+  }
+}
+
+/** Reject with an Error after `ms` unless `p` settles first (a hang becomes a failure). */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export type ReadMethod = 'ReadStdout' | 'ReadStderr';
+
+/** One agent per test file, with a connected client and the rootfs its containers use. */
+export class AgentHarness {
+  agent!: StandaloneAgent;
+  client!: AgentClient;
+  readonly tmp: string;
+  readonly rootfs: string;
+  private seq = 0;
+  private stopped = false;
+
+  constructor(readonly name: string) {
+    this.tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`)));
+    this.rootfs = testRootfs(this.tmp);
+  }
+
+  /** Start the agent and connect; `hostname` non-empty → CreateSandbox with it. */
+  async start(hostname?: string): Promise<void> {
+    this.agent = await startStandaloneAgent({ logLevel: process.env.KATA_TEST_LOG_LEVEL ?? 'info', runDir: path.join(this.tmp, 'run') });
+    this.client = await AgentClient.connect(this.agent.address);
+    if (hostname !== undefined) await this.client.call('CreateSandbox', { sandbox_id: `${this.name}-sandbox`, hostname });
+  }
+
+  /** The log tails of both processes (for failure diagnostics). */
+  logs(): string {
+    if (!this.agent) return '';
+    return `--- control log ---\n${tail(this.agent.controlLog, 30)}\n--- helper log ---\n${tail(this.agent.helperLog, 30)}`;
+  }
+
+  /** A fresh container id with `prefix`. */
+  id(prefix: string): string {
+    return `${prefix}-${process.pid}-${++this.seq}`;
+  }
+
+  /** The grpc.Spec of a busybox container running `args`. */
+  spec(args: string[], extra: Parameters<typeof busyboxConfig>[2] & { mounts?: Record<string, unknown>[] } = {}): ReturnType<typeof ociJsonToSpec> {
+    const config = busyboxConfig(this.rootfs, args, extra);
+    if (extra.mounts) (config.mounts as Record<string, unknown>[]).push(...extra.mounts);
+    return ociJsonToSpec(config, this.rootfs);
+  }
+
+  /** Register removal of container `id` when `t` ends (NOT_FOUND is fine: already removed). */
+  removeOnTeardown(t: Test, id: string): void {
+    t.teardown(async () => {
+      if (this.stopped) return;
+      try {
+        await this.client.call('RemoveContainer', { container_id: id, timeout: 10 });
+      } catch (err) {
+        if (codeOf(err) !== Code.NOT_FOUND) console.error(`# teardown: RemoveContainer ${id}: ${(err as Error).message}`);
+      }
+    });
+  }
+
+  /** CreateContainer (removed on teardown of `t`). Returns the id. */
+  async create(t: Test, args: string[], extra: Parameters<AgentHarness['spec']>[1] & { id?: string } = {}): Promise<string> {
+    const id = extra.id ?? this.id('c');
+    this.removeOnTeardown(t, id);
+    await this.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: this.spec(args, extra) });
+    return id;
+  }
+
+  /** CreateContainer + StartContainer (removed on teardown of `t`). Returns the id. */
+  async run(t: Test, args: string[], extra: Parameters<AgentHarness['create']>[2] = {}): Promise<string> {
+    const id = await this.create(t, args, extra);
+    await this.client.call('StartContainer', { container_id: id });
+    return id;
+  }
+
+  /** ExecProcess `args` in container `cid` as exec `execId`. */
+  async exec(cid: string, execId: string, args: string[], opts: { terminal?: boolean; env?: string[]; cwd?: string } = {}): Promise<void> {
+    const proc = {
+      Terminal: opts.terminal ?? false,
+      User: { UID: 0, GID: 0 },
+      Args: args,
+      Env: opts.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+      Cwd: opts.cwd ?? '/',
+    };
+    await this.client.call('ExecProcess', { container_id: cid, exec_id: execId, process: proc });
+  }
+
+  /** Read `method` until the agent reports the end of the stream (OUT_OF_RANGE); the bytes read. */
+  async readAll(method: ReadMethod, cid: string, execId: string, len = 64 * 1024): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for (;;) {
+      try {
+        const { data } = await this.client.call(method, { container_id: cid, exec_id: execId, len });
+        parts.push(Buffer.from(data));
+      } catch (err) {
+        if (codeOf(err) === Code.OUT_OF_RANGE) return Buffer.concat(parts);
+        throw err;
+      }
+    }
+  }
+
+  /** Read at least `n` bytes (fewer only at end of stream). */
+  async readAtLeast(method: ReadMethod, cid: string, execId: string, n: number, len = 64 * 1024): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let got = 0;
+    while (got < n) {
+      try {
+        const { data } = await this.client.call(method, { container_id: cid, exec_id: execId, len: Math.min(len, n - got) });
+        parts.push(Buffer.from(data));
+        got += data.length;
+      } catch (err) {
+        if (codeOf(err) === Code.OUT_OF_RANGE) break;
+        throw err;
+      }
+    }
+    return Buffer.concat(parts);
+  }
+
+  /** WaitProcess → exit status. */
+  async wait(cid: string, execId: string): Promise<number> {
+    const { status } = await this.client.call('WaitProcess', { container_id: cid, exec_id: execId });
+    return status;
+  }
+
+  /** Run exec `args`, read stdout/stderr to EOF and wait: {stdout, stderr, status}. */
+  async execCollect(cid: string, args: string[], opts: { terminal?: boolean; env?: string[]; cwd?: string } = {}): Promise<{ stdout: Buffer; stderr: Buffer; status: number }> {
+    const execId = this.id('x');
+    await this.exec(cid, execId, args, opts);
+    const [stdout, stderr] = opts.terminal
+      ? [await this.readAll('ReadStdout', cid, execId), Buffer.alloc(0)]
+      : await Promise.all([this.readAll('ReadStdout', cid, execId), this.readAll('ReadStderr', cid, execId)]);
+    const status = await this.wait(cid, execId);
+    return { stdout, stderr, status };
+  }
+
+  /** GET a debug endpoint path; parsed JSON and HTTP status. */
+  async debug(p: string): Promise<{ status: number; body: Record<string, unknown> }> {
+    const res = await fetch(`${this.agent.debugUrl}${p}`);
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+
+  /** Host pid of a container's process from the debug endpoint (init when `execId` is the container id). */
+  async hostPid(cid: string, execId = cid): Promise<number> {
+    const { status, body } = await this.debug(`/v1/containers/${encodeURIComponent(cid)}`);
+    if (status !== 200) throw new Error(`debug endpoint: container ${cid}: HTTP ${status} ${JSON.stringify(body)}`);
+    const procs = body.processes as { execId: string; pid: number }[];
+    const p = procs.find((x) => x.execId === execId);
+    if (!p) throw new Error(`debug endpoint: no process ${execId} in ${cid}: ${JSON.stringify(procs)}`);
+    return p.pid;
+  }
+
+  /**
+   * End of the file: DestroySandbox (when `sandbox`), stop both processes, then report what
+   * was left behind: mounts under the run dir or the rootfs in /proc/mounts, and processes whose
+   * root is the rootfs. Each list should be empty.
+   */
+  async shutdown(sandbox: boolean): Promise<{ destroyError: string | null; exits: { control: number | null; helper: number | null }; mounts: string[]; processes: string[] }> {
+    let destroyError: string | null = null;
+    if (sandbox) {
+      try {
+        await this.client.call('DestroySandbox', {});
+      } catch (err) {
+        destroyError = (err as Error).message;
+      }
+    }
+    await this.client.close().catch(() => undefined);
+    const exits = await this.agent.stop(10_000);
+    this.stopped = true;
+    return { destroyError, exits, mounts: leftoverMounts([this.tmp, this.rootfs]), processes: processesRootedIn(this.rootfs) };
+  }
+
+  /** Safety net for the file's teardown: stop the agent if still running, remove the temp dir. */
+  async dispose(): Promise<void> {
+    if (this.agent && !this.stopped) {
+      await this.client?.close().catch(() => undefined);
+      await this.agent.stop(5000).catch(() => undefined);
+      this.stopped = true;
+    }
+    if (leftoverMounts([this.tmp]).length === 0) fs.rmSync(this.tmp, { recursive: true, force: true });
+  }
+}
+
+/** /proc/mounts lines whose mount point is at or under one of `dirs`. */
+export function leftoverMounts(dirs: string[]): string[] {
+  return fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .filter((line) => {
+      const mp = line.split(' ')[1];
+      return mp !== undefined && dirs.some((d) => mp === d || mp.startsWith(`${d}/`));
+    });
+}
+
+/** "pid comm" of every process whose root directory is `rootfs` (a container process). */
+export function processesRootedIn(rootfs: string): string[] {
+  const out: string[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (fs.readlinkSync(`/proc/${entry}/root`) === rootfs) out.push(`${entry} ${fs.readFileSync(`/proc/${entry}/comm`, 'utf8').trim()}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** True while a host pid exists (process.kill(pid, 0)); false on ESRCH. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/** Poll until `cond` holds or `ms` passed; resolves with the last value of `cond`. */
+export async function eventually(cond: () => boolean, ms: number, stepMs = 20): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (cond()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(stepMs);
+  }
+}
