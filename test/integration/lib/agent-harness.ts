@@ -88,14 +88,19 @@ export class AgentHarness {
   readonly rootfs: string;
   private seq = 0;
   private stopped = false;
+  /** Processes in other pid/mount namespaces before the agent started (not ours). */
+  private baseline = new Set<string>();
 
   constructor(readonly name: string) {
     this.tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`)));
+    // The control plane runs as nobody: it must reach the run dir below.
+    fs.chmodSync(this.tmp, 0o755);
     this.rootfs = testRootfs(this.tmp);
   }
 
   /** Start the agent and connect; `hostname` non-empty → CreateSandbox with it. */
   async start(hostname?: string): Promise<void> {
+    this.baseline = foreignProcesses();
     this.agent = await startStandaloneAgent({ logLevel: process.env.KATA_TEST_LOG_LEVEL ?? 'info', runDir: path.join(this.tmp, 'run') });
     this.client = await AgentClient.connect(this.agent.address);
     if (hostname !== undefined) await this.client.call('CreateSandbox', { sandbox_id: `${this.name}-sandbox`, hostname });
@@ -224,10 +229,16 @@ export class AgentHarness {
 
   /**
    * End of the file: DestroySandbox (when `sandbox`), stop both processes, then report what
-   * was left behind: mounts under the run dir or the rootfs in /proc/mounts, and processes whose
-   * root is the rootfs. Each list should be empty.
+   * was left behind: mounts under the run dir or the rootfs in /proc/mounts, and (a function
+   * listing) processes in other pid or mount namespaces that were not there before the agent
+   * started — container processes. Each list should be empty.
    */
-  async shutdown(sandbox: boolean): Promise<{ destroyError: string | null; exits: { control: number | null; helper: number | null }; mounts: string[]; processes: string[] }> {
+  async shutdown(sandbox: boolean): Promise<{
+    destroyError: string | null;
+    exits: { control: number | null; helper: number | null };
+    mounts: string[];
+    processes: () => string[];
+  }> {
     let destroyError: string | null = null;
     if (sandbox) {
       try {
@@ -237,9 +248,16 @@ export class AgentHarness {
       }
     }
     await this.client.close().catch(() => undefined);
+    // After DestroySandbox the control plane exits by itself (as upstream); let it.
+    if (sandbox && destroyError === null) await exitOf(this.agent.control, 10_000);
     const exits = await this.agent.stop(10_000);
     this.stopped = true;
-    return { destroyError, exits, mounts: leftoverMounts([this.tmp, this.rootfs]), processes: processesRootedIn(this.rootfs) };
+    return { destroyError, exits, mounts: leftoverMounts([this.tmp, this.rootfs]), processes: () => this.leftoverProcesses() };
+  }
+
+  /** "pid comm" of container processes still alive (see {@link shutdown}). */
+  leftoverProcesses(): string[] {
+    return [...foreignProcesses()].filter((p) => !this.baseline.has(p));
   }
 
   /** Safety net for the file's teardown: stop the agent if still running, remove the temp dir. */
@@ -249,7 +267,8 @@ export class AgentHarness {
       await this.agent.stop(5000).catch(() => undefined);
       this.stopped = true;
     }
-    if (leftoverMounts([this.tmp]).length === 0) fs.rmSync(this.tmp, { recursive: true, force: true });
+    if (process.env.KATA_TEST_KEEP) console.error(`# ${this.name}: kept ${this.tmp} (KATA_TEST_KEEP)`);
+    else if (leftoverMounts([this.tmp]).length === 0) fs.rmSync(this.tmp, { recursive: true, force: true });
   }
 }
 
@@ -264,18 +283,37 @@ export function leftoverMounts(dirs: string[]): string[] {
     });
 }
 
-/** "pid comm" of every process whose root directory is `rootfs` (a container process). */
-export function processesRootedIn(rootfs: string): string[] {
-  const out: string[] = [];
+/**
+ * "pid comm" of every process in another pid or mount namespace than this one (container
+ * processes, whose /proc/<pid>/root reads "/" after pivot_root, so the root link cannot tell).
+ */
+export function foreignProcesses(): Set<string> {
+  const ns = (pid: string, type: string): string => fs.readlinkSync(`/proc/${pid}/ns/${type}`);
+  const mine = { pid: ns('self', 'pid'), mnt: ns('self', 'mnt') };
+  const out = new Set<string>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (fs.readlinkSync(`/proc/${entry}/root`) === rootfs) out.push(`${entry} ${fs.readFileSync(`/proc/${entry}/comm`, 'utf8').trim()}`);
+      if (ns(entry, 'pid') !== mine.pid || ns(entry, 'mnt') !== mine.mnt) {
+        out.add(`${entry} ${fs.readFileSync(`/proc/${entry}/comm`, 'utf8').trim()}`);
+      }
     } catch {
-      // gone meanwhile
+      // gone meanwhile, or a kernel thread without ns links
     }
   }
   return out;
+}
+
+/** Resolves when `child` has exited (at once if it has), or after `ms`. */
+export function exitOf(child: import('node:child_process').ChildProcess, ms: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 /** True while a host pid exists (process.kill(pid, 0)); false on ESRCH. */

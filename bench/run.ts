@@ -1,0 +1,739 @@
+/**
+ * Container start and exec latency of the agent, side by side with runc, in one run
+ * (`npm run bench`; needs root and runc: bench/install-deps.sh).
+ *
+ * Both sides run the same busybox rootfs (scripts/make-rootfs) and the same OCI config
+ * (busyboxConfig() of scripts/lib/standalone.ts) with equivalent namespaces: new mount, uts,
+ * ipc and pid namespaces, no network namespace. The agent adds the pid namespace itself (Kata's
+ * rewrite) and, since no CreateSandbox is sent, unshares new ipc/uts namespaces for each
+ * container; runc's config.json lists pid, mount, uts and ipc.
+ *
+ * Scenarios (every iteration runs every variant once, in a rotating order, so the variants
+ * share the machine's noise):
+ *  - start `true`: ours = CreateContainer → StartContainer → WaitProcess over one persistent
+ *    ttRPC connection (RemoveContainer timed separately); runc = `runc run` (spawned, timed to its
+ *    exit, which includes its delete-on-exit) and `runc create` → `runc start` → wait for the
+ *    container's exit (EOF of its stdout pipe) (`runc delete` timed separately).
+ *  - start `sh -c 'echo hi'`: as above, and the output ("hi\n") is read and checked on every
+ *    side (ours: ReadStdout/ReadStderr to EOF concurrently with WaitProcess).
+ *  - exec `true` into a running container: ours = ExecProcess + WaitProcess; runc = `runc exec`.
+ * Then baselines (a ttRPC round trip, Node spawning /bin/true, `runc --version`) and, with a
+ * second agent at log level debug, where our time goes: the client-side time of each RPC next to
+ * the helper's own time for the operation ("helper op done" ms in its log).
+ *
+ * Environment: BENCH_ITERATIONS (default 30) timed iterations per scenario, BENCH_WARMUP
+ * (default 3) untimed ones before. Output: a table on stdout, bench/results/latest.json and a
+ * snapshot bench/results/<YYYY-MM-DD>.md. The benchmark reports; it never passes or fails on a
+ * figure (it exits non-zero only when something does not work).
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { AgentClient } from '../control/ctl/client';
+import { ociJsonToSpec } from '../control/ctl/oci-json';
+import { PROJECT_ROOT, busyboxConfig, startStandaloneAgent, tail, type StandaloneAgent } from '../scripts/lib/standalone';
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/** Summary of one series of samples, all in ms. */
+interface Stats {
+  n: number;
+  median: number;
+  p90: number;
+  min: number;
+  max: number;
+  mean: number;
+}
+
+/** Median (mean of the two middle values for even n), p90 (nearest rank), min, max, mean; ms. */
+function stats(samples: number[]): Stats {
+  if (samples.length === 0) return { n: 0, median: NaN, p90: NaN, min: NaN, max: NaN, mean: NaN };
+  const s = [...samples].sort((a, b) => a - b);
+  const n = s.length;
+  const median = n % 2 === 1 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+  const p90 = s[Math.min(n - 1, Math.ceil(0.9 * n) - 1)];
+  return { n, median, p90, min: s[0], max: s[n - 1], mean: s.reduce((a, b) => a + b, 0) / n };
+}
+
+/** Elapsed ms since `t0` (a process.hrtime.bigint() value). */
+function since(t0: bigint): number {
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+const now = (): bigint => process.hrtime.bigint();
+
+// ---------------------------------------------------------------------------------------------
+// Process helpers
+
+interface Exited {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Spawn `cmd args` and resolve when it has exited *and* its stdout/stderr pipes are closed
+ * ('close'), with what it wrote. stdio: stdin ignored, stdout/stderr piped.
+ */
+function run(cmd: string, args: string[]): Promise<Exited> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.once('error', reject);
+    child.once('close', (code, signal) =>
+      resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
+  });
+}
+
+/** Resolve when `child` has exited (not waiting for its pipes, which others may hold). */
+function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+}
+
+function check(what: string, r: Exited): void {
+  if (r.code !== 0) {
+    throw new Error(`${what} failed (exit ${r.code ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// runc
+
+const RUNC = 'runc';
+
+class Runc {
+  constructor(
+    /** runc --root: its state directory, private to this run. */
+    readonly root: string,
+  ) {}
+
+  private args(...rest: string[]): string[] {
+    return ['--root', this.root, ...rest];
+  }
+
+  /** `runc run --bundle B id` until exit (and stdio closed); the container's output. */
+  async run(bundle: string, id: string): Promise<string> {
+    const r = await run(RUNC, this.args('run', '--bundle', bundle, id));
+    check(`runc run ${id}`, r);
+    return r.stdout;
+  }
+
+  /**
+   * `runc create` then `runc start`, then wait for the container's exit: its stdout/stderr are
+   * pipes handed to `runc create` (runc's pass-through stdio), held after `runc create` exits by
+   * the container process only, so their EOF is the container's exit. Returns the phase times
+   * and the output; `runc delete` is left to {@link delete}.
+   */
+  async createStartWait(bundle: string, id: string): Promise<{ createMs: number; startMs: number; totalMs: number; stdout: string }> {
+    const t0 = now();
+    const child = spawn(RUNC, this.args('create', '--bundle', bundle, id), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    const created = await exited(child);
+    if (created.code !== 0) {
+      await closed;
+      throw new Error(`runc create ${id} failed (exit ${created.code ?? created.signal}): ${Buffer.concat(err).toString().trim()}`);
+    }
+    const createMs = since(t0);
+    const t1 = now();
+    check(`runc start ${id}`, await run(RUNC, this.args('start', id)));
+    const startMs = since(t1);
+    await closed;
+    const totalMs = since(t0);
+    const stderr = Buffer.concat(err).toString();
+    if (stderr.trim() !== '') throw new Error(`runc container ${id} wrote to stderr: ${stderr.trim()}`);
+    return { createMs, startMs, totalMs, stdout: Buffer.concat(out).toString() };
+  }
+
+  /** `runc delete --force id`. */
+  async delete(id: string): Promise<void> {
+    check(`runc delete ${id}`, await run(RUNC, this.args('delete', '--force', id)));
+  }
+
+  /** `runc run --detach` of a long-running container (stdio: /dev/null). */
+  async runDetached(bundle: string, id: string): Promise<void> {
+    check(`runc run --detach ${id}`, await run(RUNC, this.args('run', '--detach', '--bundle', bundle, id)));
+  }
+
+  /** `runc exec id args...` until exit; its output. */
+  async exec(id: string, args: string[]): Promise<string> {
+    const r = await run(RUNC, this.args('exec', id, ...args));
+    check(`runc exec ${id}`, r);
+    return r.stdout;
+  }
+
+  /** Best-effort removal of every container still in this runc root (cleanup). */
+  cleanup(): void {
+    let ids: string[] = [];
+    try {
+      ids = fs.readdirSync(this.root);
+    } catch {
+      return;
+    }
+    for (const id of ids) spawnSync(RUNC, this.args('delete', '--force', id), { stdio: 'ignore' });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent
+
+function isEof(err: unknown): boolean {
+  // The agent ends a stream with OUT_OF_RANGE (11); upstream's "read meet eof" likewise.
+  return (err as { code?: number }).code === 11;
+}
+
+async function readAll(client: AgentClient, method: 'ReadStdout' | 'ReadStderr', cid: string, execId: string): Promise<string> {
+  const parts: Buffer[] = [];
+  for (;;) {
+    try {
+      const { data } = await client.call(method, { container_id: cid, exec_id: execId, len: 64 * 1024 });
+      parts.push(Buffer.from(data));
+    } catch (err) {
+      if (isEof(err)) return Buffer.concat(parts).toString();
+      throw err;
+    }
+  }
+}
+
+interface OurStart {
+  createMs: number;
+  startMs: number;
+  waitMs: number;
+  totalMs: number;
+  removeMs: number;
+  stdout: string;
+}
+
+type GrpcSpec = ReturnType<typeof ociJsonToSpec>;
+
+/**
+ * CreateContainer → StartContainer → WaitProcess (with ReadStdout/ReadStderr to EOF alongside
+ * when `readOutput`), then RemoveContainer; each phase timed on the client.
+ */
+async function ourStart(client: AgentClient, spec: GrpcSpec, cid: string, readOutput: boolean): Promise<OurStart> {
+  const t0 = now();
+  await client.call('CreateContainer', { container_id: cid, exec_id: cid, OCI: spec });
+  const createMs = since(t0);
+  const t1 = now();
+  await client.call('StartContainer', { container_id: cid });
+  const startMs = since(t1);
+  const t2 = now();
+  let stdout = '';
+  let status: number;
+  if (readOutput) {
+    const [out, err, waited] = await Promise.all([
+      readAll(client, 'ReadStdout', cid, cid),
+      readAll(client, 'ReadStderr', cid, cid),
+      client.call('WaitProcess', { container_id: cid, exec_id: cid }),
+    ]);
+    if (err.trim() !== '') throw new Error(`container ${cid} wrote to stderr: ${err.trim()}`);
+    stdout = out;
+    status = waited.status;
+  } else {
+    status = (await client.call('WaitProcess', { container_id: cid, exec_id: cid })).status;
+  }
+  const waitMs = since(t2);
+  const totalMs = since(t0);
+  if (status !== 0) throw new Error(`container ${cid} exited with status ${status}`);
+  const t3 = now();
+  await client.call('RemoveContainer', { container_id: cid, timeout: 10 });
+  const removeMs = since(t3);
+  return { createMs, startMs, waitMs, totalMs, removeMs, stdout };
+}
+
+/** ExecProcess + WaitProcess of `process` in `cid`; ms. */
+async function ourExec(client: AgentClient, cid: string, execId: string, processSpec: NonNullable<GrpcSpec['Process']>): Promise<number> {
+  const t0 = now();
+  await client.call('ExecProcess', { container_id: cid, exec_id: execId, process: processSpec });
+  const { status } = await client.call('WaitProcess', { container_id: cid, exec_id: execId });
+  const ms = since(t0);
+  if (status !== 0) throw new Error(`exec ${execId} in ${cid} exited with status ${status}`);
+  return ms;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up
+
+interface Bundle {
+  dir: string;
+  /** The config.json object runc gets. */
+  config: Record<string, unknown>;
+  /** What the agent gets: the same config without the pid entry (the agent adds it). */
+  spec: GrpcSpec;
+}
+
+/** A runc bundle in `dir` for `args` on `rootfs`, and the equivalent agent spec. */
+function makeBundle(dir: string, rootfs: string, args: string[]): Bundle {
+  fs.mkdirSync(dir, { recursive: true });
+  const agentConfig = busyboxConfig(rootfs, args);
+  const config = busyboxConfig(rootfs, args);
+  const linux = config.linux as { namespaces: { type: string }[] };
+  linux.namespaces = [{ type: 'pid' }, ...linux.namespaces];
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  return { dir, config, spec: ociJsonToSpec(agentConfig, dir) };
+}
+
+function requireRunc(): string {
+  const r = spawnSync(RUNC, ['--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) {
+    console.error('bench: runc is not installed; run bench/install-deps.sh (apt-get install runc) first.');
+    process.exit(1);
+  }
+  return r.stdout.split('\n')[0].trim();
+}
+
+function machine(): Record<string, string> {
+  const cpus = os.cpus();
+  let cgroup = 'v1';
+  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) cgroup = 'v2';
+  let distro = '';
+  try {
+    distro = /^PRETTY_NAME="?([^"\n]*)/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))?.[1] ?? '';
+  } catch {
+    /* not essential */
+  }
+  return {
+    os: distro,
+    kernel: `${os.type()} ${os.release()}`,
+    cpu: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    node: process.version,
+    cgroup,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+interface Row {
+  scenario: string;
+  variant: string;
+  stats: Stats;
+  /** Which runc row this row is compared with, by variant name (only for our rows). */
+  compareWith?: string[];
+}
+
+const fmt = (ms: number): string => (Number.isFinite(ms) ? ms.toFixed(2) : '-');
+
+function ratioText(ours: Stats, ref: Stats): string {
+  return `${(ours.median / ref.median).toFixed(2)}×`;
+}
+
+function table(headers: string[], rows: string[][], markdown: boolean): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const numeric = headers.map((_, i) => i > 1);
+  const cell = (s: string, i: number): string => (numeric[i] ? s.padStart(widths[i]) : s.padEnd(widths[i]));
+  const line = (r: string[]): string => (markdown ? `| ${r.map(cell).join(' | ')} |` : r.map(cell).join('  '));
+  const sep = markdown
+    ? `| ${widths.map((w, i) => (numeric[i] ? '-'.repeat(w - 1) + ':' : '-'.repeat(w))).join(' | ')} |`
+    : widths.map((w) => '-'.repeat(w)).join('  ');
+  return [line(headers), sep, ...rows.map(line)].join('\n');
+}
+
+function resultRows(rows: Row[]): string[][] {
+  return rows.map((r) => [r.scenario, r.variant, String(r.stats.n), fmt(r.stats.median), fmt(r.stats.p90), fmt(r.stats.min), fmt(r.stats.max)]);
+}
+
+const RESULT_HEADERS = ['scenario', 'variant', 'n', 'median ms', 'p90 ms', 'min ms', 'max ms'];
+
+// ---------------------------------------------------------------------------------------------
+
+function envInt(name: string, dflt: number, min: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    console.error(`bench: ${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+/** Rotate `fns` by `i` and run them one after the other. */
+async function rotated(i: number, fns: Array<() => Promise<void>>): Promise<void> {
+  for (let k = 0; k < fns.length; k++) await fns[(i + k) % fns.length]();
+}
+
+function progress(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
+}
+
+function progressDone(): void {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+}
+
+interface HelperOpTimes {
+  [op: string]: number[];
+}
+
+/** "helper op done" lines of a debug-level helper log: ms per op. */
+function helperOpTimes(logFile: string): HelperOpTimes {
+  const times: HelperOpTimes = {};
+  for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
+    if (!line.includes('"helper op done"')) continue;
+    try {
+      const rec = JSON.parse(line) as { op?: unknown; ms?: unknown };
+      if (typeof rec.op === 'string' && typeof rec.ms === 'number') (times[rec.op] ??= []).push(rec.ms);
+    } catch {
+      /* a partial line */
+    }
+  }
+  return times;
+}
+
+/**
+ * Remove the bench's scratch directory, unless something is still mounted under it (then a
+ * recursive delete could reach into the mounted file system): leave it and say so.
+ */
+function removeWorkDir(work: string): void {
+  const mounted = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m === work || m.startsWith(`${work}/`));
+  if (mounted.length > 0) {
+    console.error(`bench: not removing ${work}: still mounted there: ${mounted.join(', ')}`);
+    return;
+  }
+  fs.rmSync(work, { recursive: true, force: true });
+}
+
+async function main(): Promise<number> {
+  if (process.getuid && process.getuid() !== 0) {
+    console.error('bench: needs root (the helper and runc create namespaces and mounts).');
+    return 1;
+  }
+  const runcVersion = requireRunc();
+  const iterations = envInt('BENCH_ITERATIONS', 30, 1);
+  const warmup = envInt('BENCH_WARMUP', 3, 0);
+
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-bench-'));
+  fs.chmodSync(work, 0o755);
+  const rootfs = path.join(work, 'rootfs');
+  execFileSync(path.join(PROJECT_ROOT, 'scripts', 'make-rootfs'), [rootfs], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const bTrue = makeBundle(path.join(work, 'bundle-true'), rootfs, ['true']);
+  const bEcho = makeBundle(path.join(work, 'bundle-echo'), rootfs, ['sh', '-c', 'echo hi']);
+  const bSleep = makeBundle(path.join(work, 'bundle-sleep'), rootfs, ['sleep', '86400']);
+  const execProcess = bTrue.spec.Process;
+  if (!execProcess) throw new Error('the OCI spec of bundle-true has no process');
+  const runc = new Runc(path.join(work, 'runc-state'));
+
+  const tag = crypto.randomBytes(3).toString('hex');
+  let seq = 0;
+  const nextId = (prefix: string): string => `${prefix}-${tag}-${seq++}`;
+
+  let standalone: StandaloneAgent | undefined;
+  let client: AgentClient | undefined;
+  const ourExecCid = `bench-exec-${tag}`;
+  const runcExecCid = `runc-exec-${tag}`;
+  let ourExecRunning = false;
+  let runcExecRunning = false;
+
+  const samples: Record<string, number[]> = {};
+  const add = (key: string, ms: number, timed: boolean): void => {
+    if (timed) (samples[key] ??= []).push(ms);
+  };
+
+  try {
+    standalone = await startStandaloneAgent({ logLevel: 'info', debug: false, runDir: path.join(work, 'agent') });
+    client = await AgentClient.connect(standalone.address);
+    await client.call('Check', { service: '' });
+    const agentUser = standalone.controlUser;
+    const total = warmup + iterations;
+
+    // Scenario A1/A2: container start.
+    for (const [scenario, bundle, readOutput] of [
+      ['start true', bTrue, false],
+      ["start sh -c 'echo hi'", bEcho, true],
+    ] as const) {
+      for (let i = 0; i < total; i++) {
+        const timed = i >= warmup;
+        progress(`${scenario}: ${timed ? `iteration ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`}`);
+        const c = client;
+        await rotated(i, [
+          async () => {
+            const r = await ourStart(c, bundle.spec, nextId('bench'), readOutput);
+            if (readOutput && r.stdout !== 'hi\n') throw new Error(`our container printed ${JSON.stringify(r.stdout)}, expected "hi\\n"`);
+            add(`${scenario}/ours`, r.totalMs, timed);
+            add(`${scenario}/ours:CreateContainer`, r.createMs, timed);
+            add(`${scenario}/ours:StartContainer`, r.startMs, timed);
+            add(`${scenario}/ours:WaitProcess`, r.waitMs, timed);
+            add(`${scenario}/ours:RemoveContainer`, r.removeMs, timed);
+          },
+          async () => {
+            const t0 = now();
+            const out = await runc.run(bundle.dir, nextId('runc'));
+            add(`${scenario}/runc run`, since(t0), timed);
+            if (readOutput && out !== 'hi\n') throw new Error(`runc's container printed ${JSON.stringify(out)}, expected "hi\\n"`);
+          },
+          async () => {
+            const id = nextId('runc');
+            const r = await runc.createStartWait(bundle.dir, id);
+            const t0 = now();
+            await runc.delete(id);
+            const deleteMs = since(t0);
+            if (readOutput && r.stdout !== 'hi\n') throw new Error(`runc's container printed ${JSON.stringify(r.stdout)}, expected "hi\\n"`);
+            add(`${scenario}/runc create+start+wait`, r.totalMs, timed);
+            add(`${scenario}/runc:create`, r.createMs, timed);
+            add(`${scenario}/runc:start`, r.startMs, timed);
+            add(`${scenario}/runc:delete`, deleteMs, timed);
+          },
+        ]);
+      }
+      progressDone();
+    }
+
+    // Scenario B: exec into a running container.
+    await client.call('CreateContainer', { container_id: ourExecCid, exec_id: ourExecCid, OCI: bSleep.spec });
+    ourExecRunning = true;
+    await client.call('StartContainer', { container_id: ourExecCid });
+    await runc.runDetached(bSleep.dir, runcExecCid);
+    runcExecRunning = true;
+    for (let i = 0; i < total; i++) {
+      const timed = i >= warmup;
+      progress(`exec true: ${timed ? `iteration ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`}`);
+      const c = client;
+      await rotated(i, [
+        async () => add('exec true/ours', await ourExec(c, ourExecCid, nextId('exec'), execProcess), timed),
+        async () => {
+          const t0 = now();
+          await runc.exec(runcExecCid, ['true']);
+          add('exec true/runc exec', since(t0), timed);
+        },
+      ]);
+    }
+    progressDone();
+    await client.call('RemoveContainer', { container_id: ourExecCid, timeout: 10 });
+    ourExecRunning = false;
+    await runc.delete(runcExecCid);
+    runcExecRunning = false;
+
+    // Baselines.
+    for (let i = 0; i < total; i++) {
+      const timed = i >= warmup;
+      const t0 = now();
+      await client.call('Check', { service: '' });
+      add('baseline/ttRPC round trip (Health.Check)', since(t0), timed);
+      const t1 = now();
+      check('/bin/true', await run('/bin/true', []));
+      add('baseline/Node spawn of /bin/true', since(t1), timed);
+      const t2 = now();
+      check('runc --version', await run(RUNC, ['--version']));
+      add('baseline/runc --version', since(t2), timed);
+    }
+
+    await client.close();
+    client = undefined;
+    await standalone.stop();
+    standalone = undefined;
+
+    // Where our time goes: a second agent at debug level, whose helper logs each op's time.
+    const breakdownRuns = Math.max(5, Math.min(iterations, 20));
+    standalone = await startStandaloneAgent({ logLevel: 'debug', debug: false, runDir: path.join(work, 'agent-debug') });
+    client = await AgentClient.connect(standalone.address);
+    const client2 = client;
+    const clientSide: Record<string, number[]> = {};
+    const addClient = (k: string, ms: number): void => {
+      (clientSide[k] ??= []).push(ms);
+    };
+    for (let i = 0; i < warmup + breakdownRuns; i++) {
+      progress(`breakdown: ${i + 1}/${warmup + breakdownRuns}`);
+      const r = await ourStart(client2, bTrue.spec, nextId('bd'), false);
+      if (i >= warmup) {
+        addClient('createContainer', r.createMs);
+        addClient('startContainer', r.startMs);
+        addClient('removeContainer', r.removeMs);
+        addClient('total', r.totalMs);
+      }
+    }
+    progressDone();
+    await client.close();
+    client = undefined;
+    const helperLog = standalone.helperLog;
+    await standalone.stop();
+    standalone = undefined;
+    const helperAll = helperOpTimes(helperLog);
+    // Drop the warm-up runs' entries (one per op per run, in order).
+    const helperSide: Record<string, number[]> = {};
+    for (const op of ['createContainer', 'startContainer', 'removeContainer']) helperSide[op] = (helperAll[op] ?? []).slice(warmup);
+
+    // ------------------------------------------------------------------------------------------
+    // Report.
+    const st = (k: string): Stats => stats(samples[k] ?? []);
+    const rows: Row[] = [];
+    for (const scenario of ['start true', "start sh -c 'echo hi'"]) {
+      for (const v of ['ours', 'runc run', 'runc create+start+wait']) rows.push({ scenario, variant: v, stats: st(`${scenario}/${v}`) });
+    }
+    rows.push({ scenario: 'exec true', variant: 'ours', stats: st('exec true/ours') });
+    rows.push({ scenario: 'exec true', variant: 'runc exec', stats: st('exec true/runc exec') });
+
+    const ratios: { scenario: string; ours: string; reference: string; ratio: number }[] = [];
+    for (const scenario of ['start true', "start sh -c 'echo hi'"]) {
+      for (const ref of ['runc run', 'runc create+start+wait']) {
+        ratios.push({ scenario, ours: 'ours', reference: ref, ratio: st(`${scenario}/ours`).median / st(`${scenario}/${ref}`).median });
+      }
+    }
+    ratios.push({ scenario: 'exec true', ours: 'ours', reference: 'runc exec', ratio: st('exec true/ours').median / st('exec true/runc exec').median });
+
+    const phaseRows: Row[] = [];
+    for (const scenario of ['start true', "start sh -c 'echo hi'"]) {
+      for (const v of ['ours:CreateContainer', 'ours:StartContainer', 'ours:WaitProcess', 'ours:RemoveContainer', 'runc:create', 'runc:start', 'runc:delete']) {
+        phaseRows.push({ scenario, variant: v, stats: st(`${scenario}/${v}`) });
+      }
+    }
+    const baselineRows: Row[] = ['ttRPC round trip (Health.Check)', 'Node spawn of /bin/true', 'runc --version'].map((v) => ({
+      scenario: 'baseline',
+      variant: v,
+      stats: st(`baseline/${v}`),
+    }));
+
+    const breakdown = ['createContainer', 'startContainer', 'removeContainer'].map((op) => {
+      const c = stats(clientSide[op] ?? []);
+      const h = stats(helperSide[op] ?? []);
+      return { op, clientMedianMs: c.median, helperMedianMs: h.median, outsideHelperMs: c.median - h.median, n: Math.min(c.n, h.n) };
+    });
+    const breakdownTotal = stats(clientSide.total ?? []);
+
+    const ratioHeaders = ['scenario', 'ours vs', 'ratio of medians'];
+    const ratioRowsText = ratios.map((r) => [r.scenario, r.reference, `${r.ratio.toFixed(2)}×`]);
+    const bdHeaders = ['RPC (start true)', 'kind', 'client median ms', 'helper op median ms', 'outside the helper ms'];
+    const bdRowsText = breakdown.map((b) => [
+      b.op === 'createContainer' ? 'CreateContainer' : b.op === 'startContainer' ? 'StartContainer' : 'RemoveContainer',
+      'rpc',
+      fmt(b.clientMedianMs),
+      fmt(b.helperMedianMs),
+      fmt(b.outsideHelperMs),
+    ]);
+    const env = machine();
+    const when = new Date();
+
+    const say = (s = ''): void => {
+      process.stdout.write(`${s}\n`);
+    };
+    say(`kata-agent-ts vs ${runcVersion}: ${iterations} iterations (+${warmup} warm-up) per scenario, interleaved`);
+    say(`${env.os}; ${env.kernel}; ${env.cpu}; ${env.memory}; Node ${env.node}; cgroup ${env.cgroup}; control plane ${agentUser}`);
+    say();
+    say(table(RESULT_HEADERS, resultRows(rows), false));
+    say();
+    say(table(ratioHeaders, ratioRowsText, false));
+    say();
+    say('phases (client-side):');
+    say(table(RESULT_HEADERS, resultRows(phaseRows), false));
+    say();
+    say(table(RESULT_HEADERS, resultRows(baselineRows), false));
+    say();
+    say(`where our time goes (second agent at log level debug, ${breakdownRuns} runs of start true; create+start+wait median ${fmt(breakdownTotal.median)} ms):`);
+    say(table(bdHeaders, bdRowsText, false));
+
+    const resultsDir = path.join(PROJECT_ROOT, 'bench', 'results');
+    fs.mkdirSync(resultsDir, { recursive: true });
+    const json = {
+      date: when.toISOString(),
+      iterations,
+      warmup,
+      machine: env,
+      runc: runcVersion,
+      controlPlaneUser: agentUser,
+      results: rows.map((r) => ({ scenario: r.scenario, variant: r.variant, ...r.stats })),
+      ratiosOfMedians: ratios,
+      phases: phaseRows.map((r) => ({ scenario: r.scenario, phase: r.variant, ...r.stats })),
+      baselines: baselineRows.map((r) => ({ what: r.variant, ...r.stats })),
+      breakdown: { runs: breakdownRuns, createStartWaitMedianMs: breakdownTotal.median, rpcs: breakdown },
+      samples,
+    };
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), `${JSON.stringify(json, null, 2)}\n`);
+
+    const day = when.toISOString().slice(0, 10);
+    const md = [
+      `# Container start and exec latency: kata-agent-ts vs runc (${day})`,
+      '',
+      'Produced by `npm run bench` (bench/run.ts); raw samples in latest.json of the same run. All',
+      'times in ms, measured by one Node client process: ours over one persistent ttRPC connection',
+      'to a stand-alone agent (helper + control plane on unix sockets, log level info), runc spawned',
+      'as a process per command. Same busybox rootfs and OCI config on both sides; new mount, uts,',
+      'ipc and pid namespaces, no network namespace. The variants of each iteration run one after',
+      'the other in a rotating order.',
+      '',
+      `- Machine: ${env.os}; ${env.kernel}; ${env.cpu}; ${env.memory}; cgroup ${env.cgroup}`,
+      `- Node ${env.node}; ${runcVersion}; control plane ${agentUser}`,
+      `- ${iterations} timed iterations per scenario after ${warmup} warm-up iterations`,
+      '',
+      '## Results',
+      '',
+      table(RESULT_HEADERS, resultRows(rows), true),
+      '',
+      '- start: ours = CreateContainer → StartContainer → WaitProcess returned (RemoveContainer',
+      '  below, not included); `runc run` = spawn to exit, including its delete-on-exit;',
+      '  `runc create+start+wait` = `runc create`, `runc start`, then EOF of the container\'s stdout',
+      '  (`runc delete` below, not included).',
+      "- `sh -c 'echo hi'`: the output is read (ours: ReadStdout/ReadStderr to EOF alongside",
+      '  WaitProcess) and checked to be `hi\\n`.',
+      '- exec: ExecProcess + WaitProcess vs `runc exec` (spawn to exit), into a running `sleep`.',
+      '',
+      '## Ratios (ours / runc, medians)',
+      '',
+      table(ratioHeaders, ratioRowsText, true),
+      '',
+      '## Phases (client-side)',
+      '',
+      table(RESULT_HEADERS, resultRows(phaseRows), true),
+      '',
+      '## Baselines',
+      '',
+      table(RESULT_HEADERS, resultRows(baselineRows), true),
+      '',
+      '## Where our time goes',
+      '',
+      `A second agent at log level debug, ${breakdownRuns} runs of \`start true\` (create+start+wait`,
+      `median ${fmt(breakdownTotal.median)} ms): the client's time of each RPC next to the helper's own`,
+      'time for the operation ("helper op done" in its log, from request received to reply ready);',
+      'the difference is the ttRPC hop, the control plane and the control↔helper channel.',
+      '',
+      table(bdHeaders, bdRowsText, true),
+      '',
+    ].join('\n');
+    fs.writeFileSync(path.join(resultsDir, `${day}.md`), md);
+    say();
+    say(`wrote ${path.relative(PROJECT_ROOT, path.join(resultsDir, 'latest.json'))} and ${path.relative(PROJECT_ROOT, path.join(resultsDir, `${day}.md`))}`);
+    return 0;
+  } catch (err) {
+    progressDone();
+    console.error(`bench failed: ${(err as Error).stack ?? String(err)}`);
+    if (standalone) {
+      console.error(`--- control log (${standalone.controlLog}) ---\n${tail(standalone.controlLog)}`);
+      console.error(`--- helper log (${standalone.helperLog}) ---\n${tail(standalone.helperLog)}`);
+    }
+    return 1;
+  } finally {
+    if (client) {
+      if (ourExecRunning) await client.call('RemoveContainer', { container_id: ourExecCid, timeout: 10 }).catch(() => undefined);
+      await client.close().catch(() => undefined);
+    }
+    if (standalone) await standalone.stop(5000).catch(() => undefined);
+    if (runcExecRunning) await runc.delete(runcExecCid).catch(() => undefined);
+    runc.cleanup();
+    removeWorkDir(work);
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
