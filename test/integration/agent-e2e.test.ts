@@ -230,9 +230,21 @@ if (skip) {
     const initPid = await h.hostPid(cid);
     const execPid = await h.hostPid(cid, 'extra');
     t.ok(pidAlive(initPid) && pidAlive(execPid), 'both processes run before the removal');
+    // Calls pending on the container when it is removed must end, not hang.
+    const pendingRead = h.client.call('ReadStdout', { container_id: cid, exec_id: 'extra', len: 1024 }).then(
+      () => 'data',
+      (err: Error & { code?: number }) => err.code,
+    );
+    const pendingWait = h.client.call('WaitProcess', { container_id: cid, exec_id: cid }).then(
+      (r) => r.status,
+      (err: Error & { code?: number }) => `error ${err.code}`,
+    );
+    await sleep(100);
     await h.client.call('RemoveContainer', { container_id: cid, timeout: 10 });
     t.notOk(pidAlive(initPid), `init host pid ${initPid} is gone (ESRCH) when RemoveContainer returns`);
     t.notOk(pidAlive(execPid), `exec host pid ${execPid} is gone (ESRCH) when RemoveContainer returns`);
+    t.equal(await within(pendingRead, 5000, 'the pending ReadStdout'), Code.OUT_OF_RANGE, 'a pending ReadStdout ends with EOF');
+    t.ok([137, 143, `error ${Code.NOT_FOUND}`].includes(await within(pendingWait, 5000, 'the pending WaitProcess')), 'a pending WaitProcess ends (killed status or NOT_FOUND)');
     t.equal((await h.debug(`/v1/containers/${cid}`)).status, 404, 'the debug endpoint no longer knows it');
     await expectCode(t, h.client.call('WaitProcess', { container_id: cid, exec_id: cid }), Code.NOT_FOUND, 'WaitProcess after removal');
 

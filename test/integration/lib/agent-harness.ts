@@ -80,6 +80,14 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 
 export type ReadMethod = 'ReadStdout' | 'ReadStderr';
 
+/** Options of an exec: a terminal, the env (default PATH only), cwd (default "/"), uid = gid (default 0). */
+export interface ExecOptions {
+  terminal?: boolean;
+  env?: string[];
+  cwd?: string;
+  uid?: number;
+}
+
 /** One agent per test file, with a connected client and the rootfs its containers use. */
 export class AgentHarness {
   agent!: StandaloneAgent;
@@ -88,11 +96,15 @@ export class AgentHarness {
   readonly rootfs: string;
   private seq = 0;
   private stopped = false;
-  /** Processes in other pid/mount namespaces before the agent started (not ours). */
-  private baseline = new Set<string>();
+  /**
+   * `KATA_TEST_MARK=<unique>`: put into the environment of every container process and exec,
+   * so that processes left behind can be found (and told apart from other tests' on the host).
+   */
+  readonly mark: string;
 
   constructor(readonly name: string) {
     this.tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`)));
+    this.mark = `KATA_TEST_MARK=${path.basename(this.tmp)}`;
     // The control plane runs as nobody: it must reach the run dir below.
     fs.chmodSync(this.tmp, 0o755);
     this.rootfs = testRootfs(this.tmp);
@@ -100,7 +112,6 @@ export class AgentHarness {
 
   /** Start the agent and connect; `hostname` non-empty → CreateSandbox with it. */
   async start(hostname?: string): Promise<void> {
-    this.baseline = foreignProcesses();
     this.agent = await startStandaloneAgent({ logLevel: process.env.KATA_TEST_LOG_LEVEL ?? 'info', runDir: path.join(this.tmp, 'run') });
     this.client = await AgentClient.connect(this.agent.address);
     if (hostname !== undefined) await this.client.call('CreateSandbox', { sandbox_id: `${this.name}-sandbox`, hostname });
@@ -120,6 +131,8 @@ export class AgentHarness {
   /** The grpc.Spec of a busybox container running `args`. */
   spec(args: string[], extra: Parameters<typeof busyboxConfig>[2] & { mounts?: Record<string, unknown>[] } = {}): ReturnType<typeof ociJsonToSpec> {
     const config = busyboxConfig(this.rootfs, args, extra);
+    const proc = config.process as { env: string[] };
+    proc.env = [...proc.env, this.mark];
     if (extra.mounts) (config.mounts as Record<string, unknown>[]).push(...extra.mounts);
     return ociJsonToSpec(config, this.rootfs);
   }
@@ -152,12 +165,12 @@ export class AgentHarness {
   }
 
   /** ExecProcess `args` in container `cid` as exec `execId`. */
-  async exec(cid: string, execId: string, args: string[], opts: { terminal?: boolean; env?: string[]; cwd?: string } = {}): Promise<void> {
+  async exec(cid: string, execId: string, args: string[], opts: ExecOptions = {}): Promise<void> {
     const proc = {
       Terminal: opts.terminal ?? false,
-      User: { UID: 0, GID: 0 },
+      User: { UID: opts.uid ?? 0, GID: opts.uid ?? 0 },
       Args: args,
-      Env: opts.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+      Env: [...(opts.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']), this.mark],
       Cwd: opts.cwd ?? '/',
     };
     await this.client.call('ExecProcess', { container_id: cid, exec_id: execId, process: proc });
@@ -201,7 +214,7 @@ export class AgentHarness {
   }
 
   /** Run exec `args`, read stdout/stderr to EOF and wait: {stdout, stderr, status}. */
-  async execCollect(cid: string, args: string[], opts: { terminal?: boolean; env?: string[]; cwd?: string } = {}): Promise<{ stdout: Buffer; stderr: Buffer; status: number }> {
+  async execCollect(cid: string, args: string[], opts: ExecOptions = {}): Promise<{ stdout: Buffer; stderr: Buffer; status: number }> {
     const execId = this.id('x');
     await this.exec(cid, execId, args, opts);
     const [stdout, stderr] = opts.terminal
@@ -230,8 +243,8 @@ export class AgentHarness {
   /**
    * End of the file: DestroySandbox (when `sandbox`), stop both processes, then report what
    * was left behind: mounts under the run dir or the rootfs in /proc/mounts, and (a function
-   * listing) processes in other pid or mount namespaces that were not there before the agent
-   * started — container processes. Each list should be empty.
+   * listing) processes carrying this file's {@link mark} — container processes. Each list
+   * should be empty.
    */
   async shutdown(sandbox: boolean): Promise<{
     destroyError: string | null;
@@ -257,7 +270,7 @@ export class AgentHarness {
 
   /** "pid comm" of container processes still alive (see {@link shutdown}). */
   leftoverProcesses(): string[] {
-    return [...foreignProcesses()].filter((p) => !this.baseline.has(p));
+    return processesWithEnv(this.mark);
   }
 
   /** Safety net for the file's teardown: stop the agent if still running, remove the temp dir. */
@@ -283,22 +296,16 @@ export function leftoverMounts(dirs: string[]): string[] {
     });
 }
 
-/**
- * "pid comm" of every process in another pid or mount namespace than this one (container
- * processes, whose /proc/<pid>/root reads "/" after pivot_root, so the root link cannot tell).
- */
-export function foreignProcesses(): Set<string> {
-  const ns = (pid: string, type: string): string => fs.readlinkSync(`/proc/${pid}/ns/${type}`);
-  const mine = { pid: ns('self', 'pid'), mnt: ns('self', 'mnt') };
-  const out = new Set<string>();
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
+/** "pid comm" of every process whose environment holds the entry `entry` (e.g. "K=V"). */
+export function processesWithEnv(entry: string): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
     try {
-      if (ns(entry, 'pid') !== mine.pid || ns(entry, 'mnt') !== mine.mnt) {
-        out.add(`${entry} ${fs.readFileSync(`/proc/${entry}/comm`, 'utf8').trim()}`);
-      }
+      const env = fs.readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+      if (env.includes(entry)) out.push(`${pid} ${fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim()}`);
     } catch {
-      // gone meanwhile, or a kernel thread without ns links
+      // gone meanwhile
     }
   }
   return out;
