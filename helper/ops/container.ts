@@ -517,9 +517,14 @@ export class ContainerBackend implements HelperBackend {
   private remove(record: ContainerRecord, timeoutMs: number): Promise<void> {
     if (record.removing) return record.removing;
     const run = async (): Promise<void> => {
-      record.handle.abort();
       const procs = [record.init, ...record.execs.values()];
-      for (const p of procs) this.registry.signal(p, SIGKILL);
+      // SIGKILL before closing the start fd: an init parked before StartContainer would
+      // otherwise read EOF and exit 0, reporting success for a workload that never ran.
+      try {
+        for (const p of procs) this.registry.signal(p, SIGKILL);
+      } finally {
+        record.handle.abort();
+      }
       const results = await Promise.all(procs.map((p) => p.waitExit(timeoutMs)));
       const survivors = procs.filter((_, i) => !results[i]);
       if (survivors.length > 0) {

@@ -305,14 +305,39 @@ if (skip) {
     t.equal(early.code, Code.DEADLINE_EXCEEDED, 'no stdout before StartContainer (the read times out)');
     const initPid = await h.hostPid(cid);
     t.not(fs.readFileSync(`/proc/${initPid}/comm`, 'utf8').trim(), 'sh', 'the init has not exec\'d the workload yet');
-    const status = (await h.debug(`/v1/containers/${cid}`)).body.status;
-    t.equal(status, 'created');
+    t.equal((await h.debug(`/v1/containers/${cid}`)).body.status, 'created', 'the container is "created"');
 
     await h.client.call('StartContainer', { container_id: cid });
     t.equal((await h.readAll('ReadStdout', cid, cid)).toString(), 'started\n', 'all of stdout after StartContainer (nothing lost to the timed-out read)');
     t.equal(await h.wait(cid, cid), 0);
     t.ok(fs.existsSync(marker), 'the file exists after StartContainer');
     await expectCode(t, h.client.call('StartContainer', { container_id: cid }), Code.FAILED_PRECONDITION, 'a second StartContainer');
+
+    // Removed without ever being started: the workload never runs, and the init's status is
+    // not reported as a success (regression: the init read EOF on its start fd and exited 0
+    // before the SIGKILL landed, so WaitProcess answered 0 — about one run in six; repeated).
+    const never = fs.mkdtempSync(path.join(h.tmp, 'never-'));
+    const statuses: (number | string)[] = [];
+    for (let i = 0; i < 12; i++) {
+      const unstarted = await h.create(t, ['sh', '-c', 'touch /tmp/started; echo started'], {
+        mounts: [{ destination: '/tmp', type: 'bind', source: never, options: ['rbind', 'rw'] }],
+      });
+      const unstartedPid = await h.hostPid(unstarted);
+      const waiting = h.client.call('WaitProcess', { container_id: unstarted, exec_id: unstarted }).then(
+        (r) => r.status,
+        (err: Error & { code?: number }) => `error ${err.code}`,
+      );
+      await sleep(20);
+      await h.client.call('RemoveContainer', { container_id: unstarted, timeout: 10 });
+      if (pidAlive(unstartedPid)) statuses.push(`pid ${unstartedPid} alive after RemoveContainer`);
+      statuses.push(await within(waiting, 5000, 'WaitProcess of a container removed before start'));
+    }
+    t.same(
+      statuses.filter((s) => s !== 137 && s !== `error ${Code.NOT_FOUND}`),
+      [],
+      `WaitProcess of a never-started, removed container: 137 or NOT_FOUND, never success (${statuses.join(', ')})`,
+    );
+    t.notOk(fs.existsSync(path.join(never, 'started')), 'the workload never ran');
   });
 
   t.test('shutdown: DestroySandbox, agent exits, nothing left behind', async (t) => {

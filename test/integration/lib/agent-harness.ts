@@ -9,7 +9,7 @@
  * built here into a temp dir with scripts/make-rootfs.
  */
 import type { Test } from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -190,23 +190,6 @@ export class AgentHarness {
     }
   }
 
-  /** Read at least `n` bytes (fewer only at end of stream). */
-  async readAtLeast(method: ReadMethod, cid: string, execId: string, n: number, len = 64 * 1024): Promise<Buffer> {
-    const parts: Buffer[] = [];
-    let got = 0;
-    while (got < n) {
-      try {
-        const { data } = await this.client.call(method, { container_id: cid, exec_id: execId, len: Math.min(len, n - got) });
-        parts.push(Buffer.from(data));
-        got += data.length;
-      } catch (err) {
-        if (codeOf(err) === Code.OUT_OF_RANGE) break;
-        throw err;
-      }
-    }
-    return Buffer.concat(parts);
-  }
-
   /** WaitProcess → exit status. */
   async wait(cid: string, execId: string): Promise<number> {
     const { status } = await this.client.call('WaitProcess', { container_id: cid, exec_id: execId });
@@ -296,7 +279,7 @@ export function leftoverMounts(dirs: string[]): string[] {
     });
 }
 
-/** "pid comm" of every process whose environment holds the entry `entry` (e.g. "K=V"). */
+/** "pid comm" of every process whose environment holds the entry `entry` (e.g. "K=V"); needs root. */
 export function processesWithEnv(entry: string): string[] {
   const out: string[] = [];
   for (const pid of fs.readdirSync('/proc')) {
@@ -312,7 +295,7 @@ export function processesWithEnv(entry: string): string[] {
 }
 
 /** Resolves when `child` has exited (at once if it has), or after `ms`. */
-export function exitOf(child: import('node:child_process').ChildProcess, ms: number): Promise<void> {
+export function exitOf(child: ChildProcess, ms: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
@@ -323,7 +306,7 @@ export function exitOf(child: import('node:child_process').ChildProcess, ms: num
   });
 }
 
-/** True while a host pid exists (process.kill(pid, 0)); false on ESRCH. */
+/** True while host pid `pid` exists (process.kill(pid, 0) succeeds, a zombie included); false on ESRCH. */
 export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -334,7 +317,7 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-/** Poll until `cond` holds or `ms` passed; resolves with the last value of `cond`. */
+/** Poll every `stepMs` until `cond` holds (true) or `ms` passed (false). */
 export async function eventually(cond: () => boolean, ms: number, stepMs = 20): Promise<boolean> {
   const deadline = Date.now() + ms;
   for (;;) {
