@@ -15,7 +15,8 @@
  * Not converted yet (later issues; the fields are accepted and not applied): Hooks,
  * Linux.Resources, Linux.CgroupsPath, Linux.Seccomp, Linux.Devices, Process.Capabilities,
  * Process.OOMScoreAdj, Process.SelinuxLabel, Process.ApparmorProfile, Annotations. HOME is not
- * derived here (control must not read the container's /etc/passwd).
+ * derived here (control must not read the container's /etc/passwd): kata-init sets it from the
+ * container's own /etc/passwd when the env has none (helper/native/KATA-INIT.md step 8a).
  */
 import type { grpc } from '../shared/generated/protos';
 import {

@@ -1027,6 +1027,60 @@ static void setup_rootfs(const struct plan *p)
 /* ------------------------------------------------------------------------------------------ */
 
 /* Step 8. rlimits go first: raising a hard limit needs privileges we are about to drop. */
+/* Step 8a: HOME when the spec's env has none, as Kata and runc do: the home directory of the
+ * process's uid in the container's own /etc/passwd (read after pivot_root or after joining the
+ * container's mount namespace, never the guest's), else "/". A missing or unreadable passwd
+ * file, or a uid without an entry, gives "/". The passwd text is parsed here by hand: libc's
+ * getpwuid would consult NSS modules of the guest, not the container's file. */
+static void ensure_home(struct plan *p)
+{
+	static char home_env[PATH_MAX + 6];
+	const char *home = "/";
+	char line[4096];
+	uid_t uid = p->have_uid ? p->uid : getuid();
+	FILE *f;
+
+	for (size_t i = 0; i < p->n_env; i++)
+		if (strncmp(p->envp[i], "HOME=", 5) == 0)
+			return;
+	f = fopen("/etc/passwd", "re");
+	if (f != NULL) {
+		while (fgets(line, sizeof line, f) != NULL) {
+			/* name:password:uid:gid:gecos:home:shell */
+			char *field[7] = { 0 }, *cur = line, *end;
+			size_t n = 0;
+			unsigned long long id;
+
+			line[strcspn(line, "\n")] = '\0';
+			while (n < 7) {
+				field[n++] = cur;
+				cur = strchr(cur, ':');
+				if (cur == NULL)
+					break;
+				*cur++ = '\0';
+			}
+			if (n < 6 || field[2][0] == '\0')
+				continue;
+			errno = 0;
+			id = strtoull(field[2], &end, 10);
+			if (errno != 0 || *end != '\0' || id != (unsigned long long)uid)
+				continue;
+			if (field[5][0] != '\0' && strlen(field[5]) < PATH_MAX) {
+				snprintf(home_env, sizeof home_env, "HOME=%s", field[5]);
+				home = NULL;
+			}
+			break;
+		}
+		fclose(f);
+	}
+	if (home != NULL)
+		snprintf(home_env, sizeof home_env, "HOME=%s", home);
+	/* HOME takes the terminator's slot; a new NULL terminator follows (not counted). */
+	p->envp[p->n_env++] = home_env;
+	PUSH(p->envp, p->n_env);
+	p->n_env--;
+}
+
 static void set_identity(const struct plan *p)
 {
 	const char *cwd = p->cwd ? p->cwd : "/";
@@ -1194,6 +1248,7 @@ int main(int argc, char **argv)
 			die("hostname", errno, "sethostname \"%s\"", plan.hostname);
 	}
 	/* 7: in exec mode, joining the mount namespace already put us in the container's root. */
+	ensure_home(&plan);                            /* 8a */
 	set_identity(&plan);                           /* 8 */
 	exe = resolve_executable(&plan, exe_buf);      /* 9 */
 	if (plan.mode == MODE_CREATE)

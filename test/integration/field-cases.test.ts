@@ -7,6 +7,10 @@
 // containers on teardown; the last one stops the agent and checks nothing was left behind.
 import t from 'tap';
 import * as crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { AgentHarness, Code, expectCode, rejection, skipReason, sleep, within, type ReadMethod } from './lib/agent-harness';
 
 /** `seq 1 n` output as busybox prints it. */
@@ -257,22 +261,25 @@ if (skip) {
       const r = await h.execCollect(box, ['sh', '-c', 'echo "$HOME"'], { env: ['PATH=/bin:/usr/bin'], ...opts });
       return `${r.stdout.toString().trim()} (status ${r.status})`;
     };
-    // Cases the agent does not handle yet are marked todo with what was observed (a real test
-    // once the observed value is right).
-    const reason = 'the agent does not derive HOME from the container /etc/passwd yet (control/oci.ts: "HOME is not derived here")';
-    for (const [name, uid, want] of [
-      ['uid 0 with a passwd entry → /root', 0, '/root (status 0)'],
-      ['uid 4242 without a passwd entry → /', 4242, '/ (status 0)'],
-    ] as const) {
-      const got = await home({ uid });
-      const todo = got === want ? false : `${reason}; observed HOME ${JSON.stringify(got)}`;
-      t.test(name, { todo }, async (t) => {
-        t.equal(got, want);
-      });
-    }
-    t.test('HOME in the env is kept', async (t) => {
-      t.equal(await home({ env: ['PATH=/bin:/usr/bin', 'HOME=/custom'] }), '/custom (status 0)');
-    });
+    t.equal(await home({ uid: 0 }), '/root (status 0)', 'uid 0: the home of root in the container /etc/passwd');
+    t.equal(await home({ uid: 4242 }), '/ (status 0)', 'uid 4242 without a passwd entry: /');
+    t.equal(await home({ env: ['PATH=/bin:/usr/bin', 'HOME=/custom'] }), '/custom (status 0)', 'HOME in the env is kept');
+
+    const initHome = await h.run(t, ['sh', '-c', 'echo "$HOME"'], { env: ['PATH=/bin:/usr/bin'] });
+    const { stdout } = await drainBoth(initHome, initHome);
+    t.equal(stdout.toString(), '/root\n', 'the init process gets HOME too');
+    t.equal(await h.wait(initHome, initHome), 0);
+
+    // A rootfs without /etc/passwd: HOME is "/" and the process still starts.
+    const bare = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-nopasswd-'));
+    t.teardown(() => fs.rmSync(bare, { recursive: true, force: true }));
+    fs.chmodSync(bare, 0o755);
+    execFileSync('cp', ['-a', `${h.rootfs}/.`, bare]);
+    fs.rmSync(path.join(bare, 'etc', 'passwd'));
+    const nopw = await h.run(t, ['sh', '-c', 'echo "$HOME"'], { env: ['PATH=/bin:/usr/bin'], rootfs: bare });
+    const out = await drainBoth(nopw, nopw);
+    t.equal(out.stdout.toString(), '/\n', 'no /etc/passwd in the rootfs: HOME=/');
+    t.equal(await h.wait(nopw, nopw), 0);
   });
 
   t.test('B18 empty or malformed env entries do not break the start', async (t) => {

@@ -129,8 +129,11 @@ export class AgentHarness {
   }
 
   /** The grpc.Spec of a busybox container running `args`. */
-  spec(args: string[], extra: Parameters<typeof busyboxConfig>[2] & { mounts?: Record<string, unknown>[] } = {}): ReturnType<typeof ociJsonToSpec> {
-    const config = busyboxConfig(this.rootfs, args, extra);
+  spec(
+    args: string[],
+    extra: Parameters<typeof busyboxConfig>[2] & { mounts?: Record<string, unknown>[]; rootfs?: string } = {},
+  ): ReturnType<typeof ociJsonToSpec> {
+    const config = busyboxConfig(extra.rootfs ?? this.rootfs, args, extra);
     const proc = config.process as { env: string[] };
     proc.env = [...proc.env, this.mark];
     if (extra.mounts) (config.mounts as Record<string, unknown>[]).push(...extra.mounts);
