@@ -164,9 +164,14 @@ class Runc {
     check(`runc delete ${id}`, await run(RUNC, this.args('delete', '--force', id)));
   }
 
-  /** `runc run --detach` of a long-running container (stdio: /dev/null). */
+  /**
+   * `runc run --detach` of a long-running container. Its stdio is /dev/null: runc passes its
+   * own stdio through to the container, which would hold pipes open for as long as it runs.
+   */
   async runDetached(bundle: string, id: string): Promise<void> {
-    check(`runc run --detach ${id}`, await run(RUNC, this.args('run', '--detach', '--bundle', bundle, id)));
+    const child = spawn(RUNC, this.args('run', '--detach', '--bundle', bundle, id), { stdio: 'ignore' });
+    const r = await exited(child);
+    if (r.code !== 0) throw new Error(`runc run --detach ${id} failed (exit ${r.code ?? r.signal}); run it by hand to see why`);
   }
 
   /** `runc exec id args...` until exit; its output. */

@@ -125,6 +125,8 @@ const TEARDOWN_TIMEOUT_MS = 10_000;
 const MAX_REMOVE_TIMEOUT_MS = 3_600_000;
 
 const NS_PATH_RE = /^\/proc\/([0-9]+)\/ns\/([a-z]+)$/;
+/** Named network namespaces, as `ip netns add` pins them (iproute2 convention). */
+const NETNS_PATH_RE = /^\/(?:var\/)?run\/netns\/[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 
 function notFound(what: string): StatusError {
   return new StatusError(Code.NOT_FOUND, what);
@@ -553,9 +555,14 @@ export class ContainerBackend implements HelperBackend {
 
   /**
    * A container may join a namespace only of this sandbox: /proc/<pid>/ns/<type> of a live
-   * process the helper tracks, or one of the sandbox's namespace files (bind mounts).
+   * process the helper tracks, one of the sandbox's namespace files (bind mounts), or — for the
+   * network namespace only — a named network namespace under /run/netns or /var/run/netns
+   * (how the guest's network set-up pins them). Never an arbitrary path such as /proc/1/ns/mnt:
+   * the control plane is not trusted to pick the guest's own namespaces. kata-init's setns with
+   * the namespace type makes the kernel refuse a file that is not a namespace of that type.
    */
   private namespacePathAllowed(type: KernelNamespace, nsPath: string): boolean {
+    if (type === 'net' && NETNS_PATH_RE.test(nsPath)) return fs.existsSync(nsPath);
     if (this.sandbox?.namespaces.some((n) => n.path === nsPath && (n.type === type || (n.type === 'network' && type === 'net')))) {
       return true;
     }

@@ -383,7 +383,7 @@ export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field =
       if (opts.hostChecks) {
         if (opts.namespacePathAllowed && !opts.namespacePathAllowed(type, p)) {
           throw invalid(
-            `${f}.path ${JSON.stringify(p)} is not a ${ociType} namespace of this sandbox (a tracked process's /proc/<pid>/ns/${type} or a sandbox namespace file)`,
+            `${f}.path ${JSON.stringify(p)} is not a ${ociType} namespace of this sandbox (a tracked process's /proc/<pid>/ns/${type}, a sandbox namespace file${type === 'net' ? ', or /run/netns/<name>' : ''})`,
           );
         }
         if (!fs.existsSync(p)) throw invalid(`${f}.path ${JSON.stringify(p)} does not exist`);

@@ -182,7 +182,11 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
  * `args`: new mount/uts/ipc namespaces (Kata adds the pid namespace), the standard mounts.
  * The shape is runc's `config.json`; kata-agent-ctl's ociJsonToSpec turns it into grpc.Spec.
  */
-export function busyboxConfig(rootfs: string, args: string[], extra: { hostname?: string; terminal?: boolean; cwd?: string; env?: string[] } = {}): Record<string, unknown> {
+export function busyboxConfig(
+  rootfs: string,
+  args: string[],
+  extra: { hostname?: string; terminal?: boolean; cwd?: string; env?: string[]; namespaces?: { type: string; path?: string }[] } = {},
+): Record<string, unknown> {
   return {
     ociVersion: '1.1.0',
     process: {
@@ -204,7 +208,7 @@ export function busyboxConfig(rootfs: string, args: string[], extra: { hostname?
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     ],
     linux: {
-      namespaces: [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }],
+      namespaces: extra.namespaces ?? [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }],
       maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
