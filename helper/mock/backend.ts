@@ -21,15 +21,15 @@ import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import { loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
-import { closeQuietly } from '../ops/io';
+import { StartGate, closeQuietly } from '../ops/io';
 import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
 import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../ops/registry';
 
 /** The shell that stands in for kata-init. */
 const SHELL = '/bin/sh';
 
-/** Init: cd, wait for one line on fd 3 (EOF = removed before start: exit 0), then exec. */
-const INIT_SCRIPT = 'cd -- "$1" || exit 127; shift; IFS= read -r _ <&3 || exit 0; exec 3<&-; exec "$@"';
+/** Init: cd, wait for the start byte on fd 3 (EOF alone = removed before start: exit 0), then exec. */
+const INIT_SCRIPT = 'cd -- "$1" || exit 127; shift; IFS= read -r b <&3; [ -n "$b" ] || exit 0; exec 3<&-; exec "$@"';
 /** Exec: cd, then exec. */
 const EXEC_SCRIPT = 'cd -- "$1" || exit 127; shift; exec "$@"';
 
@@ -99,29 +99,13 @@ export class MockLauncher implements Launcher {
       closeQuietly(startR);
       stdio.closeChild();
     }
-    let startFd = startW;
+    const gate = new StartGate(startW, containerId, this.native);
     return {
       pid: spawned.pid,
       pidfd: spawned.pidfd,
       sinceSeq,
-      start: async () => {
-        if (startFd < 0) throw new StatusError(Code.FAILED_PRECONDITION, `container ${containerId} cannot be started any more`);
-        try {
-          this.native.write(startFd, Buffer.from('\n'), 0, 1);
-        } catch (err) {
-          throw new StatusError(
-            Code.FAILED_PRECONDITION,
-            `container ${containerId}: its init exited before start (${(err as Error).message})`,
-          );
-        } finally {
-          closeQuietly(startFd);
-          startFd = -1;
-        }
-      },
-      abort: () => {
-        closeQuietly(startFd);
-        startFd = -1;
-      },
+      start: async () => gate.release(),
+      abort: () => gate.close(),
     };
   }
 

@@ -1,9 +1,10 @@
 /**
  * Small non-blocking I/O helpers over raw fds (native read/write + libuv Poller): the line
- * reader of kata-init's sync pipe and a whole-buffer writer for its plan pipe.
+ * reader of kata-init's sync pipe, a whole-buffer writer for its plan pipe, and the start gate.
  */
 import { StringDecoder } from 'node:string_decoder';
 import { loadNative, type NativeAddon, type Poller } from '../../shared/native';
+import { Code, StatusError } from '../../shared/protocol';
 
 /** One item read from a line-oriented pipe: a line (without "\n") or end of file. */
 export type LineItem = { kind: 'line'; text: string } | { kind: 'eof' } | { kind: 'failed'; error: Error };
@@ -167,5 +168,43 @@ export function closeQuietly(fd: number | undefined): void {
     loadNative().close(fd);
   } catch {
     // EBADF (already closed) or EIO: nothing more to do on a cleanup path
+  }
+}
+
+/**
+ * The write end of a container init's start pipe (kata-init fd 5, or the mock's gate): one byte
+ * releases the init (StartContainer), closing it without a byte makes a waiting init exit.
+ * Used once; owns the fd.
+ */
+export class StartGate {
+  constructor(
+    private fd: number,
+    private readonly containerId: string,
+    private readonly native: NativeAddon = loadNative(),
+  ) {}
+
+  /**
+   * Write the start byte and close the pipe.
+   * Throws StatusError FAILED_PRECONDITION when the gate was already used or closed, or when
+   * the init is gone (EPIPE: it exited before start).
+   */
+  release(): void {
+    if (this.fd < 0) throw new StatusError(Code.FAILED_PRECONDITION, `container ${this.containerId} cannot be started any more`);
+    try {
+      this.native.write(this.fd, Buffer.from([1]), 0, 1);
+    } catch (err) {
+      throw new StatusError(
+        Code.FAILED_PRECONDITION,
+        `container ${this.containerId}: its init exited before start (${(err as Error).message})`,
+      );
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Close without starting (idempotent). */
+  close(): void {
+    closeQuietly(this.fd);
+    this.fd = -1;
   }
 }

@@ -169,17 +169,8 @@ export interface ValidRlimit {
   hard: string;
 }
 
-export interface ValidProcessPlan {
-  args: string[];
-  env: string[];
-  cwd: string;
-  uid: number;
-  gid: number;
-  additionalGids: number[];
-  terminal: boolean;
-  noNewPrivileges: boolean;
-  rlimits: ValidRlimit[];
-}
+/** A re-validated ProcessPlan whose rlimits are resolved to kernel resource numbers. */
+export type ValidProcessPlan = Omit<ProcessPlan, 'rlimits'> & { rlimits: ValidRlimit[] };
 
 export interface ValidNamespace {
   type: KernelNamespace;

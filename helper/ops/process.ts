@@ -12,7 +12,7 @@ import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import { isErrno, kataInitPath, loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { Launcher, LaunchedInit, LaunchedProcess } from './container';
-import { LineReader, closeQuietly, writeAll, type LineItem } from './io';
+import { LineReader, StartGate, closeQuietly, writeAll, type LineItem } from './io';
 import {
   serializeCreatePlan,
   serializeExecPlan,
@@ -100,25 +100,18 @@ export class KataInitLauncher implements Launcher {
       throw err;
     }
     const pidfd = this.claimPidfd(run, pid);
-    let startFd = run.startFd;
+    const gate = new StartGate(run.startFd, containerId, this.native);
     const log = this.log.child({ containerId, pid });
     return {
       pid,
       pidfd,
       sinceSeq: run.sinceSeq,
       start: async () => {
-        if (startFd < 0) throw new StatusError(Code.FAILED_PRECONDITION, `container ${containerId} cannot be started any more`);
         try {
-          this.native.write(startFd, Buffer.from([1]), 0, 1);
+          gate.release();
         } catch (err) {
           run.sync.close();
-          throw new StatusError(
-            Code.FAILED_PRECONDITION,
-            `container ${containerId}: its init exited before start (${(err as Error).message})`,
-          );
-        } finally {
-          closeQuietly(startFd);
-          startFd = -1;
+          throw err;
         }
         const item = await run.sync.next();
         run.sync.close();
@@ -130,8 +123,7 @@ export class KataInitLauncher implements Launcher {
         throw this.protocolError(item, `start container ${containerId}`);
       },
       abort: () => {
-        closeQuietly(startFd);
-        startFd = -1;
+        gate.close();
         run.sync.close();
       },
     };
