@@ -23,7 +23,7 @@
  *
  * Environment: BENCH_ITERATIONS (default 30) timed iterations per scenario, BENCH_WARMUP
  * (default 3) untimed ones before. Output: a table on stdout, bench/results/latest.json and a
- * snapshot bench/results/<YYYY-MM-DD>.md. The benchmark reports; it never passes or fails on a
+ * snapshot bench/results/<YYYY-MM-DD>.md + .json (UTC date; a later run that day replaces it). The benchmark reports; it never passes or fails on a
  * figure (it exits non-zero only when something does not work).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -663,10 +663,9 @@ async function main(): Promise<number> {
 
     const ratioHeaders = ['scenario', 'ours', 'runc', 'ours/runc (medians)'];
     const ratioRowsText = ratios.map((r) => [r.scenario, r.ours, r.reference, `${r.ratio.toFixed(2)}×`]);
-    const bdHeaders = ['RPC (start true)', 'kind', 'client median ms', 'helper op median ms', 'outside the helper ms'];
+    const bdHeaders = ['RPC (start true)', 'client median ms', 'helper op median ms', 'outside the helper ms'];
     const bdRowsText = breakdown.map((b) => [
       b.op === 'createContainer' ? 'CreateContainer' : b.op === 'startContainer' ? 'StartContainer' : 'RemoveContainer',
-      'rpc',
       fmt(b.clientMedianMs),
       fmt(b.helperMedianMs),
       fmt(b.outsideHelperMs),
@@ -708,13 +707,14 @@ async function main(): Promise<number> {
       breakdown: { runs: breakdownRuns, createStartWaitMedianMs: breakdownTotal.median, rpcs: breakdown },
       samples,
     };
-    fs.writeFileSync(path.join(resultsDir, 'latest.json'), `${JSON.stringify(json, null, 2)}\n`);
-
     const day = when.toISOString().slice(0, 10);
+    const jsonText = `${JSON.stringify(json, null, 2)}\n`;
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), jsonText);
+    fs.writeFileSync(path.join(resultsDir, `${day}.json`), jsonText);
     const md = [
       `# Container start and exec latency: kata-agent-ts vs runc (${day})`,
       '',
-      'Produced by `npm run bench` (bench/run.ts); raw samples in latest.json of the same run. All',
+      `Produced by \`npm run bench\` (bench/run.ts); every sample is in ${day}.json. All`,
       'times in ms, measured by one Node client process: ours over one persistent ttRPC connection',
       'to a stand-alone agent (helper + control plane on unix sockets, log level info), runc spawned',
       'as a process per command. Same busybox rootfs and OCI config on both sides; new mount, uts,',
@@ -774,7 +774,8 @@ async function main(): Promise<number> {
     ].join('\n');
     fs.writeFileSync(path.join(resultsDir, `${day}.md`), md);
     say();
-    say(`wrote ${path.relative(PROJECT_ROOT, path.join(resultsDir, 'latest.json'))} and ${path.relative(PROJECT_ROOT, path.join(resultsDir, `${day}.md`))}`);
+    const rel = (f: string): string => path.relative(PROJECT_ROOT, path.join(resultsDir, f));
+    say(`wrote ${rel('latest.json')}, ${rel(`${day}.json`)} and ${rel(`${day}.md`)}`);
     return 0;
   } catch (err) {
     progressDone();
