@@ -112,10 +112,12 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+/** Exit once stdout has drained (it may be a non-blocking pipe; process.exit would drop output). */
+function exitAfterFlush(code: number): void {
+  process.stdout.write('', () => process.exit(code));
+}
+
+main().then(exitAfterFlush, (err: unknown) => {
+  console.error(err);
+  exitAfterFlush(1);
+});

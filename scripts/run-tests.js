@@ -88,4 +88,6 @@ if (built.status !== 0) {
 
 for (const s of suites) runSuite(s);
 console.log(`${totals.pass} passed, ${totals.fail} failed`);
-process.exit(totals.fail === 0 ? 0 : 1);
+// exitCode, not process.exit(): stdout may be a non-blocking pipe (npm test | tee) whose queued
+// output process.exit() would drop, summary line included.
+process.exitCode = totals.fail === 0 ? 0 : 1;
