@@ -5,7 +5,8 @@
  *
  * --socket       listening socket (default /run/kata-agent/helper.sock)
  * --control-uid  the control plane's uid, the only non-root uid allowed to connect
- *                (default $KATA_AGENT_CONTROL_UID, else 0)
+ *                (default $KATA_AGENT_CONTROL_UID, else 0; with --mock, else the helper's own
+ *                uid, since a mock helper runs as an ordinary user next to its client)
  * --state-dir    directory for the helper's runtime state, e.g. the sandbox namespace files in
  *                <dir>/sandbox-ns (default /run/kata-agent)
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
@@ -53,7 +54,8 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     allowPositionals: false,
   });
   if (values.help) throw new Error(USAGE);
-  const uidText = values['control-uid'] ?? env.KATA_AGENT_CONTROL_UID ?? '0';
+  const ownUid = process.getuid ? String(process.getuid()) : '0';
+  const uidText = values['control-uid'] ?? env.KATA_AGENT_CONTROL_UID ?? (values.mock ? ownUid : '0');
   if (!/^[0-9]+$/.test(uidText) || Number(uidText) > 2 ** 32 - 2) {
     throw new Error(`invalid control uid ${JSON.stringify(uidText)}\n${USAGE}`);
   }
