@@ -16,12 +16,18 @@ import { EventEmitter } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { HelperEvent } from '../shared/protocol';
-import { parseDebugAddr, type AgentConfig } from './config';
+import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
 import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
 import { AgentService, HealthService, registerServices } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
 import { TtrpcServer } from './ttrpc';
+
+/**
+ * How long {@link Agent.stop} lets in-flight rpcs settle before answering the rest UNAVAILABLE
+ * "the agent is shutting down", in ms.
+ */
+export const STOP_GRACE_MS = 500;
 
 /** Options of {@link Agent}. */
 export interface AgentOptions {
@@ -87,34 +93,46 @@ export class Agent extends EventEmitter {
   /**
    * Listen on `config.serverAddr` and start the debug endpoint on `config.debugAddr` (unless
    * ""). Rejects with the listen error (StatusError INVALID_ARGUMENT for a bad address, a
-   * system error such as EADDRINUSE otherwise); nothing is left listening then.
+   * system error such as EADDRINUSE otherwise); nothing is left listening then. The default
+   * debug address is best-effort: failing to listen there is logged and the agent runs without
+   * the endpoint.
    */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     await this.server.listen(this.config.serverAddr);
     if (this.config.debugAddr !== '') {
-      const { host, port } = parseDebugAddr(this.config.debugAddr);
       try {
-        this.debugServer = await startDebugServer(this.sandbox, host, port);
+        this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr));
       } catch (err) {
-        await this.server.close();
-        throw err;
+        if (this.config.debugAddr === DEFAULT_DEBUG_ADDR) {
+          // The default endpoint is a diagnostic: never a reason not to serve the runtime.
+          this.log.warn(
+            { err, debug: this.config.debugAddr },
+            'debug endpoint not started (its directory must be writable by the control uid; set KATA_AGENT_DEBUG_ADDR or --debug-addr, "" disables it)',
+          );
+        } else {
+          await this.server.close();
+          throw err;
+        }
       }
     }
-    this.log.info({ address: this.config.serverAddr, debug: this.config.debugAddr || null }, 'agent listening');
+    this.log.info({ address: this.config.serverAddr, debug: this.debugServer ? this.config.debugAddr : null }, 'agent listening');
   }
 
   /**
-   * Stop: fail pending long polls, close the ttRPC server (in-flight calls are cancelled), the
-   * debug endpoint and — unless disabled — the helper connection. Containers are left to the
-   * helper (it is the source of truth). Idempotent.
+   * Stop: fail pending long polls, close the ttRPC server — new requests are refused, in-flight
+   * calls get {@link STOP_GRACE_MS} to settle (e.g. WaitProcess answering UNAVAILABLE after the
+   * helper was lost), the rest are answered UNAVAILABLE "the agent is shutting down", and every
+   * answer is flushed before the connections close — then the debug endpoint and, unless
+   * disabled, the helper connection. Containers are left to the helper (it is the source of
+   * truth). Idempotent.
    */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.service.stop();
-    await this.server.close();
+    await this.server.close({ graceMs: STOP_GRACE_MS, message: 'the agent is shutting down' });
     if (this.debugServer) await this.debugServer.close();
     this.helper.off('event', this.onHelperEvent);
     this.helper.off('close', this.onHelperClose);

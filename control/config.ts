@@ -9,9 +9,21 @@
  *   serverAddr    KATA_AGENT_SERVER_ADDR       --server-address   vsock://-1:1024
  *   helperSocket  KATA_AGENT_HELPER_SOCKET     --helper-socket    /run/kata-agent/helper.sock
  *   logLevel      KATA_AGENT_LOG_LEVEL         --log-level        info
- *   debugAddr     KATA_AGENT_DEBUG_ADDR        --debug-addr       127.0.0.1:9099 ("" disables)
+ *   debugAddr     KATA_AGENT_DEBUG_ADDR        --debug-addr       unix:///run/kata-agent/debug.sock ("" disables)
  *
  * KATA_AGENT_SERVER_ADDR and its default follow upstream (inventory §2.1, §5.2).
+ *
+ * The debug endpoint (control/debug/server.ts) lists container ids and pids. By default it is a
+ * unix socket, mode 0600 and owned by the control plane's uid, because Kata containers share
+ * the guest's network namespace: a TCP port, even on 127.0.0.1, would be reachable from inside
+ * every container. Query it as the control uid (or root) with
+ *
+ *   curl --unix-socket /run/kata-agent/debug.sock http://localhost/v1/sandbox
+ *
+ * `host:port` (e.g. `127.0.0.1:9099`, `[::1]:9099`) listens on TCP instead: an explicit opt-in,
+ * for development. "" disables the endpoint. The default socket is best-effort: when it cannot
+ * be created (e.g. its directory is not writable by the control uid) the agent logs a warning
+ * and runs without it; an address given explicitly that cannot be listened on stops start-up.
  */
 import { parseArgs } from 'node:util';
 import { parseLogLevel, type LogLevel } from '../shared/log';
@@ -19,8 +31,8 @@ import { Code, DEFAULT_HELPER_SOCKET, StatusError } from '../shared/protocol';
 
 /** Default ttRPC listen address: vsock port 1024 on any CID (Kata DEFAULT_AGENT_VSOCK_PORT). */
 export const DEFAULT_SERVER_ADDR = 'vsock://-1:1024';
-/** Default address of the debug HTTP endpoint: loopback only. */
-export const DEFAULT_DEBUG_ADDR = '127.0.0.1:9099';
+/** Default address of the debug HTTP endpoint: a unix socket only the control uid can use. */
+export const DEFAULT_DEBUG_ADDR = 'unix:///run/kata-agent/debug.sock';
 /** Default pino log level. */
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 
@@ -36,7 +48,7 @@ export interface AgentConfig {
   helperSocket: string;
   /** pino log level. */
   logLevel: LogLevel;
-  /** `host:port` of the debug HTTP endpoint; "" disables it. */
+  /** Debug HTTP endpoint: `unix:///abs/path` or `host:port` (TCP, opt-in); "" disables it. */
   debugAddr: string;
 }
 
@@ -61,18 +73,33 @@ function checkLogLevel(value: string, source: string): LogLevel {
   return level;
 }
 
+/** A parsed debug endpoint address. */
+export type DebugAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
 /**
- * Parse a debug endpoint address `host:port` (IPv6 hosts in brackets, e.g. `[::1]:9099`).
- * Throws StatusError INVALID_ARGUMENT naming the value when it is not one.
+ * Parse a debug endpoint address: `unix:///abs/path` (a unix socket file; abstract sockets
+ * are refused: they have no permissions and are reachable from the whole network namespace)
+ * or `host:port` (TCP; IPv6 hosts in brackets, e.g. `[::1]:9099`). Throws StatusError
+ * INVALID_ARGUMENT naming the value when it is neither.
  */
-export function parseDebugAddr(addr: string): { host: string; port: number } {
-  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]\s]+):([0-9]{1,5})$/.exec(addr);
+export function parseDebugAddr(addr: string): DebugAddress {
+  if (addr.startsWith('unix://')) {
+    const p = addr.slice('unix://'.length);
+    if (!p.startsWith('/') || p.includes('\0') || Buffer.byteLength(p) > 107) {
+      throw new StatusError(
+        Code.INVALID_ARGUMENT,
+        `invalid debug address ${JSON.stringify(addr)} (want unix:///absolute/path, at most 107 bytes; abstract sockets are not allowed)`,
+      );
+    }
+    return { kind: 'unix', path: p };
+  }
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]\s/]+):([0-9]{1,5})$/.exec(addr);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535) {
-    throw new StatusError(Code.INVALID_ARGUMENT, `invalid debug address ${JSON.stringify(addr)} (want host:port)`);
+    throw new StatusError(Code.INVALID_ARGUMENT, `invalid debug address ${JSON.stringify(addr)} (want unix:///path or host:port)`);
   }
   const host = m[1].startsWith('[') ? m[1].slice(1, -1) : m[1];
-  return { host, port };
+  return { kind: 'tcp', host, port };
 }
 
 /** Usage text of the command-line flags. */
@@ -80,7 +107,9 @@ export const USAGE = `usage: kata-agent [options]
   --server-address ADDR   ttRPC listen address (unix:///path, unix://@name, vsock://CID:PORT)
                           [env KATA_AGENT_SERVER_ADDR, default ${DEFAULT_SERVER_ADDR}]
   --helper-socket PATH    helper socket [env KATA_AGENT_HELPER_SOCKET, default ${DEFAULT_HELPER_SOCKET}]
-  --debug-addr HOST:PORT  debug HTTP endpoint, "" disables [env KATA_AGENT_DEBUG_ADDR, default ${DEFAULT_DEBUG_ADDR}]
+  --debug-addr ADDR       debug HTTP endpoint: unix:///path (mode 0600) or HOST:PORT (TCP, reachable
+                          from containers sharing the network namespace), "" disables
+                          [env KATA_AGENT_DEBUG_ADDR, default ${DEFAULT_DEBUG_ADDR}]
   --log-level LEVEL       ${LOG_LEVELS.join('|')} [env KATA_AGENT_LOG_LEVEL, default ${DEFAULT_LOG_LEVEL}]
   -h, --help              print this help`;
 

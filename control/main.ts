@@ -44,7 +44,10 @@ export async function connectHelper(socketPath: string, log: Logger, timeoutMs =
   }
 }
 
-/** Run the agent; resolves with the process exit code. */
+/**
+ * Run the agent; resolves with the process exit code. Meant for the process's entry point
+ * ({@link run}): its SIGTERM/SIGINT handlers stay installed until the process exits.
+ */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   let loaded;
   try {
@@ -88,7 +91,16 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   };
   agent.on('shutdown', () => stop(0, 'sandbox destroyed'));
   agent.on('helper-lost', () => stop(1, 'helper connection lost'));
-  const onSignal = (signal: NodeJS.Signals): void => stop(0, signal);
+  // The handlers stay installed until the process exits (run() calls process.exit): removing
+  // them would restore the default action, and a second SIGTERM in the window between the stop
+  // and the exit would kill the process ("exit null"). While stopping, signals are ignored.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      log.debug({ signal }, 'already stopping; signal ignored');
+      return;
+    }
+    stop(0, signal);
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
@@ -103,16 +115,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     {
       version: agentVersion(),
       address: config.serverAddr,
-      debugAddr: config.debugAddr || null,
+      debugAddr: agent.debugServer ? config.debugAddr : null,
       helperSocket: config.helperSocket,
       helperPid: helper.helperPid,
     },
     'announce',
   );
-  const code = await exited;
-  process.off('SIGTERM', onSignal);
-  process.off('SIGINT', onSignal);
-  return code;
+  return exited;
 }
 
 /** Run {@link main} with this process's arguments and environment, then exit with its code. */

@@ -12,16 +12,32 @@
  * valid_env, rustjail mount.rs (mount destination and masked/readonly path rules), Kata agent
  * rpc.rs update_container_namespaces (namespace rewrite).
  *
- * Not converted yet (later issues; the fields are accepted and not applied): Hooks,
- * Linux.Resources, Linux.CgroupsPath, Linux.Seccomp, Linux.Devices, Process.Capabilities,
- * Process.OOMScoreAdj, Process.SelinuxLabel, Process.ApparmorProfile, Annotations. HOME is not
- * derived here (control must not read the container's /etc/passwd): kata-init sets it from the
- * container's own /etc/passwd when the env has none (helper/native/KATA-INIT.md step 8a).
+ * What happens to each OCI field that restricts the container (docs/ARCHITECTURE.md "What the
+ * OCI spec gets"):
+ *  - enforced: namespaces, mounts, masked/readonly paths, sysctl, rlimits, user/groups,
+ *    noNewPrivileges, Process.Capabilities (mapped to numbers here, applied by kata-init),
+ *    Process.OOMScoreAdj;
+ *  - refused (UNIMPLEMENTED naming the field): non-empty Hooks, a Linux.Seccomp profile that
+ *    filters anything, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
+ *  - accepted, not enforced, logged through `warn` and listed in `ContainerPlan.unenforced`
+ *    ({@link unenforcedFields}): Linux.Resources (no cgroups yet; every runtime sends some),
+ *    Linux.CgroupsPath, Linux.Devices (not created), Linux.IntelRdt, Process.ApparmorProfile
+ *    (upstream ignores it too: the guest has no AppArmor);
+ *  - device cgroup interim: with no device cgroup, linux.resources.devices cannot be enforced,
+ *    so unless its rules allow every device ({@link devicesAllowAll}) CAP_MKNOD is removed
+ *    from every capability set of the container and of its execs (container root cannot mknod
+ *    a guest block device). The Kata runtime strips resources.devices before sending the spec
+ *    (kata_agent.go constrainGRPCSpec), so under Kata containers never have CAP_MKNOD here.
+ * Annotations are not read. HOME is not derived here (control must not read the container's
+ * /etc/passwd): kata-init sets it from the container's own /etc/passwd when the env has none
+ * (helper/native/KATA-INIT.md step 8a).
  */
 import type { grpc } from '../shared/generated/protos';
+import * as path from 'node:path';
 import {
   Code,
   StatusError,
+  type CapabilitiesPlan,
   type ContainerPlan,
   type MountPlan,
   type NamespacePlan,
@@ -56,6 +72,37 @@ export const IPC_SYSCTLS: readonly string[] = [
 
 /** Longest hostname Linux accepts (HOST_NAME_MAX), in bytes. */
 export const HOST_NAME_MAX = 64;
+
+/**
+ * Linux capability names by number (linux/capability.h, up to CAP_CHECKPOINT_RESTORE = 40, the
+ * last one as of Linux 6.x). OCI process.capabilities uses these names.
+ */
+export const CAPABILITIES: readonly string[] = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL',
+  'CAP_SETGID', 'CAP_SETUID', 'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE',
+  'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_IPC_LOCK', 'CAP_IPC_OWNER',
+  'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME',
+  'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL',
+  'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM',
+  'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+
+/** CAP_MKNOD's number (removed while device rules cannot be enforced, see the file comment). */
+export const CAP_MKNOD = 27;
+
+/** Valid OCI process.oomScoreAdj values (proc(5) /proc/pid/oom_score_adj). */
+export const OOM_SCORE_ADJ_MIN = -1000;
+export const OOM_SCORE_ADJ_MAX = 1000;
+
+/** The OCI hook lists (config.md#posix-platform-hooks), in proto spelling. */
+export const HOOK_FIELDS = ['Prestart', 'CreateRuntime', 'CreateContainer', 'StartContainer', 'Poststart', 'Poststop'] as const;
+
+/**
+ * Receives the conversion's warnings (pino's argument order: fields, then message): unknown
+ * capability names (skipped, as upstream), fields accepted but not enforced.
+ */
+export type OciWarn = (fields: Record<string, unknown>, message: string) => void;
 
 function invalid(field: string, value: unknown, why: string): StatusError {
   return new StatusError(Code.INVALID_ARGUMENT, `invalid ${field} ${JSON.stringify(value)}: ${why}`);
@@ -100,8 +147,12 @@ export function sanitizeEnv(env: readonly string[] | null | undefined): string[]
   return out;
 }
 
+function toInt(value: number | { toNumber(): number } | null | undefined): number {
+  return typeof value === 'number' ? value : value == null ? 0 : value.toNumber();
+}
+
 function toUint(field: string, value: number | { toNumber(): number } | null | undefined): number {
-  const n = typeof value === 'number' ? value : value == null ? 0 : value.toNumber();
+  const n = toInt(value);
   if (!Number.isFinite(n) || n < 0) throw invalid(field, n, 'must be a non-negative integer');
   return n;
 }
@@ -121,16 +172,67 @@ function rlimitsFromOci(field: string, rlimits: readonly grpc.POSIXRlimit.$Prope
   });
 }
 
+/** Every capability set empty. */
+export function emptyCapabilities(): CapabilitiesPlan {
+  return { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] };
+}
+
+const CAP_SETS = ['bounding', 'effective', 'inheritable', 'permitted', 'ambient'] as const;
+
 /**
- * Convert an OCI process (config.md#process) to a {@link ProcessPlan}; used for a container's
- * init process (`field` "OCI.Process") and for ExecProcess ("process").
- *
- * Throws StatusError INVALID_ARGUMENT when the process is absent, Args is empty or Args[0] is
- * empty, a string carries a NUL byte, Cwd is relative, an rlimit type is unknown or repeated or
- * its soft limit exceeds the hard one. Env is sanitised ({@link sanitizeEnv}); an empty Cwd
- * becomes "/".
+ * OCI capability names → numbers ({@link CAPABILITIES}), per set, sorted and deduplicated.
+ * Unknown names are skipped and reported through `warn`, as upstream rustjail capabilities.rs
+ * to_capshashset does (a spec written for a newer kernel still runs); names are matched exactly
+ * ("CAP_KILL"), as runc and upstream do.
  */
-export function processPlanFromOci(process: grpc.Process.$Properties | null | undefined, field: string): ProcessPlan {
+export function capabilitiesFromOci(
+  caps: grpc.LinuxCapabilities.$Properties,
+  field: string,
+  warn?: OciWarn,
+): CapabilitiesPlan {
+  const out = emptyCapabilities();
+  const unknown: string[] = [];
+  for (const set of CAP_SETS) {
+    const nums = new Set<number>();
+    for (const name of caps[capitalised(set)] ?? []) {
+      const n = CAPABILITIES.indexOf(name);
+      if (n < 0) unknown.push(`${set}:${name}`);
+      else nums.add(n);
+    }
+    out[set] = [...nums].sort((a, b) => a - b);
+  }
+  if (unknown.length > 0) warn?.({ field, unknown }, 'unknown capability names skipped');
+  return out;
+}
+
+function capitalised(set: (typeof CAP_SETS)[number]): 'Bounding' | 'Effective' | 'Inheritable' | 'Permitted' | 'Ambient' {
+  return (set[0].toUpperCase() + set.slice(1)) as 'Bounding' | 'Effective' | 'Inheritable' | 'Permitted' | 'Ambient';
+}
+
+function withoutCapability(caps: CapabilitiesPlan, cap: number): CapabilitiesPlan {
+  const out = emptyCapabilities();
+  for (const set of CAP_SETS) out[set] = caps[set].filter((c) => c !== cap);
+  return out;
+}
+
+function cloneCapabilities(caps: CapabilitiesPlan): CapabilitiesPlan {
+  const out = emptyCapabilities();
+  for (const set of CAP_SETS) out[set] = [...caps[set]];
+  return out;
+}
+
+/** What an exec process takes from its container: see {@link processPlanFromOci}. */
+export interface ExecContext {
+  /** The container's plan (its init's capabilities and its devicesAllowAll). */
+  container?: Pick<ContainerPlan, 'process' | 'devicesAllowAll'>;
+  warn?: OciWarn;
+}
+
+function convertProcess(
+  process: grpc.Process.$Properties | null | undefined,
+  field: string,
+  opts: { inherit: CapabilitiesPlan | undefined; allowMknod: boolean; warn?: OciWarn },
+): ProcessPlan {
   if (!process) throw new StatusError(Code.INVALID_ARGUMENT, `${field} is required`);
   const args = process.Args ?? [];
   if (args.length === 0) throw new StatusError(Code.INVALID_ARGUMENT, `${field}.Args must not be empty`);
@@ -138,6 +240,25 @@ export function processPlanFromOci(process: grpc.Process.$Properties | null | un
   if (args[0] === '') throw invalid(`${field}.Args[0]`, '', 'must not be empty');
   const cwd = process.Cwd ? checkAbsPath(`${field}.Cwd`, process.Cwd, false) : '/';
   const user = process.User ?? {};
+  if (process.SelinuxLabel) {
+    throw new StatusError(
+      Code.UNIMPLEMENTED,
+      `${field}.SelinuxLabel ${JSON.stringify(process.SelinuxLabel)} cannot be applied: the guest has no SELinux (upstream applies it only with SELinux enabled; the Kata runtime clears it when guest SELinux is disabled)`,
+    );
+  }
+  if (process.ApparmorProfile) {
+    opts.warn?.({ field: `${field}.ApparmorProfile`, value: process.ApparmorProfile }, 'AppArmor profile ignored (the guest has no AppArmor; upstream ignores it too)');
+  }
+  const oomScoreAdj = toInt(process.OOMScoreAdj);
+  if (!Number.isInteger(oomScoreAdj) || oomScoreAdj < OOM_SCORE_ADJ_MIN || oomScoreAdj > OOM_SCORE_ADJ_MAX) {
+    throw invalid(`${field}.OOMScoreAdj`, oomScoreAdj, `must be in ${OOM_SCORE_ADJ_MIN}..${OOM_SCORE_ADJ_MAX}`);
+  }
+  let capabilities = process.Capabilities
+    ? capabilitiesFromOci(process.Capabilities, `${field}.Capabilities`, opts.warn)
+    : opts.inherit
+      ? cloneCapabilities(opts.inherit)
+      : emptyCapabilities();
+  if (!opts.allowMknod) capabilities = withoutCapability(capabilities, CAP_MKNOD);
   return {
     args: [...args],
     env: sanitizeEnv(process.Env),
@@ -148,7 +269,39 @@ export function processPlanFromOci(process: grpc.Process.$Properties | null | un
     terminal: process.Terminal === true,
     noNewPrivileges: process.NoNewPrivileges === true,
     rlimits: rlimitsFromOci(`${field}.Rlimits`, process.Rlimits ?? []),
+    capabilities,
+    oomScoreAdj,
   };
+}
+
+/**
+ * Convert an OCI process (config.md#process) to a {@link ProcessPlan}; used for a container's
+ * init process (through {@link containerPlanFromSpec}, `field` "OCI.Process") and for
+ * ExecProcess ("process", with `exec.container` the container's plan).
+ *
+ * Capabilities (config.md#linux-process): the names are mapped to numbers
+ * ({@link capabilitiesFromOci}). When the process has none: an exec takes its container init's
+ * sets (Kata rustjail container.rs does the same, and errors "missing process capabilities"
+ * when the container has none either; we give the container's, possibly empty, sets); without
+ * `exec.container` (a container's init) every set is empty, as runc does for a spec without a
+ * capabilities object (upstream Kata keeps the agent's full set: we do not). CAP_MKNOD is
+ * removed unless `exec.container.devicesAllowAll` (see the file comment; without a container
+ * it is always removed here and {@link containerPlanFromSpec} decides for an init).
+ * OOMScoreAdj is carried as is (0 when unset, as upstream: the process does not inherit the
+ * agent's -997).
+ *
+ * Throws StatusError INVALID_ARGUMENT when the process is absent, Args is empty or Args[0] is
+ * empty, a string carries a NUL byte, Cwd is relative, an rlimit type is unknown or repeated or
+ * its soft limit exceeds the hard one, or OOMScoreAdj is outside -1000..1000; UNIMPLEMENTED for
+ * a non-empty SelinuxLabel. Env is sanitised ({@link sanitizeEnv}); an empty Cwd becomes "/".
+ * A non-empty ApparmorProfile is ignored and reported through `exec.warn`.
+ */
+export function processPlanFromOci(process: grpc.Process.$Properties | null | undefined, field: string, exec: ExecContext = {}): ProcessPlan {
+  return convertProcess(process, field, {
+    inherit: exec.container?.process.capabilities,
+    allowMknod: exec.container?.devicesAllowAll === true,
+    warn: exec.warn,
+  });
 }
 
 /** What the sandbox contributes to a container's namespaces. */
@@ -164,6 +317,8 @@ export interface ContainerPlanOptions {
   /** CreateContainerRequest.sandbox_pidns: join the sandbox pid namespace instead of a new one. */
   sandboxPidns: boolean;
   sandbox: SandboxNamespaceInfo;
+  /** Receives warnings: fields accepted but not enforced, unknown capability names. */
+  warn?: OciWarn;
 }
 
 function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Properties[]): NamespacePlan[] {
@@ -238,6 +393,98 @@ export function validateSysctl(sysctl: Readonly<Record<string, string>>, namespa
   }
 }
 
+function isWildcard(v: number | { toNumber(): number } | null | undefined): boolean {
+  return toInt(v) === -1;
+}
+
+/**
+ * True when OCI linux.resources.devices (config-linux.md#allowed-device-list; later rules win)
+ * allows every device: some rule is an allow rule for all devices (type "a" or "", major and
+ * minor -1, access with r, w and m) and no deny rule follows the last such rule. No rules at
+ * all is false (runc and rustjail start from "deny all").
+ */
+export function devicesAllowAll(rules: readonly grpc.LinuxDeviceCgroup.$Properties[] | null | undefined): boolean {
+  let allowAll = false;
+  for (const r of rules ?? []) {
+    const access = r.Access ?? '';
+    const all = (r.Type === 'a' || !r.Type) && isWildcard(r.Major) && isWildcard(r.Minor) && ['r', 'w', 'm'].every((c) => access.includes(c));
+    if (r.Allow === true && all) allowAll = true;
+    else if (r.Allow !== true) allowAll = false;
+  }
+  return allowAll;
+}
+
+/** Dotted names of the set leaves of a protobuf message object: non-zero, non-empty, true. */
+function setLeaves(prefix: string, value: unknown, out: string[]): void {
+  if (value === null || value === undefined || value === false || value === 0 || value === '') return;
+  if (Array.isArray(value)) {
+    if (value.length > 0) out.push(prefix);
+    return;
+  }
+  if (typeof value === 'object') {
+    if (typeof (value as { toNumber?: unknown }).toNumber === 'function') {
+      if ((value as { toNumber(): number }).toNumber() !== 0) out.push(prefix);
+      return;
+    }
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) setLeaves(`${prefix}.${k}`, v, out);
+    return;
+  }
+  out.push(prefix);
+}
+
+/**
+ * The OCI fields of `spec` that are accepted but not enforced, in proto spelling: every set
+ * field of Linux.Resources (e.g. "OCI.Linux.Resources.Memory.Limit"; Devices only when its
+ * rules do not allow everything: they are stood in for by the CAP_MKNOD removal),
+ * Linux.CgroupsPath, Linux.Devices (device nodes are not created), Linux.IntelRdt and
+ * Process.ApparmorProfile. Empty when there is nothing of the kind.
+ */
+export function unenforcedFields(spec: grpc.Spec.$Properties): string[] {
+  const out: string[] = [];
+  const res = spec.Linux?.Resources;
+  if (res) {
+    const { Devices: devices, ...rest } = res;
+    if ((devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
+    setLeaves('OCI.Linux.Resources', rest, out);
+  }
+  if (spec.Linux?.CgroupsPath) out.push('OCI.Linux.CgroupsPath');
+  if ((spec.Linux?.Devices ?? []).length > 0) out.push('OCI.Linux.Devices');
+  setLeaves('OCI.Linux.IntelRdt', spec.Linux?.IntelRdt, out);
+  if (spec.Process?.ApparmorProfile) out.push('OCI.Process.ApparmorProfile');
+  return out;
+}
+
+/** UNIMPLEMENTED for any non-empty OCI hook list (hooks are run by the runtime on the host). */
+function refuseHooks(hooks: grpc.Hooks.$Properties | null | undefined): void {
+  if (!hooks) return;
+  for (const name of HOOK_FIELDS) {
+    const list = hooks[name] ?? [];
+    if (list.length > 0) {
+      throw new StatusError(
+        Code.UNIMPLEMENTED,
+        `OCI.Hooks.${name} (${list.length} hooks, first ${JSON.stringify(list[0].Path ?? '')}) is not supported: OCI hooks are not run in the guest (the Kata runtime runs them on the host and strips them)`,
+      );
+    }
+  }
+}
+
+/**
+ * UNIMPLEMENTED for a Linux.Seccomp profile that would filter anything (syscall rules, or a
+ * default action other than SCMP_ACT_ALLOW): seccomp is not applied yet. The Kata runtime
+ * strips the profile by default (disable_guest_seccomp = true).
+ */
+function refuseSeccomp(seccomp: grpc.LinuxSeccomp.$Properties | null | undefined): void {
+  if (!seccomp) return;
+  const syscalls = seccomp.Syscalls ?? [];
+  const action = seccomp.DefaultAction ?? '';
+  if (syscalls.length > 0 || (action !== '' && action !== 'SCMP_ACT_ALLOW')) {
+    throw new StatusError(
+      Code.UNIMPLEMENTED,
+      `OCI.Linux.Seccomp (DefaultAction ${JSON.stringify(action)}, ${syscalls.length} syscall rules) is not supported yet: seccomp filters are not applied in this guest (run with disable_guest_seccomp = true)`,
+    );
+  }
+}
+
 function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
   return mounts.map((m, i) => {
     const f = `OCI.Mounts[${i}]`;
@@ -256,24 +503,46 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
  * Convert and validate the OCI spec of a CreateContainer request into a {@link ContainerPlan},
  * applying Kata's namespace rewrite ({@link rewriteNamespaces}).
  *
+ * The init's capabilities follow {@link processPlanFromOci} (every set empty when the spec has
+ * none); CAP_MKNOD is kept only when {@link devicesAllowAll} holds for
+ * linux.resources.devices. `devicesAllowAll` and `unenforced` ({@link unenforcedFields}) are
+ * recorded in the plan; unenforced fields, an ignored ApparmorProfile, unknown capability names
+ * and a removed CAP_MKNOD are reported through `options.warn`.
+ *
  * Throws StatusError INVALID_ARGUMENT (message names the field and value) when: Root or Root.Path
- * is missing or not absolute; Process is invalid ({@link processPlanFromOci}); Linux is missing;
+ * is missing or not absolute, or is the guest root "/"; Process is invalid
+ * ({@link processPlanFromOci}); Linux is missing;
  * a namespace type is unknown or repeated or its path relative; there is no mount namespace; a mount destination is relative
  * or has a ".." component; a masked or read-only path is relative or has ".."; Hostname is given without a uts namespace or is too
  * long; a sysctl is not allowed ({@link validateSysctl}); RootfsPropagation is unknown; uid/gid
  * mappings are given without a user namespace. UNIMPLEMENTED for a user namespace (the plan
- * cannot carry id mappings yet). FAILED_PRECONDITION when `sandboxPidns` is asked for and the
+ * cannot carry id mappings yet), a non-empty hook list (OCI.Hooks.<list>), a Linux.Seccomp
+ * profile that filters anything, a non-empty Linux.MountLabel or Process.SelinuxLabel.
+ * FAILED_PRECONDITION when `sandboxPidns` is asked for and the
  * sandbox has no pid namespace.
  */
 export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: ContainerPlanOptions): ContainerPlan {
   const rootPath = spec.Root?.Path ?? '';
   if (rootPath === '') throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Root.Path is required');
   checkAbsPath('OCI.Root.Path', rootPath, true);
-
-  const process = processPlanFromOci(spec.Process, 'OCI.Process');
+  if (path.posix.normalize(rootPath) === '/') {
+    throw invalid('OCI.Root.Path', rootPath, 'the guest root "/" cannot be a container rootfs (pivot_root needs a directory below it)');
+  }
 
   const linux = spec.Linux;
   if (!linux) throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux is required');
+
+  refuseHooks(spec.Hooks);
+  refuseSeccomp(linux.Seccomp);
+  if (linux.MountLabel) {
+    throw new StatusError(
+      Code.UNIMPLEMENTED,
+      `OCI.Linux.MountLabel ${JSON.stringify(linux.MountLabel)} cannot be applied: the guest has no SELinux (the Kata runtime clears it when guest SELinux is disabled)`,
+    );
+  }
+
+  const allowAllDevices = devicesAllowAll(linux.Resources?.Devices);
+  const process = convertProcess(spec.Process, 'OCI.Process', { inherit: undefined, allowMknod: allowAllDevices, warn: options.warn });
 
   const specNamespaces = namespacesFromOci('OCI.Linux.Namespaces', linux.Namespaces ?? []);
   const has = (type: NamespaceType): boolean => specNamespaces.some((n) => n.type === type);
@@ -306,6 +575,16 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const sysctl: Record<string, string> = { ...(linux.Sysctl ?? {}) };
   validateSysctl(sysctl, namespaces);
 
+  const unenforced = unenforcedFields(spec);
+  if (unenforced.length > 0) {
+    options.warn?.({ unenforced }, 'OCI fields accepted but not enforced (no cgroup support yet)');
+  }
+  const caps = spec.Process?.Capabilities;
+  const askedMknod = caps ? CAP_SETS.some((set) => (caps[capitalised(set)] ?? []).includes('CAP_MKNOD')) : false;
+  if (!allowAllDevices && askedMknod) {
+    options.warn?.({ field: 'OCI.Process.Capabilities' }, 'CAP_MKNOD removed: device cgroup rules cannot be enforced yet and they do not allow every device');
+  }
+
   return {
     rootfs: rootPath,
     readonly: spec.Root?.Readonly === true,
@@ -317,5 +596,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     readonlyPaths,
     sysctl,
     rootfsPropagation,
+    devicesAllowAll: allowAllDevices,
+    unenforced,
   };
 }

@@ -3,7 +3,9 @@
  *
  *   kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--mock] [--log-level L]
  *
- * --socket       listening socket (default /run/kata-agent/helper.sock)
+ * --socket       listening socket (default /run/kata-agent/helper.sock); the helper refuses to
+ *                start (exit 1, "another helper is serving <path>") when a live helper serves it,
+ *                and replaces only a stale socket file
  * --control-uid  the control plane's uid, the only non-root uid allowed to connect
  *                (default $KATA_AGENT_CONTROL_UID, else 0; with --mock, else the helper's own
  *                uid, since a mock helper runs as an ordinary user next to its client)

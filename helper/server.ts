@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SeqpacketChannel } from '../shared/channel';
-import { loadNative, type NativeAddon, type Poller } from '../shared/native';
+import { isErrno, loadNative, type NativeAddon, type Poller } from '../shared/native';
 import { silentLogger, type Logger } from '../shared/log';
 import {
   Code,
@@ -77,9 +77,12 @@ export class HelperServer {
 
   /**
    * Listen on the unix socket `socketPath` ("@name" = abstract). The parent directory is
-   * created (mode 0755) when missing; a stale socket file is removed (a non-socket file at the
-   * path is an error); the socket file is made mode 0600 and owned by the control uid.
-   * Throws the underlying errno error when any of this fails.
+   * created (mode 0755) when missing; the socket file is made mode 0600 and owned by the
+   * control uid. A socket file already at the path is probed: when something accepts a
+   * connection on it (another helper is serving it) this throws "another helper is serving
+   * <path>" and leaves it alone; only a stale one (ECONNREFUSED: nobody listens) is removed.
+   * A non-socket file at the path is an error too. Throws the underlying errno error when any
+   * of this fails.
    */
   listen(socketPath: string): void {
     if (this.isClosed) throw new Error('server is closed');
@@ -99,7 +102,7 @@ export class HelperServer {
       }
       if (stat) {
         if (!stat.isSocket()) throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
-        fs.unlinkSync(socketPath);
+        this.removeStaleSocket(socketPath);
       }
     }
     const fd = this.native.seqpacketListen(socketPath, BACKLOG);
@@ -118,6 +121,24 @@ export class HelperServer {
     this.listenPoller = new this.native.Poller(fd, (status) => this.onAcceptable(status));
     this.listenPoller.start(true, false);
     this.log.info({ socket: socketPath, controlUid: this.controlUid }, 'helper listening');
+  }
+
+  /** Unlink the socket file at `socketPath` unless a live server accepts connections on it. */
+  private removeStaleSocket(socketPath: string): void {
+    let fd = -1;
+    try {
+      fd = this.native.seqpacketConnect(socketPath);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return; // gone meanwhile
+      if (!isErrno(err, 'ECONNREFUSED')) {
+        throw new Error(`${socketPath} exists and cannot be probed (${(err as Error).message}); refusing to replace it`);
+      }
+      fs.unlinkSync(socketPath); // stale: left by a helper that died
+      this.log.info({ socket: socketPath }, 'removed a stale helper socket');
+      return;
+    }
+    this.native.close(fd);
+    throw new Error(`another helper is serving ${socketPath}; refusing to start (stop it first)`);
   }
 
   /**

@@ -86,6 +86,19 @@ export interface RlimitPlan {
   soft: number;
 }
 
+/**
+ * Capability sets of a process (OCI `process.capabilities`, config.md#linux-process), as Linux
+ * capability numbers (capability.h: CAP_CHOWN 0 ... CAP_CHECKPOINT_RESTORE 40), sorted, no
+ * duplicates. Control maps the OCI names; the helper checks each number is 0..63.
+ */
+export interface CapabilitiesPlan {
+  bounding: number[];
+  effective: number[];
+  inheritable: number[];
+  permitted: number[];
+  ambient: number[];
+}
+
 /** A process to run (OCI `process`, config.md#process). */
 export interface ProcessPlan {
   args: string[];
@@ -98,6 +111,19 @@ export interface ProcessPlan {
   terminal: boolean;
   noNewPrivileges: boolean;
   rlimits: RlimitPlan[];
+  /**
+   * The process's capability sets. Control always sets it (for a container's init: the OCI
+   * process.capabilities, or every set empty when the spec has none, as runc; for an exec
+   * without capabilities: the container init's sets). Absent here means every set empty: the
+   * helper never lets a process keep its own full set by omission.
+   */
+  capabilities?: CapabilitiesPlan;
+  /**
+   * OCI process.oomScoreAdj, -1000..1000, written to /proc/self/oom_score_adj before anything
+   * else (Kata rustjail do_init_child). Control always sets it (0 when the spec has none, as
+   * upstream). Absent: the helper's own value is inherited.
+   */
+  oomScoreAdj?: number;
 }
 
 /** A container: its rootfs, namespaces, mounts and init process. */
@@ -116,6 +142,19 @@ export interface ContainerPlan {
   sysctl: Record<string, string>;
   /** OCI linux.rootfsPropagation ("" = rslave). */
   rootfsPropagation: string;
+  /**
+   * Control-side facts kept with the plan for later execs and for reporting; the helper ignores
+   * both. `devicesAllowAll`: the spec's linux.resources.devices rules allow every device (an
+   * allow-all rule not followed by a deny rule). Without a device cgroup, CAP_MKNOD is removed
+   * from every capability set of the container and of its execs unless this is true.
+   */
+  devicesAllowAll?: boolean;
+  /**
+   * OCI fields the spec sets that are accepted but not enforced (e.g.
+   * "OCI.Linux.Resources.Memory.Limit", "OCI.Linux.CgroupsPath", "OCI.Process.ApparmorProfile"),
+   * see control/oci.ts unenforcedFields.
+   */
+  unenforced?: string[];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,15 +86,16 @@ export function humanTimeToNs(text: string): number {
 /**
  * A signal number from a name or number: "9", "SIGKILL", "KILL", "kill", "usr1" (case
  * insensitive, "SIG" prefix optional, as upstream signame_to_signum), including SIGCLD (= 17)
- * and SIGSTKFLT. Throws INVALID_ARGUMENT for "" or an unknown name, and for numbers outside
- * 1..64 (upstream accepts any u8; 0 and > 64 are not signals).
+ * and SIGSTKFLT. "0" is accepted: signal 0 checks that the process exists without signalling
+ * it, and the agent accepts it (SignalProcess 0..64). Throws INVALID_ARGUMENT for "" or an
+ * unknown name, and for numbers above 64 (upstream accepts any u8; > 64 is not a signal).
  */
 export function signalNumber(name: string): number {
   const t = name.trim();
   if (t === '') throw invalid('invalid signal: empty');
   if (/^[0-9]+$/.test(t)) {
     const n = Number(t);
-    if (n < 1 || n > 64) throw invalid(`invalid signal number ${t} (want 1..64)`);
+    if (n > 64) throw invalid(`invalid signal number ${t} (want 0..64)`);
     return n;
   }
   let upper = t.toUpperCase();

@@ -1,5 +1,10 @@
 /**
- * The debug HTTP endpoint (fastify), bound to the configured debugAddr (loopback by default):
+ * The debug HTTP endpoint (fastify), bound to the configured debugAddr: by default the unix
+ * socket /run/kata-agent/debug.sock, mode 0600, owned by the control plane's uid (a TCP port
+ * would be reachable from containers, which share the guest's network namespace); `host:port`
+ * TCP only when configured so (control/config.ts). Query it with
+ *
+ *   curl --unix-socket /run/kata-agent/debug.sock http://localhost/v1/sandbox
  *
  *   GET /healthz            {status: "ok"}
  *   GET /v1/sandbox         sandbox id, hostname, state, containers (id, status, pid, processes count)
@@ -8,7 +13,12 @@
  *
  * Read-only; it exposes no container data (no env, no stdio). Metrics are a later issue.
  */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { Code, StatusError } from '../../shared/protocol';
+import type { DebugAddress } from '../config';
 import type { Container } from '../sandbox/container';
 import type { Sandbox } from '../sandbox/sandbox';
 
@@ -128,12 +138,70 @@ export function buildDebugServer(sandbox: Sandbox): FastifyInstance {
   return app;
 }
 
+/** Resolves true when something accepts a stream connection on the unix socket `file`. */
+function socketIsLive(file: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ path: file });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      sock.destroy();
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
+      else reject(new StatusError(Code.FAILED_PRECONDITION, `cannot probe the socket ${file} (${err.code ?? err.message}); refusing to replace it`));
+    });
+  });
+}
+
 /**
- * Build the debug endpoint and listen on `host`:`port`. Resolves with the instance once
- * listening; rejects with the listen error (e.g. EADDRINUSE).
+ * Make way for a unix socket at `file`: create its directory (0755) when missing and remove a
+ * stale socket file. Throws StatusError ALREADY_EXISTS when a non-socket file is there or a
+ * live server accepts connections on it (it is left alone).
  */
-export async function startDebugServer(sandbox: Sandbox, host: string, port: number): Promise<FastifyInstance> {
+async function prepareSocketPath(file: string): Promise<void> {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  let stat: fs.Stats;
+  try {
+    stat = fs.lstatSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!stat.isSocket()) throw new StatusError(Code.ALREADY_EXISTS, `cannot listen on ${file}: it exists and is not a socket`);
+  if (await socketIsLive(file)) {
+    throw new StatusError(Code.ALREADY_EXISTS, `cannot listen on ${file}: another process is serving it`);
+  }
+  fs.rmSync(file, { force: true });
+}
+
+/**
+ * Build the debug endpoint and listen on `address`. A unix socket is created mode 0600 (owned
+ * by this process's uid: only it and root can connect), its directory created when missing, a
+ * stale socket file removed (fastify removes the file again on close). Resolves with the
+ * instance once listening; rejects with StatusError ALREADY_EXISTS when the socket path holds
+ * something else or a live server, else with the listen error (e.g. EADDRINUSE, EACCES).
+ */
+export async function startDebugServer(sandbox: Sandbox, address: DebugAddress): Promise<FastifyInstance> {
   const app = buildDebugServer(sandbox);
-  await app.listen({ host, port });
+  if (address.kind === 'tcp') {
+    await app.listen({ host: address.host, port: address.port });
+    return app;
+  }
+  await prepareSocketPath(address.path);
+  // The socket is created with mode 0777 & ~umask: restrict the umask while it is bound (no
+  // window in which another uid could connect), then make sure of the mode.
+  const oldMask = process.umask(0o177);
+  try {
+    await app.listen({ path: address.path });
+  } finally {
+    process.umask(oldMask);
+  }
+  try {
+    fs.chmodSync(address.path, 0o600);
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
   return app;
 }

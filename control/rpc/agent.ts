@@ -22,8 +22,11 @@
  */
 import type { Logger } from 'pino';
 import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
+import { encodeMessage } from '../../shared/channel';
 import {
   Code,
+  CONTAINER_ID_RE,
+  HELPER_MAX_PACKET,
   StatusError,
   validateContainerId,
   validateExecId,
@@ -80,6 +83,10 @@ export interface AgentServiceOptions {
   maxExitedRecords?: number;
 }
 
+function helperLostError(op: string): StatusError {
+  return new StatusError(Code.UNAVAILABLE, `the helper connection was lost (helper ${op})`);
+}
+
 function unimplementedField(field: string, detail: string): StatusError {
   return new StatusError(Code.UNIMPLEMENTED, `${field} is not supported yet (${detail})`);
 }
@@ -96,7 +103,12 @@ export class AgentService {
   private readonly oomWaiters = new Set<(err: StatusError) => void>();
   private sandboxOp: Promise<unknown> = Promise.resolve();
   private destroying = false;
+  /** The DestroySandbox in progress (a concurrent one gets the same answer). */
+  private destroyRun: Promise<Empty> | null = null;
+  /** CreateContainer / ExecProcess calls in progress (DestroySandbox waits for them). */
+  private readonly inflight = new Set<Promise<unknown>>();
   private shutdownRequested = false;
+  private helperLost = false;
 
   constructor(options: AgentServiceOptions) {
     this.helper = options.helper;
@@ -110,11 +122,17 @@ export class AgentService {
   // -------------------------------------------------------------------------------------------
   // Helper plumbing
 
-  /** Call the helper; a failure that is not a StatusError becomes UNAVAILABLE naming the op. */
+  /**
+   * Call the helper. Once the helper connection is lost every call fails UNAVAILABLE "the
+   * helper connection was lost"; a failure that is not a StatusError becomes UNAVAILABLE naming
+   * the op.
+   */
   private async call<K extends OpName>(op: K, args: Ops[K][0], timeoutMs?: number): Promise<HelperCallResult<K>> {
+    if (this.helperLost) throw helperLostError(op);
     try {
       return await this.helper.call(op, args, timeoutMs === undefined ? undefined : { timeoutMs });
     } catch (err) {
+      if (this.helperLost) throw helperLostError(op);
       if (err instanceof StatusError) throw err;
       throw new StatusError(Code.UNAVAILABLE, `helper ${op} failed: ${(err as Error).message}`);
     }
@@ -156,9 +174,14 @@ export class AgentService {
     if (early.pid === p.pid) container.applyExit(p.helperExecId, p.pid, early.exitStatus);
   }
 
-  /** The helper connection is gone: nothing will report exits any more. */
+  /**
+   * The helper connection is gone: nothing will report exits any more. Pending WaitProcess
+   * calls fail UNAVAILABLE "the helper connection was lost; ..." and so does every later call
+   * that needs the helper (helper calls in flight fail the same way through {@link call}).
+   */
   handleHelperLost(): void {
-    const err = new StatusError(Code.UNAVAILABLE, 'connection to the helper lost; the exit status is unknown');
+    this.helperLost = true;
+    const err = new StatusError(Code.UNAVAILABLE, 'the helper connection was lost; the exit status is unknown');
     for (const c of this.sandbox.containers.values()) for (const p of c.processes()) p.abandon(err);
   }
 
@@ -192,6 +215,37 @@ export class AgentService {
     if (this.sandbox.destroyed) throw new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed; the agent is shutting down');
   }
 
+  /** Run a CreateContainer / ExecProcess body as in flight: DestroySandbox waits for it. */
+  private track<T>(run: () => Promise<T>): Promise<T> {
+    const p = run();
+    this.inflight.add(p);
+    const done = (): void => {
+      this.inflight.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /**
+   * RESOURCE_EXHAUSTED that says what it means when `args` for `op` do not fit one helper
+   * packet ({@link HELPER_MAX_PACKET}), else `err` unchanged.
+   */
+  private tooLargeError(err: unknown, op: 'createContainer' | 'execProcess', args: object): unknown {
+    if (!(err instanceof StatusError) || err.code !== Code.RESOURCE_EXHAUSTED) return err;
+    let size: number;
+    try {
+      size = encodeMessage({ id: 0, op, args }).length;
+    } catch {
+      return err;
+    }
+    if (size <= HELPER_MAX_PACKET) return err;
+    const what = op === 'createContainer' ? 'OCI spec too large: the container plan' : 'OCI process too large: the process plan';
+    return new StatusError(
+      Code.RESOURCE_EXHAUSTED,
+      `${what} is ${size} bytes, the agent accepts at most ${HELPER_MAX_PACKET} (e.g. fewer or shorter env entries / args / mounts)`,
+    );
+  }
+
   // -------------------------------------------------------------------------------------------
   // Sandbox
 
@@ -199,7 +253,8 @@ export class AgentService {
    * CreateSandbox: records hostname and sandbox id and asks the helper for the sandbox's
    * persistent namespaces. ALREADY_EXISTS on a second call (upstream does not check);
    * UNIMPLEMENTED for non-empty dns, storages, kernel_modules or guest_hook_path (later
-   * issues); INVALID_ARGUMENT for a bad hostname or sandbox id. `sandbox_pidns` is ignored, as
+   * issues); INVALID_ARGUMENT for a bad hostname or sandbox id (an empty sandbox id is
+   * accepted, as upstream; a non-empty one must be a valid container id). `sandbox_pidns` is ignored, as
    * upstream (the per-container flag decides).
    */
   createSandbox(req: pb.CreateSandboxRequest): Promise<Empty> {
@@ -218,7 +273,13 @@ export class AgentService {
       if (hostname.includes('\0') || Buffer.byteLength(hostname) > HOST_NAME_MAX) {
         throw new StatusError(Code.INVALID_ARGUMENT, `invalid hostname ${JSON.stringify(hostname)}: at most ${HOST_NAME_MAX} bytes, no NUL`);
       }
-      const sandboxId = req.sandbox_id === '' ? '' : validateContainerId(req.sandbox_id);
+      const sandboxId = req.sandbox_id;
+      if (sandboxId !== '' && !CONTAINER_ID_RE.test(sandboxId)) {
+        throw new StatusError(
+          Code.INVALID_ARGUMENT,
+          `invalid sandbox id ${JSON.stringify(sandboxId)} (empty, or 2 to 256 ASCII letters, digits, ".", "_" or "-" starting with a letter or digit)`,
+        );
+      }
       const result = await this.callNoFds('createSandbox', { sandboxId, hostname });
       this.sandbox.id = sandboxId;
       this.sandbox.hostname = hostname;
@@ -230,17 +291,26 @@ export class AgentService {
   }
 
   /**
-   * DestroySandbox: removes every container (as RemoveContainer with the default bound), asks
-   * the helper to destroy the sandbox, fails pending GetOOMEvent calls, and — after this reply
-   * has been sent — calls `onShutdown` (upstream exits the agent). If a container cannot be
-   * removed, the first error is returned and the agent stays up.
+   * DestroySandbox: marks the sandbox as being destroyed (from now on CreateContainer and
+   * ExecProcess fail FAILED_PRECONDITION), waits for the CreateContainer / ExecProcess calls in
+   * flight to settle, removes every container (as RemoveContainer with the default bound; those
+   * just created included), asks the helper to destroy the sandbox, fails pending GetOOMEvent
+   * calls, and — after this reply has been sent — calls `onShutdown` (upstream exits the agent).
+   * A concurrent second DestroySandbox gets the same answer. If a container cannot be removed,
+   * the first error is returned and the agent stays up (a retry is possible).
    */
   destroySandbox(_req: pb.DestroySandboxRequest): Promise<Empty> {
-    return this.serialise(async () => {
+    if (this.destroyRun) return this.destroyRun;
+    try {
       this.checkNotDestroyed();
-      // No new containers from now on (CreateContainer checks this flag).
-      this.destroying = true;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // No new containers or exec processes from now on (they check this flag).
+    this.destroying = true;
+    const run = this.serialise(async () => {
       try {
+        while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
         const errors: Error[] = [];
         for (const id of [...this.sandbox.containers.keys()]) {
           try {
@@ -255,9 +325,12 @@ export class AgentService {
           throw new StatusError(code, `DestroySandbox: ${errors.length} container(s) could not be removed; first: ${first.message}`);
         }
         if (this.sandbox.created) await this.callNoFds('destroySandbox', {});
-      } finally {
+      } catch (err) {
         this.destroying = false;
+        this.destroyRun = null;
+        throw err;
       }
+      this.destroying = false;
       this.sandbox.created = false;
       this.sandbox.destroyed = true;
       this.failOomWaiters(new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed: no more OOM events'));
@@ -269,6 +342,8 @@ export class AgentService {
       }
       return {};
     });
+    this.destroyRun = run;
+    return run;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -279,11 +354,16 @@ export class AgentService {
    * with Kata's namespace rewrite), has the helper set it up (init blocked until Start), and
    * keeps the init's stdio. INVALID_ARGUMENT for a bad id or spec, ALREADY_EXISTS for a used id,
    * UNIMPLEMENTED for devices, storages, shared_mounts or passfd ports, FAILED_PRECONDITION after
-   * DestroySandbox or for sandbox_pidns without a sandbox pid namespace; helper errors pass
-   * through.
+   * DestroySandbox or for sandbox_pidns without a (live) sandbox pid namespace,
+   * RESOURCE_EXHAUSTED "OCI spec too large" when the plan does not fit the helper's packet
+   * limit; helper errors pass through.
    */
   async createContainer(req: pb.CreateContainerRequest): Promise<Empty> {
     this.checkNotDestroyed();
+    return this.track(() => this.doCreateContainer(req));
+  }
+
+  private async doCreateContainer(req: pb.CreateContainerRequest): Promise<Empty> {
     const id = validateContainerId(req.container_id);
     if (this.sandbox.containers.has(id) || this.sandbox.pendingContainerIds.has(id)) {
       throw new StatusError(Code.ALREADY_EXISTS, `container ${JSON.stringify(id)} already exists`);
@@ -295,11 +375,15 @@ export class AgentService {
     if (req.stdin_port || req.stdout_port || req.stderr_port) {
       throw unimplementedField('CreateContainerRequest stdin_port/stdout_port/stderr_port (passfd I/O)', `${req.stdin_port}/${req.stdout_port}/${req.stderr_port}`);
     }
-    const plan = containerPlanFromSpec(req.OCI, { sandboxPidns: req.sandbox_pidns, sandbox: this.sandbox.namespaceInfo() });
+    if (req.sandbox_pidns) this.sandbox.checkPidnsAlive();
+    const plan = containerPlanFromSpec(req.OCI, { sandboxPidns: req.sandbox_pidns, sandbox: this.sandbox.namespaceInfo(), warn: (f, m) => this.log.warn({ container: id, ...f }, m) });
 
     this.sandbox.pendingContainerIds.add(id);
     try {
-      const { result, fds } = await this.call('createContainer', { containerId: id, plan });
+      const args = { containerId: id, plan };
+      const { result, fds } = await this.call('createContainer', args).catch((err: unknown) => {
+        throw this.tooLargeError(err, 'createContainer', args);
+      });
       let stdio: ProcessStdio;
       try {
         stdio = ProcessStdio.fromFds(fds, plan.process.terminal);
@@ -350,12 +434,13 @@ export class AgentService {
         this.log.warn({ container: id }, 'helper did not know the container; dropping our record');
       }
       const gone = new StatusError(Code.NOT_FOUND, `container ${id} was removed before the process's exit status was known`);
+      const closed = new StatusError(Code.FAILED_PRECONDITION, `container ${id} was removed: its stdin is closed`);
       for (const p of container.processes()) {
         p.abandon(gone);
-        p.stdio.destroy();
+        p.stdio.destroy(closed);
       }
       container.status = 'stopped';
-      this.sandbox.containers.delete(id);
+      this.sandbox.removeContainer(id);
       for (const key of [...this.earlyExits.keys()]) if (key.startsWith(`${id}\0`)) this.earlyExits.delete(key);
       this.log.info({ container: id }, 'container removed');
     })();
@@ -385,10 +470,18 @@ export class AgentService {
   /**
    * ExecProcess: runs `process` in the running container. INVALID_ARGUMENT for a bad exec id or
    * process, ALREADY_EXISTS when a live process has the exec id (or it is the container id,
-   * the init's), FAILED_PRECONDITION unless the container is running, UNIMPLEMENTED for passfd
-   * ports. An exited record with the same exec id is replaced.
+   * the init's), FAILED_PRECONDITION unless the container is running (also while it is being
+   * removed, when it is removed or its init exits while the exec starts, and while the sandbox
+   * is being destroyed), UNIMPLEMENTED for passfd ports, RESOURCE_EXHAUSTED when the process
+   * plan does not fit the helper's packet limit. An exited record with the same exec id is
+   * replaced.
    */
   async execProcess(req: pb.ExecProcessRequest): Promise<Empty> {
+    this.checkNotDestroyed();
+    return this.track(() => this.doExecProcess(req));
+  }
+
+  private async doExecProcess(req: pb.ExecProcessRequest): Promise<Empty> {
     const container = this.sandbox.getContainer(req.container_id);
     const execId = validateExecId(req.exec_id, false);
     if (execId === container.id || container.pendingExecIds.has(execId) || container.execs.get(execId)?.exited === false) {
@@ -401,7 +494,7 @@ export class AgentService {
     if (req.stdin_port || req.stdout_port || req.stderr_port) {
       throw unimplementedField('ExecProcessRequest stdin_port/stdout_port/stderr_port (passfd I/O)', `${req.stdin_port}/${req.stdout_port}/${req.stderr_port}`);
     }
-    const process = processPlanFromOci(req.process, 'process');
+    const process = processPlanFromOci(req.process, 'process', { container: container.plan, warn: (f, m) => this.log.warn({ container: container.id, exec: execId, ...f }, m) });
 
     container.pendingExecIds.add(execId);
     try {
@@ -410,7 +503,22 @@ export class AgentService {
         container.execs.delete(execId);
         await this.release(container, old);
       }
-      const { result, fds } = await this.call('execProcess', { containerId: container.id, execId, process });
+      const args = { containerId: container.id, execId, process };
+      let reply: HelperCallResult<'execProcess'>;
+      try {
+        reply = await this.call('execProcess', args);
+      } catch (err) {
+        if (err instanceof StatusError && err.code !== Code.FAILED_PRECONDITION && err.code !== Code.UNAVAILABLE && this.removedOrRemoving(container)) {
+          throw new StatusError(Code.FAILED_PRECONDITION, `container ${container.id} is being removed: exec ${execId} failed: ${err.message}`);
+        }
+        throw this.tooLargeError(err, 'execProcess', args);
+      }
+      const { result, fds } = reply;
+      if (this.removedOrRemoving(container)) {
+        // The helper kills an exec that raced the removal; we keep no record of it.
+        closeFds(Object.values(fds));
+        throw new StatusError(Code.FAILED_PRECONDITION, `container ${container.id} was removed while exec ${execId} was starting`);
+      }
       let stdio: ProcessStdio;
       try {
         stdio = ProcessStdio.fromFds(fds, process.terminal);
@@ -427,6 +535,11 @@ export class AgentService {
     } finally {
       container.pendingExecIds.delete(execId);
     }
+  }
+
+  /** True when `container` is being removed or is gone from the sandbox. */
+  private removedOrRemoving(container: Container): boolean {
+    return container.removing !== null || this.sandbox.containers.get(container.id) !== container;
   }
 
   /**
@@ -509,14 +622,26 @@ export class AgentService {
   }
 
   /**
-   * WriteStdin: writes all of `data` (resolves once handed to the kernel; waits while the pipe
-   * or pty is full) and returns its length. FAILED_PRECONDITION after CloseStdin or once the
-   * process no longer reads stdin; NOT_FOUND for unknown ids.
+   * WriteStdin: writes all of `data` (resolves once every byte was accepted by the pipe or pty,
+   * as upstream's write_all; waits while it is full) and returns its length. Writes to one
+   * process complete in call order. At most MAX_PENDING_STDIN (8 MiB) may wait for a process
+   * that does not read: beyond, RESOURCE_EXHAUSTED naming the limit (nothing is queued). A
+   * write whose call ends (deadline, connection drop) before any of its bytes reached the pipe
+   * is dropped. FAILED_PRECONDITION after CloseStdin, once the process has exited or no longer
+   * reads stdin, or when the container is removed while the write waits; NOT_FOUND for unknown
+   * ids.
    */
-  async writeStdin(req: pb.WriteStreamRequest): Promise<pb.WriteStreamResponse.$Properties> {
+  async writeStdin(req: pb.WriteStreamRequest, ctx: RpcContext = {}): Promise<pb.WriteStreamResponse.$Properties> {
     const p = this.sandbox.getContainer(req.container_id).getProcess(req.exec_id);
-    const len = await p.stdio.stdin.write(req.data);
-    return { len };
+    try {
+      const len = await p.stdio.stdin.write(req.data, ctx.signal);
+      return { len };
+    } catch (err) {
+      if (err instanceof StatusError && err.code === Code.RESOURCE_EXHAUSTED) {
+        throw new StatusError(err.code, `process ${JSON.stringify(p.execId)} of container ${p.containerId}: ${err.message}`);
+      }
+      throw err;
+    }
   }
 
   /**

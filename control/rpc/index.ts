@@ -78,7 +78,7 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.WaitProcess, (r) => agent.waitProcess(r));
   reg(METHODS.ReadStdout, (r, ctx) => agent.readStdout(r, ctx));
   reg(METHODS.ReadStderr, (r, ctx) => agent.readStderr(r, ctx));
-  reg(METHODS.WriteStdin, (r) => agent.writeStdin(r));
+  reg(METHODS.WriteStdin, (r, ctx) => agent.writeStdin(r, ctx));
   reg(METHODS.CloseStdin, (r) => agent.closeStdin(r));
   reg(METHODS.TtyWinResize, (r) => agent.ttyWinResize(r));
   reg(METHODS.GetOOMEvent, (r, ctx) => agent.getOOMEvent(r, ctx));

@@ -61,11 +61,15 @@ export class Process {
     return this.exitStatus !== null;
   }
 
-  /** Record the exit (first call wins; later calls are ignored). */
+  /**
+   * Record the exit (first call wins; later calls are ignored). Stdin waiting for the process
+   * is released (writes fail FAILED_PRECONDITION); its output stays readable.
+   */
   markExited(status: number, seq: number): void {
     if (this.exitStatus !== null) return;
     this.exitStatus = status;
     this.exitSeq = seq;
+    this.stdio.processExited();
     this.resolveExit(status);
   }
 

@@ -22,6 +22,13 @@ export class Sandbox {
   namespaces: NamespacePlan[] = [];
   /** `/proc/<pid>/ns/pid` of the first container's init, or null (upstream update_shared_pidns). */
   pidns: string | null = null;
+  /** The container whose init's pid namespace {@link pidns} is, or null. */
+  pidnsOwner: string | null = null;
+  /**
+   * True once the sandbox pid namespace's owner was removed: the namespace died with its init.
+   * (Upstream keeps the dangling path; we refuse sandbox_pidns with FAILED_PRECONDITION.)
+   */
+  pidnsGone = false;
   readonly containers = new Map<string, Container>();
   /** Container ids reserved by a CreateContainer in flight. */
   readonly pendingContainerIds = new Set<string>();
@@ -40,12 +47,41 @@ export class Sandbox {
 
   /**
    * Insert a newly created container. The first container's init pid namespace becomes the
-   * sandbox pid namespace when none is set yet (upstream update_shared_pidns).
+   * sandbox pid namespace when none is set yet (upstream update_shared_pidns); once that
+   * namespace is gone no other container takes its place (as upstream, which keeps the path).
    */
   addContainer(container: Container): void {
-    if (this.pidns === null && this.containers.size === 0) {
+    if (this.pidns === null && !this.pidnsGone && this.containers.size === 0) {
       this.pidns = `/proc/${container.init.pid}/ns/pid`;
+      this.pidnsOwner = container.id;
     }
     this.containers.set(container.id, container);
+  }
+
+  /** Drop container `id`; when it owned the sandbox pid namespace, that namespace is gone. */
+  removeContainer(id: string): void {
+    this.containers.delete(id);
+    if (this.pidnsOwner === id) {
+      this.pidns = null;
+      this.pidnsOwner = null;
+      this.pidnsGone = true;
+    }
+  }
+
+  /**
+   * For a container asking for sandbox_pidns: throws StatusError FAILED_PRECONDITION "the
+   * sandbox pid namespace is gone" when the container that owned it was removed or its init
+   * has exited (a pid namespace dies with its init). Without any sandbox pid namespace yet it
+   * returns (control/oci.ts refuses that case).
+   */
+  checkPidnsAlive(): void {
+    if (this.pidnsGone) {
+      throw new StatusError(Code.FAILED_PRECONDITION, 'the sandbox pid namespace is gone: the container that owned it was removed');
+    }
+    const owner = this.pidnsOwner === null ? undefined : this.containers.get(this.pidnsOwner);
+    if (owner && (owner.init.exited || owner.removing)) {
+      const why = owner.removing ? 'is being removed' : 'has exited';
+      throw new StatusError(Code.FAILED_PRECONDITION, `the sandbox pid namespace is gone: the init of container ${owner.id}, its owner, ${why}`);
+    }
   }
 }

@@ -13,6 +13,9 @@
  * - Reads are not cut off by the process exit: data written before the exit is delivered
  *   before EOF (B08). Waiting for the process does not close the output streams.
  * - A read returns only bytes that were read, never padding (B10).
+ * - Stdin is a bounded queue ({@link InputStream}): at most {@link MAX_PENDING_STDIN} bytes wait
+ *   for a process that does not read; a write withdrawn by its caller before it started is
+ *   dropped; everything waiting is released on CloseStdin, on the process's exit and on removal.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -203,14 +206,67 @@ export class OutputStream {
   }
 }
 
-/** A stdin sink (pipe write end or pty master) with full-write semantics. */
+/**
+ * Bytes of stdin that may wait in control for a process beyond what its pipe or pty has
+ * accepted (8 MiB). A WriteStdin that would exceed it fails RESOURCE_EXHAUSTED at once.
+ */
+export const MAX_PENDING_STDIN = 8 * 1024 * 1024;
+
+/** Size of the pieces a write is handed to the pipe in (64 KiB, one pipe buffer). */
+export const STDIN_CHUNK = 64 * 1024;
+
+interface PendingWrite {
+  readonly data: Buffer;
+  /** Bytes handed to the sink so far. */
+  handed: number;
+  /** Bytes the sink reported written (accepted by the kernel). */
+  accepted: number;
+  /** True once the first piece was handed to the sink: the write then always runs to its end. */
+  started: boolean;
+  /** Resolves the caller with the length; undefined for internal writes (the pty VEOF). */
+  readonly resolve?: (n: number) => void;
+  readonly reject?: (err: Error) => void;
+  readonly signal?: AbortSignal;
+  readonly onAbort?: () => void;
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new StatusError(Code.CANCELLED, 'write cancelled');
+}
+
+/**
+ * A stdin sink (pipe write end or pty master) with full-write semantics and a bounded queue.
+ *
+ * Writes are queued in call order and handed to the sink {@link STDIN_CHUNK} bytes at a time,
+ * the next piece only once the kernel took the previous one, so what waits in memory is what the
+ * process has not read yet, and it is bounded by `maxPending` bytes ({@link MAX_PENDING_STDIN}).
+ * A write whose caller gave up (its AbortSignal fired: the ttRPC deadline passed or the
+ * connection dropped) before any of its bytes reached the sink is withdrawn; one that started is
+ * written to its end so that the process never sees a torn write followed by later data.
+ */
 export class InputStream {
   private closed = false;
+  /** What a write is refused with once closed (default FAILED_PRECONDITION "stdin is closed"). */
+  private closedError: StatusError | null = null;
   private failure: Error | null = null;
+  private readonly queue: PendingWrite[] = [];
+  /** Bytes of queued writes the kernel has not accepted yet. */
+  private pending = 0;
+  /** True while a piece is handed to the sink and its callback has not run. */
+  private busy = false;
 
-  constructor(private readonly sink: Writable) {
+  /**
+   * @param sink the pipe write end (net.Socket) or pty master (FdStream)
+   * @param maxPending bytes that may wait beyond what the sink accepted (default
+   *   {@link MAX_PENDING_STDIN})
+   */
+  constructor(
+    private readonly sink: Writable,
+    private readonly maxPending = MAX_PENDING_STDIN,
+  ) {
     sink.on('error', (err: Error) => {
       this.failure = err;
+      this.failAll(this.brokenError(err));
     });
   }
 
@@ -219,23 +275,107 @@ export class InputStream {
     return this.closed;
   }
 
+  /** Bytes written by callers that the process has not taken yet (queued or in the sink). */
+  get pendingBytes(): number {
+    return this.pending;
+  }
+
   /**
-   * Write all of `data`; resolves with its length once the bytes are handed to the kernel (the
-   * promise stays pending while the pipe or pty is full — backpressure from the process).
-   * Throws StatusError FAILED_PRECONDITION "stdin is closed" after CloseStdin, and
-   * FAILED_PRECONDITION naming the errno when the write fails (e.g. EPIPE: nobody reads).
+   * Write all of `data`; resolves with its length once every byte has been accepted by the
+   * kernel (the promise stays pending while the pipe or pty is full — backpressure from the
+   * process). Writes complete in call order. Throws StatusError:
+   * - FAILED_PRECONDITION "stdin is closed" after CloseStdin (or the process's exit), and
+   *   FAILED_PRECONDITION naming the errno when the write fails (e.g. EPIPE: nobody reads);
+   *   writes still queued then fail the same way;
+   * - RESOURCE_EXHAUSTED when `data` would make more than `maxPending` bytes wait (nothing of
+   *   it is queued);
+   * - the signal's reason (DEADLINE_EXCEEDED, CANCELLED) when `signal` aborts before any of the
+   *   bytes reached the sink; the write is then dropped.
    */
-  async write(data: Uint8Array): Promise<number> {
-    if (this.closed) throw new StatusError(Code.FAILED_PRECONDITION, 'stdin is closed');
-    if (this.failure || this.sink.destroyed) throw this.brokenError(this.failure);
-    if (data.length === 0) return 0;
-    await new Promise<void>((resolve, reject) => {
-      this.sink.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), (err) => {
-        if (err) reject(this.brokenError(err));
-        else resolve();
-      });
+  write(data: Uint8Array, signal?: AbortSignal): Promise<number> {
+    if (this.closed) return Promise.reject(this.closedError ?? new StatusError(Code.FAILED_PRECONDITION, 'stdin is closed'));
+    if (this.failure || this.sink.destroyed) return Promise.reject(this.brokenError(this.failure));
+    if (data.length === 0) return Promise.resolve(0);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (this.pending + data.length > this.maxPending) {
+      return Promise.reject(
+        new StatusError(
+          Code.RESOURCE_EXHAUSTED,
+          `stdin write of ${data.length} bytes refused: ${this.pending} bytes already wait for the process to read its stdin, ` +
+            `and at most ${this.maxPending} bytes may wait beyond what the pipe accepted`,
+        ),
+      );
+    }
+    return new Promise<number>((resolve, reject) => {
+      const entry: PendingWrite = {
+        data: Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+        handed: 0,
+        accepted: 0,
+        started: false,
+        resolve,
+        reject,
+        signal,
+        onAbort: signal
+          ? () => {
+              if (entry.started) return; // runs to its end (never torn)
+              const i = this.queue.indexOf(entry);
+              if (i < 0) return;
+              this.queue.splice(i, 1);
+              this.pending -= entry.data.length;
+              reject(abortReason(signal));
+            }
+          : undefined,
+      };
+      if (signal && entry.onAbort) signal.addEventListener('abort', entry.onAbort, { once: true });
+      this.enqueue(entry);
     });
-    return data.length;
+  }
+
+  private enqueue(entry: PendingWrite): void {
+    this.queue.push(entry);
+    this.pending += entry.data.length;
+    this.pump();
+  }
+
+  /** Hand the next piece of the head write to the sink unless one is in flight. */
+  private pump(): void {
+    if (this.busy || this.queue.length === 0 || this.sink.destroyed) return;
+    const head = this.queue[0];
+    const piece = head.data.subarray(head.handed, head.handed + STDIN_CHUNK);
+    head.handed += piece.length;
+    head.started = true;
+    this.busy = true;
+    this.sink.write(piece, (err) => {
+      this.busy = false;
+      if (this.queue[0] !== head) return; // failed and dropped meanwhile
+      if (err) {
+        this.failure ??= err;
+        this.failAll(this.brokenError(err));
+        return;
+      }
+      head.accepted += piece.length;
+      this.pending -= piece.length;
+      if (head.accepted === head.data.length) {
+        this.queue.shift();
+        this.settle(head);
+        head.resolve?.(head.data.length);
+      }
+      this.pump();
+    });
+  }
+
+  private settle(entry: PendingWrite): void {
+    if (entry.signal && entry.onAbort) entry.signal.removeEventListener('abort', entry.onAbort);
+  }
+
+  /** Reject and drop every queued write. */
+  private failAll(err: Error): void {
+    const entries = this.queue.splice(0);
+    this.pending = 0;
+    for (const e of entries) {
+      this.settle(e);
+      e.reject?.(err);
+    }
   }
 
   private brokenError(err: Error | null): StatusError {
@@ -243,22 +383,34 @@ export class InputStream {
     return new StatusError(Code.FAILED_PRECONDITION, `stdin is broken (${code}): the process no longer reads it`);
   }
 
-  /** Refuse further writes without closing the sink (the pty case: the master stays open). */
-  markClosed(): void {
-    this.closed = true;
-  }
-
-  /** Refuse further writes and close the sink (after queued writes are flushed). Idempotent. */
-  close(): void {
+  /**
+   * Refuse further writes without closing the sink (the pty case: the master stays open for the
+   * output). Writes still queued fail with `reason` (default FAILED_PRECONDITION "stdin is
+   * closed"), which later writes get too; `last` (the pty's VEOF) is queued as the final bytes.
+   */
+  markClosed(reason?: StatusError, last?: Buffer): void {
     if (this.closed) return;
     this.closed = true;
-    if (!this.sink.destroyed) this.sink.end(() => this.sink.destroy());
+    this.closedError = reason ?? null;
+    this.failAll(reason ?? new StatusError(Code.FAILED_PRECONDITION, 'stdin was closed before this write completed'));
+    if (last && last.length > 0 && !this.failure && !this.sink.destroyed) {
+      this.enqueue({ data: last, handed: 0, accepted: 0, started: false });
+    }
   }
 
-  /** Close the sink now, dropping unflushed writes. */
-  destroy(): void {
-    this.closed = true;
-    this.sink.destroy();
+  /**
+   * CloseStdin on a pipe: refuse further writes, fail the writes still queued (their callers
+   * were not told they succeeded; FAILED_PRECONDITION) and close the sink, so the process reads
+   * EOF after the bytes of every successful write. `reason` as for {@link markClosed}. Idempotent.
+   */
+  close(reason?: StatusError): void {
+    this.markClosed(reason);
+    if (!this.sink.destroyed) this.sink.destroy();
+  }
+
+  /** Close the sink now: queued writes fail (FAILED_PRECONDITION) and are dropped. Idempotent. */
+  destroy(reason?: StatusError): void {
+    this.close(reason);
   }
 }
 
@@ -329,10 +481,11 @@ export class ProcessStdio {
   }
 
   /**
-   * CloseStdin. Pipes: close the stdin write end (the helper must close its copy too).
-   * Terminal: the master is also the output, so it stays open (field case B13); the VEOF
-   * character ^D is written once (EOF for a reader in canonical mode) and further writes are
-   * refused. Idempotent.
+   * CloseStdin. Pipes: close the stdin write end (the helper must close its copy too); writes
+   * still waiting for the process fail FAILED_PRECONDITION and are dropped (their callers were
+   * not told they succeeded). Terminal: the master is also the output, so it stays open (field
+   * case B13); waiting writes fail likewise, the VEOF character ^D is queued once (EOF for a
+   * reader in canonical mode) and further writes are refused. Idempotent.
    */
   async closeStdin(): Promise<void> {
     if (!this.terminal) {
@@ -341,12 +494,18 @@ export class ProcessStdio {
     }
     if (this.stdinEofSent || this.stdin.isClosed) return;
     this.stdinEofSent = true;
-    try {
-      // Not awaited to completion if the pty is full: the EOF is queued behind earlier input.
-      void this.stdin.write(Buffer.of(VEOF)).catch(() => undefined);
-    } finally {
-      this.stdin.markClosed();
-    }
+    this.stdin.markClosed(undefined, Buffer.of(VEOF));
+  }
+
+  /**
+   * The process has exited: nobody will read its stdin any more. Writes still waiting fail
+   * (FAILED_PRECONDITION "the process has exited"), and so do later ones; a stdin pipe is
+   * closed (a pty master stays open for the output). Output is untouched.
+   */
+  processExited(): void {
+    const reason = new StatusError(Code.FAILED_PRECONDITION, 'the process has exited: its stdin is closed');
+    if (this.terminal) this.stdin.markClosed(reason);
+    else this.stdin.close(reason);
   }
 
   /**
@@ -379,9 +538,12 @@ export class ProcessStdio {
     if (!this.terminal) this.stdin.destroy();
   }
 
-  /** Close everything and drop queued output (container removal, record eviction). */
-  destroy(): void {
-    this.stdin.destroy();
+  /**
+   * Close everything and drop queued output and stdin (container removal, record eviction);
+   * waiting writes fail with `reason` (default FAILED_PRECONDITION "stdin is closed").
+   */
+  destroy(reason?: StatusError): void {
+    this.stdin.destroy(reason);
     this.stdout.destroy();
     if (this.stderr !== this.stdout) this.stderr.destroy();
   }

@@ -19,7 +19,10 @@
  * - DATA frames, stray RESPONSE frames and unknown frame types → logged and ignored.
  * - a header that cannot be ttRPC (unknown type with an oversize length) → connection closed.
  * - a response above 4 MiB → replaced by RESOURCE_EXHAUSTED.
- * - connection dropped (or server closing) → in-flight handlers' signals aborted.
+ * - connection dropped → in-flight handlers' signals aborted.
+ * - server closing → new requests answered UNAVAILABLE `the server is shutting down`; in-flight
+ *   handlers get `graceMs` to settle, then the rest are answered UNAVAILABLE and their signals
+ *   aborted; every answer is flushed before the connection is closed.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -76,9 +79,20 @@ const END_GRACE_MS = 2000;
 
 interface Inflight {
   readonly controller: AbortController;
+  readonly streamId: number;
   timer?: NodeJS.Timeout;
   finished: boolean;
 }
+
+/** Options of {@link TtrpcServer.close}. */
+export interface CloseOptions {
+  /** How long in-flight handlers may take to settle before they are answered UNAVAILABLE, in ms (default 0). */
+  graceMs?: number;
+  /** Message of the UNAVAILABLE answers (default "the server is shutting down"). */
+  message?: string;
+}
+
+const SHUTTING_DOWN = 'the server is shutting down';
 
 interface Listener {
   readonly description: string;
@@ -109,6 +123,7 @@ function endThenDestroy(stream: Duplex): void {
 class Connection {
   private readonly parser = new FrameParser();
   private readonly inflight = new Set<Inflight>();
+  private idleWaiters: Array<() => void> = [];
   private closed = false;
   private paused = false;
   readonly done: Promise<void>;
@@ -137,16 +152,29 @@ class Connection {
     });
   }
 
-  /** Stop serving: abort in-flight handlers, end and destroy the stream. Idempotent. */
-  shutdown(reason: string): void {
+  /**
+   * Stop serving: abort in-flight handlers (answering each with `answer` first when given: the
+   * server is closing, the peer is still there), end the stream (flushing what was written)
+   * and destroy it. Idempotent.
+   */
+  shutdown(reason: string, answer?: StatusError): void {
     if (!this.closed) {
+      if (answer) {
+        for (const entry of this.inflight) this.respondStatus(entry.streamId, answer.code, answer.message);
+      }
       this.closed = true;
       const abortReason = new StatusError(Code.CANCELLED, reason);
-      for (const entry of this.inflight) this.finish(entry, abortReason);
+      for (const entry of [...this.inflight]) this.finish(entry, abortReason);
       this.inflight.clear();
       this.server.forget(this);
     }
     endThenDestroy(this.stream);
+  }
+
+  /** Resolves once no handler is in flight (at once if none is). */
+  idle(): Promise<void> {
+    if (this.inflight.size === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   private finish(entry: Inflight, abortReason?: StatusError): void {
@@ -155,6 +183,11 @@ class Connection {
     if (entry.timer) clearTimeout(entry.timer);
     this.inflight.delete(entry);
     if (abortReason) entry.controller.abort(abortReason);
+    if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
   }
 
   private onData(chunk: Buffer): void {
@@ -215,6 +248,10 @@ class Connection {
     }
     const service = request.service ?? '';
     const method = request.method ?? '';
+    if (this.server.isClosing) {
+      this.respondStatus(streamId, Code.UNAVAILABLE, SHUTTING_DOWN);
+      return;
+    }
     const lookup = this.server.lookup(service, method);
     if (typeof lookup === 'string') {
       this.log.debug({ streamId, service, method }, lookup);
@@ -228,7 +265,7 @@ class Connection {
       (metadata[key] ??= []).push(kv.value ?? '');
     }
 
-    const entry: Inflight = { controller: new AbortController(), finished: false };
+    const entry: Inflight = { controller: new AbortController(), streamId, finished: false };
     this.inflight.add(entry);
     const timeoutNs = Number(request.timeout_nano ?? 0);
     let deadlineMs: number | undefined;
@@ -365,6 +402,11 @@ export class TtrpcServer {
     const methods = this.services.get(service);
     if (!methods) return `service ${service} is not implemented`;
     return methods.get(method) ?? `method ${service}/${method} is not implemented`;
+  }
+
+  /** @internal True once {@link close} has started. */
+  get isClosing(): boolean {
+    return this.closing;
   }
 
   /** @internal Called by a connection when it stops. */
@@ -504,16 +546,34 @@ export class TtrpcServer {
   }
 
   /**
-   * Stop listening, abort every in-flight handler (signal reason: StatusError CANCELLED), end
-   * every connection. Resolves when all listeners and connections are closed. Idempotent.
+   * Stop listening and answer new requests UNAVAILABLE; give in-flight handlers `graceMs` to
+   * settle (their answers are sent as usual), then answer the rest UNAVAILABLE (`message`) and
+   * abort their signals (reason: StatusError CANCELLED); end every connection once its answers
+   * are flushed.
+   * Resolves when all listeners and connections are closed. Idempotent (a later call does not
+   * wait for the grace period again).
    */
-  async close(): Promise<void> {
+  async close(options: CloseOptions = {}): Promise<void> {
+    const first = !this.closing;
     this.closing = true;
     const listeners = [...this.listeners];
     this.listeners.clear();
+    const listenersClosed = Promise.all(listeners.map((l) => l.close()));
+    const graceMs = first ? (options.graceMs ?? 0) : 0;
+    if (graceMs > 0 && this.connections.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all([...this.connections].map((c) => c.idle())),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, graceMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    const answer = new StatusError(Code.UNAVAILABLE, options.message ?? SHUTTING_DOWN);
     const connections = [...this.connections];
-    for (const connection of connections) connection.shutdown('server closing');
-    await Promise.all([...listeners.map((l) => l.close()), ...connections.map((c) => c.done)]);
+    for (const connection of connections) connection.shutdown('server closing', answer);
+    await Promise.all([listenersClosed, ...connections.map((c) => c.done)]);
   }
 }
 

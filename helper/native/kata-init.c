@@ -33,12 +33,15 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <termios.h>
 #include <unistd.h>
+#include <linux/capability.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 
 /* The fds the helper hands us (see the table in KATA-INIT.md). */
@@ -205,6 +208,12 @@ struct plan {
 	gid_t *groups;
 	size_t n_groups;
 
+	/* `caps`: bit n = capability n. No record: capabilities are left as they are. */
+	bool have_caps;
+	uint64_t cap_bounding, cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+	bool have_oom;
+	int oom_score_adj;
+
 	const char *cwd;
 	bool nonewprivs;
 	bool tty;
@@ -287,6 +296,17 @@ static bool parse_bool(const struct reader *r, const char *s)
 	if (strcmp(s, "1") == 0)
 		return true;
 	die("plan", 0, "record \"%s\": expected 0 or 1, got \"%s\"", r->tag, s);
+}
+
+/* A decimal integer in [min, max], with an optional leading '-'. */
+static long long parse_signed(const struct reader *r, const char *s, long long min, long long max)
+{
+	unsigned long long mag = parse_unsigned(r, s[0] == '-' ? s + 1 : s, (unsigned long long)LLONG_MAX);
+	long long v = s[0] == '-' ? -(long long)mag : (long long)mag;
+
+	if (v < min || v > max)
+		die("plan", ERANGE, "record \"%s\": %s is outside %lld..%lld", r->tag, s, min, max);
+	return v;
 }
 
 static rlim_t parse_rlim(const struct reader *r, const char *s)
@@ -397,6 +417,16 @@ static void parse_plan(struct plan *p, char *buf, size_t len)
 		} else if (strcmp(tag, "group") == 0) {
 			*PUSH(p->groups, p->n_groups) =
 				(gid_t)parse_unsigned(&r, next_field(&r), UINT32_MAX - 1);
+		} else if (strcmp(tag, "caps") == 0) {
+			p->have_caps = true;
+			p->cap_bounding = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_effective = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_permitted = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_inheritable = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_ambient = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+		} else if (strcmp(tag, "oomscoreadj") == 0) {
+			p->have_oom = true;
+			p->oom_score_adj = (int)parse_signed(&r, next_field(&r), -1000, 1000);
 		} else if (strcmp(tag, "cwd") == 0) {
 			p->cwd = next_field(&r);
 		} else if (strcmp(tag, "nonewprivs") == 0) {
@@ -767,6 +797,54 @@ static void remount_readonly(const char *stage, const char *path, const char *sh
 		die(stage, errno, "remounting %s read-only", shown);
 }
 
+/* The /proc entries a bind mount may cover, as rootfs-relative resolved paths (Kata rustjail
+ * mount.rs check_proc_mount; the helper applies the same list to the requested text). */
+static const char *const proc_bind_allowed[] = {
+	"proc/cpuinfo", "proc/diskstats", "proc/meminfo", "proc/stat",
+	"proc/swaps",   "proc/uptime",    "proc/loadavg", "proc/net/dev",
+};
+
+/*
+ * The helper checks the /proc rule on the requested destination text; a symlink in the rootfs
+ * (`myproc -> /proc`) would get around that, so it is applied again here to the resolved,
+ * symlink-free path: on /proc itself only a proc filesystem (or a bind of one, as upstream);
+ * below /proc only binds onto the allow-listed files. /proc/net is procfs's own link to
+ * self/net, so once a proc is mounted /proc/net/dev resolves to proc/<pid>/net/dev: that form
+ * counts as proc/net/dev.
+ */
+static void check_proc_target(const struct mount_rec *m, const char *resolved, bool bind)
+{
+	const char *rest;
+
+	if (strcmp(resolved, "proc") == 0) {
+		struct statfs sf;
+
+		if (!bind && strcmp(m->fstype, "proc") == 0)
+			return;
+		if (bind && statfs(m->source, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC)
+			return;
+		die("mount", 0,
+		    "target %s resolves to /proc inside the rootfs: only a proc filesystem may be "
+		    "mounted on /proc, got %s %s",
+		    m->target, bind ? "a bind of" : "type", bind ? m->source : m->fstype);
+	}
+	if (strncmp(resolved, "proc/", 5) != 0)
+		return;
+	if (bind) {
+		for (size_t i = 0; i < sizeof proc_bind_allowed / sizeof proc_bind_allowed[0]; i++)
+			if (strcmp(resolved, proc_bind_allowed[i]) == 0)
+				return;
+		rest = resolved + 5 + strspn(resolved + 5, "0123456789");
+		if (rest != resolved + 5 && strcmp(rest, "/net/dev") == 0)
+			return;
+	}
+	die("mount", 0,
+	    "target %s resolves to /%s inside the rootfs: mounting over anything below /proc is "
+	    "not allowed (only binds onto /proc/cpuinfo, diskstats, meminfo, stat, swaps, uptime, "
+	    "loadavg and /proc/net/dev)",
+	    m->target, resolved);
+}
+
 /*
  * One `mount` record. The target is created and resolved inside the rootfs, and the mount is
  * made on the resulting fd. A bind mount ignores every flag but MS_BIND|MS_REC, so the others
@@ -799,6 +877,7 @@ static bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m,
 	fd = resolve_in_rootfs(rootfd, rootfs, m->target, kind, resolved, "mount");
 	if (resolved[0] == '\0')
 		die("mount", EINVAL, "target %s is the rootfs itself", m->target);
+	check_proc_target(m, resolved, bind);
 
 	if (mount(m->source, fd_path(fd, fdbuf), m->fstype[0] ? m->fstype : NULL,
 	          bind ? flags & BIND_FLAGS : flags, m->data[0] ? m->data : NULL) < 0)
@@ -1081,15 +1160,108 @@ static void ensure_home(struct plan *p)
 	p->n_env--;
 }
 
+/* Step 1b: the OOM score adjustment, while /proc is still the helper's (upstream writes it
+ * before pivoting too); the pid-namespace child inherits it. */
+static void write_oom_score_adj(const struct plan *p)
+{
+	char text[16];
+	int fd, len;
+
+	if (!p->have_oom)
+		return;
+	len = snprintf(text, sizeof text, "%d", p->oom_score_adj);
+	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("oom", errno, "opening /proc/self/oom_score_adj");
+	if (write(fd, text, (size_t)len) != len)
+		die("oom", errno, "writing %s to /proc/self/oom_score_adj", text);
+	close(fd);
+}
+
+/* The highest capability number this kernel knows (what /proc/sys/kernel/cap_last_cap says,
+ * found without /proc: PR_CAPBSET_READ fails with EINVAL beyond it). */
+static int last_cap(void)
+{
+	int cap = 0;
+
+	while (cap < 63 && prctl(PR_CAPBSET_READ, (unsigned long)(cap + 1), 0, 0, 0) >= 0)
+		cap++;
+	return cap;
+}
+
+static uint64_t known_caps_mask(int last)
+{
+	return last >= 63 ? UINT64_MAX : (UINT64_C(1) << (last + 1)) - 1;
+}
+
+/* Step 8, before the uid change: every capability outside the plan's bounding set leaves the
+ * bounding set (needs CAP_SETPCAP, still ours), and keepcaps keeps the permitted set across
+ * setresuid to a non-zero uid. */
+static void drop_bounding(const struct plan *p, int last)
+{
+	for (int cap = 0; cap <= last; cap++) {
+		if (p->cap_bounding & (UINT64_C(1) << cap))
+			continue;
+		if (prctl(PR_CAPBSET_DROP, (unsigned long)cap, 0, 0, 0) < 0)
+			die("caps", errno, "dropping capability %d from the bounding set", cap);
+	}
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		die("caps", errno, "prctl(PR_SET_KEEPCAPS, 1)");
+}
+
+/* Step 8, after the uid change: effective, permitted and inheritable with one capset(2), then
+ * the ambient set (a non-root process keeps capabilities across execve only through it). */
+static void apply_caps(const struct plan *p, int last)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+	uint64_t known = known_caps_mask(last);
+	uint64_t eff = p->cap_effective & known, prm = p->cap_permitted & known;
+	uint64_t inh = p->cap_inheritable & known, amb = p->cap_ambient & known;
+
+	data[0].effective = (uint32_t)eff;
+	data[1].effective = (uint32_t)(eff >> 32);
+	data[0].permitted = (uint32_t)prm;
+	data[1].permitted = (uint32_t)(prm >> 32);
+	data[0].inheritable = (uint32_t)inh;
+	data[1].inheritable = (uint32_t)(inh >> 32);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		die("caps", errno,
+		    "capset effective %#llx permitted %#llx inheritable %#llx (effective must be "
+		    "within permitted, inheritable within bounding %#llx)",
+		    (unsigned long long)eff, (unsigned long long)prm, (unsigned long long)inh,
+		    (unsigned long long)(p->cap_bounding & known));
+	/* Kernels before 4.3 have no ambient set (EINVAL): nothing to clear, nothing to raise. */
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) {
+		if (errno != EINVAL)
+			die("caps", errno, "clearing the ambient set");
+	} else {
+		for (int cap = 0; cap <= last; cap++) {
+			if (!(amb & (UINT64_C(1) << cap)))
+				continue;
+			if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (unsigned long)cap, 0, 0) < 0)
+				die("caps", errno,
+				    "raising ambient capability %d (it must be in the permitted and "
+				    "inheritable sets)",
+				    cap);
+		}
+	}
+	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+		die("caps", errno, "prctl(PR_SET_KEEPCAPS, 0)");
+}
+
 static void set_identity(const struct plan *p)
 {
 	const char *cwd = p->cwd ? p->cwd : "/";
+	int last = p->have_caps ? last_cap() : 0;
 
 	for (size_t i = 0; i < p->n_rlimits; i++)
 		if (setrlimit((__rlimit_resource_t)p->rlimits[i].resource, &p->rlimits[i].lim) < 0)
 			die("rlimit", errno, "setrlimit resource %d soft %llu hard %llu",
 			    p->rlimits[i].resource, (unsigned long long)p->rlimits[i].lim.rlim_cur,
 			    (unsigned long long)p->rlimits[i].lim.rlim_max);
+	if (p->have_caps)
+		drop_bounding(p, last);
 	/* Always: the helper's own supplementary groups must not be inherited. */
 	if (setgroups(p->n_groups, p->groups) < 0)
 		die("user", errno, "setgroups (%zu groups)", p->n_groups);
@@ -1099,6 +1271,8 @@ static void set_identity(const struct plan *p)
 		die("user", errno, "setresuid %u", (unsigned int)p->uid);
 	if (chdir(cwd) < 0)
 		die("cwd", errno, "chdir to cwd \"%s\"", cwd);
+	if (p->have_caps)
+		apply_caps(p, last);
 	if (p->nonewprivs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		die("nonewprivs", errno, "prctl(PR_SET_NO_NEW_PRIVS)");
 }
@@ -1238,6 +1412,7 @@ int main(int argc, char **argv)
 	parse_plan(&plan, buf, len);
 	if (plan.mode == MODE_SANDBOX)
 		run_sandbox(&plan);
+	write_oom_score_adj(&plan);                    /* 1b */
 	pid_changed = enter_namespaces(&plan, &new_uts); /* 2, 3 */
 	fork_for_pid_ns(pid_changed);                  /* 4 */
 

@@ -13,6 +13,7 @@
 import * as fs from 'node:fs';
 import {
   Code,
+  CONTAINER_ID_RE,
   StatusError,
   validateContainerId,
   validateExecId,
@@ -194,17 +195,28 @@ export class ContainerBackend implements HelperBackend {
 
   /**
    * Create the sandbox's persistent ipc/uts namespaces (Kata sandbox.rs setup_shared_namespaces).
-   * A second call → FAILED_PRECONDITION "sandbox already created" (upstream tolerates it; we
-   * refuse so that a confused control plane notices).
+   * `sandboxId` may be empty (upstream accepts an empty CreateSandboxRequest.sandbox_id); a
+   * non-empty one must be a valid container id (INVALID_ARGUMENT "invalid sandbox id ...").
+   * A second call → ALREADY_EXISTS "sandbox ... already created", as control answers a second
+   * CreateSandbox (upstream tolerates it; we refuse so that a confused control plane notices).
    */
   async createSandbox(rawArgs: CreateSandboxArgs): Promise<BackendReply<CreateSandboxResult>> {
     const args = checkArgs(rawArgs, 'createSandbox');
-    const sandboxId = validateContainerId(args.sandboxId);
+    const sandboxId = args.sandboxId ?? '';
+    if (typeof sandboxId !== 'string' || (sandboxId !== '' && !CONTAINER_ID_RE.test(sandboxId))) {
+      throw new StatusError(
+        Code.INVALID_ARGUMENT,
+        `invalid sandbox id ${JSON.stringify(sandboxId)} (empty, or 2 to 256 ASCII letters, digits, ".", "_" or "-" starting with a letter or digit)`,
+      );
+    }
     const hostname = args.hostname ?? '';
     if (typeof hostname !== 'string' || Buffer.byteLength(hostname) > HOST_NAME_MAX || hostname.includes('\0')) {
       throw new StatusError(Code.INVALID_ARGUMENT, `invalid sandbox hostname ${JSON.stringify(hostname)}`);
     }
-    if (this.sandbox || this.sandboxBusy) throw precondition(`sandbox already created (${this.sandbox?.id ?? 'in progress'})`);
+    if (this.sandbox || this.sandboxBusy) {
+      const which = this.sandbox ? JSON.stringify(this.sandbox.id) : '(being created)';
+      throw new StatusError(Code.ALREADY_EXISTS, `sandbox ${which} already created`);
+    }
     this.sandboxBusy = true;
     try {
       const namespaces = await this.launcher.createSandbox(sandboxId, hostname);
@@ -312,7 +324,12 @@ export class ContainerBackend implements HelperBackend {
     let stdio: StdioSet | undefined;
     try {
       stdio = createStdio(plan.terminal);
-      const launched = await this.launcher.exec(record.id, execId, record.init, plan, stdio);
+      let launched: LaunchedProcess;
+      try {
+        launched = await this.launcher.exec(record.id, execId, record.init, plan, stdio);
+      } catch (err) {
+        throw this.execFailure(record, execId, err);
+      }
       stdio.closeChild();
       const proc = this.registry.track({
         containerId: record.id,
@@ -477,6 +494,28 @@ export class ContainerBackend implements HelperBackend {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  /**
+   * The error for an exec that failed to start: when the container's init vanished meanwhile
+   * (it exited, the container is being removed, or its pid is no longer a live tracked
+   * process — joining /proc/<pid>/ns/* then fails with ENOENT) the container is not running:
+   * FAILED_PRECONDITION with the launcher's message; otherwise `err` unchanged.
+   */
+  private execFailure(record: ContainerRecord, execId: string, err: unknown): unknown {
+    if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) return err;
+    const pid = record.init.pid;
+    const gone =
+      record.removing !== undefined ||
+      record.removed ||
+      record.init.exited ||
+      !this.registry.isLive(pid) ||
+      // Dead but not reaped yet: a zombie has no namespaces any more.
+      !fs.existsSync(`/proc/${pid}/ns/mnt`);
+    if (!gone) return err;
+    const why = record.removing !== undefined || record.removed ? 'is being removed' : 'is not running (its init has exited)';
+    const detail = err instanceof Error ? err.message : String(err);
+    return precondition(`container ${record.id} ${why}: exec process ${execId} could not join it: ${detail}`);
+  }
 
   private statusOf(record: ContainerRecord): ContainerState['status'] {
     if (record.init.exited) return 'stopped';

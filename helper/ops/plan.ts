@@ -7,7 +7,9 @@
  * masked/readonly paths (rustjail mount.rs `check_paths`: absolute, no ".."), /proc protection
  * (mount.rs `check_proc_mount`), sysctl allow-list (validator.rs `sysctl`), env entries
  * (kata-sys-util validate.rs `valid_env`, but refused instead of skipped: control has already
- * sanitised them), hostname needs a uts namespace (validator.rs). Every failure is a StatusError
+ * sanitised them), hostname needs a uts namespace (validator.rs); capabilities are numbers 0..63
+ * turned into masks (absent = every set empty), oomScoreAdj -1000..1000. kata-init applies the
+ * /proc rule again to the symlink-resolved target (KATA-INIT.md `mount`). Every failure is a StatusError
  * INVALID_ARGUMENT naming the field and value, except a user namespace (UNIMPLEMENTED) and an
  * oversized plan (RESOURCE_EXHAUSTED).
  */
@@ -39,6 +41,11 @@ export const MAX_PLAN_BYTES = 1024 * 1024;
 /** Largest valid uid/gid: (uid_t)-1 is "no change", so 2^32 - 2. */
 export const MAX_ID = 2 ** 32 - 2;
 export const HOST_NAME_MAX = 64;
+/** Capability numbers the plan may name: a 64-bit mask's bits (Linux has 0..40 today). */
+export const MAX_CAPABILITY = 63;
+/** proc(5) /proc/pid/oom_score_adj range. */
+export const OOM_SCORE_ADJ_MIN = -1000;
+export const OOM_SCORE_ADJ_MAX = 1000;
 
 // ---------------------------------------------------------------------------------------------
 // mount(2) flags (linux/mount.h)
@@ -169,8 +176,26 @@ export interface ValidRlimit {
   hard: string;
 }
 
-/** A re-validated ProcessPlan whose rlimits are resolved to kernel resource numbers. */
-export type ValidProcessPlan = Omit<ProcessPlan, 'rlimits'> & { rlimits: ValidRlimit[] };
+/**
+ * Capability sets as 64-bit masks (bit n = capability n), in kata-init's `caps` record order.
+ * Decimal text would be the same numbers; bigint keeps bits 53..63 exact.
+ */
+export interface ValidCapabilities {
+  bounding: bigint;
+  effective: bigint;
+  permitted: bigint;
+  inheritable: bigint;
+  ambient: bigint;
+}
+
+/**
+ * A re-validated ProcessPlan whose rlimits are resolved to kernel resource numbers and whose
+ * capability sets are masks (absent capabilities = every set empty).
+ */
+export type ValidProcessPlan = Omit<ProcessPlan, 'rlimits' | 'capabilities'> & {
+  rlimits: ValidRlimit[];
+  capabilities: ValidCapabilities;
+};
 
 export interface ValidNamespace {
   type: KernelNamespace;
@@ -301,9 +326,33 @@ function rlimitText(v: bigint): string {
 // ---------------------------------------------------------------------------------------------
 // Process
 
+const CAP_SETS = ['bounding', 'effective', 'permitted', 'inheritable', 'ambient'] as const;
+
 /**
- * Validate a ProcessPlan (OCI `process`, config.md#process) as received from control.
- * Throws StatusError INVALID_ARGUMENT naming the field and value.
+ * Validate ProcessPlan.capabilities: absent → every set empty (never "keep the helper's own");
+ * else a map with the five sets, each an array of at most 64 integers 0..63 (duplicates are
+ * merged). Throws StatusError INVALID_ARGUMENT naming the set and the value.
+ */
+export function validateCapabilities(raw: unknown, field: string): ValidCapabilities {
+  const out: ValidCapabilities = { bounding: 0n, effective: 0n, permitted: 0n, inheritable: 0n, ambient: 0n };
+  if (raw === undefined || raw === null) return out;
+  if (!isRecord(raw)) throw invalid(`${field} must be a map, got ${describe(raw)}`);
+  for (const set of CAP_SETS) {
+    const list = checkArray(raw[set] ?? [], `${field}.${set}`, MAX_CAPABILITY + 1);
+    for (const [i, cap] of list.entries()) {
+      if (typeof cap !== 'number' || !Number.isInteger(cap) || cap < 0 || cap > MAX_CAPABILITY) {
+        throw invalid(`${field}.${set}[${i}] must be a capability number 0..${MAX_CAPABILITY}, got ${describe(cap)}`);
+      }
+      out[set] |= 1n << BigInt(cap);
+    }
+  }
+  return out;
+}
+
+/**
+ * Validate a ProcessPlan (OCI `process`, config.md#process) as received from control:
+ * capabilities per {@link validateCapabilities} (absent = none), oomScoreAdj an integer in
+ * -1000..1000 when present. Throws StatusError INVALID_ARGUMENT naming the field and value.
  */
 export function validateProcessPlan(raw: unknown, field = 'process'): ValidProcessPlan {
   if (!isRecord(raw)) throw invalid(`${field} must be a map, got ${describe(raw)}`);
@@ -337,7 +386,16 @@ export function validateProcessPlan(raw: unknown, field = 'process'): ValidProce
     if (soft > hard) throw invalid(`${f}: soft limit ${soft} is above the hard limit ${hard}`);
     return { name, resource, soft: rlimitText(soft), hard: rlimitText(hard) };
   });
-  return { args, env, cwd, uid, gid, additionalGids, terminal, noNewPrivileges, rlimits };
+  const capabilities = validateCapabilities(raw.capabilities, `${field}.capabilities`);
+  let oomScoreAdj: number | undefined;
+  if (raw.oomScoreAdj !== undefined && raw.oomScoreAdj !== null) {
+    const v = raw.oomScoreAdj;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < OOM_SCORE_ADJ_MIN || v > OOM_SCORE_ADJ_MAX) {
+      throw invalid(`${field}.oomScoreAdj must be an integer in ${OOM_SCORE_ADJ_MIN}..${OOM_SCORE_ADJ_MAX}, got ${describe(v)}`);
+    }
+    oomScoreAdj = v;
+  }
+  return { args, env, cwd, uid, gid, additionalGids, terminal, noNewPrivileges, rlimits, capabilities, oomScoreAdj };
 }
 
 /** The value of PATH in a plan's env (the last entry wins, as getenv would see it), or the default. */
@@ -639,7 +697,10 @@ export class PlanWriter {
 }
 
 function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
+  if (p.oomScoreAdj !== undefined) w.record('oomscoreadj', p.oomScoreAdj);
   for (const r of p.rlimits) w.record('rlimit', r.resource, r.soft, r.hard);
+  const c = p.capabilities;
+  w.record('caps', c.bounding.toString(), c.effective.toString(), c.permitted.toString(), c.inheritable.toString(), c.ambient.toString());
   w.record('gid', p.gid);
   for (const g of p.additionalGids) w.record('group', g);
   w.record('uid', p.uid);

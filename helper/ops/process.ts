@@ -167,7 +167,7 @@ export class KataInitLauncher implements Launcher {
       this.releaseNsFile(f.path);
       fs.writeFileSync(f.path, '', { mode: 0o644 });
     }
-    const what = `create sandbox ${sandboxId}`;
+    const what = `create sandbox ${JSON.stringify(sandboxId)}`;
     const devNull = fs.openSync('/dev/null', 'r+');
     let run: KataInitRun;
     try {

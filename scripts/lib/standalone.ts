@@ -178,24 +178,78 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
 }
 
 /**
+ * Docker's (and containerd's) default capability set for a container (moby
+ * oci/caps/defaults.go): what busyboxConfig gives every set but inheritable and ambient.
+ */
+export const DEFAULT_CAPABILITIES: readonly string[] = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+
+/** OCI process.capabilities (config.md#linux-process), lower camel-case as in config.json. */
+export interface OciCapabilities {
+  bounding?: string[];
+  effective?: string[];
+  inheritable?: string[];
+  permitted?: string[];
+  ambient?: string[];
+}
+
+/** Optional parts of {@link busyboxConfig}. */
+export interface BusyboxExtra {
+  hostname?: string;
+  terminal?: boolean;
+  cwd?: string;
+  env?: string[];
+  namespaces?: { type: string; path?: string }[];
+  /** process.user (default uid 0, gid 0). */
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  /**
+   * process.capabilities: a list = that list in bounding, effective and permitted (inheritable
+   * and ambient empty, as containerd); an object = as given; null = no capabilities object.
+   * Default {@link DEFAULT_CAPABILITIES}.
+   */
+  capabilities?: string[] | OciCapabilities | null;
+  /** process.oomScoreAdj (default none). */
+  oomScoreAdj?: number;
+  /** linux.resources (config-linux.md#control-groups), as in config.json. */
+  resources?: Record<string, unknown>;
+  /** linux.seccomp (config-linux.md#seccomp), as in config.json. */
+  seccomp?: Record<string, unknown>;
+}
+
+/**
  * A minimal OCI runtime-spec config (config.md) for a busybox container on `rootfs` running
- * `args`: new mount/uts/ipc namespaces (Kata adds the pid namespace), the standard mounts.
+ * `args`: new mount/uts/ipc namespaces (Kata adds the pid namespace), the standard mounts,
+ * Docker's default capabilities ({@link DEFAULT_CAPABILITIES}), masked and read-only paths.
  * The shape is runc's `config.json`; kata-agent-ctl's ociJsonToSpec turns it into grpc.Spec.
  */
-export function busyboxConfig(
-  rootfs: string,
-  args: string[],
-  extra: { hostname?: string; terminal?: boolean; cwd?: string; env?: string[]; namespaces?: { type: string; path?: string }[] } = {},
-): Record<string, unknown> {
+export function busyboxConfig(rootfs: string, args: string[], extra: BusyboxExtra = {}): Record<string, unknown> {
+  const caps = extra.capabilities === undefined ? [...DEFAULT_CAPABILITIES] : extra.capabilities;
+  const capabilities =
+    caps === null
+      ? undefined
+      : Array.isArray(caps)
+        ? { bounding: [...caps], effective: [...caps], permitted: [...caps], inheritable: [], ambient: [] }
+        : caps;
+  const linux: Record<string, unknown> = {
+    namespaces: extra.namespaces ?? [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }],
+    maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
+    readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+  };
+  if (extra.resources) linux.resources = extra.resources;
+  if (extra.seccomp) linux.seccomp = extra.seccomp;
   return {
     ociVersion: '1.1.0',
     process: {
       terminal: extra.terminal ?? false,
-      user: { uid: 0, gid: 0 },
+      user: extra.user ?? { uid: 0, gid: 0 },
       args,
       env: extra.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'TERM=xterm'],
       cwd: extra.cwd ?? '/',
       noNewPrivileges: true,
+      ...(capabilities ? { capabilities } : {}),
+      ...(extra.oomScoreAdj !== undefined ? { oomScoreAdj: extra.oomScoreAdj } : {}),
     },
     root: { path: rootfs, readonly: false },
     hostname: extra.hostname ?? '',
@@ -207,10 +261,6 @@ export function busyboxConfig(
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     ],
-    linux: {
-      namespaces: extra.namespaces ?? [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }],
-      maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
-      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
-    },
+    linux,
   };
 }

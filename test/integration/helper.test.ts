@@ -384,7 +384,7 @@ if (skipReason) {
     t.equal(a[1], b[1], 'same uts namespace');
     t.equal(a[2], b[2], 'same ipc namespace');
     t.not(a[1], fs.readlinkSync('/proc/self/ns/uts'), 'not the host uts namespace');
-    await rejectsStatus(t, c.call('createSandbox', { sandboxId: 'it-sandbox', hostname: 'x' }), Code.FAILED_PRECONDITION);
+    await rejectsStatus(t, c.call('createSandbox', { sandboxId: 'it-sandbox', hostname: 'x' }), Code.ALREADY_EXISTS, /sandbox "it-sandbox" already created/);
     await c.call('destroySandbox', {});
     t.same((await c.call('state', { withFds: false })).result.containers, [], 'destroySandbox removed the containers');
     t.notOk(fs.existsSync(path.join(nsDir, 'uts')), 'namespace files removed');

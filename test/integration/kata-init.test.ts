@@ -507,6 +507,66 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
     );
   });
 
+  t.test('create: caps and oomscoreadj records', async (t) => {
+    const show = 'grep -E "^Cap(Prm|Eff|Bnd|Amb)" /proc/self/status; cat /proc/self/oom_score_adj';
+    const kill = 1 << 5;
+    const r = await runContainer(t, { rootfs, args: ['sh', '-c', show], extra: [['caps', kill, kill, kill, 0, 0], ['oomscoreadj', 123], ['nonewprivs', 1]] });
+    t.equal(r.stderr, '', 'no stderr');
+    t.equal(
+      r.stdout,
+      'CapPrm:\t0000000000000020\nCapEff:\t0000000000000020\nCapBnd:\t0000000000000020\nCapAmb:\t0000000000000000\n123\n',
+      'CAP_KILL only, oom_score_adj 123',
+    );
+    const bind = 1 << 10;
+    const amb = await runContainer(t, {
+      rootfs,
+      args: ['sh', '-c', show],
+      extra: [['uid', 65534], ['gid', 65534], ['caps', bind, bind, bind, bind, bind]],
+    });
+    t.match(amb.stdout, /^CapEff:\t0000000000000400$/m, 'a non-root uid keeps an ambient capability across execve');
+    t.match(amb.stdout, /^CapAmb:\t0000000000000400$/m, 'in the ambient set');
+
+    const errors: [string, Rec[], RegExp][] = [
+      ['oom out of range', [['oomscoreadj', 1001]], /^error plan: record "oomscoreadj": 1001 is outside -1000\.\.1000/],
+      ['caps not a number', [['caps', 'all', 0, 0, 0, 0]], /^error plan: record "caps": "all" is not a decimal number$/],
+      ['ambient outside inheritable', [['caps', kill, kill, kill, 0, kill]], /^error caps: raising ambient capability 5 \(it must be in the permitted and inheritable sets\): Operation not permitted$/],
+      ['effective outside permitted', [['caps', kill, kill | 1, kill, 0, 0]], /^error caps: capset effective 0x21 permitted 0x20 inheritable 0 .*: Operation not permitted$/],
+    ];
+    for (const [name, extra, want] of errors) {
+      const k = new KataInit('create', createPlan({ rootfs, args: ['true'], extra }));
+      t.teardown(() => k.kill());
+      const res = await k.finished();
+      t.match(res.lines[res.lines.length - 1], want, name);
+    }
+  });
+
+  t.test('create: /proc rules on the resolved mount target (a rootfs symlink to /proc)', async (t) => {
+    const fsdir = makeRootfs('rootfs-proclink');
+    fs.symlinkSync('/proc', path.join(fsdir, 'myproc'));
+    const cases: [string, Rec[], RegExp][] = [
+      ['tmpfs over /proc via the link', [['mount', 'tmpfs', '/myproc', 'tmpfs', 0, '']],
+        /^error mount: target \/myproc resolves to \/proc inside the rootfs: only a proc filesystem may be mounted on \/proc, got type tmpfs$/],
+      ['tmpfs below /proc via the link', [...STANDARD_MOUNTS, ['mount', 'tmpfs', '/myproc/self/attr', 'tmpfs', 0, '']],
+        /^error mount: target \/myproc\/self\/attr resolves to \/proc\/1\/attr inside the rootfs: mounting over anything below \/proc is not allowed/],
+      ['a bind of a non-proc source onto /proc', [['mount', tmp, '/myproc', '', MS.BIND, '']],
+        /^error mount: target \/myproc resolves to \/proc inside the rootfs: only a proc filesystem may be mounted on \/proc, got a bind of /],
+    ];
+    for (const [name, mounts, want] of cases) {
+      const k = new KataInit('create', createPlan({ rootfs: fsdir, args: ['true'], mounts }));
+      t.teardown(() => k.kill());
+      const res = await k.finished();
+      t.match(res.lines[res.lines.length - 1], want, name);
+      t.equal(res.stdout + res.stderr, '', `${name}: nothing ran`);
+    }
+    const ok = await runContainer(t, {
+      rootfs: fsdir,
+      args: ['sh', '-c', 'head -c 5 /proc/cpuinfo; echo'],
+      mounts: [['mount', 'proc', '/myproc', 'proc', MS.NOSUID | MS.NODEV | MS.NOEXEC, ''], ['mount', '/proc/self/mountinfo', '/myproc/cpuinfo', '', MS.BIND, '']],
+    });
+    t.equal(ok.stderr, '', 'proc through the link, and an allow-listed bind below it, are fine');
+    t.notMatch(ok.stdout, /^proce/, 'the bind covers /proc/cpuinfo');
+  });
+
   t.test('create: only fds 0-2 reach the container program', async (t) => {
     const r = await runContainer(t, { rootfs, args: ['ls', '/proc/self/fd'] });
     t.equal(r.stdout, '0\n1\n2\n3\n', '0 1 2 and the directory ls itself opened');

@@ -3,6 +3,7 @@
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,6 +20,7 @@ t.test('config: defaults, environment, flags (flags win)', async (t) => {
   const d = loadConfig([], {});
   t.same(d, { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: DEFAULT_DEBUG_ADDR } });
   t.equal(DEFAULT_SERVER_ADDR, 'vsock://-1:1024');
+  t.equal(DEFAULT_DEBUG_ADDR, 'unix:///run/kata-agent/debug.sock', 'the debug endpoint is a unix socket by default, not a TCP port containers could reach');
   const env = {
     KATA_AGENT_SERVER_ADDR: 'unix:///tmp/a.sock',
     KATA_AGENT_HELPER_SOCKET: '/tmp/h.sock',
@@ -35,9 +37,14 @@ t.test('config: defaults, environment, flags (flags win)', async (t) => {
   t.throws(() => loadConfig(['--log-level', 'loud'], {}), { code: Code.INVALID_ARGUMENT, message: /"loud"/ });
   t.throws(() => loadConfig([], { KATA_AGENT_DEBUG_ADDR: 'nohost' }), { code: Code.INVALID_ARGUMENT, message: /"nohost"/ });
   t.throws(() => loadConfig(['--server-address', ''], {}), { code: Code.INVALID_ARGUMENT });
-  t.same(parseDebugAddr('127.0.0.1:9099'), { host: '127.0.0.1', port: 9099 });
-  t.same(parseDebugAddr('[::1]:80'), { host: '::1', port: 80 });
+  t.same(parseDebugAddr('127.0.0.1:9099'), { kind: 'tcp', host: '127.0.0.1', port: 9099 });
+  t.same(parseDebugAddr('[::1]:80'), { kind: 'tcp', host: '::1', port: 80 });
+  t.same(parseDebugAddr('unix:///run/kata-agent/debug.sock'), { kind: 'unix', path: '/run/kata-agent/debug.sock' });
   t.throws(() => parseDebugAddr('127.0.0.1:70000'), { code: Code.INVALID_ARGUMENT });
+  t.throws(() => parseDebugAddr('unix://relative.sock'), { code: Code.INVALID_ARGUMENT, message: /unix:\/\/\/absolute\/path/ });
+  t.throws(() => parseDebugAddr('unix://@abstract'), { code: Code.INVALID_ARGUMENT, message: /abstract sockets are not allowed/ });
+  t.throws(() => parseDebugAddr(`unix:///${'x'.repeat(120)}`), { code: Code.INVALID_ARGUMENT });
+  t.same(loadConfig(['--debug-addr', 'unix:///tmp/d.sock'], {}), { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: 'unix:///tmp/d.sock' } });
 });
 
 t.test('connectHelper gives up with UNAVAILABLE naming the socket', async (t) => {
@@ -77,8 +84,11 @@ interface Running {
   debugPort: number;
 }
 
-/** Start `kata-agent`, then (after a delay, to exercise the connect retry) the mock helper. */
-async function startAgent(t: Test): Promise<Running> {
+/**
+ * Start `kata-agent`, then (after a delay, to exercise the connect retry) the mock helper. The
+ * debug endpoint listens on 127.0.0.1:`debugPort`, or on `debugAddr` when given.
+ */
+async function startAgent(t: Test, opts: { debugAddr?: string } = {}): Promise<Running> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-main-'));
   const helperSocket = path.join(dir, 'helper.sock');
   const agentSocket = path.join(dir, 'agent.sock');
@@ -86,7 +96,7 @@ async function startAgent(t: Test): Promise<Running> {
   let stderr = '';
   const agent = spawn(
     process.execPath,
-    [path.join(root, 'bin', 'kata-agent'), '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', `127.0.0.1:${debugPort}`],
+    [path.join(root, 'bin', 'kata-agent'), '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', (opts.debugAddr ?? `127.0.0.1:${debugPort}`).replace('$DIR', dir)],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, KATA_AGENT_LOG_LEVEL: 'info' } },
   );
   agent.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -118,7 +128,7 @@ t.test('kata-agent: waits for the helper, serves ttRPC and the debug endpoint, e
   const check = METHODS.Check.response.decode(await client.call('grpc.Health', 'Check', METHODS.Check.request.encode({}).finish()));
   t.equal(check.status, 1);
   const spec = {
-    Root: { Path: '/' },
+    Root: { Path: '/run/kata-test/rootfs' }, // the mock helper runs on the host and ignores it ("/" is refused)
     Process: { Args: ['sh', '-c', 'echo hi'], Env: ['PATH=/usr/bin:/bin'], Cwd: '/' },
     Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'pid' }] },
   };
@@ -144,9 +154,70 @@ t.test('kata-agent: SIGTERM stops it cleanly', async (t) => {
   t.match(r.stderr(), /"reason":"SIGTERM"/);
 });
 
-t.test('kata-agent: losing the helper makes it exit 1', async (t) => {
+t.test('kata-agent: repeated SIGTERMs while it stops are ignored; it exits 0, never killed by a signal', async (t) => {
+  // Review: the handler was removed before process.exit, so a second SIGTERM in that window
+  // killed the process ("control exit null").
   const r = await startAgent(t);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    r.agent.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  let sent = 0;
+  let done = false;
+  void exited.then(() => {
+    done = true;
+  });
+  while (!done) {
+    try {
+      process.kill(r.agent.pid!, 'SIGTERM');
+      sent++;
+    } catch {
+      break; // gone
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  t.same(await exited, { code: 0, signal: null }, `exit 0 after ${sent} SIGTERMs`);
+  t.ok(sent > 1, 'more than one SIGTERM was sent while it stopped');
+});
+
+t.test('kata-agent: the debug endpoint on a unix socket, mode 0600', async (t) => {
+  const r = await startAgent(t, { debugAddr: 'unix://$DIR/debug.sock' });
+  const sock = path.join(r.dir, 'debug.sock');
+  t.equal(fs.statSync(sock).mode & 0o777, 0o600);
+  const body = await new Promise<string>((resolve, reject) => {
+    http.get({ socketPath: sock, path: '/healthz' }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve(text));
+    }).on('error', reject);
+  });
+  t.same(JSON.parse(body), { status: 'ok' });
+  const announce = r.stderr().split('\n').filter((l) => l.includes('"announce"')).map((l) => JSON.parse(l) as Record<string, unknown>)[0];
+  t.equal(announce.debugAddr, `unix://${sock}`);
+  r.agent.kill('SIGTERM');
+  t.equal(await exitCode(r.agent), 0);
+  t.notOk(fs.existsSync(sock), 'the socket file is removed when the agent stops');
+});
+
+t.test('kata-agent: losing the helper makes it exit 1; an in-flight WaitProcess is answered UNAVAILABLE first', async (t) => {
+  const r = await startAgent(t);
+  const client = await TtrpcClient.connect(r.address);
+  t.teardown(() => client.close());
+  const spec = {
+    Root: { Path: '/run/kata-test/rootfs' }, // the mock helper ignores it ("/" is refused)
+    Process: { Args: ['sleep', '1000'], Env: ['PATH=/usr/bin:/bin'], Cwd: '/' },
+    Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'pid' }] },
+  };
+  await client.call('grpc.AgentService', 'CreateContainer', METHODS.CreateContainer.request.encode({ container_id: 'c1', OCI: spec }).finish());
+  await client.call('grpc.AgentService', 'StartContainer', METHODS.StartContainer.request.encode({ container_id: 'c1' }).finish());
+  const wait = client.call('grpc.AgentService', 'WaitProcess', METHODS.WaitProcess.request.encode({ container_id: 'c1', exec_id: '' }).finish()).then(
+    () => null,
+    (err: unknown) => err as { code?: number; message?: string },
+  );
+  await new Promise((resolve) => setTimeout(resolve, 100));
   r.helper().kill('SIGKILL');
+  const err = await wait;
+  t.equal(err?.code, Code.UNAVAILABLE, `WaitProcess: ${err?.message}`);
+  t.match(err?.message, /the helper connection was lost/, 'the agent answered (not "connection closed by the server")');
   t.equal(await exitCode(r.agent), 1);
   t.match(r.stderr(), /connection to the helper lost/);
 });

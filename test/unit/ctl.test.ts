@@ -81,7 +81,9 @@ t.test('argument value parsing', async (t) => {
   for (const [name, n] of signals) t.equal(signalNumber(name), n, `signal ${name}`);
   rejectsCode(t, () => signalNumber('SIGFOO'), Code.INVALID_ARGUMENT, /invalid signal name: "SIGFOO"/);
   rejectsCode(t, () => signalNumber(''), Code.INVALID_ARGUMENT, /invalid signal/);
-  rejectsCode(t, () => signalNumber('0'), Code.INVALID_ARGUMENT, /1\.\.64/);
+  t.equal(signalNumber('0'), 0, 'signal 0 (liveness check) is accepted, as by the agent');
+  t.equal(signalNumber('64'), 64);
+  rejectsCode(t, () => signalNumber('65'), Code.INVALID_ARGUMENT, /want 0\.\.64/);
 
   t.same(strToBytes('hello'), Buffer.from('hello'));
   t.same(strToBytes('hex:00ff10'), Buffer.from([0, 0xff, 0x10]));
@@ -134,6 +136,7 @@ t.test('requests built from key=value, json:// and file:// (table)', async (t) =
     ['SignalProcess', 'cid=abc signal=usr1', { container_id: 'abc', exec_id: 'abc', signal: 10 }],
     ['SignalProcess', 'cid=abc exec_id= signal=TERM', { container_id: 'abc', exec_id: '', signal: 15 }],
     ['SignalProcess', 'cid=abc signal=15', { container_id: 'abc', exec_id: 'abc', signal: 15 }],
+    ['SignalProcess', 'cid=abc signal=0', { container_id: 'abc', exec_id: 'abc', signal: 0 }],
     ['TtyWinResize', 'cid=c row=24 column=80', { container_id: 'c', exec_id: 'c', row: 24, column: 80 }],
     ['ReadStdout', 'cid=c len=4096', { container_id: 'c', exec_id: 'c', len: 4096 }],
     ['WriteStdin', 'cid=c data=hi', { container_id: 'c', exec_id: 'c', data: '6869' }],

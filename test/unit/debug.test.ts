@@ -1,6 +1,15 @@
-// control/debug/server.ts: the debug endpoint's views of the sandbox model (fastify inject).
+// control/debug/server.ts: the debug endpoint's views of the sandbox model (fastify inject), and
+// where it listens (a unix socket by default, TCP on request).
 import t from 'tap';
-import { buildDebugServer } from '../../control/debug/server';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseDebugAddr } from '../../control/config';
+import { buildDebugServer, startDebugServer } from '../../control/debug/server';
+import { loadNative } from '../../shared/native';
+import { Code } from '../../shared/protocol';
 import { Container } from '../../control/sandbox/container';
 import { Process } from '../../control/sandbox/process';
 import { Sandbox } from '../../control/sandbox/sandbox';
@@ -8,9 +17,9 @@ import type { ProcessStdio } from '../../control/sandbox/stdio';
 import type { ContainerPlan } from '../../shared/protocol';
 
 // The views read only `terminal` of a process's stdio (eviction also asks whether its output
-// was read to the end).
-const pipes = { terminal: false, outputDrained: true } as unknown as ProcessStdio;
-const tty = { terminal: true, outputDrained: true } as unknown as ProcessStdio;
+// was read to the end; an exit releases the stdin).
+const pipes = { terminal: false, outputDrained: true, processExited: () => undefined } as unknown as ProcessStdio;
+const tty = { terminal: true, outputDrained: true, processExited: () => undefined } as unknown as ProcessStdio;
 const plan = {} as ContainerPlan;
 
 t.test('sandbox and container views', async (t) => {
@@ -78,4 +87,66 @@ t.test('exited exec records are bounded per container, oldest exits evicted firs
   t.equal(c.applyExit('', 1, 137), init, 'init exit');
   t.equal(c.status, 'stopped', 'the container is stopped when its init exits');
   t.equal(await init.wait(), 137);
+});
+
+// The endpoint lists container ids and pids: by default it is a unix socket only the control
+// uid can use (review: 127.0.0.1:9099 was reachable from containers sharing the guest network
+// namespace).
+
+function getJson(socketPath: string, urlPath: string): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ socketPath, path: urlPath }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+  });
+}
+
+t.test('unix socket: mode 0600, owned by our uid, directory created, serves the views, removed on close', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-debug-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'run', 'debug.sock');
+  const sandbox = new Sandbox();
+  sandbox.id = 'sb-unix';
+  const app = await startDebugServer(sandbox, parseDebugAddr(`unix://${sock}`));
+  const st = fs.statSync(sock);
+  t.ok(st.isSocket(), 'a socket file');
+  t.equal(st.mode & 0o777, 0o600, 'mode 0600');
+  t.equal(st.uid, process.getuid?.(), 'owned by the control uid');
+  const res = await getJson(sock, '/v1/sandbox');
+  t.equal(res.status, 200);
+  t.match(res.body, { id: 'sb-unix', containers: [] });
+  await app.close();
+  t.notOk(fs.existsSync(sock), 'the socket file is removed on close');
+});
+
+t.test('unix socket: a stale socket file is replaced; a live one or a plain file is not', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-debug-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'debug.sock');
+  // Left behind by a control plane that died: bound, never unlinked, nobody listening.
+  const native = loadNative();
+  native.close(native.seqpacketListen(sock, 1));
+  const sandbox = new Sandbox();
+  const app = await startDebugServer(sandbox, { kind: 'unix', path: sock });
+  t.teardown(() => app.close());
+  t.equal((await getJson(sock, '/healthz')).status, 200, 'the stale file was replaced');
+
+  await t.rejects(startDebugServer(sandbox, { kind: 'unix', path: sock }), { code: Code.ALREADY_EXISTS, message: /another process is serving it/ });
+  t.equal((await getJson(sock, '/healthz')).status, 200, 'the live endpoint still serves');
+
+  const plain = path.join(dir, 'plain');
+  fs.writeFileSync(plain, 'x');
+  await t.rejects(startDebugServer(sandbox, { kind: 'unix', path: plain }), { code: Code.ALREADY_EXISTS, message: /not a socket/ });
+  t.equal(fs.readFileSync(plain, 'utf8'), 'x', 'the file is untouched');
+});
+
+t.test('tcp stays available as an explicit opt-in', async (t) => {
+  const app = await startDebugServer(new Sandbox(), parseDebugAddr('127.0.0.1:0'));
+  t.teardown(() => app.close());
+  const addr = app.server.address() as AddressInfo;
+  const res = await fetch(`http://127.0.0.1:${addr.port}/healthz`);
+  t.same(await res.json(), { status: 'ok' });
 });

@@ -125,6 +125,7 @@ t.test('a valid container plan serialises to kata-init records', async (t) => {
     'readonlypath', '/proc/sys',
     'sysctl', 'net.ipv4.ip_forward', '1',
     'rlimit', '7', '1024', '4096',
+    'caps', '0', '0', '0', '0', '0',
     'gid', '1000',
     'group', '10',
     'group', '20',
@@ -246,6 +247,7 @@ t.test('exec and sandbox plans; PATH lookup', async (t) => {
   const p = validateProcessPlan(proc({ args: ['id'], env: ['PATH=/a', 'PATH=/b'], additionalGids: [], rlimits: [], terminal: true }));
   t.same(fields(serializeExecPlan([{ type: 'pid', path: '/proc/1/ns/pid' }], p)), [
     'ns', 'pid', '/proc/1/ns/pid',
+    'caps', '0', '0', '0', '0', '0',
     'gid', '1000', 'uid', '1000', 'cwd', '/', 'nonewprivs', '1', 'arg', 'id', 'env', 'PATH=/a', 'env', 'PATH=/b', 'tty', '1',
   ]);
   t.equal(planPath(p.env), '/b', 'the last PATH wins');
@@ -254,4 +256,31 @@ t.test('exec and sandbox plans; PATH lookup', async (t) => {
     'hostname', 'pod', 'nsfile', 'ipc', '/r/ipc', 'nsfile', 'uts', '/r/uts',
   ]);
   t.same(fields(serializeSandboxPlan('', [{ type: 'ipc', path: '/r/ipc' }])), ['nsfile', 'ipc', '/r/ipc']);
+});
+
+t.test('capabilities and oomScoreAdj: validated, serialised as masks and a number', async (t) => {
+  const p = validateProcessPlan(
+    proc({
+      capabilities: { bounding: [5, 0, 5, 40], effective: [5], permitted: [5, 63], inheritable: [], ambient: [5] },
+      oomScoreAdj: -500,
+      rlimits: [],
+    }),
+  );
+  t.same(
+    p.capabilities,
+    { bounding: (1n << 40n) | (1n << 5n) | 1n, effective: 32n, permitted: (1n << 63n) | 32n, inheritable: 0n, ambient: 32n },
+    'masks; duplicates merged; bit 63 exact',
+  );
+  const f = fields(serializeExecPlan([], p));
+  t.same(f.slice(0, 8), ['oomscoreadj', '-500', 'caps', String((1n << 40n) | 33n), '32', String((1n << 63n) | 32n), '0', '32'], 'oomscoreadj first, then caps: bounding effective permitted inheritable ambient');
+  t.same(validateProcessPlan(proc()).capabilities, { bounding: 0n, effective: 0n, permitted: 0n, inheritable: 0n, ambient: 0n }, 'absent: every set empty');
+  t.equal(validateProcessPlan(proc()).oomScoreAdj, undefined, 'absent oomScoreAdj: no record');
+  t.notOk(fields(serializeExecPlan([], validateProcessPlan(proc()))).includes('oomscoreadj'));
+  throwsStatus(t, () => validateProcessPlan(proc({ capabilities: { bounding: [64], effective: [], permitted: [], inheritable: [], ambient: [] } })), Code.INVALID_ARGUMENT, /capabilities\.bounding\[0\].*0\.\.63, got 64/);
+  throwsStatus(t, () => validateProcessPlan(proc({ capabilities: { bounding: [-1], effective: [], permitted: [], inheritable: [], ambient: [] } })), Code.INVALID_ARGUMENT, /got -1/);
+  throwsStatus(t, () => validateProcessPlan(proc({ capabilities: { bounding: [], effective: ['CAP_KILL' as unknown as number], permitted: [], inheritable: [], ambient: [] } })), Code.INVALID_ARGUMENT, /effective\[0\]/);
+  throwsStatus(t, () => validateProcessPlan(proc({ capabilities: { bounding: Array.from({ length: 65 }, () => 1), effective: [], permitted: [], inheritable: [], ambient: [] } })), Code.INVALID_ARGUMENT, /65 entries/);
+  throwsStatus(t, () => validateProcessPlan({ ...proc(), capabilities: 'all' }), Code.INVALID_ARGUMENT, /capabilities must be a map/);
+  throwsStatus(t, () => validateProcessPlan(proc({ oomScoreAdj: 1001 })), Code.INVALID_ARGUMENT, /oomScoreAdj.*-1000\.\.1000, got 1001/);
+  throwsStatus(t, () => validateProcessPlan(proc({ oomScoreAdj: 1.5 })), Code.INVALID_ARGUMENT, /oomScoreAdj/);
 });

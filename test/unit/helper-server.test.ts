@@ -235,15 +235,38 @@ t.test('listen: socket file mode 0600 owned by the control uid, parent dir creat
   const c1 = await HelperClient.connect(sock);
   t.equal(c1.helperPid, process.pid);
   c1.close();
-  // Leave the socket file behind as a crashed helper would: a new server replaces it.
+  s1.close();
+  // Leave the socket file behind as a crashed helper would (bound, then closed without
+  // unlinking): nobody listens, so a new server replaces it.
+  native.close(native.seqpacketListen(sock, 1));
+  t.ok(fs.statSync(sock).isSocket(), 'a stale socket file is there');
   const s2 = new HelperServer({ backend: stubBackend(), controlUid: myUid });
   s2.listen(sock);
-  s1.close(); // unlinks the path... s2 is already bound, so connect by a fresh listen instead
+  const c2 = await HelperClient.connect(sock);
+  t.equal(c2.helperPid, process.pid, 'the new server serves the path');
+  c2.close();
   s2.close();
   const s3 = new HelperServer({ backend: stubBackend(), controlUid: myUid });
   fs.writeFileSync(path.join(dir, 'plain'), 'x');
   t.throws(() => s3.listen(path.join(dir, 'plain')), /not a socket/, 'a non-socket file is not replaced');
   s3.close();
+});
+
+t.test('listen: a second helper on the path of a live one refuses to start and leaves it serving', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'helper-server-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'helper.sock');
+  const live = new HelperServer({ backend: stubBackend({ state: async () => ({ result: { containers: [], processes: [] } }) }), controlUid: myUid });
+  live.listen(sock);
+  t.teardown(() => live.close());
+  const ino = fs.statSync(sock).ino;
+  const second = new HelperServer({ backend: stubBackend(), controlUid: myUid });
+  t.throws(() => second.listen(sock), { message: `another helper is serving ${sock}; refusing to start (stop it first)` });
+  second.close();
+  t.equal(fs.statSync(sock).ino, ino, 'the live socket file was not unlinked');
+  const c = await HelperClient.connect(sock);
+  t.same((await c.call('state', { withFds: false })).result, { containers: [], processes: [] }, 'the first helper still serves');
+  c.close();
 });
 
 t.test('peer uid check: a connection from another uid is closed', async (t) => {

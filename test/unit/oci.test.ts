@@ -3,7 +3,11 @@ import t, { type Test } from 'tap';
 import type { grpc } from '../../shared/generated/protos';
 import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import {
+  CAPABILITIES,
+  capabilitiesFromOci,
   containerPlanFromSpec,
+  devicesAllowAll,
+  unenforcedFields,
   processPlanFromOci,
   rewriteNamespaces,
   sanitizeEnv,
@@ -69,6 +73,8 @@ t.test('process conversion', async (t) => {
     terminal: true,
     noNewPrivileges: true,
     rlimits: [{ type: 'RLIMIT_NOFILE', soft: 1024, hard: 4096 }],
+    capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
+    oomScoreAdj: 0,
   });
   t.equal(processPlanFromOci({ Args: ['x'], Cwd: '/work' }, 'process').cwd, '/work');
 
@@ -156,6 +162,20 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['bad propagation', spec({}, { RootfsPropagation: 'sideways' }), Code.INVALID_ARGUMENT, ['OCI.Linux.RootfsPropagation', '"sideways"']],
     ['vm sysctl', spec({}, { Sysctl: { 'vm.overcommit_memory': '1' } }), Code.INVALID_ARGUMENT, ['vm.overcommit_memory', 'not allowed']],
     ['cwd relative', spec({ Process: { Args: ['sh'], Cwd: 'x' } }), Code.INVALID_ARGUMENT, ['OCI.Process.Cwd']],
+    ['root is the guest root', spec({ Root: { Path: '/' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path "/"', 'pivot_root']],
+    ['root is the guest root, spelt //.', spec({ Root: { Path: '//.' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path']],
+    ['prestart hook', spec({ Hooks: { Prestart: [{ Path: '/bin/true' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Prestart', '/bin/true']],
+    ['createRuntime hook', spec({ Hooks: { CreateRuntime: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.CreateRuntime']],
+    ['createContainer hook', spec({ Hooks: { CreateContainer: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.CreateContainer']],
+    ['startContainer hook', spec({ Hooks: { StartContainer: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
+    ['poststart hook', spec({ Hooks: { Poststart: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststart']],
+    ['poststop hook', spec({ Hooks: { Poststop: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststop']],
+    ['seccomp rules', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: [{ Names: ['mount'], Action: 'SCMP_ACT_ERRNO' }] } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp', '1 syscall rules']],
+    ['seccomp default errno', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ERRNO' } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp', 'SCMP_ACT_ERRNO']],
+    ['selinux label', spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }), Code.UNIMPLEMENTED, ['OCI.Process.SelinuxLabel']],
+    ['mount label', spec({}, { MountLabel: 'system_u:object_r:container_file_t:s0' }), Code.UNIMPLEMENTED, ['OCI.Linux.MountLabel']],
+    ['oom score too high', spec({ Process: { Args: ['sh'], OOMScoreAdj: 1001 } }), Code.INVALID_ARGUMENT, ['OCI.Process.OOMScoreAdj', '1001']],
+    ['oom score too low', spec({ Process: { Args: ['sh'], OOMScoreAdj: -1001 } }), Code.INVALID_ARGUMENT, ['OCI.Process.OOMScoreAdj', '-1001']],
   ];
   for (const [name, s, code, parts] of cases) rejects(t, () => containerPlanFromSpec(s, noSandbox), code, parts, name);
 });
@@ -226,4 +246,117 @@ t.test('namespace rewrite (rpc.rs update_container_namespaces)', async (t) => {
     ['sandbox does not have a shared pid namespace'],
     'sandbox_pidns without a sandbox pidns',
   );
+});
+
+const DOCKER = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+const ALLOW_ALL = { Devices: [{ Allow: true, Type: 'a', Major: -1, Minor: -1, Access: 'rwm' }] };
+
+t.test('capabilities: names → numbers, unknown names skipped with a warning', async (t) => {
+  t.equal(CAPABILITIES.length, 41, 'CAP_CHOWN 0 .. CAP_CHECKPOINT_RESTORE 40');
+  t.equal(CAPABILITIES[0], 'CAP_CHOWN');
+  t.equal(CAPABILITIES[27], 'CAP_MKNOD');
+  t.equal(CAPABILITIES[40], 'CAP_CHECKPOINT_RESTORE');
+  const warnings: Record<string, unknown>[] = [];
+  const caps = capabilitiesFromOci(
+    { Bounding: ['CAP_KILL', 'CAP_CHOWN', 'CAP_KILL', 'CAP_BOGUS', 'cap_kill'], Effective: ['CAP_KILL'], Ambient: ['CAP_BPF'] },
+    'OCI.Process.Capabilities',
+    (f) => warnings.push(f),
+  );
+  t.same(caps, { bounding: [0, 5], effective: [5], inheritable: [], permitted: [], ambient: [39] }, 'sorted, deduplicated, exact names only');
+  t.same(warnings, [{ field: 'OCI.Process.Capabilities', unknown: ['bounding:CAP_BOGUS', 'bounding:cap_kill'] }], 'unknown names reported');
+});
+
+t.test('capabilities: init default, exec inheritance, CAP_MKNOD only with allow-all device rules', async (t) => {
+  const withCaps = (names: string[], linux: Partial<grpc.Linux.$Properties> = {}): grpc.Spec.$Properties =>
+    spec({ Process: { Args: ['sh'], Capabilities: { Bounding: names, Effective: names, Permitted: names } } }, linux);
+  const mask = (nums: number[]): number => nums.reduce((m, n) => m + 2 ** n, 0);
+
+  const none = containerPlanFromSpec(spec(), noSandbox);
+  t.same(none.process.capabilities, { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] }, 'no capabilities object: every set empty (runc)');
+
+  const denied = containerPlanFromSpec(withCaps(DOCKER), noSandbox);
+  t.equal(mask(denied.process.capabilities!.bounding), 0xa00425fb, 'Docker set without CAP_MKNOD (no device rules)');
+  t.equal(denied.devicesAllowAll, false);
+  const allowed = containerPlanFromSpec(withCaps(DOCKER, { Resources: ALLOW_ALL }), noSandbox);
+  t.equal(mask(allowed.process.capabilities!.bounding), 0xa80425fb, 'Docker set with CAP_MKNOD (allow-all rule)');
+  t.equal(mask(allowed.process.capabilities!.effective), 0xa80425fb);
+  t.equal(allowed.devicesAllowAll, true);
+
+  const execNone = processPlanFromOci({ Args: ['id'] }, 'process', { container: allowed });
+  t.same(execNone.capabilities, allowed.process.capabilities, 'an exec without capabilities gets the container\'s');
+  t.not(execNone.capabilities, allowed.process.capabilities, '(a copy)');
+  const execOwn = processPlanFromOci({ Args: ['id'], Capabilities: { Bounding: ['CAP_MKNOD', 'CAP_KILL'] } }, 'process', { container: denied });
+  t.same(execOwn.capabilities?.bounding, [5], 'an exec asking for CAP_MKNOD in a deny container does not get it');
+  const execAllowed = processPlanFromOci({ Args: ['id'], Capabilities: { Bounding: ['CAP_MKNOD'] } }, 'process', { container: allowed });
+  t.same(execAllowed.capabilities?.bounding, [27], 'in an allow-all container it does');
+  const noContainer = processPlanFromOci({ Args: ['id'], Capabilities: { Bounding: ['CAP_MKNOD'] } }, 'process');
+  t.same(noContainer.capabilities?.bounding, [], 'without a container: CAP_MKNOD removed (fail closed)');
+
+  const warnings: string[] = [];
+  containerPlanFromSpec(withCaps(DOCKER), { ...noSandbox, warn: (_f, m) => warnings.push(m) });
+  t.match(warnings.join('\n'), /CAP_MKNOD removed/, 'the removal is logged');
+});
+
+t.test('devicesAllowAll: an allow-all rule not followed by a deny rule', async (t) => {
+  const rule = (o: Partial<grpc.LinuxDeviceCgroup.$Properties>): grpc.LinuxDeviceCgroup.$Properties => ({ Allow: true, Type: 'a', Major: -1, Minor: -1, Access: 'rwm', ...o });
+  const cases: Array<[string, grpc.LinuxDeviceCgroup.$Properties[] | undefined, boolean]> = [
+    ['no rules', undefined, false],
+    ['empty', [], false],
+    ['allow all', [rule({})], true],
+    ['allow all, empty type', [rule({ Type: '' })], true],
+    ['allow all then allow c 1:3', [rule({}), rule({ Type: 'c', Major: 1, Minor: 3 })], true],
+    ['deny all then allow all', [rule({ Allow: false }), rule({})], true],
+    ['allow all then deny c 1:3', [rule({}), rule({ Allow: false, Type: 'c', Major: 1, Minor: 3 })], false],
+    ['docker: deny all, allow some', [rule({ Allow: false }), rule({ Type: 'c', Major: 1, Minor: 3 })], false],
+    ['allow all without m', [rule({ Access: 'rw' })], false],
+    ['allow block devices only', [rule({ Type: 'b' })], false],
+    ['allow a with a major', [rule({ Major: 8 })], false],
+    ['allow a with proto-default 0:0', [rule({ Major: 0, Minor: 0 })], false],
+  ];
+  for (const [name, rules, want] of cases) t.equal(devicesAllowAll(rules), want, name);
+});
+
+t.test('unenforced fields are listed and logged; the container is still accepted', async (t) => {
+  const s = spec(
+    { Process: { Args: ['sh'], ApparmorProfile: 'docker-default' } },
+    {
+      CgroupsPath: '/kubepods/pod1/c1',
+      Resources: {
+        Memory: { Limit: 67108864, Swap: 0 },
+        CPU: { Shares: 512, Cpus: '0-1' },
+        Pids: { Limit: 100 },
+        HugepageLimits: [{ Pagesize: '2MB', Limit: 1 }],
+        Devices: [{ Allow: false, Access: 'rwm', Major: -1, Minor: -1 }],
+      },
+    },
+  );
+  const want = [
+    'OCI.Linux.Resources.Devices',
+    'OCI.Linux.Resources.Memory.Limit',
+    'OCI.Linux.Resources.CPU.Shares',
+    'OCI.Linux.Resources.CPU.Cpus',
+    'OCI.Linux.Resources.Pids.Limit',
+    'OCI.Linux.Resources.HugepageLimits',
+    'OCI.Linux.CgroupsPath',
+    'OCI.Process.ApparmorProfile',
+  ];
+  t.same(unenforcedFields(s), want);
+  const logged: Array<[Record<string, unknown>, string]> = [];
+  const plan = containerPlanFromSpec(s, { ...noSandbox, warn: (f, m) => logged.push([f, m]) });
+  t.same(plan.unenforced, want, 'recorded in the plan');
+  t.ok(logged.some(([f, m]) => /not enforced/.test(m) && JSON.stringify(f.unenforced) === JSON.stringify(want)), 'one warning lists them');
+  t.ok(logged.some(([f]) => f.field === 'OCI.Process.ApparmorProfile'), 'the AppArmor profile is logged as ignored');
+  t.same(unenforcedFields(spec()), [], 'nothing for a plain spec');
+  t.same(unenforcedFields(spec({}, { Resources: ALLOW_ALL })), [], 'an allow-all device list is not "unenforced"');
+  t.doesNotThrow(() => containerPlanFromSpec(spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW' } }), noSandbox), 'an allow-only seccomp profile is accepted');
+  t.doesNotThrow(() => containerPlanFromSpec(spec({ Hooks: { Prestart: [] } }), noSandbox), 'empty hook lists are accepted');
+});
+
+t.test('OOMScoreAdj is carried for the init and for execs (0 when unset)', async (t) => {
+  t.equal(containerPlanFromSpec(spec({ Process: { Args: ['sh'], OOMScoreAdj: -999 } }), noSandbox).process.oomScoreAdj, -999);
+  t.equal(containerPlanFromSpec(spec(), noSandbox).process.oomScoreAdj, 0);
+  t.equal(processPlanFromOci({ Args: ['sh'], OOMScoreAdj: 1000 }, 'process').oomScoreAdj, 1000);
 });

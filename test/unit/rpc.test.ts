@@ -11,14 +11,19 @@ import { defaultConfig } from '../../control/config';
 import { buildDebugServer } from '../../control/debug/server';
 import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
 import { TtrpcClient, type CallOptions } from '../../control/ttrpc';
-import { startMockPair } from '../../helper/mock/main';
+import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
 import { Code, StatusError } from '../../shared/protocol';
 import type { grpc } from '../../shared/generated/protos';
 
 interface Harness {
   agent: Agent;
   client: TtrpcClient;
+  /** The in-process mock helper (its backend's ops may be wrapped to widen race windows). */
+  pair: MockHelperPair;
+  address: string;
   call<K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>>;
+  /** As `call`, over another client connection. */
+  callOn<K extends MethodName>(client: TtrpcClient, name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>>;
 }
 
 async function harness(t: Test): Promise<Harness> {
@@ -34,18 +39,37 @@ async function harness(t: Test): Promise<Harness> {
     await pair.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  const call = async <K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => {
+  const callOn = async <K extends MethodName>(c: TtrpcClient, name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => {
     const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
-    const reply = await client.call(spec.service, spec.method, spec.request.encode(req).finish(), opts);
+    const reply = await c.call(spec.service, spec.method, spec.request.encode(req).finish(), opts);
     return spec.response.decode(reply) as ResponseOf<K>;
   };
-  return { agent, client, call };
+  const call = <K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => callOn(client, name, req, opts);
+  return { agent, client, pair, address, call, callOn };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Make the mock helper's `op` wait `ms` before doing its work (widens a race window). */
+function delayHelperOp(h: Harness, op: 'createContainer' | 'execProcess' | 'removeContainer', ms: number): void {
+  const backend = h.pair.backend as unknown as Record<string, (args: unknown) => Promise<unknown>>;
+  const original = backend[op].bind(h.pair.backend);
+  backend[op] = async (args: unknown) => {
+    await sleep(ms);
+    return original(args);
+  };
+}
+
+/** The mock helper's containers and processes (what is really left, whatever control thinks). */
+async function helperState(h: Harness): Promise<{ containers: string[]; processes: number }> {
+  const { result } = await h.pair.backend.state({ withFds: false });
+  return { containers: result.containers.map((c) => c.containerId), processes: result.processes.length };
 }
 
 function oci(args: string[], opts: { terminal?: boolean } = {}): grpc.Spec.$Properties {
   return {
     Version: '1.0.2',
-    Root: { Path: '/' },
+    Root: { Path: '/run/kata-test/rootfs' }, // the mock helper runs on the host and ignores it ("/" is refused)
     Process: { Args: args, Env: ['PATH=/usr/bin:/bin', 'HOME=/'], Cwd: '/', Terminal: opts.terminal === true },
     Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'ipc' }, { Type: 'uts' }, { Type: 'pid' }] },
   };
@@ -302,4 +326,200 @@ t.test('DestroySandbox removes the containers, ends GetOOMEvent, then asks for s
   t.ok(shutdown, 'shutdown requested');
   t.equal(h.agent.sandbox.containers.size, 0);
   await expectCode(t, h.call('CreateContainer', { container_id: 'late', OCI: oci(['true']) }), Code.FAILED_PRECONDITION, /destroyed/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Review regressions
+
+const MiB = 1024 * 1024;
+
+t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 8 MiB bound, disconnect and RemoveContainer release', async (t) => {
+  const h = await harness(t);
+  await run(h, 'nr', ['sleep', '1000']);
+  const stdin = h.agent.sandbox.getContainer('nr').init.stdio.stdin;
+  const deadline = { timeoutNs: 300e6 };
+  // The first write starts (the pipe takes 64 KiB) and then waits; its deadline passes.
+  await expectCode(t, h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(MiB, 1) }, deadline), Code.DEADLINE_EXCEEDED);
+  const afterFirst = stdin.pendingBytes;
+  t.ok(afterFirst > 0 && afterFirst < MiB, `the started write stays, never torn (${afterFirst} bytes wait)`);
+  // The second one never started: dropped when its deadline passed.
+  await expectCode(t, h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(MiB, 2) }, deadline), Code.DEADLINE_EXCEEDED);
+  await sleep(50); // the client's own timer may fire a little before the agent's
+  t.equal(stdin.pendingBytes, afterFirst, 'the write whose deadline passed before it started was dropped');
+
+  // Without deadlines the writes wait, up to 8 MiB; beyond, RESOURCE_EXHAUSTED at once.
+  const waiting = [
+    h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(3 * MiB, 3) }),
+    h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(3 * MiB, 4) }),
+  ].map((p) => p.catch((err: unknown) => err));
+  await sleep(100);
+  const full = stdin.pendingBytes;
+  t.equal(full, afterFirst + 6 * MiB, 'both writes wait');
+  await expectCode(
+    t,
+    h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(3 * MiB, 5) }),
+    Code.RESOURCE_EXHAUSTED,
+    /process "nr" of container nr: stdin write of 3145728 bytes refused: .*at most 8388608 bytes may wait/,
+  );
+  t.equal(stdin.pendingBytes, full, 'nothing of the refused write was queued');
+
+  // A write from a connection that goes away before it started is dropped.
+  const other = await TtrpcClient.connect(h.address);
+  const dropped = h.callOn(other, 'WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(MiB, 6) }).catch((err: unknown) => err);
+  await sleep(100);
+  t.equal(stdin.pendingBytes, full + MiB, 'the other connection\'s write waits');
+  await other.close();
+  await dropped;
+  await sleep(100);
+  t.equal(stdin.pendingBytes, full, 'dropped when its connection closed');
+
+  await h.call('RemoveContainer', { container_id: 'nr', timeout: 5 });
+  for (const err of await Promise.all(waiting)) {
+    // Removal kills the process: the write fails as the pipe breaks, the process exits or the
+    // container goes, whichever control sees first.
+    t.ok(err instanceof StatusError && err.code === Code.FAILED_PRECONDITION, `a waiting write fails on removal: ${(err as Error).message}`);
+  }
+  t.equal(stdin.pendingBytes, 0, 'everything released');
+});
+
+t.test('WriteStdin: a waiting write fails when the process exits; later writes are refused', async (t) => {
+  const h = await harness(t);
+  await run(h, 'ex', ['sleep', '1000']);
+  // The exec process exits after 300 ms, its background child keeps the pipe open without reading.
+  await h.call('ExecProcess', { container_id: 'ex', exec_id: 'bg', process: proc(['sh', '-c', 'exec 3<&0; sleep 3 <&3 3<&- & sleep 0.3']) });
+  const w = h.call('WriteStdin', { container_id: 'ex', exec_id: 'bg', data: Buffer.alloc(MiB) });
+  await expectCode(t, w, Code.FAILED_PRECONDITION, /exited/);
+  await expectCode(t, h.call('WriteStdin', { container_id: 'ex', exec_id: 'bg', data: Buffer.from('x') }), Code.FAILED_PRECONDITION, /exited/);
+  t.equal((await h.call('WaitProcess', { container_id: 'ex', exec_id: 'bg' })).status, 0);
+});
+
+t.test('CreateContainer racing DestroySandbox: both answered, nothing left in the helper', async (t) => {
+  for (const gap of [0, 1, 5, 10]) {
+    await t.test(`DestroySandbox ${gap} ms after CreateContainer`, async (t) => {
+      const h = await harness(t);
+      await h.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'race' });
+      await run(h, 'old', ['sleep', '1000']);
+      delayHelperOp(h, 'createContainer', 50); // the create is in flight when DestroySandbox comes
+      let shutdown = false;
+      h.agent.once('shutdown', () => {
+        shutdown = true;
+      });
+      const create = h.call('CreateContainer', { container_id: 'new', OCI: oci(['sleep', '1000']) }).then(
+        () => 'ok',
+        (err: unknown) => err,
+      );
+      await sleep(gap);
+      await h.call('DestroySandbox', {});
+      const created = await create;
+      t.ok(created === 'ok' || (created instanceof StatusError && created.code === Code.FAILED_PRECONDITION), `CreateContainer answered: ${String(created)}`);
+      t.same(await helperState(h), { containers: [], processes: 0 }, 'the helper has no container left (the new one included)');
+      t.equal(h.agent.sandbox.containers.size, 0);
+      await expectCode(t, h.call('CreateContainer', { container_id: 'late', OCI: oci(['true']) }), Code.FAILED_PRECONDITION, /destroyed/);
+      await expectCode(t, h.call('ExecProcess', { container_id: 'old', exec_id: 'x', process: proc(['true']) }), Code.FAILED_PRECONDITION, /destroyed/);
+      await sleep(10);
+      t.ok(shutdown, 'shutdown requested after the answers');
+    });
+  }
+});
+
+t.test('DestroySandbox refuses new CreateContainer and ExecProcess while it waits; a concurrent DestroySandbox gets the same answer', async (t) => {
+  const h = await harness(t);
+  await run(h, 'c1', ['sleep', '1000']);
+  delayHelperOp(h, 'execProcess', 150);
+  const exec = h.call('ExecProcess', { container_id: 'c1', exec_id: 'slow', process: proc(['sleep', '1000']) }).then(() => 'ok', (err: unknown) => err);
+  await sleep(20);
+  const destroy1 = h.call('DestroySandbox', {});
+  const destroy2 = h.call('DestroySandbox', {});
+  await sleep(20);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'n1', OCI: oci(['true']) }), Code.FAILED_PRECONDITION, /being destroyed/);
+  await expectCode(t, h.call('ExecProcess', { container_id: 'c1', exec_id: 'n', process: proc(['true']) }), Code.FAILED_PRECONDITION, /being destroyed/);
+  await Promise.all([destroy1, destroy2]);
+  t.equal(await exec, 'ok', 'the exec in flight was answered before the sandbox went');
+  t.same(await helperState(h), { containers: [], processes: 0 }, 'and its process was removed with the container');
+});
+
+t.test('CreateSandbox accepts an empty sandbox_id (as upstream); a bad one is INVALID_ARGUMENT naming the sandbox id', async (t) => {
+  const h = await harness(t);
+  await expectCode(t, h.call('CreateSandbox', { hostname: 'h', sandbox_id: '-bad' }), Code.INVALID_ARGUMENT, /^invalid sandbox id "-bad"/);
+  await h.call('CreateSandbox', { hostname: 'h', sandbox_id: '' });
+  t.equal(h.agent.sandbox.created, true);
+  await expectCode(t, h.call('CreateSandbox', { hostname: 'h', sandbox_id: '' }), Code.ALREADY_EXISTS, /already created/);
+});
+
+t.test('ExecProcess racing RemoveContainer: FAILED_PRECONDITION or NOT_FOUND, never INVALID_ARGUMENT', async (t) => {
+  const h = await harness(t);
+  await run(h, 'r1', ['sleep', '1000']);
+  delayHelperOp(h, 'removeContainer', 200);
+  const remove = h.call('RemoveContainer', { container_id: 'r1', timeout: 5 });
+  await sleep(20);
+  await expectCode(t, h.call('ExecProcess', { container_id: 'r1', exec_id: 'x', process: proc(['true']) }), Code.FAILED_PRECONDITION, /being removed/);
+  await remove;
+
+  // The exec is in flight (slow helper) when the container is removed.
+  await run(h, 'r2', ['sleep', '1000']);
+  delayHelperOp(h, 'execProcess', 150);
+  const exec = h.call('ExecProcess', { container_id: 'r2', exec_id: 'x', process: proc(['sleep', '1000']) }).then(() => null, (err: unknown) => err as StatusError);
+  await sleep(20);
+  await h.call('RemoveContainer', { container_id: 'r2', timeout: 5 });
+  const err = await exec;
+  t.ok(err !== null && (err.code === Code.FAILED_PRECONDITION || err.code === Code.NOT_FOUND), `the exec fails FAILED_PRECONDITION or NOT_FOUND: ${String(err)}`);
+  t.same(await helperState(h), { containers: [], processes: 0 }, 'no exec process survived the removal');
+});
+
+t.test('sandbox_pidns after the first container was removed: FAILED_PRECONDITION "the sandbox pid namespace is gone"', async (t) => {
+  const h = await harness(t);
+  await h.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'pidns' });
+  await run(h, 'pause', ['sleep', '1000']);
+  t.equal(h.agent.sandbox.pidns, `/proc/${h.agent.sandbox.getContainer('pause').init.pid}/ns/pid`, 'the first container owns the sandbox pid namespace');
+  await h.call('RemoveContainer', { container_id: 'pause', timeout: 5 });
+  t.equal(h.agent.sandbox.pidns, null, 'the path is not kept dangling');
+  await expectCode(t, h.call('CreateContainer', { container_id: 'w1', OCI: oci(['true']), sandbox_pidns: true }), Code.FAILED_PRECONDITION, /the sandbox pid namespace is gone/);
+  // A later container does not take its place (as upstream: only the first container).
+  await run(h, 'w2', ['sleep', '1000']);
+  t.equal(h.agent.sandbox.pidns, null);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'w3', OCI: oci(['true']), sandbox_pidns: true }), Code.FAILED_PRECONDITION, /the sandbox pid namespace is gone/);
+});
+
+t.test('sandbox_pidns when the owner\'s init has exited: FAILED_PRECONDITION', async (t) => {
+  const h = await harness(t);
+  await run(h, 'first', ['sh', '-c', 'exit 0']);
+  t.equal((await h.call('WaitProcess', { container_id: 'first', exec_id: '' })).status, 0);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'w1', OCI: oci(['true']), sandbox_pidns: true }), Code.FAILED_PRECONDITION, /the sandbox pid namespace is gone: the init of container first.*has exited/);
+});
+
+t.test('the helper goes away: an in-flight WaitProcess and helper call get UNAVAILABLE "the helper connection was lost", answered before the agent stops', async (t) => {
+  const h = await harness(t);
+  await run(h, 'w1', ['sleep', '1000']);
+  delayHelperOp(h, 'execProcess', 10_000);
+  h.agent.once('helper-lost', () => void h.agent.stop()); // as control/main.ts does
+  const wait = h.call('WaitProcess', { container_id: 'w1', exec_id: '' });
+  const exec = h.call('ExecProcess', { container_id: 'w1', exec_id: 'x', process: proc(['true']) });
+  await sleep(50);
+  h.pair.server.close(); // the helper's end of the connection goes away
+  await expectCode(t, wait, Code.UNAVAILABLE, /the helper connection was lost/);
+  await expectCode(t, exec, Code.UNAVAILABLE, /the helper connection was lost/);
+});
+
+t.test('a spec over the helper packet limit: RESOURCE_EXHAUSTED "OCI spec too large" with the size and the limit', async (t) => {
+  const h = await harness(t);
+  const env = Array.from({ length: 3000 }, (_, i) => `VAR_${i}=${'x'.repeat(100)}`);
+  const spec = oci(['true']);
+  spec.Process = { ...spec.Process, Env: env };
+  await expectCode(
+    t,
+    h.call('CreateContainer', { container_id: 'big', OCI: spec }),
+    Code.RESOURCE_EXHAUSTED,
+    /^OCI spec too large: the container plan is \d+ bytes, the agent accepts at most 196608 \(e\.g\. fewer or shorter env entries \/ args \/ mounts\)$/,
+  );
+  t.equal(h.agent.sandbox.containers.size, 0);
+  await run(h, 'small', ['sleep', '1000']);
+  await expectCode(
+    t,
+    h.call('ExecProcess', { container_id: 'small', exec_id: 'big', process: { ...proc(['true']), Env: env } }),
+    Code.RESOURCE_EXHAUSTED,
+    /^OCI process too large: the process plan is \d+ bytes, the agent accepts at most 196608/,
+  );
+  // The exec id is free again.
+  await h.call('ExecProcess', { container_id: 'small', exec_id: 'big', process: proc(['true']) });
+  t.equal((await h.call('WaitProcess', { container_id: 'small', exec_id: 'big' })).status, 0);
 });

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { loadNative } from '../../shared/native';
 import { Code, StatusError } from '../../shared/protocol';
-import { OutputStream, ProcessStdio, OUTPUT_HIGH_WATER } from '../../control/sandbox/stdio';
+import { MAX_PENDING_STDIN, OutputStream, ProcessStdio, OUTPUT_HIGH_WATER } from '../../control/sandbox/stdio';
 
 const native = loadNative();
 
@@ -153,3 +153,87 @@ t.test('pty: printf abc gives exactly abc (B10)', async (t) => {
   t.equal(data.toString(), 'abc');
 });
 
+
+// ---------------------------------------------------------------------------------------------
+// Stdin: bounded, cancellable, ordered (review: 4 MiB WriteStdin requests to a process that never
+// reads grew control to 2.2 GB; a write whose deadline passed stayed queued).
+
+const MiB = 1024 * 1024;
+
+t.test('stdin to a process that never reads: at most MAX_PENDING_STDIN wait; beyond, RESOURCE_EXHAUSTED and nothing queued; CloseStdin releases', async (t) => {
+  const { stdio } = spawnPiped(t, ['sleep', '100']);
+  const w1 = stdio.stdin.write(Buffer.alloc(4 * MiB, 0x61));
+  const w2 = stdio.stdin.write(Buffer.alloc(4 * MiB, 0x62));
+  w1.catch(() => undefined);
+  w2.catch(() => undefined);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const pending = stdio.stdin.pendingBytes;
+  t.ok(pending > 7 * MiB && pending <= MAX_PENDING_STDIN, `8 MiB written, the pipe took some: ${pending} bytes wait`);
+  await t.rejects(stdio.stdin.write(Buffer.alloc(MiB)), {
+    code: Code.RESOURCE_EXHAUSTED,
+    message: new RegExp(`write of ${MiB} bytes refused: ${pending} bytes already wait .*at most ${MAX_PENDING_STDIN} bytes`),
+  });
+  t.equal(stdio.stdin.pendingBytes, pending, 'nothing of the refused write was queued');
+  await stdio.closeStdin();
+  await t.rejects(w1, { code: Code.FAILED_PRECONDITION, message: /closed before this write completed/ }, 'an unfinished write fails on CloseStdin');
+  await t.rejects(w2, { code: Code.FAILED_PRECONDITION });
+  t.equal(stdio.stdin.pendingBytes, 0, 'everything released');
+});
+
+t.test('stdin: a write aborted before it started is dropped; one that started completes; order is kept', async (t) => {
+  // The process reads nothing for 300 ms (the pipe fills), then echoes stdin.
+  const { stdio, child } = spawnPiped(t, ['sh', '-c', 'sleep 0.3; exec cat']);
+  const exit = exitOf(child);
+  const out = readAll(stdio.stdout);
+  const first = new AbortController();
+  const second = new AbortController();
+  const w1 = stdio.stdin.write(Buffer.alloc(256 * 1024, 0x61), first.signal);
+  const w2 = stdio.stdin.write(Buffer.alloc(MiB, 0x62), second.signal);
+  const w3 = stdio.stdin.write(Buffer.alloc(100 * 1024, 0x63));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const before = stdio.stdin.pendingBytes;
+  second.abort(new StatusError(Code.DEADLINE_EXCEEDED, 'timeout'));
+  first.abort(new StatusError(Code.DEADLINE_EXCEEDED, 'timeout'));
+  await t.rejects(w2, { code: Code.DEADLINE_EXCEEDED, message: 'timeout' }, 'the queued write is withdrawn with the abort reason');
+  t.equal(stdio.stdin.pendingBytes, before - MiB, 'its bytes are released at once');
+  t.equal(await w1, 256 * 1024, 'the write that had started is written to its end (never torn)');
+  t.equal(await w3, 100 * 1024, 'the next write follows');
+  await stdio.closeStdin();
+  const { data } = await out;
+  t.equal(data.length, 356 * 1024, 'the process read exactly the two writes');
+  t.ok(data.subarray(0, 256 * 1024).every((b) => b === 0x61) && data.subarray(256 * 1024).every((b) => b === 0x63), 'in call order, nothing of the withdrawn write');
+  t.equal(await exit, 0);
+  await t.rejects(stdio.stdin.write(Buffer.from('x'), AbortSignal.abort(new StatusError(Code.CANCELLED, 'gone'))), { code: Code.FAILED_PRECONDITION }, 'closed wins');
+});
+
+t.test('stdin: the process exit releases waiting writes; later writes are refused', async (t) => {
+  // A grandchild keeps the pipe open without reading: only the exit notice can release the writes.
+  // (An asynchronous list gets /dev/null as stdin: hand the pipe over on fd 3.)
+  const { stdio, child } = spawnPiped(t, ['sh', '-c', 'exec 3<&0; sleep 3 <&3 3<&- & exit 0']);
+  await exitOf(child);
+  const w = stdio.stdin.write(Buffer.alloc(MiB));
+  const settled = w.catch((err: unknown) => err);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.ok(stdio.stdin.pendingBytes > 0, 'the write waits');
+  stdio.processExited();
+  t.match(await settled, { code: Code.FAILED_PRECONDITION, message: /exited/ });
+  t.equal(stdio.stdin.pendingBytes, 0);
+  await t.rejects(stdio.stdin.write(Buffer.from('x')), { code: Code.FAILED_PRECONDITION, message: /exited/ });
+});
+
+t.test('stdin: a write withdrawn by an already aborted signal queues nothing', async (t) => {
+  const { stdio } = spawnPiped(t, ['sleep', '100']);
+  await t.rejects(stdio.stdin.write(Buffer.from('x'), AbortSignal.abort(new StatusError(Code.CANCELLED, 'gone'))), { code: Code.CANCELLED, message: 'gone' });
+  t.equal(stdio.stdin.pendingBytes, 0);
+});
+
+t.test('terminal stdin: CloseStdin queues ^D behind the written input', async (t) => {
+  const { stdio, child } = spawnTty(t, ['sh', '-c', 'sleep 0.3; cat']);
+  const exit = exitOf(child);
+  const out = readAll(stdio.stdout);
+  t.equal(await stdio.stdin.write(Buffer.from('typed\n')), 6);
+  await stdio.closeStdin();
+  const { data } = await out;
+  t.match(data.toString(), /typed\r\n/, 'cat echoed the input and ended on the ^D');
+  t.equal(await exit, 0);
+});

@@ -434,12 +434,45 @@ t.test('closing the server rejects pending calls with UNAVAILABLE and aborts han
   await server.close();
   const err = await pending;
   t.equal(err.code, Code.UNAVAILABLE);
+  t.equal(err.message, 'the server is shutting down', 'the pending call was answered before the connection closed');
   t.equal(((await within(aborted.promise, 'handler signal aborted')) as StatusError).code, Code.CANCELLED);
   t.notOk(fs.existsSync(socketPath), 'socket file removed');
   const later = await rejection(client.call('test.Echo', 'Echo', new Uint8Array(0)));
   t.equal(later.code, Code.UNAVAILABLE, 'calls after the connection closed are rejected too');
   await client.close();
   await t.rejects(server.listen(`unix://${newSocketPath()}`), { code: Code.FAILED_PRECONDITION });
+});
+
+t.test('closing with a grace period lets in-flight handlers answer; new requests get UNAVAILABLE', async (t) => {
+  const server = new TtrpcServer();
+  const started = deferred();
+  let release!: () => void;
+  server.register('test.Slow', 'Soon', async () => {
+    started.resolve();
+    await new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    return Buffer.from('done');
+  });
+  server.register('test.Slow', 'Forever', () => new Promise<Uint8Array>(() => undefined));
+  const socketPath = newSocketPath();
+  await server.listen(`unix://${socketPath}`);
+  const client = await TtrpcClient.connect(`unix://${socketPath}`);
+  t.teardown(() => client.close());
+  const soon = client.call('test.Slow', 'Soon', new Uint8Array(0));
+  const forever = rejection(client.call('test.Slow', 'Forever', new Uint8Array(0)));
+  await within(started.promise, 'handler started');
+  const closed = server.close({ graceMs: 300, message: 'going away' });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const late = await rejection(client.call('test.Slow', 'Soon', new Uint8Array(0)));
+  t.equal(late.code, Code.UNAVAILABLE, 'a request during the grace period is refused');
+  t.equal(late.message, 'the server is shutting down');
+  release();
+  t.equal(Buffer.from(await soon).toString(), 'done', 'the handler that settled in the grace period was answered');
+  const err = await forever;
+  t.equal(err.code, Code.UNAVAILABLE);
+  t.equal(err.message, 'going away', 'the handler still pending after the grace period was answered UNAVAILABLE');
+  await closed;
 });
 
 t.test('a dropped connection aborts its in-flight handlers', async (t) => {

@@ -15,6 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { AgentClient } from '../../../control/ctl/client';
 import { ociJsonToSpec } from '../../../control/ctl/oci-json';
+import type { grpc } from '../../../shared/proto';
 import { Code, StatusError } from '../../../shared/protocol';
 import { codeName } from '../../../control/ttrpc/status';
 import { PROJECT_ROOT, busyboxConfig, startStandaloneAgent, tail, type StandaloneAgent } from '../../../scripts/lib/standalone';
@@ -80,12 +81,18 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 
 export type ReadMethod = 'ReadStdout' | 'ReadStderr';
 
-/** Options of an exec: a terminal, the env (default PATH only), cwd (default "/"), uid = gid (default 0). */
+/**
+ * Options of an exec: a terminal, the env (default PATH only), cwd (default "/"), uid = gid
+ * (default 0), the grpc.Process Capabilities (default none: the container's are inherited) and
+ * OOMScoreAdj (default 0).
+ */
 export interface ExecOptions {
   terminal?: boolean;
   env?: string[];
   cwd?: string;
   uid?: number;
+  capabilities?: grpc.LinuxCapabilities.$Properties;
+  oomScoreAdj?: number;
 }
 
 /** One agent per test file, with a connected client and the rootfs its containers use. */
@@ -128,16 +135,22 @@ export class AgentHarness {
     return `${prefix}-${process.pid}-${++this.seq}`;
   }
 
-  /** The grpc.Spec of a busybox container running `args`. */
+  /**
+   * The grpc.Spec of a busybox container running `args` (busyboxConfig with `extra`; `mounts`
+   * are appended; `hooks` is set on the grpc.Spec as given, since config.json conversion drops
+   * hooks as upstream agent-ctl does).
+   */
   spec(
     args: string[],
-    extra: Parameters<typeof busyboxConfig>[2] & { mounts?: Record<string, unknown>[]; rootfs?: string } = {},
+    extra: Parameters<typeof busyboxConfig>[2] & { mounts?: Record<string, unknown>[]; rootfs?: string; hooks?: grpc.Hooks.$Properties } = {},
   ): ReturnType<typeof ociJsonToSpec> {
     const config = busyboxConfig(extra.rootfs ?? this.rootfs, args, extra);
     const proc = config.process as { env: string[] };
     proc.env = [...proc.env, this.mark];
     if (extra.mounts) (config.mounts as Record<string, unknown>[]).push(...extra.mounts);
-    return ociJsonToSpec(config, this.rootfs);
+    const spec = ociJsonToSpec(config, this.rootfs);
+    if (extra.hooks) spec.Hooks = extra.hooks;
+    return spec;
   }
 
   /** Register removal of container `id` when `t` ends (NOT_FOUND is fine: already removed). */
@@ -175,6 +188,8 @@ export class AgentHarness {
       Args: args,
       Env: [...(opts.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']), this.mark],
       Cwd: opts.cwd ?? '/',
+      ...(opts.capabilities ? { Capabilities: opts.capabilities } : {}),
+      ...(opts.oomScoreAdj !== undefined ? { OOMScoreAdj: opts.oomScoreAdj } : {}),
     };
     await this.client.call('ExecProcess', { container_id: cid, exec_id: execId, process: proc });
   }
