@@ -296,8 +296,9 @@ export class AgentService {
    * flight to settle, removes every container (as RemoveContainer with the default bound; those
    * just created included), asks the helper to destroy the sandbox, fails pending GetOOMEvent
    * calls, and — after this reply has been sent — calls `onShutdown` (upstream exits the agent).
-   * A concurrent second DestroySandbox gets the same answer. If a container cannot be removed,
-   * the first error is returned and the agent stays up (a retry is possible).
+   * A concurrent second DestroySandbox gets the same answer, a later one FAILED_PRECONDITION.
+   * If a container cannot be removed, the first error is returned and the agent stays up (a
+   * retry is possible).
    */
   destroySandbox(_req: pb.DestroySandboxRequest): Promise<Empty> {
     if (this.destroyRun) return this.destroyRun;
@@ -331,6 +332,7 @@ export class AgentService {
         throw err;
       }
       this.destroying = false;
+      this.destroyRun = null; // later calls: FAILED_PRECONDITION (destroyed)
       this.sandbox.created = false;
       this.sandbox.destroyed = true;
       this.failOomWaiters(new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed: no more OOM events'));

@@ -93,13 +93,14 @@ if (skip) {
           const cid = await h.run(t, ['sleep', '1000']);
           const execId = h.id('x');
           const first = order === 'exec-first' ? h.exec(cid, execId, ['sleep', '1000']) : h.client.call('RemoveContainer', { container_id: cid, timeout: 10 });
-          await sleep(gap);
+          if (gap > 0) await sleep(gap); // 0: both requests leave back to back
           const second = order === 'exec-first' ? h.client.call('RemoveContainer', { container_id: cid, timeout: 10 }) : h.exec(cid, execId, ['sleep', '1000']);
           const [e, r] = order === 'exec-first' ? [first, second] : [second, first];
           const execResult = await e.then(() => 'OK', (err: unknown) => err as Error);
           await r;
           const code = execResult === 'OK' ? 'OK' : String(codeOf(execResult));
           seen.set(code, (seen.get(code) ?? 0) + 1);
+          if (process.env.KATA_RACES_VERBOSE) t.comment(`${order} +${gap} ms: ${String(execResult)}`);
           const acceptable = execResult === 'OK' || codeOf(execResult) === Code.FAILED_PRECONDITION || codeOf(execResult) === Code.NOT_FOUND;
           if (!acceptable) t.fail(`${order} +${gap} ms: ExecProcess answered ${String(execResult)}`);
         }
