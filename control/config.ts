@@ -9,16 +9,17 @@
  *   serverAddr    KATA_AGENT_SERVER_ADDR       --server-address   vsock://-1:1024
  *   helperSocket  KATA_AGENT_HELPER_SOCKET     --helper-socket    /run/kata-agent/helper.sock
  *   logLevel      KATA_AGENT_LOG_LEVEL         --log-level        info
- *   debugAddr     KATA_AGENT_DEBUG_ADDR        --debug-addr       unix:///run/kata-agent/debug.sock ("" disables)
+ *   debugAddr     KATA_AGENT_DEBUG_ADDR        --debug-addr       unix:///run/kata-agent/control/debug.sock ("" disables)
  *
  * KATA_AGENT_SERVER_ADDR and its default follow upstream (inventory §2.1, §5.2).
  *
  * The debug endpoint (control/debug/server.ts) lists container ids and pids. By default it is a
- * unix socket, mode 0600 and owned by the control plane's uid, because Kata containers share
+ * unix socket, mode 0600 and owned by the control plane's uid, in the directory the helper
+ * prepares for the control uid (helper/main.ts prepareControlDir), because Kata containers share
  * the guest's network namespace: a TCP port, even on 127.0.0.1, would be reachable from inside
  * every container. Query it as the control uid (or root) with
  *
- *   curl --unix-socket /run/kata-agent/debug.sock http://localhost/v1/sandbox
+ *   curl --unix-socket /run/kata-agent/control/debug.sock http://localhost/v1/sandbox
  *
  * `host:port` (e.g. `127.0.0.1:9099`, `[::1]:9099`) listens on TCP instead: an explicit opt-in,
  * for development. "" disables the endpoint. The default socket is best-effort: when it cannot
@@ -32,7 +33,7 @@ import { Code, DEFAULT_HELPER_SOCKET, StatusError } from '../shared/protocol';
 /** Default ttRPC listen address: vsock port 1024 on any CID (Kata DEFAULT_AGENT_VSOCK_PORT). */
 export const DEFAULT_SERVER_ADDR = 'vsock://-1:1024';
 /** Default address of the debug HTTP endpoint: a unix socket only the control uid can use. */
-export const DEFAULT_DEBUG_ADDR = 'unix:///run/kata-agent/debug.sock';
+export const DEFAULT_DEBUG_ADDR = 'unix:///run/kata-agent/control/debug.sock';
 /** Default pino log level. */
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 

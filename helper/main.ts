@@ -19,6 +19,7 @@
  * stops accepting, kills every container (as a VM shutdown would), releases the sandbox
  * namespaces, removes its socket and exits 0.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../shared/log';
@@ -97,6 +98,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const server = new HelperServer({ backend, controlUid: opts.controlUid, logger: log });
   try {
+    if (!opts.mock) prepareControlDir(opts.stateDir, opts.controlUid);
     server.listen(opts.socket);
   } catch (err) {
     log.fatal({ err, socket: opts.socket }, 'cannot listen');
@@ -119,6 +121,22 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
+}
+
+/**
+ * `<stateDir>/control`: the one directory of the helper's state tree the control plane may
+ * write (mode 0700, owned by the control uid), for its own sockets such as the debug endpoint
+ * (control/config.ts DEFAULT_DEBUG_ADDR). The rest of the state dir stays root's.
+ */
+export function prepareControlDir(stateDir: string, controlUid: number): string {
+  const dir = path.join(stateDir, 'control');
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+  fs.chownSync(dir, controlUid, controlUid);
+  fs.chmodSync(dir, 0o700);
+  return dir;
 }
 
 if (require.main === module) {

@@ -107,7 +107,8 @@ export const KEYS: Readonly<Record<string, KeySpec>> = {
   signal: { field: 'signal', parse: (t) => signalNumber(t), auto: () => 'SIGKILL' },
   row: { field: 'row', parse: u32 },
   column: { field: 'column', parse: u32 },
-  len: { field: 'len', parse: u32 },
+  /** ReadStdout/ReadStderr bytes; generated: 64 KiB (upstream sends 0, which only reads EOF). */
+  len: { field: 'len', parse: u32, auto: () => '65536' },
   /** RemoveContainer timeout, in seconds (0 = wait forever). */
   timeout: { field: 'timeout', parse: u32 },
   data: { field: 'data', parse: (t) => strToBytes(t) },

@@ -524,3 +524,9 @@ t.test('AgentClient and CtlSession in-process (repeat, echo, quit, interactive)'
   t.same(out2.filter((l) => l.startsWith('{')), ['{"status":"SERVING"}'], 'interactive: goes on after a failure, stops at quit');
   t.same(err2, ['NOT_FOUND: container "gone" not found']);
 });
+
+t.test('ReadStdout/ReadStderr: len defaults to 64 KiB with auto values, an explicit len wins, none without', async (t) => {
+  t.equal(built('ReadStdout', 'cid=abc', context()).len, 65536);
+  t.equal(built('ReadStderr', 'cid=abc len=10', context()).len, 10);
+  t.equal(built('ReadStdout', 'cid=abc', context({ autoValues: false })).len, 0);
+});
