@@ -216,6 +216,10 @@ export interface BusyboxExtra {
   resources?: Record<string, unknown>;
   /** linux.seccomp (config-linux.md#seccomp), as in config.json. */
   seccomp?: Record<string, unknown>;
+  /** process.rlimits (config.md#posix-process), e.g. [{type: 'RLIMIT_NOFILE', soft: 1024, hard: 4096}]. */
+  rlimits?: { type: string; soft: number; hard: number }[];
+  /** linux.sysctl (config-linux.md#sysctl). */
+  sysctl?: Record<string, string>;
 }
 
 /**
@@ -239,6 +243,7 @@ export function busyboxConfig(rootfs: string, args: string[], extra: BusyboxExtr
   };
   if (extra.resources) linux.resources = extra.resources;
   if (extra.seccomp) linux.seccomp = extra.seccomp;
+  if (extra.sysctl) linux.sysctl = extra.sysctl;
   return {
     ociVersion: '1.1.0',
     process: {
@@ -250,6 +255,7 @@ export function busyboxConfig(rootfs: string, args: string[], extra: BusyboxExtr
       noNewPrivileges: true,
       ...(capabilities ? { capabilities } : {}),
       ...(extra.oomScoreAdj !== undefined ? { oomScoreAdj: extra.oomScoreAdj } : {}),
+      ...(extra.rlimits ? { rlimits: extra.rlimits } : {}),
     },
     root: { path: rootfs, readonly: false },
     hostname: extra.hostname ?? '',

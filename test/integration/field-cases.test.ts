@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AgentHarness, Code, expectCode, rejection, skipReason, sleep, within, type ReadMethod } from './lib/agent-harness';
+import { AgentHarness, Code, eventually, expectCode, rejection, skipReason, sleep, within, type ReadMethod } from './lib/agent-harness';
 
 /** `seq 1 n` output as busybox prints it. */
 function seqOutput(n: number, eol = '\n'): Buffer {
@@ -330,6 +330,100 @@ if (skip) {
     await expectCode(t, h.exec(box, 'nocwd', ['pwd'], { cwd: '/does/not/exist' }), err.code, 'ExecProcess with a missing cwd fails like Create');
     const r = await h.execCollect(box, ['pwd'], { cwd: '/etc' });
     t.equal(r.stdout.toString(), '/etc\n', 'exec in an existing cwd');
+  });
+
+  t.test('B20 OCI rlimits are applied, for the init and for an exec', async (t) => {
+    const rlimits = [
+      { type: 'RLIMIT_NOFILE', soft: 1024, hard: 4096 },
+      { type: 'RLIMIT_NPROC', soft: 300, hard: 400 },
+    ];
+    const cid = await h.run(t, ['sh', '-c', 'ulimit -Sn; ulimit -Hn; ulimit -Su; ulimit -Hu'], { rlimits });
+    const { stdout } = await drainBoth(cid, cid);
+    t.equal(stdout.toString(), '1024\n4096\n300\n400\n', 'the init gets the spec rlimits');
+    t.equal(await h.wait(cid, cid), 0);
+
+    const box = await h.run(t, ['sleep', '1000'], { rlimits });
+    const own = await h.execCollect(box, ['sh', '-c', 'ulimit -Sn; ulimit -Hn'], {
+      rlimits: [{ Type: 'RLIMIT_NOFILE', Soft: 512, Hard: 2048 }],
+    });
+    t.equal(own.stdout.toString(), '512\n2048\n', 'an exec with its own rlimits gets them');
+    // Baseline without rlimits in the spec: whatever the helper's own limits are (recorded, as
+    // the field case asks); the point is that spec values are not dropped.
+    const base = await h.execCollect(box, ['sh', '-c', 'ulimit -Sn; ulimit -Hn']);
+    t.comment(`baseline RLIMIT_NOFILE of an exec without rlimits: ${base.stdout.toString().trim().replace('\n', ' / ')}`);
+    t.equal(base.status, 0);
+    await expectCode(
+      t,
+      h.client.call('CreateContainer', {
+        container_id: h.id('badrl'),
+        exec_id: 'x',
+        OCI: h.spec(['true'], { rlimits: [{ type: 'RLIMIT_NOPE', soft: 1, hard: 1 }] }),
+      }),
+      Code.INVALID_ARGUMENT,
+      'an unknown rlimit type',
+    );
+  });
+
+  t.test('B22 namespaced sysctls are applied; a non-namespaced one is refused', async (t) => {
+    const netns = [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }, { type: 'network' }];
+    const cid = await h.run(
+      t,
+      ['sh', '-c', 'cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range /proc/sys/kernel/shm_rmid_forced'],
+      {
+        namespaces: netns,
+        sysctl: {
+          'net.ipv4.ip_unprivileged_port_start': '0',
+          'net.ipv4.ping_group_range': '0 2147483647',
+          'kernel.shm_rmid_forced': '1',
+        },
+      },
+    );
+    const { stdout, stderr } = await drainBoth(cid, cid);
+    t.equal(stdout.toString().replace(/\t/g, ' '), '0\n0 2147483647\n1\n', `net and ipc sysctls applied (${stderr.toString()})`);
+    t.equal(await h.wait(cid, cid), 0);
+    const err = await expectCode(
+      t,
+      h.client.call('CreateContainer', {
+        container_id: h.id('vm'),
+        exec_id: 'x',
+        OCI: h.spec(['true'], { sysctl: { 'vm.overcommit_memory': '1' } }),
+      }),
+      Code.INVALID_ARGUMENT,
+      'vm.overcommit_memory (not namespaced) is refused',
+    );
+    t.match(err?.message ?? '', /vm\.overcommit_memory/, 'the error names the key');
+  });
+
+  t.test('B26 no fd or pty leak over many execs, waited or not', async (t) => {
+    const fdCount = (pid: number | undefined): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+    const ptyCount = (): number => fs.readdirSync('/dev/pts').length;
+    const helperPid = h.agent.helper.pid;
+    const controlPid = h.agent.control.pid;
+    const box = await h.run(t, ['sleep', '1000']);
+    await h.execCollect(box, ['true']); // warm-up: lazily opened fds
+    await h.execCollect(box, ['true'], { terminal: true });
+    const before = { helper: fdCount(helperPid), control: fdCount(controlPid), pts: ptyCount() };
+    const runs = Number(process.env.KATA_FIELD_B26_RUNS ?? 2000);
+    let failed = 0;
+    for (let i = 0; i < runs; i++) {
+      const r = await h.execCollect(box, ['true'], { terminal: i % 2 === 1 });
+      if (r.status !== 0) failed++;
+    }
+    t.equal(failed, 0, `${runs} execs (tty alternating) all succeed`);
+    const afterWaited = { helper: fdCount(helperPid), control: fdCount(controlPid), pts: ptyCount() };
+    t.ok(afterWaited.helper <= before.helper + 4, `helper fds ${before.helper} → ${afterWaited.helper}`);
+    t.ok(afterWaited.control <= before.control + 4, `control fds ${before.control} → ${afterWaited.control}`);
+    t.ok(afterWaited.pts <= before.pts + 2, `/dev/pts entries ${before.pts} → ${afterWaited.pts}`);
+
+    // Execs never waited for (nor read): everything is released by RemoveContainer at the latest.
+    const other = await h.run(t, ['sleep', '1000']);
+    for (let i = 0; i < 50; i++) await h.exec(other, `unwaited-${i}`, ['true'], { terminal: true });
+    await h.client.call('RemoveContainer', { container_id: other, timeout: 10 });
+    const ok = await eventually(
+      () => fdCount(helperPid) <= before.helper + 4 && fdCount(controlPid) <= before.control + 4 && ptyCount() <= before.pts + 2,
+      3000,
+    );
+    t.ok(ok, `after RemoveContainer of 50 un-waited tty execs: helper fds ${fdCount(helperPid)}, control fds ${fdCount(controlPid)}, /dev/pts ${ptyCount()} (before ${JSON.stringify(before)})`);
   });
 
   t.test('shutdown: DestroySandbox, agent exits, nothing left behind', async (t) => {

@@ -93,6 +93,8 @@ export interface ExecOptions {
   uid?: number;
   capabilities?: grpc.LinuxCapabilities.$Properties;
   oomScoreAdj?: number;
+  /** Process.Rlimits, proto shape: [{Type: 'RLIMIT_NOFILE', Soft, Hard}]. */
+  rlimits?: { Type: string; Soft: number; Hard: number }[];
 }
 
 /** One agent per test file, with a connected client and the rootfs its containers use. */
@@ -190,6 +192,7 @@ export class AgentHarness {
       Cwd: opts.cwd ?? '/',
       ...(opts.capabilities ? { Capabilities: opts.capabilities } : {}),
       ...(opts.oomScoreAdj !== undefined ? { OOMScoreAdj: opts.oomScoreAdj } : {}),
+      ...(opts.rlimits ? { Rlimits: opts.rlimits } : {}),
     };
     await this.client.call('ExecProcess', { container_id: cid, exec_id: execId, process: proc });
   }
