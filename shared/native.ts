@@ -4,7 +4,8 @@
  *
  * The addon does what Node cannot: SOCK_SEQPACKET sockets with SCM_RIGHTS fd passing,
  * AF_VSOCK listen/accept/connect, raw pipes and ptys, fork+exec without JavaScript in the
- * child, pidfds, reaping. Every fd it returns has O_CLOEXEC set; sockets and fds meant for the
+ * child, pidfds, reaping, and compiling seccomp profiles to BPF with libseccomp
+ * ({@link NativeAddon.seccompCompile}). Every fd it returns has O_CLOEXEC set; sockets and fds meant for the
  * event loop are non-blocking. Nothing here blocks the event loop: readiness is delivered by
  * {@link Poller} (a libuv uv_poll_t).
  *
@@ -102,6 +103,54 @@ export interface PollerConstructor {
   new (fd: number, callback: (status: number, events: PollEvents) => void): Poller;
 }
 
+/** One argument comparison of {@link SeccompProfile} (OCI linux.seccomp.syscalls[].args[]). */
+export interface SeccompArg {
+  /** Syscall argument index, 0..5. */
+  index: number;
+  /** SCMP_CMP_NE, _LT, _LE, _EQ, _GE, _GT or _MASKED_EQ. */
+  op: string;
+  /** Unsigned 64-bit: a safe integer or a bigint. For SCMP_CMP_MASKED_EQ: the mask. */
+  value: number | bigint;
+  /** For SCMP_CMP_MASKED_EQ: the datum the masked argument must equal; else ignored (absent = 0). */
+  valueTwo?: number | bigint;
+}
+
+/** One rule of {@link SeccompProfile}. */
+export interface SeccompRule {
+  /** 1..16384 syscall names of 1..256 bytes; names libseccomp does not know are skipped. */
+  names: string[];
+  /** SCMP_ACT_KILL (= _KILL_THREAD), _KILL_PROCESS, _KILL_THREAD, _TRAP, _ERRNO, _TRACE, _ALLOW, _LOG. */
+  action: string;
+  /** errno of SCMP_ACT_ERRNO / message of SCMP_ACT_TRACE, 0..65535; absent or null = EPERM (1). */
+  errnoRet?: number | null;
+  /** At most 6 comparisons, all of which must match. */
+  args?: SeccompArg[];
+}
+
+/** Input of {@link NativeAddon.seccompCompile}: an OCI linux.seccomp profile (config-linux.md#seccomp). */
+export interface SeccompProfile {
+  /** An action name as in {@link SeccompRule.action}. */
+  defaultAction: string;
+  /** errno of a SCMP_ACT_ERRNO (message of SCMP_ACT_TRACE) default action; absent = EPERM. */
+  defaultErrnoRet?: number | null;
+  /** At most 32 SCMP_ARCH_* names added to the native architecture (which is always in). */
+  architectures?: string[];
+  /** SECCOMP_FILTER_FLAG_TSYNC, _LOG, _SPEC_ALLOW (libseccomp attributes CTL_TSYNC, CTL_LOG, CTL_SSB). */
+  flags?: string[];
+  /** At most 4096 rules. */
+  syscalls?: SeccompRule[];
+}
+
+/** Result of {@link NativeAddon.seccompCompile}. */
+export interface CompiledSeccompFilter {
+  /** The BPF program: a struct sock_filter array (8 bytes per instruction, host byte order). */
+  bpf: Buffer;
+  /** SECCOMP_FILTER_FLAG_* bits of the profile's flags (TSYNC 1, LOG 2, SPEC_ALLOW 4) for seccomp(2). */
+  flags: number;
+  /** Syscall names libseccomp does not know, skipped (each once, in profile order; field case B23). */
+  skipped: string[];
+}
+
 /** The functions exported by the addon. */
 export interface NativeAddon {
   /** close(2). Throws on EBADF. */
@@ -164,6 +213,30 @@ export interface NativeAddon {
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   /** umount2(2); `flags` e.g. MNT_DETACH = 2. */
   umount2(target: string, flags: number): void;
+
+  /**
+   * Compile an OCI seccomp profile to a BPF program with libseccomp, as upstream rustjail
+   * seccomp.rs builds its filter, without loading it (kata-init loads it in the container
+   * process): seccomp_init(default action), the NNP control bit cleared (kata-init sets
+   * no_new_privs from the OCI process), seccomp_arch_add for each listed architecture (the
+   * native one is always there), then per rule and name seccomp_syscall_resolve_name: a name
+   * libseccomp does not know is skipped and reported in `skipped`; a rule whose action equals
+   * the default action is skipped (libseccomp refuses it); else seccomp_rule_add_array with
+   * the comparisons (SCMP_CMP_MASKED_EQ: `value` is the mask, `valueTwo` the datum, as OCI and
+   * upstream). Each flag sets its attribute (TSYNC, LOG, SSB); then seccomp_export_bpf through a
+   * memfd. A name libseccomp knows only for another architecture (e.g. getuid32 on x86_64) is
+   * added and applies where it exists.
+   *
+   * Throws a TypeError for a malformed profile: not an object, a missing or unknown action,
+   * operator, architecture or flag name, an index outside 0..5, a value that is not a safe
+   * integer or a bigint in 0..2^64-1, an errno outside 0..65535, an empty names list or name,
+   * sizes beyond the bounds above. Throws a NativeError when libseccomp refuses the profile:
+   * `syscall` is "seccomp_init" (EINVAL: default action unsupported), "seccomp_arch_add"
+   * (EOPNOTSUPP: an OCI architecture this libseccomp does not know), "seccomp_rule_add" (detail
+   * "syscalls[i] <name>"), "seccomp_attr_set" (detail the attribute or flag, e.g. EOPNOTSUPP
+   * when the kernel lacks SECCOMP_FILTER_FLAG_LOG), "seccomp_export_bpf", "memfd_create".
+   */
+  seccompCompile(profile: SeccompProfile): CompiledSeccompFilter;
 
   Poller: PollerConstructor;
 }

@@ -12,8 +12,11 @@
  * the ttRPC caller unchanged. The helper re-validates every argument itself.
  */
 
-/** Bumped on any incompatible change; `hello` refuses a mismatch. */
-export const HELPER_PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any incompatible change; `hello` refuses a mismatch. 2: ContainerPlan.seccomp (a
+ * helper of version 1 would ignore the field and run the container without its filter).
+ */
+export const HELPER_PROTOCOL_VERSION = 2;
 
 /**
  * Largest packet either side sends or accepts, in bytes (requests carry OCI plans). A
@@ -126,6 +129,134 @@ export interface ProcessPlan {
   oomScoreAdj?: number;
 }
 
+/**
+ * Seccomp action names (OCI config-linux.md#seccomp, libseccomp's SCMP_ACT_*). SCMP_ACT_KILL is
+ * SCMP_ACT_KILL_THREAD. SCMP_ACT_NOTIFY is a valid OCI value that plans never carry: it needs a
+ * user-space listener, which this agent does not have (control refuses it as UNIMPLEMENTED).
+ */
+export const SECCOMP_ACTIONS = [
+  'SCMP_ACT_KILL',
+  'SCMP_ACT_KILL_PROCESS',
+  'SCMP_ACT_KILL_THREAD',
+  'SCMP_ACT_TRAP',
+  'SCMP_ACT_ERRNO',
+  'SCMP_ACT_TRACE',
+  'SCMP_ACT_ALLOW',
+  'SCMP_ACT_LOG',
+] as const;
+export type SeccompAction = (typeof SECCOMP_ACTIONS)[number];
+
+/** Argument comparison operators (OCI config-linux.md#seccomp, libseccomp's SCMP_CMP_*). */
+export const SECCOMP_OPS = [
+  'SCMP_CMP_NE',
+  'SCMP_CMP_LT',
+  'SCMP_CMP_LE',
+  'SCMP_CMP_EQ',
+  'SCMP_CMP_GE',
+  'SCMP_CMP_GT',
+  'SCMP_CMP_MASKED_EQ',
+] as const;
+export type SeccompOp = (typeof SECCOMP_OPS)[number];
+
+/**
+ * Architecture names of OCI config-linux.md#seccomp (libseccomp's SCMP_ARCH_*). The helper's
+ * libseccomp may not know the newest ones (LOONGARCH64, M68K, SH, SHEB need libseccomp 2.5.5 or
+ * 2.6): such a profile fails to compile with INVALID_ARGUMENT.
+ */
+export const SECCOMP_ARCHES = [
+  'SCMP_ARCH_X86',
+  'SCMP_ARCH_X86_64',
+  'SCMP_ARCH_X32',
+  'SCMP_ARCH_ARM',
+  'SCMP_ARCH_AARCH64',
+  'SCMP_ARCH_MIPS',
+  'SCMP_ARCH_MIPS64',
+  'SCMP_ARCH_MIPS64N32',
+  'SCMP_ARCH_MIPSEL',
+  'SCMP_ARCH_MIPSEL64',
+  'SCMP_ARCH_MIPSEL64N32',
+  'SCMP_ARCH_PPC',
+  'SCMP_ARCH_PPC64',
+  'SCMP_ARCH_PPC64LE',
+  'SCMP_ARCH_S390',
+  'SCMP_ARCH_S390X',
+  'SCMP_ARCH_PARISC',
+  'SCMP_ARCH_PARISC64',
+  'SCMP_ARCH_RISCV64',
+  'SCMP_ARCH_LOONGARCH64',
+  'SCMP_ARCH_M68K',
+  'SCMP_ARCH_SH',
+  'SCMP_ARCH_SHEB',
+] as const;
+
+/**
+ * Seccomp filter flags accepted (upstream rustjail seccomp.rs: exactly these three; any other
+ * flag of OCI config-linux.md#seccomp, e.g. SECCOMP_FILTER_FLAG_NEW_LISTENER, is refused).
+ */
+export const SECCOMP_FLAGS = ['SECCOMP_FILTER_FLAG_TSYNC', 'SECCOMP_FILTER_FLAG_LOG', 'SECCOMP_FILTER_FLAG_SPEC_ALLOW'] as const;
+
+/**
+ * Size bounds of a seccomp profile, checked by control and again by the helper: rules, names
+ * per rule, names in all, bytes per name, arguments per rule (libseccomp and the kernel compare
+ * at most 6), architectures. Errno values are 0..65535 (SECCOMP_RET_DATA is 16 bits; the
+ * kernel caps an errno at 4095).
+ */
+export const SECCOMP_LIMITS = {
+  syscalls: 4096,
+  namesPerRule: 4096,
+  names: 16384,
+  nameBytes: 256,
+  args: 6,
+  architectures: 32,
+  errno: 65535,
+} as const;
+
+/** One argument comparison of a seccomp rule (OCI linux.seccomp.syscalls[].args[]). */
+export interface SeccompArgPlan {
+  /** Syscall argument index, 0..5. */
+  index: number;
+  /**
+   * The value compared with; for SCMP_CMP_MASKED_EQ the mask (as OCI and upstream: `value` is
+   * the mask, `valueTwo` the datum the masked argument must equal). Unsigned 64-bit: a number
+   * (a safe integer) or, from the helper protocol, a bigint.
+   */
+  value: number | bigint;
+  /** The datum of SCMP_CMP_MASKED_EQ; ignored by the other operators. */
+  valueTwo: number | bigint;
+  op: SeccompOp;
+}
+
+/** One seccomp rule (OCI linux.seccomp.syscalls[]). */
+export interface SeccompSyscallPlan {
+  /** Syscall names; names this guest's libseccomp does not know are skipped (field case B23). */
+  names: string[];
+  action: SeccompAction;
+  /**
+   * The errno of SCMP_ACT_ERRNO (the message of SCMP_ACT_TRACE), 0..65535; absent = EPERM (1),
+   * as upstream. Ignored by the other actions.
+   */
+  errnoRet?: number;
+  /** All must match for the rule to apply (at most 6). */
+  args: SeccompArgPlan[];
+}
+
+/**
+ * The container's seccomp profile (OCI linux.seccomp, config-linux.md#seccomp), validated by
+ * control and again by the helper, which compiles it to BPF with libseccomp
+ * (helper/ops/seccomp.ts) and has kata-init load it for the container's init and for every exec
+ * process (KATA-INIT.md `seccomp`). Upstream: rustjail seccomp.rs.
+ */
+export interface SeccompPlan {
+  defaultAction: SeccompAction;
+  /** errno of a SCMP_ACT_ERRNO default action (absent = EPERM: the agent protocol has no field for it). */
+  defaultErrnoRet?: number;
+  /** Extra architectures (the native one is always in the filter); names from {@link SECCOMP_ARCHES}. */
+  architectures: string[];
+  /** Names from {@link SECCOMP_FLAGS}. */
+  flags: string[];
+  syscalls: SeccompSyscallPlan[];
+}
+
 /** A container: its rootfs, namespaces, mounts and init process. */
 export interface ContainerPlan {
   /** Absolute path of the rootfs directory in the guest (OCI root.path, resolved by control). */
@@ -142,6 +273,11 @@ export interface ContainerPlan {
   sysctl: Record<string, string>;
   /** OCI linux.rootfsPropagation ("" = rslave). */
   rootfsPropagation: string;
+  /**
+   * OCI linux.seccomp: applied to the init and to every exec process of the container (as runc
+   * and Kata do: an OCI process has no profile of its own). Absent: no filter.
+   */
+  seccomp?: SeccompPlan;
   /**
    * Control-side facts kept with the plan for later execs and for reporting; the helper ignores
    * both. `devicesAllowAll`: the spec's linux.resources.devices rules allow every device (an

@@ -13,6 +13,7 @@
  *   that directory exists on the host, else os.tmpdir(). The program's argv[0] is the resolved
  *   path. A terminal is a real pty (the process gets a new session but no controlling tty).
  * - createSandbox returns no namespaces; destroySandbox only removes the containers.
+ * - A seccomp profile is validated but neither compiled nor applied.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';

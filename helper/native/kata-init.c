@@ -41,8 +41,10 @@
 #include <termios.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
 
 /* The fds the helper hands us (see the table in KATA-INIT.md). */
 #define FD_PLAN 3
@@ -52,6 +54,8 @@
 #define PLAN_MAX (1024 * 1024)
 #define ERROR_LINE_MAX 4096
 #define MAX_SYMLINKS 40
+/* The kernel's limit on a classic BPF program (BPF_MAXINSNS), in instructions. */
+#define SECCOMP_MAX_INSNS 4096
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define PROPAGATION_FLAGS ((unsigned long)(MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE))
@@ -214,6 +218,13 @@ struct plan {
 	bool have_oom;
 	int oom_score_adj;
 
+	/* `seccomp`: the compiled filter (the helper compiled it with libseccomp) and the
+	 * SECCOMP_FILTER_FLAG_* bits for seccomp(2). No record: no filter. */
+	struct sock_filter *seccomp;
+	size_t seccomp_len; /* instructions */
+	unsigned int seccomp_flags;
+	bool have_seccomp_flags;
+
 	const char *cwd;
 	bool nonewprivs;
 	bool tty;
@@ -307,6 +318,43 @@ static long long parse_signed(const struct reader *r, const char *s, long long m
 	if (v < min || v > max)
 		die("plan", ERANGE, "record \"%s\": %s is outside %lld..%lld", r->tag, s, min, max);
 	return v;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* `seccomp <hex>`: a struct sock_filter array, 8 bytes (16 hex digits) per instruction. */
+static void parse_seccomp(struct plan *p, const struct reader *r, const char *hex)
+{
+	size_t len = strlen(hex), n = len / 16;
+	unsigned char *bytes;
+
+	if (p->seccomp != NULL)
+		die("plan", 0, "record \"%s\" given twice", r->tag);
+	if (len == 0 || len % 16 != 0)
+		die("plan", 0, "record \"%s\": %zu hex digits is not a whole number of BPF "
+		    "instructions (16 digits each)", r->tag, len);
+	if (n > SECCOMP_MAX_INSNS)
+		die("plan", E2BIG, "record \"%s\": %zu BPF instructions, more than %d", r->tag, n,
+		    SECCOMP_MAX_INSNS);
+	p->seccomp = xrealloc(NULL, n * sizeof(struct sock_filter));
+	bytes = (unsigned char *)p->seccomp;
+	for (size_t i = 0; i < len / 2; i++) {
+		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			die("plan", 0, "record \"%s\": not a hex digit at offset %zu", r->tag, 2 * i);
+		bytes[i] = (unsigned char)(hi << 4 | lo);
+	}
+	p->seccomp_len = n;
 }
 
 static rlim_t parse_rlim(const struct reader *r, const char *s)
@@ -441,6 +489,11 @@ static void parse_plan(struct plan *p, char *buf, size_t len)
 			*PUSH(p->envp, p->n_env) = e;
 		} else if (strcmp(tag, "tty") == 0) {
 			p->tty = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "seccomp") == 0) {
+			parse_seccomp(p, &r, next_field(&r));
+		} else if (strcmp(tag, "seccompflags") == 0) {
+			p->have_seccomp_flags = true;
+			p->seccomp_flags = (unsigned int)parse_unsigned(&r, next_field(&r), UINT32_MAX);
 		} else {
 			die("plan", 0, "unknown record \"%s\"", tag);
 		}
@@ -464,6 +517,8 @@ static void parse_plan(struct plan *p, char *buf, size_t len)
 	}
 	if (p->n_nsfiles)
 		die("plan", 0, "\"nsfile\" records are for sandbox mode only");
+	if (p->have_seccomp_flags && p->seccomp == NULL)
+		die("plan", 0, "\"seccompflags\" without a \"seccomp\" record");
 	if (p->n_args == 0 || p->argv[0][0] == '\0')
 		die("plan", 0, "no \"arg\" record (the program to run)");
 	if (p->mode == MODE_CREATE) {
@@ -1250,6 +1305,28 @@ static void apply_caps(const struct plan *p, int last)
 		die("caps", errno, "prctl(PR_SET_KEEPCAPS, 0)");
 }
 
+/*
+ * Loads the plan's seccomp filter into this process (seccomp(2) SECCOMP_SET_MODE_FILTER with the
+ * plan's flags; prctl(PR_SET_SECCOMP) on a kernel without seccomp(2) when there are no flags).
+ * Without no_new_privs the kernel wants CAP_SYS_ADMIN: see the two call sites (step 8 and 12).
+ */
+static void load_seccomp(const struct plan *p)
+{
+	struct sock_fprog prog = { .len = (unsigned short)p->seccomp_len, .filter = p->seccomp };
+	long rc;
+
+	if (p->seccomp == NULL)
+		return;
+	rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, p->seccomp_flags, &prog);
+	if (rc < 0 && errno == ENOSYS && p->seccomp_flags == 0)
+		rc = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+	if (rc < 0)
+		die("seccomp", errno, "loading the seccomp filter (%zu instructions, flags %#x)",
+		    p->seccomp_len, p->seccomp_flags);
+	if (rc > 0) /* SECCOMP_FILTER_FLAG_TSYNC: thread rc could not be synchronised */
+		die("seccomp", 0, "loading the seccomp filter: thread %ld could not be synchronised", rc);
+}
+
 static void set_identity(const struct plan *p)
 {
 	const char *cwd = p->cwd ? p->cwd : "/";
@@ -1260,6 +1337,11 @@ static void set_identity(const struct plan *p)
 			die("rlimit", errno, "setrlimit resource %d soft %llu hard %llu",
 			    p->rlimits[i].resource, (unsigned long long)p->rlimits[i].lim.rlim_cur,
 			    (unsigned long long)p->rlimits[i].lim.rlim_max);
+	/* Without no_new_privs, loading a filter needs CAP_SYS_ADMIN in the effective set: load it
+	 * now, as root with every capability, before the bounding set and the uid change (runc's
+	 * order; upstream Kata also loads it before dropping capabilities). */
+	if (!p->nonewprivs)
+		load_seccomp(p);
 	if (p->have_caps)
 		drop_bounding(p, last);
 	/* Always: the helper's own supplementary groups must not be inherited. */
@@ -1436,6 +1518,10 @@ int main(int argc, char **argv)
 			die("tty", errno, "making fd 0 the controlling terminal");
 	}
 	reset_signals();                               /* 12 */
+	/* With no_new_privs the filter goes in as late as possible, so that it does not have to
+	 * allow the set-up's own syscalls (runc and upstream Kata do the same). */
+	if (plan.nonewprivs)
+		load_seccomp(&plan);                   /* 12 */
 	execve(exe, plan.argv, plan.envp);
 	die_code(127, "exec", errno, "execve \"%s\"", exe);
 }

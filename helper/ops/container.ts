@@ -50,6 +50,7 @@ import {
   validateContainerPlan,
   validateProcessPlan,
   type KernelNamespace,
+  type SeccompFilter,
   type ValidContainerPlan,
   type ValidProcessPlan,
 } from './plan';
@@ -78,6 +79,11 @@ export interface LaunchedInit {
   start(): Promise<void>;
   /** Give up the start handle: a still-blocked init exits without running anything. Idempotent. */
   abort(): void;
+  /**
+   * The container's compiled seccomp filter (the kata-init launcher; absent without a profile
+   * or in the mock), handed back to {@link Launcher.exec} for every exec process.
+   */
+  seccomp?: SeccompFilter;
 }
 
 /** A started exec process. */
@@ -98,9 +104,17 @@ export interface Launcher {
   createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit>;
   /**
    * Start `plan` inside the container whose init is `init` (joining its namespaces) and resolve
-   * once it has exec'd. Must close `stdio.child`. Throws StatusError.
+   * once it has exec'd, under the container's seccomp filter (`seccomp`, from its
+   * {@link LaunchedInit}). Must close `stdio.child`. Throws StatusError.
    */
-  exec(containerId: string, execId: string, init: TrackedProcess, plan: ValidProcessPlan, stdio: StdioSet): Promise<LaunchedProcess>;
+  exec(
+    containerId: string,
+    execId: string,
+    init: TrackedProcess,
+    plan: ValidProcessPlan,
+    stdio: StdioSet,
+    seccomp?: SeccompFilter,
+  ): Promise<LaunchedProcess>;
   /** Create the sandbox's persistent namespaces; returns what containers join. */
   createSandbox(sandboxId: string, hostname: string): Promise<NamespacePlan[]>;
   /** Release the sandbox's persistent namespaces. Never throws. */
@@ -326,7 +340,7 @@ export class ContainerBackend implements HelperBackend {
       stdio = createStdio(plan.terminal);
       let launched: LaunchedProcess;
       try {
-        launched = await this.launcher.exec(record.id, execId, record.init, plan, stdio);
+        launched = await this.launcher.exec(record.id, execId, record.init, plan, stdio, record.handle.seccomp);
       } catch (err) {
         throw this.execFailure(record, execId, err);
       }

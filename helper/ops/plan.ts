@@ -8,7 +8,9 @@
  * (mount.rs `check_proc_mount`), sysctl allow-list (validator.rs `sysctl`), env entries
  * (kata-sys-util validate.rs `valid_env`, but refused instead of skipped: control has already
  * sanitised them), hostname needs a uts namespace (validator.rs); capabilities are numbers 0..63
- * turned into masks (absent = every set empty), oomScoreAdj -1000..1000. kata-init applies the
+ * turned into masks (absent = every set empty), oomScoreAdj -1000..1000, a seccomp profile
+ * ({@link validateSeccomp}; rustjail seccomp.rs: known actions, operators, architectures and the
+ * three flags upstream accepts). kata-init applies the
  * /proc rule again to the symlink-resolved target (KATA-INIT.md `mount`). Every failure is a StatusError
  * INVALID_ARGUMENT naming the field and value, except a user namespace (UNIMPLEMENTED) and an
  * oversized plan (RESOURCE_EXHAUSTED).
@@ -17,11 +19,21 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   Code,
+  SECCOMP_ACTIONS,
+  SECCOMP_ARCHES,
+  SECCOMP_FLAGS,
+  SECCOMP_LIMITS,
+  SECCOMP_OPS,
   StatusError,
   type ContainerPlan,
   type MountPlan,
   type NamespacePlan,
   type ProcessPlan,
+  type SeccompAction,
+  type SeccompArgPlan,
+  type SeccompOp,
+  type SeccompPlan,
+  type SeccompSyscallPlan,
 } from '../../shared/protocol';
 
 // ---------------------------------------------------------------------------------------------
@@ -227,6 +239,8 @@ export interface ValidContainerPlan {
   /** MS_* flags for "/" before anything else. */
   rootfsPropagation: number;
   process: ValidProcessPlan;
+  /** The container's seccomp profile (compiled by the launcher, helper/ops/seccomp.ts); absent = none. */
+  seccomp?: ValidSeccomp;
 }
 
 export interface PlanCheckOptions {
@@ -622,6 +636,106 @@ function validateSysctl(raw: unknown, namespaces: ValidNamespace[]): [string, st
 }
 
 // ---------------------------------------------------------------------------------------------
+// Seccomp (OCI config-linux.md#seccomp; Kata rustjail seccomp.rs)
+
+/** A re-validated {@link SeccompPlan}: arguments as bigints (unsigned 64-bit), duplicates merged. */
+export interface ValidSeccomp {
+  defaultAction: SeccompAction;
+  defaultErrnoRet?: number;
+  architectures: string[];
+  flags: string[];
+  syscalls: (Omit<SeccompSyscallPlan, 'args'> & { args: (Omit<SeccompArgPlan, 'value' | 'valueTwo'> & { value: bigint; valueTwo: bigint })[] })[];
+}
+
+const U64_MAX = 2n ** 64n - 1n;
+
+function checkU64(v: unknown, field: string): bigint {
+  if (typeof v === 'bigint' && v >= 0n && v <= U64_MAX) return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
+  throw invalid(`${field} must be an unsigned 64-bit integer (a safe integer or a bigint), got ${describe(v)}`);
+}
+
+function checkSeccompAction(v: unknown, field: string): SeccompAction {
+  if (typeof v !== 'string' || !(SECCOMP_ACTIONS as readonly string[]).includes(v)) {
+    throw invalid(`${field} must be one of ${SECCOMP_ACTIONS.join(', ')}, got ${describe(v)}`);
+  }
+  return v as SeccompAction;
+}
+
+function checkErrno(v: unknown, field: string): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > SECCOMP_LIMITS.errno) {
+    throw invalid(`${field} must be an integer in 0..${SECCOMP_LIMITS.errno}, got ${describe(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Validate ContainerPlan.seccomp (absent/null → undefined): actions from SECCOMP_ACTIONS (never
+ * SCMP_ACT_NOTIFY), architectures from SECCOMP_ARCHES, flags from SECCOMP_FLAGS, every rule with
+ * 1.. names (non-empty, NUL-free, ≤ 256 bytes), at most 6 arguments with an index 0..5, an
+ * operator from SECCOMP_OPS and unsigned 64-bit values, errnos 0..65535, the sizes of
+ * SECCOMP_LIMITS. Syscall names are not looked up here (the compiler skips unknown ones).
+ * Throws StatusError INVALID_ARGUMENT naming the field and value.
+ */
+export function validateSeccomp(raw: unknown, field = 'seccomp'): ValidSeccomp | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (!isRecord(raw)) throw invalid(`${field} must be a map, got ${describe(raw)}`);
+  const plan = raw as Partial<Record<keyof SeccompPlan, unknown>>;
+  const defaultAction = checkSeccompAction(plan.defaultAction, `${field}.defaultAction`);
+  const defaultErrnoRet = checkErrno(plan.defaultErrnoRet, `${field}.defaultErrnoRet`);
+  const architectures = [
+    ...new Set(
+      checkArray(plan.architectures ?? [], `${field}.architectures`, SECCOMP_LIMITS.architectures).map((a, i) => {
+        if (typeof a !== 'string' || !(SECCOMP_ARCHES as readonly string[]).includes(a)) {
+          throw invalid(`${field}.architectures[${i}] is not a known SCMP_ARCH_* name, got ${describe(a)}`);
+        }
+        return a;
+      }),
+    ),
+  ];
+  const flags = [
+    ...new Set(
+      checkArray(plan.flags ?? [], `${field}.flags`, SECCOMP_FLAGS.length * 4).map((f, i) => {
+        if (typeof f !== 'string' || !(SECCOMP_FLAGS as readonly string[]).includes(f)) {
+          throw invalid(`${field}.flags[${i}] must be one of ${SECCOMP_FLAGS.join(', ')}, got ${describe(f)}`);
+        }
+        return f;
+      }),
+    ),
+  ];
+  let totalNames = 0;
+  const syscalls = checkArray(plan.syscalls ?? [], `${field}.syscalls`, SECCOMP_LIMITS.syscalls).map((r, i) => {
+    const f = `${field}.syscalls[${i}]`;
+    if (!isRecord(r)) throw invalid(`${f} must be a map, got ${describe(r)}`);
+    const names = checkArray(r.names, `${f}.names`, SECCOMP_LIMITS.namesPerRule).map((n, j) => {
+      const name = checkString(n, `${f}.names[${j}]`, SECCOMP_LIMITS.nameBytes);
+      if (name === '') throw invalid(`${f}.names[${j}] must not be empty`);
+      return name;
+    });
+    if (names.length === 0) throw invalid(`${f}.names must not be empty`);
+    totalNames += names.length;
+    if (totalNames > SECCOMP_LIMITS.names) throw invalid(`${field}.syscalls has more than ${SECCOMP_LIMITS.names} syscall names in all`);
+    const action = checkSeccompAction(r.action, `${f}.action`);
+    const errnoRet = checkErrno(r.errnoRet, `${f}.errnoRet`);
+    const args = checkArray(r.args ?? [], `${f}.args`, SECCOMP_LIMITS.args).map((a, k) => {
+      const af = `${f}.args[${k}]`;
+      if (!isRecord(a)) throw invalid(`${af} must be a map, got ${describe(a)}`);
+      const index = a.index;
+      if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index > 5) {
+        throw invalid(`${af}.index must be an integer in 0..5, got ${describe(index)}`);
+      }
+      if (typeof a.op !== 'string' || !(SECCOMP_OPS as readonly string[]).includes(a.op)) {
+        throw invalid(`${af}.op must be one of ${SECCOMP_OPS.join(', ')}, got ${describe(a.op)}`);
+      }
+      return { index, op: a.op as SeccompOp, value: checkU64(a.value, `${af}.value`), valueTwo: checkU64(a.valueTwo ?? 0, `${af}.valueTwo`) };
+    });
+    return { names, action, args, ...(errnoRet !== undefined ? { errnoRet } : {}) };
+  });
+  return { defaultAction, architectures, flags, syscalls, ...(defaultErrnoRet !== undefined ? { defaultErrnoRet } : {}) };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Container
 
 /**
@@ -671,7 +785,20 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     rootfsPropagation = p | MS.REC;
   }
   const proc = validateProcessPlan(plan.process);
-  return { rootfs, readonly, hostname, namespaces, mounts, maskedPaths, readonlyPaths, sysctl, rootfsPropagation, process: proc };
+  const seccomp = validateSeccomp(plan.seccomp);
+  return {
+    rootfs,
+    readonly,
+    hostname,
+    namespaces,
+    mounts,
+    maskedPaths,
+    readonlyPaths,
+    sysctl,
+    rootfsPropagation,
+    process: proc,
+    ...(seccomp ? { seccomp } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,6 +823,22 @@ export class PlanWriter {
   }
 }
 
+/**
+ * A compiled seccomp filter as kata-init loads it (KATA-INIT.md `seccomp`): the BPF program
+ * (struct sock_filter array, 8 bytes per instruction) and the SECCOMP_FILTER_FLAG_* bits for
+ * seccomp(2). Made by helper/ops/seccomp.ts compileSeccomp.
+ */
+export interface SeccompFilter {
+  bpf: Buffer;
+  flags: number;
+}
+
+function writeSeccomp(w: PlanWriter, filter: SeccompFilter | undefined): void {
+  if (!filter) return;
+  w.record('seccomp', filter.bpf.toString('hex'));
+  if (filter.flags !== 0) w.record('seccompflags', filter.flags);
+}
+
 function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
   if (p.oomScoreAdj !== undefined) w.record('oomscoreadj', p.oomScoreAdj);
   for (const r of p.rlimits) w.record('rlimit', r.resource, r.soft, r.hard);
@@ -711,8 +854,8 @@ function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
   w.record('tty', p.terminal ? 1 : 0);
 }
 
-/** kata-init `create` plan for a validated container. */
-export function serializeCreatePlan(plan: ValidContainerPlan): Buffer {
+/** kata-init `create` plan for a validated container, with its compiled seccomp filter if any. */
+export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompFilter): Buffer {
   const w = new PlanWriter();
   w.record('rootfs', plan.rootfs);
   w.record('readonly', plan.readonly ? 1 : 0);
@@ -726,14 +869,16 @@ export function serializeCreatePlan(plan: ValidContainerPlan): Buffer {
   for (const p of plan.readonlyPaths) w.record('readonlypath', p);
   for (const [k, v] of plan.sysctl) w.record('sysctl', k, v);
   writeProcess(w, plan.process);
+  writeSeccomp(w, seccomp);
   return w.toBuffer();
 }
 
-/** kata-init `exec` plan: join `namespaces` (all with paths) and run `proc`. */
-export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan): Buffer {
+/** kata-init `exec` plan: join `namespaces` (all with paths) and run `proc` under the container's `seccomp` filter. */
+export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan, seccomp?: SeccompFilter): Buffer {
   const w = new PlanWriter();
   for (const ns of namespaces) w.record('ns', ns.type, ns.path);
   writeProcess(w, proc);
+  writeSeccomp(w, seccomp);
   return w.toBuffer();
 }
 

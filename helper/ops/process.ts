@@ -5,6 +5,9 @@
  * kata-init gets fds 0-2 (stdio), 3 (plan, read end), 4 (sync, write end) and, for `create`,
  * 5 (start, read end). The helper writes the plan and closes its end, then reads sync lines:
  * `pid N`, `ready`, `error ...`; EOF after them means the final execve succeeded.
+ *
+ * A container's seccomp profile is compiled here once (helper/ops/seccomp.ts, unknown syscall
+ * names logged) and sent to kata-init for the init and for every exec process of the container.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -13,11 +16,13 @@ import { isErrno, kataInitPath, loadNative, type NativeAddon } from '../../share
 import { silentLogger, type Logger } from '../../shared/log';
 import type { Launcher, LaunchedInit, LaunchedProcess } from './container';
 import { LineReader, StartGate, closeQuietly, writeAll, type LineItem } from './io';
+import { compileSeccomp } from './seccomp';
 import {
   serializeCreatePlan,
   serializeExecPlan,
   serializeSandboxPlan,
   type KernelNamespace,
+  type SeccompFilter,
   type ValidContainerPlan,
   type ValidNamespace,
   type ValidProcessPlan,
@@ -87,7 +92,17 @@ export class KataInitLauncher implements Launcher {
   }
 
   async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit> {
-    const bytes = serializeCreatePlan(plan);
+    let seccomp: SeccompFilter | undefined;
+    if (plan.seccomp) {
+      const compiled = compileSeccomp(this.native, plan.seccomp);
+      if (compiled.skipped.length > 0) {
+        // Field case B23: an unknown name must neither fail the container nor the agent.
+        this.log.warn({ containerId, skipped: compiled.skipped }, 'seccomp: syscall names unknown to libseccomp skipped');
+      }
+      seccomp = { bpf: compiled.bpf, flags: compiled.flags };
+      this.log.debug({ containerId, instructions: compiled.bpf.length / 8, flags: compiled.flags }, 'seccomp filter compiled');
+    }
+    const bytes = serializeCreatePlan(plan, seccomp);
     const run = this.spawn('create', bytes, stdio.child, true);
     stdio.closeChild();
     const what = `create container ${containerId}`;
@@ -106,6 +121,7 @@ export class KataInitLauncher implements Launcher {
       pid,
       pidfd,
       sinceSeq: run.sinceSeq,
+      seccomp,
       start: async () => {
         try {
           gate.release();
@@ -135,9 +151,10 @@ export class KataInitLauncher implements Launcher {
     init: TrackedProcess,
     plan: ValidProcessPlan,
     stdio: StdioSet,
+    seccomp?: SeccompFilter,
   ): Promise<LaunchedProcess> {
     const namespaces = this.namespacesOf(init.pid);
-    const bytes = serializeExecPlan(namespaces, plan);
+    const bytes = serializeExecPlan(namespaces, plan, seccomp);
     const run = this.spawn('exec', bytes, stdio.child, false);
     stdio.closeChild();
     const what = `exec ${execId} in container ${containerId}`;

@@ -204,6 +204,8 @@ export interface BusyboxExtra {
   namespaces?: { type: string; path?: string }[];
   /** process.user (default uid 0, gid 0). */
   user?: { uid: number; gid: number; additionalGids?: number[] };
+  /** process.noNewPrivileges (default true). */
+  noNewPrivileges?: boolean;
   /**
    * process.capabilities: a list = that list in bounding, effective and permitted (inheritable
    * and ambient empty, as containerd); an object = as given; null = no capabilities object.
@@ -252,7 +254,7 @@ export function busyboxConfig(rootfs: string, args: string[], extra: BusyboxExtr
       args,
       env: extra.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'TERM=xterm'],
       cwd: extra.cwd ?? '/',
-      noNewPrivileges: true,
+      noNewPrivileges: extra.noNewPrivileges ?? true,
       ...(capabilities ? { capabilities } : {}),
       ...(extra.oomScoreAdj !== undefined ? { oomScoreAdj: extra.oomScoreAdj } : {}),
       ...(extra.rlimits ? { rlimits: extra.rlimits } : {}),

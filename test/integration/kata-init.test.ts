@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { loadNative } from '../../shared/native';
 
 function repoRoot(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
@@ -537,6 +538,57 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
       t.teardown(() => k.kill());
       const res = await k.finished();
       t.match(res.lines[res.lines.length - 1], want, name);
+    }
+  });
+
+  t.test('create and exec: seccomp and seccompflags records', async (t) => {
+    // A filter denying mkdir with EPERM, compiled as the helper does (libseccomp via the addon).
+    const { bpf } = loadNative().seccompCompile({
+      defaultAction: 'SCMP_ACT_ALLOW',
+      syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }],
+    });
+    const hex = bpf.toString('hex');
+    const probe = 'busybox mkdir /tmp/sc-$$ 2>&1; echo rc=$?; grep ^Seccomp: /proc/self/status';
+    for (const nnp of [1, 0]) {
+      const r = await runContainer(t, { rootfs, args: ['sh', '-c', probe], extra: [['nonewprivs', nnp], ['uid', 65534], ['gid', 65534], ['seccomp', hex], ['seccompflags', 1]] });
+      t.match(r.stdout, /Operation not permitted\nrc=1\nSeccomp:\t2\n$/, `nonewprivs ${nnp}: mkdir denied with EPERM, seccomp mode 2 (filter)`);
+    }
+    const c = new KataInit('create', createPlan({ rootfs, args: ['sleep', '100'], extra: [['seccomp', hex]] }));
+    t.teardown(() => c.kill());
+    await c.ready(t);
+    c.start();
+    t.equal(await c.nextLine(), null, 'the filtered init exec\'d');
+    const e = new KataInit('exec', [
+      ...['pid', 'mnt'].map((n) => ['ns', n, `/proc/${c.pid}/ns/${n}`]),
+      ['env', 'PATH=/bin'],
+      ['seccomp', hex],
+      ...['sh', '-c', probe].map((a) => ['arg', a]),
+    ]);
+    t.teardown(() => e.kill());
+    const er = await e.finished();
+    t.match(er.stdout, /Operation not permitted\nrc=1\nSeccomp:\t2\n$/, 'exec mode loads the filter too');
+    c.kill();
+    await c.finished();
+
+    const errors: [string, Rec[], RegExp][] = [
+      ['odd hex', [['seccomp', hex.slice(0, -1)]], /^error plan: record "seccomp": \d+ hex digits is not a whole number of BPF instructions/],
+      ['not hex', [['seccomp', 'zz'.repeat(8)]], /^error plan: record "seccomp": not a hex digit at offset 0$/],
+      ['empty', [['seccomp', '']], /^error plan: record "seccomp": 0 hex digits/],
+      ['twice', [['seccomp', hex], ['seccomp', hex]], /^error plan: record "seccomp" given twice$/],
+      ['flags without a filter', [['seccompflags', 1]], /^error plan: "seccompflags" without a "seccomp" record$/],
+      ['a flag the kernel refuses', [['nonewprivs', 1], ['seccomp', hex], ['seccompflags', 2 ** 31]], /^error seccomp: loading the seccomp filter \(\d+ instructions, flags 0x80000000\): Invalid argument$/],
+      ['a filter the kernel refuses', [['nonewprivs', 1], ['seccomp', '0'.repeat(16)]], /^error seccomp: loading the seccomp filter \(1 instructions, flags 0\): Invalid argument$/],
+    ];
+    for (const [name, extra, want] of errors) {
+      const k = new KataInit('create', createPlan({ rootfs, args: ['sh', '-c', 'echo ran'], extra }));
+      t.teardown(() => k.kill());
+      if (name.startsWith('a f')) {
+        await k.ready(t);
+        k.start();
+      }
+      const res = await k.finished();
+      t.match(res.lines[res.lines.length - 1], want, name);
+      t.equal(res.stdout + res.stderr, '', `${name}: nothing ran`);
     }
   });
 

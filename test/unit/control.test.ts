@@ -20,7 +20,7 @@ t.test('config: defaults, environment, flags (flags win)', async (t) => {
   const d = loadConfig([], {});
   t.same(d, { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: DEFAULT_DEBUG_ADDR } });
   t.equal(DEFAULT_SERVER_ADDR, 'vsock://-1:1024');
-  t.equal(DEFAULT_DEBUG_ADDR, 'unix:///run/kata-agent/debug.sock', 'the debug endpoint is a unix socket by default, not a TCP port containers could reach');
+  t.equal(DEFAULT_DEBUG_ADDR, 'unix:///run/kata-agent/control/debug.sock', 'the debug endpoint is a unix socket by default, not a TCP port containers could reach');
   const env = {
     KATA_AGENT_SERVER_ADDR: 'unix:///tmp/a.sock',
     KATA_AGENT_HELPER_SOCKET: '/tmp/h.sock',

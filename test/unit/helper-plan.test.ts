@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Code, StatusError, type ContainerPlan, type ProcessPlan } from '../../shared/protocol';
+import { Code, StatusError, type ContainerPlan, type ProcessPlan, type SeccompPlan } from '../../shared/protocol';
 import {
   MS,
   expandCgroupMount,
@@ -15,6 +15,7 @@ import {
   serializeSandboxPlan,
   validateContainerPlan,
   validateProcessPlan,
+  validateSeccomp,
   type PlanCheckOptions,
 } from '../../helper/ops/plan';
 
@@ -283,4 +284,66 @@ t.test('capabilities and oomScoreAdj: validated, serialised as masks and a numbe
   throwsStatus(t, () => validateProcessPlan({ ...proc(), capabilities: 'all' }), Code.INVALID_ARGUMENT, /capabilities must be a map/);
   throwsStatus(t, () => validateProcessPlan(proc({ oomScoreAdj: 1001 })), Code.INVALID_ARGUMENT, /oomScoreAdj.*-1000\.\.1000, got 1001/);
   throwsStatus(t, () => validateProcessPlan(proc({ oomScoreAdj: 1.5 })), Code.INVALID_ARGUMENT, /oomScoreAdj/);
+});
+
+t.test('seccomp: re-validated; the compiled filter is sent as hex with its flags (create and exec)', async (t) => {
+  const seccomp: SeccompPlan = {
+    defaultAction: 'SCMP_ACT_ALLOW',
+    architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X86'],
+    flags: ['SECCOMP_FILTER_FLAG_LOG'],
+    syscalls: [
+      { names: ['mkdir', 'no_such_syscall_xyz'], action: 'SCMP_ACT_ERRNO', errnoRet: 1, args: [] },
+      { names: ['socket'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 2, valueTwo: 0, op: 'SCMP_CMP_EQ' }] },
+    ],
+  };
+  const v = validateContainerPlan(plan({ seccomp }), host);
+  t.same(v.seccomp, {
+    defaultAction: 'SCMP_ACT_ALLOW',
+    architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'],
+    flags: ['SECCOMP_FILTER_FLAG_LOG'],
+    syscalls: [
+      { names: ['mkdir', 'no_such_syscall_xyz'], action: 'SCMP_ACT_ERRNO', errnoRet: 1, args: [] },
+      { names: ['socket'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 2n, valueTwo: 0n, op: 'SCMP_CMP_EQ' }] },
+    ],
+  }, 'architectures merged, values as unsigned 64-bit bigints, unknown names kept (the compiler skips them)');
+  t.equal(validateContainerPlan(plan(), host).seccomp, undefined, 'no profile: no seccomp');
+  t.same(validateSeccomp({ defaultAction: 'SCMP_ACT_ERRNO', defaultErrnoRet: 38, syscalls: [{ names: ['x'], action: 'SCMP_ACT_ALLOW', args: [{ index: 5, value: 2n ** 64n - 1n, op: 'SCMP_CMP_MASKED_EQ' }] }] }), {
+    defaultAction: 'SCMP_ACT_ERRNO',
+    defaultErrnoRet: 38,
+    architectures: [],
+    flags: [],
+    syscalls: [{ names: ['x'], action: 'SCMP_ACT_ALLOW', args: [{ index: 5, value: 2n ** 64n - 1n, valueTwo: 0n, op: 'SCMP_CMP_MASKED_EQ' }] }],
+  }, 'bigint values up to 2^64-1, absent lists empty');
+
+  const filter = { bpf: Buffer.from([0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x7f]), flags: 3 };
+  const create = fields(serializeCreatePlan(v, filter));
+  t.same(create.slice(-4), ['seccomp', '060000000000ff7f', 'seccompflags', '3'], 'create: the filter after the process records');
+  t.notOk(fields(serializeCreatePlan(v)).includes('seccomp'), 'no filter: no record');
+  const exec = fields(serializeExecPlan([], validateProcessPlan(proc()), { ...filter, flags: 0 }));
+  t.same(exec.slice(-2), ['seccomp', '060000000000ff7f'], 'exec: the container\'s filter; no seccompflags record for 0');
+
+  const bad: Array<[unknown, RegExp]> = [
+    ['allow', /seccomp must be a map/],
+    [{ ...seccomp, defaultAction: 'SCMP_ACT_NOTIFY' }, /seccomp\.defaultAction must be one of .*, got "SCMP_ACT_NOTIFY"/],
+    [{ ...seccomp, defaultAction: undefined }, /seccomp\.defaultAction/],
+    [{ ...seccomp, defaultErrnoRet: 70000 }, /seccomp\.defaultErrnoRet must be an integer in 0\.\.65535, got 70000/],
+    [{ ...seccomp, architectures: ['amd64'] }, /seccomp\.architectures\[0\] is not a known SCMP_ARCH_\* name, got "amd64"/],
+    [{ ...seccomp, architectures: Array.from({ length: 33 }, () => 'SCMP_ARCH_X86') }, /architectures has 33 entries, more than 32/],
+    [{ ...seccomp, flags: ['SECCOMP_FILTER_FLAG_NEW_LISTENER'] }, /seccomp\.flags\[0\] must be one of/],
+    [{ ...seccomp, syscalls: 'mkdir' }, /seccomp\.syscalls must be an array/],
+    [{ ...seccomp, syscalls: [{ names: [], action: 'SCMP_ACT_ERRNO' }] }, /seccomp\.syscalls\[0\]\.names must not be empty/],
+    [{ ...seccomp, syscalls: [{ names: [''], action: 'SCMP_ACT_ERRNO' }] }, /seccomp\.syscalls\[0\]\.names\[0\] must not be empty/],
+    [{ ...seccomp, syscalls: [{ names: ['a\0b'], action: 'SCMP_ACT_ERRNO' }] }, /names\[0\].*NUL/],
+    [{ ...seccomp, syscalls: [{ names: ['x'.repeat(257)], action: 'SCMP_ACT_ERRNO' }] }, /names\[0\] is longer than 256 bytes/],
+    [{ ...seccomp, syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_DENY' }] }, /seccomp\.syscalls\[0\]\.action must be one of/],
+    [{ ...seccomp, syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', errnoRet: -1 }] }, /errnoRet must be an integer in 0\.\.65535, got -1/],
+    [{ ...seccomp, syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', args: [{ index: 6, value: 0, op: 'SCMP_CMP_EQ' }] }] }, /args\[0\]\.index must be an integer in 0\.\.5, got 6/],
+    [{ ...seccomp, syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 0, op: '' }] }] }, /args\[0\]\.op must be one of/],
+    [{ ...seccomp, syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 2 ** 53, op: 'SCMP_CMP_EQ' }] }] }, /args\[0\]\.value must be an unsigned 64-bit integer/],
+    [{ ...seccomp, syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 2n ** 64n, op: 'SCMP_CMP_EQ' }] }] }, /args\[0\]\.value must be an unsigned 64-bit integer/],
+    [{ ...seccomp, syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', args: Array.from({ length: 7 }, () => ({ index: 0, value: 0, op: 'SCMP_CMP_EQ' })) }] }, /args has 7 entries, more than 6/],
+    [{ ...seccomp, syscalls: Array.from({ length: 4097 }, () => ({ names: ['mkdir'], action: 'SCMP_ACT_ERRNO' })) }, /syscalls has 4097 entries, more than 4096/],
+    [{ ...seccomp, syscalls: Array.from({ length: 5 }, () => ({ names: Array.from({ length: 4000 }, () => 'mkdir'), action: 'SCMP_ACT_ERRNO' })) }, /more than 16384 syscall names in all/],
+  ];
+  for (const [raw, re] of bad) throwsStatus(t, () => validateContainerPlan(plan({ seccomp: raw as SeccompPlan }), host), Code.INVALID_ARGUMENT, re);
 });

@@ -170,8 +170,8 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['startContainer hook', spec({ Hooks: { StartContainer: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
     ['poststart hook', spec({ Hooks: { Poststart: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststart']],
     ['poststop hook', spec({ Hooks: { Poststop: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststop']],
-    ['seccomp rules', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: [{ Names: ['mount'], Action: 'SCMP_ACT_ERRNO' }] } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp', '1 syscall rules']],
-    ['seccomp default errno', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ERRNO' } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp', 'SCMP_ACT_ERRNO']],
+    ['seccomp notify default', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_NOTIFY' } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.DefaultAction', 'SCMP_ACT_NOTIFY']],
+    ['seccomp notify rule', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: [{ Names: ['mount'], Action: 'SCMP_ACT_NOTIFY' }] } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.Syscalls[0].Action', 'SCMP_ACT_NOTIFY']],
     ['selinux label', spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }), Code.UNIMPLEMENTED, ['OCI.Process.SelinuxLabel']],
     ['mount label', spec({}, { MountLabel: 'system_u:object_r:container_file_t:s0' }), Code.UNIMPLEMENTED, ['OCI.Linux.MountLabel']],
     ['oom score too high', spec({ Process: { Args: ['sh'], OOMScoreAdj: 1001 } }), Code.INVALID_ARGUMENT, ['OCI.Process.OOMScoreAdj', '1001']],
@@ -353,6 +353,82 @@ t.test('unenforced fields are listed and logged; the container is still accepted
   t.same(unenforcedFields(spec({}, { Resources: ALLOW_ALL })), [], 'an allow-all device list is not "unenforced"');
   t.doesNotThrow(() => containerPlanFromSpec(spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW' } }), noSandbox), 'an allow-only seccomp profile is accepted');
   t.doesNotThrow(() => containerPlanFromSpec(spec({ Hooks: { Prestart: [] } }), noSandbox), 'empty hook lists are accepted');
+});
+
+t.test('seccomp: OCI linux.seccomp converted to a SeccompPlan (rustjail seccomp.rs rules)', async (t) => {
+  const plan = containerPlanFromSpec(
+    spec({}, {
+      Seccomp: {
+        DefaultAction: 'SCMP_ACT_ERRNO',
+        Architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X86_64'],
+        Flags: ['SECCOMP_FILTER_FLAG_TSYNC', 'SECCOMP_FILTER_FLAG_LOG', 'SECCOMP_FILTER_FLAG_SPEC_ALLOW'],
+        Syscalls: [
+          { Names: ['read', 'write', 'no_such_syscall_xyz'], Action: 'SCMP_ACT_ALLOW' },
+          { Names: ['mkdir'], Action: 'SCMP_ACT_ERRNO', errnoret: 13 },
+          { Names: ['socket'], Action: 'SCMP_ACT_ERRNO', errnoret: 0, Args: [{ Index: 0, Value: 2, Op: 'SCMP_CMP_EQ' }] },
+          { Names: ['personality'], Action: 'SCMP_ACT_ALLOW', Args: [{ Index: 0, Value: 0xffffffff, ValueTwo: 8, Op: 'SCMP_CMP_MASKED_EQ' }] },
+          { Names: ['ptrace'], Action: 'SCMP_ACT_TRACE', errnoret: 7 },
+          { Names: ['kill'], Action: 'SCMP_ACT_KILL_PROCESS', errnoret: 5 },
+        ],
+      },
+    }),
+    noSandbox,
+  );
+  t.same(plan.seccomp, {
+    defaultAction: 'SCMP_ACT_ERRNO',
+    architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'],
+    flags: ['SECCOMP_FILTER_FLAG_TSYNC', 'SECCOMP_FILTER_FLAG_LOG', 'SECCOMP_FILTER_FLAG_SPEC_ALLOW'],
+    syscalls: [
+      { names: ['read', 'write', 'no_such_syscall_xyz'], action: 'SCMP_ACT_ALLOW', args: [] },
+      { names: ['mkdir'], action: 'SCMP_ACT_ERRNO', errnoRet: 13, args: [] },
+      { names: ['socket'], action: 'SCMP_ACT_ERRNO', errnoRet: 0, args: [{ index: 0, value: 2, valueTwo: 0, op: 'SCMP_CMP_EQ' }] },
+      { names: ['personality'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 0xffffffff, valueTwo: 8, op: 'SCMP_CMP_MASKED_EQ' }] },
+      { names: ['ptrace'], action: 'SCMP_ACT_TRACE', errnoRet: 7, args: [] },
+      { names: ['kill'], action: 'SCMP_ACT_KILL_PROCESS', args: [] },
+    ],
+  }, 'architectures and flags deduplicated, errnoret kept for ERRNO/TRACE only, unknown names kept for the helper');
+  t.equal(plan.seccomp?.syscalls[1].errnoRet, 13);
+  t.notOk('errnoRet' in (plan.seccomp?.syscalls[0] ?? {}), 'no errnoret: absent (the helper uses EPERM)');
+
+  t.equal(containerPlanFromSpec(spec(), noSandbox).seccomp, undefined, 'no profile: no seccomp');
+  t.equal(containerPlanFromSpec(spec({}, { Seccomp: {} }), noSandbox).seccomp, undefined, 'an empty message is no profile');
+  t.same(containerPlanFromSpec(spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW' } }), noSandbox).seccomp, {
+    defaultAction: 'SCMP_ACT_ALLOW',
+    architectures: [],
+    flags: [],
+    syscalls: [],
+  });
+
+  const S = (seccomp: grpc.LinuxSeccomp.$Properties): grpc.Spec.$Properties => spec({}, { Seccomp: seccomp });
+  const rule = (r: Partial<grpc.LinuxSyscall.$Properties>): grpc.LinuxSeccomp.$Properties => ({
+    DefaultAction: 'SCMP_ACT_ALLOW',
+    Syscalls: [{ Names: ['mkdir'], Action: 'SCMP_ACT_ERRNO', ...r }],
+  });
+  const arg = (a: Partial<grpc.LinuxSeccompArg.$Properties>): grpc.LinuxSeccomp.$Properties =>
+    rule({ Args: [{ Index: 0, Value: 1, Op: 'SCMP_CMP_EQ', ...a }] });
+  const cases: Array<[string, grpc.Spec.$Properties, number, string[]]> = [
+    ['empty default action with rules', S({ Syscalls: [{ Names: ['mkdir'], Action: 'SCMP_ACT_ERRNO' }] }), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.DefaultAction', 'action is required']],
+    ['unknown default action', S({ DefaultAction: 'SCMP_ACT_MAYBE' }), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.DefaultAction', 'SCMP_ACT_MAYBE']],
+    ['unknown rule action', S(rule({ Action: 'allow' })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Action', '"allow"']],
+    ['empty rule action', S(rule({ Action: '' })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Action']],
+    ['no names', S(rule({ Names: [] })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Names', 'must not be empty']],
+    ['empty name', S(rule({ Names: ['mkdir', ''] })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Names[1]']],
+    ['NUL in name', S(rule({ Names: ['mk\0dir'] })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Names[0]', 'NUL']],
+    ['long name', S(rule({ Names: ['x'.repeat(257)] })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Names[0]', '256 bytes']],
+    ['unknown arch', S({ DefaultAction: 'SCMP_ACT_ALLOW', Architectures: ['x86_64'] }), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Architectures[0]', '"x86_64"']],
+    ['unsupported flag', S({ DefaultAction: 'SCMP_ACT_ALLOW', Flags: ['SECCOMP_FILTER_FLAG_NEW_LISTENER'] }), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Flags[0]', 'SECCOMP_FILTER_FLAG_NEW_LISTENER']],
+    ['missing op', S(arg({ Op: '' })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Args[0].Op', 'operator is required']],
+    ['unknown op', S(arg({ Op: 'SCMP_CMP_LIKE' })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Args[0].Op', 'SCMP_CMP_LIKE']],
+    ['index 6', S(arg({ Index: 6 })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Args[0].Index', '0..5']],
+    ['value beyond 2^53', S(arg({ Value: 2 ** 60 })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Args[0].Value', 'exactly']],
+    ['valueTwo beyond 2^53', S(arg({ ValueTwo: 2 ** 64 })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Args[0].ValueTwo']],
+    ['seven args', S(rule({ Args: Array.from({ length: 7 }, () => ({ Index: 0, Value: 1, Op: 'SCMP_CMP_EQ' })) })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].Args', 'more than 6']],
+    ['errno too big', S(rule({ errnoret: 65536 })), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls[0].errnoret', '65536']],
+    ['too many rules', S({ DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: Array.from({ length: 4097 }, () => ({ Names: ['mkdir'], Action: 'SCMP_ACT_ERRNO' })) }), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls', 'more than 4096']],
+    ['too many names', S({ DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: Array.from({ length: 5 }, () => ({ Names: Array.from({ length: 4000 }, () => 'mkdir'), Action: 'SCMP_ACT_ERRNO' })) }), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Syscalls', 'in all']],
+    ['too many archs', S({ DefaultAction: 'SCMP_ACT_ALLOW', Architectures: Array.from({ length: 33 }, () => 'SCMP_ARCH_X86') }), Code.INVALID_ARGUMENT, ['OCI.Linux.Seccomp.Architectures', 'more than 32']],
+  ];
+  for (const [name, s, code, parts] of cases) rejects(t, () => containerPlanFromSpec(s, noSandbox), code, parts, name);
 });
 
 t.test('OOMScoreAdj is carried for the init and for execs (0 when unset)', async (t) => {

@@ -83,8 +83,8 @@ export type ReadMethod = 'ReadStdout' | 'ReadStderr';
 
 /**
  * Options of an exec: a terminal, the env (default PATH only), cwd (default "/"), uid = gid
- * (default 0), the grpc.Process Capabilities (default none: the container's are inherited) and
- * OOMScoreAdj (default 0).
+ * (default 0), the grpc.Process Capabilities (default none: the container's are inherited),
+ * OOMScoreAdj (default 0), Rlimits and NoNewPrivileges (default false).
  */
 export interface ExecOptions {
   terminal?: boolean;
@@ -95,6 +95,8 @@ export interface ExecOptions {
   oomScoreAdj?: number;
   /** Process.Rlimits, proto shape: [{Type: 'RLIMIT_NOFILE', Soft, Hard}]. */
   rlimits?: { Type: string; Soft: number; Hard: number }[];
+  /** Process.NoNewPrivileges (default false). */
+  noNewPrivileges?: boolean;
 }
 
 /** One agent per test file, with a connected client and the rootfs its containers use. */
@@ -193,6 +195,7 @@ export class AgentHarness {
       ...(opts.capabilities ? { Capabilities: opts.capabilities } : {}),
       ...(opts.oomScoreAdj !== undefined ? { OOMScoreAdj: opts.oomScoreAdj } : {}),
       ...(opts.rlimits ? { Rlimits: opts.rlimits } : {}),
+      ...(opts.noNewPrivileges !== undefined ? { NoNewPrivileges: opts.noNewPrivileges } : {}),
     };
     await this.client.call('ExecProcess', { container_id: cid, exec_id: execId, process: proc });
   }
