@@ -187,6 +187,7 @@ struct plan {
 
 	const char *rootfs;
 	bool readonly;
+	bool nodev; /* every mount nodev except the /dev tmpfs and devpts the plan mounts */
 	bool have_propagation;
 	unsigned long propagation;
 	const char *hostname;
@@ -405,6 +406,8 @@ static void parse_plan(struct plan *p, char *buf, size_t len)
 			p->rootfs = next_field(&r);
 		} else if (strcmp(tag, "readonly") == 0) {
 			p->readonly = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "nodev") == 0) {
+			p->nodev = parse_bool(&r, next_field(&r));
 		} else if (strcmp(tag, "propagation") == 0) {
 			p->have_propagation = true;
 			p->propagation = parse_unsigned(&r, next_field(&r), ULONG_MAX);
@@ -1087,6 +1090,8 @@ static void mask_path(const char *path)
 }
 
 /* Step 5 in full: everything done to the filesystem view of a new container. */
+static void apply_nodev(const struct plan *p, bool dev_tmpfs);
+
 static void setup_rootfs(const struct plan *p)
 {
 	unsigned long before = MS_SLAVE | MS_REC, after = 0;
@@ -1127,6 +1132,8 @@ static void setup_rootfs(const struct plan *p)
 	close(rootfd);
 
 	/* From here on paths are container paths and "/" is the rootfs: symlinks cannot leave. */
+	if (p->nodev)
+		apply_nodev(p, dev_tmpfs);
 	if (after != 0 && mount(NULL, "/", NULL, after, NULL) < 0)
 		die("mount", errno, "setting propagation %#lx on the new /", after);
 	for (size_t i = 0; i < p->n_mounts; i++) {
@@ -1154,6 +1161,28 @@ static void setup_rootfs(const struct plan *p)
 		mask_path(p->masked[i]);
 	if (p->readonly)
 		remount_readonly("readonly", "/", "the root filesystem");
+}
+
+/* `nodev` (after pivot_root): MOUNT_ATTR_NODEV on the whole tree below "/" (mount_setattr with
+ * AT_RECURSIVE, Linux 5.12+, keeps every other flag), then cleared again on the /dev tmpfs and
+ * the devpts instances the plan mounted, which hold only the nodes kata-init made and ptys.
+ * Without a device cgroup this is what keeps a device node shipped in the image (say a block
+ * device of the guest disk) from being opened by the container's root. */
+static void apply_nodev(const struct plan *p, bool dev_tmpfs)
+{
+	struct mount_attr set = { .attr_set = MOUNT_ATTR_NODEV };
+	struct mount_attr clr = { .attr_clr = MOUNT_ATTR_NODEV };
+
+	if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &set, sizeof set) < 0)
+		die("nodev", errno, "mount_setattr nodev on the container's mounts");
+	if (dev_tmpfs && syscall(SYS_mount_setattr, AT_FDCWD, "/dev", 0, &clr, sizeof clr) < 0)
+		die("nodev", errno, "clearing nodev on the /dev tmpfs");
+	for (size_t i = 0; i < p->n_mounts; i++) {
+		if (strcmp(p->mounts[i].fstype, "devpts") != 0)
+			continue;
+		if (syscall(SYS_mount_setattr, AT_FDCWD, p->mounts[i].target, 0, &clr, sizeof clr) < 0)
+			die("nodev", errno, "clearing nodev on the devpts at %s", p->mounts[i].target);
+	}
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -241,6 +241,12 @@ export interface ValidContainerPlan {
   process: ValidProcessPlan;
   /** The container's seccomp profile (compiled by the launcher, helper/ops/seccomp.ts); absent = none. */
   seccomp?: ValidSeccomp;
+  /**
+   * Mount everything but the /dev tmpfs and devpts `nodev` (kata-init `nodev` record): there is
+   * no device cgroup yet, so unless the spec's device rules allow every device, device nodes that
+   * the image ships (or a bind brings) must not be openable. True unless plan.devicesAllowAll.
+   */
+  nodev: boolean;
 }
 
 export interface PlanCheckOptions {
@@ -786,7 +792,9 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   }
   const proc = validateProcessPlan(plan.process);
   const seccomp = validateSeccomp(plan.seccomp);
+  const devicesAllowAll = plan.devicesAllowAll === undefined ? false : checkBool(plan.devicesAllowAll, 'devicesAllowAll');
   return {
+    nodev: !devicesAllowAll,
     rootfs,
     readonly,
     hostname,
@@ -859,6 +867,7 @@ export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompF
   const w = new PlanWriter();
   w.record('rootfs', plan.rootfs);
   w.record('readonly', plan.readonly ? 1 : 0);
+  w.record('nodev', plan.nodev ? 1 : 0);
   w.record('propagation', plan.rootfsPropagation);
   for (const ns of plan.namespaces) w.record('ns', ns.type, ns.path);
   const uts = plan.namespaces.find((n) => n.type === 'uts');

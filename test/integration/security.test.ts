@@ -158,6 +158,33 @@ if (skip) {
     t.match(ex.stdout.toString(), /^mknod:refused$/m, 'the exec cannot mknod');
   });
 
+  t.test('device nodes shipped in the image cannot be opened unless the device rules allow all', async (t) => {
+    // Review finding: with CAP_MKNOD withheld, a node already in the image (unpacked by the
+    // runtime as root) still opened, e.g. a block device of the guest disk. Without a device
+    // cgroup, every mount but the /dev tmpfs and devpts is nodev.
+    const rootfs = path.join(h.tmp, 'rootfs-devnode');
+    execFileSync('cp', ['-a', h.rootfs, rootfs]);
+    execFileSync('mknod', [path.join(rootfs, 'evil-zero'), 'c', '1', '5']);
+    fs.chmodSync(path.join(rootfs, 'evil-zero'), 0o666);
+    const script =
+      'if head -c 4 /evil-zero >/dev/null 2>&1; then echo image-node:opened; else echo image-node:refused; fi; ' +
+      'echo x > /dev/null && echo devnull:ok; head -c 4 /dev/zero | wc -c; grep -c " nodev" /proc/self/mountinfo >/dev/null && echo mounted';
+    const denied = await runToEnd(t, ['sh', '-c', script], { rootfs, capabilities: ['CAP_KILL'] });
+    t.match(denied.stdout, /^image-node:refused$/m, 'CAP_KILL only, no device rules: the image node cannot be opened');
+    t.match(denied.stdout, /^devnull:ok$/m, '/dev/null (the /dev tmpfs) still works');
+    t.match(denied.stdout, /^4$/m, '/dev/zero still works');
+    const root = await runToEnd(t, ['sh', '-c', script], { rootfs });
+    t.match(root.stdout, /^image-node:refused$/m, 'the default capability set: refused too');
+    const allowAll = await runToEnd(t, ['sh', '-c', script], { rootfs, resources: { devices: [{ allow: true, access: 'rwm' }] } });
+    t.match(allowAll.stdout, /^image-node:opened$/m, 'an allow-all device rule: the node opens (privileged containers)');
+
+    const cid = await h.run(t, ['sleep', '1000'], { rootfs });
+    const ex = await h.execCollect(cid, ['sh', '-c', script]);
+    t.match(ex.stdout.toString(), /^image-node:refused$/m, 'an exec is refused as well');
+    const tty = await h.execCollect(cid, ['sh', '-c', 'test -t 0 && echo tty:ok'], { terminal: true });
+    t.match(tty.stdout.toString(), /tty:ok/, 'a terminal exec still works (devpts keeps its devices)');
+  });
+
   t.test('OOMScoreAdj: the container and its execs get the value asked for (0 when unset)', async (t) => {
     const r = await runToEnd(t, ['cat', '/proc/self/oom_score_adj'], { oomScoreAdj: 500 });
     t.equal(r.stdout, '500\n', 'the init runs with oom_score_adj 500');

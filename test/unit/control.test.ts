@@ -213,6 +213,16 @@ t.test('kata-agent: losing the helper makes it exit 1; an in-flight WaitProcess 
     () => null,
     (err: unknown) => err as { code?: number; message?: string },
   );
+  // The mock helper runs `sleep` on the host; killing the helper orphans it, so kill it here.
+  const info = (await (await fetch(`http://127.0.0.1:${r.debugPort}/v1/containers/c1`)).json()) as { pid?: number };
+  t.ok(typeof info.pid === 'number' && info.pid > 0, `the container's host pid ${info.pid}`);
+  t.teardown(() => {
+    try {
+      if (info.pid) process.kill(info.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
   await new Promise((resolve) => setTimeout(resolve, 100));
   r.helper().kill('SIGKILL');
   const err = await wait;

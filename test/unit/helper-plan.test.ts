@@ -110,10 +110,14 @@ t.test('a valid container plan serialises to kata-init records', async (t) => {
   );
   t.equal(v.rootfsPropagation, MS.SLAVE | MS.REC, '"" is rslave');
   t.equal(v.rootfsPropagation, 540672);
+  t.equal(v.nodev, true, 'no devicesAllowAll: everything but /dev and devpts is nodev');
+  t.equal(validateContainerPlan(plan({ devicesAllowAll: true }), host).nodev, false, 'devicesAllowAll: devices openable');
+  t.throws(() => validateContainerPlan(plan({ devicesAllowAll: 'yes' as unknown as boolean }), host), /devicesAllowAll/, 'devicesAllowAll must be a boolean');
   const f = fields(serializeCreatePlan(v));
   t.same(f, [
     'rootfs', rootfs,
     'readonly', '0',
+    'nodev', '1',
     'propagation', '540672',
     'ns', 'mnt', '',
     'ns', 'uts', '',
