@@ -36,16 +36,9 @@ if (skip) {
     if (!tt.passing()) tt.comment(h.logs());
   });
 
-  /** Run a container to its end: {stdout, stderr, status}. */
-  const runToEnd = async (
-    tt: Test,
-    args: string[],
-    extra: Parameters<AgentHarness['run']>[2] = {},
-  ): Promise<{ stdout: string; stderr: string; status: number }> => {
-    const id = await h.run(tt, args, { ...TMP, ...extra });
-    const [stdout, stderr] = await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)]);
-    return { stdout: stdout.toString(), stderr: stderr.toString(), status: await h.wait(id, id) };
-  };
+  /** Run a container (with a private /tmp) to its end: {stdout, stderr, status}. */
+  const runToEnd = (tt: Test, args: string[], extra: Parameters<AgentHarness['run']>[2] = {}) =>
+    h.runToEnd(tt, args, { ...TMP, ...extra });
 
   /** The agent still answers: Check, and a plain container runs. */
   const agentAlive = async (tt: Test): Promise<void> => {

@@ -42,16 +42,7 @@ if (skip) {
     if (!tt.passing()) tt.comment(h.logs());
   });
 
-  /** Run a container to its end: {stdout, stderr, status}. */
-  const runToEnd = async (
-    tt: Test,
-    args: string[],
-    extra: Parameters<AgentHarness['run']>[2] = {},
-  ): Promise<{ stdout: string; stderr: string; status: number }> => {
-    const id = await h.run(tt, args, extra);
-    const [stdout, stderr] = await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)]);
-    return { stdout: stdout.toString(), stderr: stderr.toString(), status: await h.wait(id, id) };
-  };
+  const runToEnd = h.runToEnd.bind(h);
 
   t.test('capabilities: a CAP_KILL-only container has only CAP_KILL and cannot undo /proc protections', async (t) => {
     const script = [

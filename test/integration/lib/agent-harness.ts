@@ -184,6 +184,20 @@ export class AgentHarness {
     return id;
   }
 
+  /**
+   * Run a container to its end: CreateContainer + StartContainer (removed on teardown of `t`),
+   * both streams read to EOF, WaitProcess. {stdout, stderr} as text and the exit status.
+   */
+  async runToEnd(
+    t: Test,
+    args: string[],
+    extra: Parameters<AgentHarness['run']>[2] = {},
+  ): Promise<{ stdout: string; stderr: string; status: number }> {
+    const id = await this.run(t, args, extra);
+    const [stdout, stderr] = await Promise.all([this.readAll('ReadStdout', id, id), this.readAll('ReadStderr', id, id)]);
+    return { stdout: stdout.toString(), stderr: stderr.toString(), status: await this.wait(id, id) };
+  }
+
   /** ExecProcess `args` in container `cid` as exec `execId`. */
   async exec(cid: string, execId: string, args: string[], opts: ExecOptions = {}): Promise<void> {
     const proc = {
