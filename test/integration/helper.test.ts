@@ -12,7 +12,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { HelperClient } from '../../shared/helper-client';
 import { loadNative } from '../../shared/native';
-import { Code, StatusError, type ContainerPlan, type ExitEvent, type MountPlan, type ProcessPlan } from '../../shared/protocol';
+import { Code, type ContainerPlan, type MountPlan, type ProcessPlan } from '../../shared/protocol';
+import { processPlan, readToEnd, closeAll, exitOf, rejectsStatus } from '../lib/helper-fixtures';
 
 function repoRoot(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
@@ -43,21 +44,6 @@ const STANDARD_MOUNTS: MountPlan[] = [
   { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
 ];
 
-function proc(args: string[], over: Partial<ProcessPlan> = {}): ProcessPlan {
-  return {
-    args,
-    env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root'],
-    cwd: '/',
-    uid: 0,
-    gid: 0,
-    additionalGids: [],
-    terminal: false,
-    noNewPrivileges: true,
-    rlimits: [],
-    ...over,
-  };
-}
-
 function containerPlan(rootfs: string, args: string[], over: Partial<ContainerPlan> = {}, procOver: Partial<ProcessPlan> = {}): ContainerPlan {
   return {
     rootfs,
@@ -70,81 +56,13 @@ function containerPlan(rootfs: string, args: string[], over: Partial<ContainerPl
       { type: 'ipc', path: '' },
     ],
     mounts: STANDARD_MOUNTS,
-    process: proc(args, procOver),
+    process: processPlan(args, procOver),
     maskedPaths: ['/proc/kcore', '/proc/keys'],
     readonlyPaths: ['/proc/sys', '/proc/sysrq-trigger'],
     sysctl: {},
     rootfsPropagation: '',
     ...over,
   };
-}
-
-/** Read a pipe/pty fd to EOF (EIO counts as EOF for a pty), closing it. */
-function readToEnd(fd: number): Promise<string> {
-  const n = native!;
-  return new Promise((resolve, reject) => {
-    n.setNonBlocking(fd, true);
-    const buf = Buffer.alloc(65536);
-    let out = '';
-    const poller = new n.Poller(fd, () => {
-      for (;;) {
-        let got: number;
-        try {
-          got = n.read(fd, buf, 0, buf.length);
-        } catch (err) {
-          if ((err as { code?: string }).code !== 'EIO') {
-            poller.close();
-            reject(err);
-            return;
-          }
-          got = 0;
-        }
-        if (got < 0) return;
-        if (got === 0) {
-          poller.close();
-          n.close(fd);
-          resolve(out);
-          return;
-        }
-        out += buf.toString('utf8', 0, got);
-      }
-    });
-    poller.start(true, false);
-  });
-}
-
-function closeAll(fds: Record<string, number>): void {
-  for (const fd of Object.values(fds)) {
-    try {
-      native!.close(fd);
-    } catch {
-      // closed
-    }
-  }
-}
-
-function exitOf(client: HelperClient, containerId: string, execId = ''): Promise<ExitEvent> {
-  return new Promise((resolve) => {
-    const on = (e: ExitEvent): void => {
-      if (e.containerId === containerId && e.execId === execId) {
-        client.removeListener('event', on);
-        resolve(e);
-      }
-    };
-    client.on('event', on);
-  });
-}
-
-async function rejectsStatus(t: Test, p: Promise<unknown>, code: number, re?: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    t.ok(err instanceof StatusError, 'rejects with a StatusError');
-    t.equal((err as StatusError).code, code, `code ${code}: ${(err as Error).message}`);
-    if (re) t.match((err as Error).message, re);
-    return;
-  }
-  t.fail(`expected a rejection with code ${code}`);
 }
 
 interface RunningHelper {
@@ -256,7 +174,7 @@ if (skipReason) {
     const e1 = await c.call('execProcess', {
       containerId: 'it-exec',
       execId: 'e1',
-      process: proc(['sh', '-c', 'hostname; echo "pid1=$(cat /proc/1/cmdline | tr "\\0" " ")"; cd /tmp && pwd; exit 4']),
+      process: processPlan(['sh', '-c', 'hostname; echo "pid1=$(cat /proc/1/cmdline | tr "\\0" " ")"; cd /tmp && pwd; exit 4']),
     });
     t.ok(e1.result.pid > 1);
     const out = readToEnd(e1.fds.stdout);
@@ -269,21 +187,21 @@ if (skipReason) {
     const piped = await c.call('execProcess', {
       containerId: 'it-exec',
       execId: 'tty',
-      process: proc(['sh', '-c', 'test -t 0 || echo not-a-tty']),
+      process: processPlan(['sh', '-c', 'test -t 0 || echo not-a-tty']),
     });
     t.equal(await readToEnd(piped.fds.stdout), 'not-a-tty\n', 'pipes without terminal');
     closeAll(piped.fds);
     const tty2 = await c.call('execProcess', {
       containerId: 'it-exec',
       execId: 'tty2',
-      process: proc(['sh', '-c', 'test -t 0 && test -t 1 && echo is-a-tty'], { terminal: true }),
+      process: processPlan(['sh', '-c', 'test -t 0 && test -t 1 && echo is-a-tty'], { terminal: true }),
     });
     t.same(Object.keys(tty2.fds), ['pty']);
     t.match(await readToEnd(tty2.fds.pty), /^is-a-tty\r?\n$/);
 
     await rejectsStatus(
       t,
-      c.call('execProcess', { containerId: 'it-exec', execId: 'e2', process: proc(['no-such-binary']) }),
+      c.call('execProcess', { containerId: 'it-exec', execId: 'e2', process: processPlan(['no-such-binary']) }),
       Code.INVALID_ARGUMENT,
       /exec: executable "no-such-binary" not found in \$PATH/,
     );

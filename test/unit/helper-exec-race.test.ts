@@ -11,24 +11,11 @@ import { ContainerBackend } from '../../helper/ops/container';
 import type { ValidProcessPlan } from '../../helper/ops/plan';
 import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../../helper/ops/registry';
 import { loadNative } from '../../shared/native';
-import { Code, StatusError, type ContainerPlan, type ProcessPlan } from '../../shared/protocol';
+import { Code, StatusError, type ContainerPlan } from '../../shared/protocol';
 import type { BackendReply } from '../../helper/api';
+import { processPlan } from '../lib/helper-fixtures';
 
 const native = loadNative();
-
-function proc(args: string[]): ProcessPlan {
-  return {
-    args,
-    env: ['PATH=/usr/local/bin:/usr/bin:/bin'],
-    cwd: '/',
-    uid: 0,
-    gid: 0,
-    additionalGids: [],
-    terminal: false,
-    noNewPrivileges: true,
-    rlimits: [],
-  } as ProcessPlan;
-}
 
 function plan(args: string[]): ContainerPlan {
   return {
@@ -40,7 +27,7 @@ function plan(args: string[]): ContainerPlan {
       { type: 'pid', path: '' },
     ],
     mounts: [],
-    process: proc(args),
+    process: processPlan(args),
     maskedPaths: [],
     readonlyPaths: [],
     sysctl: {},
@@ -85,7 +72,7 @@ async function runContainer(id: string): Promise<void> {
 t.test('the init dies while the exec joins it: FAILED_PRECONDITION, not INVALID_ARGUMENT', async (t) => {
   await runContainer('vanish');
   launcher.mode = 'kill-init';
-  await t.rejects(backend.execProcess({ containerId: 'vanish', execId: 'x', process: proc(['true']) }), {
+  await t.rejects(backend.execProcess({ containerId: 'vanish', execId: 'x', process: processPlan(['true']) }), {
     code: Code.FAILED_PRECONDITION,
     message: /^container vanish is not running \(its init has exited\): exec process x could not join it: .*opening ipc namespace/,
   });
@@ -103,7 +90,7 @@ t.test('the container is being removed while the exec starts: FAILED_PRECONDITIO
     await new Promise((r) => setTimeout(r, 20));
     return original(...args);
   };
-  await t.rejects(backend.execProcess({ containerId: 'removing', execId: 'x', process: proc(['true']) }), {
+  await t.rejects(backend.execProcess({ containerId: 'removing', execId: 'x', process: processPlan(['true']) }), {
     code: Code.FAILED_PRECONDITION,
     message: /^container removing is being removed: exec process x could not join it/,
   });
@@ -115,7 +102,7 @@ t.test('the container is being removed while the exec starts: FAILED_PRECONDITIO
 t.test('the same launcher failure with a live init is the spec\'s fault: INVALID_ARGUMENT passes through', async (t) => {
   await runContainer('alive');
   launcher.mode = 'fail';
-  await t.rejects(backend.execProcess({ containerId: 'alive', execId: 'x', process: proc(['true']) }), { code: Code.INVALID_ARGUMENT });
+  await t.rejects(backend.execProcess({ containerId: 'alive', execId: 'x', process: processPlan(['true']) }), { code: Code.INVALID_ARGUMENT });
   launcher.mode = 'normal';
   await backend.removeContainer({ containerId: 'alive', timeoutMs: 5000 });
 });

@@ -12,6 +12,7 @@ import { loadNative } from '../../shared/native';
 import { Code, HELPER_PROTOCOL_VERSION, StatusError, type HelperEvent } from '../../shared/protocol';
 import { HelperServer } from '../../helper/server';
 import { BACKEND_OPS, type BackendReply, type HelperBackend } from '../../helper/api';
+import { rejectsStatus } from '../lib/helper-fixtures';
 
 const native = loadNative();
 const myUid = process.getuid?.() ?? 0;
@@ -47,18 +48,6 @@ async function connectPair(backend: HelperBackend): Promise<{ client: HelperClie
   server.addConnection(s);
   const client = await HelperClient.fromFd(c);
   return { client, server };
-}
-
-async function rejectsStatus(t: Test, p: Promise<unknown>, code: number, re?: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    t.ok(err instanceof StatusError, 'rejects with a StatusError');
-    t.equal((err as StatusError).code, code, `code ${code}: ${(err as Error).message}`);
-    if (re) t.match((err as Error).message, re);
-    return;
-  }
-  t.fail('expected a rejection');
 }
 
 /** A raw channel to a server (no HelperClient), to send what a client never would. */

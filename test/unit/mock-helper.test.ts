@@ -8,25 +8,11 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import { HelperClient } from '../../shared/helper-client';
 import { loadNative } from '../../shared/native';
-import { Code, StatusError, type ContainerPlan, type ExitEvent, type ProcessPlan } from '../../shared/protocol';
+import { Code, type ContainerPlan, type ProcessPlan } from '../../shared/protocol';
 import { startMockHelper, startMockPair, createMockHelperPair, type MockHelperPair } from '../../helper/mock/main';
+import { processPlan, readToEnd, closeAll, exitOf, rejectsStatus } from '../lib/helper-fixtures';
 
 const native = loadNative();
-
-function proc(args: string[], over: Partial<ProcessPlan> = {}): ProcessPlan {
-  return {
-    args,
-    env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'HOME=/root'],
-    cwd: '/',
-    uid: 0,
-    gid: 0,
-    additionalGids: [],
-    terminal: false,
-    noNewPrivileges: true,
-    rlimits: [],
-    ...over,
-  };
-}
 
 function plan(args: string[], over: Partial<ProcessPlan> = {}): ContainerPlan {
   return {
@@ -43,79 +29,12 @@ function plan(args: string[], over: Partial<ProcessPlan> = {}): ContainerPlan {
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     ],
-    process: proc(args, over),
+    process: processPlan(args, over),
     maskedPaths: ['/proc/kcore'],
     readonlyPaths: ['/proc/sys'],
     sysctl: {},
     rootfsPropagation: '',
   };
-}
-
-/** Read a pipe/pty fd to EOF (or EIO, the pty's EOF) without blocking the event loop; closes it. */
-function readToEnd(fd: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    native.setNonBlocking(fd, true);
-    const buf = Buffer.alloc(65536);
-    let out = '';
-    const poller = new native.Poller(fd, () => {
-      for (;;) {
-        let n: number;
-        try {
-          n = native.read(fd, buf, 0, buf.length);
-        } catch (err) {
-          if ((err as { code?: string }).code === 'EIO') n = 0;
-          else {
-            poller.close();
-            reject(err);
-            return;
-          }
-        }
-        if (n < 0) return;
-        if (n === 0) {
-          poller.close();
-          native.close(fd);
-          resolve(out);
-          return;
-        }
-        out += buf.toString('utf8', 0, n);
-      }
-    });
-    poller.start(true, false);
-  });
-}
-
-function exitOf(client: HelperClient, containerId: string, execId = ''): Promise<ExitEvent> {
-  return new Promise((resolve) => {
-    const on = (e: ExitEvent): void => {
-      if (e.containerId === containerId && e.execId === execId) {
-        client.removeListener('event', on);
-        resolve(e);
-      }
-    };
-    client.on('event', on);
-  });
-}
-
-async function rejectsStatus(t: Test, p: Promise<unknown>, code: number, re?: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    t.ok(err instanceof StatusError, 'rejects with a StatusError');
-    t.equal((err as StatusError).code, code, `code ${code}: ${(err as Error).message}`);
-    if (re) t.match((err as Error).message, re);
-    return;
-  }
-  t.fail(`expected a rejection with code ${code}`);
-}
-
-function closeAll(fds: Record<string, number>): void {
-  for (const fd of Object.values(fds)) {
-    try {
-      native.close(fd);
-    } catch {
-      // already closed
-    }
-  }
 }
 
 let pair: MockHelperPair;
@@ -147,7 +66,7 @@ t.test('create + start: stdout, stderr and the exit status', async (t) => {
   const p = state.result.processes.find((x) => x.containerId === 'c-out');
   t.same(p && { exited: p.exited, exitStatus: p.exitStatus }, { exited: true, exitStatus: 3 });
   await rejectsStatus(t, client.call('startContainer', { containerId: 'c-out' }), Code.FAILED_PRECONDITION, /already been started/);
-  await rejectsStatus(t, client.call('execProcess', { containerId: 'c-out', execId: 'e1', process: proc(['true']) }), Code.FAILED_PRECONDITION);
+  await rejectsStatus(t, client.call('execProcess', { containerId: 'c-out', execId: 'e1', process: processPlan(['true']) }), Code.FAILED_PRECONDITION);
   await client.call('removeContainer', { containerId: 'c-out', timeoutMs: 5000 });
   await rejectsStatus(t, client.call('startContainer', { containerId: 'c-out' }), Code.NOT_FOUND);
 });
@@ -221,10 +140,10 @@ t.test('exec: output, exit status, ids, release', async (t) => {
   const e1 = await client.call('execProcess', {
     containerId: 'c-exec',
     execId: 'e1',
-    process: proc(['sh', '-c', 'echo "in $PWD as $FOO"; read line; echo "got $line"; exit 5'], { env: ['PATH=/bin:/usr/bin', 'FOO=bar'], cwd: '/tmp' }),
+    process: processPlan(['sh', '-c', 'echo "in $PWD as $FOO"; read line; echo "got $line"; exit 5'], { env: ['PATH=/bin:/usr/bin', 'FOO=bar'], cwd: '/tmp' }),
   });
   t.ok(e1.result.pid > 0);
-  await rejectsStatus(t, client.call('execProcess', { containerId: 'c-exec', execId: 'e1', process: proc(['true']) }), Code.ALREADY_EXISTS);
+  await rejectsStatus(t, client.call('execProcess', { containerId: 'c-exec', execId: 'e1', process: processPlan(['true']) }), Code.ALREADY_EXISTS);
   await rejectsStatus(t, client.call('releaseProcess', { containerId: 'c-exec', execId: 'e1' }), Code.FAILED_PRECONDITION);
   const out = readToEnd(e1.fds.stdout);
   native.write(e1.fds.stdin, Buffer.from('line1\n'), 0, 6);
@@ -240,9 +159,9 @@ t.test('exec: output, exit status, ids, release', async (t) => {
   await client.call('releaseProcess', { containerId: 'c-exec', execId: 'e1' });
   await rejectsStatus(t, client.call('closeStdin', { containerId: 'c-exec', execId: 'e1' }), Code.NOT_FOUND);
   // The id is free again.
-  const again = await client.call('execProcess', { containerId: 'c-exec', execId: 'e1', process: proc(['true']) });
+  const again = await client.call('execProcess', { containerId: 'c-exec', execId: 'e1', process: processPlan(['true']) });
   closeAll(again.fds);
-  await rejectsStatus(t, client.call('execProcess', { containerId: 'c-exec', execId: 'e2', process: proc(['no-such-program-xyz']) }), Code.INVALID_ARGUMENT, /not found in \$PATH/);
+  await rejectsStatus(t, client.call('execProcess', { containerId: 'c-exec', execId: 'e2', process: processPlan(['no-such-program-xyz']) }), Code.INVALID_ARGUMENT, /not found in \$PATH/);
   await client.call('removeContainer', { containerId: 'c-exec', timeoutMs: 5000 });
 });
 
@@ -289,7 +208,7 @@ t.test('signalProcess with all: true reaches the init and every exec process', a
   const c = await client.call('createContainer', { containerId: 'c-all', plan: plan(['sleep', '100']) });
   closeAll(c.fds);
   await client.call('startContainer', { containerId: 'c-all' });
-  const e = await client.call('execProcess', { containerId: 'c-all', execId: 'ex', process: proc(['sleep', '100']) });
+  const e = await client.call('execProcess', { containerId: 'c-all', execId: 'ex', process: processPlan(['sleep', '100']) });
   closeAll(e.fds);
   const initExit = exitOf(client, 'c-all');
   const execExit = exitOf(client, 'c-all', 'ex');
@@ -303,7 +222,7 @@ t.test('removeContainer kills the init and exec processes of a running container
   const c = await client.call('createContainer', { containerId: 'c-rm', plan: plan(['sleep', '100']) });
   closeAll(c.fds);
   await client.call('startContainer', { containerId: 'c-rm' });
-  const e = await client.call('execProcess', { containerId: 'c-rm', execId: 'ex', process: proc(['sleep', '100']) });
+  const e = await client.call('execProcess', { containerId: 'c-rm', execId: 'ex', process: processPlan(['sleep', '100']) });
   closeAll(e.fds);
   const initExit = exitOf(client, 'c-rm');
   const execExit = exitOf(client, 'c-rm', 'ex');
@@ -342,7 +261,7 @@ t.test('no fd is leaked by a whole container lifecycle (helper and client side t
     const c = await client.call('createContainer', { containerId: `c-leak${round}`, plan: plan(['sleep', '100']) });
     await client.call('startContainer', { containerId: `c-leak${round}` });
     const ex = exitOf(client, `c-leak${round}`, 'e');
-    const e = await client.call('execProcess', { containerId: `c-leak${round}`, execId: 'e', process: proc(['sh', '-c', 'echo x']) });
+    const e = await client.call('execProcess', { containerId: `c-leak${round}`, execId: 'e', process: processPlan(['sh', '-c', 'echo x']) });
     t.equal(await readToEnd(e.fds.stdout), 'x\n');
     await ex;
     native.close(e.fds.stdin);
