@@ -1,0 +1,147 @@
+/**
+ * Container rpcs: CreateContainer, StartContainer, RemoveContainer (Kata agent rpc.rs
+ * do_create_container / do_start_container / do_remove_container at 6e4d4c329a). Each goes to
+ * one helper op of helper/ops/container.ts.
+ */
+import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
+import { Code, StatusError, validateContainerId } from '../../shared/protocol';
+import { containerPlanFromSpec } from '../oci';
+import { Container } from '../sandbox/container';
+import { Process } from '../sandbox/process';
+import { ProcessStdio } from '../sandbox/stdio';
+import { unimplementedField, type AgentCore } from './core';
+
+type Empty = gpb.protobuf.Empty.$Properties;
+
+/**
+ * RemoveContainer bound when the request's timeout is 0, in ms. Upstream waits forever then;
+ * we bound it (30 s) so a stuck removal surfaces as an error instead of a hung rpc.
+ */
+export const DEFAULT_REMOVE_TIMEOUT_MS = 30_000;
+
+/** Longest RemoveContainer wait passed to the helper, in ms (its upper bound: one hour). */
+export const MAX_REMOVE_TIMEOUT_MS = 3_600_000;
+
+/**
+ * CreateContainer: validates the id and the OCI spec, plans the container (control/oci.ts,
+ * with Kata's namespace rewrite), has the helper set it up (init blocked until Start), and
+ * keeps the init's stdio. INVALID_ARGUMENT for a bad id or spec, ALREADY_EXISTS for a used id,
+ * UNIMPLEMENTED for devices, storages, shared_mounts or passfd ports, FAILED_PRECONDITION after
+ * DestroySandbox or for sandbox_pidns without a (live) sandbox pid namespace,
+ * RESOURCE_EXHAUSTED "OCI spec too large" when the plan does not fit the helper's packet
+ * limit; helper errors pass through.
+ */
+export async function createContainer(core: AgentCore, req: pb.CreateContainerRequest): Promise<Empty> {
+  core.checkNotDestroyed();
+  return core.track(() => doCreateContainer(core, req));
+}
+
+async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest): Promise<Empty> {
+  const sandbox = core.sandbox;
+  const id = validateContainerId(req.container_id);
+  if (sandbox.containers.has(id) || sandbox.pendingContainerIds.has(id)) {
+    throw new StatusError(Code.ALREADY_EXISTS, `container ${JSON.stringify(id)} already exists`);
+  }
+  if (!req.OCI) throw new StatusError(Code.INVALID_ARGUMENT, 'CreateContainerRequest.OCI is required');
+  if (req.devices.length > 0) throw unimplementedField('CreateContainerRequest.devices', `${req.devices.length} entries`);
+  if (req.storages.length > 0) throw unimplementedField('CreateContainerRequest.storages', `${req.storages.length} entries`);
+  if (req.shared_mounts.length > 0) throw unimplementedField('CreateContainerRequest.shared_mounts', `${req.shared_mounts.length} entries`);
+  if (req.stdin_port || req.stdout_port || req.stderr_port) {
+    throw unimplementedField('CreateContainerRequest stdin_port/stdout_port/stderr_port (passfd I/O)', `${req.stdin_port}/${req.stdout_port}/${req.stderr_port}`);
+  }
+  if (req.sandbox_pidns) sandbox.checkPidnsAlive();
+  const plan = containerPlanFromSpec(req.OCI, {
+    sandboxPidns: req.sandbox_pidns,
+    sandbox: sandbox.namespaceInfo(),
+    warn: (f, m) => core.log.warn({ container: id, ...f }, m),
+  });
+
+  sandbox.pendingContainerIds.add(id);
+  try {
+    const args = { containerId: id, plan };
+    const { result, fds } = await core.call('createContainer', args).catch((err: unknown) => {
+      throw core.tooLargeError(err, 'createContainer', args);
+    });
+    let stdio: ProcessStdio;
+    try {
+      stdio = ProcessStdio.fromFds(fds, plan.process.terminal);
+    } catch (err) {
+      await core.callNoFds('removeContainer', { containerId: id, timeoutMs: core.defaultRemoveTimeoutMs }).catch((e: unknown) =>
+        core.log.error({ err: e, container: id }, 'cleanup after a failed create failed'),
+      );
+      throw err;
+    }
+    const init = new Process(id, id, true, result.pid, stdio);
+    const container = new Container(id, plan, init);
+    sandbox.addContainer(container);
+    core.applyEarlyExit(container, init);
+    core.log.info({ container: id, pid: result.pid }, 'container created');
+    return {};
+  } finally {
+    sandbox.pendingContainerIds.delete(id);
+  }
+}
+
+/** StartContainer: releases the init process. FAILED_PRECONDITION unless the container is created. */
+export async function startContainer(core: AgentCore, req: pb.StartContainerRequest): Promise<Empty> {
+  const container = core.sandbox.getContainer(req.container_id);
+  if (container.status !== 'created' || container.starting || container.removing) {
+    const state = container.removing ? 'being removed' : container.starting ? 'already starting' : container.status;
+    throw new StatusError(Code.FAILED_PRECONDITION, `container ${container.id} is ${state}, not created`);
+  }
+  container.starting = true;
+  try {
+    await core.callNoFds('startContainer', { containerId: container.id });
+    if (container.status === 'created') container.status = 'running';
+  } finally {
+    container.starting = false;
+  }
+  core.log.info({ container: container.id }, 'container started');
+  return {};
+}
+
+/**
+ * Remove container `id` (RemoveContainer, DestroySandbox): the helper kills and reaps its
+ * processes within `timeoutMs`, then the record is dropped. Concurrent calls share one removal.
+ */
+export function removeContainerById(core: AgentCore, id: string, timeoutMs: number): Promise<void> {
+  const container = core.sandbox.getContainer(id);
+  if (container.removing) return container.removing;
+  const run = (async () => {
+    try {
+      // The helper bounds the wait itself; our own deadline only guards against a lost answer.
+      await core.callNoFds('removeContainer', { containerId: id, timeoutMs }, timeoutMs + 10_000);
+    } catch (err) {
+      if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) throw err;
+      core.log.warn({ container: id }, 'helper did not know the container; dropping our record');
+    }
+    const gone = new StatusError(Code.NOT_FOUND, `container ${id} was removed before the process's exit status was known`);
+    const closed = new StatusError(Code.FAILED_PRECONDITION, `container ${id} was removed: its stdin is closed`);
+    for (const p of container.processes()) {
+      p.abandon(gone);
+      p.stdio.destroy(closed);
+    }
+    container.status = 'stopped';
+    core.sandbox.removeContainer(id);
+    core.dropEarlyExits(id);
+    core.log.info({ container: id }, 'container removed');
+  })();
+  container.removing = run;
+  run.catch(() => {
+    container.removing = null;
+  });
+  return run;
+}
+
+/**
+ * RemoveContainer: the helper kills the container's processes, waits for them (at most
+ * `timeout` seconds; 0 = {@link DEFAULT_REMOVE_TIMEOUT_MS} instead of upstream's forever) and
+ * tears the container down; then the record and its stdio are dropped and the id can be
+ * reused. NOT_FOUND for an unknown id; the helper's error (e.g. DEADLINE_EXCEEDED when
+ * processes survive the bound) otherwise, and the container stays.
+ */
+export async function removeContainer(core: AgentCore, req: pb.RemoveContainerRequest): Promise<Empty> {
+  const timeoutMs = req.timeout > 0 ? Math.min(req.timeout * 1000, MAX_REMOVE_TIMEOUT_MS) : core.defaultRemoveTimeoutMs;
+  await removeContainerById(core, req.container_id, timeoutMs);
+  return {};
+}

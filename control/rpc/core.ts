@@ -1,0 +1,221 @@
+/**
+ * The state and plumbing every AgentService area shares: the helper connection (calls that turn
+ * a lost helper into UNAVAILABLE), the sandbox model, sandbox-level serialisation, the calls in
+ * flight that DestroySandbox waits for, exit events that raced their process's registration,
+ * and the long-poll waiters failed at shutdown.
+ *
+ * The rpcs themselves live one service area per module, as the protocol groups them:
+ * sandbox.ts, container.ts, process.ts, stdio.ts, events.ts (control/rpc/agent.ts ties them
+ * into the AgentService facade).
+ */
+import type { Logger } from 'pino';
+import { encodeMessage } from '../../shared/channel';
+import { Code, HELPER_MAX_PACKET, StatusError, type ExitEvent, type HelperEvent, type OpName, type Ops } from '../../shared/protocol';
+import type { HelperCallResult, HelperConnection } from '../helper';
+import type { Container } from '../sandbox/container';
+import type { Process } from '../sandbox/process';
+import type { Sandbox } from '../sandbox/sandbox';
+import { closeFds } from '../sandbox/stdio';
+
+/** Early exit events (arrived before the process was registered) kept at most. */
+const MAX_EARLY_EXITS = 1024;
+
+/** What an rpc handler learns about its call (a subset of the ttRPC HandlerContext). */
+export interface RpcContext {
+  /** Aborted when the caller's deadline passes or its connection drops. */
+  readonly signal?: AbortSignal;
+}
+
+/** The shared state of the AgentService areas (see the module comment). */
+export interface AgentCoreOptions {
+  helper: HelperConnection;
+  sandbox: Sandbox;
+  logger: Logger;
+  /** Called once after a successful DestroySandbox has been answered: the agent should exit. */
+  onShutdown?: () => void;
+  /** RemoveContainer bound for timeout 0, in ms. */
+  defaultRemoveTimeoutMs: number;
+  /** Exited exec records kept per container. */
+  maxExitedRecords: number;
+}
+
+function helperLostError(op: string): StatusError {
+  return new StatusError(Code.UNAVAILABLE, `the helper connection was lost (helper ${op})`);
+}
+
+/** UNIMPLEMENTED naming a request field whose feature is not carried out yet. */
+export function unimplementedField(field: string, detail: string): StatusError {
+  return new StatusError(Code.UNIMPLEMENTED, `${field} is not supported yet (${detail})`);
+}
+
+/** Shared state and helper plumbing of the AgentService areas. */
+export class AgentCore {
+  readonly helper: HelperConnection;
+  readonly sandbox: Sandbox;
+  readonly log: Logger;
+  readonly onShutdown: () => void;
+  readonly defaultRemoveTimeoutMs: number;
+  readonly maxExitedRecords: number;
+  readonly earlyExits = new Map<string, ExitEvent>();
+  /** Pending long polls (GetOOMEvent): each fails with the error given at shutdown/destroy. */
+  readonly longPolls = new Set<(err: StatusError) => void>();
+  private sandboxOp: Promise<unknown> = Promise.resolve();
+  /** True while DestroySandbox runs: new containers and execs are refused. */
+  destroying = false;
+  /** The DestroySandbox in progress (a concurrent one gets the same answer). */
+  destroyRun: Promise<object> | null = null;
+  /** CreateContainer / ExecProcess calls in progress (DestroySandbox waits for them). */
+  readonly inflight = new Set<Promise<unknown>>();
+  shutdownRequested = false;
+  helperLost = false;
+
+  constructor(options: AgentCoreOptions) {
+    this.helper = options.helper;
+    this.sandbox = options.sandbox;
+    this.log = options.logger;
+    this.onShutdown = options.onShutdown ?? (() => undefined);
+    this.defaultRemoveTimeoutMs = options.defaultRemoveTimeoutMs;
+    this.maxExitedRecords = options.maxExitedRecords;
+  }
+
+  /**
+   * Call the helper. Once the helper connection is lost every call fails UNAVAILABLE "the
+   * helper connection was lost"; a failure that is not a StatusError becomes UNAVAILABLE naming
+   * the op.
+   */
+  async call<K extends OpName>(op: K, args: Ops[K][0], timeoutMs?: number): Promise<HelperCallResult<K>> {
+    if (this.helperLost) throw helperLostError(op);
+    try {
+      return await this.helper.call(op, args, timeoutMs === undefined ? undefined : { timeoutMs });
+    } catch (err) {
+      if (this.helperLost) throw helperLostError(op);
+      if (err instanceof StatusError) throw err;
+      throw new StatusError(Code.UNAVAILABLE, `helper ${op} failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Like {@link call} for ops whose result carries no fds; stray fds are closed. */
+  async callNoFds<K extends OpName>(op: K, args: Ops[K][0], timeoutMs?: number): Promise<Ops[K][1]> {
+    const { result, fds } = await this.call(op, args, timeoutMs);
+    closeFds(Object.values(fds));
+    return result;
+  }
+
+  /** Feed a helper event (process exit) into the model. */
+  handleHelperEvent(event: HelperEvent): void {
+    if (event.event !== 'exit') return;
+    const container = this.sandbox.containers.get(event.containerId);
+    const p = container?.applyExit(event.execId, event.pid, event.exitStatus);
+    if (p) {
+      this.log.info({ container: p.containerId, exec: p.execId, pid: p.pid, status: event.exitStatus }, 'process exited');
+      if (container) this.evict(container);
+      return;
+    }
+    // Not registered yet (the exit raced the create/exec response) or unknown: keep it.
+    const key = `${event.containerId}\0${event.execId}`;
+    this.earlyExits.delete(key);
+    this.earlyExits.set(key, event);
+    if (this.earlyExits.size > MAX_EARLY_EXITS) {
+      const oldest = this.earlyExits.keys().next().value;
+      if (oldest !== undefined) this.earlyExits.delete(oldest);
+    }
+  }
+
+  /** Apply an exit that arrived before `p` was registered. */
+  applyEarlyExit(container: Container, p: Process): void {
+    const key = `${container.id}\0${p.helperExecId}`;
+    const early = this.earlyExits.get(key);
+    if (!early) return;
+    this.earlyExits.delete(key);
+    if (early.pid === p.pid) container.applyExit(p.helperExecId, p.pid, early.exitStatus);
+  }
+
+  /** Forget the early exits of a removed container. */
+  dropEarlyExits(containerId: string): void {
+    for (const key of [...this.earlyExits.keys()]) if (key.startsWith(`${containerId}\0`)) this.earlyExits.delete(key);
+  }
+
+  /**
+   * The helper connection is gone: nothing will report exits any more. Pending WaitProcess
+   * calls fail UNAVAILABLE "the helper connection was lost; ..." and so does every later call
+   * that needs the helper (helper calls in flight fail the same way through {@link call}).
+   */
+  handleHelperLost(): void {
+    this.helperLost = true;
+    const err = new StatusError(Code.UNAVAILABLE, 'the helper connection was lost; the exit status is unknown');
+    for (const c of this.sandbox.containers.values()) for (const p of c.processes()) p.abandon(err);
+  }
+
+  /** Forget `p` for good: close its stdio and tell the helper (once). Never throws. */
+  async release(container: Container, p: Process): Promise<void> {
+    p.stdio.destroy();
+    if (p.released || p.init) return;
+    p.released = true;
+    try {
+      await this.callNoFds('releaseProcess', { containerId: container.id, execId: p.execId });
+    } catch (err) {
+      if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) {
+        this.log.warn({ err, container: container.id, exec: p.execId }, 'helper releaseProcess failed');
+      }
+    }
+  }
+
+  /** Drop the oldest exited exec records beyond the per-container bound. */
+  evict(container: Container): void {
+    for (const p of container.evictExited(this.maxExitedRecords)) void this.release(container, p);
+  }
+
+  /** Run sandbox-level operations one at a time. */
+  serialise<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.sandboxOp.then(fn, fn);
+    this.sandboxOp = run.catch(() => undefined);
+    return run;
+  }
+
+  /** FAILED_PRECONDITION while the sandbox is being destroyed or after it was. */
+  checkNotDestroyed(): void {
+    if (this.destroying) throw new StatusError(Code.FAILED_PRECONDITION, 'the sandbox is being destroyed');
+    if (this.sandbox.destroyed) throw new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed; the agent is shutting down');
+  }
+
+  /** Run a CreateContainer / ExecProcess body as in flight: DestroySandbox waits for it. */
+  track<T>(run: () => Promise<T>): Promise<T> {
+    const p = run();
+    this.inflight.add(p);
+    const done = (): void => {
+      this.inflight.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /**
+   * RESOURCE_EXHAUSTED that says what it means when `args` for `op` do not fit one helper
+   * packet ({@link HELPER_MAX_PACKET}), else `err` unchanged.
+   */
+  tooLargeError(err: unknown, op: 'createContainer' | 'execProcess', args: object): unknown {
+    if (!(err instanceof StatusError) || err.code !== Code.RESOURCE_EXHAUSTED) return err;
+    let size: number;
+    try {
+      size = encodeMessage({ id: 0, op, args }).length;
+    } catch {
+      return err;
+    }
+    if (size <= HELPER_MAX_PACKET) return err;
+    const what = op === 'createContainer' ? 'OCI spec too large: the container plan' : 'OCI process too large: the process plan';
+    return new StatusError(
+      Code.RESOURCE_EXHAUSTED,
+      `${what} is ${size} bytes, the agent accepts at most ${HELPER_MAX_PACKET} (e.g. fewer or shorter env entries / args / mounts)`,
+    );
+  }
+
+  /** True when `container` is being removed or is gone from the sandbox. */
+  removedOrRemoving(container: Container): boolean {
+    return container.removing !== null || this.sandbox.containers.get(container.id) !== container;
+  }
+
+  /** Fail every pending long poll with `err`. */
+  failLongPolls(err: StatusError): void {
+    for (const w of [...this.longPolls]) w(err);
+  }
+}

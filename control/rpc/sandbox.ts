@@ -1,0 +1,112 @@
+/**
+ * Sandbox rpcs: CreateSandbox and DestroySandbox (Kata agent rpc.rs create_sandbox /
+ * destroy_sandbox at 6e4d4c329a).
+ */
+import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
+import { Code, CONTAINER_ID_RE, StatusError } from '../../shared/protocol';
+import { HOST_NAME_MAX } from '../oci';
+import { removeContainerById } from './container';
+import { unimplementedField, type AgentCore } from './core';
+
+type Empty = gpb.protobuf.Empty.$Properties;
+
+/**
+ * CreateSandbox: records hostname and sandbox id and asks the helper for the sandbox's
+ * persistent namespaces. ALREADY_EXISTS on a second call (upstream does not check);
+ * UNIMPLEMENTED for non-empty dns, storages, kernel_modules or guest_hook_path (later
+ * issues); INVALID_ARGUMENT for a bad hostname or sandbox id (an empty sandbox id is
+ * accepted, as upstream; a non-empty one must be a valid container id). `sandbox_pidns` is ignored, as
+ * upstream (the per-container flag decides).
+ */
+export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Promise<Empty> {
+  return core.serialise(async () => {
+    core.checkNotDestroyed();
+    const sandbox = core.sandbox;
+    if (sandbox.created) {
+      throw new StatusError(Code.ALREADY_EXISTS, `sandbox ${JSON.stringify(sandbox.id)} is already created`);
+    }
+    if (req.dns.length > 0) throw unimplementedField('CreateSandboxRequest.dns', `${req.dns.length} entries`);
+    if (req.storages.length > 0) throw unimplementedField('CreateSandboxRequest.storages', `${req.storages.length} entries`);
+    if (req.kernel_modules.length > 0) {
+      throw unimplementedField('CreateSandboxRequest.kernel_modules', req.kernel_modules.map((m) => m.name).join(', '));
+    }
+    if (req.guest_hook_path !== '') throw unimplementedField('CreateSandboxRequest.guest_hook_path', JSON.stringify(req.guest_hook_path));
+    const hostname = req.hostname;
+    if (hostname.includes('\0') || Buffer.byteLength(hostname) > HOST_NAME_MAX) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `invalid hostname ${JSON.stringify(hostname)}: at most ${HOST_NAME_MAX} bytes, no NUL`);
+    }
+    const sandboxId = req.sandbox_id;
+    if (sandboxId !== '' && !CONTAINER_ID_RE.test(sandboxId)) {
+      throw new StatusError(
+        Code.INVALID_ARGUMENT,
+        `invalid sandbox id ${JSON.stringify(sandboxId)} (empty, or 2 to 256 ASCII letters, digits, ".", "_" or "-" starting with a letter or digit)`,
+      );
+    }
+    const result = await core.callNoFds('createSandbox', { sandboxId, hostname });
+    sandbox.id = sandboxId;
+    sandbox.hostname = hostname;
+    sandbox.namespaces = Array.isArray(result.namespaces) ? result.namespaces : [];
+    sandbox.created = true;
+    core.log.info({ sandbox: sandboxId, hostname, namespaces: sandbox.namespaces }, 'sandbox created');
+    return {};
+  });
+}
+
+/**
+ * DestroySandbox: marks the sandbox as being destroyed (from now on CreateContainer and
+ * ExecProcess fail FAILED_PRECONDITION), waits for the CreateContainer / ExecProcess calls in
+ * flight to settle, removes every container (as RemoveContainer with the default bound; those
+ * just created included), asks the helper to destroy the sandbox, fails pending GetOOMEvent
+ * calls, and — after this reply has been sent — calls `onShutdown` (upstream exits the agent).
+ * A concurrent second DestroySandbox gets the same answer, a later one FAILED_PRECONDITION.
+ * If a container cannot be removed, the first error is returned and the agent stays up (a
+ * retry is possible).
+ */
+export function destroySandbox(core: AgentCore, _req: pb.DestroySandboxRequest): Promise<Empty> {
+  if (core.destroyRun) return core.destroyRun;
+  try {
+    core.checkNotDestroyed();
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  // No new containers or exec processes from now on (they check this flag).
+  core.destroying = true;
+  const run = core.serialise(async () => {
+    const sandbox = core.sandbox;
+    try {
+      while (core.inflight.size > 0) await Promise.allSettled([...core.inflight]);
+      const errors: Error[] = [];
+      for (const id of [...sandbox.containers.keys()]) {
+        try {
+          await removeContainerById(core, id, core.defaultRemoveTimeoutMs);
+        } catch (err) {
+          errors.push(err as Error);
+        }
+      }
+      if (errors.length > 0) {
+        const first = errors[0];
+        const code = first instanceof StatusError ? first.code : Code.INTERNAL;
+        throw new StatusError(code, `DestroySandbox: ${errors.length} container(s) could not be removed; first: ${first.message}`);
+      }
+      if (sandbox.created) await core.callNoFds('destroySandbox', {});
+    } catch (err) {
+      core.destroying = false;
+      core.destroyRun = null;
+      throw err;
+    }
+    core.destroying = false;
+    core.destroyRun = null; // later calls: FAILED_PRECONDITION (destroyed)
+    sandbox.created = false;
+    sandbox.destroyed = true;
+    core.failLongPolls(new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed: no more OOM events'));
+    core.log.info({ sandbox: sandbox.id }, 'sandbox destroyed; shutting down after the reply');
+    if (!core.shutdownRequested) {
+      core.shutdownRequested = true;
+      // After the response has been written (the handler's result is sent in microtasks).
+      setImmediate(() => core.onShutdown());
+    }
+    return {};
+  });
+  core.destroyRun = run;
+  return run;
+}
