@@ -24,15 +24,15 @@ export interface BackendReply<R> {
   onSent?: () => void;
 }
 
-/** The ops a backend carries out: every op of the protocol except `hello` (the server's own). */
-export type BackendOpName = Exclude<OpName, 'hello'>;
+/** The ops a backend carries out: every op of the protocol except `hello` and `ping` (the server's own). */
+export type BackendOpName = Exclude<OpName, 'hello' | 'ping'>;
 
 export type BackendOps = {
   [K in BackendOpName]: (args: Ops[K][0]) => Promise<BackendReply<Ops[K][1]>>;
 };
 
 /**
- * A helper backend: one async method per protocol op (shared/protocol.ts Ops, minus `hello`).
+ * A helper backend: one async method per protocol op (shared/protocol.ts Ops, minus `hello` and `ping`).
  *
  * Methods validate their `args` themselves (they arrive from the peer unchecked beyond "is an
  * object") and throw StatusError with the gRPC code for the failure (INVALID_ARGUMENT, NOT_FOUND,

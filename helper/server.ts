@@ -6,6 +6,8 @@
  * Requests are handled concurrently; each gets exactly one response with the request's id. A
  * bad request never takes the server down: malformed → INVALID_ARGUMENT, unknown op →
  * UNIMPLEMENTED, request before `hello` → FAILED_PRECONDITION, backend bug → INTERNAL.
+ * `hello` and `ping` (the liveness probe) are answered by the server itself, so the mock helper
+ * (helper/mock/, same server) answers them the same way.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -274,6 +276,16 @@ export class HelperServer {
     }
     if (op === 'hello') {
       this.onHello(conn, id, args as Record<string, unknown>);
+      return;
+    }
+    if (op === 'ping') {
+      // Liveness probe: answered here, without the backend (see shared/protocol.ts PingArgs).
+      if (!conn.helloDone) {
+        this.sendError(conn, id, new StatusError(Code.FAILED_PRECONDITION, 'ping before hello: the handshake must come first'));
+        return;
+      }
+      const pong: OkResponse<'ping'> = { id, ok: true, result: { pid: process.pid } };
+      this.sendRaw(conn, pong);
       return;
     }
     if (!BACKEND_OP_SET.has(op)) {

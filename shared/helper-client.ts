@@ -16,17 +16,29 @@ import {
   type StatusCode,
 } from './protocol';
 
+/**
+ * Default deadline of a helper call, in ms: 60 s, the deadline the Kata runtime gives the rpcs
+ * that lead to helper calls (CreateContainer, StartContainer, ...). A call that needs longer
+ * passes its own (RemoveContainer: its removal bound + 10 s).
+ */
+export const DEFAULT_HELPER_CALL_TIMEOUT_MS = 60_000;
+
 export interface HelperClientOptions {
   logger?: Logger;
   /** Deadline for connect + hello, in ms (default 10000). */
   timeoutMs?: number;
+  /**
+   * Deadline of a call that gives none, in ms (default {@link DEFAULT_HELPER_CALL_TIMEOUT_MS};
+   * 0 = none). A helper that stops answering (e.g. SIGSTOP) then never hangs a call forever.
+   */
+  callTimeoutMs?: number;
 }
 
 export interface CallOptions {
   /**
-   * Deadline for this call in ms (default: none). On expiry the call rejects with
-   * DEADLINE_EXCEEDED; a late response is dropped and its fds closed. The helper may still
-   * have carried out the operation.
+   * Deadline for this call in ms (default: the client's `callTimeoutMs`; 0 = none). On expiry
+   * the call rejects with DEADLINE_EXCEEDED naming the op; a late response is dropped and its
+   * fds closed. The helper may still have carried out the operation.
    */
   timeoutMs?: number;
 }
@@ -68,11 +80,13 @@ export class HelperClient extends EventEmitter {
   private readonly log: Logger;
   private readonly pending = new Map<number, PendingCall>();
   private nextId = 1;
+  private readonly callTimeoutMs: number;
   /** The helper's pid, from `hello` (0 before the handshake). */
   helperPid = 0;
 
-  private constructor(fd: number, logger: Logger) {
+  private constructor(fd: number, logger: Logger, callTimeoutMs: number) {
     super();
+    this.callTimeoutMs = callTimeoutMs;
     this.log = logger.child({ component: 'helper-client' });
     this.channel = new SeqpacketChannel(fd, { logger: this.log, label: 'helper' });
     this.channel.on('message', (message, fds) => this.onMessage(message, fds));
@@ -100,7 +114,7 @@ export class HelperClient extends EventEmitter {
    * and do the `hello` handshake; errors as for {@link connect}.
    */
   static async fromFd(fd: number, opts: HelperClientOptions = {}): Promise<HelperClient> {
-    const client = new HelperClient(fd, opts.logger ?? silentLogger());
+    const client = new HelperClient(fd, opts.logger ?? silentLogger(), opts.callTimeoutMs ?? DEFAULT_HELPER_CALL_TIMEOUT_MS);
     try {
       const { result } = await client.call('hello', { version: HELPER_PROTOCOL_VERSION }, { timeoutMs: opts.timeoutMs ?? 10000 });
       if (result.version !== HELPER_PROTOCOL_VERSION) {
@@ -126,7 +140,9 @@ export class HelperClient extends EventEmitter {
    * Call `op` with `args`. Resolves with the result and the response's fds by name (the caller
    * owns those fds and must close them). Rejects with a StatusError carrying the helper's code
    * and message; UNAVAILABLE when the connection is closed or closes before the response;
-   * RESOURCE_EXHAUSTED when the request is too large for one packet.
+   * RESOURCE_EXHAUSTED when the request is too large for one packet; DEADLINE_EXCEEDED "helper
+   * did not answer <op> within <n> ms" after `opts.timeoutMs` (default: the client's
+   * `callTimeoutMs`, {@link DEFAULT_HELPER_CALL_TIMEOUT_MS}).
    */
   call<K extends OpName>(op: K, args: Ops[K][0], opts: CallOptions = {}): Promise<CallResult<K>> {
     return new Promise<CallResult<K>>((resolve, reject) => {
@@ -144,12 +160,13 @@ export class HelperClient extends EventEmitter {
         reject(err);
         return;
       }
-      if (opts.timeoutMs !== undefined && opts.timeoutMs > 0) {
+      const timeoutMs = opts.timeoutMs ?? this.callTimeoutMs;
+      if (timeoutMs > 0) {
         entry.timer = setTimeout(() => {
           if (this.pending.delete(id)) {
-            reject(new StatusError(Code.DEADLINE_EXCEEDED, `helper did not answer ${op} within ${opts.timeoutMs} ms`));
+            reject(new StatusError(Code.DEADLINE_EXCEEDED, `helper did not answer ${op} within ${timeoutMs} ms`));
           }
-        }, opts.timeoutMs);
+        }, timeoutMs);
       }
     });
   }

@@ -47,6 +47,7 @@ export const Code = {
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  DATA_LOSS: 15,
 } as const;
 export type StatusCode = (typeof Code)[keyof typeof Code];
 
@@ -305,6 +306,19 @@ export interface HelloResult {
   pid: number;
 }
 
+/**
+ * Liveness probe: answered by the helper's protocol server itself (no backend work), so an
+ * answer proves that the helper's event loop runs. Control pings when a call takes long or
+ * timed out (control/helper-liveness.ts). Any answer counts as alive, even an error: a helper
+ * that predates `ping` answers UNIMPLEMENTED, which proves the same, so the op needs no
+ * protocol version bump.
+ */
+export type PingArgs = Record<string, never>;
+export interface PingResult {
+  /** Helper's pid. */
+  pid: number;
+}
+
 export interface CreateSandboxArgs {
   sandboxId: string;
   hostname: string;
@@ -411,6 +425,7 @@ export interface StateResult {
 /** Every request op with its argument and result types. */
 export interface Ops {
   hello: [HelloArgs, HelloResult];
+  ping: [PingArgs, PingResult];
   createSandbox: [CreateSandboxArgs, CreateSandboxResult];
   destroySandbox: [DestroySandboxArgs, DestroySandboxResult];
   createContainer: [CreateContainerArgs, CreateContainerResult];

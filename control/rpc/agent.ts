@@ -98,8 +98,8 @@ export class AgentService {
   signalProcess(req: pb.SignalProcessRequest): Promise<Empty> {
     return processes.signalProcess(this.core, req);
   }
-  waitProcess(req: pb.WaitProcessRequest): Promise<pb.WaitProcessResponse.$Properties> {
-    return processes.waitProcess(this.core, req);
+  waitProcess(req: pb.WaitProcessRequest, ctx: RpcContext = {}): Promise<pb.WaitProcessResponse.$Properties> {
+    return processes.waitProcess(this.core, req, ctx);
   }
   readStdout(req: pb.ReadStreamRequest, ctx: RpcContext = {}): Promise<pb.ReadStreamResponse.$Properties> {
     return stdio.readStdout(this.core, req, ctx);

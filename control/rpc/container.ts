@@ -120,6 +120,7 @@ export function removeContainerById(core: AgentCore, id: string, timeoutMs: numb
     for (const p of container.processes()) {
       p.abandon(gone);
       p.stdio.destroy(closed);
+      core.outputBudget.remove(p);
     }
     container.status = 'stopped';
     core.sandbox.removeContainer(id);

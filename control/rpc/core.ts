@@ -12,7 +12,9 @@ import type { Logger } from 'pino';
 import { encodeMessage } from '../../shared/channel';
 import { Code, HELPER_MAX_PACKET, StatusError, type ExitEvent, type HelperEvent, type OpName, type Ops } from '../../shared/protocol';
 import type { HelperCallResult, HelperConnection } from '../helper';
+import { HelperLiveness } from '../helper-liveness';
 import type { Container } from '../sandbox/container';
+import { MAX_UNREAD_EXITED_OUTPUT, UnreadOutputBudget } from '../sandbox/output-budget';
 import type { Process } from '../sandbox/process';
 import type { Sandbox } from '../sandbox/sandbox';
 import { closeFds } from '../sandbox/stdio';
@@ -37,6 +39,17 @@ export interface AgentCoreOptions {
   defaultRemoveTimeoutMs: number;
   /** Exited exec records kept per container. */
   maxExitedRecords: number;
+  /**
+   * Deadline of a helper call, in ms (default: the connection's own, 60 s for HelperClient).
+   * RemoveContainer passes its removal bound + 10 s instead.
+   */
+  helperCallTimeoutMs?: number;
+  /** Ping deadline of the liveness check, in ms (default 3000, control/helper-liveness.ts). */
+  helperPingTimeoutMs?: number;
+  /** A helper call pending this long (ms) makes control ping the helper (default 5000). */
+  helperProbeAfterMs?: number;
+  /** Budget of unread output of exited processes, in bytes (default {@link MAX_UNREAD_EXITED_OUTPUT}). */
+  unreadOutputBudget?: number;
 }
 
 function helperLostError(op: string): StatusError {
@@ -68,6 +81,11 @@ export class AgentCore {
   readonly inflight = new Set<Promise<unknown>>();
   shutdownRequested = false;
   helperLost = false;
+  /** Unread output of exited processes, bounded sandbox-wide (control/sandbox/output-budget.ts). */
+  readonly outputBudget: UnreadOutputBudget;
+  /** Detects a helper that stops answering (control/helper-liveness.ts). */
+  readonly liveness: HelperLiveness;
+  private readonly helperCallTimeoutMs: number | undefined;
 
   constructor(options: AgentCoreOptions) {
     this.helper = options.helper;
@@ -76,20 +94,40 @@ export class AgentCore {
     this.onShutdown = options.onShutdown ?? (() => undefined);
     this.defaultRemoveTimeoutMs = options.defaultRemoveTimeoutMs;
     this.maxExitedRecords = options.maxExitedRecords;
+    this.helperCallTimeoutMs = options.helperCallTimeoutMs;
+    this.outputBudget = new UnreadOutputBudget(options.unreadOutputBudget ?? MAX_UNREAD_EXITED_OUTPUT);
+    this.liveness = new HelperLiveness({
+      helper: this.helper,
+      logger: this.log,
+      pingTimeoutMs: options.helperPingTimeoutMs,
+      probeAfterMs: options.helperProbeAfterMs,
+    });
   }
 
   /**
-   * Call the helper. Once the helper connection is lost every call fails UNAVAILABLE "the
-   * helper connection was lost"; a failure that is not a StatusError becomes UNAVAILABLE naming
-   * the op.
+   * Call the helper with a deadline (`timeoutMs`, default the configured helper call timeout,
+   * 60 s). Fails:
+   * - UNAVAILABLE "the helper connection was lost" once the connection is gone;
+   * - DEADLINE_EXCEEDED "helper did not answer <op> within <n> ms" when the deadline passes
+   *   (the helper is then pinged);
+   * - UNAVAILABLE "the helper is not answering ... helper <op> abandoned" when the helper is
+   *   declared unresponsive (no answer to a ping, e.g. SIGSTOP) while the call waits or before
+   *   it starts (control/helper-liveness.ts);
+   * - UNAVAILABLE naming the op for a failure that is not a StatusError; else the helper's status.
    */
   async call<K extends OpName>(op: K, args: Ops[K][0], timeoutMs?: number): Promise<HelperCallResult<K>> {
     if (this.helperLost) throw helperLostError(op);
+    await this.liveness.ready(op);
+    if (this.helperLost) throw helperLostError(op);
+    const ms = timeoutMs ?? this.helperCallTimeoutMs;
     try {
-      return await this.helper.call(op, args, timeoutMs === undefined ? undefined : { timeoutMs });
+      return await this.liveness.guard(op, this.helper.call(op, args, ms === undefined ? undefined : { timeoutMs: ms }));
     } catch (err) {
       if (this.helperLost) throw helperLostError(op);
-      if (err instanceof StatusError) throw err;
+      if (err instanceof StatusError) {
+        if (err.code === Code.DEADLINE_EXCEEDED) void this.liveness.probe();
+        throw err;
+      }
       throw new StatusError(Code.UNAVAILABLE, `helper ${op} failed: ${(err as Error).message}`);
     }
   }
@@ -108,6 +146,7 @@ export class AgentCore {
     const p = container?.applyExit(event.execId, event.pid, event.exitStatus);
     if (p) {
       this.log.info({ container: p.containerId, exec: p.execId, pid: p.pid, status: event.exitStatus }, 'process exited');
+      this.outputBudget.add(p);
       if (container) this.evict(container);
       return;
     }
@@ -127,7 +166,7 @@ export class AgentCore {
     const early = this.earlyExits.get(key);
     if (!early) return;
     this.earlyExits.delete(key);
-    if (early.pid === p.pid) container.applyExit(p.helperExecId, p.pid, early.exitStatus);
+    if (early.pid === p.pid && container.applyExit(p.helperExecId, p.pid, early.exitStatus)) this.outputBudget.add(p);
   }
 
   /** Forget the early exits of a removed container. */
@@ -149,6 +188,7 @@ export class AgentCore {
   /** Forget `p` for good: close its stdio and tell the helper (once). Never throws. */
   async release(container: Container, p: Process): Promise<void> {
     p.stdio.destroy();
+    this.outputBudget.remove(p);
     if (p.released || p.init) return;
     p.released = true;
     try {

@@ -75,7 +75,7 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.RemoveContainer, (r) => agent.removeContainer(r));
   reg(METHODS.ExecProcess, (r) => agent.execProcess(r));
   reg(METHODS.SignalProcess, (r) => agent.signalProcess(r));
-  reg(METHODS.WaitProcess, (r) => agent.waitProcess(r));
+  reg(METHODS.WaitProcess, (r, ctx) => agent.waitProcess(r, ctx));
   reg(METHODS.ReadStdout, (r, ctx) => agent.readStdout(r, ctx));
   reg(METHODS.ReadStderr, (r, ctx) => agent.readStderr(r, ctx));
   reg(METHODS.WriteStdin, (r, ctx) => agent.writeStdin(r, ctx));

@@ -8,7 +8,7 @@ import type { HelperCallResult } from '../helper';
 import { processPlanFromOci } from '../oci';
 import { Process } from '../sandbox/process';
 import { closeFds, ProcessStdio } from '../sandbox/stdio';
-import { unimplementedField, type AgentCore } from './core';
+import { unimplementedField, type AgentCore, type RpcContext } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 
@@ -123,12 +123,14 @@ export async function signalProcess(core: AgentCore, req: pb.SignalProcessReques
  * concurrent or later calls get the same status while the record exists (B14: a late Wait
  * returns the cached status; NOT_FOUND only once the record was evicted or the container
  * removed). Output stays readable after the wait (B08). The helper is told to release its
- * copies of the stdio (releaseProcess), and our stdin pipe is closed.
+ * copies of the stdio (releaseProcess), and our stdin pipe is closed. A call whose deadline
+ * passes or whose connection drops (`ctx.signal`) is withdrawn at once: nothing of it is kept
+ * until the process exits (review: 300k timed-out waits took control to 1.38 GB).
  */
-export async function waitProcess(core: AgentCore, req: pb.WaitProcessRequest): Promise<pb.WaitProcessResponse.$Properties> {
+export async function waitProcess(core: AgentCore, req: pb.WaitProcessRequest, ctx: RpcContext = {}): Promise<pb.WaitProcessResponse.$Properties> {
   const container = core.sandbox.getContainer(req.container_id);
   const p = container.getProcess(req.exec_id);
-  const status = await p.wait();
+  const status = await p.wait(ctx.signal);
   if (!p.waited) {
     p.waited = true;
     p.stdio.releaseStdin();

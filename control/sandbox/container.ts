@@ -13,14 +13,6 @@ export type ContainerStatus = 'created' | 'running' | 'stopped';
 /** Exited exec-process records kept per container for late WaitProcess calls. */
 export const MAX_EXITED_RECORDS = 1024;
 
-/**
- * Exited exec processes per container whose output has not been read to the end and is kept
- * in memory (up to ~1 MiB queued per stream). Beyond this, the oldest exits lose their unread
- * output (their reads end with EOF) — a guard against a caller that never reads, not a case the
- * Kata runtime produces (it reads every stream to EOF).
- */
-export const MAX_UNDRAINED_EXITED = 64;
-
 /** One container of the sandbox. */
 export class Container {
   status: ContainerStatus = 'created';
@@ -72,13 +64,12 @@ export class Container {
 
   /**
    * Exited exec records beyond `limit` (oldest exits first), removed from the map; the caller
-   * releases them (stdio, helper).
+   * releases them (stdio, helper). Unread output of exited processes is bounded separately, in
+   * bytes (control/sandbox/output-budget.ts).
    */
-  evictExited(limit = MAX_EXITED_RECORDS, undrainedLimit = MAX_UNDRAINED_EXITED): Process[] {
+  evictExited(limit = MAX_EXITED_RECORDS): Process[] {
     const exited = [...this.execs.values()].filter((p) => p.exited);
     exited.sort((a, b) => a.exitSeq - b.exitSeq);
-    const undrained = exited.filter((p) => !p.stdio.outputDrained);
-    for (const p of undrained.slice(0, Math.max(0, undrained.length - undrainedLimit))) p.stdio.dropOutput();
     if (exited.length <= limit) return [];
     const evicted = exited.slice(0, exited.length - limit);
     for (const p of evicted) this.execs.delete(p.execId);

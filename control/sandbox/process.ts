@@ -7,7 +7,17 @@
  * with its output still readable, until the container is removed or the record is evicted
  * (see Container.maxExitedRecords).
  */
+import { Code, StatusError } from '../../shared/protocol';
 import type { ProcessStdio } from './stdio';
+
+interface Waiter {
+  resolve: (status: number) => void;
+  reject: (err: Error) => void;
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new StatusError(Code.CANCELLED, 'wait cancelled');
+}
 
 /** One process of a container. */
 export class Process {
@@ -19,9 +29,10 @@ export class Process {
   released = false;
   /** Monotonic sequence number of the exit among the container's processes (eviction order). */
   exitSeq = 0;
-  private readonly exitPromise: Promise<number>;
-  private resolveExit!: (status: number) => void;
-  private rejectExit!: (err: Error) => void;
+  /** Set by {@link abandon}: the error every wait gets. */
+  private abandoned: Error | null = null;
+  /** Pending waits (WaitProcess calls); each leaves when it settles or its signal aborts. */
+  private readonly waiters = new Set<Waiter>();
 
   /**
    * @param containerId the container's id
@@ -37,14 +48,7 @@ export class Process {
     readonly init: boolean,
     readonly pid: number,
     readonly stdio: ProcessStdio,
-  ) {
-    this.exitPromise = new Promise<number>((resolve, reject) => {
-      this.resolveExit = resolve;
-      this.rejectExit = reject;
-    });
-    // A record may be dropped without anyone waiting; an unobserved rejection is not an error.
-    this.exitPromise.catch(() => undefined);
-  }
+  ) {}
 
   /** The exec id on the helper protocol: "" for the init process. */
   get helperExecId(): string {
@@ -70,17 +74,52 @@ export class Process {
     this.exitStatus = status;
     this.exitSeq = seq;
     this.stdio.processExited();
-    this.resolveExit(status);
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiters) w.resolve(status);
   }
 
   /** Fail pending and later waits (the process's fate will never be known, e.g. helper lost). */
   abandon(err: Error): void {
-    if (this.exitStatus !== null) return;
-    this.rejectExit(err);
+    if (this.exitStatus !== null || this.abandoned) return;
+    this.abandoned = err;
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiters) w.reject(err);
   }
 
-  /** Resolves with the exit status (immediately if the process has exited). */
-  wait(): Promise<number> {
-    return this.exitPromise;
+  /** Waits pending on this process (WaitProcess calls not yet answered). */
+  get pendingWaiters(): number {
+    return this.waiters.size;
+  }
+
+  /**
+   * Resolves with the exit status (immediately if the process has exited); rejects with the
+   * {@link abandon} error. When `signal` aborts first (the caller's deadline passed or its
+   * connection dropped), the wait is withdrawn at once — nothing of it stays referenced — and
+   * rejects with the signal's reason (a StatusError, or CANCELLED "wait cancelled").
+   */
+  wait(signal?: AbortSignal): Promise<number> {
+    if (this.exitStatus !== null) return Promise.resolve(this.exitStatus);
+    if (this.abandoned) return Promise.reject(this.abandoned);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    return new Promise<number>((resolve, reject) => {
+      const onAbort = (): void => {
+        if (!this.waiters.delete(waiter)) return;
+        reject(abortReason(signal!));
+      };
+      const waiter: Waiter = {
+        resolve: (status) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(status);
+        },
+        reject: (err) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      this.waiters.add(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 }

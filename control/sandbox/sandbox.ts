@@ -33,6 +33,25 @@ export class Sandbox {
   /** Container ids reserved by a CreateContainer in flight. */
   readonly pendingContainerIds = new Set<string>();
 
+  /**
+   * Calls waiting on the model right now: WaitProcess waits, ReadStdout/ReadStderr reads and
+   * WriteStdin writes not answered yet. Each leaves when its call ends (answered, deadline,
+   * connection dropped), so after the callers are gone these return to 0 (tests check it).
+   */
+  pendingCalls(): { waits: number; reads: number; writes: number } {
+    let waits = 0;
+    let reads = 0;
+    let writes = 0;
+    for (const c of this.containers.values()) {
+      for (const p of c.processes()) {
+        waits += p.pendingWaiters;
+        reads += p.stdio.pendingReads;
+        writes += p.stdio.stdin.pendingWrites;
+      }
+    }
+    return { waits, reads, writes };
+  }
+
   /** What containers get from the sandbox when their namespaces are planned. */
   namespaceInfo(): SandboxNamespaceInfo {
     return { namespaces: this.namespaces, pidns: this.pidns };

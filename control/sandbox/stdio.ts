@@ -9,7 +9,9 @@
  *   blocking), so it is wrapped with control/ttrpc/fdstream.ts (native poller, non-blocking).
  * - Output is queued in memory per stream. Above {@link OUTPUT_HIGH_WATER} queued bytes the
  *   source is paused, below {@link OUTPUT_LOW_WATER} it resumes: a slow reader makes the kernel
- *   pipe fill and the writer block (field case B11); nothing is ever dropped.
+ *   pipe fill and the writer block (field case B11); nothing is dropped while the process runs.
+ *   After its exit, unread output counts against a sandbox-wide byte budget
+ *   (output-budget.ts); output dropped by it makes every later read fail DATA_LOSS, never EOF.
  * - Reads are not cut off by the process exit: data written before the exit is delivered
  *   before EOF (B08). Waiting for the process does not close the output streams.
  * - A read returns only bytes that were read, never padding (B10).
@@ -58,6 +60,10 @@ export class OutputStream {
   private ended = false;
   private paused = false;
   private readonly readers: PendingRead[] = [];
+  /** Set by {@link drop}: what every later read fails with (never a silent EOF). */
+  private lost: StatusError | null = null;
+  /** Called after bytes were queued (the unread-output budget watches exited processes). */
+  onQueued: (() => void) | null = null;
 
   /**
    * @param source a readable byte stream; an `error` is treated as end of stream (EIO on a pty
@@ -86,9 +92,19 @@ export class OutputStream {
     return this.ended;
   }
 
-  /** True when the source reached its end and every queued byte has been read. */
+  /** True when the source reached its end and every queued byte has been read (or was dropped). */
   get drained(): boolean {
     return this.ended && this.queued === 0;
+  }
+
+  /** Reads waiting for data. */
+  get pendingReads(): number {
+    return this.readers.length;
+  }
+
+  /** The error reads fail with after {@link drop}, or null. */
+  get lostError(): StatusError | null {
+    return this.lost;
   }
 
   private onData(chunk: Buffer): void {
@@ -96,6 +112,7 @@ export class OutputStream {
     this.chunks.push(chunk);
     this.queued += chunk.length;
     this.serve();
+    this.onQueued?.();
     if (this.queued > this.highWater && !this.paused && !this.ended) {
       this.paused = true;
       this.source.pause();
@@ -153,7 +170,7 @@ export class OutputStream {
         const r = this.readers.shift()!;
         r.resolve(this.take(r.len));
       } else if (this.ended) {
-        this.readers.shift()!.reject(eofError());
+        this.readers.shift()!.reject(this.lost ?? eofError());
       } else {
         return;
       }
@@ -194,6 +211,19 @@ export class OutputStream {
       this.readers.push(entry);
       this.serve();
     });
+  }
+
+  /**
+   * Drop what is queued and close the source, and make every later read fail with `err` instead
+   * of EOF (the unread-output budget: data is never dropped silently). Returns the number of
+   * queued bytes dropped. A second drop keeps the first error.
+   */
+  drop(err: (droppedBytes: number) => StatusError): number {
+    const dropped = this.queued;
+    this.lost ??= err(dropped);
+    this.onQueued = null;
+    this.destroy();
+    return dropped;
   }
 
   /** Close the source and drop queued data; pending and later reads get EOF. Idempotent. */
@@ -273,6 +303,11 @@ export class InputStream {
   /** True after {@link InputStream.close} (or {@link InputStream.markClosed}). */
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Writes (WriteStdin calls) not completed yet. */
+  get pendingWrites(): number {
+    return this.queue.filter((e) => e.resolve !== undefined).length;
   }
 
   /** Bytes written by callers that the process has not taken yet (queued or in the sink). */
@@ -527,10 +562,19 @@ export class ProcessStdio {
     return this.stdout.drained && this.stderr.drained;
   }
 
-  /** Close the outputs and drop what is queued (reads end with EOF); stdin is left alone. */
-  dropOutput(): void {
-    this.stdout.destroy();
-    if (this.stderr !== this.stdout) this.stderr.destroy();
+  /** The distinct output streams: [stdout, stderr], or [pty output] with a terminal. */
+  outputs(): OutputStream[] {
+    return this.stderr === this.stdout ? [this.stdout] : [this.stdout, this.stderr];
+  }
+
+  /** Output bytes queued and not read yet (both streams). */
+  get unreadBytes(): number {
+    return this.outputs().reduce((n, o) => n + o.queuedBytes, 0);
+  }
+
+  /** Reads waiting on the outputs. */
+  get pendingReads(): number {
+    return this.outputs().reduce((n, o) => n + o.pendingReads, 0);
   }
 
   /** Close stdin if it is a pipe (after the process exited); the outputs stay readable. */
