@@ -19,7 +19,7 @@ import type { HelperEvent } from '../shared/protocol';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
 import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
-import { AgentService, HealthService, registerServices } from './rpc';
+import { AgentService, HealthService, registerServices, type AgentLimits } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
 import { TtrpcServer } from './ttrpc';
 
@@ -40,6 +40,8 @@ export interface AgentOptions {
   closeHelperOnStop?: boolean;
   /** RemoveContainer bound for timeout 0, in ms (default 30 s). */
   defaultRemoveTimeoutMs?: number;
+  /** Helper call deadline, liveness ping, unread-output budget (defaults in control/rpc/core.ts). */
+  limits?: AgentLimits;
 }
 
 export interface Agent {
@@ -83,6 +85,7 @@ export class Agent extends EventEmitter {
       logger: this.log.child({ component: 'rpc' }),
       onShutdown: () => this.emit('shutdown'),
       defaultRemoveTimeoutMs: options.defaultRemoveTimeoutMs,
+      ...options.limits,
     });
     this.server = new TtrpcServer({ logger: this.log.child({ component: 'ttrpc' }) });
     registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }));

@@ -81,9 +81,11 @@ export class HelperLiveness {
    * Run `call` (a helper call for `op`) guarded: while it is pending the helper is probed every
    * {@link probeAfterMs}; when a probe finds it unresponsive the returned promise rejects
    * UNAVAILABLE "the helper is not answering" at once (the call itself ends later by its own
-   * deadline; its late answer is dropped by the client). Otherwise settles as `call` does.
+   * deadline; its late answer is dropped by the client, or, when it still comes before that
+   * deadline, handed to `onLate` so the caller can undo what the helper did). Otherwise settles
+   * as `call` does.
    */
-  guard<T>(op: string, call: Promise<T>): Promise<T> {
+  guard<T>(op: string, call: Promise<T>, onLate?: (value: T) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const done = (): void => {
@@ -107,7 +109,10 @@ export class HelperLiveness {
       arm();
       call.then(
         (value) => {
-          if (!this.pending.has(fail)) return;
+          if (!this.pending.has(fail)) {
+            onLate?.(value);
+            return;
+          }
           done();
           resolve(value);
         },

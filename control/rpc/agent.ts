@@ -29,21 +29,21 @@ import type { HelperConnection } from '../helper';
 import { MAX_EXITED_RECORDS } from '../sandbox/container';
 import type { Sandbox } from '../sandbox/sandbox';
 import * as containers from './container';
-import { AgentCore, type RpcContext } from './core';
+import { AgentCore, type AgentLimits, type RpcContext } from './core';
 import * as events from './events';
 import * as processes from './process';
 import * as sandboxes from './sandbox';
 import * as stdio from './stdio';
 
 export { DEFAULT_REMOVE_TIMEOUT_MS, MAX_REMOVE_TIMEOUT_MS } from './container';
-export type { RpcContext } from './core';
+export type { AgentLimits, RpcContext } from './core';
 export { MAX_SIGNAL } from './process';
 export { MAX_READ_LEN } from './stdio';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 
 /** Options of {@link AgentService}. */
-export interface AgentServiceOptions {
+export interface AgentServiceOptions extends AgentLimits {
   helper: HelperConnection;
   sandbox: Sandbox;
   logger: Logger;

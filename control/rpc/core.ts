@@ -28,17 +28,8 @@ export interface RpcContext {
   readonly signal?: AbortSignal;
 }
 
-/** The shared state of the AgentService areas (see the module comment). */
-export interface AgentCoreOptions {
-  helper: HelperConnection;
-  sandbox: Sandbox;
-  logger: Logger;
-  /** Called once after a successful DestroySandbox has been answered: the agent should exit. */
-  onShutdown?: () => void;
-  /** RemoveContainer bound for timeout 0, in ms. */
-  defaultRemoveTimeoutMs: number;
-  /** Exited exec records kept per container. */
-  maxExitedRecords: number;
+/** Resource bounds of the control plane that a deployment or a test may tune. */
+export interface AgentLimits {
   /**
    * Deadline of a helper call, in ms (default: the connection's own, 60 s for HelperClient).
    * RemoveContainer passes its removal bound + 10 s instead.
@@ -50,6 +41,19 @@ export interface AgentCoreOptions {
   helperProbeAfterMs?: number;
   /** Budget of unread output of exited processes, in bytes (default {@link MAX_UNREAD_EXITED_OUTPUT}). */
   unreadOutputBudget?: number;
+}
+
+/** The shared state of the AgentService areas (see the module comment). */
+export interface AgentCoreOptions extends AgentLimits {
+  helper: HelperConnection;
+  sandbox: Sandbox;
+  logger: Logger;
+  /** Called once after a successful DestroySandbox has been answered: the agent should exit. */
+  onShutdown?: () => void;
+  /** RemoveContainer bound for timeout 0, in ms. */
+  defaultRemoveTimeoutMs: number;
+  /** Exited exec records kept per container. */
+  maxExitedRecords: number;
 }
 
 function helperLostError(op: string): StatusError {
@@ -121,7 +125,8 @@ export class AgentCore {
     if (this.helperLost) throw helperLostError(op);
     const ms = timeoutMs ?? this.helperCallTimeoutMs;
     try {
-      return await this.liveness.guard(op, this.helper.call(op, args, ms === undefined ? undefined : { timeoutMs: ms }));
+      const call = this.helper.call(op, args, ms === undefined ? undefined : { timeoutMs: ms });
+      return await this.liveness.guard(op, call, (late) => this.undoAbandoned(op, args, late));
     } catch (err) {
       if (this.helperLost) throw helperLostError(op);
       if (err instanceof StatusError) {
@@ -130,6 +135,26 @@ export class AgentCore {
       }
       throw new StatusError(Code.UNAVAILABLE, `helper ${op} failed: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * A call abandoned because the helper stopped answering was carried out after all (the answer
+   * came once the helper ran again): close its fds and undo what it made, since the runtime was
+   * told UNAVAILABLE — a created container is removed, a started exec process killed. Never throws.
+   */
+  private undoAbandoned<K extends OpName>(op: K, args: Ops[K][0], late: HelperCallResult<K>): void {
+    closeFds(Object.values(late.fds));
+    this.log.warn({ op }, 'an abandoned helper call completed late; undoing it');
+    const undo = async (): Promise<void> => {
+      if (op === 'createContainer') {
+        const { containerId } = args as Ops['createContainer'][0];
+        await this.callNoFds('removeContainer', { containerId, timeoutMs: this.defaultRemoveTimeoutMs }, this.defaultRemoveTimeoutMs + 10_000);
+      } else if (op === 'execProcess') {
+        const { containerId, execId } = args as Ops['execProcess'][0];
+        await this.callNoFds('signalProcess', { containerId, execId, signal: 9, all: false });
+      }
+    };
+    undo().catch((err: unknown) => this.log.error({ err, op }, 'undoing an abandoned helper call failed'));
   }
 
   /** Like {@link call} for ops whose result carries no fds; stray fds are closed. */

@@ -19,7 +19,7 @@ import type { AgentService } from './agent';
 import type { HealthService } from './health';
 
 export { AgentService, DEFAULT_REMOVE_TIMEOUT_MS, MAX_READ_LEN, MAX_SIGNAL } from './agent';
-export type { AgentServiceOptions, RpcContext } from './agent';
+export type { AgentLimits, AgentServiceOptions, RpcContext } from './agent';
 export { HealthService, API_VERSION, SERVING, agentVersion } from './health';
 
 /** Statuses that are an ordinary answer, logged at debug; others at info. */
