@@ -36,10 +36,10 @@ export interface HelperLivenessOptions {
 }
 
 /** UNAVAILABLE "the helper is not answering" naming the op and the ping deadline. */
-export function notAnsweringError(op: string, pingTimeoutMs: number): StatusError {
+export function notAnsweringError(op: string, pingTimeoutMs: number, sent = true): StatusError {
   return new StatusError(
     Code.UNAVAILABLE,
-    `the helper is not answering (no answer to a ping within ${pingTimeoutMs} ms); helper ${op} abandoned`,
+    `the helper is not answering (no answer to a ping within ${pingTimeoutMs} ms); helper ${op} ${sent ? 'abandoned' : 'not sent'}`,
   );
 }
 
@@ -74,7 +74,7 @@ export class HelperLiveness {
    */
   async ready(op: string): Promise<void> {
     if (this.responsive) return;
-    if (!(await this.probe())) throw notAnsweringError(op, this.pingTimeoutMs);
+    if (!(await this.probe())) throw notAnsweringError(op, this.pingTimeoutMs, false);
   }
 
   /**
