@@ -85,7 +85,7 @@ export const MS = {
 } as const;
 
 /** Mount options that set (`set`) or clear (`clear`) MS_* flags (mount(8) option names). */
-const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
+export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
   defaults: {},
   ro: { set: MS.RDONLY },
   rw: { clear: MS.RDONLY },
