@@ -506,7 +506,8 @@ function validateMount(raw: unknown, i: number, opts: PlanCheckOptions): ValidMo
   if (!bind && !ALLOWED_MOUNT_TYPES.has(type)) {
     throw invalid(`${f} (${destination}): mount type ${JSON.stringify(type)} is not allowed`);
   }
-  if (bind && type !== 'bind' && type !== '' && type !== 'none' && !ALLOWED_MOUNT_TYPES.has(type)) {
+  // "local": the Kata runtime's disk emptyDir, sent with rbind options; mounted as a bind, as upstream rustjail does.
+  if (bind && type !== 'bind' && type !== '' && type !== 'none' && type !== 'local' && !ALLOWED_MOUNT_TYPES.has(type)) {
     throw invalid(`${f} (${destination}): mount type ${JSON.stringify(type)} is not allowed`);
   }
   if (bind) flags |= MS.BIND;
