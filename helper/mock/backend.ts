@@ -15,7 +15,8 @@
  * - createSandbox returns no namespaces; destroySandbox only removes the containers.
  * - A seccomp profile is validated but neither compiled nor applied.
  * - Storages (./storage.ts): validated, reference-counted and their directories made under the
- *   Kata directory (`kataDir`), but mounts are only recorded; modprobe is recorded.
+ *   Kata directory (`kataDir`, default <tmpdir>/kata-containers-mock), but mounts are only
+ *   recorded; modprobe is recorded.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,7 +28,6 @@ import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProces
 import { StartGate, closeQuietly } from '../ops/io';
 import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
 import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../ops/registry';
-import { DEFAULT_KATA_DIR } from '../ops/mount';
 import { createMockStorage } from './storage';
 
 /** The shell that stands in for kata-init. */
@@ -166,6 +166,7 @@ export class MockLauncher implements Launcher {
 export function createMockBackend(opts: { logger?: Logger; kataDir?: string } = {}): ContainerBackend {
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: false });
-  const { storage } = createMockStorage({ kataDir: opts.kataDir ?? DEFAULT_KATA_DIR, logger });
+  // Never the real /run/kata-containers by default: the mock makes real directories there.
+  const { storage } = createMockStorage({ kataDir: opts.kataDir ?? path.join(os.tmpdir(), 'kata-containers-mock'), logger });
   return new ContainerBackend(new MockLauncher(registry), { logger, registry, storage });
 }
