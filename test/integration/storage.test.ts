@@ -93,8 +93,12 @@ if (skip) {
     });
     t.ok(mountsUnderKata().includes(eph), 'the ephemeral volume is mounted');
     await h.client.call('StartContainer', { container_id: id });
+    await h.client.call('UpdateEphemeralMounts', { storages: [] }); // kata_agent.go startContainer
     const [out, err] = await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)]);
     t.equal(await h.wait(id, id), 0, err.toString());
+    // stopContainer: SIGKILL (errors ignored), WaitProcess again, RemoveContainer timeout 0
+    await h.client.call('SignalProcess', { container_id: id, exec_id: '', signal: 9 }).catch(() => undefined);
+    t.equal(await h.wait(id, id), 0, 'the cached status');
     t.equal(out.toString(), 'from-the-share\nl\nm\n');
     t.equal(fs.readFileSync(path.join(shm, 'x'), 'utf8'), 'shared\n', 'the container wrote into the sandbox shm');
     t.equal(fs.statSync(local).mode & 0o777, 0o777, 'local storage made with mode 0777');
