@@ -61,4 +61,12 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'closeStdin',
   'releaseProcess',
   'state',
+  // storages and devices (helper/ops/storage.ts)
+  'addStorages',
+  'releaseStorages',
+  'updateEphemeralMounts',
+  'statShareMounts',
+  'setupDns',
+  'loadKernelModules',
+  'waitDevices',
 ];

@@ -11,6 +11,10 @@
  *                uid, since a mock helper runs as an ordinary user next to its client)
  * --state-dir    directory for the helper's runtime state, e.g. the sandbox namespace files in
  *                <dir>/sandbox-ns (default /run/kata-agent)
+ * --kata-dir     base directory of storages (default $KATA_AGENT_KATA_DIR, else /run/kata-containers);
+ *                every storage mount point must lie below it
+ * --resolv-conf  the file CreateSandbox's dns is bind-mounted over (default /etc/resolv.conf)
+ * --hotplug-timeout-ms  device wait bound (default $KATA_AGENT_HOTPLUG_TIMEOUT_MS, else 3000)
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -27,16 +31,20 @@ import { DEFAULT_HELPER_SOCKET } from '../shared/protocol';
 import { HelperServer } from './server';
 import { createRealBackend } from './backend';
 import { createMockBackend } from './mock/backend';
+import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--mock] [--log-level L]';
 
 /** Parsed command line. */
 export interface HelperCliOptions {
   socket: string;
   controlUid: number;
   stateDir: string;
+  kataDir: string;
+  resolvConf?: string;
+  hotplugTimeoutMs: number;
   mock: boolean;
   logLevel?: string;
 }
@@ -49,6 +57,9 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       socket: { type: 'string' },
       'control-uid': { type: 'string' },
       'state-dir': { type: 'string' },
+      'kata-dir': { type: 'string' },
+      'resolv-conf': { type: 'string' },
+      'hotplug-timeout-ms': { type: 'string' },
       mock: { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -62,7 +73,14 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
   if (!/^[0-9]+$/.test(uidText) || Number(uidText) > 2 ** 32 - 2) {
     throw new Error(`invalid control uid ${JSON.stringify(uidText)}\n${USAGE}`);
   }
+  const kataDir = values['kata-dir'] ?? env.KATA_AGENT_KATA_DIR ?? DEFAULT_KATA_DIR;
+  if (!path.isAbsolute(kataDir) || path.resolve(kataDir) === '/') throw new Error(`invalid kata dir ${JSON.stringify(kataDir)}\n${USAGE}`);
+  const hotplugText = values['hotplug-timeout-ms'] ?? env.KATA_AGENT_HOTPLUG_TIMEOUT_MS ?? '3000';
+  if (!/^[0-9]{1,7}$/.test(hotplugText) || Number(hotplugText) === 0) throw new Error(`invalid hotplug timeout ${JSON.stringify(hotplugText)}\n${USAGE}`);
   return {
+    kataDir: path.resolve(kataDir),
+    resolvConf: values['resolv-conf'],
+    hotplugTimeoutMs: Number(hotplugText),
     socket: values.socket ?? DEFAULT_HELPER_SOCKET,
     controlUid: Number(uidText),
     stateDir: values['state-dir'] ?? '/run/kata-agent',
@@ -90,8 +108,14 @@ export async function main(argv: string[]): Promise<number> {
   let backend: HelperBackend;
   try {
     backend = opts.mock
-      ? createMockBackend({ logger: log })
-      : createRealBackend({ logger: log, sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns') });
+      ? createMockBackend({ logger: log, kataDir: opts.kataDir })
+      : createRealBackend({
+          logger: log,
+          sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns'),
+          kataDir: opts.kataDir,
+          resolvConf: opts.resolvConf,
+          hotplugTimeoutMs: opts.hotplugTimeoutMs,
+        });
   } catch (err) {
     log.fatal({ err }, 'cannot set up the helper backend');
     return 1;

@@ -238,6 +238,18 @@ export interface NativeAddon {
    */
   seccompCompile(profile: SeccompProfile): CompiledSeccompFilter;
 
+  /**
+   * A NETLINK_KOBJECT_UEVENT socket bound to the kernel's group 1 (CLOEXEC, non-blocking;
+   * SO_RCVBUF 1 MiB). Throws the errno error. Kata agent uevent.rs.
+   */
+  ueventOpen(): number;
+  /**
+   * One uevent message (the raw "ACTION@DEVPATH\0KEY=VALUE\0..." bytes), or null when none is
+   * queued. `kernel` is false when the sender is not the kernel (port id ≠ 0): such messages
+   * must be ignored. Throws the errno error.
+   */
+  ueventRecv(fd: number): { data: Buffer; kernel: boolean; truncated: boolean } | null;
+
   Poller: PollerConstructor;
 }
 

@@ -15,8 +15,9 @@
 /**
  * Bumped on any incompatible change; `hello` refuses a mismatch. 2: ContainerPlan.seccomp (a
  * helper of version 1 would ignore the field and run the container without its filter).
+ * 3: storage, device, DNS and kernel-module ops (see "Storages and devices" below).
  */
-export const HELPER_PROTOCOL_VERSION = 2;
+export const HELPER_PROTOCOL_VERSION = 3;
 
 /**
  * Largest packet either side sends or accepts, in bytes (requests carry OCI plans). A
@@ -422,8 +423,130 @@ export interface StateResult {
   processes: ProcessState[];
 }
 
+// ---------------------------------------------------------------------------------------------
+// Storages and devices (Kata agent storage/*, device.rs, network.rs setup_guest_dns).
+
+/** Storage drivers (upstream device.rs DRIVER_*_TYPE names). */
+export const STORAGE_DRIVERS = [
+  '9p',
+  'virtio-fs',
+  'blk',
+  'mmioblk',
+  'scsi',
+  'nvdimm',
+  'blk-ccw',
+  'ephemeral',
+  'local',
+  'overlayfs',
+  'watchable-bind',
+] as const;
+export type StorageDriver = (typeof STORAGE_DRIVERS)[number];
+
+/** One storage (agent.proto Storage), as control validated it; the helper re-validates. */
+export interface StoragePlan {
+  driver: StorageDriver;
+  driverOptions: string[];
+  /** A tag (9p, virtio-fs), a device reference (blk: PCI path or /dev name), a path (watchable-bind), or a word ("tmpfs"). */
+  source: string;
+  fstype: string;
+  options: string[];
+  /** Absolute path below the helper's Kata directory (default /run/kata-containers); a trailing "/" is allowed. */
+  mountPoint: string;
+  /** Recursive group ownership after mounting (agent.proto FSGroup); absent = none. */
+  fsGroup?: { gid: number; onRootMismatch: boolean };
+}
+
+/**
+ * Add storages for `owner` ("" = the sandbox, else a container id). Storages are shared by
+ * mount point with a reference count (the first user sets it up). Result: the mount points this
+ * owner now holds (as upstream's mount list).
+ */
+export interface AddStoragesArgs {
+  owner: string;
+  storages: StoragePlan[];
+}
+export interface AddStoragesResult {
+  mountPoints: string[];
+}
+
+/** Drop every storage reference of `owner` (and its watchable binds); unmount what reaches 0. */
+export interface ReleaseStoragesArgs {
+  owner: string;
+}
+export type ReleaseStoragesResult = Record<string, never>;
+
+/** UpdateEphemeralMounts: remount ephemeral (tmpfs) storages with new options. */
+export interface UpdateEphemeralMountsArgs {
+  storages: StoragePlan[];
+}
+export type UpdateEphemeralMountsResult = Record<string, never>;
+
+/** RemoveStaleVirtiofsShareMounts: stat every mount under the shared directory. */
+export type StatShareMountsArgs = Record<string, never>;
+export interface StatShareMountsResult {
+  /** Mount points stat'ed. */
+  mountPoints: string[];
+}
+
+/** Write <kata dir>/sandbox/resolv.conf from resolv.conf lines and bind it over /etc/resolv.conf. */
+export interface SetupDnsArgs {
+  lines: string[];
+}
+export interface SetupDnsResult {
+  /** Whether /etc/resolv.conf existed and got the bind mount. */
+  bound: boolean;
+}
+
+/** CreateSandbox kernel_modules: `/sbin/modprobe -v <name> <params...>` for each, in order. */
+export interface LoadKernelModulesArgs {
+  modules: { name: string; parameters: string[] }[];
+}
+export type LoadKernelModulesResult = Record<string, never>;
+
+/** Device types of CreateContainerRequest.devices (upstream device.rs). */
+export const DEVICE_TYPES = ['blk', 'mmioblk', 'scsi', 'nvdimm', 'blk-ccw', 'vfio-pci', 'vfio-pci-gk', 'vfio-ap'] as const;
+export type DeviceType = (typeof DEVICE_TYPES)[number];
+
+/** One device to wait for (agent.proto Device). */
+export interface DevicePlan {
+  type: DeviceType;
+  id: string;
+  vmPath: string;
+  containerPath: string;
+  options: string[];
+}
+/** A device the guest has: its node and numbers. */
+export interface GuestDevice {
+  containerPath: string;
+  /** The guest node, e.g. /dev/vdb. */
+  vmPath: string;
+  /** "b" or "c". */
+  kind: 'b' | 'c';
+  major: number;
+  minor: number;
+}
+/** Wait (at most `timeoutMs` each, 0 = the helper's hotplug timeout) for devices; answer their numbers. */
+export interface WaitDevicesArgs {
+  devices: DevicePlan[];
+  timeoutMs: number;
+}
+export interface WaitDevicesResult {
+  devices: GuestDevice[];
+}
+
+/** The storage/device ops, appended to {@link Ops}. */
+export interface StorageOps {
+  addStorages: [AddStoragesArgs, AddStoragesResult];
+  releaseStorages: [ReleaseStoragesArgs, ReleaseStoragesResult];
+  updateEphemeralMounts: [UpdateEphemeralMountsArgs, UpdateEphemeralMountsResult];
+  statShareMounts: [StatShareMountsArgs, StatShareMountsResult];
+  setupDns: [SetupDnsArgs, SetupDnsResult];
+  loadKernelModules: [LoadKernelModulesArgs, LoadKernelModulesResult];
+  waitDevices: [WaitDevicesArgs, WaitDevicesResult];
+}
+
 /** Every request op with its argument and result types. */
-export interface Ops {
+export interface Ops extends StorageOps {
   hello: [HelloArgs, HelloResult];
   ping: [PingArgs, PingResult];
   createSandbox: [CreateSandboxArgs, CreateSandboxResult];

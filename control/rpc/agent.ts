@@ -34,6 +34,7 @@ import * as events from './events';
 import * as processes from './process';
 import * as sandboxes from './sandbox';
 import * as stdio from './stdio';
+import * as storage from './storage';
 
 export { DEFAULT_REMOVE_TIMEOUT_MS, MAX_REMOVE_TIMEOUT_MS } from './container';
 export type { AgentLimits, RpcContext } from './core';
@@ -115,6 +116,12 @@ export class AgentService {
   }
   ttyWinResize(req: pb.TtyWinResizeRequest): Promise<Empty> {
     return stdio.ttyWinResize(this.core, req);
+  }
+  updateEphemeralMounts(req: pb.UpdateEphemeralMountsRequest): Promise<Empty> {
+    return storage.updateEphemeralMounts(this.core, req);
+  }
+  removeStaleVirtiofsShareMounts(req: pb.RemoveStaleVirtiofsShareMountsRequest): Promise<Empty> {
+    return storage.removeStaleVirtiofsShareMounts(this.core, req);
   }
   getOOMEvent(req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
     return events.getOOMEvent(this.core, req, ctx);

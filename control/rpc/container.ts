@@ -10,6 +10,7 @@ import { Container } from '../sandbox/container';
 import { Process } from '../sandbox/process';
 import { ProcessStdio } from '../sandbox/stdio';
 import { unimplementedField, type AgentCore } from './core';
+import { devicePlansFrom, rewriteSpecDevices, storagePlansFrom } from './storage';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 
@@ -26,7 +27,9 @@ export const MAX_REMOVE_TIMEOUT_MS = 3_600_000;
  * CreateContainer: validates the id and the OCI spec, plans the container (control/oci.ts,
  * with Kata's namespace rewrite), has the helper set it up (init blocked until Start), and
  * keeps the init's stdio. INVALID_ARGUMENT for a bad id or spec, ALREADY_EXISTS for a used id,
- * UNIMPLEMENTED for devices, storages, shared_mounts or passfd ports, FAILED_PRECONDITION after
+ * waits for its devices (the helper, agent.hotplug_timeout) and rewrites their numbers into the
+ * spec, sets up its storages (released again on failure and at RemoveContainer),
+ * UNIMPLEMENTED for shared_mounts, VFIO devices or passfd ports, FAILED_PRECONDITION after
  * DestroySandbox or for sandbox_pidns without a (live) sandbox pid namespace,
  * RESOURCE_EXHAUSTED "OCI spec too large" when the plan does not fit the helper's packet
  * limit; helper errors pass through.
@@ -43,21 +46,32 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
     throw new StatusError(Code.ALREADY_EXISTS, `container ${JSON.stringify(id)} already exists`);
   }
   if (!req.OCI) throw new StatusError(Code.INVALID_ARGUMENT, 'CreateContainerRequest.OCI is required');
-  if (req.devices.length > 0) throw unimplementedField('CreateContainerRequest.devices', `${req.devices.length} entries`);
-  if (req.storages.length > 0) throw unimplementedField('CreateContainerRequest.storages', `${req.storages.length} entries`);
+  const devices = devicePlansFrom(req.devices);
+  const storages = storagePlansFrom(req.storages, 'CreateContainerRequest.storages');
   if (req.shared_mounts.length > 0) throw unimplementedField('CreateContainerRequest.shared_mounts', `${req.shared_mounts.length} entries`);
   if (req.stdin_port || req.stdout_port || req.stderr_port) {
     throw unimplementedField('CreateContainerRequest stdin_port/stdout_port/stderr_port (passfd I/O)', `${req.stdin_port}/${req.stdout_port}/${req.stderr_port}`);
   }
   if (req.sandbox_pidns) sandbox.checkPidnsAlive();
-  const plan = containerPlanFromSpec(req.OCI, {
-    sandboxPidns: req.sandbox_pidns,
-    sandbox: sandbox.namespaceInfo(),
-    warn: (f, m) => core.log.warn({ container: id, ...f }, m),
-  });
 
   sandbox.pendingContainerIds.add(id);
+  let storagesAdded = false;
+  let created = false;
   try {
+    // Upstream order (rpc.rs do_create_container): devices, then storages, then the container.
+    if (devices.length > 0) {
+      const { devices: found } = await core.callNoFds('waitDevices', { devices, timeoutMs: 0 });
+      rewriteSpecDevices(req.OCI, found);
+    }
+    if (storages.length > 0) {
+      storagesAdded = true;
+      await core.callNoFds('addStorages', { owner: id, storages });
+    }
+    const plan = containerPlanFromSpec(req.OCI, {
+      sandboxPidns: req.sandbox_pidns,
+      sandbox: sandbox.namespaceInfo(),
+      warn: (f, m) => core.log.warn({ container: id, ...f }, m),
+    });
     const args = { containerId: id, plan };
     const { result, fds } = await core.call('createContainer', args).catch((err: unknown) => {
       throw core.tooLargeError(err, 'createContainer', args);
@@ -76,9 +90,13 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
     sandbox.addContainer(container);
     core.applyEarlyExit(container, init);
     core.log.info({ container: id, pid: result.pid }, 'container created');
+    created = true;
     return {};
   } finally {
     sandbox.pendingContainerIds.delete(id);
+    if (storagesAdded && !created) {
+      await core.callNoFds('releaseStorages', { owner: id }).catch((e: unknown) => core.log.error({ err: e, container: id }, 'releasing storages after a failed create failed'));
+    }
   }
 }
 
@@ -122,6 +140,8 @@ export function removeContainerById(core: AgentCore, id: string, timeoutMs: numb
       p.stdio.destroy(closed);
       core.outputBudget.remove(p);
     }
+    // Storages of the container (reference-counted shares stay while others hold them).
+    await core.callNoFds('releaseStorages', { owner: id });
     container.status = 'stopped';
     core.sandbox.removeContainer(id);
     core.dropEarlyExits(id);

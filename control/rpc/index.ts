@@ -82,6 +82,8 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.CloseStdin, (r) => agent.closeStdin(r));
   reg(METHODS.TtyWinResize, (r) => agent.ttyWinResize(r));
   reg(METHODS.GetOOMEvent, (r, ctx) => agent.getOOMEvent(r, ctx));
+  reg(METHODS.UpdateEphemeralMounts, (r) => agent.updateEphemeralMounts(r));
+  reg(METHODS.RemoveStaleVirtiofsShareMounts, (r) => agent.removeStaleVirtiofsShareMounts(r));
   reg(METHODS.Check, (r) => health.check(r));
   reg(METHODS.Version, (r) => health.version(r));
 
@@ -101,4 +103,5 @@ export const IMPLEMENTED_AGENT_METHODS: readonly string[] = [
   'CreateSandbox', 'DestroySandbox', 'CreateContainer', 'StartContainer', 'RemoveContainer',
   'ExecProcess', 'SignalProcess', 'WaitProcess', 'ReadStdout', 'ReadStderr', 'WriteStdin',
   'CloseStdin', 'TtyWinResize', 'GetOOMEvent',
+  'UpdateEphemeralMounts', 'RemoveStaleVirtiofsShareMounts',
 ];

@@ -7,14 +7,19 @@ import { Code, CONTAINER_ID_RE, StatusError } from '../../shared/protocol';
 import { HOST_NAME_MAX } from '../oci';
 import { removeContainerById } from './container';
 import { unimplementedField, type AgentCore } from './core';
+import { storagePlansFrom } from './storage';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 
 /**
  * CreateSandbox: records hostname and sandbox id and asks the helper for the sandbox's
- * persistent namespaces. ALREADY_EXISTS on a second call (upstream does not check);
- * UNIMPLEMENTED for non-empty dns, storages, kernel_modules or guest_hook_path (later
- * issues); INVALID_ARGUMENT for a bad hostname or sandbox id (an empty sandbox id is
+ * persistent namespaces, then (upstream order) loads kernel_modules (modprobe in the helper),
+ * sets up the sandbox storages (reference-counted, released at DestroySandbox) and writes the
+ * dns lines to <kata dir>/sandbox/resolv.conf bound over /etc/resolv.conf. A failure after the
+ * namespaces undoes everything. ALREADY_EXISTS on a second call (upstream does not check);
+ * UNIMPLEMENTED for a non-empty guest_hook_path (guest hooks are a later issue);
+ * INVALID_ARGUMENT for a malformed storage (control/rpc/storage.ts, helper/ops/mount.ts), a dns
+ * line with a newline, an empty module name; INVALID_ARGUMENT for a bad hostname or sandbox id (an empty sandbox id is
  * accepted, as upstream; a non-empty one must be a valid container id). `sandbox_pidns` is ignored, as
  * upstream (the per-container flag decides).
  */
@@ -25,11 +30,15 @@ export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Pr
     if (sandbox.created) {
       throw new StatusError(Code.ALREADY_EXISTS, `sandbox ${JSON.stringify(sandbox.id)} is already created`);
     }
-    if (req.dns.length > 0) throw unimplementedField('CreateSandboxRequest.dns', `${req.dns.length} entries`);
-    if (req.storages.length > 0) throw unimplementedField('CreateSandboxRequest.storages', `${req.storages.length} entries`);
-    if (req.kernel_modules.length > 0) {
-      throw unimplementedField('CreateSandboxRequest.kernel_modules', req.kernel_modules.map((m) => m.name).join(', '));
-    }
+    const storages = storagePlansFrom(req.storages, 'CreateSandboxRequest.storages');
+    const dns = req.dns.map((line, i) => {
+      if (/[\0\n\r]/.test(line)) throw new StatusError(Code.INVALID_ARGUMENT, `CreateSandboxRequest.dns[${i}] ${JSON.stringify(line)} is not one resolv.conf line`);
+      return line;
+    });
+    const modules = req.kernel_modules.map((m, i) => {
+      if (!m.name) throw new StatusError(Code.INVALID_ARGUMENT, `CreateSandboxRequest.kernel_modules[${i}]: Kernel module name is empty`);
+      return { name: m.name ?? '', parameters: [...(m.parameters ?? [])] };
+    });
     if (req.guest_hook_path !== '') throw unimplementedField('CreateSandboxRequest.guest_hook_path', JSON.stringify(req.guest_hook_path));
     const hostname = req.hostname;
     if (hostname.includes('\0') || Buffer.byteLength(hostname) > HOST_NAME_MAX) {
@@ -42,7 +51,18 @@ export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Pr
         `invalid sandbox id ${JSON.stringify(sandboxId)} (empty, or 2 to 256 ASCII letters, digits, ".", "_" or "-" starting with a letter or digit)`,
       );
     }
+    // Upstream order (rpc.rs create_sandbox): kernel modules, namespaces, storages, DNS.
+    if (modules.length > 0) await core.callNoFds('loadKernelModules', { modules });
     const result = await core.callNoFds('createSandbox', { sandboxId, hostname });
+    try {
+      if (storages.length > 0) await core.callNoFds('addStorages', { owner: '', storages });
+      if (dns.length > 0) await core.callNoFds('setupDns', { lines: dns });
+    } catch (err) {
+      // Leave nothing behind so that a corrected CreateSandbox can follow.
+      await core.callNoFds('releaseStorages', { owner: '' }).catch((e: unknown) => core.log.error({ err: e }, 'releasing sandbox storages failed'));
+      await core.callNoFds('destroySandbox', {}).catch((e: unknown) => core.log.error({ err: e }, 'undoing the sandbox failed'));
+      throw err;
+    }
     sandbox.id = sandboxId;
     sandbox.hostname = hostname;
     sandbox.namespaces = Array.isArray(result.namespaces) ? result.namespaces : [];
@@ -88,7 +108,10 @@ export function destroySandbox(core: AgentCore, _req: pb.DestroySandboxRequest):
         const code = first instanceof StatusError ? first.code : Code.INTERNAL;
         throw new StatusError(code, `DestroySandbox: ${errors.length} container(s) could not be removed; first: ${first.message}`);
       }
-      if (sandbox.created) await core.callNoFds('destroySandbox', {});
+      if (sandbox.created) {
+        await core.callNoFds('releaseStorages', { owner: '' });
+        await core.callNoFds('destroySandbox', {});
+      }
     } catch (err) {
       core.destroying = false;
       core.destroyRun = null;

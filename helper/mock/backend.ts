@@ -14,6 +14,9 @@
  *   path. A terminal is a real pty (the process gets a new session but no controlling tty).
  * - createSandbox returns no namespaces; destroySandbox only removes the containers.
  * - A seccomp profile is validated but neither compiled nor applied.
+ * - Storages (./storage.ts): validated, reference-counted and their directories made under the
+ *   Kata directory (`kataDir`, default <tmpdir>/kata-containers-mock), but mounts are only
+ *   recorded; modprobe is recorded.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -25,6 +28,7 @@ import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProces
 import { StartGate, closeQuietly } from '../ops/io';
 import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
 import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../ops/registry';
+import { createMockStorage } from './storage';
 
 /** The shell that stands in for kata-init. */
 const SHELL = '/bin/sh';
@@ -159,8 +163,10 @@ export class MockLauncher implements Launcher {
  * A mock backend. It reaps children of the calling process (see helper/ops/reaper.ts: do not rely
  * on node:child_process exit events while it runs). Stop it with `shutdown()`.
  */
-export function createMockBackend(opts: { logger?: Logger } = {}): ContainerBackend {
+export function createMockBackend(opts: { logger?: Logger; kataDir?: string } = {}): ContainerBackend {
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: false });
-  return new ContainerBackend(new MockLauncher(registry), { logger, registry });
+  // Never the real /run/kata-containers by default: the mock makes real directories there.
+  const { storage } = createMockStorage({ kataDir: opts.kataDir ?? path.join(os.tmpdir(), 'kata-containers-mock'), logger });
+  return new ContainerBackend(new MockLauncher(registry), { logger, registry, storage });
 }

@@ -79,9 +79,9 @@ export interface MockHelperPair {
 }
 
 /** Like {@link createMockHelperPair} but also returns the server and backend. */
-export async function startMockPair(opts: { logger?: Logger } = {}): Promise<MockHelperPair> {
+export async function startMockPair(opts: { logger?: Logger; kataDir?: string } = {}): Promise<MockHelperPair> {
   const logger = opts.logger ?? silentLogger();
-  const backend = createMockBackend({ logger });
+  const backend = createMockBackend({ logger, kataDir: opts.kataDir });
   const server = new HelperServer({ backend, controlUid: process.getuid?.() ?? 0, logger });
   const [controlEnd, helperEnd] = loadNative().seqpacketPair();
   server.addConnection(helperEnd);

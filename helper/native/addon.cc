@@ -14,6 +14,8 @@
 //  - after fork() the child runs only async-signal-safe code on memory prepared before fork.
 
 #include <napi.h>
+
+#include "uevent.h"
 #include <uv.h>
 
 #include <cerrno>
@@ -1475,6 +1477,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("umount2", Napi::Function::New<Umount2>(env, "umount2"));
   exports.Set("seccompCompile", Napi::Function::New<SeccompCompile>(env, "seccompCompile"));
   exports.Set("Poller", Poller::Define(env));
+  kata_uevent::Register(env, exports);
   return exports;
 }
 

@@ -54,6 +54,7 @@ import {
   type ValidContainerPlan,
   type ValidProcessPlan,
 } from './plan';
+import type { StorageBackend, StorageBackendOps } from './storage';
 import {
   ProcessRegistry,
   SIGKILL,
@@ -181,12 +182,16 @@ export class ContainerBackend implements HelperBackend {
   private readonly listeners = new Set<(event: HelperEvent) => void>();
   private isShutdown = false;
 
+  /** Storage, device, DNS and modprobe ops (helper/ops/storage.ts); absent: those ops are UNIMPLEMENTED. */
+  readonly storage: StorageBackend | undefined;
+
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry },
+    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend },
   ) {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
+    this.storage = opts.storage;
     this.registry.on('exit', (event) => {
       for (const l of this.listeners) {
         try {
@@ -492,6 +497,20 @@ export class ContainerBackend implements HelperBackend {
     return { result: { containers, processes }, fds, onSent: unpin };
   }
 
+  // Storage ops: delegated to helper/ops/storage.ts.
+  addStorages: StorageBackendOps['addStorages'] = async (a) => this.storageOps().addStorages(a);
+  releaseStorages: StorageBackendOps['releaseStorages'] = async (a) => this.storageOps().releaseStorages(a);
+  updateEphemeralMounts: StorageBackendOps['updateEphemeralMounts'] = async (a) => this.storageOps().updateEphemeralMounts(a);
+  statShareMounts: StorageBackendOps['statShareMounts'] = async (a) => this.storageOps().statShareMounts(a);
+  setupDns: StorageBackendOps['setupDns'] = async (a) => this.storageOps().setupDns(a);
+  loadKernelModules: StorageBackendOps['loadKernelModules'] = async (a) => this.storageOps().loadKernelModules(a);
+  waitDevices: StorageBackendOps['waitDevices'] = async (a) => this.storageOps().waitDevices(a);
+
+  private storageOps(): StorageBackend {
+    if (!this.storage) throw new StatusError(Code.UNIMPLEMENTED, 'this helper has no storage backend');
+    return this.storage;
+  }
+
   async shutdown(): Promise<void> {
     if (this.isShutdown) return;
     this.isShutdown = true;
@@ -499,6 +518,7 @@ export class ContainerBackend implements HelperBackend {
       const failures = await this.removeAll(TEARDOWN_TIMEOUT_MS);
       if (failures.length > 0) this.log.warn({ failures }, 'processes survived shutdown');
       await this.launcher.destroySandbox();
+      this.storage?.shutdown();
     } catch (err) {
       this.log.error({ err }, 'shutdown failed');
     } finally {

@@ -85,7 +85,7 @@ export const MS = {
 } as const;
 
 /** Mount options that set (`set`) or clear (`clear`) MS_* flags (mount(8) option names). */
-const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
+export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
   defaults: {},
   ro: { set: MS.RDONLY },
   rw: { clear: MS.RDONLY },
@@ -506,7 +506,8 @@ function validateMount(raw: unknown, i: number, opts: PlanCheckOptions): ValidMo
   if (!bind && !ALLOWED_MOUNT_TYPES.has(type)) {
     throw invalid(`${f} (${destination}): mount type ${JSON.stringify(type)} is not allowed`);
   }
-  if (bind && type !== 'bind' && type !== '' && type !== 'none' && !ALLOWED_MOUNT_TYPES.has(type)) {
+  // "local": the Kata runtime's disk emptyDir, sent with rbind options; mounted as a bind, as upstream rustjail does.
+  if (bind && type !== 'bind' && type !== '' && type !== 'none' && type !== 'local' && !ALLOWED_MOUNT_TYPES.has(type)) {
     throw invalid(`${f} (${destination}): mount type ${JSON.stringify(type)} is not allowed`);
   }
   if (bind) flags |= MS.BIND;

@@ -286,8 +286,8 @@ t.test('errors: status codes for bad ids, bad input, wrong state and unimplement
   await expectCode(t, h.call('CreateContainer', { container_id: 'x', OCI: oci(['true']) }), Code.INVALID_ARGUMENT, /"x"/);
   await expectCode(t, h.call('CreateContainer', { container_id: 'no-oci' }), Code.INVALID_ARGUMENT, /OCI is required/);
   await expectCode(t, h.call('CreateContainer', { container_id: 'bad-spec', OCI: { ...oci(['true']), Root: { Path: 'rel' } } }), Code.INVALID_ARGUMENT, /OCI.Root.Path/);
-  await expectCode(t, h.call('CreateContainer', { container_id: 'dev', OCI: oci(['true']), devices: [{ id: 'd' }] }), Code.UNIMPLEMENTED, /devices/);
-  await expectCode(t, h.call('CreateSandbox', { hostname: 'h', dns: ['nameserver 1.1.1.1'] }), Code.UNIMPLEMENTED, /dns/);
+  await expectCode(t, h.call('CreateContainer', { container_id: 'dev', OCI: oci(['true']), devices: [{ id: 'd' }] }), Code.INVALID_ARGUMENT, /devices\[0\]\.type is empty/);
+  await expectCode(t, h.call('CreateSandbox', { hostname: 'h', dns: ['nameserver 1.1.1.1\nnameserver 6.6.6.6'] }), Code.INVALID_ARGUMENT, /dns\[0\]/);
 
   await h.call('CreateContainer', { container_id: 'dup', OCI: oci(['sleep', '1000']) });
   await expectCode(t, h.call('CreateContainer', { container_id: 'dup', OCI: oci(['true']) }), Code.ALREADY_EXISTS, /dup/);
