@@ -1,11 +1,16 @@
 /**
  * The real (privileged) helper backend: the shared container model (helper/ops/container.ts)
- * with kata-init as the launcher (helper/ops/process.ts). Runs as root.
+ * with kata-init as the launcher (helper/ops/process.ts), plus the guest ops family
+ * (helper/ops/sysfs.ts, copy-file.ts, guest.ts) over the native addon. Runs as root.
  */
 import { silentLogger, type Logger } from '../shared/log';
+import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
+import { CopyFileOps } from './ops/copy-file';
+import { GuestOps, guestFamily, nativeGuestSystem, type GuestPaths } from './ops/guest';
 import { DEFAULT_SANDBOX_NS_DIR, KataInitLauncher } from './ops/process';
 import { ProcessRegistry } from './ops/registry';
+import { SysfsOps } from './ops/sysfs';
 
 export interface RealBackendOptions {
   logger?: Logger;
@@ -13,6 +18,14 @@ export interface RealBackendOptions {
   sandboxNsDir?: string;
   /** kata-init executable (default build/Release/kata-init). */
   kataInit?: string;
+  /** Where the guest ops act (default shared/protocol.ts GUEST_PATHS). */
+  guest?: GuestPaths;
+}
+
+/** The real backend: the composed backend the server dispatches to, and its container model. */
+export interface RealBackend {
+  backend: HelperBackend;
+  containers: ContainerBackend;
 }
 
 /**
@@ -20,7 +33,12 @@ export interface RealBackendOptions {
  * are re-parented to it when kata-init's intermediate exits) and starts the reaper.
  * Throws the errno error when prctl fails.
  */
-export function createRealBackend(opts: RealBackendOptions = {}): ContainerBackend {
+export function createRealBackend(opts: RealBackendOptions = {}): HelperBackend {
+  return createRealBackendParts(opts).backend;
+}
+
+/** {@link createRealBackend}, also returning the container model (tests). */
+export function createRealBackendParts(opts: RealBackendOptions = {}): RealBackend {
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: true });
   const launcher = new KataInitLauncher({
@@ -29,5 +47,12 @@ export function createRealBackend(opts: RealBackendOptions = {}): ContainerBacke
     kataInit: opts.kataInit,
     sandboxNsDir: opts.sandboxNsDir ?? DEFAULT_SANDBOX_NS_DIR,
   });
-  return new ContainerBackend(launcher, { logger, registry });
+  const containers = new ContainerBackend(launcher, { logger, registry });
+  const g = opts.guest ?? {};
+  const guest = guestFamily(
+    new SysfsOps({ root: g.sysfsRoot, logger }),
+    new CopyFileOps({ roots: g.copyRoots }),
+    new GuestOps({ system: nativeGuestSystem(), volumeRoots: g.volumeRoots, logger }),
+  );
+  return { backend: composeBackend(containers, guest), containers };
 }

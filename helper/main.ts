@@ -26,7 +26,7 @@ import { createLogger } from '../shared/log';
 import { DEFAULT_HELPER_SOCKET } from '../shared/protocol';
 import { HelperServer } from './server';
 import { createRealBackend } from './backend';
-import { createMockBackend } from './mock/backend';
+import { createMockHelperBackend } from './mock/backend';
 import type { HelperBackend } from './api';
 
 const USAGE =
@@ -90,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
   let backend: HelperBackend;
   try {
     backend = opts.mock
-      ? createMockBackend({ logger: log })
+      ? createMockHelperBackend({ logger: log }).backend
       : createRealBackend({ logger: log, sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns') });
   } catch (err) {
     log.fatal({ err }, 'cannot set up the helper backend');

@@ -21,7 +21,10 @@ import * as path from 'node:path';
 import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import { loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
+import { composeBackend, type HelperBackend } from '../api';
 import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
+import type { GuestPaths } from '../ops/guest';
+import { createMockGuest, type MockGuest } from './guest';
 import { StartGate, closeQuietly } from '../ops/io';
 import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
 import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../ops/registry';
@@ -163,4 +166,29 @@ export function createMockBackend(opts: { logger?: Logger } = {}): ContainerBack
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: false });
   return new ContainerBackend(new MockLauncher(registry), { logger, registry });
+}
+
+/** A complete mock backend: the container model, the mock guest family, and both composed. */
+export interface MockBackendParts {
+  backend: HelperBackend;
+  containers: ContainerBackend;
+  guest: MockGuest;
+}
+
+/**
+ * {@link createMockBackend} plus the mock guest ops (helper/mock/guest.ts), composed into one
+ * HelperBackend. Its shutdown also removes the guest family's temp trees.
+ */
+export function createMockHelperBackend(opts: { logger?: Logger; guest?: GuestPaths } = {}): MockBackendParts {
+  const containers = createMockBackend(opts);
+  const guest = createMockGuest(opts.guest);
+  const composed = composeBackend(containers, guest.family);
+  const backend: HelperBackend = {
+    ...composed,
+    shutdown: async () => {
+      await composed.shutdown();
+      guest.cleanup();
+    },
+  };
+  return { backend, containers, guest };
 }
