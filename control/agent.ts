@@ -19,7 +19,7 @@ import type { HelperEvent } from '../shared/protocol';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
 import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
-import { AgentService, HealthService, registerServices } from './rpc';
+import { AgentService, HealthService, registerServices, type GuestOptions } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
 import { TtrpcServer } from './ttrpc';
 
@@ -40,6 +40,8 @@ export interface AgentOptions {
   closeHelperOnStop?: boolean;
   /** RemoveContainer bound for timeout 0, in ms (default 30 s). */
   defaultRemoveTimeoutMs?: number;
+  /** Guest rpcs: sysfs root, CopyFile / volume roots, initial policy (control/rpc/guest.ts). */
+  guest?: GuestOptions;
 }
 
 export interface Agent {
@@ -83,6 +85,7 @@ export class Agent extends EventEmitter {
       logger: this.log.child({ component: 'rpc' }),
       onShutdown: () => this.emit('shutdown'),
       defaultRemoveTimeoutMs: options.defaultRemoveTimeoutMs,
+      guest: options.guest,
     });
     this.server = new TtrpcServer({ logger: this.log.child({ component: 'ttrpc' }) });
     registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }));

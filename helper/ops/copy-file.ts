@@ -15,7 +15,8 @@
  *   chown uid:gid.
  * - S_IFLNK: `data` is the target; an existing symlink at the path is replaced (the k8s `..data`
  *   refresh), anything else there → ALREADY_EXISTS; lchown.
- * - S_IFREG or 0: pwrite `data` at `offset` into `.<name>.kata-copy` next to the path; once its
+ * - S_IFREG or 0: pwrite `data` at `offset` into `.<name>.kata-copy` next to the path (emptied
+ *   first when offset is 0; upstream keeps a stale one); once its
  *   size equals fileSize, fchmod, fchown and rename it over the path. (Upstream's temp name is
  *   the path with its extension replaced by "tmp", so a.json and a.yaml collide.)
  * - other types → INVALID_ARGUMENT.
@@ -198,7 +199,9 @@ export class CopyFileOps {
     const tmpName = `.${name}.kata-copy`;
     let fd: number;
     try {
+      // offset 0 starts the file afresh (a stale temp file of an aborted copy must not complete it).
       fd = fs.openSync(fdPath(dirFd, tmpName), O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o600);
+      if (c.offset === 0) fs.ftruncateSync(fd, 0);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ELOOP' || code === 'ENXIO' || code === 'EISDIR') throw refused(p, `its temporary file ${tmpName} is not a regular file`);

@@ -2,7 +2,6 @@
  * Argument checks shared by the helper's guest ops (helper/ops/sysfs.ts, guest.ts,
  * copy-file.ts): each throws StatusError INVALID_ARGUMENT naming the field and the value.
  */
-import * as path from 'node:path';
 import { Code, StatusError, type StatusCode } from '../../shared/protocol';
 
 /** The args map of `op`, or INVALID_ARGUMENT. */
@@ -35,34 +34,7 @@ export function bytesArg(v: unknown, field: string, max: number): Buffer {
   return Buffer.from(v.buffer, v.byteOffset, v.length);
 }
 
-/**
- * An absolute, normalised path (no "." or ".." component, no "//", no trailing "/", no NUL,
- * at most 4096 bytes) strictly below one of `roots`; returns the matching root and the
- * components below it. INVALID_ARGUMENT otherwise. `allowRoot`: the root itself is accepted
- * (components empty).
- */
-export function confinedPath(
-  v: unknown,
-  field: string,
-  roots: readonly string[],
-  allowRoot = false,
-): { root: string; parts: string[] } {
-  if (typeof v !== 'string' || v === '' || v.includes('\0') || Buffer.byteLength(v) > 4096) {
-    throw new StatusError(Code.INVALID_ARGUMENT, `${field} ${JSON.stringify(v)} is not a path`);
-  }
-  if (!v.startsWith('/')) throw new StatusError(Code.INVALID_ARGUMENT, `${field} ${JSON.stringify(v)} is not absolute`);
-  const parts = v.split('/').slice(1);
-  if (parts.some((p) => p === '' || p === '.' || p === '..')) {
-    throw new StatusError(Code.INVALID_ARGUMENT, `${field} ${JSON.stringify(v)} is not normalised (empty, "." or ".." component)`);
-  }
-  for (const root of roots) {
-    const r = path.resolve(root);
-    if (v === r && allowRoot) return { root: r, parts: [] };
-    const prefix = r === '/' ? '/' : `${r}/`;
-    if (v.startsWith(prefix) && v.length > prefix.length) return { root: r, parts: v.slice(prefix.length).split('/') };
-  }
-  throw new StatusError(Code.INVALID_ARGUMENT, `${field} ${JSON.stringify(v)} is outside ${roots.join(', ')}`);
-}
+export { confinedPath } from '../../shared/paths';
 
 const ERRNO_CODES: Record<string, StatusCode> = {
   ENOENT: Code.NOT_FOUND,
