@@ -69,9 +69,9 @@ export function composeBackend(containers: ContainerFamily, guest: GuestFamily):
   };
   for (const op of BACKEND_OPS) {
     const family = (GUEST_OPS as readonly string[]).includes(op) ? (guest as Record<string, unknown>) : (containers as Record<string, unknown>);
-    const fn = family[op];
-    if (typeof fn !== 'function') throw new Error(`backend family lacks op ${op}`);
-    backend[op] = (fn as (a: unknown) => unknown).bind(family);
+    if (typeof family[op] !== 'function') throw new Error(`backend family lacks op ${op}`);
+    // Looked up at each call, so a test that wraps a family's op sees its wrapper used.
+    backend[op] = (a: unknown) => (family[op] as (a: unknown) => unknown).call(family, a);
   }
   return backend as unknown as HelperBackend;
 }
