@@ -19,7 +19,7 @@ import type { HelperEvent } from '../shared/protocol';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
 import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
-import { AgentService, HealthService, registerServices, type AgentLimits } from './rpc';
+import { AgentService, HealthService, registerServices, type AgentLimits, type GuestOptions } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
 import { TtrpcServer } from './ttrpc';
 
@@ -42,6 +42,8 @@ export interface AgentOptions {
   defaultRemoveTimeoutMs?: number;
   /** Helper call deadline, liveness ping, unread-output budget (defaults in control/rpc/core.ts). */
   limits?: AgentLimits;
+  /** Guest rpcs: sysfs root, CopyFile / volume roots, initial policy (control/rpc/guest.ts). */
+  guest?: GuestOptions;
 }
 
 export interface Agent {
@@ -86,6 +88,7 @@ export class Agent extends EventEmitter {
       onShutdown: () => this.emit('shutdown'),
       defaultRemoveTimeoutMs: options.defaultRemoveTimeoutMs,
       ...options.limits,
+      guest: options.guest,
     });
     this.server = new TtrpcServer({ logger: this.log.child({ component: 'ttrpc' }) });
     registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }));

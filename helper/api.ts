@@ -2,7 +2,7 @@
  * The interface between the helper's protocol server (helper/server.ts) and what carries out the
  * operations: the real, privileged backend (helper/backend.ts) or the mock (helper/mock/).
  */
-import type { HelperEvent, OpName, Ops } from '../shared/protocol';
+import { GUEST_OPS, type GuestOpName, type HelperEvent, type OpName, type Ops } from '../shared/protocol';
 
 /** An fd attached to a response, with the name the response's `fds` list gives it. */
 export interface NamedFd {
@@ -49,6 +49,33 @@ export interface HelperBackend extends BackendOps {
   shutdown(): Promise<void>;
 }
 
+/** The container ops (helper/ops/container.ts ContainerBackend). */
+export type ContainerOpName = Exclude<BackendOpName, GuestOpName>;
+
+/** The guest ops family (helper/ops/sysfs.ts, copy-file.ts, guest.ts; mock: helper/mock/guest.ts). */
+export type GuestFamily = Pick<BackendOps, GuestOpName>;
+
+/** What the container model provides: its ops, events and shutdown. */
+export type ContainerFamily = Pick<BackendOps, ContainerOpName> & Pick<HelperBackend, 'subscribe' | 'shutdown'>;
+
+/**
+ * One {@link HelperBackend} from the container family and the guest family: each op goes to the
+ * family that owns it; events and shutdown are the container family's.
+ */
+export function composeBackend(containers: ContainerFamily, guest: GuestFamily): HelperBackend {
+  const backend: Record<string, unknown> = {
+    subscribe: (listener: (event: HelperEvent) => void) => containers.subscribe(listener),
+    shutdown: () => containers.shutdown(),
+  };
+  for (const op of BACKEND_OPS) {
+    const family = (GUEST_OPS as readonly string[]).includes(op) ? (guest as Record<string, unknown>) : (containers as Record<string, unknown>);
+    if (typeof family[op] !== 'function') throw new Error(`backend family lacks op ${op}`);
+    // Looked up at each call, so a test that wraps a family's op sees its wrapper used.
+    backend[op] = (a: unknown) => (family[op] as (a: unknown) => unknown).call(family, a);
+  }
+  return backend as unknown as HelperBackend;
+}
+
 /** The ops dispatched to a backend, in protocol order. */
 export const BACKEND_OPS: readonly BackendOpName[] = [
   'createSandbox',
@@ -69,4 +96,5 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'setupDns',
   'loadKernelModules',
   'waitDevices',
+  ...GUEST_OPS,
 ];

@@ -1,15 +1,20 @@
 /**
  * The real (privileged) helper backend: the shared container model (helper/ops/container.ts)
- * with kata-init as the launcher (helper/ops/process.ts). Runs as root.
+ * with kata-init as the launcher (helper/ops/process.ts), plus the guest ops family
+ * (helper/ops/sysfs.ts, copy-file.ts, guest.ts) over the native addon. Runs as root.
  */
 import { silentLogger, type Logger } from '../shared/log';
+import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
+import { CopyFileOps } from './ops/copy-file';
+import { GuestOps, guestFamily, nativeGuestSystem, type GuestPaths } from './ops/guest';
 import { DEFAULT_SANDBOX_NS_DIR, KataInitLauncher } from './ops/process';
 import { ProcessRegistry } from './ops/registry';
 import { DeviceWaiter } from './ops/device';
 import { DEFAULT_KATA_DIR, KernelMounter } from './ops/mount';
 import { StorageBackend, kernelModprobe } from './ops/storage';
 import { KernelUeventListener } from './ops/uevent';
+import { SysfsOps } from './ops/sysfs';
 
 export interface RealBackendOptions {
   logger?: Logger;
@@ -23,6 +28,14 @@ export interface RealBackendOptions {
   resolvConf?: string;
   /** Device wait bound in ms (default 3000, upstream agent.hotplug_timeout). */
   hotplugTimeoutMs?: number;
+  /** Where the guest ops act (default shared/protocol.ts GUEST_PATHS). */
+  guest?: GuestPaths;
+}
+
+/** The real backend: the composed backend the server dispatches to, and its container model. */
+export interface RealBackend {
+  backend: HelperBackend;
+  containers: ContainerBackend;
 }
 
 /**
@@ -30,7 +43,12 @@ export interface RealBackendOptions {
  * are re-parented to it when kata-init's intermediate exits) and starts the reaper.
  * Throws the errno error when prctl fails.
  */
-export function createRealBackend(opts: RealBackendOptions = {}): ContainerBackend {
+export function createRealBackend(opts: RealBackendOptions = {}): HelperBackend {
+  return createRealBackendParts(opts).backend;
+}
+
+/** {@link createRealBackend}, also returning the container model (tests). */
+export function createRealBackendParts(opts: RealBackendOptions = {}): RealBackend {
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: true });
   const launcher = new KataInitLauncher({
@@ -53,5 +71,12 @@ export function createRealBackend(opts: RealBackendOptions = {}): ContainerBacke
     modprobe: kernelModprobe(registry.reaper),
     logger,
   });
-  return new ContainerBackend(launcher, { logger, registry, storage });
+  const containers = new ContainerBackend(launcher, { logger, registry, storage });
+  const g = opts.guest ?? {};
+  const guest = guestFamily(
+    new SysfsOps({ root: g.sysfsRoot, logger }),
+    new CopyFileOps({ roots: g.copyRoots }),
+    new GuestOps({ system: nativeGuestSystem(), volumeRoots: g.volumeRoots, logger }),
+  );
+  return { backend: composeBackend(containers, guest), containers };
 }

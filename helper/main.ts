@@ -30,7 +30,7 @@ import { createLogger } from '../shared/log';
 import { DEFAULT_HELPER_SOCKET } from '../shared/protocol';
 import { HelperServer } from './server';
 import { createRealBackend } from './backend';
-import { createMockBackend } from './mock/backend';
+import { createMockHelperBackend } from './mock/backend';
 import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
@@ -108,7 +108,7 @@ export async function main(argv: string[]): Promise<number> {
   let backend: HelperBackend;
   try {
     backend = opts.mock
-      ? createMockBackend({ logger: log, kataDir: opts.kataDir })
+      ? createMockHelperBackend({ logger: log, kataDir: opts.kataDir }).backend
       : createRealBackend({
           logger: log,
           sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns'),

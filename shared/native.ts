@@ -215,6 +215,17 @@ export interface NativeAddon {
   umount2(target: string, flags: number): void;
 
   /**
+   * Guest operations (helper/ops/guest.ts). addEntropy: RNDADDENTROPY of `data` (1..4096 bytes,
+   * credited 8 bits a byte) on `device`, then RNDRESEEDCRNG (Kata random.rs reseed_rng).
+   * setRealtime: clock_settime(CLOCK_REALTIME, sec, nsec). swapon/swapoff: swapon(2)/swapoff(2).
+   * All throw the errno error (EPERM without the capability).
+   */
+  addEntropy(device: string, data: Uint8Array): void;
+  setRealtime(sec: number, nsec: number): void;
+  swapon(path: string, flags: number): void;
+  swapoff(path: string): void;
+
+  /**
    * Compile an OCI seccomp profile to a BPF program with libseccomp, as upstream rustjail
    * seccomp.rs builds its filter, without loading it (kata-init loads it in the container
    * process): seccomp_init(default action), the NNP control bit cleared (kata-init sets

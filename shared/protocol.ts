@@ -635,3 +635,164 @@ export function validateExecId(id: unknown, allowEmpty: boolean): string {
   }
   return id;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Guest operations (GetGuestDetails, OnlineCPUMem, MemHotplugByProbe, ReseedRandomDev,
+// SetGuestDateTime, AddSwap, GetVolumeStats, ResizeVolume, CopyFile): carried out by
+// helper/ops/sysfs.ts and helper/ops/guest.ts (mock twins in helper/mock/guest.ts). These ops
+// are additive: a helper that lacks them answers UNIMPLEMENTED "unknown helper op", so the
+// protocol version is unchanged. Ops is extended by declaration merging so that this block
+// stays one appended piece.
+
+/** Memory facts of GetGuestDetails (Kata rpc.rs get_memory_info). */
+export interface MemoryInfoArgs {
+  /** Read <sysfs>/devices/system/memory/block_size_bytes. */
+  blockSize: boolean;
+  /** Check whether <sysfs>/devices/system/memory/probe exists. */
+  hotplugProbe: boolean;
+}
+export interface MemoryInfoResult {
+  /** Memory block size in bytes (0 when not asked or the file does not exist). */
+  blockSizeBytes: number;
+  hotplugProbe: boolean;
+}
+
+/** Online hot-added CPUs and memory blocks (Kata sandbox.rs online_cpu_memory). */
+export interface OnlineCpuMemArgs {
+  /** Wanted number of online CPUs (0 = leave CPUs alone), 0..4096. */
+  nbCpus: number;
+  /** Do not online memory blocks. */
+  cpuOnly: boolean;
+}
+export interface OnlineCpuMemResult {
+  /** CPUs this call switched online. */
+  cpusOnlined: number;
+  /** Memory blocks this call switched online. */
+  memoryOnlined: number;
+  /** Online CPUs afterwards (from <sysfs>/devices/system/cpu/online). */
+  onlineCpus: number;
+}
+
+/** Write each address to <sysfs>/devices/system/memory/probe (Kata rpc.rs do_mem_hotplug_by_probe). */
+export interface MemHotplugProbeArgs {
+  /** Physical addresses as "0x..." hex strings (u64 does not fit a msgpack-safe number), at most 4096. */
+  addresses: string[];
+}
+
+/** Mix `data` into the kernel's entropy pool and reseed the CRNG (Kata random.rs reseed_rng). */
+export interface AddEntropyArgs {
+  /** 1..4096 bytes. */
+  data: Uint8Array;
+}
+
+/** Set CLOCK_REALTIME (Kata rpc.rs do_set_guest_date_time). */
+export interface SetTimeArgs {
+  /** Seconds since the epoch, 0..2^53-1. */
+  sec: number;
+  /** Microseconds, 0..999999. */
+  usec: number;
+}
+
+/** swapon(2) a block device (Kata rpc.rs do_add_swap; the device is already resolved to /dev/...). */
+export interface AddSwapArgs {
+  /** An absolute /dev path of a block device. */
+  device: string;
+}
+
+/** statfs of a volume (Kata rpc.rs get_volume_capacity_stats / get_volume_inode_stats). */
+export interface VolumeStatsArgs {
+  /** Absolute, normalised path under one of the helper's volume roots. */
+  path: string;
+}
+export interface VolumeStatsResult {
+  /** Fragment size in bytes (statfs f_bsize as Node reports it). */
+  bsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+}
+
+/** Grow the filesystem mounted at a volume path to its device's size. */
+export interface ResizeVolumeArgs {
+  path: string;
+  /** Requested size in bytes (0 = the whole device). */
+  size: number;
+}
+export interface ResizeVolumeResult {
+  fstype: string;
+  /** The tool that ran (resize2fs or xfs_growfs). */
+  tool: string;
+}
+
+/** One CopyFile chunk (Kata rpc.rs do_copy_file; agent.proto CopyFileRequest). */
+export interface CopyFileArgs {
+  /** Absolute, normalised path under one of the helper's copy roots. */
+  path: string;
+  fileSize: number;
+  /** st_mode bits: S_IFDIR → a directory, S_IFLNK → a symlink whose target is `data`, else a regular file. */
+  fileMode: number;
+  dirMode: number;
+  uid: number;
+  gid: number;
+  offset: number;
+  data: Uint8Array;
+}
+export interface CopyFileResult {
+  /** "dir", "symlink", "partial" (chunk written, file not complete yet) or "file" (complete, renamed into place). */
+  written: 'dir' | 'symlink' | 'partial' | 'file';
+}
+
+export type EmptyResult = Record<string, never>;
+
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface Ops {
+  memoryInfo: [MemoryInfoArgs, MemoryInfoResult];
+  onlineCpuMem: [OnlineCpuMemArgs, OnlineCpuMemResult];
+  memHotplugProbe: [MemHotplugProbeArgs, EmptyResult];
+  addEntropy: [AddEntropyArgs, EmptyResult];
+  setTime: [SetTimeArgs, EmptyResult];
+  addSwap: [AddSwapArgs, EmptyResult];
+  volumeStats: [VolumeStatsArgs, VolumeStatsResult];
+  resizeVolume: [ResizeVolumeArgs, ResizeVolumeResult];
+  copyFile: [CopyFileArgs, CopyFileResult];
+}
+
+/** The guest ops, in protocol order (helper/api.ts dispatches them to the guest family). */
+export const GUEST_OPS = [
+  'memoryInfo',
+  'onlineCpuMem',
+  'memHotplugProbe',
+  'addEntropy',
+  'setTime',
+  'addSwap',
+  'volumeStats',
+  'resizeVolume',
+  'copyFile',
+] as const;
+export type GuestOpName = (typeof GUEST_OPS)[number];
+
+/** Default roots the guest ops act in (overridable for tests: helper options, control options). */
+export const GUEST_PATHS = {
+  /** sysfs mount point (Kata linux_abi.rs SYSFS_DIR). */
+  sysfs: '/sys',
+  /** CopyFile destination root (Kata HEAD: writes confined to this directory, GHSA-q49m-57vm-c8cc). */
+  copyRoot: '/run/kata-containers/shared/containers',
+  /** GetVolumeStats / ResizeVolume: volumes live under the agent's own tree (storages, shared dir, bundles). */
+  volumeRoot: '/run/kata-containers',
+} as const;
+
+/**
+ * Largest CopyFile chunk one helper request carries, in bytes (helper packets are at most
+ * HELPER_MAX_PACKET; control splits the runtime's 1 MiB chunks into pieces this size).
+ */
+export const COPY_FILE_HELPER_CHUNK = 128 * 1024;
+/** Largest file CopyFile builds, in bytes (1 GiB; a bound so a confused caller cannot fill the guest with one request). */
+export const COPY_FILE_MAX_SIZE = 1024 * 1024 * 1024;
+/** Largest entropy buffer ReseedRandomDev accepts, in bytes (the kernel mixes at most this per call anyway). */
+export const MAX_ENTROPY_BYTES = 4096;
+/** Most addresses one MemHotplugByProbe call carries. */
+export const MAX_PROBE_ADDRESSES = 4096;
+/** Largest nb_cpus accepted (Linux NR_CPUS is at most 8192 on x86_64; 4096 in Kata's guest kernels). */
+export const MAX_NB_CPUS = 8192;

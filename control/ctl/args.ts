@@ -157,6 +157,32 @@ export function parseHexAddressList(text: string): number[] {
   });
 }
 
+/**
+ * A PCI path as the runtime writes it (types.PciPath): slots in hex separated by "/", e.g.
+ * "02/03" → [2, 3]. Each slot 00..1f. Throws INVALID_ARGUMENT.
+ */
+export function parsePciPath(text: string): number[] {
+  const parts = text.trim().split('/');
+  return parts.map((p) => {
+    if (!/^[0-9a-fA-F]{1,2}$/.test(p) || Number.parseInt(p, 16) > 0x1f) {
+      throw invalid(`invalid PCI path ${JSON.stringify(text)} (want hex slots 00..1f separated by "/", e.g. 02/03)`);
+    }
+    return Number.parseInt(p, 16);
+  });
+}
+
+/** The text of a `file:///path` argument (e.g. a policy document). Throws INVALID_ARGUMENT / NOT_FOUND. */
+export function readFileArg(text: string, key: string): string {
+  if (!text.startsWith('file://') || text.length === 'file://'.length) throw invalid(`${key}=${text}: want ${key}=file:///path`);
+  const file = text.slice('file://'.length);
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new StatusError(e.code === 'ENOENT' ? Code.NOT_FOUND : Code.INVALID_ARGUMENT, `${key}: cannot read ${file}: ${e.message}`);
+  }
+}
+
 /** The argument text of one API command, parsed. */
 export interface CommandArgs {
   /** The request document from `json://...` or `file://...`, or null when none was given. */

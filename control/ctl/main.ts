@@ -119,6 +119,19 @@ function examplesText(): string {
 - Query guest details forever:
   $ ${p} connect --server-address "${vsock}" -c 'repeat -1' -c GetGuestDetails
 
+- Guest operations by name with key=value arguments:
+  $ ${p} connect --server-address "${vsock}" -c 'OnlineCPUMem nb_cpus=4 cpu_only=false'
+  $ ${p} connect --server-address "${vsock}" -c 'MemHotplugByProbe memHotplugProbeAddr=0x1c0000000,0x1c8000000'
+  $ ${p} connect --server-address "${vsock}" -c 'ReseedRandomDev data=hex:0123456789abcdef'
+  $ ${p} connect --server-address "${vsock}" -c "SetGuestDateTime sec=$(date +%s) usec=0"
+  $ ${p} connect --server-address "${vsock}" -c 'AddSwap pci_path=02/03'
+  $ ${p} connect --server-address "${vsock}" -c 'GetVolumeStats volume=/run/kata-containers/shared/direct-volumes/v1'
+  $ ${p} connect --server-address "${vsock}" -c 'ResizeVolume volume=/run/kata-containers/sandbox/storage/v1 size=2147483648'
+  $ ${p} connect --server-address "${vsock}" \
+      -c 'CopyFile path=/run/kata-containers/shared/containers/c1/hosts file_size=5 file_mode=0o100644 data=hello'
+  $ ${p} connect --server-address "${vsock}" -c 'CopyFile path=/run/kata-containers/shared/containers/c1/d file_mode=0o40755'
+  $ ${p} connect --server-address "${vsock}" -c 'SetPolicy policy_file=file:///etc/kata-agent/policy.json'
+
 - Send SIGUSR1 to a container's init process:
   $ ${p} connect --server-address "${vsock}" --cmd 'SignalProcess signal=usr1 cid=$container_id'
 

@@ -37,6 +37,8 @@ import {
   parseCommandArgs,
   parseHexAddressList,
   parseInteger,
+  parsePciPath,
+  readFileArg,
   randomId,
   readJsonFile,
   signalNumber,
@@ -84,6 +86,8 @@ interface KeySpec {
   auto?(request: Json): string | undefined;
   /** Remember generated values (upstream stores generated cid/sid). */
   rememberAuto?: boolean;
+  /** The field's own name is not an alias of this key (policy= is the text, policy_file= a file). */
+  noFieldAlias?: boolean;
 }
 
 const str = (text: string): string => text;
@@ -125,12 +129,19 @@ export const KEYS: Readonly<Record<string, KeySpec>> = {
   sec: { field: 'Sec', parse: i64 },
   usec: { field: 'Usec', parse: i64 },
   memHotplugProbeAddr: { field: 'memHotplugProbeAddr', parse: (t) => parseHexAddressList(t) },
+  /** AddSwap: the PCI path of the swap disk, hex slots "02/03". */
+  pci_path: { field: 'PCIPath', parse: (t) => parsePciPath(t) },
+  /** SetPolicy: the policy document from a file (`policy_file=file:///path`); `policy=...` takes the text. */
+  policy_file: { field: 'policy', parse: (t, k) => readFileArg(t, k), noFieldAlias: true },
+  /** GetVolumeStats / ResizeVolume. */
+  volume: { field: 'volume_guest_path', parse: str },
+  size: { field: 'size', parse: i64 },
 };
 
 /** Field names accepted as keys for the known key that sets them (`container_id=x` is `cid=x`). */
 const FIELD_TO_KEY: Readonly<Record<string, string>> = Object.fromEntries(
   Object.entries(KEYS)
-    .filter(([key, spec]) => key !== spec.field)
+    .filter(([key, spec]) => key !== spec.field && spec.noFieldAlias !== true)
     .map(([key, spec]) => [spec.field, key]),
 );
 

@@ -1,7 +1,8 @@
 /**
  * `grpc.AgentService`: the facade the server registers. Each rpc lives in the module of its
  * service area (sandbox.ts, container.ts, process.ts, stdio.ts, events.ts), on the shared
- * {@link AgentCore} (core.ts); this class only ties them together. Methods not implemented yet answer UNIMPLEMENTED
+ * {@link AgentCore} (core.ts); guest operations and the policy engine in guest.ts and policy.ts;
+ * this class only ties them together. Methods not implemented yet answer UNIMPLEMENTED
  * `<Method> is not implemented yet` (see control/rpc/index.ts).
  *
  * Behaviour follows the Kata agent (src/agent/src/rpc.rs at 6e4d4c329a; inventory §1.3, §3,
@@ -31,6 +32,8 @@ import type { Sandbox } from '../sandbox/sandbox';
 import * as containers from './container';
 import { AgentCore, type AgentLimits, type RpcContext } from './core';
 import * as events from './events';
+import * as guest from './guest';
+import { GuestContext, type GuestOptions } from './guest';
 import * as processes from './process';
 import * as sandboxes from './sandbox';
 import * as stdio from './stdio';
@@ -40,6 +43,7 @@ export { DEFAULT_REMOVE_TIMEOUT_MS, MAX_REMOVE_TIMEOUT_MS } from './container';
 export type { AgentLimits, RpcContext } from './core';
 export { MAX_SIGNAL } from './process';
 export { MAX_READ_LEN } from './stdio';
+export { STORAGE_HANDLERS, type GuestOptions } from './guest';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 
@@ -54,11 +58,15 @@ export interface AgentServiceOptions extends AgentLimits {
   defaultRemoveTimeoutMs?: number;
   /** Exited exec records kept per container (default {@link MAX_EXITED_RECORDS}). */
   maxExitedRecords?: number;
+  /** Guest rpcs: sysfs root, CopyFile and volume roots, initial policy (control/rpc/guest.ts). */
+  guest?: GuestOptions;
 }
 
 /** The AgentService rpcs implemented for real, one method per rpc (see the area modules). */
 export class AgentService {
   readonly core: AgentCore;
+  /** The guest area's paths and the policy engine (control/rpc/guest.ts, policy.ts). */
+  readonly guest: GuestContext;
 
   constructor(options: AgentServiceOptions) {
     this.core = new AgentCore({
@@ -66,6 +74,15 @@ export class AgentService {
       defaultRemoveTimeoutMs: options.defaultRemoveTimeoutMs ?? containers.DEFAULT_REMOVE_TIMEOUT_MS,
       maxExitedRecords: options.maxExitedRecords ?? MAX_EXITED_RECORDS,
     });
+    this.guest = new GuestContext(options.guest);
+  }
+
+  /**
+   * The policy interceptor (control/rpc/index.ts runs it before every AgentService rpc):
+   * throws PERMISSION_DENIED when the policy in force denies `method` with `request`.
+   */
+  checkPolicy(method: string, request: object | undefined): void {
+    this.guest.policy.check(method, request);
   }
 
   /** Feed a helper event (process exit) into the model. */
@@ -125,6 +142,37 @@ export class AgentService {
   }
   getOOMEvent(req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
     return events.getOOMEvent(this.core, req, ctx);
+  }
+
+  getGuestDetails(req: pb.GuestDetailsRequest): Promise<pb.GuestDetailsResponse.$Properties> {
+    return guest.getGuestDetails(this.core, req);
+  }
+  onlineCpuMem(req: pb.OnlineCPUMemRequest): Promise<Empty> {
+    return guest.onlineCpuMem(this.core, req);
+  }
+  memHotplugByProbe(req: pb.MemHotplugByProbeRequest): Promise<Empty> {
+    return guest.memHotplugByProbe(this.core, req);
+  }
+  reseedRandomDev(req: pb.ReseedRandomDevRequest): Promise<Empty> {
+    return guest.reseedRandomDev(this.core, req);
+  }
+  setGuestDateTime(req: pb.SetGuestDateTimeRequest): Promise<Empty> {
+    return guest.setGuestDateTime(this.core, req);
+  }
+  addSwap(req: pb.AddSwapRequest): Promise<Empty> {
+    return guest.addSwap(this.core, this.guest, req);
+  }
+  getVolumeStats(req: pb.VolumeStatsRequest): Promise<pb.VolumeStatsResponse.$Properties> {
+    return guest.getVolumeStats(this.core, this.guest, req);
+  }
+  resizeVolume(req: pb.ResizeVolumeRequest): Promise<Empty> {
+    return guest.resizeVolume(this.core, this.guest, req);
+  }
+  copyFile(req: pb.CopyFileRequest): Promise<Empty> {
+    return guest.copyFile(this.core, this.guest, req);
+  }
+  setPolicy(req: pb.SetPolicyRequest): Promise<Empty> {
+    return guest.setPolicy(this.core, this.guest, req);
   }
 
   /** The agent is stopping: fail the long polls. */

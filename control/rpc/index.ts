@@ -18,8 +18,8 @@ import { unaryHandler, type HandlerContext, type TtrpcServer } from '../ttrpc';
 import type { AgentService } from './agent';
 import type { HealthService } from './health';
 
-export { AgentService, DEFAULT_REMOVE_TIMEOUT_MS, MAX_READ_LEN, MAX_SIGNAL } from './agent';
-export type { AgentLimits, AgentServiceOptions, RpcContext } from './agent';
+export { AgentService, DEFAULT_REMOVE_TIMEOUT_MS, MAX_READ_LEN, MAX_SIGNAL, STORAGE_HANDLERS } from './agent';
+export type { AgentLimits, AgentServiceOptions, GuestOptions, RpcContext } from './agent';
 export { HealthService, API_VERSION, SERVING, agentVersion } from './health';
 
 /** Statuses that are an ordinary answer, logged at debug; others at info. */
@@ -60,12 +60,21 @@ export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends
  */
 export function registerServices(server: TtrpcServer, agent: AgentService, health: HealthService, log?: Logger): void {
   const implemented = new Set<string>();
+  // The policy interceptor: every AgentService rpc is checked once here, before it runs
+  // (control/rpc/policy.ts); Health is never checked, as upstream.
   const reg = <ReqP extends object, ReqM extends ReqP, ResP extends object, ResM extends ResP>(
     spec: MethodSpec<ReqP, ReqM, ResP, ResM>,
     fn: (request: ReqM, ctx: HandlerContext) => Promise<ResP>,
   ): void => {
     implemented.add(`${spec.service}/${spec.method}`);
-    registerRpc(server, spec, fn, log);
+    const guarded =
+      spec.service === AGENT_SERVICE
+        ? async (request: ReqM, ctx: HandlerContext): Promise<ResP> => {
+            agent.checkPolicy(spec.method, request);
+            return fn(request, ctx);
+          }
+        : fn;
+    registerRpc(server, spec, guarded, log);
   };
 
   reg(METHODS.CreateSandbox, (r) => agent.createSandbox(r));
@@ -84,6 +93,16 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.GetOOMEvent, (r, ctx) => agent.getOOMEvent(r, ctx));
   reg(METHODS.UpdateEphemeralMounts, (r) => agent.updateEphemeralMounts(r));
   reg(METHODS.RemoveStaleVirtiofsShareMounts, (r) => agent.removeStaleVirtiofsShareMounts(r));
+  reg(METHODS.GetGuestDetails, (r) => agent.getGuestDetails(r));
+  reg(METHODS.OnlineCPUMem, (r) => agent.onlineCpuMem(r));
+  reg(METHODS.MemHotplugByProbe, (r) => agent.memHotplugByProbe(r));
+  reg(METHODS.ReseedRandomDev, (r) => agent.reseedRandomDev(r));
+  reg(METHODS.SetGuestDateTime, (r) => agent.setGuestDateTime(r));
+  reg(METHODS.AddSwap, (r) => agent.addSwap(r));
+  reg(METHODS.GetVolumeStats, (r) => agent.getVolumeStats(r));
+  reg(METHODS.ResizeVolume, (r) => agent.resizeVolume(r));
+  reg(METHODS.CopyFile, (r) => agent.copyFile(r));
+  reg(METHODS.SetPolicy, (r) => agent.setPolicy(r));
   reg(METHODS.Check, (r) => health.check(r));
   reg(METHODS.Version, (r) => health.version(r));
 
@@ -92,7 +111,9 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
     if (spec.service !== AGENT_SERVICE && spec.service !== HEALTH_SERVICE) continue;
     if (implemented.has(`${spec.service}/${spec.method}`)) continue;
     const method = spec.method;
+    const checked = spec.service === AGENT_SERVICE;
     server.register(spec.service, method, async () => {
+      if (checked) agent.checkPolicy(method, undefined);
       throw new StatusError(Code.UNIMPLEMENTED, `${method} is not implemented yet`);
     });
   }
@@ -104,4 +125,6 @@ export const IMPLEMENTED_AGENT_METHODS: readonly string[] = [
   'ExecProcess', 'SignalProcess', 'WaitProcess', 'ReadStdout', 'ReadStderr', 'WriteStdin',
   'CloseStdin', 'TtyWinResize', 'GetOOMEvent',
   'UpdateEphemeralMounts', 'RemoveStaleVirtiofsShareMounts',
+  'GetGuestDetails', 'OnlineCPUMem', 'MemHotplugByProbe', 'ReseedRandomDev', 'SetGuestDateTime',
+  'AddSwap', 'GetVolumeStats', 'ResizeVolume', 'CopyFile', 'SetPolicy',
 ];

@@ -24,7 +24,10 @@ import * as path from 'node:path';
 import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import { loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
+import { composeBackend, type HelperBackend } from '../api';
 import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
+import type { GuestPaths } from '../ops/guest';
+import { createMockGuest, type MockGuest } from './guest';
 import { StartGate, closeQuietly } from '../ops/io';
 import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
 import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../ops/registry';
@@ -169,4 +172,29 @@ export function createMockBackend(opts: { logger?: Logger; kataDir?: string } = 
   // Never the real /run/kata-containers by default: the mock makes real directories there.
   const { storage } = createMockStorage({ kataDir: opts.kataDir ?? path.join(os.tmpdir(), 'kata-containers-mock'), logger });
   return new ContainerBackend(new MockLauncher(registry), { logger, registry, storage });
+}
+
+/** A complete mock backend: the container model, the mock guest family, and both composed. */
+export interface MockBackendParts {
+  backend: HelperBackend;
+  containers: ContainerBackend;
+  guest: MockGuest;
+}
+
+/**
+ * {@link createMockBackend} plus the mock guest ops (helper/mock/guest.ts), composed into one
+ * HelperBackend. Its shutdown also removes the guest family's temp trees.
+ */
+export function createMockHelperBackend(opts: { logger?: Logger; guest?: GuestPaths; kataDir?: string } = {}): MockBackendParts {
+  const containers = createMockBackend(opts);
+  const guest = createMockGuest(opts.guest);
+  const composed = composeBackend(containers, guest.family);
+  const backend: HelperBackend = {
+    ...composed,
+    shutdown: async () => {
+      await composed.shutdown();
+      guest.cleanup();
+    },
+  };
+  return { backend, containers, guest };
 }

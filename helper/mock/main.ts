@@ -13,9 +13,12 @@ import { loadNative } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import { HelperServer } from '../server';
 import type { ContainerBackend } from '../ops/container';
-import { createMockBackend } from './backend';
+import { createMockHelperBackend } from './backend';
+import type { GuestPaths } from '../ops/guest';
+import type { MockGuest } from './guest';
 
-export { createMockBackend, MockLauncher, resolveExecutable } from './backend';
+export { createMockBackend, createMockHelperBackend, MockLauncher, resolveExecutable } from './backend';
+export { createMockGuest, makeFakeSysfs, MockGuestSystem, type MockGuest } from './guest';
 
 export interface MockHelperOptions {
   /** Socket path (default: a fresh directory under os.tmpdir()). */
@@ -23,6 +26,8 @@ export interface MockHelperOptions {
   /** Uid allowed to connect besides root (default: this process's uid). */
   controlUid?: number;
   logger?: Logger;
+  /** Where the mock guest ops act (default: fresh temp trees). */
+  guest?: GuestPaths;
 }
 
 /** A running in-process mock helper. */
@@ -30,6 +35,8 @@ export interface MockHelper {
   socketPath: string;
   server: HelperServer;
   backend: ContainerBackend;
+  /** The mock guest ops (fake sysfs, copy root, recorded clock/entropy/swap). */
+  guest: MockGuest;
   /** Stop accepting, kill every process of the mock, remove the socket (and its temp dir). */
   close(): Promise<void>;
 }
@@ -46,12 +53,12 @@ export async function startMockHelper(opts: MockHelperOptions = {}): Promise<Moc
     tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-mock-helper-'));
     socketPath = path.join(tempDir, 'helper.sock');
   }
-  const backend = createMockBackend({ logger });
-  const server = new HelperServer({ backend, controlUid: opts.controlUid ?? process.getuid?.() ?? 0, logger });
+  const { backend: composed, containers: backend, guest } = createMockHelperBackend({ logger, guest: opts.guest });
+  const server = new HelperServer({ backend: composed, controlUid: opts.controlUid ?? process.getuid?.() ?? 0, logger });
   try {
     server.listen(socketPath);
   } catch (err) {
-    await backend.shutdown();
+    await composed.shutdown();
     if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
     throw err;
   }
@@ -60,10 +67,11 @@ export async function startMockHelper(opts: MockHelperOptions = {}): Promise<Moc
     socketPath,
     server,
     backend,
+    guest,
     close: () =>
       (closing ??= (async () => {
         server.close();
-        await backend.shutdown();
+        await composed.shutdown();
         if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
       })()),
   };
@@ -74,15 +82,16 @@ export interface MockHelperPair {
   client: HelperClient;
   server: HelperServer;
   backend: ContainerBackend;
+  guest: MockGuest;
   /** Close the client and the server and kill every process of the mock. */
   close(): Promise<void>;
 }
 
 /** Like {@link createMockHelperPair} but also returns the server and backend. */
-export async function startMockPair(opts: { logger?: Logger; kataDir?: string } = {}): Promise<MockHelperPair> {
+export async function startMockPair(opts: { logger?: Logger; guest?: GuestPaths; kataDir?: string } = {}): Promise<MockHelperPair> {
   const logger = opts.logger ?? silentLogger();
-  const backend = createMockBackend({ logger, kataDir: opts.kataDir });
-  const server = new HelperServer({ backend, controlUid: process.getuid?.() ?? 0, logger });
+  const { backend: composed, containers: backend, guest } = createMockHelperBackend({ logger, guest: opts.guest, kataDir: opts.kataDir });
+  const server = new HelperServer({ backend: composed, controlUid: process.getuid?.() ?? 0, logger });
   const [controlEnd, helperEnd] = loadNative().seqpacketPair();
   server.addConnection(helperEnd);
   let client: HelperClient;
@@ -90,7 +99,7 @@ export async function startMockPair(opts: { logger?: Logger; kataDir?: string } 
     client = await HelperClient.fromFd(controlEnd, { logger });
   } catch (err) {
     server.close();
-    await backend.shutdown();
+    await composed.shutdown();
     throw err;
   }
   let closing: Promise<void> | undefined;
@@ -98,10 +107,10 @@ export async function startMockPair(opts: { logger?: Logger; kataDir?: string } 
     (closing ??= (async () => {
       client.close();
       server.close();
-      await backend.shutdown();
+      await composed.shutdown();
     })());
   client.once('close', () => void close());
-  return { client, server, backend, close };
+  return { client, server, backend, guest, close };
 }
 
 /**

@@ -37,6 +37,7 @@
 #include <pthread.h>
 #include <seccomp.h>
 #include <stdlib.h>
+#include <linux/random.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -44,11 +45,13 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/swap.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SYS_pidfd_open
@@ -948,6 +951,57 @@ void Umount2(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Guest operations: entropy, realtime clock, swap (helper/ops/guest.ts)
+// ---------------------------------------------------------------------------------------------
+
+// addEntropy(device, data): RNDADDENTROPY of `data` (credited at 8 bits per byte, as the host
+// gave it as random) on `device` (/dev/random), then RNDRESEEDCRNG so the CRNG uses it at once.
+// Upstream random.rs writes the data then RNDADDTOENTCNT; RNDADDENTROPY mixes and credits in one
+// call. Both need CAP_SYS_ADMIN. 1..4096 bytes.
+void AddEntropy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string device = ToStringNoNul(env, info[0], "addEntropy: device");
+  Bytes data = BufferArg(info, 1, "addEntropy", "data");
+  if (data.length == 0 || data.length > 4096) {
+    ThrowType(env, "addEntropy: data must be 1..4096 bytes, got " + std::to_string(data.length));
+  }
+  UniqueFd fd(::open(device.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY));
+  if (fd.get() < 0) ThrowErrno(env, errno, "open", device);
+  std::vector<uint8_t> raw(sizeof(struct rand_pool_info) + data.length);
+  auto* pool = reinterpret_cast<struct rand_pool_info*>(raw.data());
+  pool->entropy_count = static_cast<int>(data.length * 8);
+  pool->buf_size = static_cast<int>(data.length);
+  memcpy(pool->buf, data.data, data.length);
+  if (::ioctl(fd.get(), RNDADDENTROPY, pool) < 0) ThrowErrno(env, errno, "ioctl RNDADDENTROPY", device);
+  if (::ioctl(fd.get(), RNDRESEEDCRNG, 0) < 0) ThrowErrno(env, errno, "ioctl RNDRESEEDCRNG", device);
+}
+
+// setRealtime(sec, nsec): clock_settime(CLOCK_REALTIME) (upstream: settimeofday). CAP_SYS_TIME.
+void SetRealtime(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t sec = IntArg(info, 0, "setRealtime", "sec", 0, (INT64_C(1) << 53) - 1);
+  int64_t nsec = IntArg(info, 1, "setRealtime", "nsec", 0, 999999999);
+  struct timespec ts;
+  ts.tv_sec = static_cast<time_t>(sec);
+  ts.tv_nsec = static_cast<long>(nsec);
+  if (::clock_settime(CLOCK_REALTIME, &ts) < 0) ThrowErrno(env, errno, "clock_settime");
+}
+
+// swapon(path, flags) / swapoff(path). CAP_SYS_ADMIN.
+void Swapon(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ToStringNoNul(env, info[0], "swapon: path");
+  int flags = static_cast<int>(IntArg(info, 1, "swapon", "flags", 0, INT_MAX));
+  if (::swapon(path.c_str(), flags) < 0) ThrowErrno(env, errno, "swapon", path);
+}
+
+void Swapoff(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ToStringNoNul(env, info[0], "swapoff: path");
+  if (::swapoff(path.c_str()) < 0) ThrowErrno(env, errno, "swapoff", path);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Seccomp: compile an OCI profile to BPF with libseccomp (never loaded here)
 // ---------------------------------------------------------------------------------------------
 
@@ -1476,6 +1530,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mount", Napi::Function::New<Mount>(env, "mount"));
   exports.Set("umount2", Napi::Function::New<Umount2>(env, "umount2"));
   exports.Set("seccompCompile", Napi::Function::New<SeccompCompile>(env, "seccompCompile"));
+  exports.Set("addEntropy", Napi::Function::New<AddEntropy>(env, "addEntropy"));
+  exports.Set("setRealtime", Napi::Function::New<SetRealtime>(env, "setRealtime"));
+  exports.Set("swapon", Napi::Function::New<Swapon>(env, "swapon"));
+  exports.Set("swapoff", Napi::Function::New<Swapoff>(env, "swapoff"));
   exports.Set("Poller", Poller::Define(env));
   kata_uevent::Register(env, exports);
   return exports;

@@ -44,7 +44,7 @@ import {
 } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
 import { silentLogger, type Logger } from '../../shared/log';
-import type { BackendReply, HelperBackend, NamedFd } from '../api';
+import type { BackendReply, ContainerFamily, NamedFd } from '../api';
 import {
   HOST_NAME_MAX,
   validateContainerPlan,
@@ -166,12 +166,12 @@ function checkBoolArg(v: unknown, field: string, dflt: boolean): boolean {
 }
 
 /**
- * {@link HelperBackend} over a {@link Launcher}: the container model, validation of every
+ * The container family of a HelperBackend (helper/api.ts) over a {@link Launcher}: the container model, validation of every
  * request, stdio fds, exit events. Errors: INVALID_ARGUMENT (bad args), NOT_FOUND (unknown
  * container/exec id), ALREADY_EXISTS (duplicate id), FAILED_PRECONDITION (wrong state),
  * DEADLINE_EXCEEDED (removeContainer could not see every process die in time).
  */
-export class ContainerBackend implements HelperBackend {
+export class ContainerBackend implements ContainerFamily {
   readonly registry: ProcessRegistry;
   private readonly log: Logger;
   private readonly containers = new Map<string, ContainerRecord>();

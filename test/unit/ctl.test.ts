@@ -17,6 +17,7 @@ import { ociJsonToSpec } from '../../control/ctl/oci-json';
 import { formatResponseLine, printableBytes } from '../../control/ctl/output';
 import { buildRequest, type RequestContext } from '../../control/ctl/requests';
 import { CtlSession } from '../../control/ctl/session';
+import { main as ctlMain } from '../../control/ctl/main';
 
 // Compiled to dist/test/unit/, so the repository root is three levels up.
 const repoRoot = path.resolve(__dirname, '..', '..', '..');
@@ -157,10 +158,24 @@ t.test('requests built from key=value, json:// and file:// (table)', async (t) =
     ['WaitProcess', 'container_id=by-field-name', { container_id: 'by-field-name', exec_id: 'by-field-name' }],
     ['Check', 'json://{"service": "x"}', { service: 'x' }],
     ['GetIPTables', 'is_ipv6=true', { is_ipv6: true }],
+    ['AddSwap', 'pci_path=02/1f', { PCIPath: [2, 31] }],
+    ['GetVolumeStats', 'volume=/run/kata-containers/v', { volume_guest_path: '/run/kata-containers/v' }],
+    ['ResizeVolume', 'volume=/run/kata-containers/v size=1048576', { volume_guest_path: '/run/kata-containers/v', size: 1048576 }],
+    ['ReseedRandomDev', 'data=hex:00ff', { data: '00ff' }],
+    ['SetPolicy', 'json://{"policy": "{\\"default\\": \\"deny\\"}"}', { policy: '{"default": "deny"}' }],
+    ['CopyFile', 'path=/run/kata-containers/shared/containers/d file_mode=0o40755', {
+      path: '/run/kata-containers/shared/containers/d', file_size: 0, file_mode: 0o40755, dir_mode: 0, uid: 0, gid: 0, offset: 0, data: '',
+    }],
   ];
   for (const [method, args, expected] of cases) {
     t.same(built(method, args, context()), expected, `${method} ${args}`);
   }
+
+  const policyFile = path.join(os.tmpdir(), `kata-ctl-policy-${process.pid}.json`);
+  fs.writeFileSync(policyFile, '{"rpcs": {"ExecProcess": "deny"}}');
+  t.teardown(() => fs.rmSync(policyFile, { force: true }));
+  t.same(built('SetPolicy', `policy_file=file://${policyFile}`, context()), { policy: '{"rpcs": {"ExecProcess": "deny"}}' }, 'policy from a file');
+  t.throws(() => built('AddSwap', 'pci_path=20', context()), /invalid PCI path "20"/);
 
   const noAuto = context({ autoValues: false });
   t.same(built('SignalProcess', 'cid=abc', noAuto), { container_id: 'abc', exec_id: '', signal: 0 }, 'no auto values: no exec_id, no default signal');
@@ -529,4 +544,13 @@ t.test('ReadStdout/ReadStderr: len defaults to 64 KiB with auto values, an expli
   t.equal(built('ReadStdout', 'cid=abc', context()).len, 65536);
   t.equal(built('ReadStderr', 'cid=abc len=10', context()).len, 10);
   t.equal(built('ReadStdout', 'cid=abc', context({ autoValues: false })).len, 0);
+});
+
+t.test('examples show every guest rpc driven by name with key=value arguments', async (t) => {
+  let out = '';
+  const code = await ctlMain(['examples'], { stdout: (s: string) => void (out += s), stderr: () => undefined, stdin: process.stdin });
+  t.equal(code, 0);
+  for (const m of ['OnlineCPUMem nb_cpus=', 'MemHotplugByProbe memHotplugProbeAddr=', 'ReseedRandomDev data=', 'SetGuestDateTime sec=', 'AddSwap pci_path=', 'GetVolumeStats volume=', 'ResizeVolume volume=', 'CopyFile path=', 'SetPolicy policy_file=', 'GetGuestDetails']) {
+    t.ok(out.includes(m), m);
+  }
 });

@@ -1,0 +1,111 @@
+/**
+ * The mock twin of the guest ops family (helper/ops/sysfs.ts, copy-file.ts, guest.ts): the same
+ * classes and validation, acting on things an ordinary user owns.
+ *
+ * - sysfs: a fake tree in a temp directory ({@link makeFakeSysfs}: 2 CPUs with cpu1 offline, 2
+ *   memory blocks with memory1 offline, block size 0x8000000, a probe file), or the tree given.
+ * - CopyFile: the real code below a temp root (or the roots given), without chown.
+ * - entropy, clock, swap: recorded in {@link MockGuestSystem} instead of done; volume stats are
+ *   real statfs calls (unprivileged); resize runs no tool: it reports the mount's fstype.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { GuestFamily } from '../api';
+import { CopyFileOps } from '../ops/copy-file';
+import { GuestOps, findMount, guestFamily, type GuestPaths, type GuestSystem } from '../ops/guest';
+import { SysfsOps } from '../ops/sysfs';
+
+/** What the mock did instead of the system calls. */
+export class MockGuestSystem implements GuestSystem {
+  readonly entropy: Buffer[] = [];
+  readonly clock: Array<{ sec: number; nsec: number }> = [];
+  readonly swaps: string[] = [];
+  readonly tools: Array<{ tool: string; args: string[] }> = [];
+
+  addEntropy(data: Buffer): void {
+    this.entropy.push(Buffer.from(data));
+  }
+  setRealtime(sec: number, nsec: number): void {
+    this.clock.push({ sec, nsec });
+  }
+  swapon(device: string): void {
+    this.swaps.push(device);
+  }
+  async runTool(tool: string, args: string[]): Promise<void> {
+    this.tools.push({ tool, args });
+  }
+  mountAt(mountPoint: string): { source: string; fstype: string } | undefined {
+    return findMount(mountPoint);
+  }
+}
+
+/**
+ * Write a fake sysfs tree under `root`: devices/system/cpu/{cpu0 (no online file), cpu1..cpuN-1
+ * with online files}, devices/system/memory/{block_size_bytes, probe, memory0..}. `offlineCpus`
+ * and `offlineMemory` list the entries that read "0". Returns `root`.
+ */
+export function makeFakeSysfs(
+  root: string,
+  opts: { cpus?: number; offlineCpus?: number[]; memoryBlocks?: number; offlineMemory?: number[]; blockSize?: string; probe?: boolean } = {},
+): string {
+  const cpus = opts.cpus ?? 2;
+  const offlineCpus = new Set(opts.offlineCpus ?? [1]);
+  const blocks = opts.memoryBlocks ?? 2;
+  const offlineMemory = new Set(opts.offlineMemory ?? [1]);
+  const cpuDir = path.join(root, 'devices/system/cpu');
+  const memDir = path.join(root, 'devices/system/memory');
+  fs.mkdirSync(cpuDir, { recursive: true });
+  fs.mkdirSync(memDir, { recursive: true });
+  for (let i = 0; i < cpus; i++) {
+    fs.mkdirSync(path.join(cpuDir, `cpu${i}`), { recursive: true });
+    if (i > 0) fs.writeFileSync(path.join(cpuDir, `cpu${i}`, 'online'), offlineCpus.has(i) ? '0\n' : '1\n');
+  }
+  for (let i = 0; i < blocks; i++) {
+    fs.mkdirSync(path.join(memDir, `memory${i}`), { recursive: true });
+    fs.writeFileSync(path.join(memDir, `memory${i}`, 'online'), offlineMemory.has(i) ? '0\n' : '1\n');
+  }
+  fs.writeFileSync(path.join(memDir, 'block_size_bytes'), `${opts.blockSize ?? '8000000'}\n`);
+  if (opts.probe ?? true) fs.writeFileSync(path.join(memDir, 'probe'), '');
+  return root;
+}
+
+/** The mock guest family and what a test may inspect. */
+export interface MockGuest {
+  family: GuestFamily;
+  system: MockGuestSystem;
+  sysfsRoot: string;
+  copyRoots: string[];
+  volumeRoots: string[];
+  /** Remove the temp trees the mock made. */
+  cleanup(): void;
+}
+
+/** Create the mock guest family; paths not given are fresh temp trees. */
+export function createMockGuest(paths: GuestPaths = {}): MockGuest {
+  const made: string[] = [];
+  const temp = (prefix: string): string => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    made.push(d);
+    return d;
+  };
+  const sysfsRoot = paths.sysfsRoot ?? makeFakeSysfs(temp('kata-mock-sysfs-'));
+  const copyRoots = paths.copyRoots ?? [path.join(temp('kata-mock-shared-'), 'containers')];
+  const volumeRoots = paths.volumeRoots ?? [temp('kata-mock-volumes-')];
+  const system = new MockGuestSystem();
+  const family = guestFamily(
+    new SysfsOps({ root: sysfsRoot, retryWaitMs: 1 }),
+    new CopyFileOps({ roots: copyRoots, chown: false }),
+    new GuestOps({ system, volumeRoots }),
+  );
+  return {
+    family,
+    system,
+    sysfsRoot,
+    copyRoots,
+    volumeRoots,
+    cleanup: () => {
+      for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+    },
+  };
+}

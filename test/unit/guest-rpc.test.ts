@@ -1,0 +1,274 @@
+// The guest-operation rpcs end to end without privileges: Agent + ttRPC over the in-process
+// mock helper, whose guest ops act on a fake sysfs tree and temp copy/volume roots and record
+// clock, entropy and swap calls (helper/mock/guest.ts).
+import t, { type Test } from 'tap';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Agent } from '../../control/agent';
+import { defaultConfig } from '../../control/config';
+import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
+import { resolvePciBlockDevice, STORAGE_HANDLERS } from '../../control/rpc/guest';
+import { IMPLEMENTED_AGENT_METHODS } from '../../control/rpc';
+import { TtrpcClient } from '../../control/ttrpc';
+import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
+import { Code, StatusError } from '../../shared/protocol';
+
+interface Harness {
+  pair: MockHelperPair;
+  call<K extends MethodName>(name: K, req: RequestOf<K>): Promise<ResponseOf<K>>;
+  copyRoot: string;
+  volumeRoot: string;
+  sysfs: string;
+  tmp: string;
+}
+
+async function harness(t: Test, policy?: string): Promise<Harness> {
+  const pair = await startMockPair();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-guest-rpc-'));
+  const address = `unix://${path.join(tmp, 'agent.sock')}`;
+  const g = pair.guest;
+  const agent = new Agent({
+    config: { ...defaultConfig(), serverAddr: address, debugAddr: '' },
+    helper: pair.client,
+    guest: { sysfsRoot: g.sysfsRoot, copyRoots: g.copyRoots, volumeRoots: g.volumeRoots, policy },
+  });
+  await agent.start();
+  const client = await TtrpcClient.connect(address);
+  t.teardown(async () => {
+    await client.close();
+    await agent.stop();
+    await pair.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  const call = async <K extends MethodName>(name: K, req: RequestOf<K>): Promise<ResponseOf<K>> => {
+    const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
+    const reply = await client.call(spec.service, spec.method, spec.request.encode(req).finish());
+    return spec.response.decode(reply) as ResponseOf<K>;
+  };
+  return { pair, call, copyRoot: g.copyRoots[0], volumeRoot: g.volumeRoots[0], sysfs: g.sysfsRoot, tmp };
+}
+
+async function expectCode(t: Test, p: Promise<unknown>, code: number, message?: RegExp): Promise<void> {
+  try {
+    await p;
+    t.fail(`expected status ${code}`);
+  } catch (err) {
+    t.ok(err instanceof StatusError, 'a status error');
+    t.equal((err as StatusError).code, code, `code ${code}: ${(err as Error).message}`);
+    if (message !== undefined) t.match((err as Error).message, message);
+  }
+}
+
+const read = (f: string): string => fs.readFileSync(f, 'utf8').trim();
+
+t.test('the guest rpcs are implemented', async (t) => {
+  for (const m of ['GetGuestDetails', 'OnlineCPUMem', 'MemHotplugByProbe', 'ReseedRandomDev', 'SetGuestDateTime', 'AddSwap', 'GetVolumeStats', 'ResizeVolume', 'CopyFile', 'SetPolicy']) {
+    t.ok(IMPLEMENTED_AGENT_METHODS.includes(m), m);
+  }
+});
+
+t.test('GetGuestDetails: block size (hex), probe support, agent details', async (t) => {
+  const h = await harness(t);
+  const r = await h.call('GetGuestDetails', { mem_block_size: true, mem_hotplug_probe: true });
+  t.equal(Number(r.mem_block_size_bytes), 0x8000000);
+  t.equal(r.support_mem_hotplug_probe, true);
+  t.equal(r.agent_details?.supports_seccomp, true);
+  t.equal(r.agent_details?.init_daemon, false, 'control is not PID 1 here');
+  t.same(r.agent_details?.storage_handlers, [...STORAGE_HANDLERS]);
+  t.same(r.agent_details?.device_handlers, []);
+  t.match(r.agent_details?.version, /^\d+\.\d+/);
+  const none = await h.call('GetGuestDetails', {});
+  t.equal(Number(none.mem_block_size_bytes), 0, 'not asked: 0');
+  t.equal(none.support_mem_hotplug_probe, false);
+  fs.writeFileSync(path.join(h.sysfs, 'devices/system/memory/block_size_bytes'), 'zz\n');
+  await expectCode(t, h.call('GetGuestDetails', { mem_block_size: true }), Code.INTERNAL, /invalid memory block size "zz"/);
+  fs.rmSync(path.join(h.sysfs, 'devices/system/memory/block_size_bytes'));
+  fs.rmSync(path.join(h.sysfs, 'devices/system/memory/probe'));
+  const gone = await h.call('GetGuestDetails', { mem_block_size: true, mem_hotplug_probe: true });
+  t.equal(Number(gone.mem_block_size_bytes), 0, 'no block_size_bytes: 0, as upstream');
+  t.equal(gone.support_mem_hotplug_probe, false);
+});
+
+t.test('OnlineCPUMem: {} onlines memory only; nb_cpus onlines CPUs; too many CPUs fail', async (t) => {
+  const h = await harness(t);
+  const mem1 = path.join(h.sysfs, 'devices/system/memory/memory1/online');
+  const cpu1 = path.join(h.sysfs, 'devices/system/cpu/cpu1/online');
+  await h.call('OnlineCPUMem', {});
+  t.equal(read(mem1), '1', 'offline memory block onlined');
+  t.equal(read(cpu1), '0', 'CPUs left alone without nb_cpus');
+  const before = fs.statSync(mem1).mtimeMs;
+  await h.call('OnlineCPUMem', {});
+  t.equal(fs.statSync(mem1).mtimeMs, before, 'nothing offline: nothing written');
+  fs.writeFileSync(path.join(h.sysfs, 'devices/system/memory/memory0/online'), '0');
+  await h.call('OnlineCPUMem', { nb_cpus: 2, cpu_only: true });
+  t.equal(read(cpu1), '1', 'cpu1 onlined');
+  t.equal(read(path.join(h.sysfs, 'devices/system/memory/memory0/online')), '0', 'cpu_only leaves memory alone');
+  await expectCode(t, h.call('OnlineCPUMem', { nb_cpus: 3 }), Code.DEADLINE_EXCEEDED, /failed to online 3 CPU\(s\) after 100 retries/);
+  await expectCode(t, h.call('OnlineCPUMem', { nb_cpus: 100000 }), Code.INVALID_ARGUMENT, /nb_cpus 100000/);
+});
+
+t.test('MemHotplugByProbe writes each address as 0x%X to the probe file', async (t) => {
+  const h = await harness(t);
+  await h.call('MemHotplugByProbe', { memHotplugProbeAddr: [0x1c0000000] });
+  t.equal(read(path.join(h.sysfs, 'devices/system/memory/probe')), '0x1C0000000');
+  await h.call('MemHotplugByProbe', {});
+  fs.rmSync(path.join(h.sysfs, 'devices/system/memory/probe'));
+  await expectCode(t, h.call('MemHotplugByProbe', { memHotplugProbeAddr: [4096] }), Code.FAILED_PRECONDITION, /no memory probe interface/);
+});
+
+t.test('ReseedRandomDev and SetGuestDateTime reach the helper; bad values are refused', async (t) => {
+  const h = await harness(t);
+  const sys = h.pair.guest.system;
+  await expectCode(t, h.call('ReseedRandomDev', {}), Code.INVALID_ARGUMENT, /missing entropy data/);
+  const data = Buffer.alloc(5000, 7);
+  await h.call('ReseedRandomDev', { data });
+  t.same(sys.entropy.map((b) => b.length), [4096, 904], 'split in 4 KiB pieces');
+  t.ok(Buffer.concat(sys.entropy).equals(data));
+  await h.call('SetGuestDateTime', { Sec: 1700000000, Usec: 250000 });
+  t.same(sys.clock, [{ sec: 1700000000, nsec: 250000000 }]);
+  await expectCode(t, h.call('SetGuestDateTime', { Sec: 1, Usec: 1000000 }), Code.INVALID_ARGUMENT, /Usec 1000000/);
+  await expectCode(t, h.call('SetGuestDateTime', { Sec: -5, Usec: 0 }), Code.INVALID_ARGUMENT, /Sec -5/);
+  t.equal(sys.clock.length, 1, 'refused calls set nothing');
+});
+
+t.test('AddSwap: PCI path resolution through sysfs; missing devices and bad slots', async (t) => {
+  const h = await harness(t);
+  const dev = path.join(h.sysfs, 'devices/pci0000:00/0000:00:05.0');
+  fs.mkdirSync(path.join(dev, 'virtio3/block/vdb'), { recursive: true });
+  t.equal(resolvePciBlockDevice(h.sysfs, [5]), '/dev/vdb');
+  const bridge = path.join(h.sysfs, 'devices/pci0000:00/0000:00:02.0');
+  fs.mkdirSync(path.join(bridge, 'pci_bus/0000:01'), { recursive: true });
+  fs.mkdirSync(path.join(bridge, '0000:01:03.0/virtio7/block/vdc'), { recursive: true });
+  t.equal(resolvePciBlockDevice(h.sysfs, [2, 3]), '/dev/vdc', 'behind a bridge');
+  await expectCode(t, h.call('AddSwap', { PCIPath: [6] }), Code.NOT_FOUND, /no block device at PCI path 06/);
+  await expectCode(t, h.call('AddSwap', { PCIPath: [32] }), Code.INVALID_ARGUMENT, /PCI slot 32/);
+  await expectCode(t, h.call('AddSwap', {}), Code.INVALID_ARGUMENT, /PCI path of 0 slots/);
+  // /dev/vdb does not exist on this machine: the helper refuses it (NOT_FOUND), swaps nothing.
+  await expectCode(t, h.call('AddSwap', { PCIPath: [5] }), Code.NOT_FOUND, /vdb/);
+  t.same(h.pair.guest.system.swaps, []);
+});
+
+t.test('GetVolumeStats: statfs of a path below the volume root; refusals', async (t) => {
+  const h = await harness(t);
+  const vol = path.join(h.volumeRoot, 'vol1');
+  fs.mkdirSync(vol);
+  const r = await h.call('GetVolumeStats', { volume_guest_path: vol });
+  const st = fs.statfsSync(vol);
+  t.equal(r.usage?.length, 2);
+  const [bytes, inodes] = r.usage!;
+  t.equal(bytes.unit, 1, 'BYTES');
+  t.equal(Number(bytes.total), st.blocks * st.bsize);
+  t.equal(Number(bytes.used), Number(bytes.total) - Number(bytes.available));
+  t.equal(inodes.unit, 2, 'INODES');
+  t.equal(Number(inodes.total), st.files);
+  t.same(r.volume_condition, { abnormal: false, message: 'OK' });
+  await expectCode(t, h.call('GetVolumeStats', { volume_guest_path: '/etc' }), Code.INVALID_ARGUMENT, /outside/);
+  await expectCode(t, h.call('GetVolumeStats', { volume_guest_path: `${vol}/../../etc` }), Code.INVALID_ARGUMENT, /not normalised/);
+  fs.symlinkSync('/etc', path.join(h.volumeRoot, 'escape'));
+  await expectCode(t, h.call('GetVolumeStats', { volume_guest_path: path.join(h.volumeRoot, 'escape') }), Code.INVALID_ARGUMENT, /resolves to/);
+  await expectCode(t, h.call('GetVolumeStats', { volume_guest_path: path.join(h.volumeRoot, 'missing') }), Code.NOT_FOUND);
+  await expectCode(t, h.call('ResizeVolume', { volume_guest_path: vol, size: 1 << 20 }), Code.FAILED_PRECONDITION, /nothing is mounted/);
+  await expectCode(t, h.call('ResizeVolume', { volume_guest_path: '/tmp/x' }), Code.INVALID_ARGUMENT, /outside/);
+});
+
+t.test('CopyFile: chunked files, directories, symlinks; refusals write nothing', async (t) => {
+  const h = await harness(t);
+  const root = h.copyRoot;
+  const file = path.join(root, 'c1', 'etc', 'hosts');
+  const content = Buffer.alloc(1536 * 1024);
+  for (let i = 0; i < content.length; i++) content[i] = i % 251;
+  const base = { path: file, file_size: content.length, file_mode: 0o100640, dir_mode: 0o750, uid: process.getuid!(), gid: process.getgid!() };
+  await h.call('CopyFile', { ...base, offset: 0, data: content.subarray(0, 1024 * 1024) });
+  t.notOk(fs.existsSync(file), 'not in place before the last chunk');
+  await h.call('CopyFile', { ...base, offset: 1024 * 1024, data: content.subarray(1024 * 1024) });
+  t.ok(fs.readFileSync(file).equals(content), 'content');
+  t.equal(fs.statSync(file).mode & 0o7777, 0o640, 'mode');
+  t.equal(fs.statSync(path.dirname(file)).mode & 0o777, 0o750, 'created parent gets dir_mode');
+  t.same(fs.readdirSync(path.dirname(file)), ['hosts'], 'no temp file left');
+
+  const empty = path.join(root, 'c1', 'empty');
+  await h.call('CopyFile', { path: empty, file_size: 0, file_mode: 0o100600 });
+  t.equal(fs.readFileSync(empty).length, 0, 'empty file');
+
+  const dir = path.join(root, 'c1', 'secret');
+  await h.call('CopyFile', { path: dir, file_mode: 0o040711 });
+  t.ok(fs.statSync(dir).isDirectory());
+  t.equal(fs.statSync(dir).mode & 0o7777, 0o711);
+  const link = path.join(dir, '..data');
+  await h.call('CopyFile', { path: link, file_mode: 0o120777, data: Buffer.from('..2024_01') });
+  t.equal(fs.readlinkSync(link), '..2024_01');
+  await h.call('CopyFile', { path: link, file_mode: 0o120777, data: Buffer.from('..2024_02') });
+  t.equal(fs.readlinkSync(link), '..2024_02', 'an existing symlink is replaced');
+
+  // Refusals.
+  const outside = fs.mkdtempSync(path.join(h.tmp, 'outside-'));
+  fs.symlinkSync(outside, path.join(root, 'c1', 'out'));
+  const refusals: Array<[string, RegExp]> = [
+    [`${root}/../escape`, /not normalised/],
+    [`${root}/c1/../../escape`, /not normalised/],
+    [path.join(outside, 'x'), /outside/],
+    ['/etc/kata-copy-test', /outside/],
+    ['relative/x', /not absolute/],
+    [path.join(root, 'c1', 'out', 'x'), /symlink/],
+    [path.join(root, 'c1', 'out', 'new', 'x'), /symlink/],
+  ];
+  for (const [p, re] of refusals) {
+    await expectCode(t, h.call('CopyFile', { path: p, file_size: 1, file_mode: 0o100644, data: Buffer.from('x') }), Code.INVALID_ARGUMENT, re);
+  }
+  await expectCode(t, h.call('CopyFile', { path: path.join(root, 'c1', 'out', 'd'), file_mode: 0o040755 }), Code.INVALID_ARGUMENT, /symlink/);
+  t.same(fs.readdirSync(outside), [], 'nothing written through the symlink');
+  t.notOk(fs.existsSync(path.join(path.dirname(root), 'escape')));
+  await expectCode(t, h.call('CopyFile', { path: path.join(root, 'dev'), file_mode: 0o020666 }), Code.INVALID_ARGUMENT, /only regular files/);
+  await expectCode(t, h.call('CopyFile', { path: path.join(root, 'big'), file_size: 2, offset: 1, file_mode: 0o100644, data: Buffer.from('xy') }), Code.INVALID_ARGUMENT, /past file_size/);
+  await expectCode(t, h.call('CopyFile', { path: path.join(root, 'l'), file_mode: 0o120777 }), Code.INVALID_ARGUMENT, /symlink target/);
+});
+
+t.test('SetPolicy: deny by rpc, field rules, SetPolicy itself; Health is never checked', async (t) => {
+  const h = await harness(t);
+  await expectCode(t, h.call('SetPolicy', { policy: '{"rpcs": {"Nope": "deny"}}' }), Code.INVALID_ARGUMENT, /not an AgentService rpc/);
+  await expectCode(t, h.call('SetPolicy', { policy: 'package agent_policy' }), Code.INVALID_ARGUMENT, /not JSON/);
+  await h.call('SetPolicy', { policy: JSON.stringify({ rpcs: { GetGuestDetails: 'deny' }, ExecProcess: { commands: ['/bin/echo .*'] } }) });
+  await expectCode(t, h.call('GetGuestDetails', {}), Code.PERMISSION_DENIED, /^GetGuestDetailsRequest is blocked by policy: rpcs.GetGuestDetails is "deny"$/);
+  await h.call('OnlineCPUMem', {});
+  await expectCode(
+    t,
+    h.call('ExecProcess', { container_id: 'nope', exec_id: 'e', process: { Args: ['/bin/sh', '-c', 'id'], Cwd: '/' } }),
+    Code.PERMISSION_DENIED,
+    /ExecProcess.commands does not allow "\/bin\/sh -c id"/,
+  );
+  await expectCode(t, h.call('ExecProcess', { container_id: 'nope', exec_id: 'e', process: { Args: ['/bin/echo', 'hi'], Cwd: '/' } }), Code.NOT_FOUND, undefined);
+  const check = await h.call('Check', {});
+  t.equal(check.status, 1, 'Health is not policy-checked');
+  await h.call('SetPolicy', { policy: JSON.stringify({ default: 'deny', rpcs: { GetGuestDetails: 'allow' } }) });
+  await h.call('GetGuestDetails', {});
+  await expectCode(t, h.call('SetPolicy', { policy: '{}' }), Code.PERMISSION_DENIED, /SetPolicyRequest is blocked by policy: default is "deny"/);
+  await expectCode(t, h.call('ListInterfaces', {}), Code.PERMISSION_DENIED, /ListInterfacesRequest is blocked/);
+});
+
+t.test('a policy given at start: privileged containers and host bind mounts refused', async (t) => {
+  const policy = JSON.stringify({ CreateContainer: { allowPrivileged: false, allowHostMounts: false } });
+  const h = await harness(t, policy);
+  const spec = (extra: object) => ({
+    container_id: 'pol',
+    OCI: { Version: '1.0.2', Root: { Path: '/r' }, Process: { Args: ['true'], Cwd: '/' }, ...extra },
+  });
+  await expectCode(
+    t,
+    h.call('CreateContainer', spec({ Process: { Args: ['true'], Cwd: '/', Capabilities: { Bounding: ['CAP_SYS_ADMIN'] } } })),
+    Code.PERMISSION_DENIED,
+    /allowPrivileged is false/,
+  );
+  await expectCode(
+    t,
+    h.call('CreateContainer', spec({ Mounts: [{ destination: '/h', source: '/etc', type: 'bind', options: ['rbind'] }] })),
+    Code.PERMISSION_DENIED,
+    /allowHostMounts is false and "\/h" binds "\/etc"/,
+  );
+  await expectCode(
+    t,
+    h.call('CreateContainer', spec({ Mounts: [{ destination: '/h', source: '/run/kata-containers/../../etc', type: 'bind' }] })),
+    Code.PERMISSION_DENIED,
+    /allowHostMounts/,
+  );
+});
