@@ -50,6 +50,9 @@ interface Inflight {
   finished: boolean;
 }
 
+/** Frames handled per turn of the event loop on one connection (see Connection.pump). */
+const PUMP_BATCH = 64;
+
 /** What a connection needs from its server. */
 export interface ConnectionOwner {
   /** The handler for service/method, or the UNIMPLEMENTED message when there is none. */
@@ -97,6 +100,10 @@ export class Connection {
   /** At least one complete frame has arrived. */
   private sawFrame = false;
   private frameTimer: NodeJS.Timeout | undefined;
+  /** Frames parsed but not handled yet (reading paused in the middle of a chunk). */
+  private queue: ParsedFrame[] = [];
+  private queuePos = 0;
+  private yieldScheduled = false;
   readonly done: Promise<void>;
 
   constructor(
@@ -135,8 +142,14 @@ export class Connection {
     if (this.stream.writableLength > this.limits.maxWriteBacklogBytes) return;
     this.paused = false;
     this.log.debug('write backlog drained; reading requests again');
-    this.stream.resume();
+    if (!this.yieldScheduled) this.stream.resume();
     if (!this.parser.idle || !this.sawFrame) this.startFrameTimer();
+    try {
+      this.pump();
+    } catch (err) {
+      this.log.error({ err }, 'unexpected failure while handling a frame; closing the connection');
+      this.shutdown('internal error');
+    }
   }
 
   private startFrameTimer(): void {
@@ -199,21 +212,65 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    let frames: ParsedFrame[];
     try {
-      frames = this.parser.push(chunk);
+      const frames = this.parser.push(chunk);
       if (frames.length > 0) this.sawFrame = true;
       // A frame must complete within frameTimeoutMs of its first byte (slowloris).
       if (this.parser.idle && this.sawFrame) this.clearFrameTimer();
       else if (!this.paused && (frames.length > 0 || this.frameTimer === undefined)) this.startFrameTimer();
-      for (const frame of frames) {
-        if (this.closed) return;
-        this.onFrame(frame);
+      if (frames.length === 0) return;
+      if (this.queuePos < this.queue.length) this.queue.push(...frames);
+      else {
+        this.queue = frames;
+        this.queuePos = 0;
       }
+      this.pump();
     } catch (err) {
       this.log.error({ err }, 'unexpected failure while reading a frame; closing the connection');
       this.shutdown('internal error');
     }
+  }
+
+  /**
+   * Handle queued frames until the queue is empty or reading is paused: one chunk can carry
+   * thousands of small requests, and a peer that does not read must not get them all answered
+   * at once. At most {@link PUMP_BATCH} frames are handled per turn of the event loop, so the
+   * answers of quick handlers are written (and the write backlog seen) before more requests are
+   * taken; the frames left wait here (at most one chunk's worth) with reading stopped.
+   */
+  private pump(): void {
+    let budget = PUMP_BATCH;
+    while (!this.closed && !this.paused && this.queuePos < this.queue.length) {
+      if (budget-- === 0) {
+        this.yieldTurn();
+        return;
+      }
+      const frame = this.queue[this.queuePos++];
+      this.onFrame(frame);
+    }
+    if (this.queuePos >= this.queue.length) {
+      this.queue = [];
+      this.queuePos = 0;
+    }
+  }
+
+  /** Stop reading, let the event loop turn (answers get written), then pump again. */
+  private yieldTurn(): void {
+    if (this.yieldScheduled) return;
+    this.yieldScheduled = true;
+    this.stream.pause();
+    setImmediate(() => {
+      this.yieldScheduled = false;
+      if (this.closed) return;
+      try {
+        this.pump();
+      } catch (err) {
+        this.log.error({ err }, 'unexpected failure while handling a frame; closing the connection');
+        this.shutdown('internal error');
+        return;
+      }
+      if (!this.paused && !this.yieldScheduled) this.stream.resume();
+    });
   }
 
   private onFrame(frame: ParsedFrame): void {
