@@ -3,13 +3,13 @@
 // taken over and a stale one replaced, connection cap, frame timeout (slowloris), per-connection
 // in-flight limit, write backlog bound for a peer that does not read.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, FrameParser, FrameType, StatusError, TtrpcClient, TtrpcServer, encodeFrame, requireUnixPeerUid, type ParsedFrame, type TtrpcServerOptions } from '../../control/ttrpc';
 import { ttrpc } from '../../shared/proto';
+import { connectAsUid, type PeerAttempt } from '../lib/as-uid';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttrpc-limits-'));
 fs.chmodSync(dir, 0o755); // the uid-65534 child must be able to reach the sockets in it
@@ -70,35 +70,8 @@ async function echo(client: TtrpcClient, text: string): Promise<string> {
   return (await client.call('test.Echo', 'Echo', Buffer.from(text))).toString();
 }
 
-/** Run a node script as uid/gid 65534 connecting to `address`; resolves with what it observed. */
-function connectAsNobody(address: string): Promise<{ connected: boolean; answered: boolean; error?: string }> {
-  const p = address.slice('unix://'.length);
-  const frame = requestFrame(1, 'test.Echo', 'Echo', Buffer.from('x')).toString('hex');
-  const script = `
-    const net = require('node:net');
-    const out = { connected: false, answered: false };
-    const s = net.createConnection({ path: ${JSON.stringify(p.startsWith('@') ? `\0${p.slice(1)}` : p)} }, () => {
-      out.connected = true;
-      s.write(Buffer.from(${JSON.stringify(frame)}, 'hex'));
-    });
-    s.on('data', () => { out.answered = true; s.destroy(); });
-    s.on('error', (e) => { out.error = e.code || e.message; });
-    s.on('close', () => { process.stdout.write(JSON.stringify(out)); });
-    setTimeout(() => s.destroy(), 3000).unref();`;
-  return new Promise((resolve, reject) => {
-    // `env -i`: tap adds its process-info hooks to children's environment; uid 65534 cannot write them.
-    const child = spawn('env', ['-i', process.execPath, '-e', script], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
-    child.on('error', reject);
-    child.on('exit', () => {
-      try {
-        resolve(JSON.parse(text) as { connected: boolean; answered: boolean; error?: string });
-      } catch {
-        reject(new Error(`child printed ${JSON.stringify(text)}`));
-      }
-    });
-  });
+function connectAsNobody(address: string): Promise<PeerAttempt> {
+  return connectAsUid(address, requestFrame(1, 'test.Echo', 'Echo', Buffer.from('x')));
 }
 
 t.test('item 3: a peer with another uid is refused (SO_PEERCRED); root and the configured uid are served', async (t) => {
