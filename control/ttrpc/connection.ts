@@ -104,6 +104,8 @@ export class Connection {
   private queue: ParsedFrame[] = [];
   private queuePos = 0;
   private yieldScheduled = false;
+  /** Responses written since the write buffer was last empty ('drain'). */
+  private writesSinceDrain = 0;
   readonly done: Promise<void>;
 
   constructor(
@@ -138,6 +140,7 @@ export class Connection {
   }
 
   private onDrain(): void {
+    this.writesSinceDrain = 0;
     if (!this.paused || this.closed) return;
     if (this.stream.writableLength > this.limits.maxWriteBacklogBytes) return;
     this.paused = false;
@@ -411,12 +414,18 @@ export class Connection {
       body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length)) }).finish();
     }
     const ok = writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
+    this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog
-    // drains ('drain' is only emitted after a write returned false, hence the `!ok`).
-    if (!ok && !this.paused && this.stream.writableLength > this.limits.maxWriteBacklogBytes) {
+    // drains ('drain' is only emitted after a write returned false, hence the `!ok`). Frames
+    // are counted since the last drain: an over-count only pauses until the next drain.
+    if (
+      !ok &&
+      !this.paused &&
+      (this.stream.writableLength > this.limits.maxWriteBacklogBytes || this.writesSinceDrain > this.limits.maxWriteBacklogFrames)
+    ) {
       this.paused = true;
       this.clearFrameTimer();
-      this.log.warn({ backlogBytes: this.stream.writableLength, limit: this.limits.maxWriteBacklogBytes }, 'peer is not reading its responses; reading paused');
+      this.log.warn({ backlogBytes: this.stream.writableLength, backlogFrames: this.writesSinceDrain }, 'peer is not reading its responses; reading paused');
       this.stream.pause();
     }
   }

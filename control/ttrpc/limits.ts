@@ -39,6 +39,13 @@ export interface ConnectionLimits {
    * that connection's requests until the backlog has drained below it again.
    */
   maxWriteBacklogBytes: number;
+  /**
+   * Responses queued for a peer that does not read them; above it reading stops as for
+   * maxWriteBacklogBytes. Many small responses cost far more memory than their bytes (each
+   * queued write is a few hundred bytes of JavaScript objects: 65,000 queued Health.Check
+   * answers, 1 MiB of bytes, held about 50 MB).
+   */
+  maxWriteBacklogFrames: number;
 }
 
 /** Default requests in flight per connection. */
@@ -47,6 +54,8 @@ export const DEFAULT_MAX_INFLIGHT = 512;
 export const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
 /** Default write backlog bound, in bytes (1 MiB; one 4 MiB response may still exceed it once). */
 export const DEFAULT_MAX_WRITE_BACKLOG = 1 << 20;
+/** Default bound of queued responses per connection. */
+export const DEFAULT_MAX_WRITE_BACKLOG_FRAMES = 1024;
 /** Upper bound of the default connection cap. */
 export const DEFAULT_MAX_CONNECTIONS_CEILING = 1024;
 
@@ -79,7 +88,7 @@ export function defaultMaxConnections(softNofile: number | undefined): number {
 /**
  * Fill in defaults: maxConnections from the current soft RLIMIT_NOFILE
  * ({@link defaultMaxConnections}), {@link DEFAULT_MAX_INFLIGHT}, {@link DEFAULT_FRAME_TIMEOUT_MS},
- * {@link DEFAULT_MAX_WRITE_BACKLOG}. Throws RangeError for a value that is not a non-negative
+ * {@link DEFAULT_MAX_WRITE_BACKLOG}, {@link DEFAULT_MAX_WRITE_BACKLOG_FRAMES}. Throws RangeError for a value that is not a non-negative
  * integer (a bug of the caller: configuration is validated in control/config.ts), or a cap of 0.
  */
 export function resolveLimits(partial: Partial<ConnectionLimits> = {}): ConnectionLimits {
@@ -88,6 +97,7 @@ export function resolveLimits(partial: Partial<ConnectionLimits> = {}): Connecti
     maxInflightPerConnection: partial.maxInflightPerConnection ?? DEFAULT_MAX_INFLIGHT,
     frameTimeoutMs: partial.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS,
     maxWriteBacklogBytes: partial.maxWriteBacklogBytes ?? DEFAULT_MAX_WRITE_BACKLOG,
+    maxWriteBacklogFrames: partial.maxWriteBacklogFrames ?? DEFAULT_MAX_WRITE_BACKLOG_FRAMES,
   };
   for (const [key, value] of Object.entries(limits)) {
     if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`ttRPC limit ${key} must be a non-negative integer, got ${value}`);

@@ -253,3 +253,30 @@ t.test('item 7: a peer that does not read stops being read; the backlog stays bo
   t.ok(await until(() => peer.frames.length === total, 20_000), `all ${total} answered once the peer reads (${peer.frames.length})`);
   t.equal(handled, total);
 });
+
+t.test('item 7: many small answers to a non-reading peer are bounded by count, not only bytes', async (t) => {
+  const server = new TtrpcServer({ limits: { maxWriteBacklogFrames: 100 } });
+  let handled = 0;
+  server.register('grpc.Health', 'Check', async () => {
+    handled++;
+    return Buffer.from([8, 1]);
+  });
+  const address = `unix://${newSocketPath()}`;
+  await server.listen(address);
+  t.teardown(() => server.close());
+  const peer = await RawPeer.connect(address);
+  t.teardown(() => peer.socket.destroy());
+  peer.socket.pause();
+  const total = 100_000; // 1.7 MB of answers: under the 1 MiB byte bound only after the kernel's share
+  const frames: Buffer[] = [];
+  for (let i = 0; i < total; i++) frames.push(requestFrame(2 * i + 1, 'grpc.Health', 'Check'));
+  peer.socket.write(Buffer.concat(frames));
+  let last = -1;
+  for (let i = 0; i < 50 && handled !== last; i++) {
+    last = handled;
+    await sleep(100);
+  }
+  t.ok(handled < total / 2, `reading stopped (handled ${handled} of ${total}; the rest wait in socket buffers)`);
+  peer.socket.resume();
+  t.ok(await until(() => peer.frames.length === total, 30_000), `all answered once the peer reads (${peer.frames.length})`);
+});
