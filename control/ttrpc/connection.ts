@@ -106,6 +106,8 @@ export class Connection {
   private yieldScheduled = false;
   /** Responses written since the write buffer was last empty ('drain'). */
   private writesSinceDrain = 0;
+  /** Requests refused for the in-flight limit (for rate-limited logging). */
+  private refusedInflight = 0;
   readonly done: Promise<void>;
 
   constructor(
@@ -127,6 +129,11 @@ export class Connection {
     stream.on('close', () => this.shutdown('connection closed'));
     stream.on('drain', () => this.onDrain());
     this.startFrameTimer(); // the first frame must arrive in time too
+  }
+
+  /** True once a complete frame has arrived (a peer that speaks ttRPC, not a silent socket). */
+  get established(): boolean {
+    return this.sawFrame;
   }
 
   /** True while reading is stopped because the peer does not read its responses. */
@@ -331,7 +338,9 @@ export class Connection {
     }
 
     if (this.inflight.size >= this.limits.maxInflightPerConnection) {
-      this.log.warn({ streamId, service, method, limit: this.limits.maxInflightPerConnection }, 'too many requests in flight; request refused');
+      if (this.refusedInflight++ % 1000 === 0) {
+        this.log.warn({ streamId, service, method, limit: this.limits.maxInflightPerConnection, refused: this.refusedInflight }, 'too many requests in flight; request refused (logged once per 1000)');
+      }
       this.respondStatus(streamId, Code.RESOURCE_EXHAUSTED, `too many requests in flight on this connection (limit ${this.limits.maxInflightPerConnection})`);
       return;
     }

@@ -16,8 +16,9 @@ import * as fs from 'node:fs';
 /** Limits of one {@link TtrpcServer}; see {@link resolveLimits} for the defaults. */
 export interface ConnectionLimits {
   /**
-   * Connections served at once (all listeners together). A connection accepted above it is
-   * closed at once, with a warning logged.
+   * Connections served at once (all listeners together). At the cap the oldest connection that
+   * has not sent a complete frame is closed to make room; if there is none, the new connection
+   * is closed at once, with a warning logged.
    */
   maxConnections: number;
   /**

@@ -31,7 +31,9 @@
  *   closed and logged.
  * - abstract unix addresses are refused (PERMISSION_DENIED) unless `allowAbstract`; a unix
  *   path is created 0600 and never taken over from a live server (FAILED_PRECONDITION).
- * - at most `limits.maxConnections` connections: one accepted above it is closed at once.
+ * - at most `limits.maxConnections` connections: at the cap, the oldest connection that has not
+ *   sent a complete frame yet is closed to make room; when every connection has, the new one is
+ *   closed at once.
  * - at most `limits.maxInflightPerConnection` requests in flight per connection: one above it
  *   is answered RESOURCE_EXHAUSTED `too many requests in flight on this connection (limit N)`.
  * - a frame (and a new connection's first frame) must complete within `limits.frameTimeoutMs`,
@@ -173,7 +175,8 @@ export class TtrpcServer {
    * carrying ttRPC frames). The server owns the stream from now on and destroys it when done.
    * A stream handed over after close() started, one refused by the handshaker (`info.kind`
    * says which listener accepted it; a stream handed over without `info` is not checked) or
-   * one above `limits.maxConnections` is destroyed at once.
+   * one above `limits.maxConnections` (when no connection without a complete frame can be
+   * evicted) is destroyed at once.
    */
   handleConnection(stream: Duplex, info: AcceptInfo = { kind: 'stream', fd: -1 }): void {
     if (this.closing) {
@@ -181,7 +184,7 @@ export class TtrpcServer {
       return;
     }
     const id = this.nextConnectionId++;
-    if (this.connections.size >= this.limits.maxConnections) {
+    if (this.connections.size >= this.limits.maxConnections && !this.evictSilentConnection()) {
       this.refusedConnections++;
       const now = Date.now();
       if (now - this.lastCapWarning >= 1000) {
@@ -209,6 +212,21 @@ export class TtrpcServer {
     const connection = new Connection(this, stream, this.log.child({ conn: id }), this.limits);
     this.connections.add(connection);
     this.log.debug({ conn: id }, 'connection accepted');
+  }
+
+  /**
+   * At the connection cap, make room by closing the oldest connection that has not sent a
+   * complete frame yet (a silent or slowloris socket; the runtime sends its first request right
+   * after connecting). Returns false when every connection is established.
+   */
+  private evictSilentConnection(): boolean {
+    for (const connection of this.connections) {
+      if (connection.established) continue;
+      this.log.warn({ limit: this.limits.maxConnections }, 'connection cap reached; closing the oldest connection that sent no frame');
+      connection.shutdown('evicted: connection cap reached');
+      return true;
+    }
+    return false;
   }
 
   /**

@@ -313,7 +313,7 @@ export interface MemoryStats {
   closedByServer: number;
   /** Whether a Health.Check on a fresh connection was answered during the load. */
   healthDuringLoad: boolean;
-  /** Open fds of the control plane at the peak. */
+  /** Open fds of the control plane during the load (idle: half-way through the hold). */
   controlFds: number;
 }
 
@@ -382,9 +382,9 @@ export async function idleConnections(address: string, pid: number, options: { c
     if (i % 100 === 99) await sleep(5); // do not overflow the listen backlog
   }
   await sleep(options.holdMs / 2);
+  const controlFds = fdCount(pid);
   const healthDuringLoad = await healthCheck(address).catch(() => false);
   await sleep(options.holdMs / 2);
-  const controlFds = fdCount(pid);
   const peakKiB = sampler.stop();
   const closed = closedByServer;
   for (const s of sockets) s.destroy();

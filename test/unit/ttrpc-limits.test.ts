@@ -171,6 +171,20 @@ t.test('item 6: the connection cap refuses new connections; old ones keep workin
   t.equal(await echo(fresh, 'fresh'), 'fresh', 'a new connection is served once a slot is free');
 });
 
+t.test('item 6: at the cap, silent connections (no complete frame yet) make room for new ones', async (t) => {
+  const { server, address } = await startServer(t, { limits: { maxConnections: 3 } });
+  const silent = await Promise.all([0, 1, 2].map(() => RawPeer.connect(address)));
+  silent[2].socket.write(requestFrame(1, 'test.Echo', 'Echo').subarray(0, 5)); // half a header
+  t.ok(await until(() => server.connectionCount === 3));
+  const client = await TtrpcClient.connect(address);
+  t.teardown(() => client.close());
+  t.equal(await echo(client, 'in'), 'in', 'a new peer is served at the cap');
+  await silent[0].closed;
+  t.pass('the oldest silent connection was closed to make room');
+  t.notOk(silent[1].isClosed, 'only one was evicted');
+  t.equal(server.refusedConnections, 0);
+});
+
 t.test('item 6: a partial frame left idle is closed after the frame timeout; an idle connection between frames is not', async (t) => {
   const { address } = await startServer(t, { limits: { frameTimeoutMs: 150 } });
   const slow = await RawPeer.connect(address);
