@@ -21,7 +21,7 @@ import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
 import { AgentService, HealthService, registerServices, type AgentLimits, type GuestOptions } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
-import { TtrpcServer } from './ttrpc';
+import { requireUnixPeerUid, TtrpcServer } from './ttrpc';
 
 /**
  * How long {@link Agent.stop} lets in-flight rpcs settle before answering the rest UNAVAILABLE
@@ -90,7 +90,17 @@ export class Agent extends EventEmitter {
       ...options.limits,
       guest: options.guest,
     });
-    this.server = new TtrpcServer({ logger: this.log.child({ component: 'ttrpc' }) });
+    // Threat model (docs/ARCHITECTURE.md): on unix sockets only root and the configured uid.
+    this.server = new TtrpcServer({
+      logger: this.log.child({ component: 'ttrpc' }),
+      handshaker: requireUnixPeerUid({ uids: [this.config.serverPeerUid] }),
+      allowAbstract: this.config.allowAbstractSocket,
+      limits: {
+        maxConnections: this.config.maxConnections,
+        maxInflightPerConnection: this.config.maxInflight,
+        frameTimeoutMs: this.config.frameTimeoutMs,
+      },
+    });
     registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }));
     this.helper.on('event', this.onHelperEvent);
     this.helper.on('close', this.onHelperClose);

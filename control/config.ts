@@ -10,6 +10,16 @@
  *   helperSocket  KATA_AGENT_HELPER_SOCKET     --helper-socket    /run/kata-agent/helper.sock
  *   logLevel      KATA_AGENT_LOG_LEVEL         --log-level        info
  *   debugAddr     KATA_AGENT_DEBUG_ADDR        --debug-addr       unix:///run/kata-agent/control/debug.sock ("" disables)
+ *   serverPeerUid KATA_AGENT_SERVER_PEER_UID   --server-peer-uid  the control plane's own uid
+ *   allowAbstractSocket KATA_AGENT_ALLOW_ABSTRACT_SOCKET (1/true) --allow-abstract-socket  false
+ *   maxConnections KATA_AGENT_MAX_CONNECTIONS  --max-connections  RLIMIT_NOFILE soft / 4, 16..1024
+ *   maxInflight   KATA_AGENT_MAX_INFLIGHT      --max-inflight     512 per connection
+ *   frameTimeoutMs KATA_AGENT_FRAME_TIMEOUT_MS --frame-timeout-ms 10000 (0 disables)
+ *
+ * The ttRPC socket (threat model in docs/ARCHITECTURE.md): on a unix socket only peers with uid
+ * 0 or `serverPeerUid` are served (SO_PEERCRED); an abstract address is refused unless
+ * `allowAbstractSocket` (containers share the guest network namespace and could reach it); a
+ * path socket is created 0600. vsock is not checked: its peer is the host.
  *
  * KATA_AGENT_SERVER_ADDR and its default follow upstream (inventory §2.1, §5.2).
  *
@@ -51,6 +61,16 @@ export interface AgentConfig {
   logLevel: LogLevel;
   /** Debug HTTP endpoint: `unix:///abs/path` or `host:port` (TCP, opt-in); "" disables it. */
   debugAddr: string;
+  /** Uid allowed to connect to a unix ttRPC socket besides root (SO_PEERCRED). */
+  serverPeerUid: number;
+  /** Listen on an abstract unix address when asked to (refused otherwise). */
+  allowAbstractSocket: boolean;
+  /** Connections served at once (default: from RLIMIT_NOFILE, see control/ttrpc/limits.ts). */
+  maxConnections?: number;
+  /** Requests in flight per connection (default 512). */
+  maxInflight?: number;
+  /** Time a frame may take to arrive completely, in ms (default 10000; 0 disables). */
+  frameTimeoutMs?: number;
 }
 
 /** The built-in defaults. */
@@ -60,7 +80,24 @@ export function defaultConfig(): AgentConfig {
     helperSocket: DEFAULT_HELPER_SOCKET,
     logLevel: DEFAULT_LOG_LEVEL,
     debugAddr: DEFAULT_DEBUG_ADDR,
+    serverPeerUid: process.getuid?.() ?? 0,
+    allowAbstractSocket: false,
   };
+}
+
+/** Parse a non-negative decimal integer (at most `max`); StatusError INVALID_ARGUMENT naming the value and source. */
+function parseCount(value: string, source: string, min: number, max: number): number {
+  const n = /^[0-9]{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `invalid ${source} ${JSON.stringify(value)} (want an integer ${min}..${max})`);
+  }
+  return n;
+}
+
+function parseBool(value: string, source: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off|)$/i.test(value)) return false;
+  throw new StatusError(Code.INVALID_ARGUMENT, `invalid ${source} ${JSON.stringify(value)} (want true or false)`);
 }
 
 function checkLogLevel(value: string, source: string): LogLevel {
@@ -112,6 +149,15 @@ export const USAGE = `usage: kata-agent [options]
                           from containers sharing the network namespace), "" disables
                           [env KATA_AGENT_DEBUG_ADDR, default ${DEFAULT_DEBUG_ADDR}]
   --log-level LEVEL       ${LOG_LEVELS.join('|')} [env KATA_AGENT_LOG_LEVEL, default ${DEFAULT_LOG_LEVEL}]
+  --server-peer-uid UID   uid allowed on a unix ttRPC socket besides root (SO_PEERCRED)
+                          [env KATA_AGENT_SERVER_PEER_UID, default: the agent's own uid]
+  --allow-abstract-socket accept a unix://@name server address (reachable from containers)
+                          [env KATA_AGENT_ALLOW_ABSTRACT_SOCKET=1]
+  --max-connections N     ttRPC connections served at once [env KATA_AGENT_MAX_CONNECTIONS,
+                          default RLIMIT_NOFILE/4, 16..1024]
+  --max-inflight N        requests in flight per connection [env KATA_AGENT_MAX_INFLIGHT, default 512]
+  --frame-timeout-ms MS   a frame must arrive within MS, else the connection is closed
+                          [env KATA_AGENT_FRAME_TIMEOUT_MS, default 10000, 0 disables]
   -h, --help              print this help`;
 
 /** Result of {@link loadConfig}: the configuration, or a request for the usage text. */
@@ -119,8 +165,9 @@ export type LoadedConfig = { help: true } | { help: false; config: AgentConfig }
 
 /**
  * Build the configuration from `env` and the command-line `argv` (without node and the script).
- * Throws StatusError INVALID_ARGUMENT for an unknown flag, a missing flag value, a bad log level
- * or a bad debug address (the message names the value).
+ * Throws StatusError INVALID_ARGUMENT for an unknown flag, a missing flag value, a bad log level,
+ * a bad debug address, or a uid, count or timeout that is not an integer in range (the message
+ * names the value).
  */
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig {
   const config = defaultConfig();
@@ -128,6 +175,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
   if (env.KATA_AGENT_HELPER_SOCKET) config.helperSocket = env.KATA_AGENT_HELPER_SOCKET;
   if (env.KATA_AGENT_LOG_LEVEL) config.logLevel = checkLogLevel(env.KATA_AGENT_LOG_LEVEL, 'KATA_AGENT_LOG_LEVEL');
   if (env.KATA_AGENT_DEBUG_ADDR !== undefined) config.debugAddr = env.KATA_AGENT_DEBUG_ADDR;
+  const UID_MAX = 0xfffffffe;
+  if (env.KATA_AGENT_SERVER_PEER_UID) config.serverPeerUid = parseCount(env.KATA_AGENT_SERVER_PEER_UID, 'KATA_AGENT_SERVER_PEER_UID', 0, UID_MAX);
+  if (env.KATA_AGENT_ALLOW_ABSTRACT_SOCKET !== undefined) config.allowAbstractSocket = parseBool(env.KATA_AGENT_ALLOW_ABSTRACT_SOCKET, 'KATA_AGENT_ALLOW_ABSTRACT_SOCKET');
+  if (env.KATA_AGENT_MAX_CONNECTIONS) config.maxConnections = parseCount(env.KATA_AGENT_MAX_CONNECTIONS, 'KATA_AGENT_MAX_CONNECTIONS', 1, 1_000_000);
+  if (env.KATA_AGENT_MAX_INFLIGHT) config.maxInflight = parseCount(env.KATA_AGENT_MAX_INFLIGHT, 'KATA_AGENT_MAX_INFLIGHT', 1, 1_000_000);
+  if (env.KATA_AGENT_FRAME_TIMEOUT_MS) config.frameTimeoutMs = parseCount(env.KATA_AGENT_FRAME_TIMEOUT_MS, 'KATA_AGENT_FRAME_TIMEOUT_MS', 0, 0x7fffffff);
 
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -140,6 +193,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
         'helper-socket': { type: 'string' },
         'debug-addr': { type: 'string' },
         'log-level': { type: 'string' },
+        'server-peer-uid': { type: 'string' },
+        'allow-abstract-socket': { type: 'boolean' },
+        'max-connections': { type: 'string' },
+        'max-inflight': { type: 'string' },
+        'frame-timeout-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -151,6 +209,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
   if (typeof values['helper-socket'] === 'string') config.helperSocket = values['helper-socket'];
   if (typeof values['debug-addr'] === 'string') config.debugAddr = values['debug-addr'];
   if (typeof values['log-level'] === 'string') config.logLevel = checkLogLevel(values['log-level'], '--log-level');
+  if (typeof values['server-peer-uid'] === 'string') config.serverPeerUid = parseCount(values['server-peer-uid'], '--server-peer-uid', 0, UID_MAX);
+  if (values['allow-abstract-socket'] === true) config.allowAbstractSocket = true;
+  if (typeof values['max-connections'] === 'string') config.maxConnections = parseCount(values['max-connections'], '--max-connections', 1, 1_000_000);
+  if (typeof values['max-inflight'] === 'string') config.maxInflight = parseCount(values['max-inflight'], '--max-inflight', 1, 1_000_000);
+  if (typeof values['frame-timeout-ms'] === 'string') config.frameTimeoutMs = parseCount(values['frame-timeout-ms'], '--frame-timeout-ms', 0, 0x7fffffff);
 
   if (config.serverAddr === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty server address');
   if (config.helperSocket === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty helper socket path');

@@ -11,8 +11,9 @@ import { createLogger, type Logger } from '../shared/log';
 import { HelperClient } from '../shared/helper-client';
 import { Code, StatusError } from '../shared/protocol';
 import { Agent } from './agent';
-import { loadConfig, USAGE } from './config';
+import { loadConfig, USAGE, type AgentConfig } from './config';
 import { agentVersion } from './rpc/health';
+import { parseAddress, probeUnixSocket } from './ttrpc';
 
 /** How long to keep retrying the helper connection at start-up, in ms. */
 export const HELPER_CONNECT_TIMEOUT_MS = 10_000;
@@ -45,6 +46,27 @@ export async function connectHelper(socketPath: string, log: Logger, timeoutMs =
 }
 
 /**
+ * Check, before anything else starts, that the agent may listen on `config.serverAddr`: an
+ * abstract address needs `allowAbstractSocket` (PERMISSION_DENIED otherwise), and a live server
+ * on the unix path is never taken over (FAILED_PRECONDITION `another agent is serving <path>`).
+ * A stale socket file is left for the listener to replace. Other errors as
+ * {@link parseAddress} / {@link probeUnixSocket}. The listener checks again (the state may
+ * change in between); this early check keeps a second agent from even connecting to the helper.
+ */
+export async function checkServerAddress(config: AgentConfig): Promise<void> {
+  const address = parseAddress(config.serverAddr);
+  if (address.kind === 'abstract' && !config.allowAbstractSocket) {
+    throw new StatusError(
+      Code.PERMISSION_DENIED,
+      `refusing to listen on the abstract socket ${config.serverAddr}: containers share the guest network namespace and could connect to it (use --allow-abstract-socket to allow it anyway)`,
+    );
+  }
+  if (address.kind === 'unix' && (await probeUnixSocket(address.path)) === 'live') {
+    throw new StatusError(Code.FAILED_PRECONDITION, `another agent is serving ${address.path}; refusing to start (stop it first)`);
+  }
+}
+
+/**
  * Run the agent; resolves with the process exit code. Meant for the process's entry point
  * ({@link run}): its SIGTERM/SIGINT handlers stay installed until the process exits.
  */
@@ -62,6 +84,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   }
   const config = loaded.config;
   const log = createLogger('kata-agent', config.logLevel);
+
+  try {
+    await checkServerAddress(config);
+  } catch (err) {
+    log.fatal({ err, address: config.serverAddr }, 'cannot start the agent');
+    return 1;
+  }
 
   let helper: HelperClient;
   try {

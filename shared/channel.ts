@@ -69,10 +69,12 @@ export interface SeqpacketChannelOptions {
 export interface SeqpacketChannel {
   on(event: 'message', listener: (message: unknown, fds: number[]) => void): this;
   on(event: 'close', listener: () => void): this;
+  on(event: 'truncated', listener: (message: unknown, reason: string) => void): this;
   once(event: 'message', listener: (message: unknown, fds: number[]) => void): this;
   once(event: 'close', listener: () => void): this;
   emit(event: 'message', message: unknown, fds: number[]): boolean;
   emit(event: 'close'): boolean;
+  emit(event: 'truncated', message: unknown, reason: string): boolean;
 }
 
 /**
@@ -82,6 +84,9 @@ export interface SeqpacketChannel {
  * Events:
  * - `message` (message, fds): one decoded packet. The listener owns `fds` and must close them
  *   (an unhandled fd is a leak). Messages are emitted in arrival order.
+ * - `truncated` (message, reason): a packet whose fds did not fit (MSG_CTRUNC); the fds that
+ *   did arrive are already closed and the channel stays open, so the receiver can fail that one
+ *   request. Without a listener such a packet closes the channel, as below.
  * - `close`: once, when the channel closed (by {@link close}, peer hang-up, a socket error, or a
  *   packet that could not be decoded — that packet's fds are closed and an error is logged).
  *
@@ -255,6 +260,7 @@ export class SeqpacketChannel extends EventEmitter {
       }
       if (msg.truncated) {
         this.closeFds(msg.fds);
+        if (this.onTruncated(msg.data, msg.fds.length)) continue;
         this.log.error(
           { bytes: msg.data.length, fds: msg.fds.length },
           `received a truncated packet (more than ${HELPER_MAX_PACKET} bytes or ${MAX_FDS_PER_PACKET} fds), closing channel`,
@@ -278,6 +284,30 @@ export class SeqpacketChannel extends EventEmitter {
         this.log.error({ err }, 'message listener threw');
       }
     }
+  }
+
+  /**
+   * A packet whose fds did not all fit (MSG_CTRUNC: more than MAX_FDS_PER_PACKET, or our fd
+   * table is full) but whose bytes decode: hand it to the `truncated` listeners (their fds were
+   * closed already) and keep the channel. Returns false (the caller closes the channel) when
+   * nobody listens or the bytes do not decode (MSG_TRUNC: the packet itself was cut).
+   */
+  private onTruncated(data: Buffer, fdsReceived: number): boolean {
+    if (this.listenerCount('truncated') === 0) return false;
+    let message: unknown;
+    try {
+      message = decodeMessage(data);
+    } catch {
+      return false;
+    }
+    const reason = `its file descriptors did not arrive (MSG_CTRUNC: ${fdsReceived} received and closed; the fd table may be full)`;
+    this.log.error({ bytes: data.length, fds: fdsReceived }, `received a packet whose ${reason.slice(4)}`);
+    try {
+      this.emit('truncated', message, reason);
+    } catch (err) {
+      this.log.error({ err }, 'truncated-message listener threw');
+    }
+    return true;
   }
 
   private closeFds(fds: number[]): void {

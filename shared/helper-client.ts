@@ -91,6 +91,20 @@ export class HelperClient extends EventEmitter {
     this.channel = new SeqpacketChannel(fd, { logger: this.log, label: 'helper' });
     this.channel.on('message', (message, fds) => this.onMessage(message, fds));
     this.channel.on('close', () => this.onClose());
+    this.channel.on('truncated', (message, reason) => this.onTruncated(message, reason));
+  }
+
+  /** A reply whose fds were lost (MSG_CTRUNC): fail that call only, with RESOURCE_EXHAUSTED. */
+  private onTruncated(message: unknown, reason: string): void {
+    const id = typeof message === 'object' && message !== null ? (message as Record<string, unknown>).id : undefined;
+    const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
+    if (entry === undefined) {
+      this.log.warn({ id }, 'truncated helper message that answers no pending call, dropped');
+      return;
+    }
+    this.pending.delete(id as number);
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.reject(new StatusError(Code.RESOURCE_EXHAUSTED, `helper reply to ${entry.op} lost: ${reason}`));
   }
 
   /**

@@ -23,43 +23,38 @@
  * - server closing → new requests answered UNAVAILABLE `the server is shutting down`; in-flight
  *   handlers get `graceMs` to settle, then the rest are answered UNAVAILABLE and their signals
  *   aborted; every answer is flushed before the connection is closed.
+ *
+ * Protection of the control plane (control/ttrpc/limits.ts, handshake.ts, listen.ts; no
+ * upstream counterpart):
+ * - a handshaker (`handshaker` option) vets each connection accepted on a unix listener before
+ *   any byte is read; the agent's checks the peer uid (SO_PEERCRED). A refused connection is
+ *   closed and logged.
+ * - abstract unix addresses are refused (PERMISSION_DENIED) unless `allowAbstract`; a unix
+ *   path is created 0600 and never taken over from a live server (FAILED_PRECONDITION).
+ * - at most `limits.maxConnections` connections: at the cap, the oldest connection that has not
+ *   sent a complete frame yet is closed to make room; when every connection has, the new one is
+ *   closed at once.
+ * - at most `limits.maxInflightPerConnection` requests in flight per connection: one above it
+ *   is answered RESOURCE_EXHAUSTED `too many requests in flight on this connection (limit N)`.
+ * - a frame (and a new connection's first frame) must complete within `limits.frameTimeoutMs`,
+ *   else the connection is closed.
+ * - when more than `limits.maxWriteBacklogBytes` of responses wait for a peer that does not
+ *   read them, that connection's requests are not read until the backlog drains.
  */
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import type { ttrpc as pb } from '../../shared/generated/protos';
-import { ttrpc } from '../../shared/proto';
 import { loadNative, type NativeAddon } from '../../shared/native';
 import { Code, StatusError } from '../../shared/protocol';
-import { formatAddress, netPath, toAddress, VMADDR_CID_ANY, type TtrpcAddress } from './address';
+import { formatAddress, toAddress, VMADDR_CID_ANY, type TtrpcAddress } from './address';
 import type { MessageDecoder, MessageEncoder } from './codec';
+import { Connection, SHUTTING_DOWN, type Handler, type HandlerContext } from './connection';
 import { FdStream } from './fdstream';
-import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, oversizeMessage, writeFrame, type FrameHeader, type ParsedFrame } from './frame';
-import { codeName, statusFromError, wireStatus } from './status';
+import { socketFd, type AcceptInfo, type Handshaker, type TransportKind } from './handshake';
+import { resolveLimits, type ConnectionLimits } from './limits';
+import { listenUnix } from './listen';
 
-/** What a handler learns about the request besides its payload. */
-export interface HandlerContext {
-  /** Service name as sent, e.g. "grpc.AgentService". */
-  readonly service: string;
-  /** Method name as sent, e.g. "CreateContainer". */
-  readonly method: string;
-  /** Request metadata: key → values in arrival order (keys as sent, not lowercased). */
-  readonly metadata: Record<string, string[]>;
-  /** Absolute deadline in ms since the epoch (Date.now() scale), when timeout_nano > 0. */
-  readonly deadlineMs?: number;
-  /** Aborted when the deadline passes, the connection drops or the server closes; `reason` is a StatusError. */
-  readonly signal: AbortSignal;
-  /** The request's stream id (odd). */
-  readonly streamId: number;
-}
-
-/**
- * A unary handler: gets the request's serialized payload, resolves with the serialized reply.
- * Throw (or reject with) a StatusError to answer with that code and message; anything else
- * thrown is answered INTERNAL with its message and logged as our bug.
- */
-export type Handler = (payload: Buffer, ctx: HandlerContext) => Promise<Uint8Array>;
+export type { Handler, HandlerContext } from './connection';
 
 /** Options of {@link TtrpcServer}. */
 export interface TtrpcServerOptions {
@@ -67,21 +62,14 @@ export interface TtrpcServerOptions {
   logger?: Logger;
   /** Listen backlog (default 10, as the Rust agent). */
   backlog?: number;
-  /** Native addon for vsock (default: loaded on first vsock listen). */
+  /** Native addon for vsock and peer checks (default: loaded on first use). */
   native?: NativeAddon;
-}
-
-/** Longest delay setTimeout honours (2^31-1 ms, ~24.8 days); longer deadlines are not timed. */
-const MAX_TIMER_MS = 0x7fffffff;
-
-/** After end(), how long to wait for our side to flush before destroying the stream (ms). */
-const END_GRACE_MS = 2000;
-
-interface Inflight {
-  readonly controller: AbortController;
-  readonly streamId: number;
-  timer?: NodeJS.Timeout;
-  finished: boolean;
+  /** Connection-accept hook run for connections of unix listeners (default: none, all served). */
+  handshaker?: Handshaker;
+  /** Accept `unix://@name` addresses in {@link TtrpcServer.listen} (default false). */
+  allowAbstract?: boolean;
+  /** Resource limits; missing fields get the defaults of {@link resolveLimits}. */
+  limits?: Partial<ConnectionLimits>;
 }
 
 /** Options of {@link TtrpcServer.close}. */
@@ -92,257 +80,9 @@ export interface CloseOptions {
   message?: string;
 }
 
-const SHUTTING_DOWN = 'the server is shutting down';
-
 interface Listener {
   readonly description: string;
   close(): Promise<void>;
-}
-
-function toBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/** end() the stream, then destroy it once flushed (or after a grace period). */
-function endThenDestroy(stream: Duplex): void {
-  if (stream.destroyed) return;
-  const timer = setTimeout(() => stream.destroy(), END_GRACE_MS);
-  timer.unref();
-  try {
-    stream.end(() => {
-      clearTimeout(timer);
-      stream.destroy();
-    });
-  } catch {
-    clearTimeout(timer);
-    stream.destroy();
-  }
-}
-
-/** One accepted connection and its in-flight requests. */
-class Connection {
-  private readonly parser = new FrameParser();
-  private readonly inflight = new Set<Inflight>();
-  private idleWaiters: Array<() => void> = [];
-  private closed = false;
-  private paused = false;
-  readonly done: Promise<void>;
-
-  constructor(
-    private readonly server: TtrpcServer,
-    private readonly stream: Duplex,
-    private readonly log: Logger,
-  ) {
-    this.done = new Promise((resolve) => stream.once('close', () => resolve()));
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('end', () => {
-      this.log.debug('peer closed the connection');
-      this.shutdown('connection closed by peer');
-    });
-    stream.on('error', (err: Error) => {
-      this.log.warn({ err }, 'connection error');
-      this.shutdown(`connection error: ${err.message}`);
-    });
-    stream.on('close', () => this.shutdown('connection closed'));
-    stream.on('drain', () => {
-      if (this.paused) {
-        this.paused = false;
-        if (!this.closed) stream.resume();
-      }
-    });
-  }
-
-  /**
-   * Stop serving: abort in-flight handlers (answering each with `answer` first when given: the
-   * server is closing, the peer is still there), end the stream (flushing what was written)
-   * and destroy it. Idempotent.
-   */
-  shutdown(reason: string, answer?: StatusError): void {
-    if (!this.closed) {
-      if (answer) {
-        for (const entry of this.inflight) this.respondStatus(entry.streamId, answer.code, answer.message);
-      }
-      this.closed = true;
-      const abortReason = new StatusError(Code.CANCELLED, reason);
-      for (const entry of [...this.inflight]) this.finish(entry, abortReason);
-      this.inflight.clear();
-      this.server.forget(this);
-    }
-    endThenDestroy(this.stream);
-  }
-
-  /** Resolves once no handler is in flight (at once if none is). */
-  idle(): Promise<void> {
-    if (this.inflight.size === 0 || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  private finish(entry: Inflight, abortReason?: StatusError): void {
-    if (entry.finished) return;
-    entry.finished = true;
-    if (entry.timer) clearTimeout(entry.timer);
-    this.inflight.delete(entry);
-    if (abortReason) entry.controller.abort(abortReason);
-    if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const w of waiters) w();
-    }
-  }
-
-  private onData(chunk: Buffer): void {
-    if (this.closed) return;
-    let frames: ParsedFrame[];
-    try {
-      frames = this.parser.push(chunk);
-      for (const frame of frames) {
-        if (this.closed) return;
-        this.onFrame(frame);
-      }
-    } catch (err) {
-      this.log.error({ err }, 'unexpected failure while reading a frame; closing the connection');
-      this.shutdown('internal error');
-    }
-  }
-
-  private onFrame(frame: ParsedFrame): void {
-    const { header } = frame;
-    switch (frame.kind) {
-      case 'garbage':
-        this.log.warn({ header, reason: frame.reason }, 'malformed frame header; closing the connection');
-        this.shutdown('malformed frame');
-        return;
-      case 'oversize':
-        if (header.type === FrameType.REQUEST) {
-          this.log.warn({ streamId: header.streamId, length: header.length }, 'oversize request discarded');
-          this.respondStatus(header.streamId, Code.RESOURCE_EXHAUSTED, oversizeMessage(header.length));
-        } else {
-          this.log.warn({ header }, 'oversize frame of a type we do not accept, discarded');
-        }
-        return;
-      case 'frame':
-        if (header.type === FrameType.REQUEST) {
-          this.onRequest(header, frame.payload);
-        } else {
-          this.log.warn({ header }, header.type === FrameType.DATA ? 'DATA frame ignored (no streaming rpcs)' : 'unexpected frame type ignored');
-        }
-        return;
-    }
-  }
-
-  private onRequest(header: FrameHeader, body: Buffer): void {
-    const { streamId } = header;
-    if (streamId % 2 === 0) {
-      this.respondStatus(streamId, Code.INVALID_ARGUMENT, 'stream id must be odd');
-      return;
-    }
-    let request: pb.Request;
-    try {
-      request = ttrpc.Request.decode(body);
-    } catch (err) {
-      const message = `malformed request envelope: ${(err as Error).message}`;
-      this.log.warn({ streamId, err }, 'malformed request envelope; closing the connection');
-      this.respondStatus(streamId, Code.INVALID_ARGUMENT, message);
-      this.shutdown('malformed request');
-      return;
-    }
-    const service = request.service ?? '';
-    const method = request.method ?? '';
-    if (this.server.isClosing) {
-      this.respondStatus(streamId, Code.UNAVAILABLE, SHUTTING_DOWN);
-      return;
-    }
-    const lookup = this.server.lookup(service, method);
-    if (typeof lookup === 'string') {
-      this.log.debug({ streamId, service, method }, lookup);
-      this.respondStatus(streamId, Code.UNIMPLEMENTED, lookup);
-      return;
-    }
-
-    const metadata: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
-    for (const kv of request.metadata ?? []) {
-      const key = kv.key ?? '';
-      (metadata[key] ??= []).push(kv.value ?? '');
-    }
-
-    const entry: Inflight = { controller: new AbortController(), streamId, finished: false };
-    this.inflight.add(entry);
-    const timeoutNs = Number(request.timeout_nano ?? 0);
-    let deadlineMs: number | undefined;
-    if (Number.isFinite(timeoutNs) && timeoutNs > 0) {
-      const ms = Math.ceil(timeoutNs / 1e6);
-      deadlineMs = Date.now() + ms;
-      if (ms <= MAX_TIMER_MS) {
-        entry.timer = setTimeout(() => {
-          if (entry.finished) return;
-          this.finish(entry, new StatusError(Code.DEADLINE_EXCEEDED, 'timeout'));
-          this.log.debug({ streamId, service, method, timeoutNs }, 'request timed out');
-          this.respondStatus(streamId, Code.DEADLINE_EXCEEDED, 'timeout');
-        }, ms);
-      }
-    }
-
-    const ctx: HandlerContext = {
-      service,
-      method,
-      metadata,
-      deadlineMs,
-      signal: entry.controller.signal,
-      streamId,
-    };
-    const payload = toBuffer(request.payload ?? Buffer.alloc(0));
-    const logContext = { streamId, service, method };
-    Promise.resolve()
-      .then(() => lookup(payload, ctx))
-      .then(
-        (result) => {
-          if (entry.finished) {
-            this.log.debug(logContext, 'late handler result dropped');
-            return;
-          }
-          this.finish(entry);
-          if (!(result instanceof Uint8Array)) {
-            this.log.error({ ...logContext, got: typeof result }, 'handler resolved with something other than bytes');
-            this.respondStatus(streamId, Code.INTERNAL, `handler for ${service}/${method} returned ${typeof result}, not bytes`);
-            return;
-          }
-          this.respond(streamId, Code.OK, '', result);
-        },
-        (err: unknown) => {
-          if (entry.finished) {
-            this.log.debug({ ...logContext, err }, 'late handler error dropped');
-            return;
-          }
-          this.finish(entry);
-          const status = statusFromError(err, this.log, logContext);
-          this.log.debug({ ...logContext, code: codeName(status.code), message: status.message }, 'request failed');
-          this.respondStatus(streamId, status.code, status.message);
-        },
-      )
-      .catch((err: unknown) => {
-        this.log.error({ ...logContext, err }, 'failed to send a response; closing the connection');
-        this.shutdown('internal error');
-      });
-  }
-
-  private respondStatus(streamId: number, code: number, message: string): void {
-    this.respond(streamId, code, message, undefined);
-  }
-
-  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined): void {
-    if (this.closed || this.stream.destroyed || !this.stream.writable) return;
-    let body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
-    if (body.length > MESSAGE_LENGTH_MAX) {
-      this.log.warn({ streamId, length: body.length }, 'response too large, replaced by RESOURCE_EXHAUSTED');
-      body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length)) }).finish();
-    }
-    const ok = writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
-    if (!ok && !this.paused) {
-      // The peer is not reading its responses: stop reading requests until it catches up.
-      this.paused = true;
-      this.stream.pause();
-    }
-  }
 }
 
 /**
@@ -366,11 +106,27 @@ export class TtrpcServer {
   private native: NativeAddon | undefined;
   private nextConnectionId = 1;
   private closing = false;
+  private readonly handshaker: Handshaker | undefined;
+  private readonly allowAbstract: boolean;
+  /** The limits in force (defaults filled in). */
+  readonly limits: ConnectionLimits;
+  /** Connections refused so far (handshake or connection cap), for tests and the debug endpoint. */
+  refusedConnections = 0;
+  private lastCapWarning = 0;
 
+  /** Throws RangeError for a limit that is not a non-negative integer (see {@link resolveLimits}). */
   constructor(options: TtrpcServerOptions = {}) {
     this.log = options.logger ?? pino({ level: 'silent' });
     this.backlog = options.backlog ?? 10;
     this.native = options.native;
+    this.handshaker = options.handshaker;
+    this.allowAbstract = options.allowAbstract ?? false;
+    this.limits = resolveLimits(options.limits);
+  }
+
+  /** Number of connections being served. */
+  get connectionCount(): number {
+    return this.connections.size;
   }
 
   /**
@@ -417,30 +173,76 @@ export class TtrpcServer {
   /**
    * Serve one already-connected byte stream (a net.Socket, an {@link FdStream}, any Duplex
    * carrying ttRPC frames). The server owns the stream from now on and destroys it when done.
-   * A stream handed over after close() started is destroyed at once.
+   * A stream handed over after close() started, one refused by the handshaker (`info.kind`
+   * says which listener accepted it; a stream handed over without `info` is not checked) or
+   * one above `limits.maxConnections` (when no connection without a complete frame can be
+   * evicted) is destroyed at once.
    */
-  handleConnection(stream: Duplex): void {
+  handleConnection(stream: Duplex, info: AcceptInfo = { kind: 'stream', fd: -1 }): void {
     if (this.closing) {
       stream.destroy();
       return;
     }
     const id = this.nextConnectionId++;
-    const connection = new Connection(this, stream, this.log.child({ conn: id }));
+    if (this.connections.size >= this.limits.maxConnections && !this.evictSilentConnection()) {
+      this.refusedConnections++;
+      const now = Date.now();
+      if (now - this.lastCapWarning >= 1000) {
+        this.lastCapWarning = now;
+        this.log.warn({ conn: id, limit: this.limits.maxConnections, refused: this.refusedConnections }, 'too many connections; connection refused');
+      }
+      stream.destroy();
+      return;
+    }
+    if (this.handshaker) {
+      let verdict;
+      try {
+        verdict = this.handshaker(stream, info);
+      } catch (err) {
+        verdict = { ok: false as const, reason: `handshake failed: ${(err as Error).message}` };
+      }
+      if (!verdict.ok) {
+        this.refusedConnections++;
+        this.log.warn({ conn: id, address: info.address, peer: verdict.peer, reason: verdict.reason }, 'connection refused');
+        stream.destroy();
+        return;
+      }
+      if (verdict.peer) this.log.debug({ conn: id, peer: verdict.peer }, 'peer accepted');
+    }
+    const connection = new Connection(this, stream, this.log.child({ conn: id }), this.limits);
     this.connections.add(connection);
     this.log.debug({ conn: id }, 'connection accepted');
+  }
+
+  /**
+   * At the connection cap, make room by closing the oldest connection that has not sent a
+   * complete frame yet (a silent or slowloris socket; the runtime sends its first request right
+   * after connecting). Returns false when every connection is established.
+   */
+  private evictSilentConnection(): boolean {
+    for (const connection of this.connections) {
+      if (connection.established) continue;
+      this.log.warn({ limit: this.limits.maxConnections }, 'connection cap reached; closing the oldest connection that sent no frame');
+      connection.shutdown('evicted: connection cap reached');
+      return true;
+    }
+    return false;
   }
 
   /**
    * Listen on `address` (`unix:///abs/path`, `unix://@name` or `vsock://<cid>:<port>`, or a
    * parsed {@link TtrpcAddress}). Resolves once listening.
    *
-   * - unix path: an existing socket file at the path is removed first (a stale one from an
-   *   earlier run); Node removes the file again on close().
+   * - unix path: created mode 0600; an existing socket file is probed: a live server there is
+   *   never replaced, a stale file is removed (control/ttrpc/listen.ts). Node removes the file
+   *   again on close().
+   * - abstract: only with the `allowAbstract` option.
    * - vsock: binds VMADDR_CID_ANY whatever the cid says, as the Rust agent does; needs the
    *   native addon.
    *
-   * Errors: StatusError INVALID_ARGUMENT for a bad address string; StatusError ALREADY_EXISTS
-   * when the unix path exists and is not a socket; StatusError FAILED_PRECONDITION after close();
+   * Errors: StatusError INVALID_ARGUMENT for a bad address string; PERMISSION_DENIED for an
+   * abstract address without `allowAbstract`; ALREADY_EXISTS when the unix path exists and is
+   * not a socket; FAILED_PRECONDITION when another server serves the path, or after close();
    * otherwise the system error of bind/listen (an Error with `code`, e.g. "EADDRINUSE",
    * "EACCES"; a NativeError for vsock).
    */
@@ -452,28 +254,24 @@ export class TtrpcServer {
       this.listenVsock(parsed.port, description);
       return;
     }
-    if (parsed.kind === 'unix') removeStaleSocket(parsed.path);
-    const server = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      server.once('error', onError);
-      server.listen({ path: netPath(parsed), backlog: this.backlog }, () => {
-        server.off('error', onError);
-        resolve();
-      });
+    const server = await listenUnix(parsed, {
+      backlog: this.backlog,
+      allowAbstract: this.allowAbstract,
+      onStaleRemoved: (path) => this.log.info({ path }, 'removed a stale socket file'),
     });
-    this.listenOn(server, description);
+    this.listenOn(server, description, parsed.kind);
     this.log.info({ address: description }, 'ttRPC server listening');
   }
 
   /**
    * Serve the connections of an existing net.Server (listening or not yet). The server is
-   * closed by {@link close}. `description` names it in logs.
+   * closed by {@link close}. `description` names it in logs; `kind` is what the handshaker is
+   * told (default 'unix': a handshaker checks the peer).
    * Throws StatusError FAILED_PRECONDITION after close().
    */
-  listenOn(server: net.Server, description = 'net.Server'): void {
+  listenOn(server: net.Server, description = 'net.Server', kind: TransportKind = 'unix'): void {
     if (this.closing) throw new StatusError(Code.FAILED_PRECONDITION, 'server is closed');
-    server.on('connection', (socket: net.Socket) => this.handleConnection(socket));
+    server.on('connection', (socket: net.Socket) => this.handleConnection(socket, { kind, address: description, fd: socketFd(socket) }));
     server.on('error', (err: Error) => this.log.error({ err, address: description }, 'listener error'));
     this.listeners.add({
       description,
@@ -525,7 +323,7 @@ export class TtrpcServer {
           }
           continue;
         }
-        this.handleConnection(stream);
+        this.handleConnection(stream, { kind: 'vsock', address: description, fd: connFd });
       }
     });
     poller.start(true, false);
@@ -575,24 +373,6 @@ export class TtrpcServer {
     for (const connection of connections) connection.shutdown('server closing', answer);
     await Promise.all([listenersClosed, ...connections.map((c) => c.done)]);
   }
-}
-
-/**
- * Remove a socket file left at `path` by an earlier run. Throws StatusError ALREADY_EXISTS when
- * something other than a socket is there.
- */
-function removeStaleSocket(path: string): void {
-  let stat: fs.Stats;
-  try {
-    stat = fs.lstatSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!stat.isSocket()) {
-    throw new StatusError(Code.ALREADY_EXISTS, `cannot listen on ${path}: it exists and is not a socket`);
-  }
-  fs.unlinkSync(path);
 }
 
 /**

@@ -1,7 +1,7 @@
 // control/config.ts and control/main.ts (the kata-agent command) with the out-of-process mock
 // helper (`kata-agent-helper --mock`).
 import t, { type Test } from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -10,7 +10,9 @@ import * as path from 'node:path';
 import { DEFAULT_DEBUG_ADDR, DEFAULT_SERVER_ADDR, loadConfig, parseDebugAddr } from '../../control/config';
 import { connectHelper } from '../../control/main';
 import { METHODS } from '../../control/ctl/methods';
-import { TtrpcClient } from '../../control/ttrpc';
+import { FrameType, TtrpcClient, encodeFrame } from '../../control/ttrpc';
+import { ttrpc } from '../../shared/proto';
+import { connectAsUid } from '../lib/as-uid';
 import { silentLogger } from '../../shared/log';
 import { Code, DEFAULT_HELPER_SOCKET } from '../../shared/protocol';
 
@@ -18,7 +20,9 @@ const root = path.resolve(__dirname, '..', '..', '..');
 
 t.test('config: defaults, environment, flags (flags win)', async (t) => {
   const d = loadConfig([], {});
-  t.same(d, { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: DEFAULT_DEBUG_ADDR } });
+  const uid = process.getuid?.() ?? 0;
+  const sec = { serverPeerUid: uid, allowAbstractSocket: false };
+  t.same(d, { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: DEFAULT_DEBUG_ADDR, ...sec } });
   t.equal(DEFAULT_SERVER_ADDR, 'vsock://-1:1024');
   t.equal(DEFAULT_DEBUG_ADDR, 'unix:///run/kata-agent/control/debug.sock', 'the debug endpoint is a unix socket by default, not a TCP port containers could reach');
   const env = {
@@ -27,11 +31,22 @@ t.test('config: defaults, environment, flags (flags win)', async (t) => {
     KATA_AGENT_LOG_LEVEL: 'warning',
     KATA_AGENT_DEBUG_ADDR: '',
   };
-  t.same(loadConfig([], env), { help: false, config: { serverAddr: 'unix:///tmp/a.sock', helperSocket: '/tmp/h.sock', logLevel: 'warn', debugAddr: '' } });
+  t.same(loadConfig([], env), { help: false, config: { serverAddr: 'unix:///tmp/a.sock', helperSocket: '/tmp/h.sock', logLevel: 'warn', debugAddr: '', ...sec } });
   t.same(
     loadConfig(['--server-address', 'unix://@x', '--helper-socket', '@h', '--debug-addr', '[::1]:9', '--log-level', 'debug'], env),
-    { help: false, config: { serverAddr: 'unix://@x', helperSocket: '@h', logLevel: 'debug', debugAddr: '[::1]:9' } },
+    { help: false, config: { serverAddr: 'unix://@x', helperSocket: '@h', logLevel: 'debug', debugAddr: '[::1]:9', ...sec } },
   );
+  t.same(
+    loadConfig(['--server-peer-uid', '1000', '--allow-abstract-socket', '--max-connections', '64', '--max-inflight', '8', '--frame-timeout-ms', '250'], {}),
+    { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: DEFAULT_DEBUG_ADDR, serverPeerUid: 1000, allowAbstractSocket: true, maxConnections: 64, maxInflight: 8, frameTimeoutMs: 250 } },
+  );
+  t.same(
+    loadConfig([], { KATA_AGENT_SERVER_PEER_UID: '7', KATA_AGENT_ALLOW_ABSTRACT_SOCKET: '1', KATA_AGENT_MAX_CONNECTIONS: '5', KATA_AGENT_MAX_INFLIGHT: '6', KATA_AGENT_FRAME_TIMEOUT_MS: '0' }),
+    { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: DEFAULT_DEBUG_ADDR, serverPeerUid: 7, allowAbstractSocket: true, maxConnections: 5, maxInflight: 6, frameTimeoutMs: 0 } },
+  );
+  t.throws(() => loadConfig(['--server-peer-uid=-1'], {}), { code: Code.INVALID_ARGUMENT, message: /"-1"/ });
+  t.throws(() => loadConfig(['--max-connections', '0'], {}), { code: Code.INVALID_ARGUMENT, message: /"0"/ });
+  t.throws(() => loadConfig([], { KATA_AGENT_ALLOW_ABSTRACT_SOCKET: 'maybe' }), { code: Code.INVALID_ARGUMENT, message: /"maybe"/ });
   t.same(loadConfig(['-h'], {}), { help: true });
   t.throws(() => loadConfig(['--bogus'], {}), { code: Code.INVALID_ARGUMENT, message: /bogus/ });
   t.throws(() => loadConfig(['--log-level', 'loud'], {}), { code: Code.INVALID_ARGUMENT, message: /"loud"/ });
@@ -44,7 +59,7 @@ t.test('config: defaults, environment, flags (flags win)', async (t) => {
   t.throws(() => parseDebugAddr('unix://relative.sock'), { code: Code.INVALID_ARGUMENT, message: /unix:\/\/\/absolute\/path/ });
   t.throws(() => parseDebugAddr('unix://@abstract'), { code: Code.INVALID_ARGUMENT, message: /abstract sockets are not allowed/ });
   t.throws(() => parseDebugAddr(`unix:///${'x'.repeat(120)}`), { code: Code.INVALID_ARGUMENT });
-  t.same(loadConfig(['--debug-addr', 'unix:///tmp/d.sock'], {}), { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: 'unix:///tmp/d.sock' } });
+  t.same(loadConfig(['--debug-addr', 'unix:///tmp/d.sock'], {}), { help: false, config: { serverAddr: DEFAULT_SERVER_ADDR, helperSocket: DEFAULT_HELPER_SOCKET, logLevel: 'info', debugAddr: 'unix:///tmp/d.sock', ...sec } });
 });
 
 t.test('connectHelper gives up with UNAVAILABLE naming the socket', async (t) => {
@@ -88,15 +103,16 @@ interface Running {
  * Start `kata-agent`, then (after a delay, to exercise the connect retry) the mock helper. The
  * debug endpoint listens on 127.0.0.1:`debugPort`, or on `debugAddr` when given.
  */
-async function startAgent(t: Test, opts: { debugAddr?: string } = {}): Promise<Running> {
+async function startAgent(t: Test, opts: { debugAddr?: string; address?: string; args?: string[] } = {}): Promise<Running> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-main-'));
   const helperSocket = path.join(dir, 'helper.sock');
   const agentSocket = path.join(dir, 'agent.sock');
+  const address = opts.address ?? `unix://${agentSocket}`;
   const debugPort = await freePort();
   let stderr = '';
   const agent = spawn(
     process.execPath,
-    [path.join(root, 'bin', 'kata-agent'), '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', (opts.debugAddr ?? `127.0.0.1:${debugPort}`).replace('$DIR', dir)],
+    [path.join(root, 'bin', 'kata-agent'), '--server-address', address, '--helper-socket', helperSocket, '--debug-addr', (opts.debugAddr ?? `127.0.0.1:${debugPort}`).replace('$DIR', dir), ...(opts.args ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, KATA_AGENT_LOG_LEVEL: 'info' } },
   );
   agent.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -111,7 +127,7 @@ async function startAgent(t: Test, opts: { debugAddr?: string } = {}): Promise<R
     fs.rmSync(dir, { recursive: true, force: true });
   });
   t.ok(await waitFor(() => stderr.includes('"announce"'), 10_000), 'the agent announced itself');
-  return { dir, agent, helper: () => helper, stderr: () => stderr, address: `unix://${agentSocket}`, debugPort };
+  return { dir, agent, helper: () => helper, stderr: () => stderr, address, debugPort };
 }
 
 t.test('kata-agent: waits for the helper, serves ttRPC and the debug endpoint, exits after DestroySandbox', async (t) => {
@@ -230,6 +246,67 @@ t.test('kata-agent: losing the helper makes it exit 1; an in-flight WaitProcess 
   t.match(err?.message, /the helper connection was lost/, 'the agent answered (not "connection closed by the server")');
   t.equal(await exitCode(r.agent), 1);
   t.match(r.stderr(), /connection to the helper lost/);
+});
+
+function healthFrame(): Buffer {
+  return encodeFrame(1, FrameType.REQUEST, 0, ttrpc.Request.encode({ service: 'grpc.Health', method: 'Check', payload: METHODS.Check.request.encode({}).finish() }).finish());
+}
+
+async function healthCheck(address: string): Promise<number | null | undefined> {
+  const client = await TtrpcClient.connect(address);
+  try {
+    return METHODS.Check.response.decode(await client.call('grpc.Health', 'Check', METHODS.Check.request.encode({}).finish())).status;
+  } finally {
+    client.close();
+  }
+}
+
+/** Run kata-agent with `args` to its exit; its exit code and stderr. */
+async function runAgentToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [path.join(root, 'bin', 'kata-agent'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await exitCode(child);
+  return { code, stderr };
+}
+
+t.test('kata-agent (security item 10): a second agent on a live socket exits 1 with a clear error; the first keeps serving', async (t) => {
+  const r = await startAgent(t);
+  const second = await runAgentToExit(['--server-address', r.address, '--helper-socket', path.join(r.dir, 'no-helper.sock'), '--debug-addr', '']);
+  t.equal(second.code, 1);
+  t.match(second.stderr, /another agent is serving .*agent\.sock; refusing to start/);
+  t.ok(fs.statSync(r.address.slice('unix://'.length)).isSocket(), 'the socket file is still there');
+  t.equal(await healthCheck(r.address), 1, 'the first agent still answers Health.Check (SERVING)');
+});
+
+t.test('kata-agent (security item 10): a stale socket file is replaced', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-stale-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const stale = path.join(dir, 'agent.sock');
+  const made = spawnSync(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  t.equal(made.signal, 'SIGKILL');
+  t.ok(fs.lstatSync(stale).isSocket(), 'a stale socket file is left behind');
+  const r = await startAgent(t, { address: `unix://${stale}` });
+  t.equal(await healthCheck(r.address), 1);
+  t.equal(fs.statSync(stale).mode & 0o777, 0o600, 'the new socket is mode 0600');
+});
+
+t.test('kata-agent (security item 3): an abstract address is refused without --allow-abstract-socket', async (t) => {
+  const res = await runAgentToExit(['--server-address', `unix://@kata-agent-test-${process.pid}`, '--helper-socket', '/nonexistent/h.sock', '--debug-addr', '']);
+  t.equal(res.code, 1);
+  t.match(res.stderr, /refusing to listen on the abstract socket/);
+});
+
+t.test('kata-agent (security item 3): a peer with another uid is refused and logged; root is served', { skip: process.getuid?.() !== 0 ? 'needs root to connect as uid 65534' : false }, async (t) => {
+  // On an abstract socket (what a container could reach) the uid check is the only barrier.
+  const r = await startAgent(t, { address: `unix://@kata-agent-peer-${process.pid}-${Date.now()}`, args: ['--allow-abstract-socket', '--server-peer-uid', '1234'] });
+  const nobody = await connectAsUid(r.address, healthFrame());
+  t.ok(nobody.connected, 'the kernel accepted the connection');
+  t.notOk(nobody.answered, `uid 65534 got no answer: ${JSON.stringify(nobody)}`);
+  t.ok(await waitFor(() => /"reason":"peer uid 65534 [^"]*".*"msg":"connection refused"/.test(r.stderr()), 3000), 'a log line names the refused uid');
+  t.equal(await healthCheck(r.address), 1, 'root is served');
+  const allowed = await startAgent(t, { address: `unix://@kata-agent-peer2-${process.pid}-${Date.now()}`, args: ['--allow-abstract-socket', '--server-peer-uid', '65534'] });
+  t.ok((await connectAsUid(allowed.address, healthFrame())).answered, 'the configured uid is served');
 });
 
 t.test('kata-agent: bad flags exit 2 with the reason', async (t) => {

@@ -153,7 +153,7 @@ t.test('echo round trip over a unix path and over an abstract socket', async (t)
   const md = await client.call('test.Echo', 'Metadata', new Uint8Array(0), { metadata: { traceparent: '00-abc', multi: ['a', 'b'] } });
   t.same(JSON.parse(md.toString()), { traceparent: ['00-abc'], multi: ['a', 'b'] });
 
-  const abstractServer = new TtrpcServer();
+  const abstractServer = new TtrpcServer({ allowAbstract: true });
   abstractServer.register('test.Echo', 'Echo', async (payload) => payload);
   const name = `kata-ttrpc-test-${process.pid}-${Date.now()}`;
   await abstractServer.listen(`unix://@${name}`);

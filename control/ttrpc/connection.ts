@@ -1,0 +1,442 @@
+/**
+ * One accepted ttRPC connection: reads frames, runs the handlers of its requests (many at once,
+ * answering each as soon as it settles), enforces the per-connection limits (control/ttrpc/
+ * limits.ts): requests in flight, frame completion time, write backlog.
+ *
+ * Behaviour and choices are documented in control/ttrpc/server.ts.
+ */
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { ttrpc as pb } from '../../shared/generated/protos';
+import { ttrpc } from '../../shared/proto';
+import { Code, StatusError } from '../../shared/protocol';
+import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, oversizeMessage, writeFrame, type FrameHeader, type ParsedFrame } from './frame';
+import type { ConnectionLimits } from './limits';
+import { codeName, statusFromError, wireStatus } from './status';
+
+/** What a handler learns about the request besides its payload. */
+export interface HandlerContext {
+  /** Service name as sent, e.g. "grpc.AgentService". */
+  readonly service: string;
+  /** Method name as sent, e.g. "CreateContainer". */
+  readonly method: string;
+  /** Request metadata: key → values in arrival order (keys as sent, not lowercased). */
+  readonly metadata: Record<string, string[]>;
+  /** Absolute deadline in ms since the epoch (Date.now() scale), when timeout_nano > 0. */
+  readonly deadlineMs?: number;
+  /** Aborted when the deadline passes, the connection drops or the server closes; `reason` is a StatusError. */
+  readonly signal: AbortSignal;
+  /** The request's stream id (odd). */
+  readonly streamId: number;
+}
+
+/**
+ * A unary handler: gets the request's serialized payload, resolves with the serialized reply.
+ * Throw (or reject with) a StatusError to answer with that code and message; anything else
+ * thrown is answered INTERNAL with its message and logged as our bug.
+ */
+export type Handler = (payload: Buffer, ctx: HandlerContext) => Promise<Uint8Array>;
+
+/** Longest delay setTimeout honours (2^31-1 ms, ~24.8 days); longer deadlines are not timed. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+/** After end(), how long to wait for our side to flush before destroying the stream (ms). */
+const END_GRACE_MS = 2000;
+
+interface Inflight {
+  readonly controller: AbortController;
+  readonly streamId: number;
+  timer?: NodeJS.Timeout;
+  finished: boolean;
+}
+
+/** Frames handled per turn of the event loop on one connection (see Connection.pump). */
+const PUMP_BATCH = 64;
+
+/** What a connection needs from its server. */
+export interface ConnectionOwner {
+  /** The handler for service/method, or the UNIMPLEMENTED message when there is none. */
+  lookup(service: string, method: string): Handler | string;
+  /** True once the server is closing (new requests are answered UNAVAILABLE). */
+  readonly isClosing: boolean;
+  /** Called once when the connection stops. */
+  forget(connection: Connection): void;
+}
+
+/** Message of the UNAVAILABLE answers while the server closes. */
+export const SHUTTING_DOWN = 'the server is shutting down';
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** end() the stream, then destroy it once flushed (or after a grace period). */
+function endThenDestroy(stream: Duplex): void {
+  if (stream.destroyed) return;
+  const timer = setTimeout(() => stream.destroy(), END_GRACE_MS);
+  timer.unref();
+  try {
+    stream.end(() => {
+      clearTimeout(timer);
+      stream.destroy();
+    });
+  } catch {
+    clearTimeout(timer);
+    stream.destroy();
+  }
+}
+
+/**
+ * One accepted connection and its in-flight requests. Created by the server after the
+ * handshake; owns `stream` and destroys it when done.
+ */
+export class Connection {
+  private readonly parser = new FrameParser();
+  private readonly inflight = new Set<Inflight>();
+  private idleWaiters: Array<() => void> = [];
+  private closed = false;
+  /** Reading stopped because the write backlog is above the bound. */
+  private paused = false;
+  /** At least one complete frame has arrived. */
+  private sawFrame = false;
+  private frameTimer: NodeJS.Timeout | undefined;
+  /** Frames parsed but not handled yet (reading paused in the middle of a chunk). */
+  private queue: ParsedFrame[] = [];
+  private queuePos = 0;
+  private yieldScheduled = false;
+  /** Responses written since the write buffer was last empty ('drain'). */
+  private writesSinceDrain = 0;
+  /** Requests refused for the in-flight limit (for rate-limited logging). */
+  private refusedInflight = 0;
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly server: ConnectionOwner,
+    private readonly stream: Duplex,
+    private readonly log: Logger,
+    private readonly limits: ConnectionLimits,
+  ) {
+    this.done = new Promise((resolve) => stream.once('close', () => resolve()));
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => {
+      this.log.debug('peer closed the connection');
+      this.shutdown('connection closed by peer');
+    });
+    stream.on('error', (err: Error) => {
+      this.log.warn({ err }, 'connection error');
+      this.shutdown(`connection error: ${err.message}`);
+    });
+    stream.on('close', () => this.shutdown('connection closed'));
+    stream.on('drain', () => this.onDrain());
+    this.startFrameTimer(); // the first frame must arrive in time too
+  }
+
+  /** True once a complete frame has arrived (a peer that speaks ttRPC, not a silent socket). */
+  get established(): boolean {
+    return this.sawFrame;
+  }
+
+  /** True while reading is stopped because the peer does not read its responses. */
+  get readingPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Requests in flight on this connection. */
+  get inflightCount(): number {
+    return this.inflight.size;
+  }
+
+  private onDrain(): void {
+    this.writesSinceDrain = 0;
+    if (!this.paused || this.closed) return;
+    if (this.stream.writableLength > this.limits.maxWriteBacklogBytes) return;
+    this.paused = false;
+    this.log.debug('write backlog drained; reading requests again');
+    if (!this.yieldScheduled) this.stream.resume();
+    if (!this.parser.idle || !this.sawFrame) this.startFrameTimer();
+    try {
+      this.pump();
+    } catch (err) {
+      this.log.error({ err }, 'unexpected failure while handling a frame; closing the connection');
+      this.shutdown('internal error');
+    }
+  }
+
+  private startFrameTimer(): void {
+    this.clearFrameTimer();
+    const ms = this.limits.frameTimeoutMs;
+    if (ms <= 0 || this.closed) return;
+    this.frameTimer = setTimeout(() => {
+      this.frameTimer = undefined;
+      if (this.closed) return;
+      const what = this.sawFrame ? 'a frame stayed incomplete' : 'no complete frame arrived';
+      this.log.warn({ timeoutMs: ms, bufferedBytes: this.parser.bufferedBytes }, `${what} for ${ms} ms; closing the connection`);
+      this.shutdown('frame timeout');
+    }, ms);
+    this.frameTimer.unref();
+  }
+
+  private clearFrameTimer(): void {
+    if (this.frameTimer) clearTimeout(this.frameTimer);
+    this.frameTimer = undefined;
+  }
+
+  /**
+   * Stop serving: abort in-flight handlers (answering each with `answer` first when given: the
+   * server is closing, the peer is still there), end the stream (flushing what was written)
+   * and destroy it. Idempotent.
+   */
+  shutdown(reason: string, answer?: StatusError): void {
+    if (!this.closed) {
+      if (answer) {
+        for (const entry of this.inflight) this.respondStatus(entry.streamId, answer.code, answer.message);
+      }
+      this.closed = true;
+      this.clearFrameTimer();
+      const abortReason = new StatusError(Code.CANCELLED, reason);
+      for (const entry of [...this.inflight]) this.finish(entry, abortReason);
+      this.inflight.clear();
+      this.server.forget(this);
+    }
+    endThenDestroy(this.stream);
+  }
+
+  /** Resolves once no handler is in flight (at once if none is). */
+  idle(): Promise<void> {
+    if (this.inflight.size === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private finish(entry: Inflight, abortReason?: StatusError): void {
+    if (entry.finished) return;
+    entry.finished = true;
+    if (entry.timer) clearTimeout(entry.timer);
+    this.inflight.delete(entry);
+    if (abortReason) entry.controller.abort(abortReason);
+    if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    try {
+      const frames = this.parser.push(chunk);
+      if (frames.length > 0) this.sawFrame = true;
+      // A frame must complete within frameTimeoutMs of its first byte (slowloris).
+      if (this.parser.idle && this.sawFrame) this.clearFrameTimer();
+      else if (!this.paused && (frames.length > 0 || this.frameTimer === undefined)) this.startFrameTimer();
+      if (frames.length === 0) return;
+      if (this.queuePos < this.queue.length) this.queue.push(...frames);
+      else {
+        this.queue = frames;
+        this.queuePos = 0;
+      }
+      this.pump();
+    } catch (err) {
+      this.log.error({ err }, 'unexpected failure while reading a frame; closing the connection');
+      this.shutdown('internal error');
+    }
+  }
+
+  /**
+   * Handle queued frames until the queue is empty or reading is paused: one chunk can carry
+   * thousands of small requests, and a peer that does not read must not get them all answered
+   * at once. At most {@link PUMP_BATCH} frames are handled per turn of the event loop, so the
+   * answers of quick handlers are written (and the write backlog seen) before more requests are
+   * taken; the frames left wait here (at most one chunk's worth) with reading stopped.
+   */
+  private pump(): void {
+    let budget = PUMP_BATCH;
+    while (!this.closed && !this.paused && this.queuePos < this.queue.length) {
+      if (budget-- === 0) {
+        this.yieldTurn();
+        return;
+      }
+      const frame = this.queue[this.queuePos++];
+      this.onFrame(frame);
+    }
+    if (this.queuePos >= this.queue.length) {
+      this.queue = [];
+      this.queuePos = 0;
+    }
+  }
+
+  /** Stop reading, let the event loop turn (answers get written), then pump again. */
+  private yieldTurn(): void {
+    if (this.yieldScheduled) return;
+    this.yieldScheduled = true;
+    this.stream.pause();
+    setImmediate(() => {
+      this.yieldScheduled = false;
+      if (this.closed) return;
+      try {
+        this.pump();
+      } catch (err) {
+        this.log.error({ err }, 'unexpected failure while handling a frame; closing the connection');
+        this.shutdown('internal error');
+        return;
+      }
+      if (!this.paused && !this.yieldScheduled) this.stream.resume();
+    });
+  }
+
+  private onFrame(frame: ParsedFrame): void {
+    const { header } = frame;
+    switch (frame.kind) {
+      case 'garbage':
+        this.log.warn({ header, reason: frame.reason }, 'malformed frame header; closing the connection');
+        this.shutdown('malformed frame');
+        return;
+      case 'oversize':
+        if (header.type === FrameType.REQUEST) {
+          this.log.warn({ streamId: header.streamId, length: header.length }, 'oversize request discarded');
+          this.respondStatus(header.streamId, Code.RESOURCE_EXHAUSTED, oversizeMessage(header.length));
+        } else {
+          this.log.warn({ header }, 'oversize frame of a type we do not accept, discarded');
+        }
+        return;
+      case 'frame':
+        if (header.type === FrameType.REQUEST) {
+          this.onRequest(header, frame.payload);
+        } else {
+          this.log.warn({ header }, header.type === FrameType.DATA ? 'DATA frame ignored (no streaming rpcs)' : 'unexpected frame type ignored');
+        }
+        return;
+    }
+  }
+
+  private onRequest(header: FrameHeader, body: Buffer): void {
+    const { streamId } = header;
+    if (streamId % 2 === 0) {
+      this.respondStatus(streamId, Code.INVALID_ARGUMENT, 'stream id must be odd');
+      return;
+    }
+    let request: pb.Request;
+    try {
+      request = ttrpc.Request.decode(body);
+    } catch (err) {
+      const message = `malformed request envelope: ${(err as Error).message}`;
+      this.log.warn({ streamId, err }, 'malformed request envelope; closing the connection');
+      this.respondStatus(streamId, Code.INVALID_ARGUMENT, message);
+      this.shutdown('malformed request');
+      return;
+    }
+    const service = request.service ?? '';
+    const method = request.method ?? '';
+    if (this.server.isClosing) {
+      this.respondStatus(streamId, Code.UNAVAILABLE, SHUTTING_DOWN);
+      return;
+    }
+    const lookup = this.server.lookup(service, method);
+    if (typeof lookup === 'string') {
+      this.log.debug({ streamId, service, method }, lookup);
+      this.respondStatus(streamId, Code.UNIMPLEMENTED, lookup);
+      return;
+    }
+
+    if (this.inflight.size >= this.limits.maxInflightPerConnection) {
+      if (this.refusedInflight++ % 1000 === 0) {
+        this.log.warn({ streamId, service, method, limit: this.limits.maxInflightPerConnection, refused: this.refusedInflight }, 'too many requests in flight; request refused (logged once per 1000)');
+      }
+      this.respondStatus(streamId, Code.RESOURCE_EXHAUSTED, `too many requests in flight on this connection (limit ${this.limits.maxInflightPerConnection})`);
+      return;
+    }
+
+    const metadata: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
+    for (const kv of request.metadata ?? []) {
+      const key = kv.key ?? '';
+      (metadata[key] ??= []).push(kv.value ?? '');
+    }
+
+    const entry: Inflight = { controller: new AbortController(), streamId, finished: false };
+    this.inflight.add(entry);
+    const timeoutNs = Number(request.timeout_nano ?? 0);
+    let deadlineMs: number | undefined;
+    if (Number.isFinite(timeoutNs) && timeoutNs > 0) {
+      const ms = Math.ceil(timeoutNs / 1e6);
+      deadlineMs = Date.now() + ms;
+      if (ms <= MAX_TIMER_MS) {
+        entry.timer = setTimeout(() => {
+          if (entry.finished) return;
+          this.finish(entry, new StatusError(Code.DEADLINE_EXCEEDED, 'timeout'));
+          this.log.debug({ streamId, service, method, timeoutNs }, 'request timed out');
+          this.respondStatus(streamId, Code.DEADLINE_EXCEEDED, 'timeout');
+        }, ms);
+      }
+    }
+
+    const ctx: HandlerContext = {
+      service,
+      method,
+      metadata,
+      deadlineMs,
+      signal: entry.controller.signal,
+      streamId,
+    };
+    const payload = toBuffer(request.payload ?? Buffer.alloc(0));
+    const logContext = { streamId, service, method };
+    Promise.resolve()
+      .then(() => lookup(payload, ctx))
+      .then(
+        (result) => {
+          if (entry.finished) {
+            this.log.debug(logContext, 'late handler result dropped');
+            return;
+          }
+          this.finish(entry);
+          if (!(result instanceof Uint8Array)) {
+            this.log.error({ ...logContext, got: typeof result }, 'handler resolved with something other than bytes');
+            this.respondStatus(streamId, Code.INTERNAL, `handler for ${service}/${method} returned ${typeof result}, not bytes`);
+            return;
+          }
+          this.respond(streamId, Code.OK, '', result);
+        },
+        (err: unknown) => {
+          if (entry.finished) {
+            this.log.debug({ ...logContext, err }, 'late handler error dropped');
+            return;
+          }
+          this.finish(entry);
+          const status = statusFromError(err, this.log, logContext);
+          this.log.debug({ ...logContext, code: codeName(status.code), message: status.message }, 'request failed');
+          this.respondStatus(streamId, status.code, status.message);
+        },
+      )
+      .catch((err: unknown) => {
+        this.log.error({ ...logContext, err }, 'failed to send a response; closing the connection');
+        this.shutdown('internal error');
+      });
+  }
+
+  private respondStatus(streamId: number, code: number, message: string): void {
+    this.respond(streamId, code, message, undefined);
+  }
+
+  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined): void {
+    if (this.closed || this.stream.destroyed || !this.stream.writable) return;
+    let body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
+    if (body.length > MESSAGE_LENGTH_MAX) {
+      this.log.warn({ streamId, length: body.length }, 'response too large, replaced by RESOURCE_EXHAUSTED');
+      body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length)) }).finish();
+    }
+    const ok = writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
+    this.writesSinceDrain++;
+    // The peer is not reading its responses: stop reading its requests until the backlog
+    // drains ('drain' is only emitted after a write returned false, hence the `!ok`). Frames
+    // are counted since the last drain: an over-count only pauses until the next drain.
+    if (
+      !ok &&
+      !this.paused &&
+      (this.stream.writableLength > this.limits.maxWriteBacklogBytes || this.writesSinceDrain > this.limits.maxWriteBacklogFrames)
+    ) {
+      this.paused = true;
+      this.clearFrameTimer();
+      this.log.warn({ backlogBytes: this.stream.writableLength, backlogFrames: this.writesSinceDrain }, 'peer is not reading its responses; reading paused');
+      this.stream.pause();
+    }
+  }
+}
+
