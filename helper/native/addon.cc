@@ -16,6 +16,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "netlink.h"
+
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -1475,6 +1477,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("umount2", Napi::Function::New<Umount2>(env, "umount2"));
   exports.Set("seccompCompile", Napi::Function::New<SeccompCompile>(env, "seccompCompile"));
   exports.Set("Poller", Poller::Define(env));
+  kata::RegisterNetlink(env, exports);
   return exports;
 }
 
