@@ -2,7 +2,7 @@
  * The interface between the helper's protocol server (helper/server.ts) and what carries out the
  * operations: the real, privileged backend (helper/backend.ts) or the mock (helper/mock/).
  */
-import type { HelperEvent, OpName, Ops } from '../shared/protocol';
+import type { HelperEvent, NetworkOps, OpName, Ops } from '../shared/protocol';
 
 /** An fd attached to a response, with the name the response's `fds` list gives it. */
 export interface NamedFd {
@@ -49,6 +49,42 @@ export interface HelperBackend extends BackendOps {
   shutdown(): Promise<void>;
 }
 
+/** The network ops (helper/ops/network.ts), carried out by a {@link NetworkOpsBackend}. */
+export type NetworkOpName = keyof NetworkOps;
+export const NETWORK_OP_NAMES: readonly NetworkOpName[] = [
+  'updateInterface',
+  'updateRoutes',
+  'listInterfaces',
+  'listRoutes',
+  'addArpNeighbors',
+  'getIpTables',
+  'setIpTables',
+  'interfaceStats',
+];
+
+/** One method per network op. */
+export type NetworkOpsBackend = Pick<BackendOps, NetworkOpName>;
+
+/** The container side of a backend (helper/ops/container.ts): every op but the network ones. */
+export type ContainerSideBackend = Omit<HelperBackend, NetworkOpName>;
+
+/**
+ * A {@link HelperBackend} made of a container side and a network side; each op runs bound to
+ * the part that carries it out.
+ */
+export function composeBackend(containers: ContainerSideBackend, network: NetworkOpsBackend): HelperBackend {
+  const out: Record<string, unknown> = {
+    subscribe: containers.subscribe.bind(containers),
+    shutdown: containers.shutdown.bind(containers),
+  };
+  const netOps = new Set<string>(NETWORK_OP_NAMES);
+  for (const op of BACKEND_OPS) {
+    const owner = (netOps.has(op) ? network : containers) as unknown as Record<string, (a: unknown) => unknown>;
+    out[op] = owner[op].bind(owner);
+  }
+  return out as unknown as HelperBackend;
+}
+
 /** The ops dispatched to a backend, in protocol order. */
 export const BACKEND_OPS: readonly BackendOpName[] = [
   'createSandbox',
@@ -61,4 +97,5 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'closeStdin',
   'releaseProcess',
   'state',
+  ...NETWORK_OP_NAMES,
 ];

@@ -3,7 +3,10 @@
  * with kata-init as the launcher (helper/ops/process.ts). Runs as root.
  */
 import { silentLogger, type Logger } from '../shared/log';
+import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
+import { createNetlinkDriver } from './ops/netlink';
+import { NetworkBackend } from './ops/network';
 import { DEFAULT_SANDBOX_NS_DIR, KataInitLauncher } from './ops/process';
 import { ProcessRegistry } from './ops/registry';
 
@@ -13,6 +16,8 @@ export interface RealBackendOptions {
   sandboxNsDir?: string;
   /** kata-init executable (default build/Release/kata-init). */
   kataInit?: string;
+  /** Network namespace file the network ops work on ("" or absent = the helper's own). */
+  netns?: string;
 }
 
 /**
@@ -30,4 +35,13 @@ export function createRealBackend(opts: RealBackendOptions = {}): ContainerBacke
     sandboxNsDir: opts.sandboxNsDir ?? DEFAULT_SANDBOX_NS_DIR,
   });
   return new ContainerBackend(launcher, { logger, registry });
+}
+
+/**
+ * The real backend with its network half: container ops by {@link createRealBackend}, network
+ * ops (helper/ops/network.ts) through libnl in the namespace `opts.netns` (default the helper's).
+ */
+export function createRealHelperBackend(opts: RealBackendOptions = {}): HelperBackend {
+  const containers = createRealBackend(opts);
+  return composeBackend(containers, new NetworkBackend(createNetlinkDriver(opts.netns ?? ''), { logger: opts.logger }));
 }

@@ -1,7 +1,7 @@
 /**
  * kata-agent-helper: the privileged helper process.
  *
- *   kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--mock] [--log-level L]
+ *   kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--netns PATH] [--mock] [--log-level L]
  *
  * --socket       listening socket (default /run/kata-agent/helper.sock); the helper refuses to
  *                start (exit 1, "another helper is serving <path>") when a live helper serves it,
@@ -11,6 +11,8 @@
  *                uid, since a mock helper runs as an ordinary user next to its client)
  * --state-dir    directory for the helper's runtime state, e.g. the sandbox namespace files in
  *                <dir>/sandbox-ns (default /run/kata-agent)
+ * --netns        network namespace file (e.g. /run/netns/NAME) the network ops work on (default
+ *                the helper's own: the guest's); tests point it at a namespace they created
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -25,12 +27,12 @@ import { parseArgs } from 'node:util';
 import { createLogger } from '../shared/log';
 import { DEFAULT_HELPER_SOCKET } from '../shared/protocol';
 import { HelperServer } from './server';
-import { createRealBackend } from './backend';
-import { createMockBackend } from './mock/backend';
+import { createRealHelperBackend } from './backend';
+import { createMockHelperBackend } from './mock/backend';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--netns PATH] [--mock] [--log-level L]';
 
 /** Parsed command line. */
 export interface HelperCliOptions {
@@ -39,6 +41,8 @@ export interface HelperCliOptions {
   stateDir: string;
   mock: boolean;
   logLevel?: string;
+  /** Network namespace file for the network ops ("" = the helper's own). */
+  netns: string;
 }
 
 /** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
@@ -50,6 +54,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       'control-uid': { type: 'string' },
       'state-dir': { type: 'string' },
       mock: { type: 'boolean' },
+      netns: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -57,6 +62,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     allowPositionals: false,
   });
   if (values.help) throw new Error(USAGE);
+  if (values.netns !== undefined && !values.netns.startsWith('/')) throw new Error(`--netns must be an absolute path\n${USAGE}`);
   const ownUid = process.getuid ? String(process.getuid()) : '0';
   const uidText = values['control-uid'] ?? env.KATA_AGENT_CONTROL_UID ?? (values.mock ? ownUid : '0');
   if (!/^[0-9]+$/.test(uidText) || Number(uidText) > 2 ** 32 - 2) {
@@ -68,6 +74,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     stateDir: values['state-dir'] ?? '/run/kata-agent',
     mock: values.mock ?? false,
     logLevel: values['log-level'],
+    netns: values.netns ?? '',
   };
 }
 
@@ -90,8 +97,8 @@ export async function main(argv: string[]): Promise<number> {
   let backend: HelperBackend;
   try {
     backend = opts.mock
-      ? createMockBackend({ logger: log })
-      : createRealBackend({ logger: log, sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns') });
+      ? createMockHelperBackend({ logger: log })
+      : createRealHelperBackend({ logger: log, sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns'), netns: opts.netns });
   } catch (err) {
     log.fatal({ err }, 'cannot set up the helper backend');
     return 1;

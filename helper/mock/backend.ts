@@ -21,6 +21,9 @@ import * as path from 'node:path';
 import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import { loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
+import { composeBackend, type HelperBackend } from '../api';
+import { NetworkBackend } from '../ops/network';
+import { MockNetlink } from './network';
 import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
 import { StartGate, closeQuietly } from '../ops/io';
 import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
@@ -163,4 +166,15 @@ export function createMockBackend(opts: { logger?: Logger } = {}): ContainerBack
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: false });
   return new ContainerBackend(new MockLauncher(registry), { logger, registry });
+}
+
+/**
+ * A mock backend with its network half: the container ops of {@link createMockBackend} and the
+ * network ops over an in-memory kernel ({@link MockNetlink}, given or fresh).
+ */
+export function createMockHelperBackend(
+  opts: { logger?: Logger; containers?: ContainerBackend; netlink?: MockNetlink } = {},
+): HelperBackend {
+  const containers = opts.containers ?? createMockBackend(opts);
+  return composeBackend(containers, new NetworkBackend(opts.netlink ?? new MockNetlink(), { logger: opts.logger }));
 }

@@ -13,9 +13,11 @@ import { loadNative } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import { HelperServer } from '../server';
 import type { ContainerBackend } from '../ops/container';
-import { createMockBackend } from './backend';
+import { createMockBackend, createMockHelperBackend } from './backend';
+import { MockNetlink } from './network';
 
-export { createMockBackend, MockLauncher, resolveExecutable } from './backend';
+export { createMockBackend, createMockHelperBackend, MockLauncher, resolveExecutable } from './backend';
+export { MockNetlink } from './network';
 
 export interface MockHelperOptions {
   /** Socket path (default: a fresh directory under os.tmpdir()). */
@@ -30,6 +32,8 @@ export interface MockHelper {
   socketPath: string;
   server: HelperServer;
   backend: ContainerBackend;
+  /** The mock's in-memory network namespace. */
+  netlink: MockNetlink;
   /** Stop accepting, kill every process of the mock, remove the socket (and its temp dir). */
   close(): Promise<void>;
 }
@@ -47,7 +51,12 @@ export async function startMockHelper(opts: MockHelperOptions = {}): Promise<Moc
     socketPath = path.join(tempDir, 'helper.sock');
   }
   const backend = createMockBackend({ logger });
-  const server = new HelperServer({ backend, controlUid: opts.controlUid ?? process.getuid?.() ?? 0, logger });
+  const netlink = new MockNetlink();
+  const server = new HelperServer({
+    backend: createMockHelperBackend({ logger, containers: backend, netlink }),
+    controlUid: opts.controlUid ?? process.getuid?.() ?? 0,
+    logger,
+  });
   try {
     server.listen(socketPath);
   } catch (err) {
@@ -60,6 +69,7 @@ export async function startMockHelper(opts: MockHelperOptions = {}): Promise<Moc
     socketPath,
     server,
     backend,
+    netlink,
     close: () =>
       (closing ??= (async () => {
         server.close();
@@ -74,6 +84,8 @@ export interface MockHelperPair {
   client: HelperClient;
   server: HelperServer;
   backend: ContainerBackend;
+  /** The mock's in-memory network namespace. */
+  netlink: MockNetlink;
   /** Close the client and the server and kill every process of the mock. */
   close(): Promise<void>;
 }
@@ -82,7 +94,8 @@ export interface MockHelperPair {
 export async function startMockPair(opts: { logger?: Logger } = {}): Promise<MockHelperPair> {
   const logger = opts.logger ?? silentLogger();
   const backend = createMockBackend({ logger });
-  const server = new HelperServer({ backend, controlUid: process.getuid?.() ?? 0, logger });
+  const netlink = new MockNetlink();
+  const server = new HelperServer({ backend: createMockHelperBackend({ logger, containers: backend, netlink }), controlUid: process.getuid?.() ?? 0, logger });
   const [controlEnd, helperEnd] = loadNative().seqpacketPair();
   server.addConnection(helperEnd);
   let client: HelperClient;
@@ -101,7 +114,7 @@ export async function startMockPair(opts: { logger?: Logger } = {}): Promise<Moc
       await backend.shutdown();
     })());
   client.once('close', () => void close());
-  return { client, server, backend, close };
+  return { client, server, backend, netlink, close };
 }
 
 /**

@@ -44,7 +44,7 @@ import {
 } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
 import { silentLogger, type Logger } from '../../shared/log';
-import type { BackendReply, HelperBackend, NamedFd } from '../api';
+import type { BackendReply, ContainerSideBackend, NamedFd } from '../api';
 import {
   HOST_NAME_MAX,
   validateContainerPlan,
@@ -170,7 +170,7 @@ function checkBoolArg(v: unknown, field: string, dflt: boolean): boolean {
  * container/exec id), ALREADY_EXISTS (duplicate id), FAILED_PRECONDITION (wrong state),
  * DEADLINE_EXCEEDED (removeContainer could not see every process die in time).
  */
-export class ContainerBackend implements HelperBackend {
+export class ContainerBackend implements ContainerSideBackend {
   readonly registry: ProcessRegistry;
   private readonly log: Logger;
   private readonly containers = new Map<string, ContainerRecord>();
