@@ -1,6 +1,6 @@
 /**
  * `grpc.AgentService`: the facade the server registers. Each rpc lives in the module of its
- * service area (sandbox.ts, container.ts, process.ts, stdio.ts, events.ts), on the shared
+ * service area (sandbox.ts, container.ts, process.ts, stdio.ts, events.ts, network.ts), on the shared
  * {@link AgentCore} (core.ts); this class only ties them together. Methods not implemented yet answer UNIMPLEMENTED
  * `<Method> is not implemented yet` (see control/rpc/index.ts).
  *
@@ -22,7 +22,7 @@
  * signal number; later upstream and the helper protocol use 128 + n).
  */
 import type { Logger } from 'pino';
-import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
+import type { google as gpb, grpc as pb, types } from '../../shared/generated/protos';
 import type { HelperEvent } from '../../shared/protocol';
 import { StatusError, Code } from '../../shared/protocol';
 import type { HelperConnection } from '../helper';
@@ -31,6 +31,7 @@ import type { Sandbox } from '../sandbox/sandbox';
 import * as containers from './container';
 import { AgentCore, type RpcContext } from './core';
 import * as events from './events';
+import * as network from './network';
 import * as processes from './process';
 import * as sandboxes from './sandbox';
 import * as stdio from './stdio';
@@ -118,6 +119,28 @@ export class AgentService {
   }
   getOOMEvent(req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
     return events.getOOMEvent(this.core, req, ctx);
+  }
+
+  updateInterface(req: pb.UpdateInterfaceRequest): Promise<types.Interface.$Properties> {
+    return network.updateInterface(this.core, req);
+  }
+  updateRoutes(req: pb.UpdateRoutesRequest): Promise<pb.Routes.$Properties> {
+    return network.updateRoutes(this.core, req);
+  }
+  listInterfaces(req: pb.ListInterfacesRequest): Promise<pb.Interfaces.$Properties> {
+    return network.listInterfaces(this.core, req);
+  }
+  listRoutes(req: pb.ListRoutesRequest): Promise<pb.Routes.$Properties> {
+    return network.listRoutes(this.core, req);
+  }
+  addArpNeighbors(req: pb.AddARPNeighborsRequest): Promise<Empty> {
+    return network.addArpNeighbors(this.core, req);
+  }
+  getIpTables(req: pb.GetIPTablesRequest): Promise<pb.GetIPTablesResponse.$Properties> {
+    return network.getIpTables(this.core, req);
+  }
+  setIpTables(req: pb.SetIPTablesRequest): Promise<pb.SetIPTablesResponse.$Properties> {
+    return network.setIpTables(this.core, req);
   }
 
   /** The agent is stopping: fail the long polls. */

@@ -82,6 +82,13 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.CloseStdin, (r) => agent.closeStdin(r));
   reg(METHODS.TtyWinResize, (r) => agent.ttyWinResize(r));
   reg(METHODS.GetOOMEvent, (r, ctx) => agent.getOOMEvent(r, ctx));
+  reg(METHODS.UpdateInterface, (r) => agent.updateInterface(r));
+  reg(METHODS.UpdateRoutes, (r) => agent.updateRoutes(r));
+  reg(METHODS.ListInterfaces, (r) => agent.listInterfaces(r));
+  reg(METHODS.ListRoutes, (r) => agent.listRoutes(r));
+  reg(METHODS.AddARPNeighbors, (r) => agent.addArpNeighbors(r));
+  reg(METHODS.GetIPTables, (r) => agent.getIpTables(r));
+  reg(METHODS.SetIPTables, (r) => agent.setIpTables(r));
   reg(METHODS.Check, (r) => health.check(r));
   reg(METHODS.Version, (r) => health.version(r));
 
@@ -101,4 +108,5 @@ export const IMPLEMENTED_AGENT_METHODS: readonly string[] = [
   'CreateSandbox', 'DestroySandbox', 'CreateContainer', 'StartContainer', 'RemoveContainer',
   'ExecProcess', 'SignalProcess', 'WaitProcess', 'ReadStdout', 'ReadStderr', 'WriteStdin',
   'CloseStdin', 'TtyWinResize', 'GetOOMEvent',
+  'UpdateInterface', 'UpdateRoutes', 'ListInterfaces', 'ListRoutes', 'AddARPNeighbors', 'GetIPTables', 'SetIPTables',
 ];
