@@ -53,7 +53,14 @@ export function parseCidr(text: unknown, what: string): { family: 4 | 6; address
   } catch {
     throw bad(what, text, 'not an IP address or CIDR');
   }
-  const prefixLen = slash < 0 ? (family === 4 ? 32 : 128) : prefixLength(text.slice(slash + 1), family, what);
+  let prefixLen = family === 4 ? 32 : 128;
+  if (slash >= 0) {
+    try {
+      prefixLen = prefixLength(text.slice(slash + 1), family, what);
+    } catch {
+      throw bad(what, text, `prefix length not in 0..${family === 4 ? 32 : 128}`);
+    }
+  }
   return { family, address, prefixLen, hadPrefix: slash >= 0 };
 }
 

@@ -25,6 +25,8 @@ export interface StandaloneOptions {
   debug?: boolean;
   /** Directory for sockets, state and logs (default a new mkdtemp under os.tmpdir()). */
   runDir?: string;
+  /** Extra helper arguments (e.g. `--netns /run/netns/x` for network tests). */
+  helperArgs?: string[];
 }
 
 export interface StandaloneAgent {
@@ -129,7 +131,7 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   const helper = spawn(
     process.execPath,
     [path.join(PROJECT_ROOT, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
-      '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel],
+      '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel, ...(opts.helperArgs ?? [])],
     { stdio: ['ignore', helperOut, helperOut] },
   );
   fs.closeSync(helperOut);
