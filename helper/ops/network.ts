@@ -506,7 +506,10 @@ export class NetworkBackend implements NetworkOpsBackend {
             this.driver.route('add', route);
           } catch (err) {
             if (isCode(err, 'EEXIST')) continue;
-            throw netError(err, `add route ${describe(r.dst, r.dstLen, r.gateway)} dev ${r.device || '-'}`);
+            const e = netError(err, `add route ${describe(r.dst, r.dstLen, r.gateway)} dev ${r.device || '-'}`);
+            // The devices exist (checked above), so a route the kernel refuses is the request's
+            // fault (libnl reports e.g. ENETUNREACH, an unreachable gateway, as "Unspecific failure").
+            throw e.code === Code.INTERNAL ? new StatusError(Code.INVALID_ARGUMENT, `${e.message}: the kernel refused the route`) : e;
           }
           rb.push('delete an added route', () => this.driver.route('del', route));
         }
