@@ -386,18 +386,30 @@ export class NetworkBackend implements NetworkOpsBackend {
       rb.push(`set ${link.name} up`, () => d.linkSet(i, { up: true }));
     }
     const key = (a: NetAddress): string => `${a.address}/${a.prefixLen}`;
+    // Taking a link down flushes its IPv6 addresses (keep_addr_on_down=0), so what to delete is
+    // read after that; a rollback restores the address set from before the update.
+    const current = (): NetAddress[] =>
+      this.dump(() => d.addrs(), 'dump addresses')
+        .filter((a) => a.index === i && (a.family === 4 || a.family === 6))
+        .map((a) => ({ family: a.family as 4 | 6, address: a.address, prefixLen: a.prefixLen }));
+    rb.push(`restore the addresses of ${link.name}`, () => {
+      const original = new Set(link.addresses.map(key));
+      const now = current();
+      for (const a of now) if (!original.has(key(a))) d.addr('del', { index: i, address: a.address, prefixLen: a.prefixLen });
+      const present = new Set(now.map(key));
+      for (const a of link.addresses) if (!present.has(key(a))) d.addr('add', { index: i, address: a.address, prefixLen: a.prefixLen });
+    });
     const wanted = new Set(spec.addresses.map(key));
-    const have = new Set(link.addresses.map(key));
-    for (const a of link.addresses) {
+    const have = current();
+    const haveKeys = new Set(have.map(key));
+    for (const a of have) {
       if (wanted.has(key(a)) || (a.family === 6 && isIPv6LinkLocal(a.address))) continue;
       this.step(() => d.addr('del', { index: i, address: a.address, prefixLen: a.prefixLen }), `delete address ${key(a)}`);
-      rb.push(`re-add ${key(a)}`, () => d.addr('add', { index: i, address: a.address, prefixLen: a.prefixLen }));
     }
     for (const a of spec.addresses) {
-      if (have.has(key(a))) continue;
+      if (haveKeys.has(key(a))) continue;
       this.step(() => d.addr('add', { index: i, address: a.address, prefixLen: a.prefixLen }), `add address ${key(a)} to ${link.name}`);
-      have.add(key(a));
-      rb.push(`delete ${key(a)}`, () => d.addr('del', { index: i, address: a.address, prefixLen: a.prefixLen }));
+      haveKeys.add(key(a));
     }
     if (spec.name !== link.name) {
       const holder = all.find((l) => l.name === spec.name && l.index !== i);
