@@ -69,7 +69,7 @@ export type NetworkOpsBackend = Pick<BackendOps, NetworkOpName>;
 export type ContainerSideBackend = Omit<HelperBackend, NetworkOpName>;
 
 /**
- * A {@link HelperBackend} made of a container side and a network side; each op runs bound to
+ * A {@link HelperBackend} made of a container side and a network side; each op is called on
  * the part that carries it out.
  */
 export function composeBackend(containers: ContainerSideBackend, network: NetworkOpsBackend): HelperBackend {
@@ -80,7 +80,9 @@ export function composeBackend(containers: ContainerSideBackend, network: Networ
   const netOps = new Set<string>(NETWORK_OP_NAMES);
   for (const op of BACKEND_OPS) {
     const owner = (netOps.has(op) ? network : containers) as unknown as Record<string, (a: unknown) => unknown>;
-    out[op] = owner[op].bind(owner);
+    // Looked up at call time, so a method replaced on the part later (tests widen race
+    // windows that way) is the one that runs.
+    out[op] = (a: unknown) => owner[op](a);
   }
   return out as unknown as HelperBackend;
 }
