@@ -247,3 +247,10 @@ t.test('interface counters for StatsContainer come from the helper', async (t) =
   t.same(stats.result.interfaces.map((i) => i.name), ['lo', 'eth0']);
   t.equal(typeof stats.result.interfaces[0].rxBytes, 'number');
 });
+
+t.test('kata-agent-helper --netns: an absolute namespace path, default the helper own', async (t) => {
+  const { parseHelperArgs } = await import('../../helper/main');
+  t.equal(parseHelperArgs(['--mock']).netns, '', 'default: the helper own namespace');
+  t.equal(parseHelperArgs(['--mock', '--netns', '/run/netns/x']).netns, '/run/netns/x');
+  t.throws(() => parseHelperArgs(['--mock', '--netns', 'x']), /--netns must be an absolute path/);
+});
