@@ -11,6 +11,7 @@ import { Agent } from '../../control/agent';
 import { defaultConfig } from '../../control/config';
 import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
 import { TtrpcClient } from '../../control/ttrpc';
+import { parseHelperArgs } from '../../helper/main';
 import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
 import { Code, StatusError } from '../../shared/protocol';
 
@@ -249,7 +250,6 @@ t.test('interface counters for StatsContainer come from the helper', async (t) =
 });
 
 t.test('kata-agent-helper --netns: an absolute namespace path, default the helper own', async (t) => {
-  const { parseHelperArgs } = await import('../../helper/main');
   t.equal(parseHelperArgs(['--mock']).netns, '', 'default: the helper own namespace');
   t.equal(parseHelperArgs(['--mock', '--netns', '/run/netns/x']).netns, '/run/netns/x');
   t.throws(() => parseHelperArgs(['--mock', '--netns', 'x']), /--netns must be an absolute path/);
