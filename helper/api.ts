@@ -2,7 +2,7 @@
  * The interface between the helper's protocol server (helper/server.ts) and what carries out the
  * operations: the real, privileged backend (helper/backend.ts) or the mock (helper/mock/).
  */
-import { GUEST_OPS, type GuestOpName, type HelperEvent, type OpName, type Ops } from '../shared/protocol';
+import { GUEST_OPS, type GuestOpName, type HelperEvent, type NetworkOps, type OpName, type Ops } from '../shared/protocol';
 
 /** An fd attached to a response, with the name the response's `fds` list gives it. */
 export interface NamedFd {
@@ -49,26 +49,47 @@ export interface HelperBackend extends BackendOps {
   shutdown(): Promise<void>;
 }
 
-/** The container ops (helper/ops/container.ts ContainerBackend). */
-export type ContainerOpName = Exclude<BackendOpName, GuestOpName>;
+/** The network ops (helper/ops/network.ts), carried out by a {@link NetworkFamily}. */
+export type NetworkOpName = keyof NetworkOps;
+export const NETWORK_OP_NAMES: readonly NetworkOpName[] = [
+  'updateInterface',
+  'updateRoutes',
+  'listInterfaces',
+  'listRoutes',
+  'addArpNeighbors',
+  'getIpTables',
+  'setIpTables',
+  'interfaceStats',
+];
+
+/** The container ops (helper/ops/container.ts ContainerBackend): every op of no other family. */
+export type ContainerOpName = Exclude<BackendOpName, GuestOpName | NetworkOpName>;
 
 /** The guest ops family (helper/ops/sysfs.ts, copy-file.ts, guest.ts; mock: helper/mock/guest.ts). */
 export type GuestFamily = Pick<BackendOps, GuestOpName>;
+
+/** The network ops family (helper/ops/network.ts; mock: helper/mock/network.ts). */
+export type NetworkFamily = Pick<BackendOps, NetworkOpName>;
+/** @deprecated name kept for the network code: {@link NetworkFamily}. */
+export type NetworkOpsBackend = NetworkFamily;
 
 /** What the container model provides: its ops, events and shutdown. */
 export type ContainerFamily = Pick<BackendOps, ContainerOpName> & Pick<HelperBackend, 'subscribe' | 'shutdown'>;
 
 /**
- * One {@link HelperBackend} from the container family and the guest family: each op goes to the
- * family that owns it; events and shutdown are the container family's.
+ * One {@link HelperBackend} from the container, guest and network families: each op goes to the
+ * family that owns it; events and shutdown are the container family's. Throws at composition
+ * when a family lacks one of its ops.
  */
-export function composeBackend(containers: ContainerFamily, guest: GuestFamily): HelperBackend {
+export function composeBackend(containers: ContainerFamily, guest: GuestFamily, network: NetworkFamily): HelperBackend {
   const backend: Record<string, unknown> = {
     subscribe: (listener: (event: HelperEvent) => void) => containers.subscribe(listener),
     shutdown: () => containers.shutdown(),
   };
+  const guestOps = new Set<string>(GUEST_OPS);
+  const netOps = new Set<string>(NETWORK_OP_NAMES);
   for (const op of BACKEND_OPS) {
-    const family = (GUEST_OPS as readonly string[]).includes(op) ? (guest as Record<string, unknown>) : (containers as Record<string, unknown>);
+    const family = (guestOps.has(op) ? guest : netOps.has(op) ? network : containers) as unknown as Record<string, unknown>;
     if (typeof family[op] !== 'function') throw new Error(`backend family lacks op ${op}`);
     // Looked up at each call, so a test that wraps a family's op sees its wrapper used.
     backend[op] = (a: unknown) => (family[op] as (a: unknown) => unknown).call(family, a);
@@ -97,4 +118,5 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'loadKernelModules',
   'waitDevices',
   ...GUEST_OPS,
+  ...NETWORK_OP_NAMES,
 ];

@@ -8,6 +8,8 @@ import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
 import { CopyFileOps } from './ops/copy-file';
 import { GuestOps, guestFamily, nativeGuestSystem, type GuestPaths } from './ops/guest';
+import { createNetlinkDriver } from './ops/netlink';
+import { NetworkBackend } from './ops/network';
 import { DEFAULT_SANDBOX_NS_DIR, KataInitLauncher } from './ops/process';
 import { ProcessRegistry } from './ops/registry';
 import { DeviceWaiter } from './ops/device';
@@ -30,6 +32,8 @@ export interface RealBackendOptions {
   hotplugTimeoutMs?: number;
   /** Where the guest ops act (default shared/protocol.ts GUEST_PATHS). */
   guest?: GuestPaths;
+  /** Network namespace file the network ops work on ("" or absent = the helper's own). */
+  netns?: string;
 }
 
 /** The real backend: the composed backend the server dispatches to, and its container model. */
@@ -78,5 +82,6 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     new CopyFileOps({ roots: g.copyRoots }),
     new GuestOps({ system: nativeGuestSystem(), volumeRoots: g.volumeRoots, logger }),
   );
-  return { backend: composeBackend(containers, guest), containers };
+  const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? ''), { logger });
+  return { backend: composeBackend(containers, guest, network), containers };
 }

@@ -1,7 +1,7 @@
 /**
  * kata-agent-helper: the privileged helper process.
  *
- *   kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--mock] [--log-level L]
+ *   kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--netns PATH] [--mock] [--log-level L]
  *
  * --socket       listening socket (default /run/kata-agent/helper.sock); the helper refuses to
  *                start (exit 1, "another helper is serving <path>") when a live helper serves it,
@@ -15,6 +15,8 @@
  *                every storage mount point must lie below it
  * --resolv-conf  the file CreateSandbox's dns is bind-mounted over (default /etc/resolv.conf)
  * --hotplug-timeout-ms  device wait bound (default $KATA_AGENT_HOTPLUG_TIMEOUT_MS, else 3000)
+ * --netns        network namespace file (e.g. /run/netns/NAME) the network ops work on (default
+ *                the helper's own: the guest's); tests point it at a namespace they created
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -35,7 +37,7 @@ import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--mock] [--log-level L]';
 
 /** Parsed command line. */
 export interface HelperCliOptions {
@@ -47,6 +49,8 @@ export interface HelperCliOptions {
   hotplugTimeoutMs: number;
   mock: boolean;
   logLevel?: string;
+  /** Network namespace file for the network ops ("" = the helper's own). */
+  netns: string;
 }
 
 /** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
@@ -61,6 +65,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       'resolv-conf': { type: 'string' },
       'hotplug-timeout-ms': { type: 'string' },
       mock: { type: 'boolean' },
+      netns: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -68,6 +73,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     allowPositionals: false,
   });
   if (values.help) throw new Error(USAGE);
+  if (values.netns !== undefined && !values.netns.startsWith('/')) throw new Error(`--netns must be an absolute path\n${USAGE}`);
   const ownUid = process.getuid ? String(process.getuid()) : '0';
   const uidText = values['control-uid'] ?? env.KATA_AGENT_CONTROL_UID ?? (values.mock ? ownUid : '0');
   if (!/^[0-9]+$/.test(uidText) || Number(uidText) > 2 ** 32 - 2) {
@@ -86,6 +92,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     stateDir: values['state-dir'] ?? '/run/kata-agent',
     mock: values.mock ?? false,
     logLevel: values['log-level'],
+    netns: values.netns ?? '',
   };
 }
 
@@ -111,6 +118,7 @@ export async function main(argv: string[]): Promise<number> {
       ? createMockHelperBackend({ logger: log, kataDir: opts.kataDir }).backend
       : createRealBackend({
           logger: log,
+          netns: opts.netns,
           sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns'),
           kataDir: opts.kataDir,
           resolvConf: opts.resolvConf,

@@ -546,7 +546,163 @@ export interface StorageOps {
 }
 
 /** Every request op with its argument and result types. */
-export interface Ops extends StorageOps {
+// Network ops (helper/ops/network.ts; upstream src/agent/src/netlink.rs, rpc.rs). Addresses are
+// text (IPv4 dotted quad, IPv6 as inet_ntop writes it), MACs lower-case "aa:bb:cc:dd:ee:ff",
+// families 4 or 6. The helper works on one network namespace (its `--netns`, default its own).
+
+/** An interface address: `address`/`prefixLen`. */
+export interface NetAddress {
+  family: 4 | 6;
+  address: string;
+  /** 0..32 (IPv4) or 0..128 (IPv6). */
+  prefixLen: number;
+}
+
+/** What UpdateInterface asks for (grpc types.Interface, validated by control). */
+export interface NetInterfaceSpec {
+  /** The lookup key: the link with this MAC; "" = look the link up by `name`. */
+  hwAddr: string;
+  /** New name (1..15 bytes, IFNAMSIZ). */
+  name: string;
+  /** New MTU; 0 = leave it. */
+  mtu: number;
+  /** The link's addresses afterwards (others are removed, except IPv6 link-local ones). */
+  addresses: NetAddress[];
+  /** IFF_NOARP set (true) or cleared (false), as upstream reads raw_flags. */
+  noarp: boolean;
+  /** IFF_PROMISC / IFF_ALLMULTI: set when true, left alone otherwise. */
+  promisc: boolean;
+  allmulti: boolean;
+}
+
+/** A link as the kernel has it. */
+export interface NetInterfaceState {
+  index: number;
+  name: string;
+  hwAddr: string;
+  mtu: number;
+  /** Link kind ("veth", "bridge", ...; "" for plain devices such as lo). */
+  type: string;
+  /** ifi_flags (IFF_UP 0x1, IFF_NOARP 0x80, ...). */
+  flags: number;
+  addresses: NetAddress[];
+}
+
+/** A route of the main table (grpc types.Route, validated by control). */
+export interface NetRouteSpec {
+  family: 4 | 6;
+  /** Destination network; "" with dstLen 0 = the default route. */
+  dst: string;
+  dstLen: number;
+  /** "" = a link route. */
+  gateway: string;
+  /** Output link by name ("" only with a gateway: the kernel picks the link). */
+  device: string;
+  /** Source prefix (RTA_SRC, IPv6 only) and preferred source (RTA_PREFSRC); "" = none. */
+  src: string;
+  srcLen: number;
+  prefsrc: string;
+  /** rtm_scope (0 universe, 200 site, 253 link, 254 host). */
+  scope: number;
+}
+
+/** A main-table route as the kernel has it. */
+export interface NetRouteState extends NetRouteSpec {
+  /** rtm_protocol (2 kernel, 3 boot, 4 static). */
+  protocol: number;
+  /** rtm_type (1 unicast). */
+  type: number;
+  /** RTA_PRIORITY (the metric). */
+  priority: number;
+  /** rtm_flags. */
+  flags: number;
+}
+
+/** A static neighbour entry (grpc types.ARPNeighbor, validated by control). */
+export interface NetNeighborSpec {
+  device: string;
+  address: string;
+  /** "" = none. */
+  lladdr: string;
+  /** NUD_* state (control turns 0 into NUD_PERMANENT 0x80, as upstream). */
+  state: number;
+  /** NTF_* flags, 0..255, as sent. */
+  flags: number;
+}
+
+/** Counters of one link (IFLA_STATS64), for StatsContainer's NetworkStats. */
+export interface NetInterfaceStats {
+  name: string;
+  rxBytes: number;
+  rxPackets: number;
+  rxErrors: number;
+  rxDropped: number;
+  txBytes: number;
+  txPackets: number;
+  txErrors: number;
+  txDropped: number;
+}
+
+/** Apply an interface spec; answers the link as it is afterwards. Rolled back on failure. */
+export interface UpdateInterfaceArgs {
+  iface: NetInterfaceSpec;
+}
+export interface UpdateInterfaceResult {
+  iface: NetInterfaceState;
+}
+/** Replace the main table's routes (kernel and lo routes stay); answers the table afterwards. */
+export interface UpdateRoutesArgs {
+  routes: NetRouteSpec[];
+}
+export interface UpdateRoutesResult {
+  routes: NetRouteState[];
+}
+export type ListInterfacesArgs = Record<string, never>;
+export interface ListInterfacesResult {
+  interfaces: NetInterfaceState[];
+}
+export type ListRoutesArgs = Record<string, never>;
+export interface ListRoutesResult {
+  routes: NetRouteState[];
+}
+export interface AddArpNeighborsArgs {
+  neighbors: NetNeighborSpec[];
+}
+export type AddArpNeighborsResult = Record<string, never>;
+/** iptables-save (ip6tables-save with ipv6) in the helper's network namespace. */
+export interface GetIpTablesArgs {
+  ipv6: boolean;
+}
+export interface GetIpTablesResult {
+  data: Uint8Array;
+}
+/** iptables-restore (ip6tables-restore) with `data` on stdin; answers its stdout. */
+export interface SetIpTablesArgs {
+  ipv6: boolean;
+  data: Uint8Array;
+}
+export interface SetIpTablesResult {
+  data: Uint8Array;
+}
+export type InterfaceStatsArgs = Record<string, never>;
+export interface InterfaceStatsResult {
+  interfaces: NetInterfaceStats[];
+}
+
+/** The network ops, merged into {@link Ops}. */
+export interface NetworkOps {
+  updateInterface: [UpdateInterfaceArgs, UpdateInterfaceResult];
+  updateRoutes: [UpdateRoutesArgs, UpdateRoutesResult];
+  listInterfaces: [ListInterfacesArgs, ListInterfacesResult];
+  listRoutes: [ListRoutesArgs, ListRoutesResult];
+  addArpNeighbors: [AddArpNeighborsArgs, AddArpNeighborsResult];
+  getIpTables: [GetIpTablesArgs, GetIpTablesResult];
+  setIpTables: [SetIpTablesArgs, SetIpTablesResult];
+  interfaceStats: [InterfaceStatsArgs, InterfaceStatsResult];
+}
+
+/** Every request op with its argument and result types. */
+export interface Ops extends StorageOps, NetworkOps {
   hello: [HelloArgs, HelloResult];
   ping: [PingArgs, PingResult];
   createSandbox: [CreateSandboxArgs, CreateSandboxResult];

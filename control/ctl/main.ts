@@ -116,6 +116,14 @@ function examplesText(): string {
 - List all commands:
   $ ${p} connect --server-address "${vsock}" --cmd list
 
+- Network: configure an interface (found by MAC), its routes and a neighbour; list; iptables:
+  $ ${p} connect --server-address "${vsock}" -c 'UpdateInterface json://{"interface": {"name": "eth0", "hwAddr": "02:42:ac:11:00:02", "mtu": 1450, "IPAddresses": [{"family": "v4", "address": "172.17.0.2", "mask": "16"}]}}'
+  $ ${p} connect --server-address "${vsock}" -c 'UpdateRoutes json://{"routes": {"Routes": [{"dest": "172.17.0.0/16", "device": "eth0", "source": "172.17.0.2", "scope": 253}, {"gateway": "172.17.0.1", "device": "eth0"}]}}'
+  $ ${p} connect --server-address "${vsock}" -c 'AddARPNeighbors json://{"neighbors": {"ARPNeighbors": [{"toIPAddress": {"address": "172.17.0.1"}, "device": "eth0", "lladdr": "02:42:7f:00:00:01"}]}}'
+  $ ${p} connect --server-address "${vsock}" -c ListInterfaces -c ListRoutes
+  $ ${p} connect --server-address "${vsock}" -c 'GetIPTables is_ipv6=false'
+  $ ${p} connect --server-address "${vsock}" -c 'SetIPTables json://{"is_ipv6": false, "data": "KmZpbHRlcgpDT01NSVQK"}'
+
 - Query guest details forever:
   $ ${p} connect --server-address "${vsock}" -c 'repeat -1' -c GetGuestDetails
 

@@ -1,8 +1,8 @@
 /**
  * `grpc.AgentService`: the facade the server registers. Each rpc lives in the module of its
- * service area (sandbox.ts, container.ts, process.ts, stdio.ts, events.ts), on the shared
- * {@link AgentCore} (core.ts); guest operations and the policy engine in guest.ts and policy.ts;
- * this class only ties them together. Methods not implemented yet answer UNIMPLEMENTED
+ * service area (sandbox.ts, container.ts, process.ts, stdio.ts, events.ts, storage.ts, network.ts),
+ * on the shared {@link AgentCore} (core.ts); guest operations and the policy engine in guest.ts
+ * and policy.ts; this class only ties them together. Methods not implemented yet answer UNIMPLEMENTED
  * `<Method> is not implemented yet` (see control/rpc/index.ts).
  *
  * Behaviour follows the Kata agent (src/agent/src/rpc.rs at 6e4d4c329a; inventory §1.3, §3,
@@ -23,7 +23,7 @@
  * signal number; later upstream and the helper protocol use 128 + n).
  */
 import type { Logger } from 'pino';
-import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
+import type { google as gpb, grpc as pb, types } from '../../shared/generated/protos';
 import type { HelperEvent } from '../../shared/protocol';
 import { StatusError, Code } from '../../shared/protocol';
 import type { HelperConnection } from '../helper';
@@ -34,6 +34,7 @@ import { AgentCore, type AgentLimits, type RpcContext } from './core';
 import * as events from './events';
 import * as guest from './guest';
 import { GuestContext, type GuestOptions } from './guest';
+import * as network from './network';
 import * as processes from './process';
 import * as sandboxes from './sandbox';
 import * as stdio from './stdio';
@@ -173,6 +174,27 @@ export class AgentService {
   }
   setPolicy(req: pb.SetPolicyRequest): Promise<Empty> {
     return guest.setPolicy(this.core, this.guest, req);
+  }
+  updateInterface(req: pb.UpdateInterfaceRequest): Promise<types.Interface.$Properties> {
+    return network.updateInterface(this.core, req);
+  }
+  updateRoutes(req: pb.UpdateRoutesRequest): Promise<pb.Routes.$Properties> {
+    return network.updateRoutes(this.core, req);
+  }
+  listInterfaces(req: pb.ListInterfacesRequest): Promise<pb.Interfaces.$Properties> {
+    return network.listInterfaces(this.core, req);
+  }
+  listRoutes(req: pb.ListRoutesRequest): Promise<pb.Routes.$Properties> {
+    return network.listRoutes(this.core, req);
+  }
+  addArpNeighbors(req: pb.AddARPNeighborsRequest): Promise<Empty> {
+    return network.addArpNeighbors(this.core, req);
+  }
+  getIpTables(req: pb.GetIPTablesRequest): Promise<pb.GetIPTablesResponse.$Properties> {
+    return network.getIpTables(this.core, req);
+  }
+  setIpTables(req: pb.SetIPTablesRequest): Promise<pb.SetIPTablesResponse.$Properties> {
+    return network.setIpTables(this.core, req);
   }
 
   /** The agent is stopping: fail the long polls. */

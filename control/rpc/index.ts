@@ -103,6 +103,13 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.ResizeVolume, (r) => agent.resizeVolume(r));
   reg(METHODS.CopyFile, (r) => agent.copyFile(r));
   reg(METHODS.SetPolicy, (r) => agent.setPolicy(r));
+  reg(METHODS.UpdateInterface, (r) => agent.updateInterface(r));
+  reg(METHODS.UpdateRoutes, (r) => agent.updateRoutes(r));
+  reg(METHODS.ListInterfaces, (r) => agent.listInterfaces(r));
+  reg(METHODS.ListRoutes, (r) => agent.listRoutes(r));
+  reg(METHODS.AddARPNeighbors, (r) => agent.addArpNeighbors(r));
+  reg(METHODS.GetIPTables, (r) => agent.getIpTables(r));
+  reg(METHODS.SetIPTables, (r) => agent.setIpTables(r));
   reg(METHODS.Check, (r) => health.check(r));
   reg(METHODS.Version, (r) => health.version(r));
 
@@ -127,4 +134,5 @@ export const IMPLEMENTED_AGENT_METHODS: readonly string[] = [
   'UpdateEphemeralMounts', 'RemoveStaleVirtiofsShareMounts',
   'GetGuestDetails', 'OnlineCPUMem', 'MemHotplugByProbe', 'ReseedRandomDev', 'SetGuestDateTime',
   'AddSwap', 'GetVolumeStats', 'ResizeVolume', 'CopyFile', 'SetPolicy',
+  'UpdateInterface', 'UpdateRoutes', 'ListInterfaces', 'ListRoutes', 'AddARPNeighbors', 'GetIPTables', 'SetIPTables',
 ];

@@ -25,6 +25,8 @@ import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import { loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import { composeBackend, type HelperBackend } from '../api';
+import { NetworkBackend } from '../ops/network';
+import { MockNetlink } from './network';
 import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
 import type { GuestPaths } from '../ops/guest';
 import { createMockGuest, type MockGuest } from './guest';
@@ -179,16 +181,22 @@ export interface MockBackendParts {
   backend: HelperBackend;
   containers: ContainerBackend;
   guest: MockGuest;
+  /** The in-memory network namespace of the network ops. */
+  netlink: MockNetlink;
 }
 
 /**
- * {@link createMockBackend} plus the mock guest ops (helper/mock/guest.ts), composed into one
+ * {@link createMockBackend} plus the mock guest ops (helper/mock/guest.ts) and the network ops
+ * over an in-memory kernel ({@link MockNetlink}, given or fresh), composed into one
  * HelperBackend. Its shutdown also removes the guest family's temp trees.
  */
-export function createMockHelperBackend(opts: { logger?: Logger; guest?: GuestPaths; kataDir?: string } = {}): MockBackendParts {
+export function createMockHelperBackend(
+  opts: { logger?: Logger; guest?: GuestPaths; kataDir?: string; netlink?: MockNetlink } = {},
+): MockBackendParts {
   const containers = createMockBackend(opts);
   const guest = createMockGuest(opts.guest);
-  const composed = composeBackend(containers, guest.family);
+  const netlink = opts.netlink ?? new MockNetlink();
+  const composed = composeBackend(containers, guest.family, new NetworkBackend(netlink, { logger: opts.logger }));
   const backend: HelperBackend = {
     ...composed,
     shutdown: async () => {
@@ -196,5 +204,5 @@ export function createMockHelperBackend(opts: { logger?: Logger; guest?: GuestPa
       guest.cleanup();
     },
   };
-  return { backend, containers, guest };
+  return { backend, containers, guest, netlink };
 }

@@ -19,6 +19,8 @@ import type { MockGuest } from './guest';
 
 export { createMockBackend, createMockHelperBackend, MockLauncher, resolveExecutable } from './backend';
 export { createMockGuest, makeFakeSysfs, MockGuestSystem, type MockGuest } from './guest';
+import { MockNetlink } from './network';
+export { MockNetlink } from './network';
 
 export interface MockHelperOptions {
   /** Socket path (default: a fresh directory under os.tmpdir()). */
@@ -37,6 +39,8 @@ export interface MockHelper {
   backend: ContainerBackend;
   /** The mock guest ops (fake sysfs, copy root, recorded clock/entropy/swap). */
   guest: MockGuest;
+  /** The mock's in-memory network namespace. */
+  netlink: MockNetlink;
   /** Stop accepting, kill every process of the mock, remove the socket (and its temp dir). */
   close(): Promise<void>;
 }
@@ -53,7 +57,8 @@ export async function startMockHelper(opts: MockHelperOptions = {}): Promise<Moc
     tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-mock-helper-'));
     socketPath = path.join(tempDir, 'helper.sock');
   }
-  const { backend: composed, containers: backend, guest } = createMockHelperBackend({ logger, guest: opts.guest });
+  const netlink = new MockNetlink();
+  const { backend: composed, containers: backend, guest } = createMockHelperBackend({ logger, guest: opts.guest, netlink });
   const server = new HelperServer({ backend: composed, controlUid: opts.controlUid ?? process.getuid?.() ?? 0, logger });
   try {
     server.listen(socketPath);
@@ -68,6 +73,7 @@ export async function startMockHelper(opts: MockHelperOptions = {}): Promise<Moc
     server,
     backend,
     guest,
+    netlink,
     close: () =>
       (closing ??= (async () => {
         server.close();
@@ -83,6 +89,8 @@ export interface MockHelperPair {
   server: HelperServer;
   backend: ContainerBackend;
   guest: MockGuest;
+  /** The mock's in-memory network namespace. */
+  netlink: MockNetlink;
   /** Close the client and the server and kill every process of the mock. */
   close(): Promise<void>;
 }
@@ -90,7 +98,8 @@ export interface MockHelperPair {
 /** Like {@link createMockHelperPair} but also returns the server and backend. */
 export async function startMockPair(opts: { logger?: Logger; guest?: GuestPaths; kataDir?: string } = {}): Promise<MockHelperPair> {
   const logger = opts.logger ?? silentLogger();
-  const { backend: composed, containers: backend, guest } = createMockHelperBackend({ logger, guest: opts.guest, kataDir: opts.kataDir });
+  const netlink = new MockNetlink();
+  const { backend: composed, containers: backend, guest } = createMockHelperBackend({ logger, guest: opts.guest, kataDir: opts.kataDir, netlink });
   const server = new HelperServer({ backend: composed, controlUid: process.getuid?.() ?? 0, logger });
   const [controlEnd, helperEnd] = loadNative().seqpacketPair();
   server.addConnection(helperEnd);
@@ -110,7 +119,7 @@ export async function startMockPair(opts: { logger?: Logger; guest?: GuestPaths;
       await composed.shutdown();
     })());
   client.once('close', () => void close());
-  return { client, server, backend, guest, close };
+  return { client, server, backend, guest, netlink, close };
 }
 
 /**

@@ -18,6 +18,8 @@
 #include "uevent.h"
 #include <uv.h>
 
+#include "netlink.h"
+
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -1536,6 +1538,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("swapoff", Napi::Function::New<Swapoff>(env, "swapoff"));
   exports.Set("Poller", Poller::Define(env));
   kata_uevent::Register(env, exports);
+  kata::RegisterNetlink(env, exports);
   return exports;
 }
 

@@ -25,7 +25,7 @@ export interface StandaloneOptions {
   debug?: boolean;
   /** Directory for sockets, state and logs (default a new mkdtemp under os.tmpdir()). */
   runDir?: string;
-  /** Extra helper arguments (e.g. --kata-dir DIR for tests). */
+  /** Extra helper arguments (e.g. --kata-dir DIR, --netns /run/netns/x for tests). */
   helperArgs?: string[];
 }
 
