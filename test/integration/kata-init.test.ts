@@ -1,4 +1,4 @@
-// Integration tests for kata-init (helper/native/kata-init.c), driven directly through
+// Integration tests for kata-init (helper/native/kata-init/), driven directly through
 // child_process.spawn the way the helper drives it: fd 3 = plan, fd 4 = sync lines, fd 5 =
 // start (see helper/native/KATA-INIT.md). Needs root, a built build/Release/kata-init and a
 // static busybox (test/fixtures/mini-rootfs.sh builds the rootfs).
