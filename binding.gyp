@@ -14,6 +14,7 @@
       "target_name": "kata-init",
       "type": "executable",
       "sources": [
+        "helper/native/kata-init/self.c",
         "helper/native/kata-init/report.c",
         "helper/native/kata-init/plan.c",
         "helper/native/kata-init/ns.c",

@@ -652,7 +652,10 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
 
     const bad = new KataInit('exec', [...ns(['pid', 'mnt']), ['arg', 'nope']]);
     const br = await bad.finished();
-    t.match(br.lines[1], /^error exec: executable "nope" not found in \$PATH/, 'exec-mode lookup error');
+    // Exec mode resolves the executable in the intermediate, before the pid-namespace fork
+    // (nothing privileged runs inside the container's pid namespace): the error comes first.
+    t.match(br.lines[0], /^error exec: executable "nope" not found in \$PATH/, 'exec-mode lookup error, before any pid line');
+    t.equal(br.lines.length, 1, 'no pid line: nothing was forked into the container');
 
     c.kill();
     await c.finished();

@@ -112,6 +112,8 @@ int main(int argc, char **argv)
 	else
 		die("usage", 0, "kata-init create|exec|sandbox (see helper/native/KATA-INIT.md)");
 
+	ensure_sealed_exe(argv);                       /* 0 */
+	make_undumpable();                             /* 0 */
 	secure_fds(plan.mode);                         /* 1 */
 	buf = read_plan(&len);                         /* 1 */
 	parse_plan(&plan, buf, len);
@@ -119,27 +121,37 @@ int main(int argc, char **argv)
 		run_sandbox(&plan);
 	write_oom_score_adj(&plan);                    /* 1b */
 	pid_changed = enter_namespaces(&plan, &new_uts); /* 2, 3 */
-	fork_for_pid_ns(pid_changed);                  /* 4 */
 
-	if (plan.mode == MODE_CREATE) {
+	if (plan.mode == MODE_EXEC) {
+		/* 7: joining the mount namespace already put us in the container's root. Everything
+		 * privileged happens here, in the intermediate, which the container cannot see (it is
+		 * not in the container's pid namespace): the fork below puts into the container's pid
+		 * namespace a process that already has only the container's uid, groups,
+		 * capabilities, rlimits and cwd, so a container holding CAP_SYS_PTRACE that seizes it
+		 * gains nothing it does not have. */
+		ensure_home(&plan);                    /* 8a */
+		set_identity(&plan);                   /* 8 */
+		exe = resolve_executable(&plan, exe_buf); /* 9 */
+		fork_for_pid_ns(pid_changed);          /* 4 */
+		become_session_leader();               /* 4a */
+	} else {
+		/* Create: the pid namespace is new (nobody else in it until start) or the shared one
+		 * of the sandbox (see KATA-INIT.md "Known edges"); /proc must be mounted from inside it,
+		 * so the set-up runs in the child. */
+		fork_for_pid_ns(pid_changed);          /* 4 */
+		become_session_leader();               /* 4a */
 		setup_rootfs(&plan);                   /* 5 */
 		if (new_uts && plan.hostname != NULL && /* 6 */
 		    sethostname(plan.hostname, strlen(plan.hostname)) < 0)
 			die("hostname", errno, "sethostname \"%s\"", plan.hostname);
-	}
-	/* 7: in exec mode, joining the mount namespace already put us in the container's root. */
-	ensure_home(&plan);                            /* 8a */
-	set_identity(&plan);                           /* 8 */
-	exe = resolve_executable(&plan, exe_buf);      /* 9 */
-	if (plan.mode == MODE_CREATE)
+		ensure_home(&plan);                    /* 8a */
+		set_identity(&plan);                   /* 8 */
+		exe = resolve_executable(&plan, exe_buf); /* 9 */
 		wait_for_start();                      /* 10 */
-	if (plan.tty) {                                /* 11 */
-		/* Already a session leader is fine (no pid namespace fork, spawned detached). */
-		if (setsid() < 0 && getsid(0) != getpid())
-			die("tty", errno, "setsid");
-		if (ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
-			die("tty", errno, "making fd 0 the controlling terminal");
 	}
+	/* 11: the pty becomes our controlling terminal (we lead a new session, step 4a). */
+	if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
+		die("tty", errno, "making fd 0 the controlling terminal");
 	reset_signals();                               /* 12 */
 	/* With no_new_privs the filter goes in as late as possible, so that it does not have to
 	 * allow the set-up's own syscalls (runc and upstream Kata do the same). */

@@ -6,6 +6,7 @@
  * follow its "Sequence" section step by step, and the step numbers in the comments refer to it.
  * This header is internal to kata-init: the plan's shape and each stage's entry points.
  *
+ *   self.c    protecting kata-init itself: sealed memfd copy, not dumpable
  *   report.c  error lines and progress lines on the sync fd, allocation
  *   plan.c    reading and parsing the plan (fd 3)
  *   ns.c      fds, namespaces, the pid-namespace fork, sandbox mode
@@ -71,6 +72,17 @@
 #define PROPAGATION_FLAGS ((unsigned long)(MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE))
 /* The only flags a bind mount itself looks at. */
 #define BIND_FLAGS ((unsigned long)(MS_BIND | MS_REC))
+/* Flags a `mount` record may carry (besides PROPAGATION_FLAGS): what applies to a new mount. */
+#define NEW_MOUNT_ALLOWED                                                                  \
+	((unsigned long)(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_SYNCHRONOUS |         \
+	                 MS_MANDLOCK | MS_DIRSYNC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME |   \
+	                 MS_STRICTATIME | MS_REC))
+/* A bind may also say MS_REMOUNT: applied as MS_BIND|MS_REMOUNT to the new mount only. */
+#define BIND_MOUNT_ALLOWED (NEW_MOUNT_ALLOWED | BIND_FLAGS | (unsigned long)MS_REMOUNT)
+
+/* self.c */
+void ensure_sealed_exe(char **argv);
+void make_undumpable(void);
 
 /* report.c */
 void __attribute__((noreturn, format(printf, 3, 4))) die(const char *stage, int err, const char *fmt, ...);
@@ -176,6 +188,7 @@ void parse_plan(struct plan *p, char *buf, size_t len);
 void secure_fds(enum mode mode);
 bool enter_namespaces(struct plan *p, bool *new_uts);
 void fork_for_pid_ns(bool pid_changed);
+void become_session_leader(void);
 void __attribute__((noreturn)) run_sandbox(const struct plan *p);
 
 /* mounts.c */

@@ -265,6 +265,16 @@ static bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m,
 	char resolved[PATH_MAX], fdbuf[32];
 	int fd;
 
+	/* Only flags that describe the container's own new mount. MS_REMOUNT without MS_BIND
+	 * would reconfigure the superblock already mounted at the target (a guest filesystem
+	 * bound there by an earlier record: `ro` made the guest's disk read-only, `size=8k`
+	 * shrank a guest tmpfs), MS_MOVE would move a mount of the guest. For a bind, MS_REMOUNT
+	 * only ever means the MS_BIND|MS_REMOUNT of the new mount below. */
+	if (flags & ~(bind ? BIND_MOUNT_ALLOWED : NEW_MOUNT_ALLOWED))
+		die("mount", EINVAL, "mount flags %#lx of %s (%s) are not allowed (allowed: %#lx)%s",
+		    flags & ~(bind ? BIND_MOUNT_ALLOWED : NEW_MOUNT_ALLOWED), m->target,
+		    m->fstype[0] ? m->fstype : "no type", bind ? BIND_MOUNT_ALLOWED : NEW_MOUNT_ALLOWED,
+		    (flags & MS_REMOUNT) && !bind ? ": remount applies only to a bind mount" : "");
 	if (bind) {
 		struct stat st;
 

@@ -63,6 +63,11 @@ bool enter_namespaces(struct plan *p, bool *new_uts)
 				die("ns", errno, "joining %s namespace %s", ns->name, ns->path);
 			close(ns->fd);
 			ns->fd = -1;
+			/* runc CVE-2024-21626: no cwd (or fd) may point outside the container. setns
+			 * of a mount namespace moves root and cwd to its root already; say so
+			 * explicitly, before anything else runs in it. */
+			if (ns->type == CLONE_NEWNS && chdir("/") < 0)
+				die("ns", errno, "chdir to the root of mount namespace %s", ns->path);
 			if (ns->type == CLONE_NEWPID)
 				pid_changed = true;
 		}
@@ -122,6 +127,19 @@ void fork_for_pid_ns(bool pid_changed)
 	while (read(gate[0], &c, 1) < 0 && errno == EINTR)
 		;
 	close(gate[0]);
+}
+
+/*
+ * Step 4a: the container process leads a session (and process group) of its own, as with runc,
+ * so that `kill(0, sig)` or a job-control stop in the container never reaches the helper, the
+ * intermediate or another container. The helper spawns kata-init as a session leader already
+ * (so the intermediate is never in the helper's group either); the pid-namespace child is not
+ * one yet. Being one already is fine.
+ */
+void become_session_leader(void)
+{
+	if (setsid() < 0 && getsid(0) != getpid())
+		die("setsid", errno, "making the container process a session leader");
 }
 
 
