@@ -65,4 +65,6 @@ void make_undumpable(void)
 {
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("self", errno, "prctl(PR_SET_DUMPABLE, 0)");
+	/* After execveat(AT_EMPTY_PATH) the kernel names us after the fd number: name us again. */
+	(void)prctl(PR_SET_NAME, "kata-init", 0, 0, 0);
 }
