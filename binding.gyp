@@ -13,7 +13,15 @@
     {
       "target_name": "kata-init",
       "type": "executable",
-      "sources": ["helper/native/kata-init.c"],
+      "sources": [
+        "helper/native/kata-init/self.c",
+        "helper/native/kata-init/report.c",
+        "helper/native/kata-init/plan.c",
+        "helper/native/kata-init/ns.c",
+        "helper/native/kata-init/mounts.c",
+        "helper/native/kata-init/ids.c",
+        "helper/native/kata-init/exec.c"
+      ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "cflags_c": ["-std=gnu11"]
     }

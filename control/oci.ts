@@ -378,8 +378,9 @@ export function rewriteNamespaces(namespaces: readonly NamespacePlan[], options:
 
 /**
  * Check linux.sysctl against Kata's allow-list (rustjail validator.rs sysctl): the IPC sysctls
- * ({@link IPC_SYSCTLS}) and `fs.mqueue.*` need an ipc namespace in the spec; `net.*` is allowed
- * (the network namespace is the sandbox's, never listed in the spec); `kernel.domainname` needs
+ * ({@link IPC_SYSCTLS}) and `fs.mqueue.*` need an ipc namespace in the spec; `net.*` needs a
+ * network namespace in the spec (upstream allows it always, which sets the guest's own
+ * values when the container shares the guest's network namespace); `kernel.domainname` needs
  * a uts namespace; everything else — `kernel.hostname` and every non-namespaced key such as
  * `vm.*` — is refused (field case B22: rejected with a clear error, never silently ignored).
  * Throws StatusError INVALID_ARGUMENT naming the key and value.
@@ -394,7 +395,12 @@ export function validateSysctl(sysctl: Readonly<Record<string, string>>, namespa
       if (!has('ipc')) throw invalid(field, value, 'this sysctl needs an ipc namespace in OCI.Linux.Namespaces');
       continue;
     }
-    if (key.startsWith('net.')) continue;
+    if (key.startsWith('net.')) {
+      // Departure from upstream (which allows net.* always): without a network namespace of
+      // its own the container would set the guest's (a container set ip_forward this way).
+      if (!has('network')) throw invalid(field, value, 'net.* sysctls need a network namespace of the container in OCI.Linux.Namespaces');
+      continue;
+    }
     if (key === 'kernel.domainname') {
       if (!has('uts')) throw invalid(field, value, 'this sysctl needs a uts namespace in OCI.Linux.Namespaces');
       continue;
@@ -596,6 +602,14 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
     const f = `OCI.Mounts[${i}]`;
     const destination = checkAbsPath(`${f}.destination`, m.destination ?? '', true);
     const options = (m.options ?? []).map((o, j) => checkString(`${f}.options[${j}]`, o));
+    const type = m.type ?? '';
+    const bind = type === 'bind' || options.includes('bind') || options.includes('rbind');
+    const remount = options.indexOf('remount');
+    if (remount >= 0 && !bind) {
+      // A remount of a new mount would reconfigure whatever superblock already sits at the
+      // destination (a guest filesystem bound there by an earlier mount).
+      throw invalid(`${f}.options[${remount}]`, 'remount', `"remount" applies only to a bind mount, not to a ${JSON.stringify(type)} mount at ${destination}`);
+    }
     return {
       destination,
       type: checkString(`${f}.type`, m.type ?? ''),

@@ -510,6 +510,13 @@ function validateMount(raw: unknown, i: number, opts: PlanCheckOptions): ValidMo
   if (bind && type !== 'bind' && type !== '' && type !== 'none' && type !== 'local' && !ALLOWED_MOUNT_TYPES.has(type)) {
     throw invalid(`${f} (${destination}): mount type ${JSON.stringify(type)} is not allowed`);
   }
+  if ((flags & MS.REMOUNT) !== 0 && !bind) {
+    // MS_REMOUNT on a new mount would reconfigure the superblock already at the destination
+    // (a guest filesystem bound there by an earlier mount: `ro` made the guest's disk
+    // read-only, `size=8k` shrank a guest tmpfs). For a bind it means MS_BIND|MS_REMOUNT of
+    // the new mount only (kata-init).
+    throw invalid(`${f} (${destination}): "remount" applies only to a bind mount, not to a ${JSON.stringify(type)} mount`);
+  }
   if (bind) flags |= MS.BIND;
   if (destination === '/') throw invalid(`${f}: a mount on "/" is not allowed (use the rootfs)`);
   if (destination === '/proc' && type !== 'proc') {
@@ -620,7 +627,25 @@ const IPC_SYSCTLS = new Set([
 
 const SYSCTL_KEY_RE = /^[A-Za-z0-9_]+(\.[A-Za-z0-9_@:+-]+)+$/;
 
-function validateSysctl(raw: unknown, namespaces: ValidNamespace[]): [string, string][] {
+/**
+ * Does the plan give the container a network namespace of its own: a new one, or a path that
+ * is not the helper's own network namespace (compared by device and inode with hostChecks;
+ * without them a path is taken as the container's)?
+ */
+function ownNetworkNamespace(namespaces: ValidNamespace[], opts: PlanCheckOptions): boolean {
+  const net = namespaces.find((n) => n.type === 'net');
+  if (!net) return false;
+  if (net.path === '' || !opts.hostChecks) return true;
+  try {
+    const theirs = fs.statSync(net.path);
+    const ours = fs.statSync('/proc/self/ns/net');
+    return theirs.dev !== ours.dev || theirs.ino !== ours.ino;
+  } catch {
+    return false;
+  }
+}
+
+function validateSysctl(raw: unknown, namespaces: ValidNamespace[], opts: PlanCheckOptions): [string, string][] {
   if (raw === undefined || raw === null) return [];
   if (!isRecord(raw)) throw invalid(`sysctl must be a map, got ${describe(raw)}`);
   const entries = Object.entries(raw);
@@ -632,7 +657,11 @@ function validateSysctl(raw: unknown, namespaces: ValidNamespace[]): [string, st
     if (IPC_SYSCTLS.has(key) || key.startsWith('fs.mqueue.')) {
       if (!has('ipc')) throw invalid(`sysctl ${key} needs an ipc namespace`);
     } else if (key.startsWith('net.')) {
-      // The guest's network namespace belongs to the sandbox (upstream allows net.* always).
+      // Upstream allows net.* always; without a network namespace of its own the container
+      // would set the guest's (a container turned on the guest's ip_forward).
+      if (!ownNetworkNamespace(namespaces, opts)) {
+        throw invalid(`sysctl ${key} needs a network namespace of the container's own (not the guest's)`);
+      }
     } else if (key === 'kernel.domainname') {
       if (!has('uts')) throw invalid(`sysctl ${key} needs a uts namespace`);
     } else {
@@ -747,13 +776,22 @@ export function validateSeccomp(raw: unknown, field = 'seccomp'): ValidSeccomp |
 
 /**
  * Validate a ContainerPlan from control. Besides the field checks above: the container must have
- * a new mount namespace (its rootfs is pivoted into); with `hostChecks` the rootfs must be an
- * existing directory whose path has no symlink ("/"-clean and equal to its realpath).
+ * a new mount namespace (its rootfs is pivoted into); the rootfs has no ".." component and is
+ * not "/"; with `hostChecks` it must be an existing directory whose path has no symlink
+ * ("/"-clean and equal to its realpath); `net.*` sysctls need a network namespace of the
+ * container's own (new, or with hostChecks a path that is not the helper's); `remount` only on
+ * a bind mount.
  */
 export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): ValidContainerPlan {
   if (!isRecord(raw)) throw invalid(`plan must be a map, got ${describe(raw)}`);
   const plan = raw as Partial<Record<keyof ContainerPlan, unknown>>;
   const rootfs = checkAbsolute(plan.rootfs, 'rootfs');
+  // Refused by the shape alone, whatever hostChecks says: a ".." component (the canonical-path
+  // check below compares against path.resolve, which folds "..") and the guest root itself.
+  if (rootfs.split('/').includes('..')) throw invalid(`rootfs ${JSON.stringify(rootfs)} contains a ".." component`);
+  if (path.posix.normalize(rootfs) === '/' || /^\/+\.?\/*$/.test(rootfs)) {
+    throw invalid(`rootfs ${JSON.stringify(rootfs)} is the guest root "/" (a container needs a rootfs below it)`);
+  }
   if (opts.hostChecks) {
     let real: string;
     try {
@@ -781,7 +819,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   const readonlyPaths = checkArray(plan.readonlyPaths ?? [], 'readonlyPaths', MAX_PATH_LIST).map((p, i) =>
     checkConfinedPath(p, `readonlyPaths[${i}]`),
   );
-  const sysctl = validateSysctl(plan.sysctl, namespaces);
+  const sysctl = validateSysctl(plan.sysctl, namespaces, opts);
   const propName = checkString(plan.rootfsPropagation ?? '', 'rootfsPropagation', 32);
   let rootfsPropagation: number;
   if (propName === '') {

@@ -275,7 +275,10 @@ export class KataInitLauncher implements Launcher {
       const fds = [stdio[0], stdio[1], stdio[2], planR, syncW];
       if (withStart) fds.push(startR);
       const sinceSeq = this.registry.seq;
-      const child = this.native.spawn({ file: this.kataInit, argv: ['kata-init', mode], envp: [], fds });
+      // setsid: kata-init never shares the helper's process group or session, so nothing in a
+      // container can signal the helper with kill(0, ...) (kata-init's own child, the
+      // container process, makes a session of its own too).
+      const child = this.native.spawn({ file: this.kataInit, argv: ['kata-init', mode], envp: [], fds, setsid: true });
       closeQuietly(planR);
       closeQuietly(syncW);
       closeQuietly(startR);

@@ -274,6 +274,40 @@ if (skipReason) {
     t.same(st.result.containers, [], 'failed creations leave nothing behind');
   });
 
+  t.test('forged plans: the helper itself refuses rootfs "..", rootfs "/", net.* sysctls without a network namespace, remount on a new mount', async (t) => {
+    const c = helper.client;
+    const dotdot = `${rootfs}/../${path.basename(rootfs)}`;
+    await rejectsStatus(t, c.call('createContainer', { containerId: 'it-dotdot', plan: containerPlan(dotdot, ['true']) }), Code.INVALID_ARGUMENT, /rootfs .* contains a "\.\." component/);
+    for (const root of ['/', '//', '/.']) {
+      await rejectsStatus(t, c.call('createContainer', { containerId: 'it-root', plan: containerPlan(root, ['true']) }), Code.INVALID_ARGUMENT, /guest root/);
+    }
+    await rejectsStatus(
+      t,
+      c.call('createContainer', { containerId: 'it-netsysctl', plan: containerPlan(rootfs, ['true'], { sysctl: { 'net.ipv4.ip_forward': '1' } }) }),
+      Code.INVALID_ARGUMENT,
+      /sysctl net\.ipv4\.ip_forward needs a network namespace/,
+    );
+    const guest = path.join(tmp, 'guest-vol');
+    fs.mkdirSync(guest, { recursive: true });
+    spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', guest]);
+    t.teardown(() => {
+      spawnSync('umount', ['-l', guest]);
+    });
+    const before = fs.statfsSync(guest);
+    for (const options of [['remount', 'ro'], ['remount', 'size=8k']]) {
+      const mounts: MountPlan[] = [
+        ...STANDARD_MOUNTS,
+        { destination: '/vol', type: 'bind', source: guest, options: ['rbind'] },
+        { destination: '/vol', type: 'tmpfs', source: 'tmpfs', options },
+      ];
+      await rejectsStatus(t, c.call('createContainer', { containerId: 'it-remount', plan: containerPlan(rootfs, ['true'], { mounts }) }), Code.INVALID_ARGUMENT, /remount/);
+    }
+    fs.writeFileSync(path.join(guest, 'probe'), 'x');
+    t.equal(fs.statfsSync(guest).blocks, before.blocks, 'the guest tmpfs kept its size and is writable');
+    const st = await c.call('state', { withFds: false });
+    t.same(st.result.containers, [], 'nothing left behind');
+  });
+
   t.test('sandbox namespaces are shared by two containers', async (t) => {
     const c = helper.client;
     const sb = await c.call('createSandbox', { sandboxId: 'it-sandbox', hostname: 'sandbox-host' });

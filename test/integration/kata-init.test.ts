@@ -1,4 +1,4 @@
-// Integration tests for kata-init (helper/native/kata-init.c), driven directly through
+// Integration tests for kata-init (helper/native/kata-init/), driven directly through
 // child_process.spawn the way the helper drives it: fd 3 = plan, fd 4 = sync lines, fd 5 =
 // start (see helper/native/KATA-INIT.md). Needs root, a built build/Release/kata-init and a
 // static busybox (test/fixtures/mini-rootfs.sh builds the rootfs).
@@ -619,6 +619,38 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
     t.notMatch(ok.stdout, /^proce/, 'the bind covers /proc/cpuinfo');
   });
 
+  t.test('create: remount (and move) only ever apply to the container\'s own new mount', async (t) => {
+    const guest = path.join(tmp, 'guest-remount');
+    fs.mkdirSync(guest, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', guest]);
+    t.teardown(() => execFileSync('umount', ['-l', guest]));
+    const before = fs.statfsSync(guest);
+    const REMOUNT = 32;
+    const MOVE = 8192;
+    const cases: [string, Rec[]][] = [
+      ['tmpfs remount ro over a bound guest dir', [['mount', 'tmpfs', '/vol', 'tmpfs', REMOUNT | MS.RDONLY, '']]],
+      ['tmpfs remount size=8k over a bound guest dir', [['mount', 'tmpfs', '/vol', 'tmpfs', REMOUNT, 'size=8k']]],
+      ['a move', [['mount', '/vol', '/vol2', '', MOVE, '']]],
+    ];
+    for (const [name, extra] of cases) {
+      const mounts: Rec[] = [...STANDARD_MOUNTS, ['mount', guest, '/vol', '', MS.BIND | MS.REC, ''], ...extra];
+      const k = new KataInit('create', createPlan({ rootfs, args: ['true'], mounts }));
+      t.teardown(() => k.kill());
+      const res = await k.finished();
+      t.match(res.lines[res.lines.length - 1], /^error mount: mount flags 0x[0-9a-f]+ of \/vol2? \(.*\) are not allowed/, `${name}: refused`);
+    }
+    fs.writeFileSync(path.join(guest, 'probe'), 'x');
+    t.equal(fs.statfsSync(guest).blocks, before.blocks, 'the guest tmpfs kept its size and is writable');
+    const r = await runContainer(t, {
+      rootfs,
+      args: ['sh', '-c', 'if echo x > /vol/new 2>/dev/null; then echo writable; else echo read-only; fi'],
+      mounts: [...STANDARD_MOUNTS, ['mount', guest, '/vol', '', MS.BIND | MS.REC | REMOUNT | MS.RDONLY, '']],
+    });
+    t.equal(r.stdout, 'read-only\n', 'bind + remount + ro: the container\'s bind is read-only');
+    fs.writeFileSync(path.join(guest, 'probe2'), 'x');
+    t.pass('the guest tmpfs stays writable');
+  });
+
   t.test('create: only fds 0-2 reach the container program', async (t) => {
     const r = await runContainer(t, { rootfs, args: ['ls', '/proc/self/fd'] });
     t.equal(r.stdout, '0\n1\n2\n3\n', '0 1 2 and the directory ls itself opened');
@@ -652,7 +684,10 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
 
     const bad = new KataInit('exec', [...ns(['pid', 'mnt']), ['arg', 'nope']]);
     const br = await bad.finished();
-    t.match(br.lines[1], /^error exec: executable "nope" not found in \$PATH/, 'exec-mode lookup error');
+    // Exec mode resolves the executable in the intermediate, before the pid-namespace fork
+    // (nothing privileged runs inside the container's pid namespace): the error comes first.
+    t.match(br.lines[0], /^error exec: executable "nope" not found in \$PATH/, 'exec-mode lookup error, before any pid line');
+    t.equal(br.lines.length, 1, 'no pid line: nothing was forked into the container');
 
     c.kill();
     await c.finished();

@@ -241,7 +241,10 @@ t.test('process rules', async (t) => {
 t.test('sysctl allow-list (rustjail validator.rs sysctl)', async (t) => {
   const withIpc = (sysctl: Record<string, string>) =>
     plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'ipc', path: '' }], sysctl });
-  t.ok(validateContainerPlan(withIpc({ 'kernel.shmmax': '1', 'fs.mqueue.msg_max': '10', 'net.core.somaxconn': '10', 'kernel.domainname': 'd' }), host));
+  t.ok(validateContainerPlan(withIpc({ 'kernel.shmmax': '1', 'fs.mqueue.msg_max': '10', 'kernel.domainname': 'd' }), host));
+  const withNet = plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'network', path: '' }], sysctl: { 'net.core.somaxconn': '10' } });
+  t.ok(validateContainerPlan(withNet, host), 'net.* with a new network namespace');
+  throwsStatus(t, () => validateContainerPlan(withIpc({ 'net.core.somaxconn': '10' }), host), Code.INVALID_ARGUMENT, /needs a network namespace/);
   throwsStatus(t, () => validateContainerPlan(plan({ sysctl: { 'kernel.shmmax': '1' } }), host), Code.INVALID_ARGUMENT, /ipc namespace/);
   throwsStatus(t, () => validateContainerPlan(withIpc({ 'kernel.hostname': 'x' }), host), Code.INVALID_ARGUMENT, /not allowed/);
   throwsStatus(t, () => validateContainerPlan(withIpc({ 'vm.swappiness': '1' }), host), Code.INVALID_ARGUMENT, /not allowed/);
@@ -350,4 +353,17 @@ t.test('seccomp: re-validated; the compiled filter is sent as hex with its flags
     [{ ...seccomp, syscalls: Array.from({ length: 5 }, () => ({ names: Array.from({ length: 4000 }, () => 'mkdir'), action: 'SCMP_ACT_ERRNO' })) }, /more than 16384 syscall names in all/],
   ];
   for (const [raw, re] of bad) throwsStatus(t, () => validateContainerPlan(plan({ seccomp: raw as SeccompPlan }), host), Code.INVALID_ARGUMENT, re);
+});
+
+t.test('forged plans refused by shape, with or without host checks (security issue item 4 and 9)', async (t) => {
+  for (const opts of [host, relaxed]) {
+    for (const rootfs of ['/', '//', '/.', '/a/../', `${'/tmp'}/../tmp`]) {
+      throwsStatus(t, () => validateContainerPlan(plan({ rootfs }), opts), Code.INVALID_ARGUMENT, /rootfs/);
+    }
+    const mounts = [
+      { destination: '/vol', type: 'bind', source: '/tmp', options: ['rbind'] },
+      { destination: '/vol', type: 'tmpfs', source: 'tmpfs', options: ['remount', 'ro'] },
+    ];
+    throwsStatus(t, () => validateContainerPlan(plan({ mounts }), opts), Code.INVALID_ARGUMENT, /"remount" applies only to a bind mount/);
+  }
 });

@@ -119,6 +119,7 @@ t.test('container plan: fields carried over', async (t) => {
         Mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid'] }],
       },
       {
+        Namespaces: [{ Type: 'mount' }, { Type: 'ipc' }, { Type: 'uts' }, { Type: 'pid' }, { Type: 'network' }],
         MaskedPaths: ['/proc/kcore'],
         ReadonlyPaths: ['/proc/sys'],
         Sysctl: { 'net.ipv4.ip_forward': '1', 'kernel.shmmax': '100' },
@@ -184,8 +185,9 @@ t.test('sysctl allow-list (rustjail validator.rs; field case B22)', async (t) =>
   const ipc: NamespacePlan[] = [{ type: 'ipc', path: '' }];
   const uts: NamespacePlan[] = [{ type: 'uts', path: '' }];
   const none: NamespacePlan[] = [];
+  const net: NamespacePlan[] = [{ type: 'network', path: '' }];
   const allowed: Array<[Record<string, string>, NamespacePlan[]]> = [
-    [{ 'net.ipv4.ip_unprivileged_port_start': '0', 'net.ipv4.ping_group_range': '0 2147483647' }, none],
+    [{ 'net.ipv4.ip_unprivileged_port_start': '0', 'net.ipv4.ping_group_range': '0 2147483647' }, net],
     [{ 'kernel.shm_rmid_forced': '1', 'kernel.msgmax': '8192', 'kernel.sem': '1 2 3 4' }, ipc],
     [{ 'fs.mqueue.msg_max': '10' }, ipc],
     [{ 'kernel.domainname': 'example.com' }, uts],
@@ -194,6 +196,8 @@ t.test('sysctl allow-list (rustjail validator.rs; field case B22)', async (t) =>
 
   const refused: Array<[Record<string, string>, NamespacePlan[], string]> = [
     [{ 'kernel.shmmax': '1' }, none, 'ipc namespace'],
+    // Security issue item 9: net.* without a network namespace of its own set the guest's.
+    [{ 'net.ipv4.ip_forward': '1' }, ipc, 'network namespace'],
     [{ 'fs.mqueue.msg_max': '10' }, uts, 'ipc namespace'],
     [{ 'kernel.domainname': 'x' }, ipc, 'uts namespace'],
     [{ 'kernel.hostname': 'x' }, uts, 'not allowed'],

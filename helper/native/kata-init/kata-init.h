@@ -1,0 +1,208 @@
+/*
+ * kata-init: the program that turns a freshly spawned process into a container process.
+ *
+ * The contract with the helper (invocation, fds 0-5, the NUL-separated plan, the order of
+ * operations and the sync lines) is helper/native/KATA-INIT.md. Read that first; the sources
+ * follow its "Sequence" section step by step, and the step numbers in the comments refer to it.
+ * This header is internal to kata-init: the plan's shape and each stage's entry points.
+ *
+ *   self.c    protecting kata-init itself: sealed memfd copy, not dumpable
+ *   report.c  error lines and progress lines on the sync fd, allocation
+ *   plan.c    reading and parsing the plan (fd 3)
+ *   ns.c      fds, namespaces, the pid-namespace fork, sandbox mode
+ *   mounts.c  the container's filesystem view (create mode)
+ *   ids.c     HOME, OOM score, rlimits, capabilities, ids, seccomp
+ *   exec.c    executable lookup, the start wait, signals, main()
+ *
+ * Ground rules for every file:
+ *   - single-threaded, straight-line C; every syscall is checked;
+ *   - every failure ends in die(): exactly one `error <stage>: <detail>[: <strerror>]` line,
+ *     written with a single write(2) to the sync fd, then _exit(1);
+ *   - every fd we open is O_CLOEXEC and is closed when we are done with it, so the container
+ *     program only ever receives fds 0, 1 and 2;
+ *   - the helper has already validated the plan; we still refuse anything malformed rather
+ *     than guessing.
+ */
+#ifndef KATA_INIT_H
+#define KATA_INIT_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <termios.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+
+/* The fds the helper hands us (see the table in KATA-INIT.md). */
+#define FD_PLAN 3
+#define FD_SYNC 4
+#define FD_START 5
+
+#define PLAN_MAX (1024 * 1024)
+#define ERROR_LINE_MAX 4096
+#define MAX_SYMLINKS 40
+/* The kernel's limit on a classic BPF program (BPF_MAXINSNS), in instructions. */
+#define SECCOMP_MAX_INSNS 4096
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define PROPAGATION_FLAGS ((unsigned long)(MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE))
+/* The only flags a bind mount itself looks at. */
+#define BIND_FLAGS ((unsigned long)(MS_BIND | MS_REC))
+/* Flags a `mount` record may carry (besides PROPAGATION_FLAGS): what applies to a new mount. */
+#define NEW_MOUNT_ALLOWED                                                                  \
+	((unsigned long)(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_SYNCHRONOUS |         \
+	                 MS_MANDLOCK | MS_DIRSYNC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME |   \
+	                 MS_STRICTATIME | MS_REC))
+/* A bind may also say MS_REMOUNT: applied as MS_BIND|MS_REMOUNT to the new mount only. */
+#define BIND_MOUNT_ALLOWED (NEW_MOUNT_ALLOWED | BIND_FLAGS | (unsigned long)MS_REMOUNT)
+
+/* self.c */
+void ensure_sealed_exe(char **argv);
+void make_undumpable(void);
+
+/* report.c */
+void __attribute__((noreturn, format(printf, 3, 4))) die(const char *stage, int err, const char *fmt, ...);
+void __attribute__((noreturn, format(printf, 4, 5)))
+die_code(int code, const char *stage, int err, const char *fmt, ...);
+void __attribute__((format(printf, 1, 2))) sync_line(const char *fmt, ...);
+void *xrealloc(void *p, size_t size);
+
+/* Appends one zeroed element to a growable array `arr` of `n` elements; yields its address. */
+#define PUSH(arr, n)                                                                   \
+	((arr) = xrealloc((arr), ((n) + 1) * sizeof *(arr)),                           \
+	 memset(&(arr)[(n)], 0, sizeof *(arr)), &(arr)[(n)++])
+
+struct ns_rec {
+	const char *name; /* "pid", "net", ... */
+	int type;         /* CLONE_NEW* */
+	const char *path; /* "" = unshare a new one */
+	int fd;
+};
+
+struct mount_rec {
+	const char *source, *target, *fstype, *data;
+	unsigned long flags;
+};
+
+struct prop_rec {
+	const char *target;
+	unsigned long flags;
+};
+
+struct sysctl_rec {
+	const char *key, *value;
+};
+
+struct rlimit_rec {
+	int resource;
+	struct rlimit lim;
+};
+
+enum mode { MODE_CREATE, MODE_EXEC, MODE_SANDBOX };
+
+struct plan {
+	enum mode mode;
+
+	const char *rootfs;
+	bool readonly;
+	bool nodev; /* every mount nodev except the /dev tmpfs and devpts the plan mounts */
+	bool have_propagation;
+	unsigned long propagation;
+	const char *hostname;
+
+	struct ns_rec *ns;
+	size_t n_ns;
+	struct mount_rec *mounts;
+	size_t n_mounts;
+	struct prop_rec *props;
+	size_t n_props;
+	const char **masked;
+	size_t n_masked;
+	const char **ropaths;
+	size_t n_ropaths;
+	struct sysctl_rec *sysctls;
+	size_t n_sysctls;
+	struct rlimit_rec *rlimits;
+	size_t n_rlimits;
+
+	bool have_uid, have_gid;
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	size_t n_groups;
+
+	/* `caps`: bit n = capability n. No record: capabilities are left as they are. */
+	bool have_caps;
+	uint64_t cap_bounding, cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+	bool have_oom;
+	int oom_score_adj;
+
+	/* `seccomp`: the compiled filter (the helper compiled it with libseccomp) and the
+	 * SECCOMP_FILTER_FLAG_* bits for seccomp(2). No record: no filter. */
+	struct sock_filter *seccomp;
+	size_t seccomp_len; /* instructions */
+	unsigned int seccomp_flags;
+	bool have_seccomp_flags;
+
+	const char *cwd;
+	bool nonewprivs;
+	bool tty;
+	char **argv; /* NULL-terminated once parsed */
+	size_t n_args;
+	char **envp; /* NULL-terminated once parsed */
+	size_t n_env;
+
+	struct ns_rec *nsfiles; /* sandbox mode: namespaces to create and pin */
+	size_t n_nsfiles;
+};
+
+/* plan.c */
+char *read_plan(size_t *len_out);
+void parse_plan(struct plan *p, char *buf, size_t len);
+
+/* ns.c */
+void secure_fds(enum mode mode);
+bool enter_namespaces(struct plan *p, bool *new_uts);
+void fork_for_pid_ns(bool pid_changed);
+void become_session_leader(void);
+void __attribute__((noreturn)) run_sandbox(const struct plan *p);
+
+/* mounts.c */
+void setup_rootfs(const struct plan *p);
+
+/* ids.c */
+void ensure_home(struct plan *p);
+void write_oom_score_adj(const struct plan *p);
+void load_seccomp(const struct plan *p);
+void set_identity(const struct plan *p);
+
+/* exec.c */
+const char *resolve_executable(const struct plan *p, char buf[PATH_MAX]);
+void wait_for_start(void);
+void reset_signals(void);
+
+#endif

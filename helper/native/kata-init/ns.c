@@ -1,0 +1,169 @@
+/* kata-init: fds, namespaces, the pid-namespace fork and sandbox mode (see kata-init.h and KATA-INIT.md). */
+#include "kata-init.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Fds, namespaces and the pid-namespace fork                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Step 1, before anything else: nothing of ours may reach the container program. fds 3-5
+ * become close-on-exec (fd 4 must stay open until the final execve: its EOF is the helper's
+ * success signal), and whatever else the helper's process happened to pass down is closed. */
+void secure_fds(enum mode mode)
+{
+	for (int fd = FD_PLAN; fd <= FD_START; fd++) {
+		int flags = fcntl(fd, F_GETFD);
+
+		if (flags < 0) {
+			/* fd 5 only exists in create mode. */
+			if (fd == FD_START && mode != MODE_CREATE)
+				continue;
+			die("fd", errno, "fd %d is not open", fd);
+		}
+		if (fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+			die("fd", errno, "setting FD_CLOEXEC on fd %d", fd);
+	}
+	if (close_range(FD_START + 1, ~0U, 0) < 0) {
+		/* Kernels before 5.9: close one by one up to the fd limit. */
+		struct rlimit rl;
+		int max = 65536;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		    rl.rlim_cur < (rlim_t)INT_MAX)
+			max = (int)rl.rlim_cur;
+		for (int fd = FD_START + 1; fd < max; fd++)
+			close(fd);
+	}
+}
+
+/* Steps 2 and 3: opens every namespace file first (their paths may live in namespaces we
+ * are about to leave), joins them with the mount namespace last, then unshares the rest in
+ * one call. Returns true if the pid namespace for our children changed. */
+bool enter_namespaces(struct plan *p, bool *new_uts)
+{
+	bool pid_changed = false;
+	int unshare_flags = 0;
+
+	*new_uts = false;
+	for (size_t i = 0; i < p->n_ns; i++) {
+		struct ns_rec *ns = &p->ns[i];
+
+		if (ns->path[0] == '\0')
+			continue;
+		ns->fd = open(ns->path, O_RDONLY | O_CLOEXEC);
+		if (ns->fd < 0)
+			die("ns", errno, "opening %s namespace %s", ns->name, ns->path);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < p->n_ns; i++) {
+			struct ns_rec *ns = &p->ns[i];
+
+			if (ns->fd < 0 || (ns->type == CLONE_NEWNS) != (pass == 1))
+				continue;
+			if (setns(ns->fd, ns->type) < 0)
+				die("ns", errno, "joining %s namespace %s", ns->name, ns->path);
+			close(ns->fd);
+			ns->fd = -1;
+			/* runc CVE-2024-21626: no cwd (or fd) may point outside the container. setns
+			 * of a mount namespace moves root and cwd to its root already; say so
+			 * explicitly, before anything else runs in it. */
+			if (ns->type == CLONE_NEWNS && chdir("/") < 0)
+				die("ns", errno, "chdir to the root of mount namespace %s", ns->path);
+			if (ns->type == CLONE_NEWPID)
+				pid_changed = true;
+		}
+	}
+	for (size_t i = 0; i < p->n_ns; i++) {
+		if (p->ns[i].path[0] != '\0')
+			continue;
+		unshare_flags |= p->ns[i].type;
+		if (p->ns[i].type == CLONE_NEWPID)
+			pid_changed = true;
+		if (p->ns[i].type == CLONE_NEWUTS)
+			*new_uts = true;
+	}
+	if (unshare_flags != 0 && unshare(unshare_flags) < 0) {
+		char names[64] = "";
+
+		for (size_t i = 0; i < p->n_ns; i++) {
+			if (p->ns[i].path[0] != '\0')
+				continue;
+			if (names[0] != '\0')
+				strcat(names, ",");
+			strcat(names, p->ns[i].name);
+		}
+		die("ns", errno, "unsharing namespaces %s", names);
+	}
+	return pid_changed;
+}
+
+/*
+ * Step 4: a pid namespace only applies to children, so fork. The parent (the intermediate)
+ * reports the child's pid and leaves; the child continues as the container process.
+ *
+ * The child waits on a gate pipe until the intermediate has exited, so that the helper always
+ * reads `pid N` before anything the child may write (an `error` line in particular).
+ */
+void fork_for_pid_ns(bool pid_changed)
+{
+	int gate[2];
+	pid_t pid;
+	char c;
+
+	if (!pid_changed) {
+		sync_line("pid %d\n", (int)getpid());
+		return;
+	}
+	if (pipe2(gate, O_CLOEXEC) < 0)
+		die("fork", errno, "creating the gate pipe");
+	pid = fork();
+	if (pid < 0)
+		die("fork", errno, "forking into the pid namespace");
+	if (pid > 0) {
+		close(gate[0]);
+		sync_line("pid %d\n", (int)pid);
+		_exit(0); /* closes gate[1]: the child goes on */
+	}
+	close(gate[1]);
+	while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+		;
+	close(gate[0]);
+}
+
+/*
+ * Step 4a: the container process leads a session (and process group) of its own, as with runc,
+ * so that `kill(0, sig)` or a job-control stop in the container never reaches the helper, the
+ * intermediate or another container. The helper spawns kata-init as a session leader already
+ * (so the intermediate is never in the helper's group either); the pid-namespace child is not
+ * one yet. Being one already is fine.
+ */
+void become_session_leader(void)
+{
+	if (setsid() < 0 && getsid(0) != getpid())
+		die("setsid", errno, "making the container process a session leader");
+}
+
+
+/*
+ * Sandbox mode: create the namespaces every container of the sandbox will join, and keep them
+ * alive after we exit by bind-mounting their /proc/self/ns files onto the helper's paths (in
+ * the helper's mount namespace: we never leave it here).
+ */
+void __attribute__((noreturn)) run_sandbox(const struct plan *p)
+{
+	char src[64];
+	int flags = 0;
+
+	for (size_t i = 0; i < p->n_nsfiles; i++)
+		flags |= p->nsfiles[i].type;
+	if (flags != 0 && unshare(flags) < 0)
+		die("ns", errno, "unsharing the sandbox namespaces");
+	if (p->hostname != NULL && sethostname(p->hostname, strlen(p->hostname)) < 0)
+		die("hostname", errno, "sethostname \"%s\"", p->hostname);
+	for (size_t i = 0; i < p->n_nsfiles; i++) {
+		snprintf(src, sizeof src, "/proc/self/ns/%s", p->nsfiles[i].name);
+		if (mount(src, p->nsfiles[i].path, NULL, MS_BIND, NULL) < 0)
+			die("nsfile", errno, "bind-mounting %s onto %s", src, p->nsfiles[i].path);
+	}
+	sync_line("ready\n");
+	_exit(0);
+}

@@ -1,0 +1,306 @@
+/* kata-init: reading and parsing the plan (see kata-init.h and KATA-INIT.md). */
+#include "kata-init.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* The plan                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+
+static const struct {
+	const char *name;
+	int type;
+} ns_types[] = {
+	{ "pid", CLONE_NEWPID }, { "net", CLONE_NEWNET },   { "mnt", CLONE_NEWNS },
+	{ "ipc", CLONE_NEWIPC }, { "uts", CLONE_NEWUTS },   { "cgroup", CLONE_NEWCGROUP },
+};
+
+static int ns_type_of(const char *name)
+{
+	for (size_t i = 0; i < sizeof ns_types / sizeof ns_types[0]; i++)
+		if (strcmp(name, ns_types[i].name) == 0)
+			return ns_types[i].type;
+	die("plan", 0, "unknown namespace type \"%s\"", name);
+}
+
+/* Adds a namespace record to `arr`, refusing a type that is already there. */
+static void add_ns(struct ns_rec **arr, size_t *n, const char *name, const char *path)
+{
+	int type = ns_type_of(name);
+	struct ns_rec *ns;
+
+	for (size_t j = 0; j < *n; j++)
+		if ((*arr)[j].type == type)
+			die("plan", 0, "namespace \"%s\" given twice", name);
+	ns = PUSH(*arr, *n);
+	ns->name = name;
+	ns->type = type;
+	ns->path = path;
+	ns->fd = -1;
+}
+
+/* A cursor over the NUL-terminated strings of the plan buffer. */
+struct reader {
+	char *pos, *end;
+	const char *tag; /* the record being parsed, for messages */
+};
+
+static char *next_field(struct reader *r)
+{
+	char *s = r->pos;
+
+	if (s >= r->end)
+		die("plan", 0, "record \"%s\" is missing a field", r->tag);
+	r->pos += strlen(s) + 1; /* the buffer is known to end in NUL */
+	return s;
+}
+
+static unsigned long long parse_unsigned(const struct reader *r, const char *s,
+                                         unsigned long long max)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	if (s[0] < '0' || s[0] > '9')
+		die("plan", 0, "record \"%s\": \"%s\" is not a decimal number", r->tag, s);
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v > max)
+		die("plan", errno ? errno : ERANGE, "record \"%s\": bad number \"%s\"", r->tag, s);
+	return v;
+}
+
+static bool parse_bool(const struct reader *r, const char *s)
+{
+	if (strcmp(s, "0") == 0)
+		return false;
+	if (strcmp(s, "1") == 0)
+		return true;
+	die("plan", 0, "record \"%s\": expected 0 or 1, got \"%s\"", r->tag, s);
+}
+
+/* A decimal integer in [min, max], with an optional leading '-'. */
+static long long parse_signed(const struct reader *r, const char *s, long long min, long long max)
+{
+	unsigned long long mag = parse_unsigned(r, s[0] == '-' ? s + 1 : s, (unsigned long long)LLONG_MAX);
+	long long v = s[0] == '-' ? -(long long)mag : (long long)mag;
+
+	if (v < min || v > max)
+		die("plan", ERANGE, "record \"%s\": %s is outside %lld..%lld", r->tag, s, min, max);
+	return v;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* `seccomp <hex>`: a struct sock_filter array, 8 bytes (16 hex digits) per instruction. */
+static void parse_seccomp(struct plan *p, const struct reader *r, const char *hex)
+{
+	size_t len = strlen(hex), n = len / 16;
+	unsigned char *bytes;
+
+	if (p->seccomp != NULL)
+		die("plan", 0, "record \"%s\" given twice", r->tag);
+	if (len == 0 || len % 16 != 0)
+		die("plan", 0, "record \"%s\": %zu hex digits is not a whole number of BPF "
+		    "instructions (16 digits each)", r->tag, len);
+	if (n > SECCOMP_MAX_INSNS)
+		die("plan", E2BIG, "record \"%s\": %zu BPF instructions, more than %d", r->tag, n,
+		    SECCOMP_MAX_INSNS);
+	p->seccomp = xrealloc(NULL, n * sizeof(struct sock_filter));
+	bytes = (unsigned char *)p->seccomp;
+	for (size_t i = 0; i < len / 2; i++) {
+		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			die("plan", 0, "record \"%s\": not a hex digit at offset %zu", r->tag, 2 * i);
+		bytes[i] = (unsigned char)(hi << 4 | lo);
+	}
+	p->seccomp_len = n;
+}
+
+static rlim_t parse_rlim(const struct reader *r, const char *s)
+{
+	if (strcmp(s, "-1") == 0)
+		return RLIM_INFINITY;
+	return (rlim_t)parse_unsigned(r, s, RLIM_INFINITY - 1);
+}
+
+/* Step 1: reads fd 3 to EOF (at most PLAN_MAX bytes). The buffer is never freed: argv, envp
+ * and every other string of the plan point into it. */
+char *read_plan(size_t *len_out)
+{
+	char *buf = xrealloc(NULL, PLAN_MAX + 1);
+	size_t len = 0;
+
+	for (;;) {
+		ssize_t n = read(FD_PLAN, buf + len, PLAN_MAX + 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die("plan", errno, "reading the plan from fd %d", FD_PLAN);
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > PLAN_MAX)
+			die("plan", EFBIG, "the plan is larger than %d bytes", PLAN_MAX);
+	}
+	close(FD_PLAN);
+	if (len > 0 && buf[len - 1] != '\0')
+		die("plan", 0, "the plan does not end with NUL (truncated record?)");
+	*len_out = len;
+	return buf;
+}
+
+void parse_plan(struct plan *p, char *buf, size_t len)
+{
+	struct reader r = { .pos = buf, .end = buf + len, .tag = "" };
+
+	while (r.pos < r.end) {
+		const char *tag = r.tag = next_field(&r);
+
+		if (p->mode == MODE_SANDBOX && strcmp(tag, "hostname") != 0 &&
+		    strcmp(tag, "nsfile") != 0)
+			die("plan", 0, "record \"%s\" is not valid in sandbox mode", tag);
+		if (strcmp(tag, "rootfs") == 0) {
+			p->rootfs = next_field(&r);
+		} else if (strcmp(tag, "readonly") == 0) {
+			p->readonly = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "nodev") == 0) {
+			p->nodev = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "propagation") == 0) {
+			p->have_propagation = true;
+			p->propagation = parse_unsigned(&r, next_field(&r), ULONG_MAX);
+		} else if (strcmp(tag, "hostname") == 0) {
+			p->hostname = next_field(&r);
+		} else if (strcmp(tag, "ns") == 0) {
+			const char *name = next_field(&r);
+
+			add_ns(&p->ns, &p->n_ns, name, next_field(&r));
+		} else if (strcmp(tag, "nsfile") == 0) {
+			const char *name = next_field(&r);
+			const char *path = next_field(&r);
+			int type = ns_type_of(name);
+
+			/* /proc/self/ns/pid would be our own pid namespace, not the new one, and a
+			 * mount namespace cannot be pinned from inside itself. */
+			if (type == CLONE_NEWPID || type == CLONE_NEWNS)
+				die("plan", 0, "nsfile cannot pin a %s namespace", name);
+			if (path[0] != '/')
+				die("plan", 0, "nsfile path \"%s\" is not absolute", path);
+			add_ns(&p->nsfiles, &p->n_nsfiles, name, path);
+		} else if (strcmp(tag, "mount") == 0) {
+			struct mount_rec *m = PUSH(p->mounts, p->n_mounts);
+
+			m->source = next_field(&r);
+			m->target = next_field(&r);
+			m->fstype = next_field(&r);
+			m->flags = parse_unsigned(&r, next_field(&r), ULONG_MAX);
+			m->data = next_field(&r);
+			if (m->target[0] != '/')
+				die("plan", 0, "mount target \"%s\" is not absolute", m->target);
+		} else if (strcmp(tag, "mountprop") == 0) {
+			struct prop_rec *mp = PUSH(p->props, p->n_props);
+
+			mp->target = next_field(&r);
+			mp->flags = parse_unsigned(&r, next_field(&r), ULONG_MAX);
+		} else if (strcmp(tag, "masked") == 0) {
+			*PUSH(p->masked, p->n_masked) = next_field(&r);
+		} else if (strcmp(tag, "readonlypath") == 0) {
+			*PUSH(p->ropaths, p->n_ropaths) = next_field(&r);
+		} else if (strcmp(tag, "sysctl") == 0) {
+			struct sysctl_rec *s = PUSH(p->sysctls, p->n_sysctls);
+
+			s->key = next_field(&r);
+			s->value = next_field(&r);
+		} else if (strcmp(tag, "rlimit") == 0) {
+			struct rlimit_rec *rl = PUSH(p->rlimits, p->n_rlimits);
+
+			rl->resource = (int)parse_unsigned(&r, next_field(&r), RLIM_NLIMITS - 1);
+			rl->lim.rlim_cur = parse_rlim(&r, next_field(&r));
+			rl->lim.rlim_max = parse_rlim(&r, next_field(&r));
+		} else if (strcmp(tag, "uid") == 0) {
+			p->have_uid = true;
+			p->uid = (uid_t)parse_unsigned(&r, next_field(&r), UINT32_MAX - 1);
+		} else if (strcmp(tag, "gid") == 0) {
+			p->have_gid = true;
+			p->gid = (gid_t)parse_unsigned(&r, next_field(&r), UINT32_MAX - 1);
+		} else if (strcmp(tag, "group") == 0) {
+			*PUSH(p->groups, p->n_groups) =
+				(gid_t)parse_unsigned(&r, next_field(&r), UINT32_MAX - 1);
+		} else if (strcmp(tag, "caps") == 0) {
+			p->have_caps = true;
+			p->cap_bounding = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_effective = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_permitted = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_inheritable = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+			p->cap_ambient = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+		} else if (strcmp(tag, "oomscoreadj") == 0) {
+			p->have_oom = true;
+			p->oom_score_adj = (int)parse_signed(&r, next_field(&r), -1000, 1000);
+		} else if (strcmp(tag, "cwd") == 0) {
+			p->cwd = next_field(&r);
+		} else if (strcmp(tag, "nonewprivs") == 0) {
+			p->nonewprivs = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "arg") == 0) {
+			*PUSH(p->argv, p->n_args) = next_field(&r);
+		} else if (strcmp(tag, "env") == 0) {
+			char *e = next_field(&r);
+
+			if (strchr(e, '=') == NULL)
+				die("plan", 0, "env entry \"%s\" has no '='", e);
+			*PUSH(p->envp, p->n_env) = e;
+		} else if (strcmp(tag, "tty") == 0) {
+			p->tty = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "seccomp") == 0) {
+			parse_seccomp(p, &r, next_field(&r));
+		} else if (strcmp(tag, "seccompflags") == 0) {
+			p->have_seccomp_flags = true;
+			p->seccomp_flags = (unsigned int)parse_unsigned(&r, next_field(&r), UINT32_MAX);
+		} else {
+			die("plan", 0, "unknown record \"%s\"", tag);
+		}
+	}
+
+	/* Both arrays end with NULL for execve; the terminator is not counted. */
+	PUSH(p->argv, p->n_args);
+	p->n_args--;
+	PUSH(p->envp, p->n_env);
+	p->n_env--;
+
+	if (p->mode == MODE_SANDBOX) {
+		bool new_uts = false;
+
+		for (size_t i = 0; i < p->n_nsfiles; i++)
+			if (p->nsfiles[i].type == CLONE_NEWUTS)
+				new_uts = true;
+		if (p->hostname != NULL && !new_uts)
+			die("plan", 0, "\"hostname\" needs an \"nsfile uts\" (it would rename the host)");
+		return;
+	}
+	if (p->n_nsfiles)
+		die("plan", 0, "\"nsfile\" records are for sandbox mode only");
+	if (p->have_seccomp_flags && p->seccomp == NULL)
+		die("plan", 0, "\"seccompflags\" without a \"seccomp\" record");
+	if (p->n_args == 0 || p->argv[0][0] == '\0')
+		die("plan", 0, "no \"arg\" record (the program to run)");
+	if (p->mode == MODE_CREATE) {
+		bool new_mnt = false;
+
+		for (size_t i = 0; i < p->n_ns; i++)
+			if (p->ns[i].type == CLONE_NEWNS && p->ns[i].path[0] == '\0')
+				new_mnt = true;
+		if (p->rootfs == NULL || p->rootfs[0] != '/')
+			die("plan", 0, "create needs an absolute \"rootfs\"");
+		if (!new_mnt)
+			die("plan", 0, "create needs a new mount namespace (ns mnt with an empty path)");
+	}
+}
