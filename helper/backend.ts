@@ -83,5 +83,17 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     new GuestOps({ system: nativeGuestSystem(), volumeRoots: g.volumeRoots, logger }),
   );
   const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? ''), { logger });
-  return { backend: composeBackend(containers, guest, network), containers };
+  const composed = composeBackend(containers, guest, network);
+  // The uevent socket is the backend's own: closed with it, so nothing keeps the loop alive.
+  const backend: HelperBackend = {
+    ...composed,
+    shutdown: async () => {
+      try {
+        await composed.shutdown();
+      } finally {
+        uevents.close();
+      }
+    },
+  };
+  return { backend, containers };
 }

@@ -302,7 +302,7 @@ t.test('errors: status codes for bad ids, bad input, wrong state and unimplement
   await expectCode(t, h.call('SignalProcess', { container_id: 'dup', exec_id: '', signal: 65 }), Code.INVALID_ARGUMENT, /signal/);
 
   await expectCode(t, h.call('UpdateContainer', { container_id: 'dup' }), Code.UNIMPLEMENTED, /^UpdateContainer is not implemented yet$/);
-  await expectCode(t, h.call('MemHotplugByProbe', {}), Code.UNIMPLEMENTED, /^MemHotplugByProbe is not implemented yet$/);
+  await expectCode(t, h.call('GetMetrics', {}), Code.UNIMPLEMENTED, /^GetMetrics is not implemented yet$/);
   await expectCode(t, h.client.call('grpc.AgentService', 'CreateContainer', Buffer.from([0xff, 0xff, 0xff])), Code.INVALID_ARGUMENT, /decode/);
   t.equal((await h.call('Check', {})).status, 1, 'the agent is still serving');
 });
