@@ -812,6 +812,10 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   if (hostname !== '' && !namespaces.some((n) => n.type === 'uts')) {
     throw invalid(`hostname ${JSON.stringify(hostname)} needs a uts namespace`);
   }
+  if (opts.hostChecks && !namespaces.some((n) => n.type === 'pid')) {
+    // Without one, container root could signal or ptrace the helper (uid 0 to uid 0 needs no capability).
+    throw invalid('a container needs its own pid namespace (namespaces: {type: "pid", path: ""} or the sandbox\'s)');
+  }
   const mounts = checkArray(plan.mounts ?? [], 'mounts', MAX_MOUNTS).flatMap((m, i) => validateMount(m, i, opts));
   const maskedPaths = checkArray(plan.maskedPaths ?? [], 'maskedPaths', MAX_PATH_LIST).map((p, i) =>
     checkConfinedPath(p, `maskedPaths[${i}]`),

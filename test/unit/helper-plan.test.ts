@@ -51,6 +51,7 @@ function plan(over: Partial<ContainerPlan> = {}): ContainerPlan {
       { type: 'mount', path: '' },
       { type: 'uts', path: '' },
       { type: 'network', path: '' },
+      { type: 'pid', path: '' },
     ],
     mounts: [],
     process: proc(),
@@ -122,6 +123,7 @@ t.test('a valid container plan serialises to kata-init records', async (t) => {
     'ns', 'mnt', '',
     'ns', 'uts', '',
     'ns', 'net', '',
+    'ns', 'pid', '',
     'hostname', 'box',
     'mount', 'proc', '/proc', 'proc', String(MS.NOSUID | MS.NOEXEC | MS.NODEV), '',
     'mount', fs.realpathSync(src), '/data', 'bind', String(MS.BIND | MS.REC | MS.RDONLY), '',
@@ -147,7 +149,7 @@ t.test('hostname is only sent for a new uts namespace; joined namespaces keep th
   const nsFile = path.join(tmp, 'uts-ns');
   fs.writeFileSync(nsFile, '');
   const v = validateContainerPlan(
-    plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: nsFile }] }),
+    plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: nsFile }, { type: 'pid', path: '' }] }),
     { ...host, namespacePathAllowed: (type, p) => type === 'uts' && p === nsFile },
   );
   const f = fields(serializeCreatePlan(v));
@@ -155,7 +157,7 @@ t.test('hostname is only sent for a new uts namespace; joined namespaces keep th
   t.ok(f.join(' ').includes(`ns uts ${nsFile}`));
   throwsStatus(
     t,
-    () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: nsFile }] }), { ...host, namespacePathAllowed: () => false }),
+    () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: nsFile }, { type: 'pid', path: '' }] }), { ...host, namespacePathAllowed: () => false }),
     Code.INVALID_ARGUMENT,
     /not a uts namespace of this sandbox/,
   );
@@ -240,9 +242,9 @@ t.test('process rules', async (t) => {
 
 t.test('sysctl allow-list (rustjail validator.rs sysctl)', async (t) => {
   const withIpc = (sysctl: Record<string, string>) =>
-    plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'ipc', path: '' }], sysctl });
+    plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'ipc', path: '' }, { type: 'pid', path: '' }], sysctl });
   t.ok(validateContainerPlan(withIpc({ 'kernel.shmmax': '1', 'fs.mqueue.msg_max': '10', 'kernel.domainname': 'd' }), host));
-  const withNet = plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'network', path: '' }], sysctl: { 'net.core.somaxconn': '10' } });
+  const withNet = plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'network', path: '' }, { type: 'pid', path: '' }], sysctl: { 'net.core.somaxconn': '10' } });
   t.ok(validateContainerPlan(withNet, host), 'net.* with a new network namespace');
   throwsStatus(t, () => validateContainerPlan(withIpc({ 'net.core.somaxconn': '10' }), host), Code.INVALID_ARGUMENT, /needs a network namespace/);
   throwsStatus(t, () => validateContainerPlan(plan({ sysctl: { 'kernel.shmmax': '1' } }), host), Code.INVALID_ARGUMENT, /ipc namespace/);
