@@ -4,48 +4,17 @@
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Agent } from '../../control/agent';
-import { defaultConfig } from '../../control/config';
 import { buildDebugServer } from '../../control/debug/server';
-import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
-import { TtrpcClient, type CallOptions } from '../../control/ttrpc';
-import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
+import { TtrpcClient } from '../../control/ttrpc';
+import { startMockAgent, type MockAgent } from '../lib/mock-agent';
 import { Code, StatusError } from '../../shared/protocol';
 import type { grpc } from '../../shared/generated/protos';
 
-interface Harness {
-  agent: Agent;
-  client: TtrpcClient;
-  /** The in-process mock helper (its backend's ops may be wrapped to widen race windows). */
-  pair: MockHelperPair;
-  address: string;
-  call<K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>>;
-  /** As `call`, over another client connection. */
-  callOn<K extends MethodName>(client: TtrpcClient, name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>>;
-}
+type Harness = MockAgent;
 
-async function harness(t: Test): Promise<Harness> {
-  const pair = await startMockPair();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-rpc-'));
-  const address = `unix://${path.join(dir, 'agent.sock')}`;
-  const agent = new Agent({ config: { ...defaultConfig(), serverAddr: address, debugAddr: '' }, helper: pair.client, defaultRemoveTimeoutMs: 5000 });
-  await agent.start();
-  const client = await TtrpcClient.connect(address);
-  t.teardown(async () => {
-    await client.close();
-    await agent.stop();
-    await pair.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  const callOn = async <K extends MethodName>(c: TtrpcClient, name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => {
-    const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
-    const reply = await c.call(spec.service, spec.method, spec.request.encode(req).finish(), opts);
-    return spec.response.decode(reply) as ResponseOf<K>;
-  };
-  const call = <K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => callOn(client, name, req, opts);
-  return { agent, client, pair, address, call, callOn };
+function harness(t: Test): Promise<Harness> {
+  return startMockAgent(t, { prefix: 'kata-agent-rpc-', agent: () => ({ defaultRemoveTimeoutMs: 5000 }) });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
