@@ -112,7 +112,9 @@ if (skip) {
 
   /** kata_agent.go createContainer → OnlineCPUMem {}; startContainer → OnlineCPUMem {}, UpdateEphemeralMounts []. */
   const createAndStart = async (req: Parameters<typeof h.client.call<'CreateContainer'>>[1]): Promise<void> => {
-    await h.client.call('CreateContainer', req);
+    await h.client.call('CreateContainer', req).catch((e: Error) => {
+      throw new Error(`CreateContainer ${req.container_id}: status ${codeOf(e)}: ${e.message}`);
+    });
     await h.client.call('OnlineCPUMem', {});
     await h.client.call('StartContainer', { container_id: req.container_id });
     await h.client.call('OnlineCPUMem', {});
