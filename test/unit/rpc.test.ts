@@ -302,6 +302,12 @@ t.test('DestroySandbox removes the containers, ends GetOOMEvent, then asks for s
 
 const MiB = 1024 * 1024;
 
+/** Wait until `cond()` holds (polled every 10 ms, at most `ms`): for states reached over the wire, never a timing assertion. */
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await sleep(10);
+}
+
 t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 8 MiB bound, disconnect and RemoveContainer release', async (t) => {
   const h = await harness(t);
   await run(h, 'nr', ['sleep', '1000']);
@@ -321,7 +327,7 @@ t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 
     h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(3 * MiB, 3) }),
     h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(3 * MiB, 4) }),
   ].map((p) => p.catch((err: unknown) => err));
-  await sleep(100);
+  await until(() => stdin.pendingBytes >= afterFirst + 6 * MiB);
   const full = stdin.pendingBytes;
   t.equal(full, afterFirst + 6 * MiB, 'both writes wait');
   await expectCode(
@@ -335,11 +341,11 @@ t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 
   // A write from a connection that goes away before it started is dropped.
   const other = await TtrpcClient.connect(h.address);
   const dropped = h.callOn(other, 'WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(MiB, 6) }).catch((err: unknown) => err);
-  await sleep(100);
+  await until(() => stdin.pendingBytes >= full + MiB);
   t.equal(stdin.pendingBytes, full + MiB, 'the other connection\'s write waits');
   await other.close();
   await dropped;
-  await sleep(100);
+  await until(() => stdin.pendingBytes <= full);
   t.equal(stdin.pendingBytes, full, 'dropped when its connection closed');
 
   await h.call('RemoveContainer', { container_id: 'nr', timeout: 5 });
