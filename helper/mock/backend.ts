@@ -91,6 +91,7 @@ export class MockLauncher implements Launcher {
     const proc = plan.process;
     const cwd = hostCwd(proc.cwd);
     const file = this.resolve(proc, cwd, `create container ${containerId}`);
+    if (stdio.terminal) stdio.openHelperPty(); // no container devpts here
     const [startR, startW] = this.native.pipe();
     let spawned;
     const sinceSeq = this.registry.seq;
@@ -128,6 +129,7 @@ export class MockLauncher implements Launcher {
   ): Promise<LaunchedProcess> {
     const cwd = hostCwd(plan.cwd);
     const file = this.resolve(plan, cwd, `exec ${execId} in container ${containerId}`);
+    if (stdio.terminal) stdio.openHelperPty(); // no container devpts here
     const sinceSeq = this.registry.seq;
     try {
       const spawned = this.native.spawn({
