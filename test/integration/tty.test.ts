@@ -41,7 +41,11 @@ if (skip) {
   function fdsOf(pid: number): Map<string, { link: string; dev: number }> {
     const out = new Map<string, { link: string; dev: number }>();
     for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-      out.set(fd, { link: fs.readlinkSync(`/proc/${pid}/fd/${fd}`), dev: fs.statSync(`/proc/${pid}/fd/${fd}`).dev });
+      try {
+        out.set(fd, { link: fs.readlinkSync(`/proc/${pid}/fd/${fd}`), dev: fs.statSync(`/proc/${pid}/fd/${fd}`).dev });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // closed meanwhile
+      }
     }
     return out;
   }
@@ -67,6 +71,13 @@ if (skip) {
     t.match(ex, /^\/dev\/pts\/[1-9][0-9]*\r?\n$/, `the exec gets another pts of the same instance (${ex.trim()})`);
     const execDev = await checkOwnPty(t, cid, 'tty-exec', /^\/dev\/pts\/[1-9][0-9]*$/, 'exec');
     t.equal(execDev, initDev, 'init and exec share the container devpts instance');
+    // The helper and control hold the masters: every pty fd of theirs is of the container's
+    // devpts, none of the helper's own (what a helper-allocated pty would be).
+    for (const [name, pid] of [['helper', h.agent.helper.pid!], ['control plane', h.agent.control.pid!]] as const) {
+      const ptys = [...fdsOf(pid).values()].filter((f) => f.link.startsWith('/dev/pts') || f.link === '/dev/ptmx');
+      t.ok(ptys.length >= 2, `the ${name} holds the two masters (${ptys.map((f) => f.link).join(', ')})`);
+      t.ok(ptys.every((f) => f.dev === initDev), `the ${name}'s pty fds are all of the container's devpts`);
+    }
     await h.client.call('SignalProcess', { container_id: cid, exec_id: 'tty-exec', signal: 9 });
     t.equal(await h.wait(cid, 'tty-exec'), 137);
 
