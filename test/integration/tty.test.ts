@@ -5,6 +5,7 @@
 import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import { AgentHarness, Code, codeOf, expectCode, skipReason, within } from './lib/agent-harness';
+import { DEFAULT_CAPABILITIES } from '../../scripts/lib/standalone';
 
 const skip = skipReason();
 if (skip) {
@@ -114,5 +115,25 @@ if (skip) {
       'CreateContainer with terminal and no devpts',
     );
     t.match(err?.message, /tty: opening the container's \/dev\/pts\/ptmx .*needs a devpts on \/dev\/pts/, 'the error names the missing devpts');
+  });
+
+  t.test('an exec terminal refuses a ptmx the container planted (a FIFO, a symlink)', async (t) => {
+    const caps = [...DEFAULT_CAPABILITIES, 'CAP_SYS_ADMIN'];
+    const cases: [string, string, RegExp][] = [
+      ['a FIFO', 'mkfifo /dev/pts/ptmx', /tty: \/dev\/pts\/ptmx is not on a devpts filesystem/],
+      ['a symlink to the guest-visible ptmx', 'ln -s /dev/ptmx /dev/pts/ptmx', /tty: opening the container's \/dev\/pts\/ptmx .*: (Too many levels of symbolic links|Symbolic link loop)/],
+    ];
+    for (const [name, plant, want] of cases) {
+      const cid = await h.run(t, ['sh', '-c', `umount -l /dev/pts && ${plant} && echo planted; sleep 1000`], { capabilities: caps });
+      t.equal((await within(readUntil(cid, cid, /planted\n/), 20_000, `${name}: planting`)).trim(), 'planted');
+      const err = await within(
+        expectCode(t, h.exec(cid, 'x', ['tty'], { terminal: true }), Code.INVALID_ARGUMENT, `${name}: ExecProcess with a terminal`),
+        20_000,
+        `${name}: the exec answers`,
+      );
+      t.match(err?.message, want, `${name}: refused, naming the cause`);
+      const still = await h.execCollect(cid, ['echo', 'alive']);
+      t.equal(still.stdout.toString(), 'alive\n', `${name}: the container and the agent still work`);
+    }
   });
 }
