@@ -11,7 +11,8 @@
  *   a real pid, can be signalled and killed before start), startContainer lets it `exec` the
  *   program. args[0] is resolved through the plan's PATH *on the host*; cwd is the plan's cwd if
  *   that directory exists on the host, else os.tmpdir(). The program's argv[0] is the resolved
- *   path. A terminal is a real pty from the helper's devpts (no container devpts here; the process gets a new session but no controlling tty).
+ *   path. A terminal is a real pty from the helper's devpts (there is no container devpts
+ *   here); the process gets a new session but no controlling tty.
  * - createSandbox returns no namespaces; destroySandbox only removes the containers.
  * - A seccomp profile is validated but neither compiled nor applied.
  * - Storages (./storage.ts): validated, reference-counted and their directories made under the
