@@ -11,7 +11,8 @@
  *   a real pid, can be signalled and killed before start), startContainer lets it `exec` the
  *   program. args[0] is resolved through the plan's PATH *on the host*; cwd is the plan's cwd if
  *   that directory exists on the host, else os.tmpdir(). The program's argv[0] is the resolved
- *   path. A terminal is a real pty (the process gets a new session but no controlling tty).
+ *   path. A terminal is a real pty from the helper's devpts (there is no container devpts
+ *   here); the process gets a new session but no controlling tty.
  * - createSandbox returns no namespaces; destroySandbox only removes the containers.
  * - A seccomp profile is validated but neither compiled nor applied.
  * - Storages (./storage.ts): validated, reference-counted and their directories made under the
@@ -91,6 +92,7 @@ export class MockLauncher implements Launcher {
     const proc = plan.process;
     const cwd = hostCwd(proc.cwd);
     const file = this.resolve(proc, cwd, `create container ${containerId}`);
+    if (stdio.terminal) stdio.openHelperPty(); // no container devpts here
     const [startR, startW] = this.native.pipe();
     let spawned;
     const sinceSeq = this.registry.seq;
@@ -128,6 +130,7 @@ export class MockLauncher implements Launcher {
   ): Promise<LaunchedProcess> {
     const cwd = hostCwd(plan.cwd);
     const file = this.resolve(plan, cwd, `exec ${execId} in container ${containerId}`);
+    if (stdio.terminal) stdio.openHelperPty(); // no container devpts here
     const sinceSeq = this.registry.seq;
     try {
       const spawned = this.native.spawn({

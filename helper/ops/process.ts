@@ -2,9 +2,15 @@
  * Starting processes with kata-init (helper/native/KATA-INIT.md): container inits (`create`),
  * exec processes (`exec`) and the sandbox's persistent namespaces (`sandbox`).
  *
- * kata-init gets fds 0-2 (stdio), 3 (plan, read end), 4 (sync, write end) and, for `create`,
- * 5 (start, read end). The helper writes the plan and closes its end, then reads sync lines:
- * `pid N`, `ready`, `error ...`; EOF after them means the final execve succeeded.
+ * kata-init gets fds 0-2 (stdio), 3 (plan, read end), 4 (sync, write end), for `create`
+ * 5 (start, read end) and, with a terminal, 6 (one end of a SOCK_SEQPACKET pair). The helper
+ * writes the plan and closes its end, then reads sync lines: `pid N`, `ready`, `error ...`; EOF
+ * after them means the final execve succeeded.
+ *
+ * A terminal is the container's own: kata-init opens it in the container's devpts instance
+ * (step 7b of KATA-INIT.md, before `ready` in create mode and before the fork in exec mode) and
+ * sends the master back on fd 6; the helper takes it once one of those sync points has passed,
+ * so the packet is already queued, and keeps it as the process's "pty" stdio end.
  *
  * A container's seccomp profile is compiled here once (helper/ops/seccomp.ts, unknown syscall
  * names logged) and sent to kata-init for the init and for every exec process of the container.
@@ -81,6 +87,8 @@ interface KataInitRun {
   sync: LineReader;
   /** Write end of the start pipe (create mode), or -1. */
   startFd: number;
+  /** The helper's end of the pty socket (terminal), or -1. */
+  ptyFd: number;
   /** Resolves when the plan has been written (errors are logged: the sync pipe tells the story). */
   planWritten: Promise<void>;
 }
@@ -124,13 +132,14 @@ export class KataInitLauncher implements Launcher {
       this.log.debug({ containerId, instructions: compiled.bpf.length / 8, flags: compiled.flags }, 'seccomp filter compiled');
     }
     const bytes = serializeCreatePlan(plan, seccomp);
-    const run = this.spawn('create', bytes, stdio.child, true);
+    const run = this.spawn('create', bytes, stdio.child, true, stdio.terminal);
     stdio.closeChild();
     const what = `create container ${containerId}`;
     let pid = -1;
     try {
       pid = await this.expectPid(run, what);
       await this.expectLine(run, 'ready', what);
+      this.takePtyMaster(run, stdio, what);
     } catch (err) {
       this.abandon(run, pid);
       throw err;
@@ -176,7 +185,7 @@ export class KataInitLauncher implements Launcher {
   ): Promise<LaunchedProcess> {
     const namespaces = this.namespacesOf(init.pid);
     const bytes = serializeExecPlan(namespaces, plan, seccomp);
-    const run = this.spawn('exec', bytes, stdio.child, false);
+    const run = this.spawn('exec', bytes, stdio.child, false, stdio.terminal);
     stdio.closeChild();
     const what = `exec ${execId} in container ${containerId}`;
     let pid = -1;
@@ -185,6 +194,7 @@ export class KataInitLauncher implements Launcher {
       const item = await run.sync.next();
       if (item.kind === 'line' && item.text.startsWith('error ')) throw kataInitError(item.text.slice(6), what);
       if (item.kind !== 'eof') throw this.protocolError(item, what);
+      this.takePtyMaster(run, stdio, what);
     } catch (err) {
       this.abandon(run, pid);
       throw err;
@@ -280,7 +290,7 @@ export class KataInitLauncher implements Launcher {
     return list;
   }
 
-  private spawn(mode: 'create' | 'exec' | 'sandbox', plan: Buffer, stdio: number[], withStart: boolean): KataInitRun {
+  private spawn(mode: 'create' | 'exec' | 'sandbox', plan: Buffer, stdio: number[], withStart: boolean, withPty = false): KataInitRun {
     const opened: number[] = [];
     try {
       const [planR, planW] = this.native.pipe();
@@ -293,8 +303,14 @@ export class KataInitLauncher implements Launcher {
         [startR, startW] = this.native.pipe();
         opened.push(startR, startW);
       }
-      const fds = [stdio[0], stdio[1], stdio[2], planR, syncW];
-      if (withStart) fds.push(startR);
+      let ptyR = -1;
+      let ptyW = -1;
+      if (withPty) {
+        [ptyR, ptyW] = this.native.seqpacketPair();
+        opened.push(ptyR, ptyW);
+      }
+      const fds = [stdio[0], stdio[1], stdio[2], planR, syncW, startR];
+      if (withPty) fds.push(ptyW);
       const sinceSeq = this.registry.seq;
       // setsid: kata-init never shares the helper's process group or session, so nothing in a
       // container can signal the helper with kill(0, ...) (kata-init's own child, the
@@ -303,13 +319,14 @@ export class KataInitLauncher implements Launcher {
       closeQuietly(planR);
       closeQuietly(syncW);
       closeQuietly(startR);
+      closeQuietly(ptyW);
       const sync = new LineReader(syncR);
       const planWritten = writeAll(planW, plan)
         .catch((err: unknown) => {
           this.log.debug({ err, mode }, 'writing the plan failed (kata-init exited early)');
         })
         .finally(() => closeQuietly(planW));
-      return { spawnPid: child.pid, spawnPidfd: child.pidfd, sinceSeq, sync, startFd: startW, planWritten };
+      return { spawnPid: child.pid, spawnPidfd: child.pidfd, sinceSeq, sync, startFd: startW, ptyFd: ptyR, planWritten };
     } catch (err) {
       for (const fd of opened) closeQuietly(fd);
       if (isErrno(err, 'ENOENT') || isErrno(err, 'EACCES')) {
@@ -317,6 +334,32 @@ export class KataInitLauncher implements Launcher {
       }
       throw err;
     }
+  }
+
+  /**
+   * Terminal only: the pty master kata-init sent on fd 6 (step 7b) becomes the "pty" end of
+   * `stdio`; the socket is closed. Called after `ready` (create) or after the sync EOF (exec),
+   * both of which kata-init reaches only after sending, so the packet is there or never comes:
+   * INTERNAL when it is missing or malformed.
+   */
+  private takePtyMaster(run: KataInitRun, stdio: StdioSet, what: string): void {
+    if (run.ptyFd < 0) return;
+    let msg: ReturnType<NativeAddon['seqpacketRecv']>;
+    try {
+      msg = this.native.seqpacketRecv(run.ptyFd, 16);
+    } finally {
+      closeQuietly(run.ptyFd);
+      run.ptyFd = -1;
+    }
+    if (msg && msg.fds.length === 1 && msg.data.toString() === 'pty' && !msg.truncated) {
+      stdio.adoptPtyMaster(msg.fds[0]);
+      return;
+    }
+    for (const fd of msg?.fds ?? []) closeQuietly(fd);
+    throw new StatusError(
+      Code.INTERNAL,
+      `${what}: kata-init did not send the pty master (${msg ? `${msg.fds.length} fds, ${JSON.stringify(msg.data.toString())}` : 'nothing'} on fd 6)`,
+    );
   }
 
   /** Read the `pid N` line. */
@@ -362,6 +405,8 @@ export class KataInitLauncher implements Launcher {
     run.sync.close();
     closeQuietly(run.startFd);
     run.startFd = -1;
+    closeQuietly(run.ptyFd);
+    run.ptyFd = -1;
     if (pid > 0 && pid !== run.spawnPid) this.registry.killUntracked(pid, run.sinceSeq);
     try {
       this.native.pidfdSendSignal(run.spawnPidfd, 9);

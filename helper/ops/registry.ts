@@ -52,30 +52,41 @@ export class FdKeeper {
   }
 }
 
-/** The ends of a new process's stdio: the child's (fd 0, 1, 2) and the parent's (kept by the helper). */
+/**
+ * The ends of a new process's stdio: the child's (fd 0, 1, 2) and the parent's (kept by the
+ * helper). With a terminal the pty is not made here: the launcher either has kata-init open it
+ * in the container's own devpts and hands the master over ({@link StdioSet.adoptPtyMaster}), or
+ * (the mock, no container) calls {@link StdioSet.openHelperPty}. Until then the child ends are
+ * /dev/null and `parent` is empty.
+ */
 export interface StdioSet {
-  /** Child fds 0, 1, 2 (the same pty slave three times with a terminal). */
-  child: [number, number, number];
+  /** True when the process gets a terminal. */
+  readonly terminal: boolean;
+  /** Child fds 0, 1, 2 (the same pty slave three times with a helper pty; /dev/null before). */
+  readonly child: [number, number, number];
   /** Parent ends: "stdin" (write), "stdout" (read), "stderr" (read); or "pty" (the master). */
-  parent: NamedFd[];
+  readonly parent: NamedFd[];
+  /** Terminal only: take ownership of the pty master `fd` that kata-init opened in the container. */
+  adoptPtyMaster(fd: number): void;
+  /** Terminal only: a pty from the helper's own devpts as the child's 0-2 (mock backend). */
+  openHelperPty(): void;
   /** Close the child ends in the helper (after spawn). Idempotent. */
   closeChild(): void;
   /** Close the parent ends (creation failed). Idempotent. */
   closeParent(): void;
 }
 
-/** Make stdio for a process: three pipes, or a pty when `terminal`. */
+/** Make stdio for a process: three pipes, or (`terminal`) a set waiting for its pty. */
 export function createStdio(terminal: boolean): StdioSet {
   const native = loadNative();
   const opened: number[] = [];
   try {
     let child: [number, number, number];
-    let parent: NamedFd[];
+    const parent: NamedFd[] = [];
     if (terminal) {
-      const { master, slave } = native.openpty();
-      opened.push(master, slave);
-      child = [slave, slave, slave];
-      parent = [{ name: 'pty', fd: master }];
+      const devNull = fs.openSync('/dev/null', 'r+'); // libuv opens with O_CLOEXEC
+      opened.push(devNull);
+      child = [devNull, devNull, devNull];
     } else {
       const [inR, inW] = native.pipe();
       opened.push(inR, inW);
@@ -84,17 +95,28 @@ export function createStdio(terminal: boolean): StdioSet {
       const [errR, errW] = native.pipe();
       opened.push(errR, errW);
       child = [inR, outW, errW];
-      parent = [
-        { name: 'stdin', fd: inW },
-        { name: 'stdout', fd: outR },
-        { name: 'stderr', fd: errR },
-      ];
+      parent.push({ name: 'stdin', fd: inW }, { name: 'stdout', fd: outR }, { name: 'stderr', fd: errR });
     }
     let childClosed = false;
     let parentClosed = false;
-    return {
+    const set: StdioSet = {
+      terminal,
       child,
       parent,
+      adoptPtyMaster: (fd: number) => {
+        if (!terminal || parent.length > 0 || parentClosed) {
+          closeQuietly(fd);
+          throw new Error('adoptPtyMaster: not a terminal stdio set waiting for its pty');
+        }
+        parent.push({ name: 'pty', fd });
+      },
+      openHelperPty: () => {
+        if (!terminal || parent.length > 0 || childClosed) throw new Error('openHelperPty: not a terminal stdio set waiting for its pty');
+        const { master, slave } = native.openpty();
+        closeQuietly(child[0]);
+        child.fill(slave);
+        parent.push({ name: 'pty', fd: master });
+      },
       closeChild: () => {
         if (childClosed) return;
         childClosed = true;
@@ -106,6 +128,7 @@ export function createStdio(terminal: boolean): StdioSet {
         for (const p of parent) closeQuietly(p.fd);
       },
     };
+    return set;
   } catch (err) {
     for (const fd of opened) closeQuietly(fd);
     throw err;

@@ -182,8 +182,7 @@ if (skipReason) {
     t.equal(await out, 'kata-box\npid1=sleep 1000 \n/tmp\n');
     closeAll(e1.fds);
 
-    // The pty comes from the helper's devpts, not the container's /dev/pts instance, so `tty`
-    // cannot name it (as with upstream Kata); that fds 0-2 are a terminal is what counts.
+    // The pty comes from the container's own devpts (kata-init step 7b): `tty` names it.
     const piped = await c.call('execProcess', {
       containerId: 'it-exec',
       execId: 'tty',
@@ -194,10 +193,10 @@ if (skipReason) {
     const tty2 = await c.call('execProcess', {
       containerId: 'it-exec',
       execId: 'tty2',
-      process: processPlan(['sh', '-c', 'test -t 0 && test -t 1 && echo is-a-tty'], { terminal: true }),
+      process: processPlan(['sh', '-c', 'test -t 0 && test -t 1 && echo is-a-tty; tty'], { terminal: true }),
     });
     t.same(Object.keys(tty2.fds), ['pty']);
-    t.match(await readToEnd(tty2.fds.pty), /^is-a-tty\r?\n$/);
+    t.match(await readToEnd(tty2.fds.pty), /^is-a-tty\r?\n\/dev\/pts\/0\r?\n$/, 'the first pty of the container devpts (the init has none)');
 
     await rejectsStatus(
       t,

@@ -592,6 +592,14 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
     }
   });
 
+  t.test('create: "tty 1" needs the pty socket on fd 6 (the master goes back over it)', async (t) => {
+    const k = new KataInit('create', createPlan({ rootfs, args: ['sh', '-c', 'echo ran'], extra: [['tty', 1]] }));
+    t.teardown(() => k.kill());
+    const res = await k.finished();
+    t.match(res.lines[res.lines.length - 1], /^error fd: "tty 1" needs the pty socket on fd 6: Bad file descriptor$/);
+    t.equal(res.stdout + res.stderr, '', 'nothing ran');
+  });
+
   t.test('create: /proc rules on the resolved mount target (a rootfs symlink to /proc)', async (t) => {
     const fsdir = makeRootfs('rootfs-proclink');
     fs.symlinkSync('/proc', path.join(fsdir, 'myproc'));

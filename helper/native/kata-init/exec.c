@@ -129,6 +129,7 @@ int main(int argc, char **argv)
 		 * namespace a process that already has only the container's uid, groups,
 		 * capabilities, rlimits and cwd, so a container holding CAP_SYS_PTRACE that seizes it
 		 * gains nothing it does not have. */
+		setup_terminal(&plan);                 /* 7b */
 		ensure_home(&plan);                    /* 8a */
 		set_identity(&plan);                   /* 8 */
 		exe = resolve_executable(&plan, exe_buf); /* 9 */
@@ -144,12 +145,13 @@ int main(int argc, char **argv)
 		if (new_uts && plan.hostname != NULL && /* 6 */
 		    sethostname(plan.hostname, strlen(plan.hostname)) < 0)
 			die("hostname", errno, "sethostname \"%s\"", plan.hostname);
+		setup_terminal(&plan);                 /* 7b */
 		ensure_home(&plan);                    /* 8a */
 		set_identity(&plan);                   /* 8 */
 		exe = resolve_executable(&plan, exe_buf); /* 9 */
 		wait_for_start();                      /* 10 */
 	}
-	/* 11: the pty becomes our controlling terminal (we lead a new session, step 4a). */
+	/* 11: the pty (step 7b) becomes our controlling terminal (we lead a new session, step 4a). */
 	if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
 		die("tty", errno, "making fd 0 the controlling terminal");
 	reset_signals();                               /* 12 */

@@ -1,7 +1,7 @@
 /*
  * kata-init: the program that turns a freshly spawned process into a container process.
  *
- * The contract with the helper (invocation, fds 0-5, the NUL-separated plan, the order of
+ * The contract with the helper (invocation, fds 0-6, the NUL-separated plan, the order of
  * operations and the sync lines) is helper/native/KATA-INIT.md. Read that first; the sources
  * follow its "Sequence" section step by step, and the step numbers in the comments refer to it.
  * This header is internal to kata-init: the plan's shape and each stage's entry points.
@@ -12,6 +12,7 @@
  *   ns.c      fds, namespaces, the pid-namespace fork, sandbox mode
  *   mounts.c  the container's filesystem view (create mode)
  *   ids.c     HOME, OOM score, rlimits, capabilities, ids, seccomp
+ *   tty.c     the terminal, from the container's own devpts instance
  *   exec.c    executable lookup, the start wait, signals, main()
  *
  * Ground rules for every file:
@@ -61,6 +62,8 @@
 #define FD_PLAN 3
 #define FD_SYNC 4
 #define FD_START 5
+/* tty only: a unix socket on which kata-init sends the pty master it opened in the container. */
+#define FD_PTY 6
 
 #define PLAN_MAX (1024 * 1024)
 #define ERROR_LINE_MAX 4096
@@ -199,6 +202,9 @@ void ensure_home(struct plan *p);
 void write_oom_score_adj(const struct plan *p);
 void load_seccomp(const struct plan *p);
 void set_identity(const struct plan *p);
+
+/* tty.c */
+void setup_terminal(const struct plan *p);
 
 /* exec.c */
 const char *resolve_executable(const struct plan *p, char buf[PATH_MAX]);

@@ -5,7 +5,7 @@
 /* Fds, namespaces and the pid-namespace fork                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Step 1, before anything else: nothing of ours may reach the container program. fds 3-5
+/* Step 1, before anything else: nothing of ours may reach the container program. fds 3-6
  * become close-on-exec (fd 4 must stay open until the final execve: its EOF is the helper's
  * success signal), and whatever else the helper's process happened to pass down is closed. */
 void secure_fds(enum mode mode)
@@ -22,7 +22,14 @@ void secure_fds(enum mode mode)
 		if (fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
 			die("fd", errno, "setting FD_CLOEXEC on fd %d", fd);
 	}
-	if (close_range(FD_START + 1, ~0U, 0) < 0) {
+	/* fd 6, the pty socket, only comes with `tty 1` (checked once the plan is read). */
+	{
+		int flags = fcntl(FD_PTY, F_GETFD);
+
+		if (flags >= 0 && fcntl(FD_PTY, F_SETFD, flags | FD_CLOEXEC) < 0)
+			die("fd", errno, "setting FD_CLOEXEC on fd %d", FD_PTY);
+	}
+	if (close_range(FD_PTY + 1, ~0U, 0) < 0) {
 		/* Kernels before 5.9: close one by one up to the fd limit. */
 		struct rlimit rl;
 		int max = 65536;
@@ -30,7 +37,7 @@ void secure_fds(enum mode mode)
 		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
 		    rl.rlim_cur < (rlim_t)INT_MAX)
 			max = (int)rl.rlim_cur;
-		for (int fd = FD_START + 1; fd < max; fd++)
+		for (int fd = FD_PTY + 1; fd < max; fd++)
 			close(fd);
 	}
 }

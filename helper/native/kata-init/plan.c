@@ -292,6 +292,8 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 		die("plan", 0, "\"seccompflags\" without a \"seccomp\" record");
 	if (p->n_args == 0 || p->argv[0][0] == '\0')
 		die("plan", 0, "no \"arg\" record (the program to run)");
+	if (p->tty && fcntl(FD_PTY, F_GETFD) < 0)
+		die("fd", errno, "\"tty 1\" needs the pty socket on fd %d", FD_PTY);
 	if (p->mode == MODE_CREATE) {
 		bool new_mnt = false;
 

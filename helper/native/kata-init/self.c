@@ -12,7 +12,7 @@
  * and the next container would run its code as the helper). So kata-init only ever runs from a
  * sealed memfd copy of itself: if /proc/self/exe is not one (the normal case: the helper spawned
  * the file), copy it into a memfd, seal it against every change (write, grow, shrink, and further
- * seal changes) and execveat() it with the same argv and an empty environment. The fds 0-5 are
+ * seal changes) and execveat() it with the same argv and an empty environment. The fds 0-6 are
  * not close-on-exec yet, so they pass through. On the second run /proc/self/exe is the sealed
  * memfd ("/memfd:kata-init (deleted)") and this returns at once.
  */
