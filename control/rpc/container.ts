@@ -72,7 +72,9 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       sandbox: sandbox.namespaceInfo(),
       warn: (f, m) => core.log.warn({ container: id, ...f }, m),
     });
-    const args = { containerId: id, plan };
+    // For the OCI state that hooks read (helper/ops/hooks.ts).
+    const oci = { version: req.OCI.Version ?? '', annotations: { ...(req.OCI.Annotations ?? {}) } };
+    const args = { containerId: id, plan, oci };
     const { result, fds } = await core.call('createContainer', args).catch((err: unknown) => {
       throw core.tooLargeError(err, 'createContainer', args);
     });
