@@ -35,6 +35,8 @@ export const MAX_HOOKS_PER_KIND = 64;
 export const HOOK_PATH_MAX = 4096;
 /** How long, in ms, the hook's output is still read after it exited. */
 const OUTPUT_GRACE_MS = 1000;
+/** Period of the reaper sweep while a hook runs, in ms. */
+const EXIT_SWEEP_MS = 200;
 
 /** One OCI hook (runtime-spec config.md#posix-platform-hooks). */
 export interface Hook {
@@ -210,8 +212,13 @@ export class HookRunner {
           /* already dead */
         }
       }, timeoutSec * 1000);
+      // Ref'd on purpose: the reaper's own sweep timer and SIGCHLD listener do not keep the
+      // event loop alive, so without it a process with nothing else to do could exit between
+      // the hook's pipes closing and its SIGCHLD being handled.
+      const sweeper = setInterval(() => this.reaper.sweep(), EXIT_SWEEP_MS);
       this.reaper.watch(pid, sinceSeq, (c) => {
         clearTimeout(timer);
+        clearInterval(sweeper);
         resolve(c);
       });
     });
