@@ -1,13 +1,22 @@
 // helper/ops/hooks.ts without root: scanning a guest hook directory (what is taken, what is
 // skipped) and running hooks (state JSON on stdin, argv, empty environment, failures and the
-// timeout named in the error).
+// timeout named in the error), and the container backend over the mock launcher (the mock
+// twin: the same hook code runs in the mock helper).
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { HookRunner, scanGuestHooks, validateGuestHookPath, type OciState } from '../../helper/ops/hooks';
 import { getReaper } from '../../helper/ops/reaper';
-import { Code, StatusError } from '../../shared/protocol';
+import { Code, StatusError, type ContainerPlan } from '../../shared/protocol';
+import { MockLauncher } from '../../helper/mock/main';
+import { ContainerBackend } from '../../helper/ops/container';
+import { ProcessRegistry } from '../../helper/ops/registry';
+import type { BackendReply } from '../../helper/api';
+import { loadNative } from '../../shared/native';
+import { processPlan } from '../lib/helper-fixtures';
+
+const native = loadNative();
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hooks-unit-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -104,4 +113,68 @@ t.test('runAll: failFast stops at the first failure; otherwise every hook runs',
   t.notOk(fs.existsSync(count), 'prestart: the hook after the failing one did not run');
   await runner.runAll('poststop', hooks, state, false);
   t.equal(fs.readFileSync(count, 'utf8'), 'x\n', 'poststop: the failure is logged, the next hook ran');
+});
+
+t.test('the container backend over the mock launcher runs guest hooks at create, start and remove', async (t) => {
+  const registry = new ProcessRegistry({ subreaper: false });
+  const backend = new ContainerBackend(new MockLauncher(registry), { registry });
+  t.teardown(() => backend.shutdown());
+  const dir = path.join(tmp, 'backend-hooks');
+  const log = path.join(tmp, 'backend-hooks.log');
+  const body = `#!/bin/sh\nstate=$(/bin/cat)\nprintf '%s %s\\n' "$1" "$state" >> ${log}\ncase "$state" in *'"fail"'*) exit 4;; esac\n`;
+  for (const kind of ['prestart', 'poststart', 'poststop']) write(path.join(dir, kind, 'h'), body, 0o755);
+  await t.rejects(backend.createSandbox({ sandboxId: 'sb', hostname: 'h', guestHookPath: 'relative' }), { code: Code.INVALID_ARGUMENT });
+  await backend.createSandbox({ sandboxId: 'sb', hostname: 'h', guestHookPath: dir });
+  const plan = (): ContainerPlan =>
+    ({
+      rootfs: '/run/kata-containers/c1/rootfs',
+      readonly: false,
+      hostname: '',
+      namespaces: [
+        { type: 'mount', path: '' },
+        { type: 'pid', path: '' },
+      ],
+      mounts: [],
+      process: processPlan(['sleep', '1000']),
+      maskedPaths: [],
+      readonlyPaths: [],
+      sysctl: {},
+      rootfsPropagation: '',
+    }) as ContainerPlan;
+  const closeReply = (reply: BackendReply<unknown>): void => {
+    for (const f of reply.fds ?? []) native.close(f.fd);
+    reply.onSent?.();
+  };
+  const lines = (): { kind: string; status: string; pid: number; id: string; bundle: string }[] =>
+    fs
+      .readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => {
+        const s = JSON.parse(l.slice(l.indexOf(' ') + 1)) as OciState;
+        return { kind: l.slice(0, l.indexOf(' ')), status: s.status, pid: s.pid ?? 0, id: s.id, bundle: s.bundle };
+      });
+  const created = await backend.createContainer({ containerId: 'c1', plan: plan(), oci: { version: '1.0.2', annotations: {} } });
+  closeReply(created);
+  await backend.startContainer({ containerId: 'c1' });
+  await backend.removeContainer({ containerId: 'c1', timeoutMs: 5000 });
+  const pid = created.result.pid;
+  t.same(lines(), [
+    { kind: 'prestart', status: 'created', pid, id: 'c1', bundle: '/run/kata-containers/c1' },
+    { kind: 'poststart', status: 'running', pid, id: 'c1', bundle: '/run/kata-containers/c1' },
+    { kind: 'poststop', status: 'stopped', pid, id: 'c1', bundle: '/run/kata-containers/c1' },
+  ]);
+  fs.rmSync(log);
+  await t.rejects(backend.createContainer({ containerId: 'c2', plan: plan(), oci: { version: '1.0.2', annotations: { fail: 'yes' } } }), {
+    code: Code.FAILED_PRECONDITION,
+    message: `prestart hook ${path.join(dir, 'prestart', 'h')} failed: exit status 4`,
+  });
+  const failedPid = lines()[0].pid;
+  t.same(lines().map((l) => l.kind), ['prestart'], 'no poststop for a container whose prestart failed');
+  t.throws(() => process.kill(failedPid, 0), 'its init was killed and reaped');
+  t.same((await backend.state({ withFds: false })).result.containers, [], 'the backend has no container left');
+  await t.rejects(backend.createContainer({ containerId: 'c3', plan: plan(), oci: { version: '', annotations: { a: 1 } as unknown as Record<string, string> } }), {
+    code: Code.INVALID_ARGUMENT,
+    message: /oci\.annotations\["a"\] must be a string/,
+  });
 });
