@@ -9,6 +9,8 @@ import { containerPlanFromSpec } from '../oci';
 import { Container } from '../sandbox/container';
 import { Process } from '../sandbox/process';
 import { ProcessStdio } from '../sandbox/stdio';
+import { attachPassfd, type PassfdStreams } from '../passfd';
+import { closeStdin } from './stdio';
 import { unimplementedField, type AgentCore } from './core';
 import { devicePlansFrom, rewriteSpecDevices, storagePlansFrom } from './storage';
 
@@ -49,15 +51,14 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
   const devices = devicePlansFrom(req.devices);
   const storages = storagePlansFrom(req.storages, 'CreateContainerRequest.storages');
   if (req.shared_mounts.length > 0) throw unimplementedField('CreateContainerRequest.shared_mounts', `${req.shared_mounts.length} entries`);
-  if (req.stdin_port || req.stdout_port || req.stderr_port) {
-    throw unimplementedField('CreateContainerRequest stdin_port/stdout_port/stderr_port (passfd I/O)', `${req.stdin_port}/${req.stdout_port}/${req.stderr_port}`);
-  }
   if (req.sandbox_pidns) sandbox.checkPidnsAlive();
 
   sandbox.pendingContainerIds.add(id);
   let storagesAdded = false;
   let created = false;
+  let passfd: PassfdStreams = {};
   try {
+    passfd = await core.takePassfd(req, `CreateContainer ${id}`);
     // Upstream order (rpc.rs do_create_container): devices, then storages, then the container.
     if (devices.length > 0) {
       const { devices: found } = await core.callNoFds('waitDevices', { devices, timeoutMs: 0 });
@@ -88,6 +89,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       throw err;
     }
     const init = new Process(id, id, true, result.pid, stdio);
+    attachPassfd(init, passfd, () => closeStdin(core, { container_id: id, exec_id: id } as pb.CloseStdinRequest).then(() => undefined), core.log);
     const container = new Container(id, plan, init);
     sandbox.addContainer(container);
     core.applyEarlyExit(container, init);
@@ -96,6 +98,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
     return {};
   } finally {
     sandbox.pendingContainerIds.delete(id);
+    if (!created) for (const s of Object.values(passfd)) s?.destroy();
     if (storagesAdded && !created) {
       await core.callNoFds('releaseStorages', { owner: id }).catch((e: unknown) => core.log.error({ err: e, container: id }, 'releasing storages after a failed create failed'));
     }
