@@ -31,7 +31,8 @@ export const MAX_REMOVE_TIMEOUT_MS = 3_600_000;
  * keeps the init's stdio. INVALID_ARGUMENT for a bad id or spec, ALREADY_EXISTS for a used id,
  * waits for its devices (the helper, agent.hotplug_timeout) and rewrites their numbers into the
  * spec, sets up its storages (released again on failure and at RemoveContainer),
- * UNIMPLEMENTED for shared_mounts, VFIO devices or passfd ports, FAILED_PRECONDITION after
+ * stdin/stdout/stderr_port: the passfd connections become the init's stdio (control/passfd.ts),
+ * UNIMPLEMENTED for shared_mounts or VFIO devices, FAILED_PRECONDITION after
  * DestroySandbox or for sandbox_pidns without a (live) sandbox pid namespace,
  * RESOURCE_EXHAUSTED "OCI spec too large" when the plan does not fit the helper's packet
  * limit; helper errors pass through.

@@ -24,9 +24,9 @@ const SIGKILL = 9;
  * process, ALREADY_EXISTS when a live process has the exec id (or it is the container id,
  * the init's), FAILED_PRECONDITION unless the container is running (also while it is being
  * removed, when it is removed or its init exits while the exec starts, and while the sandbox
- * is being destroyed), UNIMPLEMENTED for passfd ports, RESOURCE_EXHAUSTED when the process
+ * is being destroyed), RESOURCE_EXHAUSTED when the process
  * plan does not fit the helper's packet limit. An exited record with the same exec id is
- * replaced.
+ * replaced. stdin/stdout/stderr_port: the passfd connections become its stdio (control/passfd.ts).
  */
 export async function execProcess(core: AgentCore, req: pb.ExecProcessRequest): Promise<Empty> {
   core.checkNotDestroyed();
