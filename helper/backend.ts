@@ -67,9 +67,10 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   } catch (err) {
     logger.warn({ err }, 'no kernel uevent socket: device waits see only what sysfs already has');
   }
+  const devices = new DeviceWaiter({ uevents, timeoutMs: opts.hotplugTimeoutMs });
   const storage = new StorageBackend({
     mounter: new KernelMounter(),
-    devices: new DeviceWaiter({ uevents, timeoutMs: opts.hotplugTimeoutMs }),
+    devices,
     kataDir: opts.kataDir ?? DEFAULT_KATA_DIR,
     resolvConf: opts.resolvConf,
     modprobe: kernelModprobe(registry.reaper),
@@ -80,7 +81,8 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   const guest = guestFamily(
     new SysfsOps({ root: g.sysfsRoot, logger }),
     new CopyFileOps({ roots: g.copyRoots }),
-    new GuestOps({ system: nativeGuestSystem(), volumeRoots: g.volumeRoots, logger }),
+    // AddSwap waits for its disk through the storages' device waiter (same uevents, same timeout).
+    new GuestOps({ system: nativeGuestSystem(), devices, volumeRoots: g.volumeRoots, logger }),
   );
   const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? ''), { logger });
   const composed = composeBackend(containers, guest, network);

@@ -863,8 +863,14 @@ export interface SetTimeArgs {
 
 /** swapon(2) a block device (Kata rpc.rs do_add_swap; the device is already resolved to /dev/...). */
 export interface AddSwapArgs {
-  /** An absolute /dev path of a block device. */
-  device: string;
+  /**
+   * The swap disk's PCI path ("02/03": slot 02 on the root bus, slot 03 behind that bridge), as
+   * control builds it from AddSwapRequest.PCIPath; the helper waits for it (uevents, the hotplug
+   * timeout). Exactly one of pciPath and device.
+   */
+  pciPath?: string;
+  /** A /dev node name of a block device, waited for by name like an mmio disk (tests: a loop device). */
+  device?: string;
 }
 
 /** statfs of a volume (Kata rpc.rs get_volume_capacity_stats / get_volume_inode_stats). */

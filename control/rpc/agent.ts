@@ -161,7 +161,7 @@ export class AgentService {
     return guest.setGuestDateTime(this.core, req);
   }
   addSwap(req: pb.AddSwapRequest): Promise<Empty> {
-    return guest.addSwap(this.core, this.guest, req);
+    return guest.addSwap(this.core, req);
   }
   getVolumeStats(req: pb.VolumeStatsRequest): Promise<pb.VolumeStatsResponse.$Properties> {
     return guest.getVolumeStats(this.core, this.guest, req);

@@ -14,9 +14,8 @@
  *   - GetVolumeStats / ResizeVolume confined to the volume roots (default /run/kata-containers);
  *   - ResizeVolume implemented (upstream: NOT_FOUND / UNIMPLEMENTED);
  *   - SetPolicy takes this agent's JSON policy (docs/POLICY.md), not Rego;
- *   - AddSwap resolves the PCI path through sysfs once, without waiting for a uevent.
+ *   - AddSwap's disk is waited for by the helper (uevents, hotplug timeout) as upstream.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
 import { confinedPath } from '../../shared/paths';
@@ -60,8 +59,6 @@ const S_IFDIR = 0o040000;
 
 /** Where the guest rpcs act (defaults: shared/protocol.ts GUEST_PATHS); tests use temp trees. */
 export interface GuestOptions {
-  /** sysfs mount point, for AddSwap's PCI path resolution (default /sys). */
-  sysfsRoot?: string;
   /** Roots CopyFile may write below. */
   copyRoots?: string[];
   /** Roots GetVolumeStats / ResizeVolume paths must lie below. */
@@ -72,14 +69,12 @@ export interface GuestOptions {
 
 /** The guest area's own state: its paths and the policy engine. */
 export class GuestContext {
-  readonly sysfsRoot: string;
   readonly copyRoots: string[];
   readonly volumeRoots: string[];
   readonly policy: PolicyEngine;
 
   /** Throws INVALID_ARGUMENT when `opts.policy` is not a valid policy. */
   constructor(opts: GuestOptions = {}) {
-    this.sysfsRoot = path.resolve(opts.sysfsRoot ?? GUEST_PATHS.sysfs);
     this.copyRoots = (opts.copyRoots ?? [GUEST_PATHS.copyRoot]).map((r) => path.resolve(r));
     this.volumeRoots = (opts.volumeRoots ?? [GUEST_PATHS.volumeRoot]).map((r) => path.resolve(r));
     this.policy = new PolicyEngine(opts.policy === undefined ? undefined : parsePolicy(opts.policy));
@@ -184,57 +179,24 @@ export async function setGuestDateTime(core: AgentCore, req: pb.SetGuestDateTime
 }
 
 /**
- * The block device at a PCI path (Kata pci.rs Path, device.rs get_virtio_blk_pci_device_name):
- * slot s0 on the root bus pci0000:00, each next slot on the bus behind the previous bridge
- * (<bridge>/pci_bus/<bus>), then the virtio-blk disk <dev>/virtio<N>/block/<name> → /dev/<name>.
- * Slots: 1..8 of them, each 0..31 (INVALID_ARGUMENT). The device must already be there:
- * hot-plug waiting (uevents) is not available in this agent, so a missing one is NOT_FOUND
- * naming the PCI path and the sysfs directory looked at.
+ * AddSwapRequest.PCIPath (one slot per bus level, 1..8 of them, each 0..31) as the helper's PCI
+ * path text "SS/SS" (Kata pci.rs Path). Anything else → INVALID_ARGUMENT naming the value.
  */
-export function resolvePciBlockDevice(sysfsRoot: string, slots: readonly number[]): string {
+export function pciPathText(slots: readonly number[]): string {
   if (slots.length === 0 || slots.length > 8) throw invalid(`PCI path of ${slots.length} slots (want 1 to 8)`);
   for (const s of slots) if (!Number.isInteger(s) || s < 0 || s > PCI_SLOT_MAX) throw invalid(`PCI slot ${s} out of range 0..${PCI_SLOT_MAX}`);
-  const text = slots.map((s) => s.toString(16).padStart(2, '0')).join('/');
-  const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
-  let dev = path.join(sysfsRoot, 'devices', 'pci0000:00', `0000:00:${hex2(slots[0])}.0`);
-  const missing = (what: string): StatusError =>
-    new StatusError(Code.NOT_FOUND, `no block device at PCI path ${text}: ${what} (this agent does not wait for hot-plugged devices)`);
-  for (const slot of slots.slice(1)) {
-    let buses: string[];
-    try {
-      buses = fs.readdirSync(path.join(dev, 'pci_bus'));
-    } catch {
-      throw missing(`${dev} is not a PCI bridge`);
-    }
-    if (buses.length !== 1) throw missing(`${dev}/pci_bus has ${buses.length} entries`);
-    dev = path.join(dev, `${buses[0]}:${hex2(slot)}.0`);
-  }
-  let entries: string[];
-  try {
-    entries = fs.readdirSync(dev).filter((n) => /^virtio[0-9]+$/.test(n));
-  } catch {
-    throw missing(`${dev} does not exist`);
-  }
-  for (const v of entries) {
-    let disks: string[] = [];
-    try {
-      disks = fs.readdirSync(path.join(dev, v, 'block'));
-    } catch {
-      continue;
-    }
-    const name = disks.find((d) => /^[A-Za-z0-9._-]+$/.test(d));
-    if (name) return `/dev/${name}`;
-  }
-  throw missing(`${dev} has no virtio block disk`);
+  return slots.map((s) => s.toString(16).padStart(2, '0')).join('/');
 }
 
 /**
- * AddSwap (Kata rpc.rs do_add_swap): resolve the PCI path to its virtio-blk disk
- * ({@link resolvePciBlockDevice}) and swapon it (no mkswap: the host formats the swap image).
+ * AddSwap (Kata rpc.rs do_add_swap, device.rs get_virtio_blk_pci_device_name): the helper waits
+ * for the virtio-blk disk at the PCI path (uevents, at most the hotplug timeout: a disk
+ * hot-plugged after the request is found; DEADLINE_EXCEEDED "Timeout after Nms waiting for
+ * uevent PCI path SS/SS" otherwise; NOT_FOUND when a bridge on the path is missing) and swapons
+ * it (no mkswap: the host formats the swap image). Bad slots → INVALID_ARGUMENT.
  */
-export async function addSwap(core: AgentCore, g: GuestContext, req: pb.AddSwapRequest): Promise<Empty> {
-  const device = resolvePciBlockDevice(g.sysfsRoot, req.PCIPath ?? []);
-  await core.callNoFds('addSwap', { device });
+export async function addSwap(core: AgentCore, req: pb.AddSwapRequest): Promise<Empty> {
+  await core.callNoFds('addSwap', { pciPath: pciPathText(req.PCIPath ?? []) });
   return {};
 }
 

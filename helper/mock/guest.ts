@@ -7,6 +7,9 @@
  * - CopyFile: the real code below a temp root (or the roots given), without chown.
  * - entropy, clock, swap: recorded in {@link MockGuestSystem} instead of done; volume stats are
  *   real statfs calls (unprivileged); resize runs no tool: it reports the mount's fstype.
+ * - AddSwap's device wait: the real DeviceWaiter over the fake sysfs, a fake /dev directory
+ *   (any file there stands in for a block node) and a {@link UeventHub} tests publish to
+ *   ({@link addFakeBlockDevice} makes the sysfs + /dev side of a disk).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -14,7 +17,9 @@ import * as path from 'node:path';
 import type { GuestFamily } from '../api';
 import { CopyFileOps } from '../ops/copy-file';
 import { GuestOps, findMount, guestFamily, type GuestPaths, type GuestSystem } from '../ops/guest';
+import { DeviceWaiter } from '../ops/device';
 import { SysfsOps } from '../ops/sysfs';
+import { UeventHub, type Uevent } from '../ops/uevent';
 
 /** What the mock did instead of the system calls. */
 export class MockGuestSystem implements GuestSystem {
@@ -31,6 +36,9 @@ export class MockGuestSystem implements GuestSystem {
   }
   swapon(device: string): void {
     this.swaps.push(device);
+  }
+  isBlockDevice(p: string): boolean {
+    return fs.existsSync(p);
   }
   async runTool(tool: string, args: string[]): Promise<void> {
     this.tools.push({ tool, args });
@@ -77,12 +85,16 @@ export interface MockGuest {
   sysfsRoot: string;
   copyRoots: string[];
   volumeRoots: string[];
+  /** The fake /dev directory of the device waiter. */
+  devRoot: string;
+  /** Uevents the device waiter listens to (publish to simulate a hot-plug). */
+  uevents: UeventHub;
   /** Remove the temp trees the mock made. */
   cleanup(): void;
 }
 
 /** Create the mock guest family; paths not given are fresh temp trees. */
-export function createMockGuest(paths: GuestPaths = {}): MockGuest {
+export function createMockGuest(paths: GuestPaths & { hotplugTimeoutMs?: number } = {}): MockGuest {
   const made: string[] = [];
   const temp = (prefix: string): string => {
     const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -92,11 +104,14 @@ export function createMockGuest(paths: GuestPaths = {}): MockGuest {
   const sysfsRoot = paths.sysfsRoot ?? makeFakeSysfs(temp('kata-mock-sysfs-'));
   const copyRoots = paths.copyRoots ?? [path.join(temp('kata-mock-shared-'), 'containers')];
   const volumeRoots = paths.volumeRoots ?? [temp('kata-mock-volumes-')];
+  const devRoot = temp('kata-mock-dev-');
+  const uevents = new UeventHub();
+  const devices = new DeviceWaiter({ uevents, sysfs: sysfsRoot, dev: devRoot, timeoutMs: paths.hotplugTimeoutMs ?? 500 });
   const system = new MockGuestSystem();
   const family = guestFamily(
     new SysfsOps({ root: sysfsRoot, retryWaitMs: 1 }),
     new CopyFileOps({ roots: copyRoots, chown: false }),
-    new GuestOps({ system, volumeRoots }),
+    new GuestOps({ system, devices, volumeRoots }),
   );
   return {
     family,
@@ -104,8 +119,27 @@ export function createMockGuest(paths: GuestPaths = {}): MockGuest {
     sysfsRoot,
     copyRoots,
     volumeRoots,
+    devRoot,
+    uevents,
     cleanup: () => {
       for (const d of made) fs.rmSync(d, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Make a hot-plugged disk appear in the mock: its sysfs device directory `<sysfs><devpath>`
+ * (devpath e.g. "/devices/pci0000:00/0000:00:05.0/virtio3/block/vdb") with a non-zero `size`,
+ * the `class/block/<name>` link to it, and the stand-in node `<devRoot>/<name>`. Returns the
+ * "add" uevent the kernel would send (publish it to `mock.uevents`).
+ */
+export function addFakeBlockDevice(mock: Pick<MockGuest, 'sysfsRoot' | 'devRoot'>, devpath: string): Uevent {
+  const name = path.basename(devpath);
+  const dir = path.join(mock.sysfsRoot, devpath);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'size'), '32768\n');
+  fs.mkdirSync(path.join(mock.sysfsRoot, 'class', 'block'), { recursive: true });
+  fs.symlinkSync(path.join('..', '..', devpath), path.join(mock.sysfsRoot, 'class', 'block', name));
+  fs.writeFileSync(path.join(mock.devRoot, name), '');
+  return { action: 'add', devpath, devname: name, subsystem: 'block', seqnum: '1' };
 }

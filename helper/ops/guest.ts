@@ -27,6 +27,7 @@ import { loadNative } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply, GuestFamily } from '../api';
 import type { CopyFileOps } from './copy-file';
+import type { DeviceWaiter } from './device';
 import type { SysfsOps } from './sysfs';
 import { bytesArg, checkArgs, confinedPath, errnoStatus, intArg } from './guest-args';
 
@@ -38,6 +39,8 @@ export interface GuestSystem {
   setRealtime(sec: number, nsec: number): void;
   /** swapon(2) of a block device. */
   swapon(device: string): void;
+  /** Whether `p` (a real path) is a block device node (the mock accepts its stand-in files). */
+  isBlockDevice(p: string): boolean;
   /** Run a filesystem tool (resize2fs, xfs_growfs); rejects with ENOENT when it is not installed. */
   runTool(tool: string, args: string[]): Promise<void>;
   /** The mount at `mountPoint` (source, fstype), or undefined when nothing is mounted exactly there. */
@@ -77,6 +80,7 @@ export function nativeGuestSystem(randomDevice = '/dev/random'): GuestSystem {
     addEntropy: (data) => native.addEntropy(randomDevice, data),
     setRealtime: (sec, nsec) => native.setRealtime(sec, nsec),
     swapon: (device) => native.swapon(device, 0),
+    isBlockDevice: (p) => fs.statSync(p, { throwIfNoEntry: false })?.isBlockDevice() === true,
     mountAt: (mountPoint) => findMount(mountPoint),
     runTool: (tool, args) => {
       const file = TOOL_DIRS.map((d) => path.join(d, tool)).find((f) => fs.existsSync(f));
@@ -98,6 +102,12 @@ export function nativeGuestSystem(randomDevice = '/dev/random'): GuestSystem {
 /** Options of {@link GuestOps}. */
 export interface GuestOpsOptions {
   system: GuestSystem;
+  /**
+   * The device waiter AddSwap waits for its disk with (helper/ops/device.ts; the backend's one,
+   * over its uevent source, bounded by the hotplug timeout). Its `dev` is the root swap devices
+   * must resolve below.
+   */
+  devices: DeviceWaiter;
   /** Roots GetVolumeStats / ResizeVolume paths must lie below (default [GUEST_PATHS.volumeRoot]). */
   volumeRoots?: string[];
   logger?: Logger;
@@ -107,10 +117,12 @@ export interface GuestOpsOptions {
 export class GuestOps {
   readonly volumeRoots: string[];
   private readonly system: GuestSystem;
+  private readonly devices: DeviceWaiter;
   private readonly log: Logger;
 
   constructor(opts: GuestOpsOptions) {
     this.system = opts.system;
+    this.devices = opts.devices;
     this.volumeRoots = (opts.volumeRoots ?? [GUEST_PATHS.volumeRoot]).map((r) => path.resolve(r));
     this.log = (opts.logger ?? silentLogger()).child({ component: 'guest' });
   }
@@ -144,32 +156,46 @@ export class GuestOps {
   }
 
   /**
-   * swapon a block device (Kata rpc.rs do_add_swap: no mkswap, the host formats the swap
-   * image). `device`: a /dev path whose real path is a block device under /dev; anything else
-   * → INVALID_ARGUMENT; a missing one → NOT_FOUND; swapon's errno otherwise (EINVAL: no swap
-   * signature → INVALID_ARGUMENT, EBUSY: already in use → FAILED_PRECONDITION).
+   * swapon a hot-plugged disk (Kata rpc.rs do_add_swap: no mkswap, the host formats the swap
+   * image). Exactly one of `pciPath` (a virtio-blk disk, "02/03") or `device` (a /dev node
+   * name); either is waited for through the device waiter (uevents; DEADLINE_EXCEEDED after the
+   * hotplug timeout, NOT_FOUND for a missing bridge, INVALID_ARGUMENT for a malformed value).
+   * The node found must resolve to a block device below the waiter's /dev (INVALID_ARGUMENT
+   * otherwise); swapon's errno otherwise (EINVAL: no swap signature → INVALID_ARGUMENT, EBUSY:
+   * already in use → FAILED_PRECONDITION).
    */
   async addSwap(rawArgs: AddSwapArgs): Promise<BackendReply<EmptyResult>> {
     const args = checkArgs(rawArgs, 'addSwap');
-    const device = args.device;
-    if (typeof device !== 'string' || !DEV_PATH_RE.test(device)) {
-      throw new StatusError(Code.INVALID_ARGUMENT, `swap device ${JSON.stringify(device)} is not a /dev path`);
+    const { pciPath, device } = args;
+    if ((pciPath === undefined) === (device === undefined)) {
+      throw new StatusError(Code.INVALID_ARGUMENT, 'addSwap: give exactly one of pciPath and device');
+    }
+    let node: string;
+    if (pciPath !== undefined) {
+      if (typeof pciPath !== 'string') throw new StatusError(Code.INVALID_ARGUMENT, `swap PCI path ${JSON.stringify(pciPath)} is not a string`);
+      node = await this.devices.virtioBlkPci(pciPath);
+    } else {
+      if (typeof device !== 'string' || !DEV_PATH_RE.test(device)) {
+        throw new StatusError(Code.INVALID_ARGUMENT, `swap device ${JSON.stringify(device)} is not a /dev path`);
+      }
+      node = await this.devices.blockByName(path.join(this.devices.dev, device.slice('/dev/'.length)));
     }
     let real: string;
     try {
-      real = fs.realpathSync(device);
+      real = fs.realpathSync(node);
     } catch (err) {
-      throw errnoStatus(err, `swap device ${device}`);
+      throw errnoStatus(err, `swap device ${node}`);
     }
-    if (!DEV_PATH_RE.test(real) || !fs.statSync(real).isBlockDevice()) {
-      throw new StatusError(Code.INVALID_ARGUMENT, `swap device ${device} (${real}) is not a block device under /dev`);
+    const devRoot = path.resolve(this.devices.dev);
+    if (!real.startsWith(devRoot + '/') || !this.system.isBlockDevice(real)) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `swap device ${node} (${real}) is not a block device under ${devRoot}`);
     }
     try {
       this.system.swapon(real);
     } catch (err) {
       throw errnoStatus(err, `swapon ${real}`);
     }
-    this.log.info({ device: real }, 'swap added');
+    this.log.info({ device: real, pciPath }, 'swap added');
     return { result: {} };
   }
 

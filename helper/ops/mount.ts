@@ -127,6 +127,9 @@ function checkSource(driver: StorageDriver, source: string, base: string, f: str
   }
 }
 
+/** Mount propagation words (refused in storages; ignored in a watchable-bind's options). */
+const PROPAGATION = ['private', 'rprivate', 'shared', 'rshared', 'slave', 'rslave', 'unbindable', 'runbindable'];
+
 const DATA_RE = /^[A-Za-z0-9_.-]{1,64}(=[^,\0]{0,4000})?$/;
 
 /**
@@ -143,6 +146,13 @@ export function parseStorageOptions(options: string[], driver: StorageDriver, fs
     // Some runtimes pass "a=b,c=d" as one entry (the hugetlbfs storage does).
     for (const opt of raw.split(',')) {
       if (opt === '') continue;
+      if (driver === 'watchable-bind') {
+        // The Go runtime copies the Kubernetes mount's options here (container.go: "rbind",
+        // "rprivate", "ro"); upstream's watcher ignores them and so do we: the OCI bind mount of
+        // the target applies them. Only mount flag words are accepted.
+        if (REFUSED_FLAGS.has(opt) || PROPAGATION.includes(opt) || FLAG_OPTIONS[opt]) continue;
+        throw invalid(`${field} ${JSON.stringify(opt)} is not a mount flag (watchable-bind takes none but the Kubernetes mount's)`);
+      }
       if (REFUSED_FLAGS.has(opt)) throw invalid(`${field} ${JSON.stringify(opt)} is not allowed in a storage`);
       const flag = FLAG_OPTIONS[opt];
       if (flag) {
@@ -159,7 +169,7 @@ export function parseStorageOptions(options: string[], driver: StorageDriver, fs
       const eq = opt.indexOf('=');
       const key = eq < 0 ? opt : opt.slice(0, eq);
       const value = eq < 0 ? '' : opt.slice(eq + 1);
-      if (['private', 'rprivate', 'shared', 'rshared', 'slave', 'rslave', 'unbindable', 'runbindable'].includes(key)) {
+      if (PROPAGATION.includes(key)) {
         throw invalid(`${field} ${JSON.stringify(opt)}: propagation options are not allowed in a storage`);
       }
       if (key === 'fsgid') {

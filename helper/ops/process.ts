@@ -41,6 +41,19 @@ const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup'
 /** kata-init error stages that mean a helper bug or a system failure rather than a bad spec. */
 const INTERNAL_STAGES = new Set(['usage', 'fd', 'plan', 'fork', 'signal', 'start', 'nsfile']);
 
+/** CAP_SYS_RESOURCE (linux/capability.h). */
+const CAP_SYS_RESOURCE = 24;
+
+/** Whether this process has capability `cap` in its effective set (/proc/self/status CapEff). */
+function hasCapability(cap: number): boolean {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return m !== null && (BigInt(`0x${m[1]}`) & (1n << BigInt(cap))) !== 0n;
+  } catch {
+    return true;
+  }
+}
+
 /**
  * Map a kata-init `error` line ("<stage>: <detail>") to a StatusError with kata-init's text
  * verbatim. Most stages fail because of what the spec asks (a missing executable or cwd, a mount
@@ -49,6 +62,14 @@ const INTERNAL_STAGES = new Set(['usage', 'fd', 'plan', 'fork', 'signal', 'start
  */
 export function kataInitError(text: string, what: string): StatusError {
   const stage = /^([a-z]+):/.exec(text)?.[1] ?? '';
+  const oom = /^oom: writing (-[0-9]+) to \/proc\/self\/oom_score_adj: (Permission denied|Operation not permitted)/.exec(text);
+  if (oom) {
+    // Lowering oom_score_adj needs CAP_SYS_RESOURCE (proc(5)); name the field, value and capability.
+    const why = hasCapability(CAP_SYS_RESOURCE)
+      ? 'needs CAP_SYS_RESOURCE'
+      : "needs CAP_SYS_RESOURCE, which the agent's helper lacks (not in its effective set, e.g. dropped from the bounding set)";
+    return new StatusError(Code.FAILED_PRECONDITION, `${what}: process.oomScoreAdj (oom_score_adj) ${oom[1]} cannot be applied: a negative oom_score_adj ${why} (kata-init: ${text})`);
+  }
   const code = INTERNAL_STAGES.has(stage) ? Code.INTERNAL : Code.INVALID_ARGUMENT;
   return new StatusError(code, `${what}: ${text}`);
 }

@@ -8,10 +8,10 @@ import * as path from 'node:path';
 import { Agent } from '../../control/agent';
 import { defaultConfig } from '../../control/config';
 import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
-import { resolvePciBlockDevice, STORAGE_HANDLERS } from '../../control/rpc/guest';
+import { pciPathText, STORAGE_HANDLERS } from '../../control/rpc/guest';
 import { IMPLEMENTED_AGENT_METHODS } from '../../control/rpc';
 import { TtrpcClient } from '../../control/ttrpc';
-import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
+import { addFakeBlockDevice, startMockPair, type MockHelperPair } from '../../helper/mock/main';
 import { Code, StatusError } from '../../shared/protocol';
 
 interface Harness {
@@ -31,7 +31,7 @@ async function harness(t: Test, policy?: string): Promise<Harness> {
   const agent = new Agent({
     config: { ...defaultConfig(), serverAddr: address, debugAddr: '' },
     helper: pair.client,
-    guest: { sysfsRoot: g.sysfsRoot, copyRoots: g.copyRoots, volumeRoots: g.volumeRoots, policy },
+    guest: { copyRoots: g.copyRoots, volumeRoots: g.volumeRoots, policy },
   });
   await agent.start();
   const client = await TtrpcClient.connect(address);
@@ -132,21 +132,38 @@ t.test('ReseedRandomDev and SetGuestDateTime reach the helper; bad values are re
   t.equal(sys.clock.length, 1, 'refused calls set nothing');
 });
 
-t.test('AddSwap: PCI path resolution through sysfs; missing devices and bad slots', async (t) => {
+t.test('AddSwap: a disk already there, behind a bridge, hot-plugged after the request; refusals', async (t) => {
   const h = await harness(t);
-  const dev = path.join(h.sysfs, 'devices/pci0000:00/0000:00:05.0');
-  fs.mkdirSync(path.join(dev, 'virtio3/block/vdb'), { recursive: true });
-  t.equal(resolvePciBlockDevice(h.sysfs, [5]), '/dev/vdb');
-  const bridge = path.join(h.sysfs, 'devices/pci0000:00/0000:00:02.0');
-  fs.mkdirSync(path.join(bridge, 'pci_bus/0000:01'), { recursive: true });
-  fs.mkdirSync(path.join(bridge, '0000:01:03.0/virtio7/block/vdc'), { recursive: true });
-  t.equal(resolvePciBlockDevice(h.sysfs, [2, 3]), '/dev/vdc', 'behind a bridge');
-  await expectCode(t, h.call('AddSwap', { PCIPath: [6] }), Code.NOT_FOUND, /no block device at PCI path 06/);
+  const g = h.pair.guest;
+  t.equal(pciPathText([2, 3]), '02/03');
+  t.equal(pciPathText([0x1f]), '1f');
+  // Present before the request: found by the sysfs scan.
+  addFakeBlockDevice(g, '/devices/pci0000:00/0000:00:05.0/virtio3/block/vdb');
+  await h.call('AddSwap', { PCIPath: [5] });
+  t.same(g.system.swaps, [path.join(g.devRoot, 'vdb')], 'swapon of the disk at 05');
+  // Behind a bridge, hot-plugged after the request: the uevent ends the wait.
+  fs.mkdirSync(path.join(g.sysfsRoot, 'devices/pci0000:00/0000:00:02.0/pci_bus/0000:01'), { recursive: true });
+  const pending = h.call('AddSwap', { PCIPath: [2, 3] });
+  let settled = false;
+  void pending.then(() => (settled = true), () => (settled = true));
+  await new Promise((r) => setTimeout(r, 100));
+  t.notOk(settled, 'still waiting while the disk is absent');
+  t.equal(g.system.swaps.length, 1, 'nothing swapped on meanwhile');
+  g.uevents.publish(addFakeBlockDevice(g, '/devices/pci0000:00/0000:00:02.0/0000:01:03.0/virtio7/block/vdc'));
+  await pending;
+  t.same(g.system.swaps.at(-1), path.join(g.devRoot, 'vdc'), 'swapon of the hot-plugged disk behind the bridge');
+  // A uevent for another slot does not end the wait: timeout (mock hotplug timeout 500 ms).
+  const other = h.call('AddSwap', { PCIPath: [6] });
+  g.uevents.publish(addFakeBlockDevice(g, '/devices/pci0000:00/0000:00:07.0/virtio9/block/vdd'));
+  await expectCode(t, other, Code.DEADLINE_EXCEEDED, /Timeout after 500ms waiting for uevent PCI path 06/);
+  await expectCode(t, h.call('AddSwap', { PCIPath: [4, 1] }), Code.NOT_FOUND, /no bridge/);
   await expectCode(t, h.call('AddSwap', { PCIPath: [32] }), Code.INVALID_ARGUMENT, /PCI slot 32/);
   await expectCode(t, h.call('AddSwap', {}), Code.INVALID_ARGUMENT, /PCI path of 0 slots/);
-  // /dev/vdb does not exist on this machine: the helper refuses it (NOT_FOUND), swaps nothing.
-  await expectCode(t, h.call('AddSwap', { PCIPath: [5] }), Code.NOT_FOUND, /vdb/);
-  t.same(h.pair.guest.system.swaps, []);
+  t.equal(g.system.swaps.length, 2, 'refused and timed-out calls swap nothing');
+  // The helper itself refuses what control never sends.
+  await expectCode(t, h.pair.client.call('addSwap', { pciPath: '05', device: '/dev/vdb' }), Code.INVALID_ARGUMENT, /exactly one/);
+  await expectCode(t, h.pair.client.call('addSwap', { device: '/etc/passwd' }), Code.INVALID_ARGUMENT, /not a \/dev path/);
+  await expectCode(t, h.pair.client.call('addSwap', { pciPath: '05/../x' }), Code.INVALID_ARGUMENT, /invalid PCI path/);
 });
 
 t.test('GetVolumeStats: statfs of a path below the volume root; refusals', async (t) => {

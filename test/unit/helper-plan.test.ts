@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, StatusError, type ContainerPlan, type ProcessPlan, type SeccompPlan } from '../../shared/protocol';
+import { kataInitError } from '../../helper/ops/process';
 import {
   MS,
   expandCgroupMount,
@@ -368,4 +369,14 @@ t.test('forged plans refused by shape, with or without host checks (security iss
     ];
     throwsStatus(t, () => validateContainerPlan(plan({ mounts }), opts), Code.INVALID_ARGUMENT, /"remount" applies only to a bind mount/);
   }
+});
+
+t.test('kata-init oom_score_adj failure: FAILED_PRECONDITION naming the field, the value and CAP_SYS_RESOURCE', async (t) => {
+  // Regression: the pause container's -998 on a host without CAP_SYS_RESOURCE answered
+  // INVALID_ARGUMENT "oom: writing -998 to /proc/self/oom_score_adj: Permission denied".
+  const e = kataInitError('oom: writing -998 to /proc/self/oom_score_adj: Permission denied', 'create container pod');
+  t.equal(e.code, Code.FAILED_PRECONDITION);
+  t.match(e.message, /^create container pod: process\.oomScoreAdj \(oom_score_adj\) -998 cannot be applied: a negative oom_score_adj needs CAP_SYS_RESOURCE/);
+  const other = kataInitError('exec: executable "nope" not found in $PATH', 'create container c');
+  t.equal(other.code, Code.INVALID_ARGUMENT, 'other stages unchanged');
 });

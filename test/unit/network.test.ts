@@ -4,41 +4,15 @@
  * replace semantics, rollback), and the proto shapes the runtime reads back.
  */
 import t, { type Test } from 'tap';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Agent } from '../../control/agent';
-import { defaultConfig } from '../../control/config';
-import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
-import { TtrpcClient } from '../../control/ttrpc';
 import { parseHelperArgs } from '../../helper/main';
-import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
+import { startMockPair } from '../../helper/mock/main';
 import { Code, StatusError } from '../../shared/protocol';
+import { startMockAgent, type MockAgent } from '../lib/mock-agent';
 
-interface H {
-  pair: MockHelperPair;
-  call<K extends MethodName>(name: K, req: RequestOf<K>): Promise<ResponseOf<K>>;
-}
+type H = MockAgent;
 
-async function harness(t: Test): Promise<H> {
-  const pair = await startMockPair();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-net-'));
-  const address = `unix://${path.join(dir, 'agent.sock')}`;
-  const agent = new Agent({ config: { ...defaultConfig(), serverAddr: address, debugAddr: '' }, helper: pair.client });
-  await agent.start();
-  const client = await TtrpcClient.connect(address);
-  t.teardown(async () => {
-    await client.close();
-    await agent.stop();
-    await pair.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  const call = async <K extends MethodName>(name: K, req: RequestOf<K>): Promise<ResponseOf<K>> => {
-    const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
-    const reply = await client.call(spec.service, spec.method, spec.request.encode(req).finish());
-    return spec.response.decode(reply) as ResponseOf<K>;
-  };
-  return { pair, call };
+function harness(t: Test): Promise<H> {
+  return startMockAgent(t, { prefix: 'kata-agent-net-' });
 }
 
 async function expectCode(t: Test, p: Promise<unknown>, code: number, re: RegExp): Promise<void> {

@@ -4,48 +4,17 @@
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Agent } from '../../control/agent';
-import { defaultConfig } from '../../control/config';
 import { buildDebugServer } from '../../control/debug/server';
-import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
-import { TtrpcClient, type CallOptions } from '../../control/ttrpc';
-import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
+import { TtrpcClient } from '../../control/ttrpc';
+import { startMockAgent, type MockAgent } from '../lib/mock-agent';
 import { Code, StatusError } from '../../shared/protocol';
 import type { grpc } from '../../shared/generated/protos';
 
-interface Harness {
-  agent: Agent;
-  client: TtrpcClient;
-  /** The in-process mock helper (its backend's ops may be wrapped to widen race windows). */
-  pair: MockHelperPair;
-  address: string;
-  call<K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>>;
-  /** As `call`, over another client connection. */
-  callOn<K extends MethodName>(client: TtrpcClient, name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>>;
-}
+type Harness = MockAgent;
 
-async function harness(t: Test): Promise<Harness> {
-  const pair = await startMockPair();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-agent-rpc-'));
-  const address = `unix://${path.join(dir, 'agent.sock')}`;
-  const agent = new Agent({ config: { ...defaultConfig(), serverAddr: address, debugAddr: '' }, helper: pair.client, defaultRemoveTimeoutMs: 5000 });
-  await agent.start();
-  const client = await TtrpcClient.connect(address);
-  t.teardown(async () => {
-    await client.close();
-    await agent.stop();
-    await pair.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  const callOn = async <K extends MethodName>(c: TtrpcClient, name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => {
-    const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
-    const reply = await c.call(spec.service, spec.method, spec.request.encode(req).finish(), opts);
-    return spec.response.decode(reply) as ResponseOf<K>;
-  };
-  const call = <K extends MethodName>(name: K, req: RequestOf<K>, opts?: CallOptions): Promise<ResponseOf<K>> => callOn(client, name, req, opts);
-  return { agent, client, pair, address, call, callOn };
+function harness(t: Test): Promise<Harness> {
+  return startMockAgent(t, { prefix: 'kata-agent-rpc-', agent: () => ({ defaultRemoveTimeoutMs: 5000 }) });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -333,6 +302,12 @@ t.test('DestroySandbox removes the containers, ends GetOOMEvent, then asks for s
 
 const MiB = 1024 * 1024;
 
+/** Wait until `cond()` holds (polled every 10 ms, at most `ms`): for states reached over the wire, never a timing assertion. */
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await sleep(10);
+}
+
 t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 8 MiB bound, disconnect and RemoveContainer release', async (t) => {
   const h = await harness(t);
   await run(h, 'nr', ['sleep', '1000']);
@@ -352,7 +327,7 @@ t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 
     h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(3 * MiB, 3) }),
     h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(3 * MiB, 4) }),
   ].map((p) => p.catch((err: unknown) => err));
-  await sleep(100);
+  await until(() => stdin.pendingBytes >= afterFirst + 6 * MiB);
   const full = stdin.pendingBytes;
   t.equal(full, afterFirst + 6 * MiB, 'both writes wait');
   await expectCode(
@@ -366,11 +341,11 @@ t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 
   // A write from a connection that goes away before it started is dropped.
   const other = await TtrpcClient.connect(h.address);
   const dropped = h.callOn(other, 'WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(MiB, 6) }).catch((err: unknown) => err);
-  await sleep(100);
+  await until(() => stdin.pendingBytes >= full + MiB);
   t.equal(stdin.pendingBytes, full + MiB, 'the other connection\'s write waits');
   await other.close();
   await dropped;
-  await sleep(100);
+  await until(() => stdin.pendingBytes <= full);
   t.equal(stdin.pendingBytes, full, 'dropped when its connection closed');
 
   await h.call('RemoveContainer', { container_id: 'nr', timeout: 5 });

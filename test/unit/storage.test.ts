@@ -162,3 +162,22 @@ t.test('control-side validation through the agent (mock helper)', async (t) => {
   );
   await call('DestroySandbox', {});
 });
+
+t.test('watchable-bind takes the Kubernetes mount options the Go runtime copies (container.go), other storages do not', async (t) => {
+  // Regression: ["rbind","rprivate","ro"] (CRI's configMap mount options) was INVALID_ARGUMENT.
+  const dir = tmpKataDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { storage } = createMockStorage({ kataDir: dir });
+  const src = path.join(dir, 'shared', 'containers', 'app-1234-config');
+  fs.mkdirSync(src, { recursive: true });
+  fs.writeFileSync(path.join(src, 'key'), 'v\n');
+  fs.mkdirSync(path.join(dir, 'shared', 'containers', 'watchable')); // the runtime made it in the share
+  const target = path.join(dir, 'shared', 'containers', 'watchable', 'app-1234-config');
+  const watch = (options: string[]): StoragePlan => ({ driver: 'watchable-bind', driverOptions: [], source: src, fstype: 'bind', options, mountPoint: target });
+  await storage.addStorages({ owner: 'app', storages: [watch(['rbind', 'rprivate', 'ro'])] });
+  t.equal(fs.readFileSync(path.join(target, 'key'), 'utf8'), 'v\n', 'copied to the target');
+  await storage.releaseStorages({ owner: 'app' });
+  await rejects(storage.addStorages({ owner: 'app', storages: [watch(['upperdir=/etc'])] }), Code.INVALID_ARGUMENT, /not a mount flag/);
+  await rejects(storage.addStorages({ owner: 'app', storages: [eph(path.join(dir, 'sandbox', 'e'), ['rbind'])] }), Code.INVALID_ARGUMENT, /"rbind" is not allowed/);
+  storage.shutdown();
+});
