@@ -12,6 +12,7 @@
  *   'helper-lost'  the helper connection closed; exit statuses will no longer arrive (pending
  *                  WaitProcess calls fail with UNAVAILABLE). The owner should exit.
  */
+import { PassfdListener } from './passfd';
 import { EventEmitter } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -117,6 +118,14 @@ export class Agent extends EventEmitter {
     if (this.started) return;
     this.started = true;
     await this.server.listen(this.config.serverAddr);
+    if (this.config.passfdListener) {
+      try {
+        this.service.core.passfd = new PassfdListener(this.config.passfdListener, this.log.child({ component: 'passfd' }));
+      } catch (err) {
+        await this.server.close();
+        throw err;
+      }
+    }
     if (this.config.debugAddr !== '') {
       try {
         this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr));
@@ -150,6 +159,7 @@ export class Agent extends EventEmitter {
     this.service.stop();
     await this.server.close({ graceMs: STOP_GRACE_MS, message: 'the agent is shutting down' });
     if (this.debugServer) await this.debugServer.close();
+    this.service.core.passfd?.close();
     this.helper.off('event', this.onHelperEvent);
     this.helper.off('close', this.onHelperClose);
     if (this.closeHelperOnStop) this.helper.close();

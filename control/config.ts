@@ -15,6 +15,8 @@
  *   maxConnections KATA_AGENT_MAX_CONNECTIONS  --max-connections  RLIMIT_NOFILE soft / 4, 16..1024
  *   maxInflight   KATA_AGENT_MAX_INFLIGHT      --max-inflight     512 per connection
  *   frameTimeoutMs KATA_AGENT_FRAME_TIMEOUT_MS --frame-timeout-ms 10000 (0 disables)
+ *   passfdListener KATA_AGENT_PASSFD_LISTENER  --passfd-listener  "" (off); vsock://-1:PORT as upstream
+ *                  agent.passfd_listener_port, or unix:///path (tests; control/passfd.ts)
  *
  * The ttRPC socket (threat model in docs/ARCHITECTURE.md): on a unix socket only peers with uid
  * 0 or `serverPeerUid` are served (SO_PEERCRED); an abstract address is refused unless
@@ -71,6 +73,8 @@ export interface AgentConfig {
   maxInflight?: number;
   /** Time a frame may take to arrive completely, in ms (default 10000; 0 disables). */
   frameTimeoutMs?: number;
+  /** passfd I/O listener address (control/passfd.ts); "" or absent: off. */
+  passfdListener?: string;
 }
 
 /** The built-in defaults. */
@@ -158,6 +162,8 @@ export const USAGE = `usage: kata-agent [options]
   --max-inflight N        requests in flight per connection [env KATA_AGENT_MAX_INFLIGHT, default 512]
   --frame-timeout-ms MS   a frame must arrive within MS, else the connection is closed
                           [env KATA_AGENT_FRAME_TIMEOUT_MS, default 10000, 0 disables]
+  --passfd-listener ADDR  passfd I/O listener: vsock://-1:PORT (upstream agent.passfd_listener_port)
+                          or unix:///path [env KATA_AGENT_PASSFD_LISTENER, default off]
   -h, --help              print this help`;
 
 /** Result of {@link loadConfig}: the configuration, or a request for the usage text. */
@@ -180,6 +186,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
   if (env.KATA_AGENT_ALLOW_ABSTRACT_SOCKET !== undefined) config.allowAbstractSocket = parseBool(env.KATA_AGENT_ALLOW_ABSTRACT_SOCKET, 'KATA_AGENT_ALLOW_ABSTRACT_SOCKET');
   if (env.KATA_AGENT_MAX_CONNECTIONS) config.maxConnections = parseCount(env.KATA_AGENT_MAX_CONNECTIONS, 'KATA_AGENT_MAX_CONNECTIONS', 1, 1_000_000);
   if (env.KATA_AGENT_MAX_INFLIGHT) config.maxInflight = parseCount(env.KATA_AGENT_MAX_INFLIGHT, 'KATA_AGENT_MAX_INFLIGHT', 1, 1_000_000);
+  if (env.KATA_AGENT_PASSFD_LISTENER) config.passfdListener = env.KATA_AGENT_PASSFD_LISTENER;
   if (env.KATA_AGENT_FRAME_TIMEOUT_MS) config.frameTimeoutMs = parseCount(env.KATA_AGENT_FRAME_TIMEOUT_MS, 'KATA_AGENT_FRAME_TIMEOUT_MS', 0, 0x7fffffff);
 
   let values: Record<string, string | boolean | undefined>;
@@ -198,6 +205,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
         'max-connections': { type: 'string' },
         'max-inflight': { type: 'string' },
         'frame-timeout-ms': { type: 'string' },
+        'passfd-listener': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -213,6 +221,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
   if (values['allow-abstract-socket'] === true) config.allowAbstractSocket = true;
   if (typeof values['max-connections'] === 'string') config.maxConnections = parseCount(values['max-connections'], '--max-connections', 1, 1_000_000);
   if (typeof values['max-inflight'] === 'string') config.maxInflight = parseCount(values['max-inflight'], '--max-inflight', 1, 1_000_000);
+  if (typeof values['passfd-listener'] === 'string') config.passfdListener = values['passfd-listener'];
   if (typeof values['frame-timeout-ms'] === 'string') config.frameTimeoutMs = parseCount(values['frame-timeout-ms'], '--frame-timeout-ms', 0, 0x7fffffff);
 
   if (config.serverAddr === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty server address');

@@ -192,6 +192,13 @@ export interface NativeAddon {
   vsockListen(cid: number, port: number, backlog: number): number;
   /** A connected AF_VSOCK stream socket (blocking connect, then non-blocking). */
   vsockConnect(cid: number, port: number): number;
+  /** socket(AF_UNIX, SOCK_STREAM) bound to `path` ("@" = abstract) and listening; non-blocking. */
+  unixStreamListen(path: string, backlog: number): number;
+  /**
+   * getpeername(2) of a connected socket: vsock → its cid and port; unix → the peer's bound
+   * name ("" when unbound, "@name" when abstract). TypeError for another family.
+   */
+  socketPeer(fd: number): { family: 'vsock'; cid: number; port: number } | { family: 'unix'; path: string };
 
   /** fork + execve per {@link SpawnOptions}; signals are reset to default and unblocked in the child. */
   spawn(options: SpawnOptions): SpawnResult;

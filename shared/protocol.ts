@@ -323,6 +323,12 @@ export interface PingResult {
 export interface CreateSandboxArgs {
   sandboxId: string;
   hostname: string;
+  /**
+   * CreateSandboxRequest.guest_hook_path: a guest directory whose prestart/, poststart/ and
+   * poststop/ subdirectories hold OCI hooks run for every container (helper/ops/hooks.ts).
+   * Absent or "": none. Absolute, no NUL, no "..".
+   */
+  guestHookPath?: string;
 }
 export interface CreateSandboxResult {
   /** Paths of the sandbox's persistent namespaces that containers join (ipc, uts). */
@@ -335,6 +341,12 @@ export type DestroySandboxResult = Record<string, never>;
 export interface CreateContainerArgs {
   containerId: string;
   plan: ContainerPlan;
+  /**
+   * What the OCI state given to hooks needs from the spec (runtime-spec runtime.md#state):
+   * `version` (OCI.Version, at most 256 bytes) and `annotations` (at most 1024 entries). Absent:
+   * version "" and no annotations. The bundle is the parent of plan.rootfs, as upstream.
+   */
+  oci?: { version: string; annotations: Record<string, string> };
 }
 /**
  * The init process is set up and blocked until startContainer. fds (in this order, named by

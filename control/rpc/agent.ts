@@ -17,8 +17,8 @@
  *   TtyWinResize: unknown or exited process NOT_FOUND, no tty FAILED_PRECONDITION (upstream UNAVAILABLE)
  *   ReadStdout/ReadStderr at end of stream OUT_OF_RANGE "EOF" (upstream INTERNAL "read meet eof");
  *   len 0 INVALID_ARGUMENT (upstream: the eof error)
- *   features not carried out yet (storages, devices, dns, kernel modules, guest hooks, shared
- *   mounts, passfd ports)           UNIMPLEMENTED naming the field
+ *   features not carried out yet (VFIO devices, shared mounts, OCI spec hooks)
+ *                                   UNIMPLEMENTED naming the field
  * WaitProcess reports 128 + signal for a signal death (upstream at 6e4d4c329a reports the bare
  * signal number; later upstream and the helper protocol use 128 + n).
  */

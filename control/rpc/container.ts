@@ -9,6 +9,8 @@ import { containerPlanFromSpec } from '../oci';
 import { Container } from '../sandbox/container';
 import { Process } from '../sandbox/process';
 import { ProcessStdio } from '../sandbox/stdio';
+import { attachPassfd, type PassfdStreams } from '../passfd';
+import { closeStdin } from './stdio';
 import { unimplementedField, type AgentCore } from './core';
 import { devicePlansFrom, rewriteSpecDevices, storagePlansFrom } from './storage';
 
@@ -29,7 +31,8 @@ export const MAX_REMOVE_TIMEOUT_MS = 3_600_000;
  * keeps the init's stdio. INVALID_ARGUMENT for a bad id or spec, ALREADY_EXISTS for a used id,
  * waits for its devices (the helper, agent.hotplug_timeout) and rewrites their numbers into the
  * spec, sets up its storages (released again on failure and at RemoveContainer),
- * UNIMPLEMENTED for shared_mounts, VFIO devices or passfd ports, FAILED_PRECONDITION after
+ * stdin/stdout/stderr_port: the passfd connections become the init's stdio (control/passfd.ts),
+ * UNIMPLEMENTED for shared_mounts or VFIO devices, FAILED_PRECONDITION after
  * DestroySandbox or for sandbox_pidns without a (live) sandbox pid namespace,
  * RESOURCE_EXHAUSTED "OCI spec too large" when the plan does not fit the helper's packet
  * limit; helper errors pass through.
@@ -49,15 +52,14 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
   const devices = devicePlansFrom(req.devices);
   const storages = storagePlansFrom(req.storages, 'CreateContainerRequest.storages');
   if (req.shared_mounts.length > 0) throw unimplementedField('CreateContainerRequest.shared_mounts', `${req.shared_mounts.length} entries`);
-  if (req.stdin_port || req.stdout_port || req.stderr_port) {
-    throw unimplementedField('CreateContainerRequest stdin_port/stdout_port/stderr_port (passfd I/O)', `${req.stdin_port}/${req.stdout_port}/${req.stderr_port}`);
-  }
   if (req.sandbox_pidns) sandbox.checkPidnsAlive();
 
   sandbox.pendingContainerIds.add(id);
   let storagesAdded = false;
   let created = false;
+  let passfd: PassfdStreams = {};
   try {
+    passfd = await core.takePassfd(req, `CreateContainer ${id}`);
     // Upstream order (rpc.rs do_create_container): devices, then storages, then the container.
     if (devices.length > 0) {
       const { devices: found } = await core.callNoFds('waitDevices', { devices, timeoutMs: 0 });
@@ -72,7 +74,9 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       sandbox: sandbox.namespaceInfo(),
       warn: (f, m) => core.log.warn({ container: id, ...f }, m),
     });
-    const args = { containerId: id, plan };
+    // For the OCI state that hooks read (helper/ops/hooks.ts).
+    const oci = { version: req.OCI.Version ?? '', annotations: { ...(req.OCI.Annotations ?? {}) } };
+    const args = { containerId: id, plan, oci };
     const { result, fds } = await core.call('createContainer', args).catch((err: unknown) => {
       throw core.tooLargeError(err, 'createContainer', args);
     });
@@ -86,6 +90,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       throw err;
     }
     const init = new Process(id, id, true, result.pid, stdio);
+    attachPassfd(init, passfd, () => closeStdin(core, { container_id: id, exec_id: id } as pb.CloseStdinRequest).then(() => undefined), core.log);
     const container = new Container(id, plan, init);
     sandbox.addContainer(container);
     core.applyEarlyExit(container, init);
@@ -94,6 +99,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
     return {};
   } finally {
     sandbox.pendingContainerIds.delete(id);
+    if (!created) for (const s of Object.values(passfd)) s?.destroy();
     if (storagesAdded && !created) {
       await core.callNoFds('releaseStorages', { owner: id }).catch((e: unknown) => core.log.error({ err: e, container: id }, 'releasing storages after a failed create failed'));
     }

@@ -8,6 +8,7 @@
  * sandbox.ts, container.ts, process.ts, stdio.ts, events.ts (control/rpc/agent.ts ties them
  * into the AgentService facade).
  */
+import type { PassfdListener, PassfdPorts, PassfdStreams } from '../passfd';
 import type { Logger } from 'pino';
 import { encodeMessage } from '../../shared/channel';
 import { Code, HELPER_MAX_PACKET, StatusError, type ExitEvent, type HelperEvent, type OpName, type Ops } from '../../shared/protocol';
@@ -90,6 +91,22 @@ export class AgentCore {
   /** Detects a helper that stops answering (control/helper-liveness.ts). */
   readonly liveness: HelperLiveness;
   private readonly helperCallTimeoutMs: number | undefined;
+
+  /** The passfd I/O listener (control/passfd.ts), set by the Agent when configured; null: none. */
+  passfd: PassfdListener | null = null;
+
+  /**
+   * The passfd streams of a request's ports (control/passfd.ts). Without a listener the ports
+   * are ignored, as upstream does when agent.passfd_listener_port is 0.
+   */
+  async takePassfd(ports: PassfdPorts, what: string): Promise<PassfdStreams> {
+    if (!ports.stdin_port && !ports.stdout_port && !ports.stderr_port) return {};
+    if (!this.passfd) {
+      this.log.warn({ what, ...ports }, 'passfd ports ignored: no passfd listener is configured');
+      return {};
+    }
+    return this.passfd.takeAll(ports);
+  }
 
   constructor(options: AgentCoreOptions) {
     this.helper = options.helper;

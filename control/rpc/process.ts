@@ -8,6 +8,8 @@ import type { HelperCallResult } from '../helper';
 import { processPlanFromOci } from '../oci';
 import { Process } from '../sandbox/process';
 import { closeFds, ProcessStdio } from '../sandbox/stdio';
+import { attachPassfd, passfdOutputDone, type PassfdStreams } from '../passfd';
+import { closeStdin } from './stdio';
 import { unimplementedField, type AgentCore, type RpcContext } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
@@ -22,9 +24,9 @@ const SIGKILL = 9;
  * process, ALREADY_EXISTS when a live process has the exec id (or it is the container id,
  * the init's), FAILED_PRECONDITION unless the container is running (also while it is being
  * removed, when it is removed or its init exits while the exec starts, and while the sandbox
- * is being destroyed), UNIMPLEMENTED for passfd ports, RESOURCE_EXHAUSTED when the process
+ * is being destroyed), RESOURCE_EXHAUSTED when the process
  * plan does not fit the helper's packet limit. An exited record with the same exec id is
- * replaced.
+ * replaced. stdin/stdout/stderr_port: the passfd connections become its stdio (control/passfd.ts).
  */
 export async function execProcess(core: AgentCore, req: pb.ExecProcessRequest): Promise<Empty> {
   core.checkNotDestroyed();
@@ -41,16 +43,16 @@ async function doExecProcess(core: AgentCore, req: pb.ExecProcessRequest): Promi
     const state = container.removing ? 'being removed' : container.status;
     throw new StatusError(Code.FAILED_PRECONDITION, `container ${container.id} is ${state}, not running`);
   }
-  if (req.stdin_port || req.stdout_port || req.stderr_port) {
-    throw unimplementedField('ExecProcessRequest stdin_port/stdout_port/stderr_port (passfd I/O)', `${req.stdin_port}/${req.stdout_port}/${req.stderr_port}`);
-  }
   const process = processPlanFromOci(req.process, 'process', {
     container: container.plan,
     warn: (f, m) => core.log.warn({ container: container.id, exec: execId, ...f }, m),
   });
 
   container.pendingExecIds.add(execId);
+  let passfd: PassfdStreams = {};
+  let started = false;
   try {
+    passfd = await core.takePassfd(req, `ExecProcess ${container.id}/${execId}`);
     const old = container.execs.get(execId);
     if (old) {
       container.execs.delete(execId);
@@ -80,6 +82,8 @@ async function doExecProcess(core: AgentCore, req: pb.ExecProcessRequest): Promi
       throw err;
     }
     const p = new Process(container.id, execId, false, result.pid, stdio);
+    started = true;
+    attachPassfd(p, passfd, () => closeStdin(core, { container_id: container.id, exec_id: execId } as pb.CloseStdinRequest).then(() => undefined), core.log);
     container.execs.set(execId, p);
     core.applyEarlyExit(container, p);
     core.evict(container);
@@ -87,6 +91,7 @@ async function doExecProcess(core: AgentCore, req: pb.ExecProcessRequest): Promi
     return {};
   } finally {
     container.pendingExecIds.delete(execId);
+    if (!started) for (const s of Object.values(passfd)) s?.destroy();
   }
 }
 
@@ -131,6 +136,8 @@ export async function waitProcess(core: AgentCore, req: pb.WaitProcessRequest, c
   const container = core.sandbox.getContainer(req.container_id);
   const p = container.getProcess(req.exec_id);
   const status = await p.wait(ctx.signal);
+  // passfd I/O: the exit is reported once the output has reached the runtime (upstream signal.rs).
+  await passfdOutputDone(p);
   if (!p.waited) {
     p.waited = true;
     p.stdio.releaseStdin();

@@ -6,7 +6,7 @@ import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
 import { Code, CONTAINER_ID_RE, StatusError } from '../../shared/protocol';
 import { HOST_NAME_MAX } from '../oci';
 import { removeContainerById } from './container';
-import { unimplementedField, type AgentCore } from './core';
+import { type AgentCore } from './core';
 import { storagePlansFrom } from './storage';
 
 type Empty = gpb.protobuf.Empty.$Properties;
@@ -17,7 +17,9 @@ type Empty = gpb.protobuf.Empty.$Properties;
  * sets up the sandbox storages (reference-counted, released at DestroySandbox) and writes the
  * dns lines to <kata dir>/sandbox/resolv.conf bound over /etc/resolv.conf. A failure after the
  * namespaces undoes everything. ALREADY_EXISTS on a second call (upstream does not check);
- * UNIMPLEMENTED for a non-empty guest_hook_path (guest hooks are a later issue);
+ * a non-empty guest_hook_path makes the helper read the OCI hooks under it (prestart/,
+ * poststart/, poststop/; helper/ops/hooks.ts) and run them for every container created later;
+ * INVALID_ARGUMENT for a guest_hook_path that is not absolute or has a NUL or "..";
  * INVALID_ARGUMENT for a malformed storage (control/rpc/storage.ts, helper/ops/mount.ts), a dns
  * line with a newline, an empty module name; INVALID_ARGUMENT for a bad hostname or sandbox id (an empty sandbox id is
  * accepted, as upstream; a non-empty one must be a valid container id). `sandbox_pidns` is ignored, as
@@ -39,7 +41,7 @@ export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Pr
       if (!m.name) throw new StatusError(Code.INVALID_ARGUMENT, `CreateSandboxRequest.kernel_modules[${i}]: Kernel module name is empty`);
       return { name: m.name ?? '', parameters: [...(m.parameters ?? [])] };
     });
-    if (req.guest_hook_path !== '') throw unimplementedField('CreateSandboxRequest.guest_hook_path', JSON.stringify(req.guest_hook_path));
+    const guestHookPath = guestHookPathFrom(req.guest_hook_path);
     const hostname = req.hostname;
     if (hostname.includes('\0') || Buffer.byteLength(hostname) > HOST_NAME_MAX) {
       throw new StatusError(Code.INVALID_ARGUMENT, `invalid hostname ${JSON.stringify(hostname)}: at most ${HOST_NAME_MAX} bytes, no NUL`);
@@ -53,7 +55,7 @@ export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Pr
     }
     // Upstream order (rpc.rs create_sandbox): kernel modules, namespaces, storages, DNS.
     if (modules.length > 0) await core.callNoFds('loadKernelModules', { modules });
-    const result = await core.callNoFds('createSandbox', { sandboxId, hostname });
+    const result = await core.callNoFds('createSandbox', guestHookPath ? { sandboxId, hostname, guestHookPath } : { sandboxId, hostname });
     try {
       if (storages.length > 0) await core.callNoFds('addStorages', { owner: '', storages });
       if (dns.length > 0) await core.callNoFds('setupDns', { lines: dns });
@@ -70,6 +72,26 @@ export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Pr
     core.log.info({ sandbox: sandboxId, hostname, namespaces: sandbox.namespaces }, 'sandbox created');
     return {};
   });
+}
+
+/** Longest guest_hook_path, in bytes (PATH_MAX). */
+const GUEST_HOOK_PATH_MAX = 4096;
+
+/**
+ * CreateSandboxRequest.guest_hook_path: "" (no hooks) or an absolute path without NUL or ".."
+ * of at most 4096 bytes; INVALID_ARGUMENT naming the value otherwise. Upstream accepts any
+ * string and only logs when reading it fails; a relative path would be resolved against the
+ * helper's cwd, so it is refused here. The helper checks it again.
+ */
+export function guestHookPathFrom(p: string): string {
+  if (p === '') return '';
+  if (!p.startsWith('/') || p.includes('\0') || Buffer.byteLength(p) > GUEST_HOOK_PATH_MAX || p.split('/').includes('..')) {
+    throw new StatusError(
+      Code.INVALID_ARGUMENT,
+      `CreateSandboxRequest.guest_hook_path ${JSON.stringify(p)} must be an absolute path without NUL or ".." of at most ${GUEST_HOOK_PATH_MAX} bytes`,
+    );
+  }
+  return p;
 }
 
 /**

@@ -11,6 +11,7 @@
  * releaseProcess or removeContainer.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import {
   Code,
   CONTAINER_ID_RE,
@@ -55,6 +56,7 @@ import {
   type ValidProcessPlan,
 } from './plan';
 import type { StorageBackend, StorageBackendOps } from './storage';
+import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type OciState } from './hooks';
 import {
   ProcessRegistry,
   SIGKILL,
@@ -133,6 +135,36 @@ interface ContainerRecord {
   pendingExecs: Set<string>;
   removing: Promise<void> | undefined;
   removed: boolean;
+  /** The guest hooks as they were when the container was created (upstream copies them into the spec). */
+  hooks: GuestHooks;
+  /** OCI version and annotations for the hooks' state. */
+  oci: { version: string; annotations: Record<string, string> };
+}
+
+/** Longest OCI version string accepted for the hook state, in bytes. */
+const OCI_VERSION_MAX = 256;
+/** Most annotations passed to hooks. */
+const ANNOTATIONS_MAX = 1024;
+
+/** Validate CreateContainerArgs.oci (INVALID_ARGUMENT naming the field). */
+function checkOciInfo(v: unknown): { version: string; annotations: Record<string, string> } {
+  if (v === undefined) return { version: '', annotations: {} };
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new StatusError(Code.INVALID_ARGUMENT, 'oci must be a map');
+  const o = v as Record<string, unknown>;
+  const version = o.version ?? '';
+  if (typeof version !== 'string' || Buffer.byteLength(version) > OCI_VERSION_MAX) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `oci.version must be a string of at most ${OCI_VERSION_MAX} bytes`);
+  }
+  const raw = o.annotations ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new StatusError(Code.INVALID_ARGUMENT, 'oci.annotations must be a map');
+  const entries = Object.entries(raw as Record<string, unknown>);
+  if (entries.length > ANNOTATIONS_MAX) throw new StatusError(Code.INVALID_ARGUMENT, `oci.annotations has ${entries.length} entries, at most ${ANNOTATIONS_MAX}`);
+  const annotations: Record<string, string> = {};
+  for (const [k, val] of entries) {
+    if (typeof val !== 'string') throw new StatusError(Code.INVALID_ARGUMENT, `oci.annotations[${JSON.stringify(k)}] must be a string`);
+    annotations[k] = val;
+  }
+  return { version, annotations };
 }
 
 /** Default wait for processes to die at shutdown / destroySandbox, in ms. */
@@ -178,6 +210,9 @@ export class ContainerBackend implements ContainerFamily {
   /** Container ids being created (reserved). */
   private readonly creating = new Set<string>();
   private sandbox: { id: string; namespaces: NamespacePlan[] } | undefined;
+  /** Hooks of CreateSandbox's guest hook path, applied to containers created from then on. */
+  private guestHooks: GuestHooks = emptyGuestHooks();
+  private readonly hookRunner: HookRunner;
   private sandboxBusy = false;
   private readonly listeners = new Set<(event: HelperEvent) => void>();
   private isShutdown = false;
@@ -192,6 +227,7 @@ export class ContainerBackend implements ContainerFamily {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
     this.storage = opts.storage;
+    this.hookRunner = new HookRunner({ reaper: this.registry.reaper, logger: this.log });
     this.registry.on('exit', (event) => {
       for (const l of this.listeners) {
         try {
@@ -232,6 +268,7 @@ export class ContainerBackend implements ContainerFamily {
     if (typeof hostname !== 'string' || Buffer.byteLength(hostname) > HOST_NAME_MAX || hostname.includes('\0')) {
       throw new StatusError(Code.INVALID_ARGUMENT, `invalid sandbox hostname ${JSON.stringify(hostname)}`);
     }
+    const guestHookPath = args.guestHookPath === undefined || args.guestHookPath === '' ? '' : validateGuestHookPath(args.guestHookPath);
     if (this.sandbox || this.sandboxBusy) {
       const which = this.sandbox ? JSON.stringify(this.sandbox.id) : '(being created)';
       throw new StatusError(Code.ALREADY_EXISTS, `sandbox ${which} already created`);
@@ -240,6 +277,8 @@ export class ContainerBackend implements ContainerFamily {
     try {
       const namespaces = await this.launcher.createSandbox(sandboxId, hostname);
       this.sandbox = { id: sandboxId, namespaces };
+      // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
+      this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
       return { result: { namespaces } };
     } finally {
@@ -256,6 +295,7 @@ export class ContainerBackend implements ContainerFamily {
     const failures = await this.removeAll(TEARDOWN_TIMEOUT_MS);
     await this.launcher.destroySandbox();
     this.sandbox = undefined;
+    this.guestHooks = emptyGuestHooks();
     if (failures.length > 0) throw new StatusError(Code.DEADLINE_EXCEEDED, failures.join('; '));
     return { result: {} };
   }
@@ -274,6 +314,7 @@ export class ContainerBackend implements ContainerFamily {
       hostChecks: this.launcher.hostChecks,
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
     });
+    const oci = checkOciInfo(args.oci);
     this.creating.add(containerId);
     let stdio: StdioSet | undefined;
     try {
@@ -288,6 +329,8 @@ export class ContainerBackend implements ContainerFamily {
         sinceSeq: handle.sinceSeq,
         stdio: stdio.parent,
       });
+      const parentFds = stdio.parent;
+      stdio = undefined; // owned by the registry now
       const record: ContainerRecord = {
         id: containerId,
         plan,
@@ -298,10 +341,13 @@ export class ContainerBackend implements ContainerFamily {
         pendingExecs: new Set(),
         removing: undefined,
         removed: false,
+        hooks: this.guestHooks,
+        oci,
       };
+      await this.runPrestart(record);
       this.containers.set(containerId, record);
       this.log.info({ containerId, pid: handle.pid }, 'container created');
-      return this.withFds({ pid: handle.pid }, init, stdio.parent);
+      return this.withFds({ pid: handle.pid }, init, parentFds);
     } catch (err) {
       stdio?.closeChild();
       stdio?.closeParent();
@@ -320,6 +366,9 @@ export class ContainerBackend implements ContainerFamily {
     record.started = true;
     await record.handle.start();
     this.log.info({ containerId: record.id }, 'container started');
+    // rustjail container.rs exec(): poststart hooks before StartContainer returns; failures are
+    // logged only (runtime-spec: a poststart failure is a warning).
+    await this.hookRunner.runAll('poststart', record.hooks.poststart, this.ociState(record, 'running'), false);
     return { result: {} };
   }
 
@@ -551,6 +600,39 @@ export class ContainerBackend implements ContainerFamily {
     return precondition(`container ${record.id} ${why}: exec process ${execId} could not join it: ${detail}`);
   }
 
+  /**
+   * The OCI state of `record` for its hooks: bundle = parent of the rootfs (upstream oci_state),
+   * pid = the init's pid (also for "stopped": the pid it had).
+   */
+  private ociState(record: ContainerRecord, status: OciState['status']): OciState {
+    return {
+      ociVersion: record.oci.version,
+      id: record.id,
+      status,
+      pid: record.init.pid,
+      bundle: path.dirname(record.plan.rootfs),
+      annotations: record.oci.annotations,
+    };
+  }
+
+  /**
+   * Prestart hooks of a container whose init is set up and parked before exec (status
+   * "created", its pid). A failure kills the init, waits for it (so nothing is left running) and
+   * is thrown: FAILED_PRECONDITION naming the hook. Upstream runs them during CreateContainer
+   * too, but before pivot_root; see docs/ARCHITECTURE.md "Guest hooks".
+   */
+  private async runPrestart(record: ContainerRecord): Promise<void> {
+    if (record.hooks.prestart.length === 0) return;
+    try {
+      await this.hookRunner.runAll('prestart', record.hooks.prestart, this.ociState(record, 'created'), true);
+    } catch (err) {
+      await this.remove(record, TEARDOWN_TIMEOUT_MS, false).catch((e: unknown) =>
+        this.log.error({ err: e, containerId: record.id }, 'removing the container after a failed prestart hook failed'),
+      );
+      throw err;
+    }
+  }
+
   private statusOf(record: ContainerRecord): ContainerState['status'] {
     if (record.init.exited) return 'stopped';
     return record.started ? 'running' : 'created';
@@ -589,7 +671,7 @@ export class ContainerBackend implements ContainerFamily {
     };
   }
 
-  private remove(record: ContainerRecord, timeoutMs: number): Promise<void> {
+  private remove(record: ContainerRecord, timeoutMs: number, runPoststop = true): Promise<void> {
     if (record.removing) return record.removing;
     const run = async (): Promise<void> => {
       const procs = [record.init, ...record.execs.values()];
@@ -613,6 +695,9 @@ export class ContainerBackend implements ContainerFamily {
       record.removed = true;
       this.containers.delete(record.id);
       this.log.info({ containerId: record.id }, 'container removed');
+      // rustjail container.rs destroy(): poststop hooks after the container is gone, before the
+      // remove returns; failures are logged only.
+      if (runPoststop) await this.hookRunner.runAll('poststop', record.hooks.poststop, this.ociState(record, 'stopped'), false);
     };
     record.removing = run().finally(() => {
       record.removing = undefined;

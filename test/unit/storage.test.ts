@@ -147,7 +147,8 @@ t.test('control-side validation through the agent (mock helper)', async (t) => {
   await rejects(call('CreateSandbox', { hostname: 'h', storages: [st({ mount_point: '/run/elsewhere/shm' })] }), Code.INVALID_ARGUMENT, /not below/);
   await rejects(call('CreateSandbox', { hostname: 'h', kernel_modules: [{ name: '' }] }), Code.INVALID_ARGUMENT, /Kernel module name is empty/);
   await rejects(call('CreateSandbox', { hostname: 'h', kernel_modules: [{ name: 'missing-module' }] }), Code.INTERNAL, /load_kernel_module missing-module/);
-  await rejects(call('CreateSandbox', { hostname: 'h', guest_hook_path: '/hooks' }), Code.UNIMPLEMENTED, /guest_hook_path/);
+  await rejects(call('CreateSandbox', { hostname: 'h', guest_hook_path: 'hooks' }), Code.INVALID_ARGUMENT, /guest_hook_path "hooks"/);
+  await rejects(call('CreateSandbox', { hostname: 'h', guest_hook_path: '/a/../b' }), Code.INVALID_ARGUMENT, /guest_hook_path/);
   // a refused sandbox left nothing: a correct one follows
   await call('CreateSandbox', { hostname: 'h', storages: [st({})], dns: ['nameserver 10.0.0.1', 'search x', ''], kernel_modules: [{ name: 'loop', parameters: ['max_loop=8'] }] });
   t.equal(fs.readFileSync(path.join(dir, 'sandbox', 'resolv.conf'), 'utf8'), 'nameserver 10.0.0.1\nsearch x\n', 'trailing empty entry ignored');

@@ -1,0 +1,275 @@
+/**
+ * OCI hooks run by the helper: the guest hooks of CreateSandboxRequest.guest_hook_path (Kata
+ * agent sandbox.rs add_hooks / find_hooks, rpc.rs append_guest_hooks, rustjail container.rs, at
+ * 6e4d4c329a) and, later, the hooks of a container's own OCI spec (same {@link Hook} shape, same
+ * runner).
+ *
+ * A hook runs in the helper's (the agent's) namespaces, as root, in its own session, with an
+ * empty environment unless the hook lists one, `argv` = the hook's args (a guest hook gets
+ * `[<file name>, <kind>]`, as upstream), the OCI state JSON (runtime-spec runtime.md#state) on
+ * stdin, stdout/stderr captured (the first {@link HOOK_OUTPUT_MAX} bytes of each are logged and
+ * stderr is quoted in the error), and a timeout (default {@link DEFAULT_HOOK_TIMEOUT_SEC} s, as
+ * kata-sys-util hooks.rs; then SIGKILL). Children are started with the native spawn and reaped
+ * by the process-wide reaper (node:child_process cannot be used next to waitpid(-1)).
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { Code, StatusError } from '../../shared/protocol';
+import { loadNative, type NativeAddon, type ReapedChild } from '../../shared/native';
+import { silentLogger, type Logger } from '../../shared/log';
+import { closeQuietly } from './io';
+import type { ChildReaper } from './reaper';
+
+/** Hook kinds a guest hook directory may hold (upstream reads exactly these three). */
+export const GUEST_HOOK_KINDS = ['prestart', 'poststart', 'poststop'] as const;
+export type GuestHookKind = (typeof GUEST_HOOK_KINDS)[number];
+
+/** Default hook timeout, in seconds (kata-sys-util hooks.rs DEFAULT_HOOK_TIMEOUT_SEC). */
+export const DEFAULT_HOOK_TIMEOUT_SEC = 10;
+/** Bytes of a hook's stdout / stderr kept for the log and the error message. */
+export const HOOK_OUTPUT_MAX = 4096;
+/** Most hooks of one kind taken from a guest hook directory (more are skipped with a warning). */
+export const MAX_HOOKS_PER_KIND = 64;
+/** Longest guest_hook_path, in bytes (PATH_MAX). */
+export const HOOK_PATH_MAX = 4096;
+/** How long, in ms, the hook's output is still read after it exited. */
+const OUTPUT_GRACE_MS = 1000;
+/** Period of the reaper sweep while a hook runs, in ms. */
+const EXIT_SWEEP_MS = 200;
+
+/** One OCI hook (runtime-spec config.md#posix-platform-hooks). */
+export interface Hook {
+  /** Absolute path of the executable. */
+  path: string;
+  /** argv, argv[0] included; empty = `[path]`. */
+  args: string[];
+  /** "KEY=VALUE" strings; the whole environment. */
+  env: string[];
+  /** Seconds; absent or 0 = {@link DEFAULT_HOOK_TIMEOUT_SEC}. */
+  timeoutSec?: number;
+}
+
+/** The hooks found in a guest hook directory. */
+export type GuestHooks = Record<GuestHookKind, Hook[]>;
+
+/** The OCI state a hook reads on stdin (runtime-spec runtime.md#state). */
+export interface OciState {
+  ociVersion: string;
+  id: string;
+  status: 'creating' | 'created' | 'running' | 'stopped';
+  /** The container init's pid in the guest; absent when there is none. */
+  pid?: number;
+  /** The bundle directory (upstream: the parent of the canonical rootfs path). */
+  bundle: string;
+  annotations: Record<string, string>;
+}
+
+/** No hooks. */
+export function emptyGuestHooks(): GuestHooks {
+  return { prestart: [], poststart: [], poststop: [] };
+}
+
+/**
+ * Check a guest hook directory path: a string, absolute, no NUL, at most {@link HOOK_PATH_MAX}
+ * bytes, no ".." component. INVALID_ARGUMENT naming `field` and the value otherwise.
+ */
+export function validateGuestHookPath(p: unknown, field = 'guestHookPath'): string {
+  if (typeof p !== 'string' || p === '' || !p.startsWith('/') || p.includes('\0') || Buffer.byteLength(p) > HOOK_PATH_MAX || p.split('/').includes('..')) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `${field} ${JSON.stringify(p)} must be an absolute path without NUL or ".." of at most ${HOOK_PATH_MAX} bytes`);
+  }
+  return path.normalize(p);
+}
+
+/**
+ * Read the guest hooks under `dir` (already validated): every regular, executable file
+ * directly in `dir/prestart`, `dir/poststart`, `dir/poststop`, in name order, each as
+ * `{path, args: [name, kind]}` (upstream find_hooks). Symlinks, directories and files without
+ * an execute bit are skipped as upstream; in addition (a departure) files writable by group or
+ * others are skipped with a warning, since the helper runs them as root. A missing directory
+ * gives no hooks of that kind (upstream ignores the error too). Never throws.
+ */
+export function scanGuestHooks(dir: string, log: Logger = silentLogger()): GuestHooks {
+  const hooks = emptyGuestHooks();
+  for (const kind of GUEST_HOOK_KINDS) {
+    const kindDir = path.join(dir, kind);
+    let names: string[];
+    try {
+      names = fs.readdirSync(kindDir).sort();
+    } catch (err) {
+      log.info({ dir: kindDir, err: (err as Error).message }, 'no guest hooks of this kind');
+      continue;
+    }
+    for (const name of names) {
+      const file = path.join(kindDir, name);
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(file);
+      } catch {
+        continue;
+      }
+      if (!st.isFile() || (st.mode & 0o111) === 0) continue;
+      if ((st.mode & 0o022) !== 0) {
+        log.warn({ hook: file, mode: (st.mode & 0o7777).toString(8) }, 'guest hook skipped: writable by group or others');
+        continue;
+      }
+      if (hooks[kind].length >= MAX_HOOKS_PER_KIND) {
+        log.warn({ hook: file }, `guest hook skipped: more than ${MAX_HOOKS_PER_KIND} ${kind} hooks`);
+        continue;
+      }
+      hooks[kind].push({ path: file, args: [name, kind], env: [] });
+      log.info({ hook: file, kind, mode: (st.mode & 0o7777).toString(8) }, 'found guest hook');
+    }
+  }
+  return hooks;
+}
+
+/** What {@link HookRunner} needs: the native spawn and the process-wide reaper. */
+export interface HookRunnerDeps {
+  reaper: ChildReaper;
+  native?: NativeAddon;
+  logger?: Logger;
+}
+
+/** Runs hooks; one instance per helper backend. */
+export class HookRunner {
+  private readonly native: NativeAddon;
+  private readonly log: Logger;
+  private readonly reaper: ChildReaper;
+
+  constructor(deps: HookRunnerDeps) {
+    this.native = deps.native ?? loadNative();
+    this.reaper = deps.reaper;
+    this.log = (deps.logger ?? silentLogger()).child({ component: 'hooks' });
+  }
+
+  /**
+   * Run `hooks` of `kind` one after the other with `state` on stdin. With `failFast` (prestart,
+   * runtime-spec: an error stops the container) the first failure is thrown as
+   * FAILED_PRECONDITION "<kind> hook <path> ...: <reason>"; without it (poststart, poststop:
+   * runtime-spec says log a warning and continue, and upstream logs every failure) failures are
+   * logged and the promise resolves.
+   */
+  async runAll(kind: string, hooks: readonly Hook[], state: OciState, failFast: boolean): Promise<void> {
+    for (const hook of hooks) {
+      try {
+        await this.run(kind, hook, state);
+      } catch (err) {
+        if (failFast) throw err;
+        this.log.warn({ err: (err as Error).message, hook: hook.path, kind, containerId: state.id }, 'hook failed (ignored)');
+      }
+    }
+  }
+
+  /**
+   * Run one hook to completion. Resolves when it exits 0; rejects with FAILED_PRECONDITION
+   * naming the hook when it cannot be started, exits non-zero, is killed by a signal, or
+   * outlives its timeout (it is then SIGKILLed).
+   */
+  async run(kind: string, hook: Hook, state: OciState): Promise<void> {
+    const name = `${kind} hook ${hook.path}`;
+    const fail = (why: string): StatusError => new StatusError(Code.FAILED_PRECONDITION, `${name} failed: ${why}`);
+    const timeoutSec = hook.timeoutSec && hook.timeoutSec > 0 ? hook.timeoutSec : DEFAULT_HOOK_TIMEOUT_SEC;
+    const native = this.native;
+    const opened: number[] = [];
+    let spawned: { pid: number; pidfd: number };
+    let inW: number, outR: number, errR: number;
+    const sinceSeq = this.reaper.seq;
+    try {
+      const [inR, inW0] = native.pipe();
+      opened.push(inR, inW0);
+      const [outR0, outW] = native.pipe();
+      opened.push(outR0, outW);
+      const [errR0, errW] = native.pipe();
+      opened.push(errR0, errW);
+      spawned = native.spawn({
+        file: hook.path,
+        argv: hook.args.length > 0 ? hook.args : [hook.path],
+        envp: hook.env,
+        fds: [inR, outW, errW],
+        setsid: true,
+      });
+      for (const fd of [inR, outW, errW]) closeQuietly(fd);
+      [inW, outR, errR] = [inW0, outR0, errR0];
+    } catch (err) {
+      for (const fd of opened) closeQuietly(fd);
+      throw fail(`cannot start it: ${(err as Error).message}`);
+    }
+    const { pid, pidfd } = spawned;
+    this.log.info({ hook: hook.path, kind, pid, containerId: state.id }, 'running hook');
+    const stdout = readCapped(outR);
+    const stderr = readCapped(errR);
+    const stdin = new net.Socket({ fd: inW, readable: false, writable: true });
+    stdin.on('error', () => undefined); // EPIPE: a hook that does not read its stdin
+    stdin.end(JSON.stringify(state));
+    let timedOut = false;
+    const child = await new Promise<ReapedChild>((resolve) => {
+      const timer = setTimeout(() => {
+        timedOut = true;
+        try {
+          native.pidfdSendSignal(pidfd, 9);
+        } catch {
+          /* already dead */
+        }
+      }, timeoutSec * 1000);
+      // Ref'd on purpose: the reaper's own sweep timer and SIGCHLD listener do not keep the
+      // event loop alive, so without it a process with nothing else to do could exit between
+      // the hook's pipes closing and its SIGCHLD being handled.
+      const sweeper = setInterval(() => this.reaper.sweep(), EXIT_SWEEP_MS);
+      this.reaper.watch(pid, sinceSeq, (c) => {
+        clearTimeout(timer);
+        clearInterval(sweeper);
+        resolve(c);
+      });
+    });
+    closeQuietly(pidfd);
+    stdin.destroy();
+    // The hook has exited; a process it left behind may still hold the pipes: read what is
+    // there, waiting at most OUTPUT_GRACE_MS for EOF.
+    const grace = setTimeout(() => {
+      stdout.stop();
+      stderr.stop();
+    }, OUTPUT_GRACE_MS);
+    const [out, errText] = await Promise.all([stdout.text, stderr.text]);
+    clearTimeout(grace);
+    if (out) this.log.info({ hook: hook.path, stdout: out }, 'hook stdout');
+    if (errText) this.log.info({ hook: hook.path, stderr: errText }, 'hook stderr');
+    const tail = errText ? `; stderr: ${errText.trim()}` : '';
+    if (timedOut) throw fail(`timed out after ${timeoutSec} s (killed)${tail}`);
+    if (child.signal !== null) throw fail(`killed by signal ${child.signal}${tail}`);
+    if (child.exitCode !== 0) throw fail(`exit status ${child.exitCode}${tail}`);
+  }
+}
+
+/** A pipe being read by {@link readCapped}. */
+interface CappedReader {
+  /** The text read (first {@link HOOK_OUTPUT_MAX} bytes), once EOF or {@link CappedReader.stop}. */
+  text: Promise<string>;
+  /** Stop reading now (something the hook started keeps the pipe open). */
+  stop(): void;
+}
+
+/**
+ * Read a pipe to EOF, keeping the first {@link HOOK_OUTPUT_MAX} bytes (the rest is drained so
+ * the hook never blocks on a full pipe). Takes ownership of `fd`.
+ */
+function readCapped(fd: number): CappedReader {
+  const sock = new net.Socket({ fd, readable: true, writable: false });
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let finish: () => void = () => undefined;
+  const text = new Promise<string>((resolve) => {
+    finish = () => {
+      sock.destroy();
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+  });
+  sock.on('data', (b: Buffer) => {
+    if (size < HOOK_OUTPUT_MAX) chunks.push(b.subarray(0, HOOK_OUTPUT_MAX - size));
+    size += b.length;
+  });
+  sock.on('end', finish);
+  sock.on('error', finish);
+  sock.on('close', finish);
+  return { text, stop: () => finish() };
+}
