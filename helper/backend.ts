@@ -82,9 +82,9 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     new SysfsOps({ root: g.sysfsRoot, logger }),
     new CopyFileOps({ roots: g.copyRoots }),
     // AddSwap waits for its disk through the storages' device waiter (same uevents, same timeout).
-    new GuestOps({ system: nativeGuestSystem(), devices, volumeRoots: g.volumeRoots, logger }),
+    new GuestOps({ system: nativeGuestSystem(registry.reaper), devices, volumeRoots: g.volumeRoots, logger }),
   );
-  const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? ''), { logger });
+  const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? '', registry.reaper), { logger });
   const composed = composeBackend(containers, guest, network);
   // The uevent socket is the backend's own: closed with it, so nothing keeps the loop alive.
   const backend: HelperBackend = {

@@ -6,7 +6,6 @@
  * ({@link nativeGuestSystem}), a recording double for the mock (helper/mock/guest.ts) — as the
  * container ops go through a Launcher.
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -28,6 +27,8 @@ import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply, GuestFamily } from '../api';
 import type { CopyFileOps } from './copy-file';
 import type { DeviceWaiter } from './device';
+import type { ChildReaper } from './reaper';
+import { runProgram } from './run';
 import type { SysfsOps } from './sysfs';
 import { bytesArg, checkArgs, confinedPath, errnoStatus, intArg } from './guest-args';
 
@@ -74,7 +75,7 @@ export function findMount(mountPoint: string, mountinfo = '/proc/self/mountinfo'
 }
 
 /** The real {@link GuestSystem}: the native addon, /proc/self/mountinfo, the tools from TOOL_DIRS. */
-export function nativeGuestSystem(randomDevice = '/dev/random'): GuestSystem {
+export function nativeGuestSystem(reaper: ChildReaper, randomDevice = '/dev/random'): GuestSystem {
   const native = loadNative();
   return {
     addEntropy: (data) => native.addEntropy(randomDevice, data),
@@ -89,11 +90,13 @@ export function nativeGuestSystem(randomDevice = '/dev/random'): GuestSystem {
         err.code = 'ENOENT';
         return Promise.reject(err);
       }
-      return new Promise((resolve, reject) => {
-        execFile(file, args, { timeout: TOOL_TIMEOUT_MS, env: { PATH: TOOL_DIRS.join(':') } }, (err, _stdout, stderr) => {
-          if (err) reject(new StatusError(Code.INTERNAL, `${tool} ${args.join(' ')} failed: ${String(stderr).trim() || err.message}`));
-          else resolve();
-        });
+      return runProgram(
+        { native, reaper },
+        { file, argv: [tool, ...args], envp: [`PATH=${TOOL_DIRS.join(':')}`], timeoutMs: TOOL_TIMEOUT_MS, maxOutput: 64 * 1024 },
+      ).then((r) => {
+        if (r.exitCode === 0) return;
+        const why = r.timedOut ? `killed after ${TOOL_TIMEOUT_MS} ms` : r.signal !== null ? `killed by signal ${r.signal}` : `exit status ${r.exitCode}`;
+        throw new StatusError(Code.INTERNAL, `${tool} ${args.join(' ')} failed: ${r.stderr.trim() || why}`);
       });
     },
   };

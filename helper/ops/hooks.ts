@@ -13,13 +13,12 @@
  * by the process-wide reaper (node:child_process cannot be used next to waitpid(-1)).
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { Code, StatusError } from '../../shared/protocol';
-import { loadNative, type NativeAddon, type ReapedChild } from '../../shared/native';
+import { loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
-import { closeQuietly } from './io';
 import type { ChildReaper } from './reaper';
+import { runProgram, type RunResult } from './run';
 
 /** Hook kinds a guest hook directory may hold (upstream reads exactly these three). */
 export const GUEST_HOOK_KINDS = ['prestart', 'poststart', 'poststop'] as const;
@@ -33,10 +32,6 @@ export const HOOK_OUTPUT_MAX = 4096;
 export const MAX_HOOKS_PER_KIND = 64;
 /** Longest guest_hook_path, in bytes (PATH_MAX). */
 export const HOOK_PATH_MAX = 4096;
-/** How long, in ms, the hook's output is still read after it exited. */
-const OUTPUT_GRACE_MS = 1000;
-/** Period of the reaper sweep while a hook runs, in ms. */
-const EXIT_SWEEP_MS = 200;
 
 /** One OCI hook (runtime-spec config.md#posix-platform-hooks). */
 export interface Hook {
@@ -170,106 +165,29 @@ export class HookRunner {
     const name = `${kind} hook ${hook.path}`;
     const fail = (why: string): StatusError => new StatusError(Code.FAILED_PRECONDITION, `${name} failed: ${why}`);
     const timeoutSec = hook.timeoutSec && hook.timeoutSec > 0 ? hook.timeoutSec : DEFAULT_HOOK_TIMEOUT_SEC;
-    const native = this.native;
-    const opened: number[] = [];
-    let spawned: { pid: number; pidfd: number };
-    let inW: number, outR: number, errR: number;
-    const sinceSeq = this.reaper.seq;
+    this.log.info({ hook: hook.path, kind, containerId: state.id }, 'running hook');
+    let r: RunResult;
     try {
-      const [inR, inW0] = native.pipe();
-      opened.push(inR, inW0);
-      const [outR0, outW] = native.pipe();
-      opened.push(outR0, outW);
-      const [errR0, errW] = native.pipe();
-      opened.push(errR0, errW);
-      spawned = native.spawn({
-        file: hook.path,
-        argv: hook.args.length > 0 ? hook.args : [hook.path],
-        envp: hook.env,
-        fds: [inR, outW, errW],
-        setsid: true,
-      });
-      for (const fd of [inR, outW, errW]) closeQuietly(fd);
-      [inW, outR, errR] = [inW0, outR0, errR0];
+      r = await runProgram(
+        { native: this.native, reaper: this.reaper },
+        {
+          file: hook.path,
+          argv: hook.args.length > 0 ? hook.args : [hook.path],
+          envp: hook.env,
+          stdin: JSON.stringify(state),
+          timeoutMs: timeoutSec * 1000,
+          maxOutput: HOOK_OUTPUT_MAX,
+        },
+      );
     } catch (err) {
-      for (const fd of opened) closeQuietly(fd);
       throw fail(`cannot start it: ${(err as Error).message}`);
     }
-    const { pid, pidfd } = spawned;
-    this.log.info({ hook: hook.path, kind, pid, containerId: state.id }, 'running hook');
-    const stdout = readCapped(outR);
-    const stderr = readCapped(errR);
-    const stdin = new net.Socket({ fd: inW, readable: false, writable: true });
-    stdin.on('error', () => undefined); // EPIPE: a hook that does not read its stdin
-    stdin.end(JSON.stringify(state));
-    let timedOut = false;
-    const child = await new Promise<ReapedChild>((resolve) => {
-      const timer = setTimeout(() => {
-        timedOut = true;
-        try {
-          native.pidfdSendSignal(pidfd, 9);
-        } catch {
-          /* already dead */
-        }
-      }, timeoutSec * 1000);
-      // Ref'd on purpose: the reaper's own sweep timer and SIGCHLD listener do not keep the
-      // event loop alive, so without it a process with nothing else to do could exit between
-      // the hook's pipes closing and its SIGCHLD being handled.
-      const sweeper = setInterval(() => this.reaper.sweep(), EXIT_SWEEP_MS);
-      this.reaper.watch(pid, sinceSeq, (c) => {
-        clearTimeout(timer);
-        clearInterval(sweeper);
-        resolve(c);
-      });
-    });
-    closeQuietly(pidfd);
-    stdin.destroy();
-    // The hook has exited; a process it left behind may still hold the pipes: read what is
-    // there, waiting at most OUTPUT_GRACE_MS for EOF.
-    const grace = setTimeout(() => {
-      stdout.stop();
-      stderr.stop();
-    }, OUTPUT_GRACE_MS);
-    const [out, errText] = await Promise.all([stdout.text, stderr.text]);
-    clearTimeout(grace);
+    const out = r.stdout.toString('utf8');
     if (out) this.log.info({ hook: hook.path, stdout: out }, 'hook stdout');
-    if (errText) this.log.info({ hook: hook.path, stderr: errText }, 'hook stderr');
-    const tail = errText ? `; stderr: ${errText.trim()}` : '';
-    if (timedOut) throw fail(`timed out after ${timeoutSec} s (killed)${tail}`);
-    if (child.signal !== null) throw fail(`killed by signal ${child.signal}${tail}`);
-    if (child.exitCode !== 0) throw fail(`exit status ${child.exitCode}${tail}`);
+    if (r.stderr) this.log.info({ hook: hook.path, stderr: r.stderr }, 'hook stderr');
+    const tail = r.stderr ? `; stderr: ${r.stderr.trim()}` : '';
+    if (r.timedOut) throw fail(`timed out after ${timeoutSec} s (killed)${tail}`);
+    if (r.signal !== null) throw fail(`killed by signal ${r.signal}${tail}`);
+    if (r.exitCode !== 0) throw fail(`exit status ${r.exitCode}${tail}`);
   }
-}
-
-/** A pipe being read by {@link readCapped}. */
-interface CappedReader {
-  /** The text read (first {@link HOOK_OUTPUT_MAX} bytes), once EOF or {@link CappedReader.stop}. */
-  text: Promise<string>;
-  /** Stop reading now (something the hook started keeps the pipe open). */
-  stop(): void;
-}
-
-/**
- * Read a pipe to EOF, keeping the first {@link HOOK_OUTPUT_MAX} bytes (the rest is drained so
- * the hook never blocks on a full pipe). Takes ownership of `fd`.
- */
-function readCapped(fd: number): CappedReader {
-  const sock = new net.Socket({ fd, readable: true, writable: false });
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let finish: () => void = () => undefined;
-  const text = new Promise<string>((resolve) => {
-    finish = () => {
-      sock.destroy();
-      resolve(Buffer.concat(chunks).toString('utf8'));
-    };
-  });
-  sock.on('data', (b: Buffer) => {
-    if (size < HOOK_OUTPUT_MAX) chunks.push(b.subarray(0, HOOK_OUTPUT_MAX - size));
-    size += b.length;
-  });
-  sock.on('end', finish);
-  sock.on('error', finish);
-  sock.on('close', finish);
-  return { text, stop: () => finish() };
 }

@@ -8,11 +8,12 @@
  * while the event loop's thread is switched into `netns` (netnsEnter / spawn / netnsLeave, all
  * synchronous, so no other JavaScript runs in between); it inherits the namespace.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadNative } from '../../shared/native';
 import { Code, StatusError } from '../../shared/protocol';
+import type { ChildReaper } from './reaper';
+import { runProgram } from './run';
 import type { DriverAddr, DriverLink, DriverNeigh, DriverRoute, IptablesRun, LinkChange, NetlinkDriver } from './network';
 
 /** The addon's netlink functions (helper/native/netlink.cc). */
@@ -54,8 +55,11 @@ export function findIptables(name: string, dirs: readonly string[] = IPTABLES_DI
   return undefined;
 }
 
-/** The libnl-backed driver for the namespace at `netns` ("" = the helper's own). */
-export function createNetlinkDriver(netns: string): NetlinkDriver {
+/**
+ * The libnl-backed driver for the namespace at `netns` ("" = the helper's own); iptables runs
+ * are reaped by `reaper` (the helper's).
+ */
+export function createNetlinkDriver(netns: string, reaper: ChildReaper): NetlinkDriver {
   const n = loadNative() as unknown as NetlinkNative;
   return {
     links: () => n.netLinks(netns),
@@ -66,46 +70,42 @@ export function createNetlinkDriver(netns: string): NetlinkDriver {
     addr: (action, addr) => n.netAddr(netns, action, addr),
     route: (action, route) => n.netRoute(netns, action, route),
     neigh: (action, neigh) => n.netNeigh(netns, action, neigh),
-    iptables: (ipv6, mode, stdin) => runIptables(n, netns, ipv6, mode, stdin),
+    iptables: (ipv6, mode, stdin) => runIptables(n, reaper, netns, ipv6, mode, stdin),
   };
 }
 
-function runIptables(n: NetlinkNative, netns: string, ipv6: boolean, mode: 'save' | 'restore', stdin: Buffer): Promise<IptablesRun> {
+async function runIptables(
+  n: NetlinkNative,
+  reaper: ChildReaper,
+  netns: string,
+  ipv6: boolean,
+  mode: 'save' | 'restore',
+  stdin: Buffer,
+): Promise<IptablesRun> {
   const name = `${ipv6 ? 'ip6tables' : 'iptables'}-${mode}`;
   const file = findIptables(name);
   if (!file) {
-    return Promise.reject(
-      new StatusError(Code.FAILED_PRECONDITION, `${name} not found in ${IPTABLES_DIRS.join(':')} (the guest image needs the iptables package)`),
-    );
+    throw new StatusError(Code.FAILED_PRECONDITION, `${name} not found in ${IPTABLES_DIRS.join(':')} (the guest image needs the iptables package)`);
   }
   const args = mode === 'restore' ? ['--wait', String(RESTORE_WAIT_S)] : [];
+  // The child is forked while this thread is in `netns`, so it runs there.
   const saved = netns === '' ? -1 : n.netnsEnter(netns);
-  let child;
+  let run;
   try {
-    child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: IPTABLES_DIRS.join(':') }, timeout: IPTABLES_TIMEOUT_MS });
+    run = runProgram(
+      { native: loadNative(), reaper },
+      { file, argv: [name, ...args], envp: [`PATH=${IPTABLES_DIRS.join(':')}`], stdin, timeoutMs: IPTABLES_TIMEOUT_MS, maxOutput: MAX_OUTPUT },
+    );
   } finally {
     if (saved >= 0) n.netnsLeave(saved);
   }
-  return new Promise((resolve, reject) => {
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let size = 0;
-    child.stdout.on('data', (b: Buffer) => {
-      size += b.length;
-      if (size <= MAX_OUTPUT) out.push(b);
-    });
-    child.stderr.on('data', (b: Buffer) => {
-      if (err.length < 64) err.push(b);
-    });
-    child.stdin.on('error', () => undefined); // EPIPE when the tool exits early: its status says why
-    child.once('error', (e) => reject(new StatusError(Code.INTERNAL, `${name}: ${e.message}`)));
-    child.once('close', (code, signal) => {
-      if (size > MAX_OUTPUT) {
-        reject(new StatusError(Code.RESOURCE_EXHAUSTED, `${name} wrote ${size} bytes, more than ${MAX_OUTPUT}`));
-        return;
-      }
-      resolve({ code: code ?? 128, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') + (signal ? ` (killed by ${signal})` : '') });
-    });
-    child.stdin.end(stdin);
-  });
+  let r;
+  try {
+    r = await run;
+  } catch (e) {
+    throw new StatusError(Code.INTERNAL, `${name}: ${(e as Error).message}`);
+  }
+  if (r.stdoutSize > MAX_OUTPUT) throw new StatusError(Code.RESOURCE_EXHAUSTED, `${name} wrote ${r.stdoutSize} bytes, more than ${MAX_OUTPUT}`);
+  const killed = r.timedOut ? ` (killed after ${IPTABLES_TIMEOUT_MS} ms)` : r.signal !== null ? ` (killed by signal ${r.signal})` : '';
+  return { code: r.exitCode ?? 128 + (r.signal ?? 0), stdout: r.stdout, stderr: r.stderr + killed };
 }

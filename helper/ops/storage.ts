@@ -10,7 +10,6 @@
  * container id) and released together (RemoveContainer, DestroySandbox).
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import {
   CONTAINER_ID_RE,
@@ -39,8 +38,9 @@ import { loadNative } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply } from '../api';
 import { DeviceWaiter } from './device';
-import { MS, STORAGE_LIMITS, confinedPath, validateStorage, type Mounter, type ValidStorage } from './mount';
+import { MS, STORAGE_LIMITS, validateStorage, type Mounter, type ValidStorage } from './mount';
 import type { ChildReaper } from './reaper';
+import { runProgram } from './run';
 import { BindWatcher } from './watcher';
 
 /** The storage ops of a backend (shared/protocol.ts StorageOps). */
@@ -49,6 +49,9 @@ export type StorageBackendOps = {
 };
 
 /** How modprobe is run: the real helper execs it, the mock records. Resolves with exit code and stderr. */
+/** Bound of one modprobe run, in ms (a module's init may take long, never forever). */
+const MODPROBE_TIMEOUT_MS = 60_000;
+
 export type ModprobeRunner = (argv: string[]) => Promise<{ code: number; stderr: string }>;
 
 export interface StorageBackendOptions {
@@ -447,34 +450,11 @@ export function setOwnership(root: string, gid: number, readOnly: boolean, onRoo
 export function kernelModprobe(reaper: ChildReaper, program = '/sbin/modprobe'): ModprobeRunner {
   return async (argv) => {
     if (!fs.existsSync(program)) throw new StatusError(Code.FAILED_PRECONDITION, `cannot load kernel modules: ${program} is missing`);
-    const native = loadNative();
-    const [r, w] = native.pipe();
-    const devnull = fs.openSync('/dev/null', 'r+');
-    const since = reaper.seq;
-    let pid: number;
-    try {
-      const spawned = native.spawn({ file: program, argv: ['modprobe', ...argv], envp: ['PATH=/sbin:/usr/sbin:/bin:/usr/bin'], fds: [devnull, devnull, w] });
-      pid = spawned.pid;
-      if (spawned.pidfd >= 0) native.close(spawned.pidfd);
-    } catch (err) {
-      native.close(r);
-      throw err;
-    } finally {
-      native.close(w);
-      fs.closeSync(devnull);
-    }
-    const stderrText = new Promise<string>((resolve) => {
-      const sock = new net.Socket({ fd: r, readable: true, writable: false });
-      let text = '';
-      sock.on('data', (b: Buffer) => {
-        if (text.length < 8192) text += b.toString();
-      });
-      sock.on('error', () => resolve(text));
-      sock.on('close', () => resolve(text));
-    });
-    const code = await new Promise<number>((resolve) => {
-      reaper.watch(pid, since, (child) => resolve(child.signal !== null ? 128 + child.signal : (child.exitCode ?? 255)));
-    });
-    return { code, stderr: await stderrText };
+    const r = await runProgram(
+      { native: loadNative(), reaper },
+      { file: program, argv: ['modprobe', ...argv], envp: ['PATH=/sbin:/usr/sbin:/bin:/usr/bin'], timeoutMs: MODPROBE_TIMEOUT_MS, maxOutput: 8192 },
+    );
+    const why = r.timedOut ? ` (killed after ${MODPROBE_TIMEOUT_MS} ms)` : '';
+    return { code: r.exitCode ?? 128 + (r.signal ?? 0), stderr: r.stderr + why };
   };
 }
