@@ -71,6 +71,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       sandboxPidns: req.sandbox_pidns,
       sandbox: sandbox.namespaceInfo(),
       warn: (f, m) => core.log.warn({ container: id, ...f }, m),
+      containerId: id,
     });
     const args = { containerId: id, plan };
     const { result, fds } = await core.call('createContainer', args).catch((err: unknown) => {

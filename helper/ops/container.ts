@@ -295,7 +295,11 @@ export class ContainerBackend implements ContainerFamily {
     try {
       if (plan.cgroup) {
         if (!this.cgroups) throw precondition(`container ${containerId}: this helper manages no cgroups`);
-        cgroup = this.cgroups.create(containerId, plan.cgroup);
+        if (this.cgroups.layout.mode === 'none' && Object.keys(plan.cgroup.resources).length === 0) {
+          this.log.warn({ containerId }, 'no cgroup filesystem: the container runs in the helper\'s cgroups');
+        } else {
+          cgroup = this.cgroups.create(containerId, plan.cgroup);
+        }
       }
       stdio = createStdio(plan.process.terminal);
       const cg = cgroup;
