@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseCgroupMounts } from '../../helper/ops/cgroup';
+import { parseHelperArgs } from '../../helper/main';
 import { createMockCgroups } from '../../helper/mock/cgroup';
 import { createMockBackend } from '../../helper/mock/backend';
 import { cgroupPathFromSpec, cgroupResourcesFromSpec } from '../../control/oci-cgroups';
@@ -47,6 +48,9 @@ t.test('layout: hybrid, co-mounted v1, v2 only, unified_cgroup_hierarchy', async
   const only = parseCgroupMounts(HYBRID, true);
   t.equal(only.mode, 'v2', 'unified_cgroup_hierarchy ignores the v1 hierarchies');
   t.equal(parseCgroupMounts('').mode, 'none');
+  t.equal(parseHelperArgs(['--mock'], {}).unifiedCgroupHierarchy, false, 'helper option off by default');
+  t.equal(parseHelperArgs(['--mock', '--unified-cgroup-hierarchy'], {}).unifiedCgroupHierarchy, true, '--unified-cgroup-hierarchy');
+  t.equal(parseHelperArgs(['--mock'], { KATA_AGENT_UNIFIED_CGROUP_HIERARCHY: 'true' }).unifiedCgroupHierarchy, true, 'or the environment');
   t.equal(parseCgroupMounts('35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n').mode, 'v1');
 });
 
