@@ -20,9 +20,11 @@
  *    libseccomp, loaded by kata-init for the init and every exec);
  *  - refused (UNIMPLEMENTED naming the field): non-empty Hooks, the seccomp action
  *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
+ *  - cgroups: Linux.CgroupsPath and Linux.Resources but Devices become ContainerPlan.cgroup
+ *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts);
  *  - accepted, not enforced, logged through `warn` and listed in `ContainerPlan.unenforced`
- *    ({@link unenforcedFields}): Linux.Resources (no cgroups yet; every runtime sends some),
- *    Linux.CgroupsPath, Linux.Devices (not created), Linux.IntelRdt, Process.ApparmorProfile
+ *    ({@link unenforcedFields}): Linux.Resources.Devices (see the interim below),
+ *    Linux.Devices (not created), Linux.IntelRdt, Process.ApparmorProfile
  *    (upstream ignores it too: the guest has no AppArmor);
  *  - device cgroup interim: with no device cgroup, linux.resources.devices cannot be enforced,
  *    so unless its rules allow every device ({@link devicesAllowAll}) CAP_MKNOD is removed
@@ -35,6 +37,7 @@
  */
 import type { grpc } from '../shared/generated/protos';
 import * as path from 'node:path';
+import { cgroupPlanFromSpec } from './oci-cgroups';
 import {
   Code,
   StatusError,
@@ -329,6 +332,13 @@ export interface ContainerPlanOptions {
   sandbox: SandboxNamespaceInfo;
   /** Receives warnings: fields accepted but not enforced, unknown capability names. */
   warn?: OciWarn;
+  /**
+   * The container id: with it the plan gets the container's cgroup (control/oci-cgroups.ts:
+   * Linux.CgroupsPath, or "/<id>" when empty, and Linux.Resources). Absent: no cgroup plan.
+   */
+  containerId?: string;
+  /** Parent of container cgroups (agent config; "" = the path as the runtime gives it, as upstream). */
+  cgroupParent?: string;
 }
 
 function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Properties[]): NamespacePlan[] {
@@ -449,21 +459,16 @@ function setLeaves(prefix: string, value: unknown, out: string[]): void {
 }
 
 /**
- * The OCI fields of `spec` that are accepted but not enforced, in proto spelling: every set
- * field of Linux.Resources (e.g. "OCI.Linux.Resources.Memory.Limit"; Devices only when its
- * rules do not allow everything: they are stood in for by the CAP_MKNOD removal),
- * Linux.CgroupsPath, Linux.Devices (device nodes are not created), Linux.IntelRdt and
- * Process.ApparmorProfile. Empty when there is nothing of the kind.
+ * The OCI fields of `spec` that are accepted but not enforced, in proto spelling:
+ * Linux.Resources.Devices when its rules do not allow everything (they are stood in for by the
+ * CAP_MKNOD removal), Linux.Devices (device nodes are not created), Linux.IntelRdt and
+ * Process.ApparmorProfile. Empty when there is nothing of the kind. (The other resources and
+ * Linux.CgroupsPath are enforced: control/oci-cgroups.ts, helper/ops/cgroup.ts.)
  */
 export function unenforcedFields(spec: grpc.Spec.$Properties): string[] {
   const out: string[] = [];
-  const res = spec.Linux?.Resources;
-  if (res) {
-    const { Devices: devices, ...rest } = res;
-    if ((devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
-    setLeaves('OCI.Linux.Resources', rest, out);
-  }
-  if (spec.Linux?.CgroupsPath) out.push('OCI.Linux.CgroupsPath');
+  const devices = spec.Linux?.Resources?.Devices;
+  if ((devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
   if ((spec.Linux?.Devices ?? []).length > 0) out.push('OCI.Linux.Devices');
   setLeaves('OCI.Linux.IntelRdt', spec.Linux?.IntelRdt, out);
   if (spec.Process?.ApparmorProfile) out.push('OCI.Process.ApparmorProfile');
@@ -696,9 +701,10 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const sysctl: Record<string, string> = { ...(linux.Sysctl ?? {}) };
   validateSysctl(sysctl, namespaces);
 
+  const cgroup = options.containerId !== undefined ? cgroupPlanFromSpec(linux, options.containerId, options.cgroupParent ?? '') : undefined;
   const unenforced = unenforcedFields(spec);
   if (unenforced.length > 0) {
-    options.warn?.({ unenforced }, 'OCI fields accepted but not enforced (no cgroup support yet)');
+    options.warn?.({ unenforced }, 'OCI fields accepted but not enforced');
   }
   const caps = spec.Process?.Capabilities;
   const askedMknod = caps ? CAP_SETS.some((set) => (caps[capitalised(set)] ?? []).includes('CAP_MKNOD')) : false;
@@ -720,5 +726,6 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     ...(seccomp ? { seccomp } : {}),
     devicesAllowAll: allowAllDevices,
     unenforced,
+    ...(cgroup ? { cgroup } : {}),
   };
 }

@@ -109,6 +109,7 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'closeStdin',
   'releaseProcess',
   'state',
+  'cgroupStats',
   // storages and devices (helper/ops/storage.ts)
   'addStorages',
   'releaseStorages',

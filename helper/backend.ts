@@ -6,6 +6,7 @@
 import { silentLogger, type Logger } from '../shared/log';
 import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
+import { CgroupManager, detectCgroupLayout } from './ops/cgroup';
 import { CopyFileOps } from './ops/copy-file';
 import { GuestOps, guestFamily, nativeGuestSystem, type GuestPaths } from './ops/guest';
 import { createNetlinkDriver } from './ops/netlink';
@@ -34,6 +35,8 @@ export interface RealBackendOptions {
   guest?: GuestPaths;
   /** Network namespace file the network ops work on ("" or absent = the helper's own). */
   netns?: string;
+  /** Agent option unified_cgroup_hierarchy: use only the cgroup2 mount, ignore v1 hierarchies. */
+  unifiedCgroupHierarchy?: boolean;
 }
 
 /** The real backend: the composed backend the server dispatches to, and its container model. */
@@ -76,7 +79,10 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     modprobe: kernelModprobe(registry.reaper),
     logger,
   });
-  const containers = new ContainerBackend(launcher, { logger, registry, storage });
+  const layout = detectCgroupLayout(opts.unifiedCgroupHierarchy === true);
+  logger.info({ cgroups: layout }, 'cgroup hierarchies detected');
+  const cgroups = new CgroupManager({ layout, logger });
+  const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups });
   const g = opts.guest ?? {};
   const guest = guestFamily(
     new SysfsOps({ root: g.sysfsRoot, logger }),

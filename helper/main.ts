@@ -17,6 +17,9 @@
  * --hotplug-timeout-ms  device wait bound (default $KATA_AGENT_HOTPLUG_TIMEOUT_MS, else 3000)
  * --netns        network namespace file (e.g. /run/netns/NAME) the network ops work on (default
  *                the helper's own: the guest's); tests point it at a namespace they created
+ * --unified-cgroup-hierarchy  agent option unified_cgroup_hierarchy: container cgroups only in
+ *                the cgroup2 mount, v1 hierarchies ignored (default $KATA_AGENT_UNIFIED_CGROUP_HIERARCHY
+ *                "true"/"1", else false)
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -37,7 +40,7 @@ import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--mock] [--log-level L]';
 
 /** Parsed command line. */
 export interface HelperCliOptions {
@@ -51,6 +54,8 @@ export interface HelperCliOptions {
   logLevel?: string;
   /** Network namespace file for the network ops ("" = the helper's own). */
   netns: string;
+  /** Agent option unified_cgroup_hierarchy (helper/ops/cgroup.ts): only the cgroup2 mount is used. */
+  unifiedCgroupHierarchy: boolean;
 }
 
 /** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
@@ -66,6 +71,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       'hotplug-timeout-ms': { type: 'string' },
       mock: { type: 'boolean' },
       netns: { type: 'string' },
+      'unified-cgroup-hierarchy': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -93,6 +99,8 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     mock: values.mock ?? false,
     logLevel: values['log-level'],
     netns: values.netns ?? '',
+    unifiedCgroupHierarchy:
+      values['unified-cgroup-hierarchy'] ?? ['1', 'true'].includes((env.KATA_AGENT_UNIFIED_CGROUP_HIERARCHY ?? '').toLowerCase()),
   };
 }
 
@@ -123,6 +131,7 @@ export async function main(argv: string[]): Promise<number> {
           kataDir: opts.kataDir,
           resolvConf: opts.resolvConf,
           hotplugTimeoutMs: opts.hotplugTimeoutMs,
+          unifiedCgroupHierarchy: opts.unifiedCgroupHierarchy,
         });
   } catch (err) {
     log.fatal({ err }, 'cannot set up the helper backend');

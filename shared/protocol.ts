@@ -293,6 +293,8 @@ export interface ContainerPlan {
    * see control/oci.ts unenforcedFields.
    */
   unenforced?: string[];
+  /** The container's cgroup (shared/protocol.ts CgroupPlan); absent: the helper's own cgroups. */
+  cgroup?: CgroupPlan;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -970,3 +972,95 @@ export const MAX_ENTROPY_BYTES = 4096;
 export const MAX_PROBE_ADDRESSES = 4096;
 /** Largest nb_cpus accepted (Linux NR_CPUS is at most 8192 on x86_64; 4096 in Kata's guest kernels). */
 export const MAX_NB_CPUS = 8192;
+
+// ---------------------------------------------------------------------------------------------
+// cgroups (helper/ops/cgroup.ts; validation in shared/cgroup.ts; control/oci-cgroups.ts builds them)
+
+/** A block device a blkio/io rule applies to, and its value (weight, bytes/s or ops/s). */
+export interface CgroupDeviceValue {
+  major: number;
+  minor: number;
+  value: number;
+}
+
+/** OCI linux.resources device rule (config-linux.md#allowed-device-list). */
+export interface CgroupDeviceRule {
+  allow: boolean;
+  /** "a", "b" or "c". */
+  type: string;
+  /** -1 = any. */
+  major: number;
+  minor: number;
+  /** Letters of "rwm". */
+  access: string;
+}
+
+/**
+ * The cgroup resources of a container, OCI config-linux.md#control-groups with units as OCI's
+ * (bytes, microseconds, shares). Absent fields are left as the kernel made them. Memory limits
+ * accept -1 (unlimited); pids.limit -1 = "max".
+ */
+export interface CgroupResourcesPlan {
+  memory?: {
+    limit?: number;
+    reservation?: number;
+    /** Memory + swap, as OCI (v2: memory.swap.max = swap - limit). */
+    swap?: number;
+    kernel?: number;
+    kernelTcp?: number;
+    swappiness?: number;
+    disableOomKiller?: boolean;
+  };
+  cpu?: {
+    shares?: number;
+    quota?: number;
+    period?: number;
+    realtimeRuntime?: number;
+    realtimePeriod?: number;
+    /** cpuset list, e.g. "0-1,3". */
+    cpus?: string;
+    mems?: string;
+  };
+  pids?: { limit: number };
+  blockIo?: {
+    weight?: number;
+    leafWeight?: number;
+    weightDevice?: CgroupDeviceValue[];
+    throttleReadBps?: CgroupDeviceValue[];
+    throttleWriteBps?: CgroupDeviceValue[];
+    throttleReadIops?: CgroupDeviceValue[];
+    throttleWriteIops?: CgroupDeviceValue[];
+  };
+  /** pageSize as OCI ("2MB", "1GB"), limit in bytes. */
+  hugepageLimits?: { pageSize: string; limit: number }[];
+  network?: { classId?: number; priorities?: { name: string; priority: number }[] };
+  /** cgroup v2 files to write (key = file name in the container's cgroup dir, no "/"). */
+  unified?: Record<string, string>;
+  /** Device rules (v1 devices controller), in order; later rules win. */
+  devices?: CgroupDeviceRule[];
+}
+
+/** The cgroup of a container (ContainerPlan.cgroup). */
+export interface CgroupPlan {
+  /**
+   * Path of the container's cgroup below each hierarchy's root, "/a/b" form (control maps the
+   * OCI cgroupsPath and the configured parent to it). No "..", not the root.
+   */
+  path: string;
+  resources: CgroupResourcesPlan;
+}
+
+export interface CgroupStatsArgs {
+  containerId: string;
+}
+
+/** Raw values of a container's cgroup files (file name → trimmed content); files missing are absent. */
+export interface CgroupStatsResult {
+  /** "v1", "v2" or "hybrid". */
+  mode: string;
+  files: Record<string, string>;
+}
+
+export interface Ops {
+  cgroupStats: [CgroupStatsArgs, CgroupStatsResult];
+}

@@ -10,7 +10,7 @@ import { Process } from '../sandbox/process';
 import { closeFds, ProcessStdio } from '../sandbox/stdio';
 import { attachPassfd, passfdOutputDone, type PassfdStreams } from '../passfd';
 import { closeStdin } from './stdio';
-import { unimplementedField, type AgentCore, type RpcContext } from './core';
+import type { AgentCore, RpcContext } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 

@@ -28,11 +28,12 @@ import { silentLogger, type Logger } from '../../shared/log';
 import { composeBackend, type HelperBackend } from '../api';
 import { NetworkBackend } from '../ops/network';
 import { MockNetlink } from './network';
-import { ContainerBackend, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
+import { createMockCgroups, type MockCgroups } from './cgroup';
+import { ContainerBackend, type JoinCgroup, type Launcher, type LaunchedInit, type LaunchedProcess } from '../ops/container';
 import type { GuestPaths } from '../ops/guest';
 import { createMockGuest, type MockGuest } from './guest';
 import { StartGate, closeQuietly } from '../ops/io';
-import { planPath, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
+import { planPath, type SeccompFilter, type ValidContainerPlan, type ValidProcessPlan } from '../ops/plan';
 import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../ops/registry';
 import { createMockStorage } from './storage';
 
@@ -88,7 +89,7 @@ export class MockLauncher implements Launcher {
     this.native = loadNative();
   }
 
-  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit> {
+  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup): Promise<LaunchedInit> {
     const proc = plan.process;
     const cwd = hostCwd(proc.cwd);
     const file = this.resolve(proc, cwd, `create container ${containerId}`);
@@ -111,6 +112,12 @@ export class MockLauncher implements Launcher {
       closeQuietly(startR);
       stdio.closeChild();
     }
+    try {
+      join?.(spawned.pid);
+    } catch (err) {
+      closeQuietly(startW); // the parked mock init reads EOF and exits
+      throw err;
+    }
     const gate = new StartGate(startW, containerId, this.native);
     return {
       pid: spawned.pid,
@@ -127,6 +134,8 @@ export class MockLauncher implements Launcher {
     _init: TrackedProcess,
     plan: ValidProcessPlan,
     stdio: StdioSet,
+    _seccomp?: SeccompFilter,
+    join?: JoinCgroup,
   ): Promise<LaunchedProcess> {
     const cwd = hostCwd(plan.cwd);
     const file = this.resolve(plan, cwd, `exec ${execId} in container ${containerId}`);
@@ -140,6 +149,7 @@ export class MockLauncher implements Launcher {
         fds: [...stdio.child],
         setsid: plan.terminal,
       });
+      join?.(spawned.pid); // the mock does not enforce: recording the pid after the start is enough
       return { pid: spawned.pid, pidfd: spawned.pidfd, sinceSeq };
     } finally {
       stdio.closeChild();
@@ -171,12 +181,14 @@ export class MockLauncher implements Launcher {
  * A mock backend. It reaps children of the calling process (see helper/ops/reaper.ts: do not rely
  * on node:child_process exit events while it runs). Stop it with `shutdown()`.
  */
-export function createMockBackend(opts: { logger?: Logger; kataDir?: string } = {}): ContainerBackend {
+export function createMockBackend(opts: { logger?: Logger; kataDir?: string; cgroups?: MockCgroups } = {}): ContainerBackend {
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: false });
   // Never the real /run/kata-containers by default: the mock makes real directories there.
   const { storage } = createMockStorage({ kataDir: opts.kataDir ?? path.join(os.tmpdir(), 'kata-containers-mock'), logger });
-  return new ContainerBackend(new MockLauncher(registry), { logger, registry, storage });
+  // A fresh temp cgroup tree unless given (the caller then owns its cleanup).
+  const cgroups = opts.cgroups ?? createMockCgroups({ logger });
+  return new ContainerBackend(new MockLauncher(registry), { logger, registry, storage, cgroups: cgroups.manager });
 }
 
 /** A complete mock backend: the container model, the mock guest family, and both composed. */

@@ -18,6 +18,8 @@ import {
   StatusError,
   validateContainerId,
   validateExecId,
+  type CgroupStatsArgs,
+  type CgroupStatsResult,
   type CloseStdinArgs,
   type CloseStdinResult,
   type ContainerState,
@@ -57,6 +59,7 @@ import {
 } from './plan';
 import type { StorageBackend, StorageBackendOps } from './storage';
 import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type OciState } from './hooks';
+import type { CgroupManager, ContainerCgroup } from './cgroup';
 import {
   ProcessRegistry,
   SIGKILL,
@@ -96,6 +99,12 @@ export interface LaunchedProcess {
   sinceSeq: number;
 }
 
+/**
+ * Put a just-spawned process (before it has read its plan, so before it forks or runs anything
+ * of the container) into the container's cgroup. Throws StatusError.
+ */
+export type JoinCgroup = (pid: number) => void;
+
 /** How processes are started: kata-init (helper/ops/process.ts) or the mock (helper/mock/backend.ts). */
 export interface Launcher {
   /** Whether plans are checked against the host (rootfs, bind sources, namespace files). */
@@ -104,7 +113,7 @@ export interface Launcher {
    * Start the init of a container with `stdio.child` as its fds 0-2 and leave it blocked before
    * exec. Must close `stdio.child` once the process has them. Throws StatusError.
    */
-  createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit>;
+  createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup): Promise<LaunchedInit>;
   /**
    * Start `plan` inside the container whose init is `init` (joining its namespaces) and resolve
    * once it has exec'd, under the container's seccomp filter (`seccomp`, from its
@@ -117,6 +126,7 @@ export interface Launcher {
     plan: ValidProcessPlan,
     stdio: StdioSet,
     seccomp?: SeccompFilter,
+    join?: JoinCgroup,
   ): Promise<LaunchedProcess>;
   /** Create the sandbox's persistent namespaces; returns what containers join. */
   createSandbox(sandboxId: string, hostname: string): Promise<NamespacePlan[]>;
@@ -139,6 +149,8 @@ interface ContainerRecord {
   hooks: GuestHooks;
   /** OCI version and annotations for the hooks' state. */
   oci: { version: string; annotations: Record<string, string> };
+  /** The container's cgroup (helper/ops/cgroup.ts), when its plan has one. */
+  cgroup?: ContainerCgroup;
 }
 
 /** Longest OCI version string accepted for the hook state, in bytes. */
@@ -219,15 +231,18 @@ export class ContainerBackend implements ContainerFamily {
 
   /** Storage, device, DNS and modprobe ops (helper/ops/storage.ts); absent: those ops are UNIMPLEMENTED. */
   readonly storage: StorageBackend | undefined;
+  /** Container cgroups (helper/ops/cgroup.ts); absent: plans' cgroups are refused (FAILED_PRECONDITION). */
+  readonly cgroups: CgroupManager | undefined;
 
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend },
+    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager },
   ) {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
     this.storage = opts.storage;
     this.hookRunner = new HookRunner({ reaper: this.registry.reaper, logger: this.log });
+    this.cgroups = opts.cgroups;
     this.registry.on('exit', (event) => {
       for (const l of this.listeners) {
         try {
@@ -317,9 +332,20 @@ export class ContainerBackend implements ContainerFamily {
     const oci = checkOciInfo(args.oci);
     this.creating.add(containerId);
     let stdio: StdioSet | undefined;
+    let cgroup: ContainerCgroup | undefined;
     try {
+      if (plan.cgroup) {
+        if (!this.cgroups) throw precondition(`container ${containerId}: this helper manages no cgroups`);
+        if (this.cgroups.layout.mode === 'none' && Object.keys(plan.cgroup.resources).length === 0) {
+          this.log.warn({ containerId }, 'no cgroup filesystem: the container runs in the helper\'s cgroups');
+        } else {
+          cgroup = this.cgroups.create(containerId, plan.cgroup);
+        }
+      }
       stdio = createStdio(plan.process.terminal);
-      const handle = await this.launcher.createInit(containerId, plan, stdio);
+      const cg = cgroup;
+      const join = cg && this.cgroups ? (pid: number) => this.cgroups?.join(cg, pid) : undefined;
+      const handle = await this.launcher.createInit(containerId, plan, stdio, join);
       stdio.closeChild();
       const init = this.registry.track({
         containerId,
@@ -343,6 +369,7 @@ export class ContainerBackend implements ContainerFamily {
         removed: false,
         hooks: this.guestHooks,
         oci,
+        cgroup,
       };
       await this.runPrestart(record);
       this.containers.set(containerId, record);
@@ -351,6 +378,10 @@ export class ContainerBackend implements ContainerFamily {
     } catch (err) {
       stdio?.closeChild();
       stdio?.closeParent();
+      if (cgroup && this.cgroups) {
+        await this.cgroups.killAll(cgroup);
+        this.cgroups.remove(cgroup);
+      }
       throw err;
     } finally {
       this.creating.delete(containerId);
@@ -394,7 +425,9 @@ export class ContainerBackend implements ContainerFamily {
       stdio = createStdio(plan.terminal);
       let launched: LaunchedProcess;
       try {
-        launched = await this.launcher.exec(record.id, execId, record.init, plan, stdio, record.handle.seccomp);
+        const cg = record.cgroup;
+        const join = cg && this.cgroups ? (pid: number) => this.cgroups?.join(cg, pid) : undefined;
+        launched = await this.launcher.exec(record.id, execId, record.init, plan, stdio, record.handle.seccomp, join);
       } catch (err) {
         throw this.execFailure(record, execId, err);
       }
@@ -546,6 +579,17 @@ export class ContainerBackend implements ContainerFamily {
     return { result: { containers, processes }, fds, onSent: unpin };
   }
 
+  /**
+   * Raw values of the container's cgroup files (memory, cpu, pids; CgroupManager.stats).
+   * NOT_FOUND for an unknown container; FAILED_PRECONDITION when it has no cgroup of its own.
+   */
+  async cgroupStats(rawArgs: CgroupStatsArgs): Promise<BackendReply<CgroupStatsResult>> {
+    const args = checkArgs(rawArgs, 'cgroupStats');
+    const record = this.getContainer(args.containerId);
+    if (!record.cgroup || !this.cgroups) throw precondition(`container ${record.id} has no cgroup of its own`);
+    return { result: { mode: this.cgroups.layout.mode, files: this.cgroups.stats(record.cgroup) } };
+  }
+
   // Storage ops: delegated to helper/ops/storage.ts.
   addStorages: StorageBackendOps['addStorages'] = async (a) => this.storageOps().addStorages(a);
   releaseStorages: StorageBackendOps['releaseStorages'] = async (a) => this.storageOps().releaseStorages(a);
@@ -682,8 +726,17 @@ export class ContainerBackend implements ContainerFamily {
       } finally {
         record.handle.abort();
       }
+      // Every process of the cgroup, also the ones the helper does not track (children of a
+      // container sharing the sandbox pid namespace outlive its init).
+      const cgroupEmpty = record.cgroup && this.cgroups ? this.cgroups.killAll(record.cgroup) : Promise.resolve(true);
       const results = await Promise.all(procs.map((p) => p.waitExit(timeoutMs)));
       const survivors = procs.filter((_, i) => !results[i]);
+      if (!(await cgroupEmpty) && record.cgroup && this.cgroups) {
+        const left = this.cgroups.allProcs(record.cgroup);
+        if (left.length > 0) {
+          throw new StatusError(Code.DEADLINE_EXCEEDED, `container ${record.id}: cgroup ${record.cgroup.path} still holds pids ${left.join(', ')} after SIGKILL`);
+        }
+      }
       if (survivors.length > 0) {
         throw new StatusError(
           Code.DEADLINE_EXCEEDED,
@@ -692,6 +745,10 @@ export class ContainerBackend implements ContainerFamily {
         );
       }
       for (const p of procs) this.registry.forget(p);
+      if (record.cgroup && this.cgroups) {
+        const left = this.cgroups.remove(record.cgroup);
+        if (left.length > 0) this.log.warn({ containerId: record.id, left }, 'cgroup dirs left behind');
+      }
       record.removed = true;
       this.containers.delete(record.id);
       this.log.info({ containerId: record.id }, 'container removed');

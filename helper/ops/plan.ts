@@ -15,6 +15,8 @@
  * INVALID_ARGUMENT naming the field and value, except a user namespace (UNIMPLEMENTED) and an
  * oversized plan (RESOURCE_EXHAUSTED).
  */
+import { validateCgroupPlan } from '../../shared/cgroup';
+import type { CgroupPlan } from '../../shared/protocol';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -247,6 +249,8 @@ export interface ValidContainerPlan {
    * the image ships (or a bind brings) must not be openable. True unless plan.devicesAllowAll.
    */
   nodev: boolean;
+  /** The container's cgroup (re-validated, shared/cgroup.ts); absent: none of its own. */
+  cgroup?: CgroupPlan;
 }
 
 export interface PlanCheckOptions {
@@ -849,6 +853,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     rootfsPropagation,
     process: proc,
     ...(seccomp ? { seccomp } : {}),
+    ...(plan.cgroup !== undefined ? { cgroup: validateCgroupPlan(plan.cgroup) } : {}),
   };
 }
 

@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
 import { isErrno, kataInitPath, loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
-import type { Launcher, LaunchedInit, LaunchedProcess } from './container';
+import type { JoinCgroup, Launcher, LaunchedInit, LaunchedProcess } from './container';
 import { LineReader, StartGate, closeQuietly, writeAll, type LineItem } from './io';
 import { compileSeccomp } from './seccomp';
 import {
@@ -120,7 +120,7 @@ export class KataInitLauncher implements Launcher {
     this.sandboxNsDir = opts.sandboxNsDir ?? DEFAULT_SANDBOX_NS_DIR;
   }
 
-  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet): Promise<LaunchedInit> {
+  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup): Promise<LaunchedInit> {
     let seccomp: SeccompFilter | undefined;
     if (plan.seccomp) {
       const compiled = compileSeccomp(this.native, plan.seccomp);
@@ -132,7 +132,7 @@ export class KataInitLauncher implements Launcher {
       this.log.debug({ containerId, instructions: compiled.bpf.length / 8, flags: compiled.flags }, 'seccomp filter compiled');
     }
     const bytes = serializeCreatePlan(plan, seccomp);
-    const run = this.spawn('create', bytes, stdio.child, true, stdio.terminal);
+    const run = this.spawn('create', bytes, stdio.child, true, stdio.terminal, join);
     stdio.closeChild();
     const what = `create container ${containerId}`;
     let pid = -1;
@@ -182,10 +182,11 @@ export class KataInitLauncher implements Launcher {
     plan: ValidProcessPlan,
     stdio: StdioSet,
     seccomp?: SeccompFilter,
+    join?: JoinCgroup,
   ): Promise<LaunchedProcess> {
     const namespaces = this.namespacesOf(init.pid);
     const bytes = serializeExecPlan(namespaces, plan, seccomp);
-    const run = this.spawn('exec', bytes, stdio.child, false, stdio.terminal);
+    const run = this.spawn('exec', bytes, stdio.child, false, stdio.terminal, join);
     stdio.closeChild();
     const what = `exec ${execId} in container ${containerId}`;
     let pid = -1;
@@ -290,7 +291,20 @@ export class KataInitLauncher implements Launcher {
     return list;
   }
 
-  private spawn(mode: 'create' | 'exec' | 'sandbox', plan: Buffer, stdio: number[], withStart: boolean, withPty = false): KataInitRun {
+  /**
+   * Spawn kata-init `mode` and send it `plan`. `join` runs between the spawn and the plan write:
+   * kata-init reads its whole plan before anything else (KATA-INIT.md), so a process joined to a
+   * cgroup there runs every later step, its fork and the container program, inside it. When
+   * `join` throws, kata-init is killed and the error rethrown.
+   */
+  private spawn(
+    mode: 'create' | 'exec' | 'sandbox',
+    plan: Buffer,
+    stdio: number[],
+    withStart: boolean,
+    withPty = false,
+    join?: JoinCgroup,
+  ): KataInitRun {
     const opened: number[] = [];
     try {
       const [planR, planW] = this.native.pipe();
@@ -320,6 +334,22 @@ export class KataInitLauncher implements Launcher {
       closeQuietly(syncW);
       closeQuietly(startR);
       closeQuietly(ptyW);
+      if (join) {
+        try {
+          join(child.pid);
+        } catch (err) {
+          try {
+            this.native.pidfdSendSignal(child.pidfd, 9);
+          } catch {
+            // already gone
+          }
+          closeQuietly(child.pidfd);
+          for (const fd of [planW, syncR, startW, ptyR]) closeQuietly(fd);
+          opened.length = 0; // every fd is closed: the outer catch must not close them again
+          this.registry.reaper.discard(child.pid, sinceSeq);
+          throw err;
+        }
+      }
       const sync = new LineReader(syncR);
       const planWritten = writeAll(planW, plan)
         .catch((err: unknown) => {
