@@ -103,6 +103,25 @@ t.test('item 3: a peer with another uid is refused (SO_PEERCRED); root and the c
   t.ok(allowed.answered, 'uid 65534 is served when it is the configured uid');
 });
 
+t.test('item 3: a root peer in another pid namespace (a container\'s root) is refused', async (t) => {
+  if (!isRoot) {
+    t.plan(0, 'SKIP: needs root for unshare --pid');
+    return;
+  }
+  // Containers run as uid 0 of the init user namespace and share the guest's network
+  // namespace: with --allow-abstract-socket their root passed the uid check and got the whole
+  // agent API (exec into any container, ...).
+  const name = `kata-limits-pidns-${process.pid}-${Date.now()}`;
+  const { server, address } = await startServer(t, { allowAbstract: true, handshaker: requireUnixPeerUid({ uids: [] }) }, `unix://@${name}`);
+  const frame = requestFrame(1, 'test.Echo', 'Echo', Buffer.from('x'));
+  const contained = await connectAsUid(address, frame, 0, 0, true);
+  t.ok(contained.connected, 'the kernel accepted the connection');
+  t.notOk(contained.answered, `uid 0 in a new pid namespace got no answer (${JSON.stringify(contained)})`);
+  t.equal(server.refusedConnections, 1, 'the server refused it');
+  const guestRoot = await connectAsUid(address, frame, 0, 0, false);
+  t.ok(guestRoot.answered, 'uid 0 in the agent\'s pid namespace is served');
+});
+
 t.test('item 3: an abstract address is refused without the explicit option', async (t) => {
   const server = new TtrpcServer();
   t.teardown(() => server.close());
