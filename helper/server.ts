@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { SeqpacketChannel } from '../shared/channel';
 import { isErrno, loadNative, type NativeAddon, type Poller } from '../shared/native';
 import { silentLogger, type Logger } from '../shared/log';
+import { foreignPidNamespace } from '../shared/peer-pidns';
 import {
   Code,
   HELPER_PROTOCOL_VERSION,
@@ -231,6 +232,13 @@ export class HelperServer {
         { conn: label, peerUid: cred.uid, peerPid: cred.pid, controlUid: this.controlUid },
         'connection from a uid that is neither the control uid nor root, closed',
       );
+      this.native.close(fd);
+      return;
+    }
+    // A container's root is uid 0 too: its pid namespace tells it apart (shared/peer-pidns.ts).
+    const foreign = foreignPidNamespace(cred.pid);
+    if (foreign) {
+      this.log.warn({ conn: label, peerUid: cred.uid, peerPid: cred.pid, reason: foreign }, 'connection from another pid namespace, closed');
       this.native.close(fd);
       return;
     }

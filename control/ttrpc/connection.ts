@@ -11,7 +11,7 @@ import type { ttrpc as pb } from '../../shared/generated/protos';
 import { ttrpc } from '../../shared/proto';
 import { Code, StatusError } from '../../shared/protocol';
 import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, oversizeMessage, writeFrame, type FrameHeader, type ParsedFrame } from './frame';
-import type { ConnectionLimits } from './limits';
+import { SMALL_PARTIAL_FRAME, type ConnectionLimits, type SharedByteBudget } from './limits';
 import { codeName, statusFromError, wireStatus } from './status';
 
 /** What a handler learns about the request besides its payload. */
@@ -61,6 +61,8 @@ export interface ConnectionOwner {
   readonly isClosing: boolean;
   /** Called once when the connection stops. */
   forget(connection: Connection): void;
+  /** Partial-frame bytes of all the owner's connections (limits.maxPartialFrameBytes). */
+  readonly partialFrames: SharedByteBudget;
 }
 
 /** Message of the UNAVAILABLE answers while the server closes. */
@@ -97,6 +99,11 @@ export class Connection {
   private closed = false;
   /** Reading stopped because the write backlog is above the bound. */
   private paused = false;
+  /** Reading stopped because partial frames of all connections exceed maxPartialFrameBytes. */
+  private budgetPaused = false;
+  /** This connection's bytes counted in the owner's partialFrames. */
+  private partialHeld = 0;
+  private readonly onBudget = (): void => this.resumeFromBudget();
   /** At least one complete frame has arrived. */
   private sawFrame = false;
   private frameTimer: NodeJS.Timeout | undefined;
@@ -152,7 +159,7 @@ export class Connection {
     if (this.stream.writableLength > this.limits.maxWriteBacklogBytes) return;
     this.paused = false;
     this.log.debug('write backlog drained; reading requests again');
-    if (!this.yieldScheduled) this.stream.resume();
+    if (!this.yieldScheduled && !this.budgetPaused) this.stream.resume();
     if (!this.parser.idle || !this.sawFrame) this.startFrameTimer();
     try {
       this.pump();
@@ -196,6 +203,10 @@ export class Connection {
       const abortReason = new StatusError(Code.CANCELLED, reason);
       for (const entry of [...this.inflight]) this.finish(entry, abortReason);
       this.inflight.clear();
+      this.server.partialFrames.cancel(this.onBudget);
+      this.server.partialFrames.update(this.partialHeld, 0);
+      this.partialHeld = 0;
+      this.server.partialFrames.releaseLeader(this);
       this.server.forget(this);
     }
     endThenDestroy(this.stream);
@@ -220,10 +231,38 @@ export class Connection {
     }
   }
 
+  /**
+   * Count this connection's partial frame in the owner's shared bound; above it, a connection
+   * holding more than SMALL_PARTIAL_FRAME bytes stops being read until the total drops.
+   */
+  private accountPartial(): void {
+    const budget = this.server.partialFrames;
+    const held = this.closed ? 0 : this.parser.bufferedBytes;
+    const within = budget.update(this.partialHeld, held);
+    this.partialHeld = held;
+    if (held === 0) budget.releaseLeader(this);
+    if (within || held <= SMALL_PARTIAL_FRAME || this.budgetPaused || this.closed) return;
+    if (budget.leader === undefined || budget.leader === this) {
+      budget.leader = this; // the one frame that keeps progressing
+      return;
+    }
+    this.budgetPaused = true;
+    this.log.debug({ held, total: this.server.partialFrames.used, limit: this.limits.maxPartialFrameBytes }, 'partial frames over the shared bound; reading paused');
+    this.stream.pause();
+    this.server.partialFrames.whenAvailable(this.onBudget);
+  }
+
+  private resumeFromBudget(): void {
+    if (!this.budgetPaused || this.closed) return;
+    this.budgetPaused = false;
+    if (!this.paused && !this.yieldScheduled) this.stream.resume();
+  }
+
   private onData(chunk: Buffer): void {
     if (this.closed) return;
     try {
       const frames = this.parser.push(chunk);
+      this.accountPartial();
       if (frames.length > 0) this.sawFrame = true;
       // A frame must complete within frameTimeoutMs of its first byte (slowloris).
       if (this.parser.idle && this.sawFrame) this.clearFrameTimer();
@@ -279,7 +318,7 @@ export class Connection {
         this.shutdown('internal error');
         return;
       }
-      if (!this.paused && !this.yieldScheduled) this.stream.resume();
+      if (!this.paused && !this.yieldScheduled && !this.budgetPaused) this.stream.resume();
     });
   }
 

@@ -13,6 +13,7 @@
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { loadNative, type NativeAddon, type PeerCred } from '../../shared/native';
+import { foreignPidNamespace } from '../../shared/peer-pidns';
 
 /** What kind of listener accepted a connection. */
 export type TransportKind = 'unix' | 'abstract' | 'vsock' | 'stream';
@@ -57,13 +58,16 @@ export interface UnixPeerOptions {
   uids: readonly number[];
   /** Native addon (default: loaded on first use). */
   native?: NativeAddon;
+  /** Serve peers of another pid namespace (a container's root). Default false. */
+  allowForeignPidNamespace?: boolean;
 }
 
 /**
  * A handshaker for unix sockets (path and abstract): reads SO_PEERCRED and serves only peers
  * whose uid is 0 or in `uids`; others are refused with "peer uid U (pid P) is not allowed
  * (allowed: ...)". When the credentials cannot be read (no fd) the connection is refused
- * (fail closed). vsock connections and handed-over streams pass unchecked (the host is the
+ * (fail closed). A peer in another pid namespace is refused as well, whatever its uid: a
+ * container's root is uid 0 (shared/peer-pidns.ts). vsock connections and handed-over streams pass unchecked (the host is the
  * peer of a vsock connection; a handed-over stream was vetted by its owner).
  *
  * Source: containerd/ttrpc unixcreds_linux.go (UnixSocketRequireUidGid, UnixSocketRequireSameUser).
@@ -84,6 +88,8 @@ export function requireUnixPeerUid(options: UnixPeerOptions): Handshaker {
     if (!allowed.has(peer.uid)) {
       return { ok: false, peer, reason: `peer uid ${peer.uid} (pid ${peer.pid}) is not allowed (allowed uids: ${allowedText})` };
     }
+    const foreign = options.allowForeignPidNamespace ? undefined : foreignPidNamespace(peer.pid);
+    if (foreign) return { ok: false, peer, reason: foreign };
     return { ok: true, peer };
   };
 }

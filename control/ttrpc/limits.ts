@@ -47,6 +47,73 @@ export interface ConnectionLimits {
    * answers, 1 MiB of bytes, held about 50 MB).
    */
   maxWriteBacklogFrames: number;
+  /**
+   * Bytes of incomplete request frames buffered over all connections together. Each connection
+   * may hold one partial frame of up to 4 MiB; without a shared bound 1024 connections could
+   * make control buffer 4 GiB. A connection holding more than {@link SMALL_PARTIAL_FRAME} bytes
+   * of a partial frame while the total is above this bound stops being read until the total
+   * drops (frames complete, or the frame timeout closes stalled connections), except one
+   * "leader" whose frame keeps progressing; small frames (Health.Check, WaitProcess ...)
+   * always flow. Total held: at most this bound + one 4 MiB frame + one read per connection.
+   */
+  maxPartialFrameBytes: number;
+}
+
+/** Default bound of buffered partial-frame bytes over all connections (64 MiB: 16 maximal frames). */
+export const DEFAULT_MAX_PARTIAL_FRAME_BYTES = 64 << 20;
+/** A connection holding at most this many bytes of a partial frame is never paused for the shared bound. */
+export const SMALL_PARTIAL_FRAME = 64 << 10;
+
+/**
+ * A byte count shared by the connections of one server, with waiters to run when it falls
+ * back to or below `max`.
+ */
+export class SharedByteBudget {
+  private total = 0;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(readonly max: number) {}
+
+  /** Bytes counted now. */
+  get used(): number {
+    return this.total;
+  }
+
+  /** A holder's count changed from `before` to `after`; returns whether the total is within `max`. */
+  update(before: number, after: number): boolean {
+    this.total += after - before;
+    if (this.total <= this.max && this.waiters.size > 0) {
+      const ws = [...this.waiters];
+      this.waiters.clear();
+      for (const w of ws) w();
+    }
+    return this.total <= this.max;
+  }
+
+  /**
+   * The one holder allowed to keep reading while the total is above `max`, so that one partial
+   * frame always progresses (without it every connection could be paused halfway).
+   */
+  leader: unknown = undefined;
+
+  /** `holder` no longer needs to lead (its frame completed, or it closed): wake the waiters. */
+  releaseLeader(holder: unknown): void {
+    if (this.leader !== holder) return;
+    this.leader = undefined;
+    const ws = [...this.waiters];
+    this.waiters.clear();
+    for (const w of ws) w();
+  }
+
+  /** Run `fn` once when the total is within `max` again or the leader is released. */
+  whenAvailable(fn: () => void): void {
+    this.waiters.add(fn);
+  }
+
+  /** Forget a waiter registered with {@link whenAvailable}. */
+  cancel(fn: () => void): void {
+    this.waiters.delete(fn);
+  }
 }
 
 /** Default requests in flight per connection. */
@@ -99,6 +166,7 @@ export function resolveLimits(partial: Partial<ConnectionLimits> = {}): Connecti
     frameTimeoutMs: partial.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS,
     maxWriteBacklogBytes: partial.maxWriteBacklogBytes ?? DEFAULT_MAX_WRITE_BACKLOG,
     maxWriteBacklogFrames: partial.maxWriteBacklogFrames ?? DEFAULT_MAX_WRITE_BACKLOG_FRAMES,
+    maxPartialFrameBytes: partial.maxPartialFrameBytes ?? DEFAULT_MAX_PARTIAL_FRAME_BYTES,
   };
   for (const [key, value] of Object.entries(limits)) {
     if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`ttRPC limit ${key} must be a non-negative integer, got ${value}`);

@@ -51,7 +51,7 @@ import type { MessageDecoder, MessageEncoder } from './codec';
 import { Connection, SHUTTING_DOWN, type Handler, type HandlerContext } from './connection';
 import { FdStream } from './fdstream';
 import { socketFd, type AcceptInfo, type Handshaker, type TransportKind } from './handshake';
-import { resolveLimits, type ConnectionLimits } from './limits';
+import { resolveLimits, SharedByteBudget, type ConnectionLimits } from './limits';
 import { listenUnix } from './listen';
 
 export type { Handler, HandlerContext } from './connection';
@@ -122,7 +122,11 @@ export class TtrpcServer {
     this.handshaker = options.handshaker;
     this.allowAbstract = options.allowAbstract ?? false;
     this.limits = resolveLimits(options.limits);
+    this.partialFrames = new SharedByteBudget(this.limits.maxPartialFrameBytes);
   }
+
+  /** Bytes of incomplete request frames buffered over all connections (bounded by limits.maxPartialFrameBytes). */
+  readonly partialFrames: SharedByteBudget;
 
   /** Number of connections being served. */
   get connectionCount(): number {

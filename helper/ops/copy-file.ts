@@ -148,13 +148,23 @@ export class CopyFileOps {
       if (code === 'ELOOP' || code === 'ENOTDIR') throw refused(p, `component ${JSON.stringify(name)} is a symlink or not a directory`);
       if (code !== 'ENOENT') throw err;
     }
+    let created = false;
     try {
       fs.mkdirSync(file, { mode });
-      fs.chmodSync(file, mode);
+      created = true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    return this.openDir(file, name, p);
+    // chmod through the fd opened with O_NOFOLLOW: a path chmod would follow a symlink swapped
+    // in after the mkdir (a container writing into the volume).
+    const fd = this.openDir(file, name, p);
+    try {
+      if (created) fs.fchmodSync(fd, mode);
+    } catch (err) {
+      closeQuiet(fd);
+      throw err;
+    }
+    return fd;
   }
 
   private writeDir(dirFd: number, name: string, p: string, fileMode: number, uid: number, gid: number): 'dir' {

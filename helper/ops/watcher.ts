@@ -9,6 +9,7 @@
  * Writes never follow a symlink planted in a target: files are written to a temporary name and
  * renamed into place, and every parent directory is checked to be a real directory.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Code, StatusError } from '../../shared/protocol';
@@ -151,55 +152,112 @@ export class BindWatcher {
       w.bound = true;
       return;
     }
-    if (rootSt.isFile()) {
-      this.copyEntry(w, '', rootSt, w.source, w.target);
-      return;
+    // The target's own entry lives in the helper's watchable tmpfs; everything below it may be
+    // the container's (a rw mount), so it is only ever reached through directory fds opened
+    // without following symlinks, and written by name relative to them.
+    const top = openNoFollow(this.opts.watchableDir, path.dirname(w.target));
+    try {
+      if (rootSt.isFile()) {
+        this.copyEntry(w, '', rootSt, w.source, top, path.basename(w.target));
+        return;
+      }
+      this.ensureDir(top, path.basename(w.target), rootSt);
+    } finally {
+      fs.closeSync(top);
     }
-    this.ensureDir(w.target, rootSt);
     for (const [rel, st] of entries) {
-      this.copyEntry(w, rel, st, path.join(w.source, rel), path.join(w.target, rel));
+      this.inParent(w, rel, (dirFd, name) => this.copyEntry(w, rel, st, path.join(w.source, rel), dirFd, name));
     }
     for (const rel of [...w.seen.keys()]) {
       if (rel !== '' && !entries.has(rel)) {
-        fs.rmSync(path.join(w.target, rel), { recursive: true, force: true });
+        try {
+          this.inParent(w, rel, (dirFd, name) => fs.rmSync(fdPath(dirFd, name), { recursive: true, force: true }));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // its parent went first
+        }
         w.seen.delete(rel);
       }
     }
   }
 
-  private ensureDir(dir: string, st: fs.Stats): void {
-    const cur = lstatOrUndefined(dir);
-    if (cur && !cur.isDirectory()) fs.rmSync(dir, { force: true });
-    if (!cur || !cur.isDirectory()) fs.mkdirSync(dir, { mode: st.mode & 0o7777 });
-    fs.chmodSync(dir, st.mode & 0o7777);
-    fs.lchownSync(dir, st.uid, st.gid);
+  /** Run `fn` with an fd of the directory holding target entry `rel` (opened without following symlinks) and its name. */
+  private inParent(w: Watched, rel: string, fn: (dirFd: number, name: string) => void): void {
+    let fd = openNoFollow(w.target, w.target);
+    try {
+      const parts = rel.split('/');
+      for (const [i, part] of parts.slice(0, -1).entries()) {
+        const next = openNoFollow(path.join(w.target, ...parts.slice(0, i + 1)), fdPath(fd, part), rel);
+        fs.closeSync(fd);
+        fd = next;
+      }
+      fn(fd, parts[parts.length - 1]);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
-  private copyEntry(w: Watched, rel: string, st: fs.Stats, from: string, to: string): void {
-    const parent = path.dirname(to);
-    if (fs.realpathSync(parent) !== parent) throw new StatusError(Code.FAILED_PRECONDITION, `watchable target ${parent} is not a plain directory`);
+  private ensureDir(dirFd: number, name: string, st: fs.Stats): void {
+    const p = fdPath(dirFd, name);
+    const cur = lstatOrUndefined(p);
+    if (cur && !cur.isDirectory()) fs.rmSync(p, { force: true });
+    if (!cur || !cur.isDirectory()) fs.mkdirSync(p, { mode: st.mode & 0o7777 });
+    const fd = openNoFollow(name, p);
+    try {
+      fs.fchmodSync(fd, st.mode & 0o7777);
+      fs.fchownSync(fd, st.uid, st.gid);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  private copyEntry(w: Watched, rel: string, st: fs.Stats, from: string, dirFd: number, name: string): void {
     const stamp = `${st.mtimeMs}:${st.size}:${st.mode}`;
     if (st.isDirectory()) {
-      this.ensureDir(to, st);
+      this.ensureDir(dirFd, name, st);
       w.seen.set(rel, stamp);
       return;
     }
+    const to = fdPath(dirFd, name);
     if (w.seen.get(rel) === stamp && lstatOrUndefined(to)) return;
-    const tmp = path.join(parent, `.kata-watch-${process.pid}-${path.basename(to)}`);
-    fs.rmSync(tmp, { force: true, recursive: true });
+    // A fresh random name created exclusively: nothing the container planted is followed.
+    const tmp = fdPath(dirFd, `.kata-watch-${crypto.randomBytes(8).toString('hex')}`);
     if (st.isSymbolicLink()) {
       fs.symlinkSync(fs.readlinkSync(from), tmp);
+      fs.lchownSync(tmp, st.uid, st.gid);
     } else if (st.isFile()) {
-      fs.copyFileSync(from, tmp);
-      fs.chmodSync(tmp, st.mode & 0o7777);
+      const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+      try {
+        fs.writeFileSync(fd, fs.readFileSync(from));
+        fs.fchownSync(fd, st.uid, st.gid);
+        fs.fchmodSync(fd, st.mode & 0o7777);
+      } finally {
+        fs.closeSync(fd);
+      }
     } else {
       return; // devices, fifos and sockets are not copied
     }
-    fs.lchownSync(tmp, st.uid, st.gid);
     const cur = lstatOrUndefined(to);
     if (cur?.isDirectory()) fs.rmSync(to, { recursive: true, force: true });
     fs.renameSync(tmp, to);
     w.seen.set(rel, stamp);
+  }
+}
+
+/** /proc/self/fd/<dirFd>/<name>: `name` looked up relative to the open directory, like openat. */
+function fdPath(dirFd: number, name: string): string {
+  return `/proc/self/fd/${dirFd}/${name}`;
+}
+
+/** Open directory `p` with O_NOFOLLOW; a symlink or non-directory → FAILED_PRECONDITION naming `shown`. */
+function openNoFollow(shown: string, p: string, rel?: string): number {
+  try {
+    return fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR') {
+      throw new StatusError(Code.FAILED_PRECONDITION, `watchable target ${shown}${rel ? ` (for ${rel})` : ''} is not a plain directory`);
+    }
+    throw err;
   }
 }
 

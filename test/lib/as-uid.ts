@@ -13,7 +13,7 @@ export interface PeerAttempt {
  * As `uid`/`gid` (needs root), connect to `address` (`unix:///path` or `unix://@name`), write
  * `frame` and wait up to 3 s for a reply or the close.
  */
-export function connectAsUid(address: string, frame: Buffer, uid = 65534, gid = 65534): Promise<PeerAttempt> {
+export function connectAsUid(address: string, frame: Buffer, uid = 65534, gid = 65534, newPidNamespace = false): Promise<PeerAttempt> {
   const p = address.slice('unix://'.length);
   const target = p.startsWith('@') ? `\0${p.slice(1)}` : p;
   const script = `
@@ -29,7 +29,10 @@ export function connectAsUid(address: string, frame: Buffer, uid = 65534, gid = 
     setTimeout(() => s.destroy(), 3000).unref();`;
   return new Promise((resolve, reject) => {
     // `env -i`: tap adds its process-info hooks to children's environment; another uid cannot write them.
-    const child = spawn('env', ['-i', process.execPath, '-e', script], { uid, gid, stdio: ['ignore', 'pipe', 'inherit'] });
+    // newPidNamespace: as a container's root would (uid 0, own pid namespace; needs root).
+    const argv = ['env', '-i', process.execPath, '-e', script];
+    const [cmd, ...args] = newPidNamespace ? ['unshare', '--pid', '--fork', '--kill-child', ...argv] : argv;
+    const child = spawn(cmd, args, { uid, gid, stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
     child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
     child.on('error', reject);

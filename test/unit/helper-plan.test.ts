@@ -254,6 +254,19 @@ t.test('sysctl allow-list (rustjail validator.rs sysctl)', async (t) => {
   throwsStatus(t, () => validateContainerPlan(withIpc({ 'net/../../x': '1' }), host), Code.INVALID_ARGUMENT, /not a valid name/);
 });
 
+t.test('ipc/uts sysctls joining the guest\'s own ipc/uts namespace by path are refused', async (t) => {
+  // The net.* rule, applied to the other namespaced sysctls: a plan that joins an ipc or uts
+  // namespace by path (e.g. /proc/<pid>/ns/ipc of a container created without one, i.e. the
+  // guest's) would set the guest's kernel.shm*/msg*/sem or kernel.domainname.
+  const allowAll: PlanCheckOptions = { ...host, namespacePathAllowed: () => true };
+  const joined = (type: 'ipc' | 'uts', p: string, sysctl: Record<string, string>) =>
+    plan({ namespaces: [{ type: 'mount', path: '' }, { type: type === 'ipc' ? 'uts' : 'ipc', path: '' }, { type, path: p }, { type: 'pid', path: '' }], sysctl });
+  throwsStatus(t, () => validateContainerPlan(joined('ipc', '/proc/self/ns/ipc', { 'kernel.shmmax': '1' }), allowAll), Code.INVALID_ARGUMENT, /needs an ipc namespace of the container's own/);
+  throwsStatus(t, () => validateContainerPlan(joined('ipc', '/proc/self/ns/ipc', { 'fs.mqueue.msg_max': '10' }), allowAll), Code.INVALID_ARGUMENT, /ipc namespace of the container's own/);
+  throwsStatus(t, () => validateContainerPlan(joined('uts', '/proc/self/ns/uts', { 'kernel.domainname': 'd' }), allowAll), Code.INVALID_ARGUMENT, /needs a uts namespace of the container's own/);
+  t.ok(validateContainerPlan(joined('ipc', '/proc/self/ns/ipc', {}), allowAll), 'joining without sysctls is fine');
+});
+
 t.test('exec and sandbox plans; PATH lookup', async (t) => {
   const p = validateProcessPlan(proc({ args: ['id'], env: ['PATH=/a', 'PATH=/b'], additionalGids: [], rlimits: [], terminal: true }));
   t.same(fields(serializeExecPlan([{ type: 'pid', path: '/proc/1/ns/pid' }], p)), [

@@ -301,3 +301,36 @@ t.test('peer uid check: a connection from another uid is closed', async (t) => {
   }
   t.equal(out, `refused ${Code.UNAVAILABLE}`, 'nobody is refused (connection closed before hello)');
 });
+
+t.test('peer pid namespace check: root of a container (uid 0, own pid namespace) is closed', async (t) => {
+  if (myUid !== 0) {
+    t.plan(0, 'SKIP: needs root for unshare --pid');
+    return;
+  }
+  // A helper on an abstract address is reachable from every container (shared network
+  // namespace), and a container's root is uid 0: only its pid namespace tells it apart.
+  const name = `@kata-helper-pidns-${process.pid}`;
+  const server = new HelperServer({ backend: stubBackend({ state: async () => ({ result: { containers: [], processes: [] } }) }), controlUid: 12345 });
+  server.listen(name);
+  t.teardown(() => server.close());
+  const clientJs = path.resolve(__dirname, '..', '..', 'shared', 'helper-client.js');
+  const script = `
+    const { HelperClient } = require(${JSON.stringify(clientJs)});
+    HelperClient.connect(${JSON.stringify(name)}, { timeoutMs: 5000 }).then(
+      () => { console.log('accepted'); process.exit(0); },
+      (e) => { console.log('refused ' + e.code); process.exit(0); });`;
+  const run = (argv: string[]): Promise<string> =>
+    new Promise<string>((resolve, reject) => {
+      const child = spawn(argv[0], [...argv.slice(1), process.execPath, '-e', script], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      });
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (text += d.toString()));
+      child.on('error', reject);
+      child.on('close', () => resolve(text.trim().split('\n')[0]));
+    });
+  t.equal(await run(['unshare', '--pid', '--fork', '--kill-child']), `refused ${Code.UNAVAILABLE}`, 'uid 0 in a new pid namespace is refused before hello');
+  t.equal(await run(['env']), 'accepted', 'uid 0 in the helper\'s pid namespace is accepted');
+});

@@ -103,6 +103,25 @@ t.test('item 3: a peer with another uid is refused (SO_PEERCRED); root and the c
   t.ok(allowed.answered, 'uid 65534 is served when it is the configured uid');
 });
 
+t.test('item 3: a root peer in another pid namespace (a container\'s root) is refused', async (t) => {
+  if (!isRoot) {
+    t.plan(0, 'SKIP: needs root for unshare --pid');
+    return;
+  }
+  // Containers run as uid 0 of the init user namespace and share the guest's network
+  // namespace: with --allow-abstract-socket their root passed the uid check and got the whole
+  // agent API (exec into any container, ...).
+  const name = `kata-limits-pidns-${process.pid}-${Date.now()}`;
+  const { server, address } = await startServer(t, { allowAbstract: true, handshaker: requireUnixPeerUid({ uids: [] }) }, `unix://@${name}`);
+  const frame = requestFrame(1, 'test.Echo', 'Echo', Buffer.from('x'));
+  const contained = await connectAsUid(address, frame, 0, 0, true);
+  t.ok(contained.connected, 'the kernel accepted the connection');
+  t.notOk(contained.answered, `uid 0 in a new pid namespace got no answer (${JSON.stringify(contained)})`);
+  t.equal(server.refusedConnections, 1, 'the server refused it');
+  const guestRoot = await connectAsUid(address, frame, 0, 0, false);
+  t.ok(guestRoot.answered, 'uid 0 in the agent\'s pid namespace is served');
+});
+
 t.test('item 3: an abstract address is refused without the explicit option', async (t) => {
   const server = new TtrpcServer();
   t.teardown(() => server.close());
@@ -293,4 +312,44 @@ t.test('item 7: many small answers to a non-reading peer are bounded by count, n
   t.ok(handled < total / 2, `reading stopped (handled ${handled} of ${total}; the rest wait in socket buffers)`);
   peer.socket.resume();
   t.ok(await until(() => peer.frames.length === total, 30_000), `all answered once the peer reads (${peer.frames.length})`);
+});
+
+t.test('item 6: partial 4 MiB frames on many connections are bounded in total; small requests still flow', async (t) => {
+  // Each connection may hold one partial frame of up to 4 MiB: 200 connections sending
+  // 4 MiB - 1 bytes of a 4 MiB frame made control buffer 806 MiB (1024 connections: 4 GiB).
+  const max = 8 << 20;
+  const { server, address } = await startServer(t, { limits: { maxPartialFrameBytes: max, frameTimeoutMs: 0 } });
+  const header = Buffer.alloc(10);
+  header.writeUInt32BE(4 << 20, 0);
+  header.writeUInt32BE(1, 4);
+  header[8] = FrameType.REQUEST;
+  const body = Buffer.alloc((4 << 20) - 1, 0x41);
+  const peers: RawPeer[] = [];
+  for (let i = 0; i < 8; i++) {
+    const peer = await RawPeer.connect(address);
+    peers.push(peer);
+    peer.socket.write(header);
+    peer.socket.write(body);
+  }
+  t.teardown(() => peers.forEach((p) => p.socket.destroy()));
+  // Let the server read whatever it will read.
+  let last = -1;
+  await until(() => {
+    const now = server.partialFrames.used;
+    const stable = now === last && now > 0;
+    last = now;
+    return stable;
+  }, 10_000);
+  await sleep(300);
+  const used = server.partialFrames.used;
+  t.ok(used > max / 2, `the peers' bytes were read up to the bound (${used} bytes)`);
+  // The bound, plus the one frame allowed to progress, plus one read (64 KiB) per connection.
+  t.ok(used <= max + (4 << 20) + 8 * (64 << 10), `buffered partial frames stay near the bound: ${used} bytes for 8 x 4 MiB sent`);
+  const client = await TtrpcClient.connect(address);
+  t.teardown(() => client.close());
+  t.equal(await echo(client, 'small'), 'small', 'a small request is served meanwhile');
+  for (const p of peers) p.socket.destroy();
+  t.ok(await until(() => server.partialFrames.used === 0), 'closed connections release their share');
+  const big = Buffer.alloc(3 << 20, 0x42).toString();
+  t.equal((await echo(client, big)).length, big.length, 'a large frame goes through once there is room');
 });
