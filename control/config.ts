@@ -1,9 +1,10 @@
 /**
  * Configuration of the control plane (`kata-agent`).
  *
- * Sources, later ones winning: built-in defaults, environment variables, command-line flags.
- * The kernel command line (`agent.*` options) and a TOML file are later sources (upstream
- * src/agent/src/config.rs); {@link AgentConfig} is a plain object so they can add fields.
+ * Sources, later ones winning: built-in defaults; upstream's sources (control/config-upstream.ts:
+ * a TOML file from `-c/--config` or `agent.config_file=`, else the kernel command line's
+ * `agent.*` words then KATA_AGENT_SERVER_ADDR / KATA_AGENT_LOG_LEVEL / KATA_AGENT_TRACING);
+ * this agent's own environment variables below; command-line flags.
  *
  *   field         env                          flag               default
  *   serverAddr    KATA_AGENT_SERVER_ADDR       --server-address   vsock://-1:1024
@@ -38,12 +39,13 @@
  * be created (e.g. its directory is not writable by the control uid) the agent logs a warning
  * and runs without it; an address given explicitly that cannot be listened on stops start-up.
  */
+import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseLogLevel, type LogLevel } from '../shared/log';
 import { Code, DEFAULT_HELPER_SOCKET, StatusError } from '../shared/protocol';
+import { DEFAULT_SERVER_ADDR, loadUpstreamOptions, upstreamDefaults, type UpstreamOptions } from './config-upstream';
 
-/** Default ttRPC listen address: vsock port 1024 on any CID (Kata DEFAULT_AGENT_VSOCK_PORT). */
-export const DEFAULT_SERVER_ADDR = 'vsock://-1:1024';
+export { DEFAULT_SERVER_ADDR };
 /** Default address of the debug HTTP endpoint: a unix socket only the control uid can use. */
 export const DEFAULT_DEBUG_ADDR = 'unix:///run/kata-agent/control/debug.sock';
 /** Default pino log level. */
@@ -53,10 +55,12 @@ export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 export type { LogLevel };
 
-/** The control plane's configuration. */
-export interface AgentConfig {
+/** The control plane's configuration: upstream's options plus this agent's own. */
+export interface AgentConfig extends UpstreamOptions {
   /** ttRPC listen address: `unix:///path`, `unix://@name` or `vsock://<cid>:<port>`. */
   serverAddr: string;
+  /** The TOML file the upstream options came from, if any. */
+  configFile?: string;
   /** Path of the helper's SOCK_SEQPACKET socket ("@name" = abstract). */
   helperSocket: string;
   /** pino log level. */
@@ -80,6 +84,7 @@ export interface AgentConfig {
 /** The built-in defaults. */
 export function defaultConfig(): AgentConfig {
   return {
+    ...upstreamDefaults(),
     serverAddr: DEFAULT_SERVER_ADDR,
     helperSocket: DEFAULT_HELPER_SOCKET,
     logLevel: DEFAULT_LOG_LEVEL,
@@ -146,6 +151,12 @@ export function parseDebugAddr(addr: string): DebugAddress {
 
 /** Usage text of the command-line flags. */
 export const USAGE = `usage: kata-agent [options]
+  --standalone            start the helper too (as root), on unix sockets in a private run
+                          directory; print the address once serving; run until SIGTERM
+  --run-dir DIR           run directory of --standalone (default: a new /tmp/kata-agent-XXXXXX)
+  -c, --config FILE       upstream TOML config file; the kernel command line's agent.* options
+                          and KATA_AGENT_SERVER_ADDR/LOG_LEVEL/TRACING are then ignored
+  (also read: /proc/cmdline agent.* options, as upstream; see docs/ARCHITECTURE.md)
   --server-address ADDR   ttRPC listen address (unix:///path, unix://@name, vsock://CID:PORT)
                           [env KATA_AGENT_SERVER_ADDR, default ${DEFAULT_SERVER_ADDR}]
   --helper-socket PATH    helper socket [env KATA_AGENT_HELPER_SOCKET, default ${DEFAULT_HELPER_SOCKET}]
@@ -166,20 +177,49 @@ export const USAGE = `usage: kata-agent [options]
                           or unix:///path [env KATA_AGENT_PASSFD_LISTENER, default off]
   -h, --help              print this help`;
 
-/** Result of {@link loadConfig}: the configuration, or a request for the usage text. */
-export type LoadedConfig = { help: true } | { help: false; config: AgentConfig };
+/** Stand-alone mode requested on the command line. */
+export interface StandaloneRequest {
+  /** --run-dir, if given. */
+  runDir?: string;
+}
 
 /**
- * Build the configuration from `env` and the command-line `argv` (without node and the script).
- * Throws StatusError INVALID_ARGUMENT for an unknown flag, a missing flag value, a bad log level,
- * a bad debug address, or a uid, count or timeout that is not an integer in range (the message
- * names the value).
+ * Result of {@link loadConfig}: the configuration (with the warnings about ignored input, and
+ * the stand-alone request if any), or a request for the usage text.
  */
-export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig {
-  const config = defaultConfig();
-  if (env.KATA_AGENT_SERVER_ADDR) config.serverAddr = env.KATA_AGENT_SERVER_ADDR;
+export type LoadedConfig =
+  | { help: true }
+  | { help: false; config: AgentConfig; warnings: string[]; standalone?: StandaloneRequest };
+
+/** Sources {@link loadConfig} reads besides argv and env (tests give them explicitly). */
+export interface ConfigSources {
+  /** Kernel command line (default: the contents of /proc/cmdline, "" when unreadable). */
+  cmdline?: string;
+}
+
+function readProcCmdline(): string {
+  try {
+    return fs.readFileSync('/proc/cmdline', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Build the configuration from the command-line `argv` (without node and the script), `env`
+ * and the kernel command line / TOML file (precedence in the file comment). Throws StatusError
+ * INVALID_ARGUMENT for an unknown flag, a missing flag value, a bad log level, a bad debug
+ * address, a uid, count or timeout that is not an integer in range, or a malformed upstream
+ * option (the message names the option and the value).
+ */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv, sources: ConfigSources = {}): LoadedConfig {
+  const values = parseFlags(argv);
+  if (values.help) return { help: true };
+  const configFile = typeof values.config === 'string' ? values.config : undefined;
+  const upstream = loadUpstreamOptions(sources.cmdline ?? readProcCmdline(), env, configFile);
+  const config: AgentConfig = { ...defaultConfig(), ...upstream.options };
+  if (upstream.configFile !== undefined) config.configFile = upstream.configFile;
   if (env.KATA_AGENT_HELPER_SOCKET) config.helperSocket = env.KATA_AGENT_HELPER_SOCKET;
-  if (env.KATA_AGENT_LOG_LEVEL) config.logLevel = checkLogLevel(env.KATA_AGENT_LOG_LEVEL, 'KATA_AGENT_LOG_LEVEL');
   if (env.KATA_AGENT_DEBUG_ADDR !== undefined) config.debugAddr = env.KATA_AGENT_DEBUG_ADDR;
   const UID_MAX = 0xfffffffe;
   if (env.KATA_AGENT_SERVER_PEER_UID) config.serverPeerUid = parseCount(env.KATA_AGENT_SERVER_PEER_UID, 'KATA_AGENT_SERVER_PEER_UID', 0, UID_MAX);
@@ -188,10 +228,24 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
   if (env.KATA_AGENT_MAX_INFLIGHT) config.maxInflight = parseCount(env.KATA_AGENT_MAX_INFLIGHT, 'KATA_AGENT_MAX_INFLIGHT', 1, 1_000_000);
   if (env.KATA_AGENT_PASSFD_LISTENER) config.passfdListener = env.KATA_AGENT_PASSFD_LISTENER;
   if (env.KATA_AGENT_FRAME_TIMEOUT_MS) config.frameTimeoutMs = parseCount(env.KATA_AGENT_FRAME_TIMEOUT_MS, 'KATA_AGENT_FRAME_TIMEOUT_MS', 0, 0x7fffffff);
+  applyFlags(values, config);
+  if (config.serverAddr === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty server address');
+  if (config.helperSocket === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty helper socket path');
+  if (config.debugAddr !== '') parseDebugAddr(config.debugAddr);
+  const loaded: LoadedConfig = { help: false, config, warnings: upstream.warnings };
+  if (values.standalone === true) {
+    loaded.standalone = typeof values['run-dir'] === 'string' ? { runDir: values['run-dir'] } : {};
+  } else if (values['run-dir'] !== undefined) {
+    throw new StatusError(Code.INVALID_ARGUMENT, `--run-dir needs --standalone\n${USAGE}`);
+  }
+  return loaded;
+}
 
-  let values: Record<string, string | boolean | undefined>;
+type FlagValues = Record<string, string | boolean | undefined>;
+
+function parseFlags(argv: readonly string[]): FlagValues {
   try {
-    ({ values } = parseArgs({
+    return parseArgs({
       args: [...argv],
       strict: true,
       allowPositionals: false,
@@ -206,13 +260,19 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
         'max-inflight': { type: 'string' },
         'frame-timeout-ms': { type: 'string' },
         'passfd-listener': { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        standalone: { type: 'boolean' },
+        'run-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
-    }));
+    }).values;
   } catch (err) {
     throw new StatusError(Code.INVALID_ARGUMENT, `${(err as Error).message}\n${USAGE}`);
   }
-  if (values.help) return { help: true };
+}
+
+function applyFlags(values: FlagValues, config: AgentConfig): void {
+  const UID_MAX = 0xfffffffe;
   if (typeof values['server-address'] === 'string') config.serverAddr = values['server-address'];
   if (typeof values['helper-socket'] === 'string') config.helperSocket = values['helper-socket'];
   if (typeof values['debug-addr'] === 'string') config.debugAddr = values['debug-addr'];
@@ -223,9 +283,4 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Loa
   if (typeof values['max-inflight'] === 'string') config.maxInflight = parseCount(values['max-inflight'], '--max-inflight', 1, 1_000_000);
   if (typeof values['passfd-listener'] === 'string') config.passfdListener = values['passfd-listener'];
   if (typeof values['frame-timeout-ms'] === 'string') config.frameTimeoutMs = parseCount(values['frame-timeout-ms'], '--frame-timeout-ms', 0, 0x7fffffff);
-
-  if (config.serverAddr === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty server address');
-  if (config.helperSocket === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty helper socket path');
-  if (config.debugAddr !== '') parseDebugAddr(config.debugAddr);
-  return { help: false, config };
 }

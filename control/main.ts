@@ -12,6 +12,8 @@ import { HelperClient } from '../shared/helper-client';
 import { Code, StatusError } from '../shared/protocol';
 import { Agent } from './agent';
 import { loadConfig, USAGE, type AgentConfig } from './config';
+import { NOT_ACTED_ON, upstreamDefaults } from './config-upstream';
+import { runStandalone } from './standalone';
 import { agentVersion } from './rpc/health';
 import { parseAddress, probeUnixSocket } from './ttrpc';
 
@@ -83,7 +85,14 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     return 0;
   }
   const config = loaded.config;
+  if (loaded.standalone) return runStandalone(config, argv, loaded.standalone);
   const log = createLogger('kata-agent', config.logLevel);
+  for (const warning of loaded.warnings) log.warn(warning);
+  const defaults = upstreamDefaults();
+  const ignored = NOT_ACTED_ON.filter((k) => config[k] !== defaults[k]);
+  if (ignored.length > 0) {
+    log.warn({ options: Object.fromEntries(ignored.map((k) => [k, config[k]])) }, 'options parsed but not acted on yet (docs/ARCHITECTURE.md)');
+  }
 
   try {
     await checkServerAddress(config);
@@ -147,6 +156,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
       debugAddr: agent.debugServer ? config.debugAddr : null,
       helperSocket: config.helperSocket,
       helperPid: helper.helperPid,
+      config,
     },
     'announce',
   );

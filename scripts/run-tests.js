@@ -1,6 +1,9 @@
 #!/usr/bin/env node
-// The README's test command (`npm test`): runs the compiled tap suites and ends with the line
-// "N passed, N failed" (assertion counts over every suite run).
+// The README's test command (`npm test`): runs the compiled tap suites, printing one line per
+// test file as tap finishes it (assertions passed/failed, time; the failing assertions under
+// it; the whole TAP stream in .cache/test-<suite>.tap), then the failing files, whether the
+// integration tests were skipped, and last the line "N passed, N failed" (tap's assertion
+// counts over every suite run; .ci/run parses it).
 //
 //   node scripts/run-tests.js [unit|integration]...   default: both
 //
@@ -8,7 +11,8 @@
 // without root it is skipped with the reason printed. The integration suites get the busybox
 // rootfs from scripts/make-rootfs in KATA_TEST_ROOTFS.
 'use strict';
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
+const readline = require('node:readline');
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -16,6 +20,8 @@ const root = path.resolve(__dirname, '..');
 const wanted = process.argv.slice(2);
 const suites = wanted.length ? wanted : ['unit', 'integration'];
 const totals = { pass: 0, fail: 0 };
+const failed = [];
+const notes = [];
 
 function testFiles(suite) {
   const dir = path.join(root, 'dist', 'test', suite);
@@ -27,16 +33,84 @@ function testFiles(suite) {
     .map((f) => path.relative(root, path.join(dir, f)));
 }
 
-function runSuite(suite) {
+/**
+ * Follow tap's TAP stream (-R tap) line by line: one progress line per test file as soon as
+ * tap reports it (pass/fail counts of its assertions and its time), the failing assertions
+ * under it; the whole stream goes to `logFile`. Resolves with tap's final summary line (or
+ * undefined), its exit status and the failing files.
+ */
+function runTap(files, jobs, env, logFile) {
+  return new Promise((resolve) => {
+    const tap = path.join(root, 'node_modules', '.bin', 'tap');
+    const child = spawn(tap, ['-R', 'tap', '--jobs', String(jobs), ...files], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = fs.createWriteStream(logFile);
+    const failedFiles = [];
+    let summary;
+    // Open subtests (indent, name); the outermost is the file.
+    let stack = [];
+    let counts = { pass: 0, fail: 0 };
+    let failures = [];
+    const onLine = (line) => {
+      log.write(`${line}\n`);
+      const indent = line.length - line.trimStart().length;
+      const text = line.trimStart();
+      const sub = /^# Subtest: (.*)$/.exec(text);
+      if (sub) {
+        if (indent === 0) {
+          stack = [];
+          counts = { pass: 0, fail: 0 };
+          failures = [];
+        }
+        stack.push({ indent, name: sub[1] });
+        return;
+      }
+      if (indent === 0 && /^# \{ total: \d+/.test(text)) summary = text;
+      const res = /^(not )?ok \d+ - (.*?)(?: # (.*))?$/.exec(text);
+      if (!res) return;
+      const top = stack[stack.length - 1];
+      if (top && top.indent === indent && res[2] === top.name) {
+        stack.pop();
+        if (indent !== 0) return;
+        const time = /time=([\d.]+)ms/.exec(res[3] || '');
+        const ms = time ? Number(time[1]) : NaN;
+        const secs = Number.isNaN(ms) ? "" : ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(1)}s`;
+        const bad = res[1] !== undefined || counts.fail > 0;
+        if (bad) failedFiles.push(res[2]);
+        const crashed = res[1] !== undefined && counts.fail === 0 ? ' (the file failed without a failing assertion: crash, timeout or exit code)' : '';
+        console.log(`${bad ? 'FAIL' : 'ok  '} ${res[2]}  ${counts.pass} passed, ${counts.fail} failed  ${secs}${crashed}`);
+        for (const f of failures.slice(0, 10)) console.log(`       not ok: ${f}`);
+        if (failures.length > 10) console.log(`       ... ${failures.length - 10} more in ${path.relative(root, logFile)}`);
+        return;
+      }
+      if (res[1]) {
+        counts.fail++;
+        failures.push(`${stack.slice(1).map((s) => s.name).join(' > ')}${stack.length > 1 ? ' > ' : ''}${res[2]}`);
+      } else {
+        counts.pass++;
+      }
+    };
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.on('line', onLine);
+    child.stderr.on('data', (chunk) => log.write(chunk));
+    child.on('close', (status, signal) => {
+      log.end();
+      resolve({ summary, status, signal, failedFiles });
+    });
+  });
+}
+
+async function runSuite(suite) {
   const files = testFiles(suite);
   if (files.length === 0) {
-    console.log(`# ${suite}: no compiled tests in dist/test/${suite} (run "npm run build" first)`);
+    console.log(`# ${suite}: no compiled tests in dist/test/${suite} (run "npm install" or "npm run build" first)`);
     return;
   }
   const env = { ...process.env };
   if (suite === 'integration') {
     if (process.getuid && process.getuid() !== 0) {
-      console.log('# integration: SKIPPED: needs root (real helper, namespaces, mounts)');
+      const why = 'integration tests SKIPPED: they need root (the real helper, namespaces, mounts); run "npm test" as root to include them';
+      console.log(`# ${why}`);
+      notes.push(why);
       return;
     }
     const rootfs = env.KATA_TEST_ROOTFS || path.join(root, '.cache', 'rootfs');
@@ -48,26 +122,19 @@ function runSuite(suite) {
     }
     env.KATA_TEST_ROOTFS = rootfs;
   }
-  console.log(`# ${suite}: ${files.length} files`);
-  const tap = path.join(root, 'node_modules', '.bin', 'tap');
-  const res = spawnSync(tap, ['-R', 'tap', '--jobs', suite === 'integration' ? '1' : '2', ...files], {
-    cwd: root,
-    env,
-    encoding: 'utf8',
-    maxBuffer: 256 * 1024 * 1024,
-  });
-  process.stdout.write(res.stdout || '');
-  process.stderr.write(res.stderr || '');
+  fs.mkdirSync(path.join(root, '.cache'), { recursive: true });
+  const logFile = path.join(root, '.cache', `test-${suite}.tap`);
+  console.log(`# ${suite}: ${files.length} files (full TAP output: ${path.relative(root, logFile)})`);
+  const res = await runTap(files, suite === 'integration' ? 1 : 2, env, logFile);
+  failed.push(...res.failedFiles);
   // tap ends with a summary line like "# { total: 12, pass: 11, fail: 1 }".
-  const lines = (res.stdout || '').split('\n').filter((l) => /^# \{ total: \d+/.test(l));
-  const last = lines[lines.length - 1];
-  if (!last) {
+  if (!res.summary) {
     console.log(`# ${suite}: tap printed no summary (exit ${res.status}, signal ${res.signal})`);
     totals.fail += 1;
     return;
   }
   const num = (key) => {
-    const m = new RegExp(`${key}: (\\d+)`).exec(last);
+    const m = new RegExp(`${key}: (\\d+)`).exec(res.summary);
     return m ? Number(m[1]) : 0;
   };
   totals.pass += num('pass');
@@ -86,8 +153,12 @@ if (built.status !== 0) {
   totals.fail += 1;
 }
 
-for (const s of suites) runSuite(s);
-console.log(`${totals.pass} passed, ${totals.fail} failed`);
-// exitCode, not process.exit(): stdout may be a non-blocking pipe (npm test | tee) whose queued
-// output process.exit() would drop, summary line included.
-process.exitCode = totals.fail === 0 ? 0 : 1;
+(async () => {
+  for (const s of suites) await runSuite(s);
+  if (failed.length) console.log(`# failing files:\n${failed.map((f) => `#   ${f}`).join('\n')}`);
+  for (const n of notes) console.log(`# ${n}`);
+  console.log(`${totals.pass} passed, ${totals.fail} failed`);
+  // exitCode, not process.exit(): stdout may be a non-blocking pipe (npm test | tee) whose queued
+  // output process.exit() would drop, summary line included.
+  process.exitCode = totals.fail === 0 ? 0 : 1;
+})();

@@ -2,9 +2,11 @@
  * Logging set-up shared by the control plane and the helper: pino, one JSON object per line on
  * stderr (fd 2), written synchronously so that the last lines before a crash are not lost.
  *
- * Every line carries the base fields `name` (the component, e.g. "kata-agent-helper"), `pid`
- * and `source` ("agent", as upstream kata-agent logs), plus pino's `level` and `time` (ms since
- * the epoch).
+ * The fields are those upstream's log readers expect (kata-agent's slog JSON, inventory §5.3;
+ * the runtime and `kata-log-parser` read them): `level` as a name ("trace", "debug", "info",
+ * "warn", "error", "fatal"), `time` in RFC 3339 (UTC, ms), `name` "kata-agent", `pid`,
+ * `source` "agent", and `subsystem`: "root" for the control plane, "helper" for the helper
+ * (upstream's children override it, e.g. "rpc"); then `msg` and the record's own keys.
  */
 import pino from 'pino';
 
@@ -39,7 +41,7 @@ export function parseLogLevel(name: string | undefined): LogLevel | undefined {
 }
 
 /**
- * Create a logger named `name`. Level: `level` if given, else $KATA_AGENT_LOG_LEVEL, else
+ * Create the logger of component `name` ("kata-agent" or "kata-agent-helper": its subsystem). Level: `level` if given, else $KATA_AGENT_LOG_LEVEL, else
  * "info". An unrecognised level name falls back to "info" and the logger says so once (warn).
  */
 export function createLogger(name: string, level?: string): Logger {
@@ -47,9 +49,10 @@ export function createLogger(name: string, level?: string): Logger {
   const parsed = parseLogLevel(requested);
   const logger = pino(
     {
-      name,
       level: parsed ?? 'info',
-      base: { name, pid: process.pid, source: 'agent' },
+      base: { name: 'kata-agent', pid: process.pid, source: 'agent', subsystem: subsystemOf(name) },
+      formatters: { level: (label: string) => ({ level: label }) },
+      timestamp: pino.stdTimeFunctions.isoTime,
     },
     pino.destination({ fd: 2, sync: true }),
   );
@@ -57,6 +60,12 @@ export function createLogger(name: string, level?: string): Logger {
     logger.warn({ requested }, 'unknown log level, using info');
   }
   return logger;
+}
+
+/** `subsystem` of a component's records: "kata-agent" → "root", "kata-agent-helper" → "helper". */
+export function subsystemOf(name: string): string {
+  if (name === 'kata-agent') return 'root';
+  return name.startsWith('kata-agent-') ? name.slice('kata-agent-'.length) : name;
 }
 
 /** A logger that drops everything (tests, library defaults). */

@@ -27,13 +27,19 @@ export interface StandaloneOptions {
   runDir?: string;
   /** Extra helper arguments (e.g. --kata-dir DIR, --netns /run/netns/x for tests). */
   helperArgs?: string[];
+  /** Extra control-plane arguments (e.g. --config FILE), before the launcher's own flags. */
+  controlArgs?: string[];
+  /** Debug endpoint address given to the control plane (overrides `debug`), e.g. unix:///run/x/debug.sock. */
+  debugAddr?: string;
 }
 
 export interface StandaloneAgent {
   /** ttRPC address of the control plane, `unix:///.../agent.sock`. */
   address: string;
-  /** Base URL of the debug endpoint (`http://127.0.0.1:PORT`), or "" when disabled. */
+  /** Base URL of the debug endpoint (`http://127.0.0.1:PORT`), or "" when disabled or on a unix socket. */
   debugUrl: string;
+  /** The control plane's debug address (`127.0.0.1:PORT`, `unix:///path`, or "" when disabled). */
+  debugAddr: string;
   runDir: string;
   helperLog: string;
   controlLog: string;
@@ -70,14 +76,22 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function waitForPath(file: string, child: ChildProcess, what: string, log: string, timeoutMs: number): Promise<void> {
+async function waitForPath(file: string, child: ChildProcess, what: string, log: string, timeoutMs: number, logNeedle?: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
+  while (!fs.existsSync(file) || (logNeedle !== undefined && !logContains(log, logNeedle))) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before creating ${file}; log: ${log}\n${tail(log)}`);
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it was ready (${file}); log: ${log}\n${tail(log)}`);
     }
-    if (Date.now() > deadline) throw new Error(`${what} did not create ${file} within ${timeoutMs} ms; log: ${log}\n${tail(log)}`);
+    if (Date.now() > deadline) throw new Error(`${what} was not ready (${file}) within ${timeoutMs} ms; log: ${log}\n${tail(log)}`);
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function logContains(file: string, needle: string): boolean {
+  try {
+    return fs.readFileSync(file, 'utf8').includes(needle);
+  } catch {
+    return false;
   }
 }
 
@@ -102,7 +116,9 @@ function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null
 }
 
 /**
- * Start helper and control plane; resolves once the agent's ttRPC socket exists.
+ * Start helper and control plane; resolves once the agent serves its ttRPC socket (the socket
+ * exists and the control plane has logged its "announce" record, written after the server and
+ * the debug endpoint are up).
  * Throws (with the log tail) when either process fails to come up within 20 s.
  * Needs root (the helper refuses to run otherwise).
  */
@@ -137,24 +153,20 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   fs.closeSync(helperOut);
   await waitForPath(helperSocket, helper, 'kata-agent-helper', helperLog, 20_000);
 
-  const debugUrl = opts.debug === false ? '' : `http://127.0.0.1:${await freePort()}`;
+  const debugUrl = opts.debugAddr !== undefined || opts.debug === false ? '' : `http://127.0.0.1:${await freePort()}`;
+  const debugAddr = opts.debugAddr ?? debugUrl.replace('http://', '');
   const controlOut = fs.openSync(controlLog, 'a');
   fs.fchownSync(controlOut, controlUid, controlUid);
-  const control = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js')], {
+  const control = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'), ...(opts.controlArgs ?? []),
+    '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', debugAddr, '--log-level', logLevel], {
     stdio: ['ignore', controlOut, controlOut],
     uid: controlUid,
     gid: controlUid,
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      KATA_AGENT_SERVER_ADDR: `unix://${agentSocket}`,
-      KATA_AGENT_HELPER_SOCKET: helperSocket,
-      KATA_AGENT_DEBUG_ADDR: debugUrl.replace('http://', ''),
-      KATA_AGENT_LOG_LEVEL: logLevel,
-    },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
   fs.closeSync(controlOut);
   try {
-    await waitForPath(agentSocket, control, 'kata-agent', controlLog, 20_000);
+    await waitForPath(agentSocket, control, 'kata-agent', controlLog, 20_000, '"msg":"announce"');
   } catch (err) {
     helper.kill('SIGKILL');
     throw err;
@@ -163,6 +175,7 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   return {
     address: `unix://${agentSocket}`,
     debugUrl,
+    debugAddr,
     runDir,
     helperLog,
     controlLog,
