@@ -14,7 +14,7 @@
  *   missing OCI / process           INVALID_ARGUMENT (upstream INTERNAL EINVAL)
  *   Start of a non-created container, Exec into a non-running one, write after CloseStdin,
  *   sandbox_pidns without a sandbox pid namespace        FAILED_PRECONDITION
- *   TtyWinResize: unknown or exited process NOT_FOUND, no tty FAILED_PRECONDITION (upstream UNAVAILABLE)
+ *   TtyWinResize: unknown process or one already waited for NOT_FOUND (exited, not waited: OK, no effect), no tty FAILED_PRECONDITION (upstream UNAVAILABLE)
  *   ReadStdout/ReadStderr at end of stream OUT_OF_RANGE "EOF" (upstream INTERNAL "read meet eof");
  *   len 0 INVALID_ARGUMENT (upstream: the eof error)
  *   features not carried out yet (VFIO devices, shared mounts, OCI spec hooks)

@@ -79,13 +79,16 @@ export async function closeStdin(core: AgentCore, req: pb.CloseStdinRequest): Pr
 }
 
 /**
- * TtyWinResize: sets the pty window size. NOT_FOUND for unknown ids or an exited process
- * (field case B04), FAILED_PRECONDITION without a terminal.
+ * TtyWinResize: sets the pty window size. NOT_FOUND for unknown ids or a process whose exit was
+ * already collected by WaitProcess (field case B04), FAILED_PRECONDITION without a terminal. A
+ * resize that races the exit (exited, not yet waited for: `ctr run -t` resizes as the process
+ * ends) is answered OK without effect, as upstream's ioctl on the still-open master is.
  */
 export async function ttyWinResize(core: AgentCore, req: pb.TtyWinResizeRequest): Promise<Empty> {
   const p = core.sandbox.getContainer(req.container_id).getProcess(req.exec_id);
-  if (p.exited) throw new StatusError(Code.NOT_FOUND, `process ${JSON.stringify(p.execId)} of container ${p.containerId} has exited`);
+  if (p.exited && p.waited) throw new StatusError(Code.NOT_FOUND, `process ${JSON.stringify(p.execId)} of container ${p.containerId} has exited`);
   if (!p.terminal) throw new StatusError(Code.FAILED_PRECONDITION, `process ${JSON.stringify(p.execId)} has no terminal`);
+  if (p.exited) return {};
   p.stdio.resize(req.row, req.column);
   return {};
 }

@@ -19,6 +19,12 @@ function harness(t: Test): Promise<Harness> {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Wait until `cond()` holds (polled every 10 ms, at most `ms`): for states reached over the wire, never a timing assertion. */
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await sleep(10);
+}
+
 /** Make the mock helper's `op` wait `ms` before doing its work (widens a race window). */
 function delayHelperOp(h: Harness, op: 'createContainer' | 'execProcess' | 'removeContainer', ms: number): void {
   const backend = h.pair.backend as unknown as Record<string, (args: unknown) => Promise<unknown>>;
@@ -180,6 +186,8 @@ t.test('exec with a terminal: exact output, resize, CloseStdin keeps the output 
   await run(h, 't1', ['sleep', '1000']);
   await h.call('ExecProcess', { container_id: 't1', exec_id: 'abc', process: proc(['sh', '-c', 'printf abc'], { terminal: true }) });
   t.equal((await readAll(h, 'ReadStdout', 't1', 'abc')).data.toString(), 'abc');
+  await until(() => h.agent.sandbox.getContainer('t1').execs.get('abc')?.exited === true);
+  t.same(await h.call('TtyWinResize', { container_id: 't1', exec_id: 'abc', row: 1, column: 1 }), {}, 'a resize racing the exit (not waited yet) is OK, as ctr run -t sends it');
   t.equal((await h.call('WaitProcess', { container_id: 't1', exec_id: 'abc' })).status, 0);
   await expectCode(t, h.call('TtyWinResize', { container_id: 't1', exec_id: 'abc', row: 1, column: 1 }), Code.NOT_FOUND, /exited/);
 
@@ -302,11 +310,6 @@ t.test('DestroySandbox removes the containers, ends GetOOMEvent, then asks for s
 
 const MiB = 1024 * 1024;
 
-/** Wait until `cond()` holds (polled every 10 ms, at most `ms`): for states reached over the wire, never a timing assertion. */
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await sleep(10);
-}
 
 t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 8 MiB bound, disconnect and RemoveContainer release', async (t) => {
   const h = await harness(t);
