@@ -544,12 +544,14 @@ export class ProcessStdio {
   }
 
   /**
-   * TIOCSWINSZ on the pty master. Throws StatusError FAILED_PRECONDITION without a terminal or
-   * once the pty is closed, INTERNAL when the ioctl fails.
+   * TIOCSWINSZ on the pty master. Throws StatusError FAILED_PRECONDITION without a terminal,
+   * INTERNAL when the ioctl fails. Once the pty is closed (every slave end gone: the process is
+   * ending) there is no window left to size: nothing is done, no error (a runtime resizes as
+   * the process ends, e.g. `ctr run -t`).
    */
   resize(rows: number, columns: number): void {
     if (!this.terminal) throw new StatusError(Code.FAILED_PRECONDITION, 'process has no terminal');
-    if (!this.ptyStream || this.ptyStream.destroyed) throw new StatusError(Code.FAILED_PRECONDITION, 'the terminal is closed');
+    if (!this.ptyStream || this.ptyStream.destroyed) return;
     try {
       loadNative().setWinsize(this.ptyFd, rows, columns);
     } catch (err) {
