@@ -33,6 +33,7 @@ import * as containers from './container';
 import { AgentCore, type AgentLimits, type RpcContext } from './core';
 import * as events from './events';
 import * as guest from './guest';
+import * as manage from './manage';
 import { GuestContext, type GuestOptions } from './guest';
 import * as network from './network';
 import * as processes from './process';
@@ -143,6 +144,19 @@ export class AgentService {
   }
   getOOMEvent(req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
     return events.getOOMEvent(this.core, req, ctx);
+  }
+
+  pauseContainer(req: pb.PauseContainerRequest): Promise<Empty> {
+    return manage.pauseContainer(this.core, req);
+  }
+  resumeContainer(req: pb.ResumeContainerRequest): Promise<Empty> {
+    return manage.resumeContainer(this.core, req);
+  }
+  updateContainer(req: pb.UpdateContainerRequest): Promise<Empty> {
+    return manage.updateContainer(this.core, req);
+  }
+  statsContainer(req: pb.StatsContainerRequest): Promise<pb.StatsContainerResponse.$Properties> {
+    return manage.statsContainer(this.core, req);
   }
 
   getGuestDetails(req: pb.GuestDetailsRequest): Promise<pb.GuestDetailsResponse.$Properties> {

@@ -91,6 +91,10 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.CloseStdin, (r) => agent.closeStdin(r));
   reg(METHODS.TtyWinResize, (r) => agent.ttyWinResize(r));
   reg(METHODS.GetOOMEvent, (r, ctx) => agent.getOOMEvent(r, ctx));
+  reg(METHODS.PauseContainer, (r) => agent.pauseContainer(r));
+  reg(METHODS.ResumeContainer, (r) => agent.resumeContainer(r));
+  reg(METHODS.UpdateContainer, (r) => agent.updateContainer(r));
+  reg(METHODS.StatsContainer, (r) => agent.statsContainer(r));
   reg(METHODS.UpdateEphemeralMounts, (r) => agent.updateEphemeralMounts(r));
   reg(METHODS.RemoveStaleVirtiofsShareMounts, (r) => agent.removeStaleVirtiofsShareMounts(r));
   reg(METHODS.GetGuestDetails, (r) => agent.getGuestDetails(r));
@@ -131,6 +135,7 @@ export const IMPLEMENTED_AGENT_METHODS: readonly string[] = [
   'CreateSandbox', 'DestroySandbox', 'CreateContainer', 'StartContainer', 'RemoveContainer',
   'ExecProcess', 'SignalProcess', 'WaitProcess', 'ReadStdout', 'ReadStderr', 'WriteStdin',
   'CloseStdin', 'TtyWinResize', 'GetOOMEvent',
+  'PauseContainer', 'ResumeContainer', 'UpdateContainer', 'StatsContainer',
   'UpdateEphemeralMounts', 'RemoveStaleVirtiofsShareMounts',
   'GetGuestDetails', 'OnlineCPUMem', 'MemHotplugByProbe', 'ReseedRandomDev', 'SetGuestDateTime',
   'AddSwap', 'GetVolumeStats', 'ResizeVolume', 'CopyFile', 'SetPolicy',
