@@ -407,6 +407,8 @@ export class ContainerBackend implements ContainerFamily {
         hooks: this.guestHooks,
         oci,
         cgroup,
+        // a reused cgroup dir keeps its counter: only kills from now on are events
+        oomSeen: cgroup && this.cgroups ? this.cgroups.oomKills(cgroup) : undefined,
       };
       await this.runPrestart(record);
       this.containers.set(containerId, record);

@@ -202,3 +202,13 @@ t.test('the strict text check refuses malformed exposition', async (t) => {
   t.throws(() => parsePromText('# TYPE x gauge\nx one\n'), /bad value/);
   t.throws(() => parsePromText('# TYPE x gauge\nx 1'), /newline/);
 });
+
+t.test('a reused cgroup dir with an old oom_kill count gives no event', async (t) => {
+  const h = await startMockAgent(t);
+  fs.mkdirSync(cgDir(h, 'memory', 'old1'), { recursive: true });
+  setOomKills(h, 'old1', 5);
+  await run(h, 'old1');
+  await expectCode(t, h.call('GetOOMEvent', {}, { timeoutNs: 600e6 }), Code.DEADLINE_EXCEEDED);
+  setOomKills(h, 'old1', 6);
+  t.equal((await h.call('GetOOMEvent', {})).container_id, 'old1', 'a new kill is reported');
+});
