@@ -128,7 +128,7 @@ export class Agent extends EventEmitter {
     }
     if (this.config.debugAddr !== '') {
       try {
-        this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr));
+        this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr), this.service.metrics);
       } catch (err) {
         if (this.config.debugAddr === DEFAULT_DEBUG_ADDR) {
           // The default endpoint is a diagnostic: never a reason not to serve the runtime.

@@ -110,6 +110,9 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'releaseProcess',
   'state',
   'cgroupStats',
+  'cgroupFreeze',
+  'cgroupUpdate',
+  'helperStats',
   // storages and devices (helper/ops/storage.ts)
   'addStorages',
   'releaseStorages',

@@ -745,7 +745,13 @@ export interface ExitEvent {
   exitStatus: number;
 }
 
-export type HelperEvent = ExitEvent;
+/** A container's cgroup had an OOM kill (the kernel's oom_kill counter grew; helper/ops/container.ts OOM watch). */
+export interface OomEvent {
+  event: 'oom';
+  containerId: string;
+}
+
+export type HelperEvent = ExitEvent | OomEvent;
 
 // ---------------------------------------------------------------------------------------------
 // Wire shapes.
@@ -1063,4 +1069,42 @@ export interface CgroupStatsResult {
 
 export interface Ops {
   cgroupStats: [CgroupStatsArgs, CgroupStatsResult];
+}
+
+/** Freeze (PauseContainer) or thaw (ResumeContainer) a container's cgroup, waiting until reached. */
+export interface CgroupFreezeArgs {
+  containerId: string;
+  frozen: boolean;
+  /** Bound of the wait in ms (1..60000, default 5000). */
+  timeoutMs?: number;
+}
+export type CgroupFreezeResult = Record<string, never>;
+
+/** Apply new resources to a container's cgroup (UpdateContainer); validated as at create. */
+export interface CgroupUpdateArgs {
+  containerId: string;
+  resources: CgroupResourcesPlan;
+}
+export type CgroupUpdateResult = Record<string, never>;
+
+export type HelperStatsArgs = Record<string, never>;
+/** The helper process's own figures (from /proc/self), for GetMetrics. */
+export interface HelperStatsResult {
+  pid: number;
+  /** CPU time in user and kernel mode, seconds. */
+  cpuUserSeconds: number;
+  cpuSystemSeconds: number;
+  rssBytes: number;
+  vsizeBytes: number;
+  /** Open file descriptors. */
+  fds: number;
+  threads: number;
+  /** Process start time, seconds since the Unix epoch. */
+  startTimeSeconds: number;
+}
+
+export interface Ops {
+  cgroupFreeze: [CgroupFreezeArgs, CgroupFreezeResult];
+  cgroupUpdate: [CgroupUpdateArgs, CgroupUpdateResult];
+  helperStats: [HelperStatsArgs, HelperStatsResult];
 }

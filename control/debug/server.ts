@@ -10,8 +10,9 @@
  *   GET /v1/sandbox         sandbox id, hostname, state, containers (id, status, pid, processes count)
  *   GET /v1/containers/:id  container status, init pid, processes {execId, pid, exited, exitStatus, terminal}
  *                           (404 {error} for an unknown id)
+ *   GET /metrics            GetMetrics' Prometheus text (control/metrics.ts), when given a registry
  *
- * Read-only; it exposes no container data (no env, no stdio). Metrics are a later issue.
+ * Read-only; it exposes no container data (no env, no stdio).
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -21,6 +22,12 @@ import { Code, StatusError } from '../../shared/protocol';
 import type { DebugAddress } from '../config';
 import type { Container } from '../sandbox/container';
 import type { Sandbox } from '../sandbox/sandbox';
+
+/** What /metrics serves (control/metrics.ts AgentMetrics). */
+export interface MetricsRenderer {
+  render(): Promise<string>;
+  readonly contentType: string;
+}
 
 const processSchema = {
   type: 'object',
@@ -98,8 +105,16 @@ function containerView(c: Container) {
  * Build the debug endpoint over `sandbox` (not listening; call `listen` or use `inject`).
  * `logger` false keeps fastify quiet (request logs would be noise).
  */
-export function buildDebugServer(sandbox: Sandbox): FastifyInstance {
+export function buildDebugServer(sandbox: Sandbox, metrics?: MetricsRenderer): FastifyInstance {
   const app = Fastify({ logger: false });
+
+  // GetMetrics' text (control/metrics.ts), for a Prometheus scraper on the debug socket.
+  if (metrics) {
+    app.get('/metrics', async (_req, reply) => {
+      const text = await metrics.render();
+      return reply.type(metrics.contentType).send(text);
+    });
+  }
 
   app.get('/healthz', {
     schema: { response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string' } } } } },
@@ -182,8 +197,8 @@ async function prepareSocketPath(file: string): Promise<void> {
  * instance once listening; rejects with StatusError ALREADY_EXISTS when the socket path holds
  * something else or a live server, else with the listen error (e.g. EADDRINUSE, EACCES).
  */
-export async function startDebugServer(sandbox: Sandbox, address: DebugAddress): Promise<FastifyInstance> {
-  const app = buildDebugServer(sandbox);
+export async function startDebugServer(sandbox: Sandbox, address: DebugAddress, metrics?: MetricsRenderer): Promise<FastifyInstance> {
+  const app = buildDebugServer(sandbox, metrics);
   if (address.kind === 'tcp') {
     await app.listen({ host: address.host, port: address.port });
     return app;

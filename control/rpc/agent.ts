@@ -33,6 +33,8 @@ import * as containers from './container';
 import { AgentCore, type AgentLimits, type RpcContext } from './core';
 import * as events from './events';
 import * as guest from './guest';
+import * as manage from './manage';
+import { AgentMetrics } from '../metrics';
 import { GuestContext, type GuestOptions } from './guest';
 import * as network from './network';
 import * as processes from './process';
@@ -68,6 +70,8 @@ export class AgentService {
   readonly core: AgentCore;
   /** The guest area's paths and the policy engine (control/rpc/guest.ts, policy.ts). */
   readonly guest: GuestContext;
+  /** GetMetrics' registry (control/metrics.ts); registerServices feeds it every rpc. */
+  readonly metrics: AgentMetrics;
 
   constructor(options: AgentServiceOptions) {
     this.core = new AgentCore({
@@ -76,6 +80,20 @@ export class AgentService {
       maxExitedRecords: options.maxExitedRecords ?? MAX_EXITED_RECORDS,
     });
     this.guest = new GuestContext(options.guest);
+    const core = this.core;
+    this.metrics = new AgentMetrics(
+      {
+        helperStats: () => core.callNoFds('helperStats', {}, 5000),
+        containerIds: () => [...core.sandbox.containers.keys()],
+        cgroupFiles: async (id) => (await core.callNoFds('cgroupStats', { containerId: id }, 5000)).files,
+      },
+      options.logger,
+    );
+  }
+
+  /** GetMetrics: Prometheus text exposition (control/metrics.ts). */
+  async getMetrics(_req: pb.GetMetricsRequest): Promise<pb.Metrics.$Properties> {
+    return { metrics: await this.metrics.render() };
   }
 
   /**
@@ -143,6 +161,19 @@ export class AgentService {
   }
   getOOMEvent(req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
     return events.getOOMEvent(this.core, req, ctx);
+  }
+
+  pauseContainer(req: pb.PauseContainerRequest): Promise<Empty> {
+    return manage.pauseContainer(this.core, req);
+  }
+  resumeContainer(req: pb.ResumeContainerRequest): Promise<Empty> {
+    return manage.resumeContainer(this.core, req);
+  }
+  updateContainer(req: pb.UpdateContainerRequest): Promise<Empty> {
+    return manage.updateContainer(this.core, req);
+  }
+  statsContainer(req: pb.StatsContainerRequest): Promise<pb.StatsContainerResponse.$Properties> {
+    return manage.statsContainer(this.core, req);
   }
 
   getGuestDetails(req: pb.GuestDetailsRequest): Promise<pb.GuestDetailsResponse.$Properties> {

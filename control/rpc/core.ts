@@ -20,6 +20,9 @@ import type { Process } from '../sandbox/process';
 import type { Sandbox } from '../sandbox/sandbox';
 import { closeFds } from '../sandbox/stdio';
 
+/** OOM events kept for a GetOOMEvent that has not asked yet. */
+export const MAX_QUEUED_OOM_EVENTS = 1024;
+
 /** Early exit events (arrived before the process was registered) kept at most. */
 const MAX_EARLY_EXITS = 1024;
 
@@ -181,8 +184,32 @@ export class AgentCore {
     return result;
   }
 
-  /** Feed a helper event (process exit) into the model. */
+  /**
+   * OOM events not yet taken by a GetOOMEvent (container ids, oldest first; at most
+   * {@link MAX_QUEUED_OOM_EVENTS}, the oldest dropped beyond).
+   */
+  readonly oomQueue: string[] = [];
+  /** GetOOMEvent calls waiting for an event, oldest first. */
+  readonly oomWaiters: ((containerId: string) => void)[] = [];
+
+  /** An OOM kill in `containerId`'s cgroup: to the oldest waiting GetOOMEvent, else queued. */
+  private handleOom(containerId: string): void {
+    this.log.warn({ container: containerId }, 'OOM kill in the container\'s cgroup');
+    const waiter = this.oomWaiters.shift();
+    if (waiter) {
+      waiter(containerId);
+      return;
+    }
+    this.oomQueue.push(containerId);
+    if (this.oomQueue.length > MAX_QUEUED_OOM_EVENTS) this.oomQueue.shift();
+  }
+
+  /** Feed a helper event (process exit, OOM) into the model. */
   handleHelperEvent(event: HelperEvent): void {
+    if (event.event === 'oom') {
+      this.handleOom(event.containerId);
+      return;
+    }
     if (event.event !== 'exit') return;
     const container = this.sandbox.containers.get(event.containerId);
     const p = container?.applyExit(event.execId, event.pid, event.exitStatus);

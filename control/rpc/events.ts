@@ -6,23 +6,39 @@ import { Code, StatusError } from '../../shared/protocol';
 import type { AgentCore, RpcContext } from './core';
 
 /**
- * GetOOMEvent: a long poll. OOM monitoring is a later issue, so no event is ever delivered;
- * the call stays pending until the sandbox is destroyed (then FAILED_PRECONDITION; upstream
- * INTERNAL), the agent stops (UNAVAILABLE), or the caller's deadline/connection ends
- * (CANCELLED; the waiter is released at once).
+ * GetOOMEvent: answers the id of a container whose cgroup had an OOM kill (the helper's `oom`
+ * event). Events that arrive while no call waits are queued in control (AgentCore.oomQueue,
+ * bounded), so each is delivered exactly once, oldest first, even when the runtime is slow to
+ * ask; concurrent calls take one event each. The call stays pending until an event comes, the
+ * sandbox is destroyed (FAILED_PRECONDITION; upstream INTERNAL), the agent stops (UNAVAILABLE),
+ * or the caller's deadline/connection ends (CANCELLED; the waiter is released at once and takes
+ * no event).
  */
 export function getOOMEvent(core: AgentCore, _req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
+  const queued = core.oomQueue.shift();
+  if (queued !== undefined) return Promise.resolve({ container_id: queued });
   if (core.sandbox.destroyed) {
     return Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed: no more OOM events'));
   }
-  return new Promise((_resolve, reject) => {
-    const waiter = (err: StatusError): void => {
-      core.longPolls.delete(waiter);
+  if (ctx.signal?.aborted) return Promise.reject(new StatusError(Code.CANCELLED, 'GetOOMEvent cancelled'));
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      core.longPolls.delete(fail);
+      const i = core.oomWaiters.indexOf(deliver);
+      if (i >= 0) core.oomWaiters.splice(i, 1);
       ctx.signal?.removeEventListener('abort', onAbort);
+    };
+    const deliver = (containerId: string): void => {
+      done();
+      resolve({ container_id: containerId });
+    };
+    const fail = (err: StatusError): void => {
+      done();
       reject(err);
     };
-    const onAbort = (): void => waiter(new StatusError(Code.CANCELLED, 'GetOOMEvent cancelled'));
-    core.longPolls.add(waiter);
+    const onAbort = (): void => fail(new StatusError(Code.CANCELLED, 'GetOOMEvent cancelled'));
+    core.longPolls.add(fail);
+    core.oomWaiters.push(deliver);
     ctx.signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -25,15 +25,25 @@ export { HealthService, API_VERSION, SERVING, agentVersion } from './health';
 /** Statuses that are an ordinary answer, logged at debug; others at info. */
 const QUIET_CODES = new Set<number>([Code.OUT_OF_RANGE, Code.CANCELLED]);
 
+/** Told of every rpc once it ends: wire method name, gRPC status code (0 = OK), seconds taken. */
+export type RpcObserver = (method: string, code: number, seconds: number) => void;
+
+/** Status code of a failure as the runtime sees it (a non-StatusError is answered UNKNOWN). */
+function codeOf(err: unknown): number {
+  return err instanceof StatusError ? err.code : Code.UNKNOWN;
+}
+
 /**
  * Register one rpc: decode with `spec.request`, run `fn`, encode with `spec.response`.
- * Calls are logged at debug (method, code); failures at info (warn for INTERNAL).
+ * Calls are logged at debug (method, code); failures at info (warn for INTERNAL). `observe`
+ * (GetMetrics' per-rpc counters and latency histograms) is told of every call.
  */
 export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends object, ResM extends ResP>(
   server: TtrpcServer,
   spec: MethodSpec<ReqP, ReqM, ResP, ResM>,
   fn: (request: ReqM, ctx: HandlerContext) => Promise<ResP>,
   log?: Logger,
+  observe?: RpcObserver,
 ): void {
   const quiet = spec.method === 'ReadStdout' || spec.method === 'ReadStderr' || spec.method === 'WriteStdin';
   server.register(
@@ -41,9 +51,14 @@ export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends
     spec.method,
     unaryHandler<ReqM, ResP>(spec.request, spec.response, async (request, ctx) => {
       if (!quiet) log?.debug({ method: spec.method }, 'rpc call');
+      const started = process.hrtime.bigint();
+      const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
       try {
-        return await fn(request, ctx);
+        const result = await fn(request, ctx);
+        observe?.(spec.method, Code.OK, seconds());
+        return result;
       } catch (err) {
+        observe?.(spec.method, codeOf(err), seconds());
         if (log && err instanceof StatusError) {
           if (err.code === Code.INTERNAL) log.warn({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
           else if (!QUIET_CODES.has(err.code)) log.info({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
@@ -60,6 +75,7 @@ export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends
  */
 export function registerServices(server: TtrpcServer, agent: AgentService, health: HealthService, log?: Logger): void {
   const implemented = new Set<string>();
+  const observe: RpcObserver = (method, code, seconds) => agent.metrics.observeRpc(method, code, seconds);
   // The policy interceptor: every AgentService rpc is checked once here, before it runs
   // (control/rpc/policy.ts); Health is never checked, as upstream.
   const reg = <ReqP extends object, ReqM extends ReqP, ResP extends object, ResM extends ResP>(
@@ -74,7 +90,7 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
             return fn(request, ctx);
           }
         : fn;
-    registerRpc(server, spec, guarded, log);
+    registerRpc(server, spec, guarded, log, observe);
   };
 
   reg(METHODS.CreateSandbox, (r) => agent.createSandbox(r));
@@ -91,6 +107,11 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
   reg(METHODS.CloseStdin, (r) => agent.closeStdin(r));
   reg(METHODS.TtyWinResize, (r) => agent.ttyWinResize(r));
   reg(METHODS.GetOOMEvent, (r, ctx) => agent.getOOMEvent(r, ctx));
+  reg(METHODS.PauseContainer, (r) => agent.pauseContainer(r));
+  reg(METHODS.ResumeContainer, (r) => agent.resumeContainer(r));
+  reg(METHODS.UpdateContainer, (r) => agent.updateContainer(r));
+  reg(METHODS.StatsContainer, (r) => agent.statsContainer(r));
+  reg(METHODS.GetMetrics, (r) => agent.getMetrics(r));
   reg(METHODS.UpdateEphemeralMounts, (r) => agent.updateEphemeralMounts(r));
   reg(METHODS.RemoveStaleVirtiofsShareMounts, (r) => agent.removeStaleVirtiofsShareMounts(r));
   reg(METHODS.GetGuestDetails, (r) => agent.getGuestDetails(r));
@@ -120,7 +141,13 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
     const method = spec.method;
     const checked = spec.service === AGENT_SERVICE;
     server.register(spec.service, method, async () => {
-      if (checked) agent.checkPolicy(method, undefined);
+      try {
+        if (checked) agent.checkPolicy(method, undefined);
+      } catch (err) {
+        observe(method, codeOf(err), 0);
+        throw err;
+      }
+      observe(method, Code.UNIMPLEMENTED, 0);
       throw new StatusError(Code.UNIMPLEMENTED, `${method} is not implemented yet`);
     });
   }
@@ -131,6 +158,7 @@ export const IMPLEMENTED_AGENT_METHODS: readonly string[] = [
   'CreateSandbox', 'DestroySandbox', 'CreateContainer', 'StartContainer', 'RemoveContainer',
   'ExecProcess', 'SignalProcess', 'WaitProcess', 'ReadStdout', 'ReadStderr', 'WriteStdin',
   'CloseStdin', 'TtyWinResize', 'GetOOMEvent',
+  'PauseContainer', 'ResumeContainer', 'UpdateContainer', 'StatsContainer', 'GetMetrics',
   'UpdateEphemeralMounts', 'RemoveStaleVirtiofsShareMounts',
   'GetGuestDetails', 'OnlineCPUMem', 'MemHotplugByProbe', 'ReseedRandomDev', 'SetGuestDateTime',
   'AddSwap', 'GetVolumeStats', 'ResizeVolume', 'CopyFile', 'SetPolicy',

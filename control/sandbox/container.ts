@@ -24,6 +24,10 @@ export class Container {
   removing: Promise<void> | null = null;
   /** True while StartContainer runs. */
   starting = false;
+  /** True between PauseContainer and ResumeContainer (the cgroup is frozen). */
+  paused = false;
+  /** A Pause/Resume/Update in progress (they run one at a time per container). */
+  cgroupOp: Promise<unknown> = Promise.resolve();
   private exitCounter = 0;
 
   constructor(

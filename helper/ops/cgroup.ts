@@ -214,7 +214,9 @@ export class CgroupManager {
         return false;
       }
       if (killFile && this.tryWrite(killFile, '1')) {
-        // the kernel kills every member, including ones forking meanwhile
+        // the kernel kills every member, including ones forking meanwhile; a task frozen by
+        // the v1 freezer (a paused container, hybrid layout) only dies once thawed
+        if (cg.v1.freezer) this.tryWrite(path.join(cg.v1.freezer, 'freezer.state'), 'THAWED');
       } else {
         const freezer = cg.v1.freezer ? path.join(cg.v1.freezer, 'freezer.state') : cg.v2 ? path.join(cg.v2, 'cgroup.freeze') : '';
         const frozen = freezer !== '' && this.tryWrite(freezer, freezer.endsWith('freezer.state') ? 'FROZEN' : '1');
@@ -236,19 +238,36 @@ export class CgroupManager {
     return this.removeDirs(cg);
   }
 
-  /** Raw values of the container's memory, cpu and pids files (cgroupStats op). */
+  /**
+   * Raw values of the container's memory, cpu, pids, blkio/io and hugetlb files (cgroupStats
+   * op; upstream rustjail cgroups/fs/mod.rs get_stats reads the same files): v1 names from the
+   * v1 hierarchies, v2 names from the v2 dir (a name is read from the first place that has it).
+   */
   stats(cg: ContainerCgroup): Record<string, string> {
     const files: [string, string][] = [];
     const v1 = (ctrl: string, names: string[]): void => {
       const dir = cg.v1[ctrl];
       if (dir) for (const n of names) files.push([n, path.join(dir, n)]);
     };
-    v1('memory', ['memory.usage_in_bytes', 'memory.max_usage_in_bytes', 'memory.limit_in_bytes', 'memory.failcnt', 'memory.stat']);
-    v1('cpuacct', ['cpuacct.usage', 'cpuacct.stat']);
+    const mem = ['usage_in_bytes', 'max_usage_in_bytes', 'limit_in_bytes', 'failcnt'];
+    v1('memory', [...mem.map((m) => `memory.${m}`), ...mem.map((m) => `memory.memsw.${m}`), ...mem.map((m) => `memory.kmem.${m}`), 'memory.stat', 'memory.use_hierarchy', 'memory.oom_control']);
+    v1('cpuacct', ['cpuacct.usage', 'cpuacct.stat', 'cpuacct.usage_percpu', 'cpuacct.usage_user', 'cpuacct.usage_sys']);
     v1('cpu', ['cpu.stat']);
     v1('pids', ['pids.current', 'pids.max']);
+    v1('blkio', [
+      'blkio.io_service_bytes_recursive', 'blkio.io_serviced_recursive', 'blkio.io_queued_recursive', 'blkio.io_service_time_recursive',
+      'blkio.io_wait_time_recursive', 'blkio.io_merged_recursive', 'blkio.time_recursive', 'blkio.sectors_recursive',
+      'blkio.throttle.io_service_bytes_recursive', 'blkio.throttle.io_serviced_recursive',
+    ]);
+    const hugeSizes = this.hugepageSizes();
+    v1('hugetlb', hugeSizes.flatMap((h) => [`hugetlb.${h}.usage_in_bytes`, `hugetlb.${h}.max_usage_in_bytes`, `hugetlb.${h}.failcnt`]));
     if (cg.v2) {
-      for (const n of ['memory.current', 'memory.max', 'memory.peak', 'memory.stat', 'memory.events', 'cpu.stat', 'pids.current', 'pids.max']) {
+      const v2names = [
+        'memory.current', 'memory.max', 'memory.peak', 'memory.stat', 'memory.events', 'memory.swap.current', 'memory.swap.max',
+        'cpu.stat', 'pids.current', 'pids.max', 'io.stat',
+        ...hugeSizes.flatMap((h) => [`hugetlb.${h}.current`, `hugetlb.${h}.max`, `hugetlb.${h}.events`]),
+      ];
+      for (const n of v2names) {
         if (!files.some(([k]) => k === n)) files.push([n, path.join(cg.v2, n)]);
       }
     }
@@ -261,6 +280,84 @@ export class CgroupManager {
       }
     }
     return out;
+  }
+
+  /**
+   * Apply new resources to an existing cgroup (UpdateContainer; upstream rpc.rs
+   * do_update_container → cgroups/fs/mod.rs set). Same writes and errors as at create
+   * (INVALID_ARGUMENT naming the OCI field and file); what was written before a failing write stays.
+   */
+  update(cg: ContainerCgroup, res: CgroupResourcesPlan): void {
+    this.apply(cg, res);
+  }
+
+  /**
+   * Freeze (`frozen` true) or thaw the cgroup and wait until the kernel reports the state
+   * (upstream fs/mod.rs freeze: v1 freezer.state FROZEN/THAWED, re-written while FREEZING; v2
+   * cgroup.freeze, waiting for `frozen 1`/`frozen 0` in cgroup.events). The v1 freezer is used
+   * when mounted, else v2. Bounded by `timeoutMs`: a freeze not reached is undone and
+   * DEADLINE_EXCEEDED naming the state seen; FAILED_PRECONDITION when there is no freezer.
+   */
+  async freeze(cg: ContainerCgroup, frozen: boolean, timeoutMs = 5000): Promise<void> {
+    const v1 = cg.v1.freezer;
+    const file = v1 ? path.join(v1, 'freezer.state') : cg.v2 ? path.join(cg.v2, 'cgroup.freeze') : '';
+    if (file === '') throw new StatusError(Code.FAILED_PRECONDITION, `cgroup ${cg.path}: no freezer (neither v1 freezer nor cgroup v2)`);
+    const want = v1 ? (frozen ? 'FROZEN' : 'THAWED') : frozen ? '1' : '0';
+    const reached = (): string => {
+      if (v1) return this.read(file);
+      const m = /^frozen ([01])$/m.exec(this.read(path.join(cg.v2 ?? '', 'cgroup.events')));
+      return m ? m[1] : '';
+    };
+    const write = (value: string): void => {
+      try {
+        if (this.simulate) {
+          fs.writeFileSync(file, value);
+          if (!v1 && cg.v2) fs.writeFileSync(path.join(cg.v2, 'cgroup.events'), `populated 1\nfrozen ${value}\n`);
+        } else fs.writeFileSync(file, value, { flag: 'r+' });
+      } catch (err) {
+        throw new StatusError(Code.INTERNAL, `cannot write ${value} to ${file}: ${(err as Error).message}`);
+      }
+    };
+    write(want);
+    const deadline = Date.now() + timeoutMs;
+    for (let round = 0; ; round++) {
+      const state = reached();
+      if (state === want) return;
+      if (Date.now() > deadline) {
+        if (frozen) this.tryWrite(file, v1 ? 'THAWED' : '0');
+        throw new StatusError(Code.DEADLINE_EXCEEDED, `cgroup ${cg.path}: ${file} is ${JSON.stringify(state)}, not ${want} after ${timeoutMs} ms`);
+      }
+      await sleep(Math.min(1 + round * 2, 20));
+      // v1: a FREEZING cgroup may need the write again (a task was forking), as runc does
+      if (v1 && frozen) write(want);
+    }
+  }
+
+  /**
+   * OOM kills counted by the kernel for the cgroup: v1 memory.oom_control `oom_kill` (Linux ≥
+   * 4.13) where memory is a v1 hierarchy, else v2 memory.events `oom_kill`. -1 when unreadable.
+   */
+  oomKills(cg: ContainerCgroup): number {
+    const file = cg.v1.memory ? path.join(cg.v1.memory, 'memory.oom_control') : cg.v2 ? path.join(cg.v2, 'memory.events') : '';
+    if (file === '') return -1;
+    const m = /^oom_kill ([0-9]+)$/m.exec(this.read(file));
+    return m ? Number(m[1]) : -1;
+  }
+
+  /** Huge page sizes of the guest as cgroup file names use them ("2MB", "1GB"); [] when none. */
+  private hugepageSizes(): string[] {
+    try {
+      return fs
+        .readdirSync('/sys/kernel/mm/hugepages')
+        .map((d) => /^hugepages-([0-9]+)kB$/.exec(d))
+        .filter((m): m is RegExpExecArray => m !== null)
+        .map((m) => {
+          const kb = Number(m[1]);
+          return kb >= 1048576 ? `${kb / 1048576}GB` : kb >= 1024 ? `${kb / 1024}MB` : `${kb}KB`;
+        });
+    } catch {
+      return [];
+    }
   }
 
   // -------------------------------------------------------------------------------------------

@@ -18,8 +18,14 @@ import {
   StatusError,
   validateContainerId,
   validateExecId,
+  type CgroupFreezeArgs,
+  type CgroupFreezeResult,
   type CgroupStatsArgs,
   type CgroupStatsResult,
+  type CgroupUpdateArgs,
+  type CgroupUpdateResult,
+  type HelperStatsArgs,
+  type HelperStatsResult,
   type CloseStdinArgs,
   type CloseStdinResult,
   type ContainerState,
@@ -60,6 +66,8 @@ import {
 import type { StorageBackend, StorageBackendOps } from './storage';
 import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type OciState } from './hooks';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
+import { validateCgroupResources } from '../../shared/cgroup';
+import { readSelfStats } from './self-stats';
 import {
   ProcessRegistry,
   SIGKILL,
@@ -151,7 +159,12 @@ interface ContainerRecord {
   oci: { version: string; annotations: Record<string, string> };
   /** The container's cgroup (helper/ops/cgroup.ts), when its plan has one. */
   cgroup?: ContainerCgroup;
+  /** The cgroup's oom_kill counter as last seen by the OOM watch (-1: unreadable). */
+  oomSeen?: number;
 }
+
+/** Interval of the OOM watch (the cgroups' oom_kill counters), in ms. */
+export const OOM_WATCH_INTERVAL_MS = 200;
 
 /** Longest OCI version string accepted for the hook state, in bytes. */
 const OCI_VERSION_MAX = 256;
@@ -228,6 +241,7 @@ export class ContainerBackend implements ContainerFamily {
   private sandboxBusy = false;
   private readonly listeners = new Set<(event: HelperEvent) => void>();
   private isShutdown = false;
+  private readonly oomTimer: NodeJS.Timeout;
 
   /** Storage, device, DNS and modprobe ops (helper/ops/storage.ts); absent: those ops are UNIMPLEMENTED. */
   readonly storage: StorageBackend | undefined;
@@ -243,16 +257,39 @@ export class ContainerBackend implements ContainerFamily {
     this.storage = opts.storage;
     this.hookRunner = new HookRunner({ reaper: this.registry.reaper, logger: this.log });
     this.cgroups = opts.cgroups;
-    this.registry.on('exit', (event) => {
-      for (const l of this.listeners) {
-        try {
-          l(event);
-        } catch (err) {
-          this.log.error({ err }, 'event listener threw');
-        }
-      }
-    });
+    this.registry.on('exit', (event) => this.emit(event));
     this.registry.start();
+    this.oomTimer = setInterval(() => this.checkOom(), OOM_WATCH_INTERVAL_MS);
+    this.oomTimer.unref();
+  }
+
+  private emit(event: HelperEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(event);
+      } catch (err) {
+        this.log.error({ err }, 'event listener threw');
+      }
+    }
+  }
+
+  /**
+   * The OOM watch (upstream: an eventfd on v1 memory.oom_control / inotify on v2 memory.events,
+   * rustjail cgroups/notifier.rs): each tick compares every container cgroup's oom_kill counter
+   * with the last value seen and sends one `oom` event per container whose counter grew.
+   */
+  checkOom(): void {
+    if (!this.cgroups) return;
+    for (const record of this.containers.values()) {
+      if (!record.cgroup || record.removed) continue;
+      const n = this.cgroups.oomKills(record.cgroup);
+      const seen = record.oomSeen ?? 0;
+      record.oomSeen = n;
+      if (n > seen) {
+        this.log.warn({ containerId: record.id, oomKills: n }, 'container cgroup had an OOM kill');
+        this.emit({ event: 'oom', containerId: record.id });
+      }
+    }
   }
 
   subscribe(listener: (event: HelperEvent) => void): () => void {
@@ -370,6 +407,8 @@ export class ContainerBackend implements ContainerFamily {
         hooks: this.guestHooks,
         oci,
         cgroup,
+        // a reused cgroup dir keeps its counter: only kills from now on are events
+        oomSeen: cgroup && this.cgroups ? this.cgroups.oomKills(cgroup) : undefined,
       };
       await this.runPrestart(record);
       this.containers.set(containerId, record);
@@ -590,6 +629,47 @@ export class ContainerBackend implements ContainerFamily {
     return { result: { mode: this.cgroups.layout.mode, files: this.cgroups.stats(record.cgroup) } };
   }
 
+  /**
+   * Freeze or thaw the container's cgroup (PauseContainer / ResumeContainer; CgroupManager.freeze).
+   * NOT_FOUND for an unknown container; FAILED_PRECONDITION when it has no cgroup of its own or
+   * is being removed; INVALID_ARGUMENT for a bad `frozen` / `timeoutMs`; DEADLINE_EXCEEDED when
+   * the state is not reached in time.
+   */
+  async cgroupFreeze(rawArgs: CgroupFreezeArgs): Promise<BackendReply<CgroupFreezeResult>> {
+    const args = checkArgs(rawArgs, 'cgroupFreeze');
+    const record = this.getContainer(args.containerId);
+    if (typeof args.frozen !== 'boolean') throw new StatusError(Code.INVALID_ARGUMENT, 'cgroupFreeze: frozen must be a boolean');
+    const t = args.timeoutMs ?? 5000;
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 60_000) throw new StatusError(Code.INVALID_ARGUMENT, `cgroupFreeze: timeoutMs ${String(t)} must be 1..60000`);
+    if (!record.cgroup || !this.cgroups) throw precondition(`container ${record.id} has no cgroup of its own`);
+    if (record.removing || record.removed) throw precondition(`container ${record.id} is being removed`);
+    await this.cgroups.freeze(record.cgroup, args.frozen, t);
+    this.log.info({ containerId: record.id, frozen: args.frozen }, 'container cgroup frozen state set');
+    return { result: {} };
+  }
+
+  /**
+   * New resources for the container's cgroup (UpdateContainer): validated again
+   * (shared/cgroup.ts, INVALID_ARGUMENT naming the field) and written (CgroupManager.update).
+   * NOT_FOUND / FAILED_PRECONDITION as {@link cgroupFreeze}.
+   */
+  async cgroupUpdate(rawArgs: CgroupUpdateArgs): Promise<BackendReply<CgroupUpdateResult>> {
+    const args = checkArgs(rawArgs, 'cgroupUpdate');
+    const record = this.getContainer(args.containerId);
+    const resources = validateCgroupResources(args.resources);
+    if (!record.cgroup || !this.cgroups) throw precondition(`container ${record.id} has no cgroup of its own`);
+    if (record.removing || record.removed) throw precondition(`container ${record.id} is being removed`);
+    this.cgroups.update(record.cgroup, resources);
+    this.log.info({ containerId: record.id }, 'container cgroup resources updated');
+    return { result: {} };
+  }
+
+  /** The helper process's own figures (/proc/self) for GetMetrics. */
+  async helperStats(rawArgs: HelperStatsArgs): Promise<BackendReply<HelperStatsResult>> {
+    checkArgs(rawArgs, 'helperStats');
+    return { result: readSelfStats() };
+  }
+
   // Storage ops: delegated to helper/ops/storage.ts.
   addStorages: StorageBackendOps['addStorages'] = async (a) => this.storageOps().addStorages(a);
   releaseStorages: StorageBackendOps['releaseStorages'] = async (a) => this.storageOps().releaseStorages(a);
@@ -607,6 +687,7 @@ export class ContainerBackend implements ContainerFamily {
   async shutdown(): Promise<void> {
     if (this.isShutdown) return;
     this.isShutdown = true;
+    clearInterval(this.oomTimer);
     try {
       const failures = await this.removeAll(TEARDOWN_TIMEOUT_MS);
       if (failures.length > 0) this.log.warn({ failures }, 'processes survived shutdown');
@@ -745,6 +826,7 @@ export class ContainerBackend implements ContainerFamily {
         );
       }
       for (const p of procs) this.registry.forget(p);
+      this.checkOom(); // an OOM kill that ended the container is still reported
       if (record.cgroup && this.cgroups) {
         const left = this.cgroups.remove(record.cgroup);
         if (left.length > 0) this.log.warn({ containerId: record.id, left }, 'cgroup dirs left behind');

@@ -3,7 +3,7 @@
 import type { Test } from 'tap';
 import type { HelperClient } from '../../shared/helper-client';
 import { loadNative } from '../../shared/native';
-import { StatusError, type ExitEvent, type ProcessPlan } from '../../shared/protocol';
+import { StatusError, type ExitEvent, type HelperEvent, type ProcessPlan } from '../../shared/protocol';
 
 /** A ProcessPlan running `args` as root in "/" with a PATH and HOME; `over` replaces fields. */
 export function processPlan(args: string[], over: Partial<ProcessPlan> = {}): ProcessPlan {
@@ -70,8 +70,8 @@ export function closeAll(fds: Record<string, number>): void {
 /** The next exit event of (containerId, execId) on `client`. */
 export function exitOf(client: HelperClient, containerId: string, execId = ''): Promise<ExitEvent> {
   return new Promise((resolve) => {
-    const on = (e: ExitEvent): void => {
-      if (e.containerId === containerId && e.execId === execId) {
+    const on = (e: HelperEvent): void => {
+      if (e.event === 'exit' && e.containerId === containerId && e.execId === execId) {
         client.removeListener('event', on);
         resolve(e);
       }

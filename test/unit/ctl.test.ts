@@ -154,6 +154,16 @@ t.test('requests built from key=value, json:// and file:// (table)', async (t) =
     ['CreateSandbox', 'sid=sb1 hostname=box', { hostname: 'box', dns: [], storages: [], sandbox_pidns: false, sandbox_id: 'sb1', guest_hook_path: '', kernel_modules: [] }],
     ['GetVolumeStats', 'volume_guest_path=/v', { volume_guest_path: '/v' }],
     ['StatsContainer', 'json://{"container_id": "from-json"}', { container_id: 'from-json' }],
+    ['PauseContainer', 'cid=p', { container_id: 'p' }],
+    ['ResumeContainer', 'cid=p', { container_id: 'p' }],
+    ['GetMetrics', '', {}],
+    ['UpdateContainer', 'json://{"container_id": "u", "resources": {"Memory": {"Limit": 16777216}}}', {
+      container_id: 'u',
+      resources: {
+        Devices: [], Memory: { Limit: 16777216, Reservation: 0, Swap: 0, Kernel: 0, KernelTCP: 0, Swappiness: 0, DisableOOMKiller: false },
+        CPU: null, Pids: null, BlockIO: null, HugepageLimits: [], Network: null,
+      },
+    }],
     ['StatsContainer', 'json://{"container_id": "from-json"} cid=from-key', { container_id: 'from-key' }],
     ['WaitProcess', 'container_id=by-field-name', { container_id: 'by-field-name', exec_id: 'by-field-name' }],
     ['Check', 'json://{"service": "x"}', { service: 'x' }],

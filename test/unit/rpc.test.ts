@@ -278,8 +278,8 @@ t.test('errors: status codes for bad ids, bad input, wrong state and unimplement
   await expectCode(t, h.call('ReadStdout', { container_id: 'dup', exec_id: '', len: 0 }), Code.INVALID_ARGUMENT, /len must be > 0/);
   await expectCode(t, h.call('SignalProcess', { container_id: 'dup', exec_id: '', signal: 65 }), Code.INVALID_ARGUMENT, /signal/);
 
-  await expectCode(t, h.call('UpdateContainer', { container_id: 'dup' }), Code.UNIMPLEMENTED, /^UpdateContainer is not implemented yet$/);
-  await expectCode(t, h.call('GetMetrics', {}), Code.UNIMPLEMENTED, /^GetMetrics is not implemented yet$/);
+  await expectCode(t, h.call('UpdateContainer', { container_id: 'nope' }), Code.NOT_FOUND, /nope/);
+  await expectCode(t, h.call('ResumeContainer', { container_id: 'dup' }), Code.FAILED_PRECONDITION, /not paused/);
   await expectCode(t, h.client.call('grpc.AgentService', 'CreateContainer', Buffer.from([0xff, 0xff, 0xff])), Code.INVALID_ARGUMENT, /decode/);
   t.equal((await h.call('Check', {})).status, 1, 'the agent is still serving');
 });
