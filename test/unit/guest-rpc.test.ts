@@ -3,15 +3,12 @@
 // clock, entropy and swap calls (helper/mock/guest.ts).
 import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Agent } from '../../control/agent';
-import { defaultConfig } from '../../control/config';
-import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
+import type { MethodName, RequestOf, ResponseOf } from '../../control/ctl/methods';
 import { pciPathText, STORAGE_HANDLERS } from '../../control/rpc/guest';
 import { IMPLEMENTED_AGENT_METHODS } from '../../control/rpc';
-import { TtrpcClient } from '../../control/ttrpc';
-import { addFakeBlockDevice, startMockPair, type MockHelperPair } from '../../helper/mock/main';
+import { addFakeBlockDevice, type MockHelperPair } from '../../helper/mock/main';
+import { startMockAgent } from '../lib/mock-agent';
 import { Code, StatusError } from '../../shared/protocol';
 
 interface Harness {
@@ -24,29 +21,12 @@ interface Harness {
 }
 
 async function harness(t: Test, policy?: string): Promise<Harness> {
-  const pair = await startMockPair();
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-guest-rpc-'));
-  const address = `unix://${path.join(tmp, 'agent.sock')}`;
-  const g = pair.guest;
-  const agent = new Agent({
-    config: { ...defaultConfig(), serverAddr: address, debugAddr: '' },
-    helper: pair.client,
-    guest: { copyRoots: g.copyRoots, volumeRoots: g.volumeRoots, policy },
+  const h = await startMockAgent(t, {
+    prefix: 'kata-guest-rpc-',
+    agent: (pair) => ({ guest: { copyRoots: pair.guest.copyRoots, volumeRoots: pair.guest.volumeRoots, policy } }),
   });
-  await agent.start();
-  const client = await TtrpcClient.connect(address);
-  t.teardown(async () => {
-    await client.close();
-    await agent.stop();
-    await pair.close();
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
-  const call = async <K extends MethodName>(name: K, req: RequestOf<K>): Promise<ResponseOf<K>> => {
-    const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
-    const reply = await client.call(spec.service, spec.method, spec.request.encode(req).finish());
-    return spec.response.decode(reply) as ResponseOf<K>;
-  };
-  return { pair, call, copyRoot: g.copyRoots[0], volumeRoot: g.volumeRoots[0], sysfs: g.sysfsRoot, tmp };
+  const g = h.pair.guest;
+  return { pair: h.pair, call: h.call, copyRoot: g.copyRoots[0], volumeRoot: g.volumeRoots[0], sysfs: g.sysfsRoot, tmp: h.dir };
 }
 
 async function expectCode(t: Test, p: Promise<unknown>, code: number, message?: RegExp): Promise<void> {

@@ -5,12 +5,8 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Agent } from '../../control/agent';
-import { defaultConfig } from '../../control/config';
-import { METHODS, type MethodName, type MethodSpec, type RequestOf, type ResponseOf } from '../../control/ctl/methods';
 import { rewriteSpecDevices } from '../../control/rpc/storage';
-import { TtrpcClient } from '../../control/ttrpc';
-import { startMockPair } from '../../helper/mock/main';
+import { startMockAgent } from '../lib/mock-agent';
 import { createMockStorage } from '../../helper/mock/storage';
 import { Code, StatusError, type StoragePlan } from '../../shared/protocol';
 import type { grpc } from '../../shared/generated/protos';
@@ -124,21 +120,8 @@ t.test('device spec rewrite (upstream update_spec_devices)', async (t) => {
 
 t.test('control-side validation through the agent (mock helper)', async (t) => {
   const dir = tmpKataDir();
-  const pair = await startMockPair({ kataDir: dir });
-  const sock = path.join(dir, 'agent.sock');
-  const agent = new Agent({ config: { ...defaultConfig(), serverAddr: `unix://${sock}`, debugAddr: '' }, helper: pair.client });
-  await agent.start();
-  const client = await TtrpcClient.connect(`unix://${sock}`);
-  t.teardown(async () => {
-    await client.close();
-    await agent.stop();
-    await pair.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  const call = async <K extends MethodName>(name: K, req: RequestOf<K>): Promise<ResponseOf<K>> => {
-    const spec = METHODS[name] as unknown as MethodSpec<object, object, object, object>;
-    return spec.response.decode(await client.call(spec.service, spec.method, spec.request.encode(req).finish())) as ResponseOf<K>;
-  };
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { call } = await startMockAgent(t, { prefix: 'kata-storage-unit-', pair: { kataDir: dir } });
   const st = (over: Partial<grpc.IStorage>): grpc.IStorage => ({ driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mount_point: `${dir}/sandbox/shm`, ...over });
   await rejects(call('CreateSandbox', { hostname: 'h', storages: [st({ driver: 'nbd' })] }), Code.INVALID_ARGUMENT, /storages\[0\]\.driver "nbd"/);
   await rejects(call('CreateSandbox', { hostname: 'h', storages: [st({ mount_point: 'rel/x' })] }), Code.INVALID_ARGUMENT, /mount_point "rel\/x"/);
