@@ -12,6 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { AgentClient } from '../../control/ctl/client';
 import type { VmLane } from '../../test/vm/lib/lane';
 import { bootVm, PROJECT_ROOT, type RunningVm } from './boot';
 import { DebugConsole } from './debug-console';
@@ -54,7 +55,7 @@ export async function connect(): Promise<BootedLane> {
     const guestRootfs = ov.status === 0 ? `${b}/rootfs` : lower;
     const d = debug;
     const q = qmpClient;
-    return {
+    const lane: BootedLane = {
       vm,
       debug: d,
       qmpClient: q,
@@ -66,10 +67,13 @@ export async function connect(): Promise<BootedLane> {
       async close() {
         d.close();
         q.close();
+        const current = lane.agent as Partial<Pick<AgentClient, 'close'>>;
+        if (current !== vm.agent) await current.close?.().catch(() => undefined);
         await vm.agent.close().catch(() => undefined);
         await vm.stop();
       },
     };
+    return lane;
   } catch (err) {
     debug?.close();
     qmpClient?.close();
