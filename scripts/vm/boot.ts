@@ -49,8 +49,8 @@ export interface RunningVm {
   times: BootTimes;
   /** Resolves with QEMU's exit code once it exited. */
   exited: Promise<number | null>;
-  /** Stop QEMU (SIGTERM, SIGKILL after 5 s) and remove the run directory. */
-  stop(): Promise<void>;
+  /** Stop QEMU (SIGTERM, SIGKILL after 5 s) and remove the run directory unless `keep` or $KATA_VM_KEEP is set. */
+  stop(keep?: boolean): Promise<void>;
 }
 
 function run(cmd: string, args: string[]): void {
@@ -127,13 +127,14 @@ export async function bootVm(): Promise<RunningVm> {
     }
   };
   const fail = (why: string): Error => new Error(`VM lane: ${why}; console (${consoleLog}):\n${consoleText().split('\n').slice(-30).join('\n')}`);
-  const stop = async (): Promise<void> => {
+  const stop = async (keep = false): Promise<void> => {
     if (!qemuDone) {
       qemu.kill('SIGTERM');
       const timer = setTimeout(() => qemu.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(timer);
     }
+    if (!keep && !process.env.KATA_VM_KEEP) fs.rmSync(dir, { recursive: true, force: true });
   };
   const deadline = t0 + BOOT_TIMEOUT_MS;
   let initMs = -1;
@@ -143,7 +144,7 @@ export async function bootVm(): Promise<RunningVm> {
     if (text.includes('"msg":"announce"')) break;
     if (qemuDone) throw fail('QEMU exited before the agent served');
     if (Date.now() > deadline) {
-      await stop();
+      await stop(true);
       throw fail(`the agent did not announce within ${BOOT_TIMEOUT_MS} ms`);
     }
     await new Promise((r) => setTimeout(r, 100));
@@ -152,7 +153,7 @@ export async function bootVm(): Promise<RunningVm> {
   const agent = await connectAgent(path.join(dir, 'agent.sock'));
   const health = await agent.call('Check', { service: '' }, { timeoutNs: 60e9 });
   if (health.status !== 1) {
-    await stop();
+    await stop(true);
     throw fail(`Health.Check answered status ${health.status}, not SERVING (1)`);
   }
   const healthMs = Date.now() - t0;

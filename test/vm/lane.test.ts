@@ -98,7 +98,9 @@ async function main(): Promise<void> {
 
   await timed('DestroySandbox powers the guest off', async (t) => {
     await lane.agent.call('DestroySandbox', {});
-    const code = await Promise.race([lane.vm.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 120_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([lane.vm.exited, new Promise<string>((r) => (timer = setTimeout(() => r('still running after 120 s'), 120_000)))]);
+    clearTimeout(timer);
     t.equal(code, 0, 'QEMU exited 0 by itself (the guest powered off; -no-reboot)');
     const fs = await import('node:fs');
     const console = fs.readFileSync(lane.vm.consoleLog, 'utf8');
