@@ -6,6 +6,8 @@
  * debug endpoint, logs an announce record, and runs until SIGTERM/SIGINT (clean stop, exit 0),
  * a DestroySandbox (as upstream, the agent exits after answering it; exit 0) or the loss of the
  * helper connection (exit 1). A start-up failure exits 1 with the reason logged.
+ * Started as PID 1 (a guest's init), it runs init mode instead (control/init.ts): early mounts,
+ * helper and control plane as children, reaping, power-off at the end.
  */
 import { createLogger, type Logger } from '../shared/log';
 import { HelperClient } from '../shared/helper-client';
@@ -14,6 +16,7 @@ import { Agent } from './agent';
 import { loadConfig, USAGE, type AgentConfig } from './config';
 import { NOT_ACTED_ON, upstreamDefaults } from './config-upstream';
 import { runStandalone } from './standalone';
+import { runInit } from './init';
 import { agentVersion } from './rpc/health';
 import { parseAddress, probeUnixSocket } from './ttrpc';
 
@@ -73,6 +76,7 @@ export async function checkServerAddress(config: AgentConfig): Promise<void> {
  * ({@link run}): its SIGTERM/SIGINT handlers stay installed until the process exits.
  */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (process.pid === 1) return runInit(argv, env);
   let loaded;
   try {
     loaded = loadConfig(argv, env);

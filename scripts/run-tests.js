@@ -5,11 +5,13 @@
 // integration tests were skipped, and last the line "N passed, N failed" (tap's assertion
 // counts over every suite run; .ci/run parses it).
 //
-//   node scripts/run-tests.js [unit|integration|runtime]...   default: unit and integration
+//   node scripts/run-tests.js [unit|integration|runtime|vm]...   default: unit and integration
 //
 // runtime (`npm run test:runtime`) is opt-in only, never part of the default: test/runtime drives
 // the real Kata shim through containerd (kata-runtime-lane; root, the lane built) and skips
 // itself with the reason when it cannot run.
+// vm is the VM lane (scripts/vm/, `npm run test:vm`): root and qemu-system-x86_64 needed, one
+// QEMU guest per file, files one at a time with a 600 s timeout each.
 //
 // test/unit runs as any user. test/integration needs root (real helper, namespaces, mounts);
 // without root it is skipped with the reason printed. The integration suites get the busybox
@@ -43,10 +45,10 @@ function testFiles(suite) {
  * under it; the whole stream goes to `logFile`. Resolves with tap's final summary line (or
  * undefined), its exit status and the failing files.
  */
-function runTap(files, jobs, env, logFile) {
+function runTap(files, jobs, env, logFile, extra = []) {
   return new Promise((resolve) => {
     const tap = path.join(root, 'node_modules', '.bin', 'tap');
-    const child = spawn(tap, ['-R', 'tap', '--jobs', String(jobs), ...files], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(tap, ['-R', 'tap', '--jobs', String(jobs), ...extra, ...files], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const log = fs.createWriteStream(logFile);
     const failedFiles = [];
     let summary;
@@ -132,10 +134,21 @@ async function runSuite(suite) {
     }
     env.KATA_TEST_ROOTFS = rootfs;
   }
+  if (suite === 'vm') {
+    // The VM lane (scripts/vm/): each file boots a QEMU guest with the agent as PID 1.
+    const why = process.getuid && process.getuid() !== 0 ? 'VM tests SKIPPED: they need root (QEMU, 9p of /)'
+      : spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { stdio: 'ignore' }).status !== 0 ? 'VM tests SKIPPED: no qemu-system-x86_64 (apt-get install qemu-system-x86 busybox-static)' : '';
+    if (why) {
+      console.log(`# ${why}`);
+      notes.push(why);
+      return;
+    }
+    env.KATA_VM_LANE = path.join(root, 'dist', 'scripts', 'vm', 'lane.js');
+  }
   fs.mkdirSync(path.join(root, '.cache'), { recursive: true });
   const logFile = path.join(root, '.cache', `test-${suite}.tap`);
   console.log(`# ${suite}: ${files.length} files (full TAP output: ${path.relative(root, logFile)})`);
-  const res = await runTap(files, suite === 'unit' ? 2 : 1, env, logFile);
+  const res = await runTap(files, suite === 'unit' ? 2 : 1, env, logFile, suite === 'vm' ? ['-t', '600'] : []);
   failed.push(...res.failedFiles);
   // tap ends with a summary line like "# { total: 12, pass: 11, fail: 1 }".
   if (!res.summary) {

@@ -4,6 +4,13 @@
  *   unix:///abs/path        a named unix stream socket
  *   unix://@name            an abstract unix socket (Linux; no file)
  *   vsock://<cid>:<port>    an AF_VSOCK stream socket; cid "-1" or "" means VMADDR_CID_ANY
+ *   serial:///abs/path      a virtio-serial port (server side only), e.g.
+ *                           serial:///dev/virtio-ports/agent.channel.0, for hypervisors without
+ *                           vsock: one ttRPC connection at a time over the port (ttrpc/serial.ts)
+ *   serial://<name>         the same port found by its name (/sys/class/virtio-ports/<vportNpM>/name)
+ *
+ * The serial scheme is this project's (upstream Kata has no serial ttRPC transport; its agent
+ * reads the console device for debugging only).
  *
  * Source: ttrpc-rust common.rs parse_sockaddr (server side) and Kata agent-ctl client.rs
  * (scheme split on "://", scheme compared case-insensitively, any other scheme rejected with
@@ -21,7 +28,9 @@ export const UNIX_PATH_MAX = 107;
 export type TtrpcAddress =
   | { kind: 'unix'; path: string }
   | { kind: 'abstract'; name: string }
-  | { kind: 'vsock'; cid: number; port: number };
+  | { kind: 'vsock'; cid: number; port: number }
+  /** `path` is absolute (a device file), or a port name without "/" (looked up in sysfs). */
+  | { kind: 'serial'; path: string };
 
 function invalid(message: string): StatusError {
   return new StatusError(Code.INVALID_ARGUMENT, message);
@@ -38,7 +47,7 @@ function parseU32(text: string): number | null {
  * Parse an address string into a {@link TtrpcAddress}.
  *
  * Throws StatusError INVALID_ARGUMENT, naming the offending value, for: no "://" or a scheme
- * other than unix/vsock (`invalid server address URI scheme ...`), an empty, relative or
+ * other than unix/vsock/serial, a serial port that is neither absolute nor a plain name (`invalid server address URI scheme ...`), an empty, relative or
  * too long (> 107 bytes) unix path, an empty or too long abstract name, a vsock address without
  * ":<port>", a cid that is not a u32 decimal, "-1" or empty, a port that is not a u32 decimal.
  */
@@ -86,8 +95,17 @@ export function parseAddress(address: string): TtrpcAddress {
       if (port === null) throw invalid(`invalid vsock port ${JSON.stringify(portText)} in ${JSON.stringify(address)} (want a u32)`);
       return { kind: 'vsock', cid, port };
     }
+    case 'serial': {
+      if (rest === '') throw invalid(`empty serial port in ${JSON.stringify(address)}`);
+      if (rest.includes('\0')) throw invalid(`serial port path contains a NUL byte: ${JSON.stringify(address)}`);
+      if (!rest.startsWith('/') && !/^[A-Za-z0-9._-]{1,255}$/.test(rest)) {
+        throw invalid(`serial port must be an absolute path or a port name ([A-Za-z0-9._-]), got ${JSON.stringify(address)}`);
+      }
+      if (Buffer.byteLength(rest) > 4095) throw invalid(`serial port path too long in ${JSON.stringify(address)}`);
+      return { kind: 'serial', path: rest };
+    }
     default:
-      throw invalid(`invalid server address URI scheme ${JSON.stringify(scheme)} in ${JSON.stringify(address)} (want unix:// or vsock://)`);
+      throw invalid(`invalid server address URI scheme ${JSON.stringify(scheme)} in ${JSON.stringify(address)} (want unix://, vsock:// or serial://)`);
   }
 }
 
@@ -100,6 +118,8 @@ export function formatAddress(address: TtrpcAddress): string {
       return `unix://@${address.name}`;
     case 'vsock':
       return `vsock://${address.cid === VMADDR_CID_ANY ? '-1' : address.cid}:${address.port}`;
+    case 'serial':
+      return `serial://${address.path}`;
   }
 }
 
@@ -114,6 +134,7 @@ export function netPath(address: TtrpcAddress): string {
     case 'abstract':
       return `\0${address.name}`;
     case 'vsock':
+    case 'serial':
       throw invalid(`${formatAddress(address)} is not a unix socket address`);
   }
 }

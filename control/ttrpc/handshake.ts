@@ -16,7 +16,7 @@ import { loadNative, type NativeAddon, type PeerCred } from '../../shared/native
 import { foreignPidNamespace } from '../../shared/peer-pidns';
 
 /** What kind of listener accepted a connection. */
-export type TransportKind = 'unix' | 'abstract' | 'vsock' | 'stream';
+export type TransportKind = 'unix' | 'abstract' | 'vsock' | 'serial' | 'stream';
 
 /** What a {@link Handshaker} learns about an accepted connection. */
 export interface AcceptInfo {

@@ -78,7 +78,7 @@ export interface ListenUnixOptions {
  * Otherwise rejects with the system error of bind/listen (an Error with `code`, e.g. EADDRINUSE).
  */
 export async function listenUnix(address: TtrpcAddress, options: ListenUnixOptions): Promise<net.Server> {
-  if (address.kind === 'vsock') throw new StatusError(Code.INVALID_ARGUMENT, `${formatAddress(address)} is not a unix socket address`);
+  if (address.kind === 'vsock' || address.kind === 'serial') throw new StatusError(Code.INVALID_ARGUMENT, `${formatAddress(address)} is not a unix socket address`);
   if (address.kind === 'abstract' && !options.allowAbstract) {
     throw new StatusError(
       Code.PERMISSION_DENIED,

@@ -53,6 +53,7 @@ import { FdStream } from './fdstream';
 import { socketFd, type AcceptInfo, type Handshaker, type TransportKind } from './handshake';
 import { resolveLimits, SharedByteBudget, type ConnectionLimits } from './limits';
 import { listenUnix } from './listen';
+import { resolveSerialPort, SerialPortListener } from './serial';
 
 export type { Handler, HandlerContext } from './connection';
 
@@ -258,6 +259,10 @@ export class TtrpcServer {
       this.listenVsock(parsed.port, description);
       return;
     }
+    if (parsed.kind === 'serial') {
+      this.listenSerial(parsed.path, description);
+      return;
+    }
     const server = await listenUnix(parsed, {
       backlog: this.backlog,
       allowAbstract: this.allowAbstract,
@@ -288,6 +293,25 @@ export class TtrpcServer {
           server.close(() => resolve());
         }),
     });
+  }
+
+  /**
+   * Serve a virtio-serial port: one connection at a time, a new one each time a host client
+   * connects to the port's chardev (control/ttrpc/serial.ts). Throws StatusError NOT_FOUND for an
+   * unknown port name, the open(2) error (ENOENT, EBUSY) otherwise.
+   */
+  private listenSerial(portPath: string, description: string): void {
+    const device = resolveSerialPort(portPath);
+    const port = new SerialPortListener(device, {
+      native: (this.native ??= loadNative()),
+      onSession: (session) => {
+        this.log.debug({ address: description, device }, 'host connected to the serial port');
+        this.handleConnection(session, { kind: 'serial', address: description, fd: port.fd });
+      },
+      onError: (err) => this.log.error({ err, address: description }, 'serial port failed'),
+    });
+    this.listeners.add({ description, close: async () => port.close() });
+    this.log.info({ address: description, device }, 'ttRPC server listening');
   }
 
   private listenVsock(port: number, description: string): void {

@@ -139,12 +139,19 @@ async function main(): Promise<void> {
     const free = slots.find((s) => s['qom-path'] === undefined);
     if (!free) return t.plan(0, 'the lane VM has no free vCPU slot (-smp maxcpus)');
     await lane.qmp.execute('device_add', { driver: free.type, id: 'vmcpu-hot', ...free.props });
-    // sandbox.go hotplugResources → kata_agent.go onlineCPUMem(cpus, true)
-    await lane.agent.call('OnlineCPUMem', { wait: true, nb_cpus: 1, cpu_only: true });
+    // sandbox.go updateResources: ResizeVCPUs → onlineCPUMem(newCPUs, true), newCPUs being the
+    // new total of vCPUs (upstream online_cpus compares the online count with it).
+    await lane.agent.call('OnlineCPUMem', { wait: true, nb_cpus: cpus0 + 1, cpu_only: true });
     t.equal(await onlineCpus(), cpus0 + 1, 'the hot-added vCPU is online');
 
     await lane.qmp.execute('object-add', { 'qom-type': 'memory-backend-ram', id: 'vmmem-hot', size: 256 << 20 });
+    const blocks = async (): Promise<number> => Number((await guestText(['sh', '-c', 'ls -d /sys/devices/system/memory/memory* | wc -l'])).trim());
+    const blocks0 = await blocks();
     await lane.qmp.execute('device_add', { driver: 'pc-dimm', id: 'vmdimm-hot', memdev: 'vmmem-hot' });
+    // The agent (as upstream online_memory) onlines the blocks present when it is called, in one
+    // pass; under TCG the guest takes ~1 s to add them after device_add, so wait for them first.
+    for (let i = 0; i < 60 && (await blocks()) <= blocks0; i++) await sleep(500);
+    t.ok((await blocks()) > blocks0, 'the guest added the DIMM\'s memory blocks');
     await lane.agent.call('OnlineCPUMem', { wait: true, nb_cpus: 0, cpu_only: false });
     const offline = await guestText(['sh', '-c', 'grep -l 0 /sys/devices/system/memory/memory*/online || true']);
     t.equal(offline.trim(), '', 'every memory block is online after the pc-dimm hot-add');
