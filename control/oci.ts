@@ -37,7 +37,7 @@
  */
 import type { grpc } from '../shared/generated/protos';
 import * as path from 'node:path';
-import { cgroupPlanFromSpec } from './oci-cgroups';
+import { cgroupPlanFromSpec, checkDeviceRules } from './oci-cgroups';
 import {
   Code,
   StatusError,
@@ -237,7 +237,7 @@ function cloneCapabilities(caps: CapabilitiesPlan): CapabilitiesPlan {
 /** What an exec process takes from its container: see {@link processPlanFromOci}. */
 export interface ExecContext {
   /** The container's plan (its init's capabilities and its devicesAllowAll). */
-  container?: Pick<ContainerPlan, 'process' | 'devicesAllowAll'>;
+  container?: Pick<ContainerPlan, 'process' | 'devicesAllowAll' | 'devicesEnforced'>;
   warn?: OciWarn;
 }
 
@@ -312,7 +312,7 @@ function convertProcess(
 export function processPlanFromOci(process: grpc.Process.$Properties | null | undefined, field: string, exec: ExecContext = {}): ProcessPlan {
   return convertProcess(process, field, {
     inherit: exec.container?.process.capabilities,
-    allowMknod: exec.container?.devicesAllowAll === true,
+    allowMknod: exec.container?.devicesAllowAll === true || exec.container?.devicesEnforced === true,
     warn: exec.warn,
   });
 }
@@ -339,6 +339,12 @@ export interface ContainerPlanOptions {
   containerId?: string;
   /** Parent of container cgroups (agent config; "" = the path as the runtime gives it, as upstream). */
   cgroupParent?: string;
+  /**
+   * The helper enforces device cgroup rules (CreateSandboxResult.deviceCgroup). With it and a
+   * containerId, linux.resources.devices goes into the cgroup plan after the default rules and
+   * the CAP_MKNOD interim does not apply (ContainerPlan.devicesEnforced).
+   */
+  deviceCgroup?: boolean;
 }
 
 function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Properties[]): NamespacePlan[] {
@@ -465,10 +471,10 @@ function setLeaves(prefix: string, value: unknown, out: string[]): void {
  * Process.ApparmorProfile. Empty when there is nothing of the kind. (The other resources and
  * Linux.CgroupsPath are enforced: control/oci-cgroups.ts, helper/ops/cgroup.ts.)
  */
-export function unenforcedFields(spec: grpc.Spec.$Properties): string[] {
+export function unenforcedFields(spec: grpc.Spec.$Properties, devicesEnforced = false): string[] {
   const out: string[] = [];
   const devices = spec.Linux?.Resources?.Devices;
-  if ((devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
+  if (!devicesEnforced && (devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
   if ((spec.Linux?.Devices ?? []).length > 0) out.push('OCI.Linux.Devices');
   setLeaves('OCI.Linux.IntelRdt', spec.Linux?.IntelRdt, out);
   if (spec.Process?.ApparmorProfile) out.push('OCI.Process.ApparmorProfile');
@@ -667,8 +673,10 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     );
   }
 
+  checkDeviceRules(linux.Resources?.Devices);
   const allowAllDevices = devicesAllowAll(linux.Resources?.Devices);
-  const process = convertProcess(spec.Process, 'OCI.Process', { inherit: undefined, allowMknod: allowAllDevices, warn: options.warn });
+  const devicesEnforced = options.deviceCgroup === true && options.containerId !== undefined;
+  const process = convertProcess(spec.Process, 'OCI.Process', { inherit: undefined, allowMknod: allowAllDevices || devicesEnforced, warn: options.warn });
 
   const specNamespaces = namespacesFromOci('OCI.Linux.Namespaces', linux.Namespaces ?? []);
   const has = (type: NamespaceType): boolean => specNamespaces.some((n) => n.type === type);
@@ -701,14 +709,14 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const sysctl: Record<string, string> = { ...(linux.Sysctl ?? {}) };
   validateSysctl(sysctl, namespaces);
 
-  const cgroup = options.containerId !== undefined ? cgroupPlanFromSpec(linux, options.containerId, options.cgroupParent ?? '') : undefined;
-  const unenforced = unenforcedFields(spec);
+  const cgroup = options.containerId !== undefined ? cgroupPlanFromSpec(linux, options.containerId, options.cgroupParent ?? '', devicesEnforced) : undefined;
+  const unenforced = unenforcedFields(spec, devicesEnforced);
   if (unenforced.length > 0) {
     options.warn?.({ unenforced }, 'OCI fields accepted but not enforced');
   }
   const caps = spec.Process?.Capabilities;
   const askedMknod = caps ? CAP_SETS.some((set) => (caps[capitalised(set)] ?? []).includes('CAP_MKNOD')) : false;
-  if (!allowAllDevices && askedMknod) {
+  if (!allowAllDevices && !devicesEnforced && askedMknod) {
     options.warn?.({ field: 'OCI.Process.Capabilities' }, 'CAP_MKNOD removed: device cgroup rules cannot be enforced yet and they do not allow every device');
   }
 
@@ -725,6 +733,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     rootfsPropagation,
     ...(seccomp ? { seccomp } : {}),
     devicesAllowAll: allowAllDevices,
+    ...(devicesEnforced ? { devicesEnforced } : {}),
     unenforced,
     ...(cgroup ? { cgroup } : {}),
   };

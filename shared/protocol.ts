@@ -288,6 +288,13 @@ export interface ContainerPlan {
    */
   devicesAllowAll?: boolean;
   /**
+   * Control-side fact: the spec's device rules go to the device cgroup
+   * (cgroup.resources.devices), so CAP_MKNOD is not withheld from the container and its execs.
+   * The helper does not read it: it derives its own `nodev` decision from the presence of
+   * cgroup.resources.devices, which it enforces or refuses (FAILED_PRECONDITION).
+   */
+  devicesEnforced?: boolean;
+  /**
    * OCI fields the spec sets that are accepted but not enforced (e.g.
    * "OCI.Linux.Resources.Memory.Limit", "OCI.Linux.CgroupsPath", "OCI.Process.ApparmorProfile"),
    * see control/oci.ts unenforcedFields.
@@ -335,6 +342,12 @@ export interface CreateSandboxArgs {
 export interface CreateSandboxResult {
   /** Paths of the sandbox's persistent namespaces that containers join (ipc, uts). */
   namespaces: NamespacePlan[];
+  /**
+   * The helper enforces device cgroup rules (a v1 devices hierarchy is mounted): control then
+   * sends linux.resources.devices in ContainerPlan.cgroup and keeps CAP_MKNOD as the spec asks.
+   * Absent (an older helper) = false.
+   */
+  deviceCgroup?: boolean;
 }
 
 export type DestroySandboxArgs = Record<string, never>;
@@ -1042,7 +1055,11 @@ export interface CgroupResourcesPlan {
   network?: { classId?: number; priorities?: { name: string; priority: number }[] };
   /** cgroup v2 files to write (key = file name in the container's cgroup dir, no "/"). */
   unified?: Record<string, string>;
-  /** Device rules (v1 devices controller), in order; later rules win. */
+  /**
+   * Device rules (v1 devices controller), in order; later rules win. Present: the helper first
+   * denies every device, then writes each rule (devices.allow / devices.deny); control puts
+   * runc's and rustjail's default rules first (control/oci-cgroups.ts DEFAULT_DEVICE_RULES).
+   */
   devices?: CgroupDeviceRule[];
 }
 

@@ -74,6 +74,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       sandbox: sandbox.namespaceInfo(),
       warn: (f, m) => core.log.warn({ container: id, ...f }, m),
       containerId: id,
+      deviceCgroup: sandbox.deviceCgroup,
     });
     // For the OCI state that hooks read (helper/ops/hooks.ts).
     const oci = { version: req.OCI.Version ?? '', annotations: { ...(req.OCI.Annotations ?? {}) } };

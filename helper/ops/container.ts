@@ -332,7 +332,9 @@ export class ContainerBackend implements ContainerFamily {
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
-      return { result: { namespaces } };
+      // Device rules are enforced through a v1 devices hierarchy (no v2 eBPF program yet).
+      const deviceCgroup = this.cgroups?.layout.v1.devices !== undefined;
+      return { result: { namespaces, deviceCgroup } };
     } finally {
       this.sandboxBusy = false;
     }

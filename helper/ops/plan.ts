@@ -244,9 +244,10 @@ export interface ValidContainerPlan {
   /** The container's seccomp profile (compiled by the launcher, helper/ops/seccomp.ts); absent = none. */
   seccomp?: ValidSeccomp;
   /**
-   * Mount everything but the /dev tmpfs and devpts `nodev` (kata-init `nodev` record): there is
-   * no device cgroup yet, so unless the spec's device rules allow every device, device nodes that
-   * the image ships (or a bind brings) must not be openable. True unless plan.devicesAllowAll.
+   * Mount everything but the /dev tmpfs and devpts `nodev` (kata-init `nodev` record): without a
+   * device cgroup, unless the spec's device rules allow every device, device nodes that the
+   * image ships (or a bind brings) must not be openable. True unless plan.devicesAllowAll or the
+   * cgroup plan carries device rules (cgroup.resources.devices, enforced by the device cgroup).
    */
   nodev: boolean;
   /** The container's cgroup (re-validated, shared/cgroup.ts); absent: none of its own. */
@@ -840,8 +841,12 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   const proc = validateProcessPlan(plan.process);
   const seccomp = validateSeccomp(plan.seccomp);
   const devicesAllowAll = plan.devicesAllowAll === undefined ? false : checkBool(plan.devicesAllowAll, 'devicesAllowAll');
+  const cgroup = plan.cgroup !== undefined ? validateCgroupPlan(plan.cgroup) : undefined;
+  // Device rules in the cgroup plan are enforced by the device cgroup (or the container is
+  // refused), so the nodev stand-in is not needed then.
+  const devicesEnforced = cgroup?.resources.devices !== undefined;
   return {
-    nodev: !devicesAllowAll,
+    nodev: !devicesAllowAll && !devicesEnforced,
     rootfs,
     readonly,
     hostname,
@@ -853,7 +858,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     rootfsPropagation,
     process: proc,
     ...(seccomp ? { seccomp } : {}),
-    ...(plan.cgroup !== undefined ? { cgroup: validateCgroupPlan(plan.cgroup) } : {}),
+    ...(cgroup !== undefined ? { cgroup } : {}),
   };
 }
 

@@ -432,3 +432,35 @@ t.test('OOMScoreAdj is carried for the init and for execs (0 when unset)', async
   t.equal(containerPlanFromSpec(spec(), noSandbox).process.oomScoreAdj, 0);
   t.equal(processPlanFromOci({ Args: ['sh'], OOMScoreAdj: 1000 }, 'process').oomScoreAdj, 1000);
 });
+
+t.test('device cgroup enforced (CreateSandboxResult.deviceCgroup): rules carried after the defaults, CAP_MKNOD kept, not listed as unenforced', async (t) => {
+  const names = ['CAP_MKNOD', 'CAP_KILL'];
+  const deny = { Resources: { Devices: [{ Allow: false, Type: 'c', Major: 1, Minor: 5, Access: 'rwm' }, { Allow: true, Type: '', Major: -1, Minor: -1, Access: '' }] } };
+  const s = spec({ Process: { Args: ['sh'], Capabilities: { Bounding: names, Effective: names, Permitted: names } } }, deny);
+  const plan = containerPlanFromSpec(s, { ...noSandbox, containerId: 'c1', deviceCgroup: true });
+  t.equal(plan.devicesEnforced, true);
+  t.same(plan.process.capabilities?.bounding, [5, 27], 'CAP_MKNOD kept');
+  t.notOk(plan.unenforced?.includes('OCI.Linux.Resources.Devices'), 'Resources.Devices is enforced');
+  const rules = plan.cgroup?.resources.devices ?? [];
+  t.same(rules[0], { allow: true, type: 'c', major: -1, minor: -1, access: 'm' }, 'the defaults come first (c *:* m)');
+  t.same(rules.slice(-2), [
+    { allow: false, type: 'c', major: 1, minor: 5, access: 'rwm' },
+    { allow: true, type: 'a', major: -1, minor: -1, access: 'rwm' },
+  ], 'then the spec rules in order ("" type → a, "" access → rwm)');
+  const exec = processPlanFromOci({ Args: ['id'], Capabilities: { Bounding: ['CAP_MKNOD'] } }, 'process', { container: plan });
+  t.same(exec.capabilities?.bounding, [27], 'an exec keeps CAP_MKNOD too');
+
+  const interim = containerPlanFromSpec(s, { ...noSandbox, containerId: 'c1' });
+  t.equal(interim.devicesEnforced, undefined);
+  t.same(interim.process.capabilities?.bounding, [5], 'without a device cgroup: the interim removes CAP_MKNOD');
+  t.equal(interim.cgroup?.resources.devices, undefined, 'and no rules are sent');
+  t.ok(interim.unenforced?.includes('OCI.Linux.Resources.Devices'));
+
+  for (const [dev, field] of [
+    [{ Allow: true, Type: 'x', Access: 'rwm' }, 'Devices[0].Type "x"'],
+    [{ Allow: true, Type: 'c', Access: 'rwx' }, 'Devices[0].Access "rwx"'],
+    [{ Allow: true, Type: 'c', Major: -2, Access: 'r' }, 'Devices[0].Major -2'],
+  ] as const) {
+    rejects(t, () => containerPlanFromSpec(spec({}, { Resources: { Devices: [dev] } }), noSandbox), Code.INVALID_ARGUMENT, [field], field);
+  }
+});
