@@ -43,6 +43,7 @@ import {
   StatusError,
   type CapabilitiesPlan,
   type ContainerPlan,
+  type DeviceNodePlan,
   type MountPlan,
   type NamespacePlan,
   type NamespaceType,
@@ -475,7 +476,6 @@ export function unenforcedFields(spec: grpc.Spec.$Properties, devicesEnforced = 
   const out: string[] = [];
   const devices = spec.Linux?.Resources?.Devices;
   if (!devicesEnforced && (devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
-  if ((spec.Linux?.Devices ?? []).length > 0) out.push('OCI.Linux.Devices');
   setLeaves('OCI.Linux.IntelRdt', spec.Linux?.IntelRdt, out);
   if (spec.Process?.ApparmorProfile) out.push('OCI.Process.ApparmorProfile');
   return out;
@@ -608,6 +608,48 @@ export function seccompFromOci(seccomp: grpc.LinuxSeccomp.$Properties | null | u
   return { defaultAction, architectures, flags, syscalls };
 }
 
+/** Most linux.devices entries accepted (kata-init's plan limit is far above). */
+export const MAX_DEVICES = 256;
+
+/**
+ * OCI linux.devices (config-linux.md#devices) → {@link DeviceNodePlan}s. Path absolute, below
+ * /dev, no ".." (upstream rustjail mount.rs create_devices: "can only create devices in /dev");
+ * Type c, u, b or p; Major/Minor 0..2^32-1 (ignored for p); FileMode the permission bits only
+ * (0 = 0666 as runc's default when unset, since proto3 cannot tell unset from 0); UID/GID as
+ * given (0 = root). Duplicate paths: the last entry wins (as runc). Throws INVALID_ARGUMENT
+ * naming `OCI.Linux.Devices[i].<field>`.
+ */
+export function devicesFromOci(devices: readonly grpc.LinuxDevice.$Properties[] | null | undefined): DeviceNodePlan[] {
+  const list = devices ?? [];
+  if (list.length > MAX_DEVICES) throw invalid('OCI.Linux.Devices', list.length, `more than ${MAX_DEVICES} entries`);
+  const byPath = new Map<string, DeviceNodePlan>();
+  list.forEach((d, i) => {
+    const f = `OCI.Linux.Devices[${i}]`;
+    const p = checkAbsPath(`${f}.Path`, d.Path ?? '', true);
+    const normal = path.posix.normalize(p);
+    if (!normal.startsWith('/dev/') || normal === '/dev/') throw invalid(`${f}.Path`, p, 'a device node must be below /dev');
+    const type = d.Type ?? '';
+    if (!['c', 'u', 'b', 'p'].includes(type)) throw invalid(`${f}.Type`, type, 'must be "c", "u", "b" or "p"');
+    const num = (k: 'Major' | 'Minor'): number => {
+      const v = toInt(d[k]);
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw invalid(`${f}.${k}`, v, 'must be an integer in 0..4294967295');
+      return type === 'p' ? 0 : v;
+    };
+    const mode = d.FileMode ?? 0;
+    if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw invalid(`${f}.FileMode`, mode, 'must be permission bits 0..0o7777');
+    byPath.set(normal, {
+      path: normal,
+      type: type as DeviceNodePlan['type'],
+      major: num('Major'),
+      minor: num('Minor'),
+      fileMode: mode === 0 ? 0o666 : mode,
+      uid: toUint(`${f}.UID`, d.UID),
+      gid: toUint(`${f}.GID`, d.GID),
+    });
+  });
+  return [...byPath.values()];
+}
+
 function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
   return mounts.map((m, i) => {
     const f = `OCI.Mounts[${i}]`;
@@ -697,6 +739,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     if (!has('uts')) throw invalid('OCI.Hostname', hostname, 'setting a hostname needs a uts namespace in OCI.Linux.Namespaces');
   }
 
+  const devices = devicesFromOci(linux.Devices);
   const maskedPaths = (linux.MaskedPaths ?? []).map((p, i) => checkAbsPath(`OCI.Linux.MaskedPaths[${i}]`, p, true));
   const readonlyPaths = (linux.ReadonlyPaths ?? []).map((p, i) => checkAbsPath(`OCI.Linux.ReadonlyPaths[${i}]`, p, true));
 
@@ -736,5 +779,6 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     ...(devicesEnforced ? { devicesEnforced } : {}),
     unenforced,
     ...(cgroup ? { cgroup } : {}),
+    ...(devices.length > 0 ? { devices } : {}),
   };
 }

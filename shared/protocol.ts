@@ -302,6 +302,26 @@ export interface ContainerPlan {
   unenforced?: string[];
   /** The container's cgroup (shared/protocol.ts CgroupPlan); absent: the helper's own cgroups. */
   cgroup?: CgroupPlan;
+  /** OCI linux.devices: nodes kata-init creates in the container (after the mounts). */
+  devices?: DeviceNodePlan[];
+}
+
+/**
+ * A device node to create in the container (OCI config-linux.md#devices). kata-init mknods it
+ * (then chown/chmod); when mknod is refused it bind-mounts the guest's node at the same path.
+ */
+export interface DeviceNodePlan {
+  /** Container path below /dev, absolute, no "..". */
+  path: string;
+  /** "c" (or "u"), "b" or "p" (a FIFO). */
+  type: 'c' | 'u' | 'b' | 'p';
+  /** 0..2^32-1 (0 for "p"). */
+  major: number;
+  minor: number;
+  /** Permission bits, 0..0o7777. */
+  fileMode: number;
+  uid: number;
+  gid: number;
 }
 
 // ---------------------------------------------------------------------------------------------

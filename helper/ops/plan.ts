@@ -16,7 +16,7 @@
  * oversized plan (RESOURCE_EXHAUSTED).
  */
 import { validateCgroupPlan } from '../../shared/cgroup';
-import type { CgroupPlan } from '../../shared/protocol';
+import type { CgroupPlan, DeviceNodePlan } from '../../shared/protocol';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -252,6 +252,8 @@ export interface ValidContainerPlan {
   nodev: boolean;
   /** The container's cgroup (re-validated, shared/cgroup.ts); absent: none of its own. */
   cgroup?: CgroupPlan;
+  /** OCI linux.devices to create (kata-init `device` records, after the mounts). */
+  devices: DeviceNodePlan[];
 }
 
 export interface PlanCheckOptions {
@@ -859,6 +861,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     process: proc,
     ...(seccomp ? { seccomp } : {}),
     ...(cgroup !== undefined ? { cgroup } : {}),
+    devices: validateDevices(plan.devices),
   };
 }
 
@@ -915,6 +918,36 @@ function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
   w.record('tty', p.terminal ? 1 : 0);
 }
 
+/**
+ * Re-check ContainerPlan.devices (control/oci.ts devicesFromOci made them): at most 256, path
+ * absolute below /dev without "..", type c/u/b/p, major/minor 0..2^32-1, fileMode 0..0o7777,
+ * uid/gid ids. INVALID_ARGUMENT naming devices[i].
+ */
+function validateDevices(raw: unknown): DeviceNodePlan[] {
+  if (raw === undefined) return [];
+  return checkArray(raw, 'devices', 256).map((d, i) => {
+    const f = `devices[${i}]`;
+    if (!isRecord(d)) throw invalid(`${f} must be a map, got ${describe(d)}`);
+    const p = checkConfinedPath(d.path, `${f}.path`);
+    if (!p.startsWith('/dev/')) throw invalid(`${f}.path ${JSON.stringify(p)} is not below /dev`);
+    const type = d.type;
+    if (type !== 'c' && type !== 'u' && type !== 'b' && type !== 'p') throw invalid(`${f}.type must be "c", "u", "b" or "p", got ${describe(type)}`);
+    const num = (v: unknown, k: string, max: number): number => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw invalid(`${f}.${k} must be an integer in 0..${max}, got ${describe(v)}`);
+      return v;
+    };
+    return {
+      path: p,
+      type,
+      major: num(d.major, 'major', 0xffffffff),
+      minor: num(d.minor, 'minor', 0xffffffff),
+      fileMode: num(d.fileMode, 'fileMode', 0o7777),
+      uid: checkId(d.uid, `${f}.uid`),
+      gid: checkId(d.gid, `${f}.gid`),
+    };
+  });
+}
+
 /** kata-init `create` plan for a validated container, with its compiled seccomp filter if any. */
 export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompFilter): Buffer {
   const w = new PlanWriter();
@@ -930,6 +963,7 @@ export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompF
   for (const p of plan.maskedPaths) w.record('masked', p);
   for (const p of plan.readonlyPaths) w.record('readonlypath', p);
   for (const [k, v] of plan.sysctl) w.record('sysctl', k, v);
+  for (const d of plan.devices) w.record('device', d.path, d.type === 'u' ? 'c' : d.type, d.major, d.minor, d.fileMode, d.uid, d.gid);
   writeProcess(w, plan.process);
   writeSeccomp(w, seccomp);
   return w.toBuffer();

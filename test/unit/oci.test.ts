@@ -464,3 +464,28 @@ t.test('device cgroup enforced (CreateSandboxResult.deviceCgroup): rules carried
     rejects(t, () => containerPlanFromSpec(spec({}, { Resources: { Devices: [dev] } }), noSandbox), Code.INVALID_ARGUMENT, [field], field);
   }
 });
+
+t.test('linux.devices → device node plans (rustjail create_devices rules)', async (t) => {
+  const plan = containerPlanFromSpec(
+    spec({}, { Devices: [
+      { Path: '/dev/fuse', Type: 'c', Major: 10, Minor: 229, FileMode: 0o600, UID: 0, GID: 0 },
+      { Path: '/dev/vdb', Type: 'b', Major: 254, Minor: 16 },
+      { Path: '/dev/vdb', Type: 'b', Major: 254, Minor: 17, UID: 5 },
+    ] }),
+    noSandbox,
+  );
+  t.same(plan.devices, [
+    { path: '/dev/fuse', type: 'c', major: 10, minor: 229, fileMode: 0o600, uid: 0, gid: 0 },
+    { path: '/dev/vdb', type: 'b', major: 254, minor: 17, fileMode: 0o666, uid: 5, gid: 0 },
+  ], 'FileMode 0 → 0666 (runc default); a repeated path: the last entry wins');
+  t.notOk(plan.unenforced?.includes('OCI.Linux.Devices'), 'no longer listed as unenforced');
+  for (const [dev, field] of [
+    [{ Path: '/dev/x', Type: 'z' }, 'OCI.Linux.Devices[0].Type "z"'],
+    [{ Path: 'dev/x', Type: 'c' }, 'OCI.Linux.Devices[0].Path "dev/x"'],
+    [{ Path: '/etc/passwd', Type: 'c' }, 'below /dev'],
+    [{ Path: '/dev/../etc/x', Type: 'c' }, '".." components'],
+    [{ Path: '/dev/x', Type: 'c', FileMode: 0o10644 }, 'OCI.Linux.Devices[0].FileMode'],
+  ] as const) {
+    rejects(t, () => containerPlanFromSpec(spec({}, { Devices: [dev] }), noSandbox), Code.INVALID_ARGUMENT, [field], field);
+  }
+});
