@@ -130,7 +130,7 @@ function rule(type: 'c' | 'b', major: number, minor: number, access: string): Cg
 }
 
 /**
- * Device rules every container gets ahead of its own (upstream rustjail cgroups/fs/mod.rs
+ * Device rules every container gets after its own (upstream rustjail cgroups/fs/mod.rs
  * DEFAULT_DEVICES + DEFAULT_ALLOWED_DEVICES, runc libcontainer/specconv AllowedDevices): mknod
  * of any char or block device (a node is useless without r/w access), read/write of /dev/null,
  * zero, full, random, urandom, tty, console (5:1), the pts slaves (136:*), ptmx (5:2) and
@@ -168,14 +168,16 @@ export function checkDeviceRules(rules: readonly grpc.LinuxDeviceCgroup.$Propert
 }
 
 /**
- * {@link DEFAULT_DEVICE_RULES} followed by the spec's rules in order (later rules win; the
- * helper denies everything first, as rustjail setup_devcg_whitelist does). Type "" becomes
- * "a", Access "" becomes "rwm". Throws as {@link checkDeviceRules}.
+ * The spec's rules in order, then {@link DEFAULT_DEVICE_RULES} (later rules win; the helper
+ * denies everything first, as rustjail setup_devcg_whitelist does). The order is runc's
+ * (specconv CreateCgroupConfig appends AllowedDevices after the spec's rules): a spec that
+ * starts with "deny all", as `runc spec` and containerd write, keeps /dev/null, the pts and the
+ * other defaults, and a spec rule cannot take a default device away. Type "" becomes "a",
+ * Access "" becomes "rwm". Throws as {@link checkDeviceRules}.
  */
 export function deviceRulesFromSpec(rules: readonly grpc.LinuxDeviceCgroup.$Properties[] | null | undefined): CgroupDeviceRule[] {
   checkDeviceRules(rules);
   return [
-    ...DEFAULT_DEVICE_RULES.map((r) => ({ ...r })),
     ...(rules ?? []).map((r) => ({
       allow: r.Allow === true,
       type: r.Type || 'a',
@@ -183,5 +185,6 @@ export function deviceRulesFromSpec(rules: readonly grpc.LinuxDeviceCgroup.$Prop
       minor: n(r.Minor),
       access: r.Access || 'rwm',
     })),
+    ...DEFAULT_DEVICE_RULES.map((r) => ({ ...r })),
   ];
 }

@@ -197,7 +197,9 @@ const CAP_SETS = ['bounding', 'effective', 'inheritable', 'permitted', 'ambient'
  * OCI capability names → numbers ({@link CAPABILITIES}), per set, sorted and deduplicated.
  * Unknown names are skipped and reported through `warn`, as upstream rustjail capabilities.rs
  * to_capshashset does (a spec written for a newer kernel still runs); names are matched exactly
- * ("CAP_KILL"), as runc and upstream do.
+ * ("CAP_KILL"), as runc and upstream do. An ambient capability that is not in both the permitted
+ * and the inheritable set is dropped with a warning (the kernel would refuse to raise it; runc
+ * drops it too), so `runc spec`'s default config.json runs unchanged.
  */
 export function capabilitiesFromOci(
   caps: grpc.LinuxCapabilities.$Properties,
@@ -216,6 +218,14 @@ export function capabilitiesFromOci(
     out[set] = [...nums].sort((a, b) => a - b);
   }
   if (unknown.length > 0) warn?.({ field, unknown }, 'unknown capability names skipped');
+  // The kernel raises an ambient capability only when it is permitted and inheritable
+  // (capabilities(7)); runc drops the others with a warning rather than failing (runc spec's
+  // default config.json asks for ambient CAP_KILL etc. with no inheritable set).
+  const dropped = out.ambient.filter((c) => !out.permitted.includes(c) || !out.inheritable.includes(c));
+  if (dropped.length > 0) {
+    out.ambient = out.ambient.filter((c) => !dropped.includes(c));
+    warn?.({ field: `${field}.Ambient`, dropped: dropped.map((c) => CAPABILITIES[c]) }, 'ambient capabilities not in both the permitted and the inheritable set dropped (as runc)');
+  }
   return out;
 }
 

@@ -1078,7 +1078,8 @@ export interface CgroupResourcesPlan {
   /**
    * Device rules (v1 devices controller), in order; later rules win. Present: the helper first
    * denies every device, then writes each rule (devices.allow / devices.deny); control puts
-   * runc's and rustjail's default rules first (control/oci-cgroups.ts DEFAULT_DEVICE_RULES).
+   * runc's and rustjail's default rules after the spec's, as runc (control/oci-cgroups.ts
+   * DEFAULT_DEVICE_RULES).
    */
   devices?: CgroupDeviceRule[];
 }

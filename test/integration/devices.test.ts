@@ -23,29 +23,29 @@ if (skip) {
       if (!tt.passing()) tt.comment(h.logs());
     });
 
-    await t.test('a deny rule for c 1:5 stops reading /dev/zero; the default devices stay usable; CAP_MKNOD is kept', async (t) => {
+    await t.test('spec rules: deny all then the defaults still usable (runc order); CAP_MKNOD is kept; a node for a non-default device is denied', async (t) => {
       const { stdout, stderr, status } = await h.runToEnd(
         t,
         [
           'sh',
           '-c',
-          'head -c1 /dev/zero >/dev/null && echo zero-ok || echo zero-denied; ' +
-            'head -c1 /dev/urandom >/dev/null && echo urandom-ok; echo x >/dev/null && echo null-ok; ' +
-            'grep CapEff /proc/self/status; rm -f /tmp/z; mknod /tmp/z c 1 5 && echo mknod-ok; head -c1 /tmp/z >/dev/null || echo node-denied; rm -f /tmp/z',
+          'head -c1 /dev/zero >/dev/null && echo zero-ok; head -c1 /dev/urandom >/dev/null && echo urandom-ok; echo x >/dev/null && echo null-ok; ' +
+            'grep CapEff /proc/self/status; rm -f /tmp/lp; mknod /tmp/lp b 7 0 && echo mknod-ok; head -c1 /tmp/lp >/dev/null || echo node-denied; rm -f /tmp/lp',
         ],
         {
           capabilities: ALL_CAPS,
-          resources: { devices: [{ allow: false, type: 'c', major: 1, minor: 5, access: 'rwm' }] },
+          // `runc spec` and containerd start with "deny all"
+          resources: { devices: [{ allow: false, access: 'rwm' }] },
         },
       );
       t.equal(status, 0, stderr);
       const lines = stdout.split('\n');
-      t.ok(lines.includes('zero-denied'), `reading /dev/zero is denied by the rule: ${stdout} ${stderr}`);
-      t.match(stderr, /Operation not permitted/, 'the kernel refused the open (EPERM)');
-      t.ok(lines.includes('urandom-ok'), '/dev/urandom (a default rule) is readable');
+      t.ok(lines.includes('zero-ok'), `/dev/zero (a default rule) is readable: ${stdout} ${stderr}`);
+      t.ok(lines.includes('urandom-ok'), '/dev/urandom is readable');
       t.ok(lines.includes('null-ok'), '/dev/null is writable');
-      t.ok(lines.includes('mknod-ok'), 'CAP_MKNOD kept: the device cgroup enforces the rules (mknod allowed by the default c *:* m rule)');
-      t.ok(lines.includes('node-denied'), 'a node made inside for c 1:5 is denied too');
+      t.ok(lines.includes('mknod-ok'), 'CAP_MKNOD kept: the device cgroup enforces the rules (mknod allowed by the default b *:* m rule)');
+      t.ok(lines.includes('node-denied'), 'a node made inside for b 7:0 (a loop device) cannot be opened');
+      t.match(stderr, /Operation not permitted/, 'the kernel refused the open (EPERM)');
       const capEff = BigInt('0x' + (/CapEff:\s*([0-9a-f]+)/.exec(stdout)?.[1] ?? '0'));
       t.equal((capEff >> 27n) & 1n, 1n, 'CAP_MKNOD (27) is in the effective set');
     });
@@ -71,32 +71,32 @@ if (skip) {
       return { stdout: out.toString(), stderr: err.toString(), status: await h.wait(id, id) };
     };
 
-    await t.test('linux.devices: nodes created with type, numbers, mode and owner; a deny rule stops opening one; default nodes and links present', async (t) => {
-      const r = await runWithDevices(
-        t,
-        [
-          'sh',
-          '-c',
-          'stat -c "%n %F %t:%T %a %u:%g" /dev/myzero /dev/sub/myfull /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; ' +
-            'for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done; ' +
-            'head -c1 /dev/myzero >/dev/null && echo myzero-read || echo myzero-denied; head -c1 /dev/sub/myfull >/dev/null && echo myfull-read',
-        ],
-        [
-          { Path: '/dev/myzero', Type: 'c', Major: 1, Minor: 5, FileMode: 0o640, UID: 1000, GID: 100 },
-          { Path: '/dev/sub/myfull', Type: 'c', Major: 1, Minor: 7, FileMode: 0o600 },
-        ],
-        { devices: [{ allow: false, type: 'c', major: 1, minor: 5, access: 'rwm' }] },
-      );
-      t.equal(r.status, 0, r.stderr);
-      const lines = r.stdout.split('\n');
-      t.ok(lines.includes('/dev/myzero character special file 1:5 640 1000:100'), `myzero: c 1:5 0640 1000:100 (${r.stdout})`);
+    await t.test('linux.devices: nodes created with type, numbers, mode and owner; allow and deny rules apply to them; default nodes and links present', async (t) => {
+      const script =
+        'stat -c "%n %F %t:%T %a %u:%g" /dev/myloop /dev/sub/myfull /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; ' +
+        'for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done; ' +
+        'head -c1 /dev/myloop >/dev/null && echo myloop-read || echo myloop-denied; head -c1 /dev/sub/myfull >/dev/null && echo myfull-read';
+      const devices = [
+        { Path: '/dev/myloop', Type: 'b', Major: 7, Minor: 0, FileMode: 0o640, UID: 1000, GID: 100 },
+        { Path: '/dev/sub/myfull', Type: 'c', Major: 1, Minor: 7, FileMode: 0o600 },
+      ];
+      const allowed = await runWithDevices(t, ['sh', '-c', script], devices, { devices: [{ allow: false, access: 'rwm' }, { allow: true, type: 'b', major: 7, minor: 0, access: 'r' }] });
+      t.equal(allowed.status, 0, allowed.stderr);
+      const lines = allowed.stdout.split('\n');
+      t.ok(lines.includes('/dev/myloop block special file 7:0 640 1000:100'), `myloop: b 7:0 0640 1000:100 (${allowed.stdout})`);
       t.ok(lines.includes('/dev/sub/myfull character special file 1:7 600 0:0'), 'a node in a new sub-directory');
       for (const [n, mm] of [['null', '1:3'], ['zero', '1:5'], ['full', '1:7'], ['random', '1:8'], ['urandom', '1:9'], ['tty', '5:0']]) {
         t.ok(lines.includes(`/dev/${n} character special file ${mm} 666 0:0`), `default /dev/${n} (${mm}, 0666)`);
       }
       t.same(lines.slice(8, 13), ['/proc/self/fd', '/proc/self/fd/0', '/proc/self/fd/1', '/proc/self/fd/2', 'pts/ptmx'], '/dev symlinks');
-      t.ok(lines.includes('myzero-denied'), 'the deny rule for c 1:5 stops reading the linux.devices node');
+      t.ok(lines.includes('myloop-read'), 'an allow rule for b 7:0 r: the node reads');
       t.ok(lines.includes('myfull-read'), 'the other node (c 1:7, a default rule) reads');
+
+      const denied = await runWithDevices(t, ['sh', '-c', script], devices, {
+        devices: [{ allow: true, type: 'b', major: 7, minor: 0, access: 'r' }, { allow: false, type: 'b', major: 7, minor: 0, access: 'rwm' }],
+      });
+      t.match(denied.stdout, /^myloop-denied$/m, 'allow then deny b 7:0: head -c1 /dev/myloop is refused');
+      t.match(denied.stderr, /myloop: Operation not permitted/, 'EPERM from the device cgroup');
     });
 
     await t.test('bad linux.devices are INVALID_ARGUMENT naming the field', async (t) => {

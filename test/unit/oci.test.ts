@@ -265,12 +265,25 @@ t.test('capabilities: names → numbers, unknown names skipped with a warning', 
   t.equal(CAPABILITIES[40], 'CAP_CHECKPOINT_RESTORE');
   const warnings: Record<string, unknown>[] = [];
   const caps = capabilitiesFromOci(
-    { Bounding: ['CAP_KILL', 'CAP_CHOWN', 'CAP_KILL', 'CAP_BOGUS', 'cap_kill'], Effective: ['CAP_KILL'], Ambient: ['CAP_BPF'] },
+    { Bounding: ['CAP_KILL', 'CAP_CHOWN', 'CAP_KILL', 'CAP_BOGUS', 'cap_kill'], Effective: ['CAP_KILL'], Permitted: ['CAP_BPF'], Inheritable: ['CAP_BPF'], Ambient: ['CAP_BPF'] },
     'OCI.Process.Capabilities',
     (f) => warnings.push(f),
   );
-  t.same(caps, { bounding: [0, 5], effective: [5], inheritable: [], permitted: [], ambient: [39] }, 'sorted, deduplicated, exact names only');
+  t.same(caps, { bounding: [0, 5], effective: [5], inheritable: [39], permitted: [39], ambient: [39] }, 'sorted, deduplicated, exact names only');
   t.same(warnings, [{ field: 'OCI.Process.Capabilities', unknown: ['bounding:CAP_BOGUS', 'bounding:cap_kill'] }], 'unknown names reported');
+});
+
+t.test('capabilities: ambient ones not both permitted and inheritable are dropped with a warning (runc; `runc spec` config)', async (t) => {
+  const warnings: [Record<string, unknown>, string][] = [];
+  const runcSpec = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
+  const caps = capabilitiesFromOci(
+    { Bounding: runcSpec, Effective: runcSpec, Permitted: runcSpec, Ambient: [...runcSpec, 'CAP_CHOWN'], Inheritable: ['CAP_KILL', 'CAP_CHOWN'] },
+    'OCI.Process.Capabilities',
+    (f, m) => warnings.push([f, m]),
+  );
+  t.same(caps.ambient, [5], 'only CAP_KILL is permitted and inheritable');
+  t.same(caps.permitted, [5, 10, 29], 'the other sets are untouched');
+  t.same(warnings[0][0], { field: 'OCI.Process.Capabilities.Ambient', dropped: ['CAP_CHOWN', 'CAP_NET_BIND_SERVICE', 'CAP_AUDIT_WRITE'] }, 'the dropped ones are named');
 });
 
 t.test('capabilities: init default, exec inheritance, CAP_MKNOD only with allow-all device rules', async (t) => {
@@ -433,7 +446,7 @@ t.test('OOMScoreAdj is carried for the init and for execs (0 when unset)', async
   t.equal(processPlanFromOci({ Args: ['sh'], OOMScoreAdj: 1000 }, 'process').oomScoreAdj, 1000);
 });
 
-t.test('device cgroup enforced (CreateSandboxResult.deviceCgroup): rules carried after the defaults, CAP_MKNOD kept, not listed as unenforced', async (t) => {
+t.test('device cgroup enforced (CreateSandboxResult.deviceCgroup): rules carried before the defaults, CAP_MKNOD kept, not listed as unenforced', async (t) => {
   const names = ['CAP_MKNOD', 'CAP_KILL'];
   const deny = { Resources: { Devices: [{ Allow: false, Type: 'c', Major: 1, Minor: 5, Access: 'rwm' }, { Allow: true, Type: '', Major: -1, Minor: -1, Access: '' }] } };
   const s = spec({ Process: { Args: ['sh'], Capabilities: { Bounding: names, Effective: names, Permitted: names } } }, deny);
@@ -442,11 +455,12 @@ t.test('device cgroup enforced (CreateSandboxResult.deviceCgroup): rules carried
   t.same(plan.process.capabilities?.bounding, [5, 27], 'CAP_MKNOD kept');
   t.notOk(plan.unenforced?.includes('OCI.Linux.Resources.Devices'), 'Resources.Devices is enforced');
   const rules = plan.cgroup?.resources.devices ?? [];
-  t.same(rules[0], { allow: true, type: 'c', major: -1, minor: -1, access: 'm' }, 'the defaults come first (c *:* m)');
-  t.same(rules.slice(-2), [
+  t.same(rules.slice(0, 2), [
     { allow: false, type: 'c', major: 1, minor: 5, access: 'rwm' },
     { allow: true, type: 'a', major: -1, minor: -1, access: 'rwm' },
-  ], 'then the spec rules in order ("" type → a, "" access → rwm)');
+  ], 'the spec rules first, in order ("" type → a, "" access → rwm)');
+  t.same(rules[2], { allow: true, type: 'c', major: -1, minor: -1, access: 'm' }, 'then the defaults (c *:* m first), as runc');
+  t.equal(rules.length, 14);
   const exec = processPlanFromOci({ Args: ['id'], Capabilities: { Bounding: ['CAP_MKNOD'] } }, 'process', { container: plan });
   t.same(exec.capabilities?.bounding, [27], 'an exec keeps CAP_MKNOD too');
 
