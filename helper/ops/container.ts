@@ -357,6 +357,19 @@ export class ContainerBackend implements ContainerFamily {
   // -------------------------------------------------------------------------------------------
   // Containers
 
+  /**
+   * The sysctls whose key this kernel has (/proc/sys/<key with "." → "/">); the others are
+   * skipped with a warning, as upstream does (a spec written for another kernel still runs).
+   * Keys were validated (letters, digits, "._-"; no "..") by validateContainerPlan.
+   */
+  private knownSysctls(containerId: string, sysctl: [string, string][]): [string, string][] {
+    return sysctl.filter(([key]) => {
+      if (fs.existsSync(path.join('/proc/sys', key.replace(/\./g, '/')))) return true;
+      this.log.warn({ containerId, field: `OCI.Linux.Sysctl[${JSON.stringify(key)}]` }, 'sysctl skipped: the guest kernel has no such key');
+      return false;
+    });
+  }
+
   async createContainer(rawArgs: CreateContainerArgs): Promise<BackendReply<CreateContainerResult>> {
     const args = checkArgs(rawArgs, 'createContainer');
     const containerId = validateContainerId(args.containerId);
@@ -369,6 +382,7 @@ export class ContainerBackend implements ContainerFamily {
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
     });
     const oci = checkOciInfo(args.oci);
+    if (this.launcher.hostChecks) plan.sysctl = this.knownSysctls(containerId, plan.sysctl);
     this.creating.add(containerId);
     let stdio: StdioSet | undefined;
     let cgroup: ContainerCgroup | undefined;

@@ -16,9 +16,17 @@ if (skip) {
   t.plan(0, skip);
 } else {
   const h = new AgentHarness('runc-spec');
+  // The helper (and so kata-init) inherits umask 077: the container must still start with 0022.
+  const saved = process.umask(0o077);
+  t.before(async () => {
+    try {
+      await h.start('runcspec');
+    } finally {
+      process.umask(saved);
+    }
+  });
+  t.teardown(() => h.dispose());
   t.test('runc spec default config', async (t) => {
-    await h.start('runcspec');
-    t.teardown(() => h.dispose());
     t.afterEach(async (tt) => {
       if (!tt.passing()) tt.comment(h.logs());
     });
@@ -49,5 +57,23 @@ if (skip) {
     t.match(out, /^CapAmb:\s*0{16}$/m, 'CapAmb empty: the non-inheritable ambient capabilities were dropped');
     t.match(out, /^tty:yes$/m, 'stdout is a terminal');
     t.match(h.logs(), /ambient capabilities not in both the permitted and the inheritable set dropped/, 'the drop is logged');
+  });
+
+  t.test('process fields: umask 0022, a sysctl the kernel lacks is skipped with a warning, consoleSize sets the initial window', async (t) => {
+    const spec = h.spec(['sh', '-c', 'umask; cat /proc/sys/fs/mqueue/msg_max; stty size'], {
+      terminal: true,
+      sysctl: { 'fs.mqueue.kata_no_such_key': '1', 'fs.mqueue.msg_max': '17' },
+    });
+    spec.Process!.ConsoleSize = { Height: 33, Width: 101 };
+    const id = h.id('proc');
+    h.removeOnTeardown(t, id);
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    await h.client.call('StartContainer', { container_id: id });
+    const out = (await h.readAll('ReadStdout', id, id)).toString().replace(/\r/g, '');
+    t.equal(await h.wait(id, id), 0, `exit 0 (${out})`);
+    t.match(out, /^0022$/m, 'umask 0022 although the helper runs with 077');
+    t.match(out, /^17$/m, 'the known sysctl is applied');
+    t.match(out, /^33 101$/m, 'the terminal starts 33 rows x 101 columns');
+    t.match(h.logs(), /sysctl skipped: the guest kernel has no such key/, 'the unknown key is logged');
   });
 }

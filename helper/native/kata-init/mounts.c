@@ -448,6 +448,9 @@ static void write_sysctl(const struct sysctl_rec *s)
 		if (*c == '.')
 			*c = '/';
 	fd = open(path, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+	/* A key this kernel lacks is skipped (the helper checked and warned; upstream skips too). */
+	if (fd < 0 && errno == ENOENT)
+		return;
 	if (fd < 0)
 		die("sysctl", errno, "opening %s for %s", path, s->key);
 	n = write(fd, s->value, len);
