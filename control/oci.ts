@@ -20,11 +20,13 @@
  *    libseccomp, loaded by kata-init for the init and every exec);
  *  - refused (UNIMPLEMENTED naming the field): non-empty Hooks, the seccomp action
  *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
- *  - cgroups: Linux.CgroupsPath and Linux.Resources but Devices become ContainerPlan.cgroup
- *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts);
+ *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
+ *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts); Resources.Devices only when
+ *    `options.deviceCgroup` (the helper has a v1 devices hierarchy);
+ *  - Linux.Devices → ContainerPlan.devices ({@link devicesFromOci}; kata-init creates them);
  *  - accepted, not enforced, logged through `warn` and listed in `ContainerPlan.unenforced`
- *    ({@link unenforcedFields}): Linux.Resources.Devices (see the interim below),
- *    Linux.Devices (not created), Linux.IntelRdt, Process.ApparmorProfile
+ *    ({@link unenforcedFields}): Linux.Resources.Devices without a device cgroup (see the
+ *    interim below), Linux.IntelRdt, Process.ApparmorProfile
  *    (upstream ignores it too: the guest has no AppArmor);
  *  - device cgroup interim: with no device cgroup, linux.resources.devices cannot be enforced,
  *    so unless its rules allow every device ({@link devicesAllowAll}) CAP_MKNOD is removed
@@ -477,8 +479,8 @@ function setLeaves(prefix: string, value: unknown, out: string[]): void {
 
 /**
  * The OCI fields of `spec` that are accepted but not enforced, in proto spelling:
- * Linux.Resources.Devices when its rules do not allow everything (they are stood in for by the
- * CAP_MKNOD removal), Linux.Devices (device nodes are not created), Linux.IntelRdt and
+ * Linux.Resources.Devices when `devicesEnforced` is false and its rules do not allow everything
+ * (they are stood in for by the CAP_MKNOD removal), Linux.IntelRdt and
  * Process.ApparmorProfile. Empty when there is nothing of the kind. (The other resources and
  * Linux.CgroupsPath are enforced: control/oci-cgroups.ts, helper/ops/cgroup.ts.)
  */
