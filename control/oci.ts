@@ -18,7 +18,8 @@
  *    noNewPrivileges, Process.Capabilities (mapped to numbers here, applied by kata-init),
  *    Process.OOMScoreAdj, Linux.Seccomp ({@link seccompFromOci}; compiled by the helper with
  *    libseccomp, loaded by kata-init for the init and every exec);
- *  - refused (UNIMPLEMENTED naming the field): non-empty Hooks, the seccomp action
+ *  - Hooks → ContainerPlan.hooks ({@link hooksFromOci}; run by the helper);
+ *  - refused (UNIMPLEMENTED naming the field): CreateContainer/StartContainer hooks, the seccomp action
  *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
  *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
  *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts); Resources.Devices only when
@@ -46,6 +47,8 @@ import {
   type CapabilitiesPlan,
   type ContainerPlan,
   type DeviceNodePlan,
+  type HookPlan,
+  type HooksPlan,
   type MountPlan,
   type NamespacePlan,
   type NamespaceType,
@@ -493,18 +496,51 @@ export function unenforcedFields(spec: grpc.Spec.$Properties, devicesEnforced = 
   return out;
 }
 
-/** UNIMPLEMENTED for any non-empty OCI hook list (hooks are run by the runtime on the host). */
-function refuseHooks(hooks: grpc.Hooks.$Properties | null | undefined): void {
-  if (!hooks) return;
-  for (const name of HOOK_FIELDS) {
+/** Most hooks of one kind, and the longest hook timeout in seconds. */
+export const MAX_HOOKS = 64;
+export const MAX_HOOK_TIMEOUT_SEC = 3600;
+
+/**
+ * OCI hooks (config.md#posix-platform-hooks) → {@link HooksPlan}, run by the helper in the
+ * guest's (the runtime's) namespaces with the OCI state on stdin (helper/ops/hooks.ts).
+ * Prestart, CreateRuntime, Poststart, Poststop are carried. CreateContainer and StartContainer
+ * must run inside the container's namespaces, which is not built: UNIMPLEMENTED naming the
+ * field. INVALID_ARGUMENT naming `OCI.Hooks.<Kind>[i].<field>` for a Path that is empty or not
+ * absolute or has a NUL, a NUL in Args or Env, a Timeout outside 0..3600 (0 = the default
+ * 10 s), more than {@link MAX_HOOKS} hooks of a kind. Undefined when there are none.
+ */
+export function hooksFromOci(hooks: grpc.Hooks.$Properties | null | undefined): HooksPlan | undefined {
+  if (!hooks) return undefined;
+  for (const name of ['CreateContainer', 'StartContainer'] as const) {
     const list = hooks[name] ?? [];
     if (list.length > 0) {
       throw new StatusError(
         Code.UNIMPLEMENTED,
-        `OCI.Hooks.${name} (${list.length} hooks, first ${JSON.stringify(list[0].Path ?? '')}) is not supported: OCI hooks are not run in the guest (the Kata runtime runs them on the host and strips them)`,
+        `OCI.Hooks.${name} (${list.length} hooks, first ${JSON.stringify(list[0].Path ?? '')}) is not supported: these hooks run inside the container's namespaces, which this agent cannot do yet`,
       );
     }
   }
+  const out: HooksPlan = {};
+  const kinds = [['Prestart', 'prestart'], ['CreateRuntime', 'createRuntime'], ['Poststart', 'poststart'], ['Poststop', 'poststop']] as const;
+  for (const [name, key] of kinds) {
+    const list = hooks[name] ?? [];
+    if (list.length === 0) continue;
+    if (list.length > MAX_HOOKS) throw invalid(`OCI.Hooks.${name}`, list.length, `more than ${MAX_HOOKS} hooks`);
+    out[key] = list.map((h, i): HookPlan => {
+      const f = `OCI.Hooks.${name}[${i}]`;
+      const p = h.Path ?? '';
+      if (p === '') throw new StatusError(Code.INVALID_ARGUMENT, `${f}.Path is required`);
+      checkAbsPath(`${f}.Path`, p, false);
+      const args = (h.Args ?? []).map((a, j) => checkString(`${f}.Args[${j}]`, a));
+      const env = (h.Env ?? []).map((e, j) => checkString(`${f}.Env[${j}]`, e));
+      const timeout = toInt(h.Timeout);
+      if (!Number.isInteger(timeout) || timeout < 0 || timeout > MAX_HOOK_TIMEOUT_SEC) {
+        throw invalid(`${f}.Timeout`, timeout, `must be 0..${MAX_HOOK_TIMEOUT_SEC} seconds (0 = the default)`);
+      }
+      return { path: p, args, env, ...(timeout > 0 ? { timeoutSec: timeout } : {}) };
+    });
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** True when a protobuf LinuxSeccomp message carries nothing at all (the same as no profile). */
@@ -718,7 +754,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const linux = spec.Linux;
   if (!linux) throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux is required');
 
-  refuseHooks(spec.Hooks);
+  const hooks = hooksFromOci(spec.Hooks);
   const seccomp = seccompFromOci(linux.Seccomp);
   if (linux.MountLabel) {
     throw new StatusError(
@@ -792,5 +828,6 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     unenforced,
     ...(cgroup ? { cgroup } : {}),
     ...(devices.length > 0 ? { devices } : {}),
+    ...(hooks ? { hooks } : {}),
   };
 }

@@ -304,6 +304,32 @@ export interface ContainerPlan {
   cgroup?: CgroupPlan;
   /** OCI linux.devices: nodes kata-init creates in the container (after the mounts). */
   devices?: DeviceNodePlan[];
+  /** OCI hooks the helper runs (guest hooks are added by the helper itself). */
+  hooks?: HooksPlan;
+}
+
+/** One OCI hook (config.md#posix-platform-hooks). */
+export interface HookPlan {
+  /** Absolute path of the executable, in the guest (the helper's namespaces). */
+  path: string;
+  /** argv, argv[0] included; empty = [path]. */
+  args: string[];
+  /** The whole environment, "KEY=VALUE". */
+  env: string[];
+  /** Seconds, 1..3600; absent = 10 (kata-sys-util DEFAULT_HOOK_TIMEOUT_SEC). */
+  timeoutSec?: number;
+}
+
+/**
+ * The OCI hooks of a container that the helper runs in its own (the runtime's) namespaces:
+ * prestart and createRuntime after the init is parked (fail: the container is removed),
+ * poststart after StartContainer, poststop after removal (failures logged).
+ */
+export interface HooksPlan {
+  prestart?: HookPlan[];
+  createRuntime?: HookPlan[];
+  poststart?: HookPlan[];
+  poststop?: HookPlan[];
 }
 
 /**

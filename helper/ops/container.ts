@@ -64,7 +64,7 @@ import {
   type ValidProcessPlan,
 } from './plan';
 import type { StorageBackend, StorageBackendOps } from './storage';
-import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type OciState } from './hooks';
+import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type Hook, type OciState } from './hooks';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
 import { validateCgroupResources } from '../../shared/cgroup';
 import { readSelfStats } from './self-stats';
@@ -153,8 +153,11 @@ interface ContainerRecord {
   pendingExecs: Set<string>;
   removing: Promise<void> | undefined;
   removed: boolean;
-  /** The guest hooks as they were when the container was created (upstream copies them into the spec). */
-  hooks: GuestHooks;
+  /**
+   * The spec's hooks followed by the guest hooks as they were when the container was created
+   * (upstream append_guest_hooks copies them into the spec after its own).
+   */
+  hooks: GuestHooks & { createRuntime: Hook[] };
   /** OCI version and annotations for the hooks' state. */
   oci: { version: string; annotations: Record<string, string> };
   /** The container's cgroup (helper/ops/cgroup.ts), when its plan has one. */
@@ -420,7 +423,12 @@ export class ContainerBackend implements ContainerFamily {
         pendingExecs: new Set(),
         removing: undefined,
         removed: false,
-        hooks: this.guestHooks,
+        hooks: {
+          prestart: [...plan.hooks.prestart, ...this.guestHooks.prestart],
+          createRuntime: plan.hooks.createRuntime,
+          poststart: [...plan.hooks.poststart, ...this.guestHooks.poststart],
+          poststop: [...plan.hooks.poststop, ...this.guestHooks.poststop],
+        },
         oci,
         cgroup,
         // a reused cgroup dir keeps its counter: only kills from now on are events
@@ -763,9 +771,12 @@ export class ContainerBackend implements ContainerFamily {
    * too, but before pivot_root; see docs/ARCHITECTURE.md "Guest hooks".
    */
   private async runPrestart(record: ContainerRecord): Promise<void> {
-    if (record.hooks.prestart.length === 0) return;
+    if (record.hooks.prestart.length === 0 && record.hooks.createRuntime.length === 0) return;
     try {
+      // runtime-spec: prestart (deprecated) and createRuntime both run in the runtime namespace
+      // after the container's environment exists; prestart first, as runc.
       await this.hookRunner.runAll('prestart', record.hooks.prestart, this.ociState(record, 'created'), true);
+      await this.hookRunner.runAll('createRuntime', record.hooks.createRuntime, this.ociState(record, 'created'), true);
     } catch (err) {
       await this.remove(record, TEARDOWN_TIMEOUT_MS, false).catch((e: unknown) =>
         this.log.error({ err: e, containerId: record.id }, 'removing the container after a failed prestart hook failed'),

@@ -16,7 +16,7 @@
  * oversized plan (RESOURCE_EXHAUSTED).
  */
 import { validateCgroupPlan } from '../../shared/cgroup';
-import type { CgroupPlan, DeviceNodePlan } from '../../shared/protocol';
+import type { CgroupPlan, DeviceNodePlan, HookPlan, HooksPlan } from '../../shared/protocol';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -254,6 +254,8 @@ export interface ValidContainerPlan {
   cgroup?: CgroupPlan;
   /** OCI linux.devices to create (kata-init `device` records, after the mounts). */
   devices: DeviceNodePlan[];
+  /** The spec's OCI hooks (re-validated; every kind present, possibly empty). */
+  hooks: Required<HooksPlan>;
 }
 
 export interface PlanCheckOptions {
@@ -862,6 +864,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     ...(seccomp ? { seccomp } : {}),
     ...(cgroup !== undefined ? { cgroup } : {}),
     devices: validateDevices(plan.devices),
+    hooks: validateHooks(plan.hooks),
   };
 }
 
@@ -946,6 +949,33 @@ function validateDevices(raw: unknown): DeviceNodePlan[] {
       gid: checkId(d.gid, `${f}.gid`),
     };
   });
+}
+
+/**
+ * Re-check ContainerPlan.hooks (control/oci.ts hooksFromOci): a map of prestart, createRuntime,
+ * poststart, poststop lists (at most 64 each) of {path absolute, args, env (strings without
+ * NUL), timeoutSec 1..3600 or absent}. INVALID_ARGUMENT naming hooks.<kind>[i].
+ */
+function validateHooks(raw: unknown): Required<HooksPlan> {
+  const out: Required<HooksPlan> = { prestart: [], createRuntime: [], poststart: [], poststop: [] };
+  if (raw === undefined) return out;
+  if (!isRecord(raw)) throw invalid(`hooks must be a map, got ${describe(raw)}`);
+  for (const kind of Object.keys(raw)) if (!(kind in out)) throw invalid(`hooks.${kind} is not a hook kind the helper runs`);
+  for (const kind of ['prestart', 'createRuntime', 'poststart', 'poststop'] as const) {
+    if (raw[kind] === undefined) continue;
+    out[kind] = checkArray(raw[kind], `hooks.${kind}`, 64).map((h, i): HookPlan => {
+      const f = `hooks.${kind}[${i}]`;
+      if (!isRecord(h)) throw invalid(`${f} must be a map, got ${describe(h)}`);
+      const args = checkArray(h.args ?? [], `${f}.args`, 1024).map((a, j) => checkString(a, `${f}.args[${j}]`));
+      const env = checkArray(h.env ?? [], `${f}.env`, 1024).map((e, j) => checkString(e, `${f}.env[${j}]`));
+      const t = h.timeoutSec;
+      if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 3600)) {
+        throw invalid(`${f}.timeoutSec must be an integer in 1..3600, got ${describe(t)}`);
+      }
+      return { path: checkAbsolute(h.path, `${f}.path`), args, env, ...(t !== undefined ? { timeoutSec: t } : {}) };
+    });
+  }
+  return out;
 }
 
 /** kata-init `create` plan for a validated container, with its compiled seccomp filter if any. */

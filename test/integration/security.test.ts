@@ -233,10 +233,12 @@ if (skip) {
       h.removeOnTeardown(t, id);
       return h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
     };
-    const hook = await expectCode(t, create(h.spec(['true'], { hooks: { Prestart: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a prestart hook');
-    t.match(hook?.message ?? '', /OCI\.Hooks\.Prestart/, 'names OCI.Hooks.Prestart');
-    const poststop = await expectCode(t, create(h.spec(['true'], { hooks: { Poststop: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a poststop hook');
-    t.match(poststop?.message ?? '', /OCI\.Hooks\.Poststop/, 'names OCI.Hooks.Poststop');
+    // Prestart/CreateRuntime/Poststart/Poststop hooks run (hooks.test.ts); the two that must run
+    // inside the container's namespaces are refused.
+    const hook = await expectCode(t, create(h.spec(['true'], { hooks: { CreateContainer: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a createContainer hook');
+    t.match(hook?.message ?? '', /OCI\.Hooks\.CreateContainer/, 'names OCI.Hooks.CreateContainer');
+    const start = await expectCode(t, create(h.spec(['true'], { hooks: { StartContainer: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a startContainer hook');
+    t.match(start?.message ?? '', /OCI\.Hooks\.StartContainer/, 'names OCI.Hooks.StartContainer');
 
     const seccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_NOTIFY' }] };
     const sc = await expectCode(t, create(h.spec(['true'], { seccomp })), Code.UNIMPLEMENTED, 'a seccomp SCMP_ACT_NOTIFY rule');

@@ -165,12 +165,6 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['cwd relative', spec({ Process: { Args: ['sh'], Cwd: 'x' } }), Code.INVALID_ARGUMENT, ['OCI.Process.Cwd']],
     ['root is the guest root', spec({ Root: { Path: '/' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path "/"', 'pivot_root']],
     ['root is the guest root, spelt //.', spec({ Root: { Path: '//.' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path']],
-    ['prestart hook', spec({ Hooks: { Prestart: [{ Path: '/bin/true' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Prestart', '/bin/true']],
-    ['createRuntime hook', spec({ Hooks: { CreateRuntime: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.CreateRuntime']],
-    ['createContainer hook', spec({ Hooks: { CreateContainer: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.CreateContainer']],
-    ['startContainer hook', spec({ Hooks: { StartContainer: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
-    ['poststart hook', spec({ Hooks: { Poststart: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststart']],
-    ['poststop hook', spec({ Hooks: { Poststop: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststop']],
     ['seccomp notify default', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_NOTIFY' } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.DefaultAction', 'SCMP_ACT_NOTIFY']],
     ['seccomp notify rule', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: [{ Names: ['mount'], Action: 'SCMP_ACT_NOTIFY' }] } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.Syscalls[0].Action', 'SCMP_ACT_NOTIFY']],
     ['selinux label', spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }), Code.UNIMPLEMENTED, ['OCI.Process.SelinuxLabel']],
@@ -501,5 +495,24 @@ t.test('linux.devices → device node plans (rustjail create_devices rules)', as
     [{ Path: '/dev/x', Type: 'c', FileMode: 0o10644 }, 'OCI.Linux.Devices[0].FileMode'],
   ] as const) {
     rejects(t, () => containerPlanFromSpec(spec({}, { Devices: [dev] }), noSandbox), Code.INVALID_ARGUMENT, [field], field);
+  }
+});
+
+t.test('OCI hooks → HooksPlan; CreateContainer/StartContainer refused; bad hooks name the field', async (t) => {
+  const plan = containerPlanFromSpec(
+    spec({ Hooks: { Prestart: [{ Path: '/bin/a', Args: ['a', 'x'], Env: ['K=v'], Timeout: 3 }], Poststop: [{ Path: '/bin/b' }] } }),
+    noSandbox,
+  );
+  t.same(plan.hooks, { prestart: [{ path: '/bin/a', args: ['a', 'x'], env: ['K=v'], timeoutSec: 3 }], poststop: [{ path: '/bin/b', args: [], env: [] }] });
+  t.equal(containerPlanFromSpec(spec({ Hooks: {} }), noSandbox).hooks, undefined, 'no hooks: none carried');
+  for (const [name, hooks, code, parts] of [
+    ['createContainer', { CreateContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.CreateContainer']],
+    ['startContainer', { StartContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
+    ['relative path', { Poststart: [{ Path: 'x' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Poststart[0].Path "x"', 'absolute']],
+    ['empty path', { CreateRuntime: [{ Path: '' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.CreateRuntime[0].Path is required']],
+    ['timeout', { Prestart: [{ Path: '/x', Timeout: 4000 }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Prestart[0].Timeout 4000']],
+    ['env NUL', { Prestart: [{ Path: '/x', Env: ['A=\0'] }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Prestart[0].Env[0]']],
+  ] as [string, grpc.Hooks.$Properties, number, string[]][]) {
+    rejects(t, () => containerPlanFromSpec(spec({ Hooks: hooks }), noSandbox), code, [...parts], name);
   }
 });
