@@ -737,8 +737,8 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
  * or has a ".." component; a masked or read-only path is relative or has ".."; Hostname is given without a uts namespace or is too
  * long; a sysctl is not allowed ({@link validateSysctl}); RootfsPropagation is unknown; uid/gid
  * mappings are given without a user namespace; Linux.Seccomp is invalid ({@link seccompFromOci}).
- * UNIMPLEMENTED for a user namespace (the plan cannot carry id mappings yet), a non-empty hook
- * list (OCI.Hooks.<list>), the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
+ * UNIMPLEMENTED for a user namespace (the plan cannot carry id mappings yet), a non-empty
+ * CreateContainer/StartContainer hook list ({@link hooksFromOci}), the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
  * Process.SelinuxLabel.
  * FAILED_PRECONDITION when `sandboxPidns` is asked for and the
  * sandbox has no pid namespace.
