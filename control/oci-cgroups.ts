@@ -5,7 +5,7 @@
  */
 import type { grpc } from '../shared/generated/protos';
 import { validateCgroupPath, validateCgroupResources } from '../shared/cgroup';
-import type { CgroupDeviceValue, CgroupPlan, CgroupResourcesPlan } from '../shared/protocol';
+import { Code, StatusError, type CgroupDeviceRule, type CgroupDeviceValue, type CgroupPlan, type CgroupResourcesPlan } from '../shared/protocol';
 
 /** protobuf int64 as decoded here (numbers; shared/proto.ts disables Long). */
 type Num = number | { toNumber(): number } | null | undefined;
@@ -59,12 +59,14 @@ function devs(list: readonly grpc.LinuxWeightDevice.$Properties[] | readonly grp
 /**
  * linux.resources (proto spelling, zero = unset as proto3 makes it) → CgroupResourcesPlan,
  * validated (shared/cgroup.ts validateCgroupResources: INVALID_ARGUMENT naming the field, e.g.
- * "OCI.Linux.Resources.CPU.Shares 1: must be an integer in 2..262144"). Devices are not carried
- * (the device cgroup is not enforced yet: docs/ARCHITECTURE.md "Device cgroup interim").
+ * "OCI.Linux.Resources.CPU.Shares 1: must be an integer in 2..262144"). Devices
+ * ({@link deviceRulesFromSpec}) are carried only when `deviceCgroup` (the helper enforces them);
+ * otherwise the interim applies (docs/ARCHITECTURE.md "Device cgroup interim").
  */
-export function cgroupResourcesFromSpec(res: grpc.LinuxResources.$Properties | null | undefined): CgroupResourcesPlan {
+export function cgroupResourcesFromSpec(res: grpc.LinuxResources.$Properties | null | undefined, deviceCgroup = false): CgroupResourcesPlan {
   const out: Record<string, unknown> = {};
-  if (!res) return {};
+  if (deviceCgroup) out.devices = deviceRulesFromSpec(res?.Devices);
+  if (!res) return deviceCgroup ? validateCgroupResources(out) : {};
   const m = res.Memory;
   if (m) {
     out.memory = {
@@ -115,7 +117,74 @@ export function cgroupResourcesFromSpec(res: grpc.LinuxResources.$Properties | n
   return validateCgroupResources(JSON.parse(JSON.stringify(out)) as unknown);
 }
 
-/** The whole cgroup plan of a container ({@link cgroupPathFromSpec}, {@link cgroupResourcesFromSpec}). */
-export function cgroupPlanFromSpec(linux: grpc.Linux.$Properties, containerId: string, parent = ''): CgroupPlan {
-  return { path: cgroupPathFromSpec(linux.CgroupsPath ?? '', containerId, parent), resources: cgroupResourcesFromSpec(linux.Resources) };
+/**
+ * The whole cgroup plan of a container ({@link cgroupPathFromSpec}, {@link cgroupResourcesFromSpec});
+ * `deviceCgroup`: the helper enforces device rules, so they are carried.
+ */
+export function cgroupPlanFromSpec(linux: grpc.Linux.$Properties, containerId: string, parent = '', deviceCgroup = false): CgroupPlan {
+  return { path: cgroupPathFromSpec(linux.CgroupsPath ?? '', containerId, parent), resources: cgroupResourcesFromSpec(linux.Resources, deviceCgroup) };
+}
+
+function rule(type: 'c' | 'b', major: number, minor: number, access: string): CgroupDeviceRule {
+  return { allow: true, type, major, minor, access };
+}
+
+/**
+ * Device rules every container gets after its own (upstream rustjail cgroups/fs/mod.rs
+ * DEFAULT_DEVICES + DEFAULT_ALLOWED_DEVICES, runc libcontainer/specconv AllowedDevices): mknod
+ * of any char or block device (a node is useless without r/w access), read/write of /dev/null,
+ * zero, full, random, urandom, tty, console (5:1), the pts slaves (136:*), ptmx (5:2) and
+ * /dev/net/tun (10:200).
+ */
+export const DEFAULT_DEVICE_RULES: readonly CgroupDeviceRule[] = [
+  rule('c', -1, -1, 'm'), rule('b', -1, -1, 'm'),
+  rule('c', 1, 3, 'rwm'), rule('c', 1, 5, 'rwm'), rule('c', 1, 7, 'rwm'), rule('c', 1, 8, 'rwm'),
+  rule('c', 1, 9, 'rwm'), rule('c', 5, 0, 'rwm'), rule('c', 5, 1, 'rwm'), rule('c', 136, -1, 'rwm'),
+  rule('c', 5, 2, 'rwm'), rule('c', 10, 200, 'rwm'),
+];
+
+/**
+ * Check OCI linux.resources.devices (config-linux.md#allowed-device-list) without converting:
+ * Type "a", "b", "c" or "" (= "a"), Access letters of "rwm" ("" = "rwm"), Major/Minor -1
+ * (any) or 0..2^20-1. Throws INVALID_ARGUMENT naming `OCI.Linux.Resources.Devices[i].<field>`.
+ */
+export function checkDeviceRules(rules: readonly grpc.LinuxDeviceCgroup.$Properties[] | null | undefined): void {
+  (rules ?? []).forEach((r, i) => {
+    const f = `OCI.Linux.Resources.Devices[${i}]`;
+    const type = r.Type ?? '';
+    if (!['', 'a', 'b', 'c'].includes(type)) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `invalid ${f}.Type ${JSON.stringify(type)}: must be "a", "b" or "c"`);
+    }
+    const access = r.Access ?? '';
+    if (!/^[rwm]{0,3}$/.test(access)) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `invalid ${f}.Access ${JSON.stringify(access)}: must be letters of "rwm"`);
+    }
+    for (const [k, v] of [['Major', n(r.Major)], ['Minor', n(r.Minor)]] as const) {
+      if (!Number.isInteger(v) || v < -1 || v > 0xfffff) {
+        throw new StatusError(Code.INVALID_ARGUMENT, `invalid ${f}.${k} ${v}: must be -1 (any) or 0..${0xfffff}`);
+      }
+    }
+  });
+}
+
+/**
+ * The spec's rules in order, then {@link DEFAULT_DEVICE_RULES} (later rules win; the helper
+ * denies everything first, as rustjail setup_devcg_whitelist does). The order is runc's
+ * (specconv CreateCgroupConfig appends AllowedDevices after the spec's rules): a spec that
+ * starts with "deny all", as `runc spec` and containerd write, keeps /dev/null, the pts and the
+ * other defaults, and a spec rule cannot take a default device away. Type "" becomes "a",
+ * Access "" becomes "rwm". Throws as {@link checkDeviceRules}.
+ */
+export function deviceRulesFromSpec(rules: readonly grpc.LinuxDeviceCgroup.$Properties[] | null | undefined): CgroupDeviceRule[] {
+  checkDeviceRules(rules);
+  return [
+    ...(rules ?? []).map((r) => ({
+      allow: r.Allow === true,
+      type: r.Type || 'a',
+      major: n(r.Major),
+      minor: n(r.Minor),
+      access: r.Access || 'rwm',
+    })),
+    ...DEFAULT_DEVICE_RULES.map((r) => ({ ...r })),
+  ];
 }

@@ -18,13 +18,16 @@
  *    noNewPrivileges, Process.Capabilities (mapped to numbers here, applied by kata-init),
  *    Process.OOMScoreAdj, Linux.Seccomp ({@link seccompFromOci}; compiled by the helper with
  *    libseccomp, loaded by kata-init for the init and every exec);
- *  - refused (UNIMPLEMENTED naming the field): non-empty Hooks, the seccomp action
+ *  - Hooks → ContainerPlan.hooks ({@link hooksFromOci}; run by the helper);
+ *  - refused (UNIMPLEMENTED naming the field): CreateContainer/StartContainer hooks, the seccomp action
  *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
- *  - cgroups: Linux.CgroupsPath and Linux.Resources but Devices become ContainerPlan.cgroup
- *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts);
+ *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
+ *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts); Resources.Devices only when
+ *    `options.deviceCgroup` (the helper has a v1 devices hierarchy);
+ *  - Linux.Devices → ContainerPlan.devices ({@link devicesFromOci}; kata-init creates them);
  *  - accepted, not enforced, logged through `warn` and listed in `ContainerPlan.unenforced`
- *    ({@link unenforcedFields}): Linux.Resources.Devices (see the interim below),
- *    Linux.Devices (not created), Linux.IntelRdt, Process.ApparmorProfile
+ *    ({@link unenforcedFields}): Linux.Resources.Devices without a device cgroup (see the
+ *    interim below), Linux.IntelRdt, Process.ApparmorProfile
  *    (upstream ignores it too: the guest has no AppArmor);
  *  - device cgroup interim: with no device cgroup, linux.resources.devices cannot be enforced,
  *    so unless its rules allow every device ({@link devicesAllowAll}) CAP_MKNOD is removed
@@ -37,12 +40,15 @@
  */
 import type { grpc } from '../shared/generated/protos';
 import * as path from 'node:path';
-import { cgroupPlanFromSpec } from './oci-cgroups';
+import { cgroupPlanFromSpec, checkDeviceRules } from './oci-cgroups';
 import {
   Code,
   StatusError,
   type CapabilitiesPlan,
   type ContainerPlan,
+  type DeviceNodePlan,
+  type HookPlan,
+  type HooksPlan,
   type MountPlan,
   type NamespacePlan,
   type NamespaceType,
@@ -196,7 +202,9 @@ const CAP_SETS = ['bounding', 'effective', 'inheritable', 'permitted', 'ambient'
  * OCI capability names → numbers ({@link CAPABILITIES}), per set, sorted and deduplicated.
  * Unknown names are skipped and reported through `warn`, as upstream rustjail capabilities.rs
  * to_capshashset does (a spec written for a newer kernel still runs); names are matched exactly
- * ("CAP_KILL"), as runc and upstream do.
+ * ("CAP_KILL"), as runc and upstream do. An ambient capability that is not in both the permitted
+ * and the inheritable set is dropped with a warning (the kernel would refuse to raise it; runc
+ * drops it too), so `runc spec`'s default config.json runs unchanged.
  */
 export function capabilitiesFromOci(
   caps: grpc.LinuxCapabilities.$Properties,
@@ -215,6 +223,14 @@ export function capabilitiesFromOci(
     out[set] = [...nums].sort((a, b) => a - b);
   }
   if (unknown.length > 0) warn?.({ field, unknown }, 'unknown capability names skipped');
+  // The kernel raises an ambient capability only when it is permitted and inheritable
+  // (capabilities(7)); runc drops the others with a warning rather than failing (runc spec's
+  // default config.json asks for ambient CAP_KILL etc. with no inheritable set).
+  const dropped = out.ambient.filter((c) => !out.permitted.includes(c) || !out.inheritable.includes(c));
+  if (dropped.length > 0) {
+    out.ambient = out.ambient.filter((c) => !dropped.includes(c));
+    warn?.({ field: `${field}.Ambient`, dropped: dropped.map((c) => CAPABILITIES[c]) }, 'ambient capabilities not in both the permitted and the inheritable set dropped (as runc)');
+  }
   return out;
 }
 
@@ -237,7 +253,7 @@ function cloneCapabilities(caps: CapabilitiesPlan): CapabilitiesPlan {
 /** What an exec process takes from its container: see {@link processPlanFromOci}. */
 export interface ExecContext {
   /** The container's plan (its init's capabilities and its devicesAllowAll). */
-  container?: Pick<ContainerPlan, 'process' | 'devicesAllowAll'>;
+  container?: Pick<ContainerPlan, 'process' | 'devicesAllowAll' | 'devicesEnforced'>;
   warn?: OciWarn;
 }
 
@@ -312,7 +328,7 @@ function convertProcess(
 export function processPlanFromOci(process: grpc.Process.$Properties | null | undefined, field: string, exec: ExecContext = {}): ProcessPlan {
   return convertProcess(process, field, {
     inherit: exec.container?.process.capabilities,
-    allowMknod: exec.container?.devicesAllowAll === true,
+    allowMknod: exec.container?.devicesAllowAll === true || exec.container?.devicesEnforced === true,
     warn: exec.warn,
   });
 }
@@ -339,6 +355,12 @@ export interface ContainerPlanOptions {
   containerId?: string;
   /** Parent of container cgroups (agent config; "" = the path as the runtime gives it, as upstream). */
   cgroupParent?: string;
+  /**
+   * The helper enforces device cgroup rules (CreateSandboxResult.deviceCgroup). With it and a
+   * containerId, linux.resources.devices goes into the cgroup plan after the default rules and
+   * the CAP_MKNOD interim does not apply (ContainerPlan.devicesEnforced).
+   */
+  deviceCgroup?: boolean;
 }
 
 function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Properties[]): NamespacePlan[] {
@@ -460,33 +482,65 @@ function setLeaves(prefix: string, value: unknown, out: string[]): void {
 
 /**
  * The OCI fields of `spec` that are accepted but not enforced, in proto spelling:
- * Linux.Resources.Devices when its rules do not allow everything (they are stood in for by the
- * CAP_MKNOD removal), Linux.Devices (device nodes are not created), Linux.IntelRdt and
+ * Linux.Resources.Devices when `devicesEnforced` is false and its rules do not allow everything
+ * (they are stood in for by the CAP_MKNOD removal), Linux.IntelRdt and
  * Process.ApparmorProfile. Empty when there is nothing of the kind. (The other resources and
  * Linux.CgroupsPath are enforced: control/oci-cgroups.ts, helper/ops/cgroup.ts.)
  */
-export function unenforcedFields(spec: grpc.Spec.$Properties): string[] {
+export function unenforcedFields(spec: grpc.Spec.$Properties, devicesEnforced = false): string[] {
   const out: string[] = [];
   const devices = spec.Linux?.Resources?.Devices;
-  if ((devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
-  if ((spec.Linux?.Devices ?? []).length > 0) out.push('OCI.Linux.Devices');
+  if (!devicesEnforced && (devices ?? []).length > 0 && !devicesAllowAll(devices)) out.push('OCI.Linux.Resources.Devices');
   setLeaves('OCI.Linux.IntelRdt', spec.Linux?.IntelRdt, out);
   if (spec.Process?.ApparmorProfile) out.push('OCI.Process.ApparmorProfile');
   return out;
 }
 
-/** UNIMPLEMENTED for any non-empty OCI hook list (hooks are run by the runtime on the host). */
-function refuseHooks(hooks: grpc.Hooks.$Properties | null | undefined): void {
-  if (!hooks) return;
-  for (const name of HOOK_FIELDS) {
+/** Most hooks of one kind, and the longest hook timeout in seconds. */
+export const MAX_HOOKS = 64;
+export const MAX_HOOK_TIMEOUT_SEC = 3600;
+
+/**
+ * OCI hooks (config.md#posix-platform-hooks) → {@link HooksPlan}, run by the helper in the
+ * guest's (the runtime's) namespaces with the OCI state on stdin (helper/ops/hooks.ts).
+ * Prestart, CreateRuntime, Poststart, Poststop are carried. CreateContainer and StartContainer
+ * must run inside the container's namespaces, which is not built: UNIMPLEMENTED naming the
+ * field. INVALID_ARGUMENT naming `OCI.Hooks.<Kind>[i].<field>` for a Path that is empty or not
+ * absolute or has a NUL, a NUL in Args or Env, a Timeout outside 0..3600 (0 = the default
+ * 10 s), more than {@link MAX_HOOKS} hooks of a kind. Undefined when there are none.
+ */
+export function hooksFromOci(hooks: grpc.Hooks.$Properties | null | undefined): HooksPlan | undefined {
+  if (!hooks) return undefined;
+  for (const name of ['CreateContainer', 'StartContainer'] as const) {
     const list = hooks[name] ?? [];
     if (list.length > 0) {
       throw new StatusError(
         Code.UNIMPLEMENTED,
-        `OCI.Hooks.${name} (${list.length} hooks, first ${JSON.stringify(list[0].Path ?? '')}) is not supported: OCI hooks are not run in the guest (the Kata runtime runs them on the host and strips them)`,
+        `OCI.Hooks.${name} (${list.length} hooks, first ${JSON.stringify(list[0].Path ?? '')}) is not supported: these hooks run inside the container's namespaces, which this agent cannot do yet`,
       );
     }
   }
+  const out: HooksPlan = {};
+  const kinds = [['Prestart', 'prestart'], ['CreateRuntime', 'createRuntime'], ['Poststart', 'poststart'], ['Poststop', 'poststop']] as const;
+  for (const [name, key] of kinds) {
+    const list = hooks[name] ?? [];
+    if (list.length === 0) continue;
+    if (list.length > MAX_HOOKS) throw invalid(`OCI.Hooks.${name}`, list.length, `more than ${MAX_HOOKS} hooks`);
+    out[key] = list.map((h, i): HookPlan => {
+      const f = `OCI.Hooks.${name}[${i}]`;
+      const p = h.Path ?? '';
+      if (p === '') throw new StatusError(Code.INVALID_ARGUMENT, `${f}.Path is required`);
+      checkAbsPath(`${f}.Path`, p, false);
+      const args = (h.Args ?? []).map((a, j) => checkString(`${f}.Args[${j}]`, a));
+      const env = (h.Env ?? []).map((e, j) => checkString(`${f}.Env[${j}]`, e));
+      const timeout = toInt(h.Timeout);
+      if (!Number.isInteger(timeout) || timeout < 0 || timeout > MAX_HOOK_TIMEOUT_SEC) {
+        throw invalid(`${f}.Timeout`, timeout, `must be 0..${MAX_HOOK_TIMEOUT_SEC} seconds (0 = the default)`);
+      }
+      return { path: p, args, env, ...(timeout > 0 ? { timeoutSec: timeout } : {}) };
+    });
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** True when a protobuf LinuxSeccomp message carries nothing at all (the same as no profile). */
@@ -602,6 +656,48 @@ export function seccompFromOci(seccomp: grpc.LinuxSeccomp.$Properties | null | u
   return { defaultAction, architectures, flags, syscalls };
 }
 
+/** Most linux.devices entries accepted (kata-init's plan limit is far above). */
+export const MAX_DEVICES = 256;
+
+/**
+ * OCI linux.devices (config-linux.md#devices) → {@link DeviceNodePlan}s. Path absolute, below
+ * /dev, no ".." (upstream rustjail mount.rs create_devices: "can only create devices in /dev");
+ * Type c, u, b or p; Major/Minor 0..2^32-1 (ignored for p); FileMode the permission bits only
+ * (0 = 0666 as runc's default when unset, since proto3 cannot tell unset from 0); UID/GID as
+ * given (0 = root). Duplicate paths: the last entry wins (as runc). Throws INVALID_ARGUMENT
+ * naming `OCI.Linux.Devices[i].<field>`.
+ */
+export function devicesFromOci(devices: readonly grpc.LinuxDevice.$Properties[] | null | undefined): DeviceNodePlan[] {
+  const list = devices ?? [];
+  if (list.length > MAX_DEVICES) throw invalid('OCI.Linux.Devices', list.length, `more than ${MAX_DEVICES} entries`);
+  const byPath = new Map<string, DeviceNodePlan>();
+  list.forEach((d, i) => {
+    const f = `OCI.Linux.Devices[${i}]`;
+    const p = checkAbsPath(`${f}.Path`, d.Path ?? '', true);
+    const normal = path.posix.normalize(p);
+    if (!normal.startsWith('/dev/') || normal === '/dev/') throw invalid(`${f}.Path`, p, 'a device node must be below /dev');
+    const type = d.Type ?? '';
+    if (!['c', 'u', 'b', 'p'].includes(type)) throw invalid(`${f}.Type`, type, 'must be "c", "u", "b" or "p"');
+    const num = (k: 'Major' | 'Minor'): number => {
+      const v = toInt(d[k]);
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw invalid(`${f}.${k}`, v, 'must be an integer in 0..4294967295');
+      return type === 'p' ? 0 : v;
+    };
+    const mode = d.FileMode ?? 0;
+    if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw invalid(`${f}.FileMode`, mode, 'must be permission bits 0..0o7777');
+    byPath.set(normal, {
+      path: normal,
+      type: type as DeviceNodePlan['type'],
+      major: num('Major'),
+      minor: num('Minor'),
+      fileMode: mode === 0 ? 0o666 : mode,
+      uid: toUint(`${f}.UID`, d.UID),
+      gid: toUint(`${f}.GID`, d.GID),
+    });
+  });
+  return [...byPath.values()];
+}
+
 function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
   return mounts.map((m, i) => {
     const f = `OCI.Mounts[${i}]`;
@@ -641,8 +737,8 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
  * or has a ".." component; a masked or read-only path is relative or has ".."; Hostname is given without a uts namespace or is too
  * long; a sysctl is not allowed ({@link validateSysctl}); RootfsPropagation is unknown; uid/gid
  * mappings are given without a user namespace; Linux.Seccomp is invalid ({@link seccompFromOci}).
- * UNIMPLEMENTED for a user namespace (the plan cannot carry id mappings yet), a non-empty hook
- * list (OCI.Hooks.<list>), the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
+ * UNIMPLEMENTED for a user namespace (the plan cannot carry id mappings yet), a non-empty
+ * CreateContainer/StartContainer hook list ({@link hooksFromOci}), the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
  * Process.SelinuxLabel.
  * FAILED_PRECONDITION when `sandboxPidns` is asked for and the
  * sandbox has no pid namespace.
@@ -658,7 +754,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const linux = spec.Linux;
   if (!linux) throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux is required');
 
-  refuseHooks(spec.Hooks);
+  const hooks = hooksFromOci(spec.Hooks);
   const seccomp = seccompFromOci(linux.Seccomp);
   if (linux.MountLabel) {
     throw new StatusError(
@@ -667,8 +763,10 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     );
   }
 
+  checkDeviceRules(linux.Resources?.Devices);
   const allowAllDevices = devicesAllowAll(linux.Resources?.Devices);
-  const process = convertProcess(spec.Process, 'OCI.Process', { inherit: undefined, allowMknod: allowAllDevices, warn: options.warn });
+  const devicesEnforced = options.deviceCgroup === true && options.containerId !== undefined;
+  const process = convertProcess(spec.Process, 'OCI.Process', { inherit: undefined, allowMknod: allowAllDevices || devicesEnforced, warn: options.warn });
 
   const specNamespaces = namespacesFromOci('OCI.Linux.Namespaces', linux.Namespaces ?? []);
   const has = (type: NamespaceType): boolean => specNamespaces.some((n) => n.type === type);
@@ -689,6 +787,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     if (!has('uts')) throw invalid('OCI.Hostname', hostname, 'setting a hostname needs a uts namespace in OCI.Linux.Namespaces');
   }
 
+  const devices = devicesFromOci(linux.Devices);
   const maskedPaths = (linux.MaskedPaths ?? []).map((p, i) => checkAbsPath(`OCI.Linux.MaskedPaths[${i}]`, p, true));
   const readonlyPaths = (linux.ReadonlyPaths ?? []).map((p, i) => checkAbsPath(`OCI.Linux.ReadonlyPaths[${i}]`, p, true));
 
@@ -701,14 +800,14 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const sysctl: Record<string, string> = { ...(linux.Sysctl ?? {}) };
   validateSysctl(sysctl, namespaces);
 
-  const cgroup = options.containerId !== undefined ? cgroupPlanFromSpec(linux, options.containerId, options.cgroupParent ?? '') : undefined;
-  const unenforced = unenforcedFields(spec);
+  const cgroup = options.containerId !== undefined ? cgroupPlanFromSpec(linux, options.containerId, options.cgroupParent ?? '', devicesEnforced) : undefined;
+  const unenforced = unenforcedFields(spec, devicesEnforced);
   if (unenforced.length > 0) {
     options.warn?.({ unenforced }, 'OCI fields accepted but not enforced');
   }
   const caps = spec.Process?.Capabilities;
   const askedMknod = caps ? CAP_SETS.some((set) => (caps[capitalised(set)] ?? []).includes('CAP_MKNOD')) : false;
-  if (!allowAllDevices && askedMknod) {
+  if (!allowAllDevices && !devicesEnforced && askedMknod) {
     options.warn?.({ field: 'OCI.Process.Capabilities' }, 'CAP_MKNOD removed: device cgroup rules cannot be enforced yet and they do not allow every device');
   }
 
@@ -725,7 +824,10 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     rootfsPropagation,
     ...(seccomp ? { seccomp } : {}),
     devicesAllowAll: allowAllDevices,
+    ...(devicesEnforced ? { devicesEnforced } : {}),
     unenforced,
     ...(cgroup ? { cgroup } : {}),
+    ...(devices.length > 0 ? { devices } : {}),
+    ...(hooks ? { hooks } : {}),
   };
 }

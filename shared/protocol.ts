@@ -288,6 +288,13 @@ export interface ContainerPlan {
    */
   devicesAllowAll?: boolean;
   /**
+   * Control-side fact: the spec's device rules go to the device cgroup
+   * (cgroup.resources.devices), so CAP_MKNOD is not withheld from the container and its execs.
+   * The helper does not read it: it derives its own `nodev` decision from the presence of
+   * cgroup.resources.devices, which it enforces or refuses (FAILED_PRECONDITION).
+   */
+  devicesEnforced?: boolean;
+  /**
    * OCI fields the spec sets that are accepted but not enforced (e.g.
    * "OCI.Linux.Resources.Memory.Limit", "OCI.Linux.CgroupsPath", "OCI.Process.ApparmorProfile"),
    * see control/oci.ts unenforcedFields.
@@ -295,6 +302,52 @@ export interface ContainerPlan {
   unenforced?: string[];
   /** The container's cgroup (shared/protocol.ts CgroupPlan); absent: the helper's own cgroups. */
   cgroup?: CgroupPlan;
+  /** OCI linux.devices: nodes kata-init creates in the container (after the mounts). */
+  devices?: DeviceNodePlan[];
+  /** OCI hooks the helper runs (guest hooks are added by the helper itself). */
+  hooks?: HooksPlan;
+}
+
+/** One OCI hook (config.md#posix-platform-hooks). */
+export interface HookPlan {
+  /** Absolute path of the executable, in the guest (the helper's namespaces). */
+  path: string;
+  /** argv, argv[0] included; empty = [path]. */
+  args: string[];
+  /** The whole environment, "KEY=VALUE". */
+  env: string[];
+  /** Seconds, 1..3600; absent = 10 (kata-sys-util DEFAULT_HOOK_TIMEOUT_SEC). */
+  timeoutSec?: number;
+}
+
+/**
+ * The OCI hooks of a container that the helper runs in its own (the runtime's) namespaces:
+ * prestart and createRuntime after the init is parked (fail: the container is removed),
+ * poststart after StartContainer, poststop after removal (failures logged).
+ */
+export interface HooksPlan {
+  prestart?: HookPlan[];
+  createRuntime?: HookPlan[];
+  poststart?: HookPlan[];
+  poststop?: HookPlan[];
+}
+
+/**
+ * A device node to create in the container (OCI config-linux.md#devices). kata-init mknods it
+ * (then chown/chmod); when mknod is refused it bind-mounts the guest's node at the same path.
+ */
+export interface DeviceNodePlan {
+  /** Container path below /dev, absolute, no "..". */
+  path: string;
+  /** "c" (or "u"), "b" or "p" (a FIFO). */
+  type: 'c' | 'u' | 'b' | 'p';
+  /** 0..2^32-1 (0 for "p"). */
+  major: number;
+  minor: number;
+  /** Permission bits, 0..0o7777. */
+  fileMode: number;
+  uid: number;
+  gid: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,6 +388,12 @@ export interface CreateSandboxArgs {
 export interface CreateSandboxResult {
   /** Paths of the sandbox's persistent namespaces that containers join (ipc, uts). */
   namespaces: NamespacePlan[];
+  /**
+   * The helper enforces device cgroup rules (a v1 devices hierarchy is mounted): control then
+   * sends linux.resources.devices in ContainerPlan.cgroup and keeps CAP_MKNOD as the spec asks.
+   * Absent (an older helper) = false.
+   */
+  deviceCgroup?: boolean;
 }
 
 export type DestroySandboxArgs = Record<string, never>;
@@ -1042,7 +1101,12 @@ export interface CgroupResourcesPlan {
   network?: { classId?: number; priorities?: { name: string; priority: number }[] };
   /** cgroup v2 files to write (key = file name in the container's cgroup dir, no "/"). */
   unified?: Record<string, string>;
-  /** Device rules (v1 devices controller), in order; later rules win. */
+  /**
+   * Device rules (v1 devices controller), in order; later rules win. Present: the helper first
+   * denies every device, then writes each rule (devices.allow / devices.deny); control puts
+   * runc's and rustjail's default rules after the spec's, as runc (control/oci-cgroups.ts
+   * DEFAULT_DEVICE_RULES).
+   */
   devices?: CgroupDeviceRule[];
 }
 

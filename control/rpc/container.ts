@@ -10,7 +10,7 @@ import { Container } from '../sandbox/container';
 import { Process } from '../sandbox/process';
 import { ProcessStdio } from '../sandbox/stdio';
 import { attachPassfd, type PassfdStreams } from '../passfd';
-import { closeStdin } from './stdio';
+import { applyConsoleSize, closeStdin } from './stdio';
 import { unimplementedField, type AgentCore } from './core';
 import { devicePlansFrom, rewriteSpecDevices, storagePlansFrom } from './storage';
 
@@ -74,6 +74,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       sandbox: sandbox.namespaceInfo(),
       warn: (f, m) => core.log.warn({ container: id, ...f }, m),
       containerId: id,
+      deviceCgroup: sandbox.deviceCgroup,
     });
     // For the OCI state that hooks read (helper/ops/hooks.ts).
     const oci = { version: req.OCI.Version ?? '', annotations: { ...(req.OCI.Annotations ?? {}) } };
@@ -91,6 +92,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       throw err;
     }
     const init = new Process(id, id, true, result.pid, stdio);
+    applyConsoleSize(init, req.OCI.Process?.ConsoleSize, core.log);
     attachPassfd(init, passfd, () => closeStdin(core, { container_id: id, exec_id: id } as pb.CloseStdinRequest).then(() => undefined), core.log);
     const container = new Container(id, plan, init);
     sandbox.addContainer(container);

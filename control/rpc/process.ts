@@ -9,7 +9,7 @@ import { processPlanFromOci } from '../oci';
 import { Process } from '../sandbox/process';
 import { closeFds, ProcessStdio } from '../sandbox/stdio';
 import { attachPassfd, passfdOutputDone, type PassfdStreams } from '../passfd';
-import { closeStdin } from './stdio';
+import { applyConsoleSize, closeStdin } from './stdio';
 import type { AgentCore, RpcContext } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
@@ -82,6 +82,7 @@ async function doExecProcess(core: AgentCore, req: pb.ExecProcessRequest): Promi
       throw err;
     }
     const p = new Process(container.id, execId, false, result.pid, stdio);
+    applyConsoleSize(p, req.process?.ConsoleSize, core.log);
     started = true;
     attachPassfd(p, passfd, () => closeStdin(core, { container_id: container.id, exec_id: execId } as pb.CloseStdinRequest).then(() => undefined), core.log);
     container.execs.set(execId, p);

@@ -79,6 +79,27 @@ export async function closeStdin(core: AgentCore, req: pb.CloseStdinRequest): Pr
 }
 
 /**
+ * OCI process.consoleSize (config.md#process: the initial size of the terminal, in characters):
+ * set on the pty right after the process is created, as TtyWinResize would (runc sets it on
+ * its console the same way). Nothing without a terminal or when either dimension is 0 (proto3:
+ * unset). A failing ioctl is logged, not an error: the process runs with the default size.
+ */
+export function applyConsoleSize(
+  p: { terminal: boolean; stdio: { resize(rows: number, cols: number): void } },
+  box: { Height?: number | null; Width?: number | null } | null | undefined,
+  log: { warn(fields: Record<string, unknown>, msg: string): void },
+): void {
+  const rows = box?.Height ?? 0;
+  const cols = box?.Width ?? 0;
+  if (!p.terminal || rows === 0 || cols === 0) return;
+  try {
+    p.stdio.resize(rows, cols);
+  } catch (err) {
+    log.warn({ err, rows, cols }, 'setting the initial console size failed');
+  }
+}
+
+/**
  * TtyWinResize: sets the pty window size. NOT_FOUND for unknown ids or a process whose exit was
  * already collected by WaitProcess (field case B04), FAILED_PRECONDITION without a terminal. A
  * resize that races the exit (exited, not yet waited for: `ctr run -t` resizes as the process

@@ -113,9 +113,10 @@ export function rewriteSpecDevices(spec: pb.ISpec, devices: GuestDevice[]): void
     }
     entry.Major = d.major;
     entry.Minor = d.minor;
-    if (linux.Resources) {
-      linux.Resources.Devices = [...(linux.Resources.Devices ?? []), { Allow: true, Type: d.kind, Major: d.major, Minor: d.minor, Access: 'rwm' }];
-    }
+    // Upstream insert_devices_cgroup_rule creates the resources when absent: with the device
+    // cgroup enforced, the device would otherwise be denied.
+    linux.Resources ??= {};
+    linux.Resources.Devices = [...(linux.Resources.Devices ?? []), { Allow: true, Type: d.kind, Major: d.major, Minor: d.minor, Access: 'rwm' }];
   }
 }
 

@@ -16,6 +16,8 @@ export class Sandbox {
   hostname = '';
   /** True between CreateSandbox and DestroySandbox. */
   created = false;
+  /** The helper enforces device cgroup rules (CreateSandboxResult.deviceCgroup); false before CreateSandbox. */
+  deviceCgroup = false;
   /** True after DestroySandbox: the agent is going away. */
   destroyed = false;
   /** Persistent namespaces of the sandbox (helper createSandbox result), e.g. ipc and uts. */

@@ -563,6 +563,18 @@ export class CgroupManager {
       if (n.classId) add('net_cls', ['net_cls.classid', String(n.classId)], undefined, `${R}.Network.ClassID`, true);
       for (const p of n.priorities ?? []) add('net_prio', ['net_prio.ifpriomap', `${p.name} ${p.priority}`], undefined, `${R}.Network.Priorities`, true);
     }
+    if (res.devices !== undefined) {
+      // Upstream rustjail setup_devcg_whitelist: deny everything, then the rules in order.
+      if (!cg.v1.devices) {
+        throw new StatusError(Code.FAILED_PRECONDITION, `${R}.Devices: the guest has no v1 devices cgroup hierarchy to enforce device rules (cgroup v2 device programs are not supported)`);
+      }
+      out.push({ ctrl: 'devices', file: 'devices.deny', value: 'a', field: `${R}.Devices` });
+      for (const [i, d] of res.devices.entries()) {
+        const id = (v: number): string => (v < 0 ? '*' : String(v));
+        const value = d.type === 'a' ? 'a' : `${d.type} ${id(d.major)}:${id(d.minor)} ${d.access}`;
+        out.push({ ctrl: 'devices', file: d.allow ? 'devices.allow' : 'devices.deny', value, field: `${R}.Devices[${i}]` });
+      }
+    }
     for (const [k, v] of Object.entries(res.unified ?? {})) {
       if (!cg.v2) throw new StatusError(Code.INVALID_ARGUMENT, `${R}.Unified.${k}: the guest has no cgroup v2 hierarchy`);
       out.push({ ctrl: '', file: k, value: v, field: `${R}.Unified.${k}` });

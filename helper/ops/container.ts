@@ -64,7 +64,7 @@ import {
   type ValidProcessPlan,
 } from './plan';
 import type { StorageBackend, StorageBackendOps } from './storage';
-import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type OciState } from './hooks';
+import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type Hook, type OciState } from './hooks';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
 import { validateCgroupResources } from '../../shared/cgroup';
 import { readSelfStats } from './self-stats';
@@ -153,8 +153,11 @@ interface ContainerRecord {
   pendingExecs: Set<string>;
   removing: Promise<void> | undefined;
   removed: boolean;
-  /** The guest hooks as they were when the container was created (upstream copies them into the spec). */
-  hooks: GuestHooks;
+  /**
+   * The spec's hooks followed by the guest hooks as they were when the container was created
+   * (upstream append_guest_hooks copies them into the spec after its own).
+   */
+  hooks: GuestHooks & { createRuntime: Hook[] };
   /** OCI version and annotations for the hooks' state. */
   oci: { version: string; annotations: Record<string, string> };
   /** The container's cgroup (helper/ops/cgroup.ts), when its plan has one. */
@@ -332,7 +335,9 @@ export class ContainerBackend implements ContainerFamily {
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
-      return { result: { namespaces } };
+      // Device rules are enforced through a v1 devices hierarchy (no v2 eBPF program yet).
+      const deviceCgroup = this.cgroups?.layout.v1.devices !== undefined;
+      return { result: { namespaces, deviceCgroup } };
     } finally {
       this.sandboxBusy = false;
     }
@@ -355,6 +360,19 @@ export class ContainerBackend implements ContainerFamily {
   // -------------------------------------------------------------------------------------------
   // Containers
 
+  /**
+   * The sysctls whose key this kernel has (/proc/sys/<key with "." → "/">); the others are
+   * skipped with a warning, as upstream does (a spec written for another kernel still runs).
+   * Keys were validated (letters, digits, "._-"; no "..") by validateContainerPlan.
+   */
+  private knownSysctls(containerId: string, sysctl: [string, string][]): [string, string][] {
+    return sysctl.filter(([key]) => {
+      if (fs.existsSync(path.join('/proc/sys', key.replace(/\./g, '/')))) return true;
+      this.log.warn({ containerId, field: `OCI.Linux.Sysctl[${JSON.stringify(key)}]` }, 'sysctl skipped: the guest kernel has no such key');
+      return false;
+    });
+  }
+
   async createContainer(rawArgs: CreateContainerArgs): Promise<BackendReply<CreateContainerResult>> {
     const args = checkArgs(rawArgs, 'createContainer');
     const containerId = validateContainerId(args.containerId);
@@ -367,6 +385,7 @@ export class ContainerBackend implements ContainerFamily {
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
     });
     const oci = checkOciInfo(args.oci);
+    if (this.launcher.hostChecks) plan.sysctl = this.knownSysctls(containerId, plan.sysctl);
     this.creating.add(containerId);
     let stdio: StdioSet | undefined;
     let cgroup: ContainerCgroup | undefined;
@@ -404,7 +423,12 @@ export class ContainerBackend implements ContainerFamily {
         pendingExecs: new Set(),
         removing: undefined,
         removed: false,
-        hooks: this.guestHooks,
+        hooks: {
+          prestart: [...plan.hooks.prestart, ...this.guestHooks.prestart],
+          createRuntime: plan.hooks.createRuntime,
+          poststart: [...plan.hooks.poststart, ...this.guestHooks.poststart],
+          poststop: [...plan.hooks.poststop, ...this.guestHooks.poststop],
+        },
         oci,
         cgroup,
         // a reused cgroup dir keeps its counter: only kills from now on are events
@@ -747,9 +771,12 @@ export class ContainerBackend implements ContainerFamily {
    * too, but before pivot_root; see docs/ARCHITECTURE.md "Guest hooks".
    */
   private async runPrestart(record: ContainerRecord): Promise<void> {
-    if (record.hooks.prestart.length === 0) return;
+    if (record.hooks.prestart.length === 0 && record.hooks.createRuntime.length === 0) return;
     try {
+      // runtime-spec: prestart (deprecated) and createRuntime both run in the runtime namespace
+      // after the container's environment exists; prestart first, as runc.
       await this.hookRunner.runAll('prestart', record.hooks.prestart, this.ociState(record, 'created'), true);
+      await this.hookRunner.runAll('createRuntime', record.hooks.createRuntime, this.ociState(record, 'created'), true);
     } catch (err) {
       await this.remove(record, TEARDOWN_TIMEOUT_MS, false).catch((e: unknown) =>
         this.log.error({ err: e, containerId: record.id }, 'removing the container after a failed prestart hook failed'),

@@ -1,7 +1,7 @@
 /**
  * OCI hooks run by the helper: the guest hooks of CreateSandboxRequest.guest_hook_path (Kata
  * agent sandbox.rs add_hooks / find_hooks, rpc.rs append_guest_hooks, rustjail container.rs, at
- * 6e4d4c329a) and, later, the hooks of a container's own OCI spec (same {@link Hook} shape, same
+ * 6e4d4c329a) and the hooks of a container's own OCI spec (ContainerPlan.hooks; same {@link Hook} shape, same
  * runner).
  *
  * A hook runs in the helper's (the agent's) namespaces, as root, in its own session, with an

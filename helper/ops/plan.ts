@@ -16,7 +16,7 @@
  * oversized plan (RESOURCE_EXHAUSTED).
  */
 import { validateCgroupPlan } from '../../shared/cgroup';
-import type { CgroupPlan } from '../../shared/protocol';
+import type { CgroupPlan, DeviceNodePlan, HookPlan, HooksPlan } from '../../shared/protocol';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -244,13 +244,18 @@ export interface ValidContainerPlan {
   /** The container's seccomp profile (compiled by the launcher, helper/ops/seccomp.ts); absent = none. */
   seccomp?: ValidSeccomp;
   /**
-   * Mount everything but the /dev tmpfs and devpts `nodev` (kata-init `nodev` record): there is
-   * no device cgroup yet, so unless the spec's device rules allow every device, device nodes that
-   * the image ships (or a bind brings) must not be openable. True unless plan.devicesAllowAll.
+   * Mount everything but the /dev tmpfs and devpts `nodev` (kata-init `nodev` record): without a
+   * device cgroup, unless the spec's device rules allow every device, device nodes that the
+   * image ships (or a bind brings) must not be openable. True unless plan.devicesAllowAll or the
+   * cgroup plan carries device rules (cgroup.resources.devices, enforced by the device cgroup).
    */
   nodev: boolean;
   /** The container's cgroup (re-validated, shared/cgroup.ts); absent: none of its own. */
   cgroup?: CgroupPlan;
+  /** OCI linux.devices to create (kata-init `device` records, after the mounts). */
+  devices: DeviceNodePlan[];
+  /** The spec's OCI hooks (re-validated; every kind present, possibly empty). */
+  hooks: Required<HooksPlan>;
 }
 
 export interface PlanCheckOptions {
@@ -840,8 +845,12 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   const proc = validateProcessPlan(plan.process);
   const seccomp = validateSeccomp(plan.seccomp);
   const devicesAllowAll = plan.devicesAllowAll === undefined ? false : checkBool(plan.devicesAllowAll, 'devicesAllowAll');
+  const cgroup = plan.cgroup !== undefined ? validateCgroupPlan(plan.cgroup) : undefined;
+  // Device rules in the cgroup plan are enforced by the device cgroup (or the container is
+  // refused), so the nodev stand-in is not needed then.
+  const devicesEnforced = cgroup?.resources.devices !== undefined;
   return {
-    nodev: !devicesAllowAll,
+    nodev: !devicesAllowAll && !devicesEnforced,
     rootfs,
     readonly,
     hostname,
@@ -853,7 +862,9 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     rootfsPropagation,
     process: proc,
     ...(seccomp ? { seccomp } : {}),
-    ...(plan.cgroup !== undefined ? { cgroup: validateCgroupPlan(plan.cgroup) } : {}),
+    ...(cgroup !== undefined ? { cgroup } : {}),
+    devices: validateDevices(plan.devices),
+    hooks: validateHooks(plan.hooks),
   };
 }
 
@@ -910,6 +921,63 @@ function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
   w.record('tty', p.terminal ? 1 : 0);
 }
 
+/**
+ * Re-check ContainerPlan.devices (control/oci.ts devicesFromOci made them): at most 256, path
+ * absolute below /dev without "..", type c/u/b/p, major/minor 0..2^32-1, fileMode 0..0o7777,
+ * uid/gid ids. INVALID_ARGUMENT naming devices[i].
+ */
+function validateDevices(raw: unknown): DeviceNodePlan[] {
+  if (raw === undefined) return [];
+  return checkArray(raw, 'devices', 256).map((d, i) => {
+    const f = `devices[${i}]`;
+    if (!isRecord(d)) throw invalid(`${f} must be a map, got ${describe(d)}`);
+    const p = checkConfinedPath(d.path, `${f}.path`);
+    if (!p.startsWith('/dev/')) throw invalid(`${f}.path ${JSON.stringify(p)} is not below /dev`);
+    const type = d.type;
+    if (type !== 'c' && type !== 'u' && type !== 'b' && type !== 'p') throw invalid(`${f}.type must be "c", "u", "b" or "p", got ${describe(type)}`);
+    const num = (v: unknown, k: string, max: number): number => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw invalid(`${f}.${k} must be an integer in 0..${max}, got ${describe(v)}`);
+      return v;
+    };
+    return {
+      path: p,
+      type,
+      major: num(d.major, 'major', 0xffffffff),
+      minor: num(d.minor, 'minor', 0xffffffff),
+      fileMode: num(d.fileMode, 'fileMode', 0o7777),
+      uid: checkId(d.uid, `${f}.uid`),
+      gid: checkId(d.gid, `${f}.gid`),
+    };
+  });
+}
+
+/**
+ * Re-check ContainerPlan.hooks (control/oci.ts hooksFromOci): a map of prestart, createRuntime,
+ * poststart, poststop lists (at most 64 each) of {path absolute, args, env (strings without
+ * NUL), timeoutSec 1..3600 or absent}. INVALID_ARGUMENT naming hooks.<kind>[i].
+ */
+function validateHooks(raw: unknown): Required<HooksPlan> {
+  const out: Required<HooksPlan> = { prestart: [], createRuntime: [], poststart: [], poststop: [] };
+  if (raw === undefined) return out;
+  if (!isRecord(raw)) throw invalid(`hooks must be a map, got ${describe(raw)}`);
+  for (const kind of Object.keys(raw)) if (!(kind in out)) throw invalid(`hooks.${kind} is not a hook kind the helper runs`);
+  for (const kind of ['prestart', 'createRuntime', 'poststart', 'poststop'] as const) {
+    if (raw[kind] === undefined) continue;
+    out[kind] = checkArray(raw[kind], `hooks.${kind}`, 64).map((h, i): HookPlan => {
+      const f = `hooks.${kind}[${i}]`;
+      if (!isRecord(h)) throw invalid(`${f} must be a map, got ${describe(h)}`);
+      const args = checkArray(h.args ?? [], `${f}.args`, 1024).map((a, j) => checkString(a, `${f}.args[${j}]`));
+      const env = checkArray(h.env ?? [], `${f}.env`, 1024).map((e, j) => checkString(e, `${f}.env[${j}]`));
+      const t = h.timeoutSec;
+      if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 3600)) {
+        throw invalid(`${f}.timeoutSec must be an integer in 1..3600, got ${describe(t)}`);
+      }
+      return { path: checkAbsolute(h.path, `${f}.path`), args, env, ...(t !== undefined ? { timeoutSec: t } : {}) };
+    });
+  }
+  return out;
+}
+
 /** kata-init `create` plan for a validated container, with its compiled seccomp filter if any. */
 export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompFilter): Buffer {
   const w = new PlanWriter();
@@ -925,6 +993,7 @@ export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompF
   for (const p of plan.maskedPaths) w.record('masked', p);
   for (const p of plan.readonlyPaths) w.record('readonlypath', p);
   for (const [k, v] of plan.sysctl) w.record('sysctl', k, v);
+  for (const d of plan.devices) w.record('device', d.path, d.type === 'u' ? 'c' : d.type, d.major, d.minor, d.fileMode, d.uid, d.gid);
   writeProcess(w, plan.process);
   writeSeccomp(w, seccomp);
   return w.toBuffer();

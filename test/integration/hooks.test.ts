@@ -8,6 +8,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentHarness, Code, expectCode, pidAlive, skipReason } from './lib/agent-harness';
+import type { grpc } from '../../shared/generated/protos';
 
 interface LoggedState {
   kind: string;
@@ -52,6 +53,55 @@ if (skip) {
     await h.client.call('CreateSandbox', { sandbox_id: 'hooks-sandbox', hostname: 'hooks', guest_hook_path: hookDir });
   });
   t.teardown(() => h.dispose());
+
+  t.test('OCI spec hooks: prestart, createRuntime, poststart, poststop run with their args, env and the state, before the guest hooks', async (t) => {
+    fs.rmSync(log, { force: true });
+    const specHook = path.join(h.tmp, 'spec-hook');
+    // argv [spec-hook, <label>] ($1 = the label); logs "<label>:<$HOOKVAR> <state>"
+    fs.writeFileSync(specHook, `#!/bin/sh\nstate=$(/bin/cat)\nprintf '%s %s\\n' "$1:$HOOKVAR" "$state" >> ${log}\n`, { mode: 0o755 });
+    const hook = (label: string) => ({ Path: specHook, Args: ['spec-hook', label], Env: [`HOOKVAR=${label}-env`], Timeout: 5 });
+    const id = h.id('sh');
+    h.removeOnTeardown(t, id);
+    const spec = h.spec(['true'], {
+      hooks: { Prestart: [hook('pre')], CreateRuntime: [hook('cr')], Poststart: [hook('post')], Poststop: [hook('stop')] },
+    });
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    await h.client.call('StartContainer', { container_id: id });
+    t.equal(await h.wait(id, id), 0);
+    await h.client.call('RemoveContainer', { container_id: id, timeout: 10 });
+    const got = entries();
+    t.same(got.map((e) => e.kind), ['pre:pre-env', 'prestart', 'cr:cr-env', 'post:post-env', 'poststart', 'stop:stop-env', 'poststop'],
+      'spec hooks first (upstream appends the guest hooks), createRuntime after prestart; args and env as given');
+    t.same(got.map((e) => e.state.id), got.map(() => id), 'every hook got the container id on stdin');
+    t.same(got.filter((e) => e.kind.includes(':')).map((e) => e.state.status), ['created', 'created', 'running', 'stopped'], 'statuses');
+  });
+
+  t.test('OCI spec hooks: a relative path, a NUL in args, a container-namespace hook are refused naming the field', async (t) => {
+    for (const [hooks, code, re] of [
+      [{ Prestart: [{ Path: 'bin/hook' }] }, Code.INVALID_ARGUMENT, /OCI\.Hooks\.Prestart\[0\]\.Path "bin\/hook".*absolute/],
+      [{ Poststop: [{ Path: '/bin/true', Args: ['a\0b'] }] }, Code.INVALID_ARGUMENT, /OCI\.Hooks\.Poststop\[0\]\.Args\[0\]/],
+      [{ CreateRuntime: [{ Path: '/bin/true', Timeout: -1 }] }, Code.INVALID_ARGUMENT, /OCI\.Hooks\.CreateRuntime\[0\]\.Timeout/],
+      [{ StartContainer: [{ Path: '/bin/true' }] }, Code.UNIMPLEMENTED, /OCI\.Hooks\.StartContainer/],
+    ] as [grpc.Hooks.$Properties, number, RegExp][]) {
+      const id = h.id('bad');
+      h.removeOnTeardown(t, id);
+      const err = await expectCode(t, h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: h.spec(['true'], { hooks }) }), code, JSON.stringify(hooks));
+      t.match(err?.message ?? '', re);
+    }
+  });
+
+  t.test('OCI spec hooks: a failing prestart hook fails CreateContainer (FAILED_PRECONDITION naming it) and leaves nothing running', async (t) => {
+    const id = h.id('pf');
+    h.removeOnTeardown(t, id);
+    const err = await expectCode(
+      t,
+      h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: h.spec(['sleep', '1000'], { hooks: { CreateRuntime: [{ Path: '/bin/false' }] } }) }),
+      Code.FAILED_PRECONDITION,
+      'failing createRuntime hook',
+    );
+    t.match(err?.message ?? '', /createRuntime hook \/bin\/false failed: exit status 1/);
+    await expectCode(t, h.client.call('StartContainer', { container_id: id }), Code.NOT_FOUND, 'the container is gone');
+  });
 
   t.test('prestart at create, poststart at start, poststop at removal, each once with the state', async (t) => {
     fs.rmSync(log, { force: true });

@@ -530,7 +530,7 @@ if (!isRoot || !fs.existsSync(KATA_INIT) || !fs.existsSync('/bin/busybox')) {
     const errors: [string, Rec[], RegExp][] = [
       ['oom out of range', [['oomscoreadj', 1001]], /^error plan: record "oomscoreadj": 1001 is outside -1000\.\.1000/],
       ['caps not a number', [['caps', 'all', 0, 0, 0, 0]], /^error plan: record "caps": "all" is not a decimal number$/],
-      ['ambient outside inheritable', [['caps', kill, kill, kill, 0, kill]], /^error caps: raising ambient capability 5 \(it must be in the permitted and inheritable sets\): Operation not permitted$/],
+      ['ambient outside inheritable', [['caps', kill, kill, kill, 0, kill]], /^error caps: raising ambient capability CAP_KILL \(5\) \(it must be in the permitted and inheritable sets\): Operation not permitted$/],
       ['effective outside permitted', [['caps', kill, kill | 1, kill, 0, 0]], /^error caps: capset effective 0x21 permitted 0x20 inheritable 0 .*: Operation not permitted$/],
     ];
     for (const [name, extra, want] of errors) {

@@ -34,10 +34,15 @@ if (skip) {
   t.plan(0, skip);
 } else {
   const h = new AgentHarness('security');
+  const hi = new AgentHarness('security-interim');
   t.before(async () => {
     await h.start('kata-security');
+    // No device cgroup (the helper ignores the v1 hierarchies): the CAP_MKNOD/nodev interim
+    // tests run here; the enforced device cgroup is test/integration/devices.test.ts.
+    await hi.start('kata-interim', ['--unified-cgroup-hierarchy']);
   });
   t.teardown(() => h.dispose());
+  t.teardown(() => hi.dispose());
   t.afterEach(async (tt) => {
     if (!tt.passing()) tt.comment(h.logs());
   });
@@ -71,6 +76,7 @@ if (skip) {
   });
 
   t.test('capabilities: the Docker default set, with and without CAP_MKNOD', async (t) => {
+    const runToEnd = hi.runToEnd.bind(hi);
     const docker = 0xa80425fbn; // moby's default set, CAP_MKNOD (27) included
     const allowAll = { devices: [{ allow: true, access: 'rwm' }] };
     const withMknod = await runToEnd(t, ['sh', '-c', SHOW_CAPS], { resources: allowAll });
@@ -126,6 +132,7 @@ if (skip) {
   });
 
   t.test('CAP_MKNOD: removed unless the device rules allow every device', async (t) => {
+    const runToEnd = hi.runToEnd.bind(hi);
     const script = 'if mknod /dev/kt-sda b 8 0 2>/dev/null; then echo mknod:done; ls -l /dev/kt-sda; else echo mknod:refused; fi';
     const denied = await runToEnd(t, ['sh', '-c', script]);
     t.match(denied.stdout, /^mknod:refused$/m, 'default (no device rules): mknod of a block device is refused');
@@ -141,8 +148,8 @@ if (skip) {
     t.match(allowed.stdout, /^mknod:done$/m, 'an allow-all rule: mknod works');
     t.match(allowed.stdout, /^b.* 8,\s+0 .*\/dev\/kt-sda$/m, 'the node is block 8:0');
 
-    const cid = await h.run(t, ['sleep', '1000']);
-    const ex = await h.execCollect(cid, ['sh', '-c', `${SHOW_CAPS}; ${script}`], {
+    const cid = await hi.run(t, ['sleep', '1000']);
+    const ex = await hi.execCollect(cid, ['sh', '-c', `${SHOW_CAPS}; ${script}`], {
       capabilities: { Bounding: ['CAP_MKNOD', 'CAP_KILL'], Effective: ['CAP_MKNOD', 'CAP_KILL'], Permitted: ['CAP_MKNOD', 'CAP_KILL'] },
     });
     t.equal(capLines(ex.stdout.toString()).CapBnd, '0000000000000020', 'an exec asking for CAP_MKNOD does not get it either');
@@ -150,11 +157,12 @@ if (skip) {
   });
 
   t.test('device nodes shipped in the image cannot be opened unless the device rules allow all', async (t) => {
+    const runToEnd = hi.runToEnd.bind(hi);
     // Review finding: with CAP_MKNOD withheld, a node already in the image (unpacked by the
     // runtime as root) still opened, e.g. a block device of the guest disk. Without a device
     // cgroup, every mount but the /dev tmpfs and devpts is nodev.
-    const rootfs = path.join(h.tmp, 'rootfs-devnode');
-    execFileSync('cp', ['-a', h.rootfs, rootfs]);
+    const rootfs = path.join(hi.tmp, 'rootfs-devnode');
+    execFileSync('cp', ['-a', hi.rootfs, rootfs]);
     execFileSync('mknod', [path.join(rootfs, 'evil-zero'), 'c', '1', '5']);
     fs.chmodSync(path.join(rootfs, 'evil-zero'), 0o666);
     const script =
@@ -169,10 +177,10 @@ if (skip) {
     const allowAll = await runToEnd(t, ['sh', '-c', script], { rootfs, resources: { devices: [{ allow: true, access: 'rwm' }] } });
     t.match(allowAll.stdout, /^image-node:opened$/m, 'an allow-all device rule: the node opens (privileged containers)');
 
-    const cid = await h.run(t, ['sleep', '1000'], { rootfs });
-    const ex = await h.execCollect(cid, ['sh', '-c', script]);
+    const cid = await hi.run(t, ['sleep', '1000'], { rootfs });
+    const ex = await hi.execCollect(cid, ['sh', '-c', script]);
     t.match(ex.stdout.toString(), /^image-node:refused$/m, 'an exec is refused as well');
-    const tty = await h.execCollect(cid, ['sh', '-c', 'test -t 0 && echo tty:ok'], { terminal: true });
+    const tty = await hi.execCollect(cid, ['sh', '-c', 'test -t 0 && echo tty:ok'], { terminal: true });
     t.match(tty.stdout.toString(), /tty:ok/, 'a terminal exec still works (devpts keeps its devices)');
   });
 
@@ -225,10 +233,12 @@ if (skip) {
       h.removeOnTeardown(t, id);
       return h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
     };
-    const hook = await expectCode(t, create(h.spec(['true'], { hooks: { Prestart: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a prestart hook');
-    t.match(hook?.message ?? '', /OCI\.Hooks\.Prestart/, 'names OCI.Hooks.Prestart');
-    const poststop = await expectCode(t, create(h.spec(['true'], { hooks: { Poststop: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a poststop hook');
-    t.match(poststop?.message ?? '', /OCI\.Hooks\.Poststop/, 'names OCI.Hooks.Poststop');
+    // Prestart/CreateRuntime/Poststart/Poststop hooks run (hooks.test.ts); the two that must run
+    // inside the container's namespaces are refused.
+    const hook = await expectCode(t, create(h.spec(['true'], { hooks: { CreateContainer: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a createContainer hook');
+    t.match(hook?.message ?? '', /OCI\.Hooks\.CreateContainer/, 'names OCI.Hooks.CreateContainer');
+    const start = await expectCode(t, create(h.spec(['true'], { hooks: { StartContainer: [{ Path: '/bin/true' }] } })), Code.UNIMPLEMENTED, 'a startContainer hook');
+    t.match(start?.message ?? '', /OCI\.Hooks\.StartContainer/, 'names OCI.Hooks.StartContainer');
 
     const seccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_NOTIFY' }] };
     const sc = await expectCode(t, create(h.spec(['true'], { seccomp })), Code.UNIMPLEMENTED, 'a seccomp SCMP_ACT_NOTIFY rule');

@@ -178,3 +178,25 @@ t.test('mock backend: the init joins the cgroup, cgroupStats, removeContainer re
   const nf = await backend.cgroupStats({ containerId: 'cg1' }).then(() => undefined, (e: unknown) => e as StatusError);
   t.equal(nf?.code, Code.NOT_FOUND);
 });
+
+t.test('device rules: written to the v1 devices hierarchy; FAILED_PRECONDITION without one (never silently unenforced)', async (t) => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-dev-'));
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const devices = [
+    { allow: false, type: 'a', major: -1, minor: -1, access: 'rwm' },
+    { allow: true, type: 'b', major: 7, minor: -1, access: 'r' },
+  ];
+  const hy = createMockCgroups({ root: path.join(root, 'hy') });
+  const cg = hy.manager.create('c1', { path: '/d/c1', resources: { devices } });
+  const r = (f: string): string => fs.readFileSync(path.join(hy.root, 'devices/d/c1', f), 'utf8');
+  // the simulated tree keeps the last write of each file
+  t.equal(r('devices.deny'), 'a', 'type a is written as "a"');
+  t.equal(r('devices.allow'), 'b 7:* r', '-1 is written as "*"');
+  hy.manager.remove(cg);
+
+  const v2 = createMockCgroups({ root: path.join(root, 'v2'), mode: 'v2' });
+  const err = code(() => v2.manager.create('c2', { path: '/c2', resources: { devices } }));
+  t.equal(err.code, Code.FAILED_PRECONDITION);
+  t.match(err.message, /OCI\.Linux\.Resources\.Devices: the guest has no v1 devices cgroup hierarchy/);
+  t.notOk(fs.existsSync(path.join(v2.root, 'unified/c2')), 'nothing left behind');
+});

@@ -235,7 +235,7 @@ t.test('removeContainer kills the init and exec processes of a running container
 
 t.test('sandbox: created once, no namespaces in the mock; destroySandbox removes containers', async (t) => {
   const s = await client.call('createSandbox', { sandboxId: 'sb1', hostname: 'pod' });
-  t.same(s.result, { namespaces: [] });
+  t.same(s.result, { namespaces: [], deviceCgroup: true });
   await rejectsStatus(t, client.call('createSandbox', { sandboxId: 'sb1', hostname: 'pod' }), Code.ALREADY_EXISTS, /sandbox "sb1" already created/);
   await rejectsStatus(t, client.call('createSandbox', { sandboxId: '', hostname: 'pod' }), Code.ALREADY_EXISTS, /already created/);
   const c = await client.call('createContainer', { containerId: 'c-sb', plan: plan(['sleep', '100']) });
@@ -247,7 +247,7 @@ t.test('sandbox: created once, no namespaces in the mock; destroySandbox removes
   await client.call('destroySandbox', {});
   // An empty sandbox id is accepted (upstream accepts an empty CreateSandboxRequest.sandbox_id);
   // a bad non-empty one is refused naming the sandbox id.
-  t.same((await client.call('createSandbox', { sandboxId: '', hostname: 'pod' })).result, { namespaces: [] }, 'empty sandbox id');
+  t.same((await client.call('createSandbox', { sandboxId: '', hostname: 'pod' })).result, { namespaces: [], deviceCgroup: true }, 'empty sandbox id');
   await client.call('destroySandbox', {});
   await rejectsStatus(t, client.call('createSandbox', { sandboxId: '-bad', hostname: 'pod' }), Code.INVALID_ARGUMENT, /^invalid sandbox id "-bad"/);
   await rejectsStatus(t, client.call('createSandbox', { sandboxId: 'x'.repeat(300), hostname: 'pod' }), Code.INVALID_ARGUMENT, /invalid sandbox id/);

@@ -165,12 +165,6 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['cwd relative', spec({ Process: { Args: ['sh'], Cwd: 'x' } }), Code.INVALID_ARGUMENT, ['OCI.Process.Cwd']],
     ['root is the guest root', spec({ Root: { Path: '/' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path "/"', 'pivot_root']],
     ['root is the guest root, spelt //.', spec({ Root: { Path: '//.' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path']],
-    ['prestart hook', spec({ Hooks: { Prestart: [{ Path: '/bin/true' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Prestart', '/bin/true']],
-    ['createRuntime hook', spec({ Hooks: { CreateRuntime: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.CreateRuntime']],
-    ['createContainer hook', spec({ Hooks: { CreateContainer: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.CreateContainer']],
-    ['startContainer hook', spec({ Hooks: { StartContainer: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
-    ['poststart hook', spec({ Hooks: { Poststart: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststart']],
-    ['poststop hook', spec({ Hooks: { Poststop: [{ Path: '/x' }] } }), Code.UNIMPLEMENTED, ['OCI.Hooks.Poststop']],
     ['seccomp notify default', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_NOTIFY' } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.DefaultAction', 'SCMP_ACT_NOTIFY']],
     ['seccomp notify rule', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: [{ Names: ['mount'], Action: 'SCMP_ACT_NOTIFY' }] } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.Syscalls[0].Action', 'SCMP_ACT_NOTIFY']],
     ['selinux label', spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }), Code.UNIMPLEMENTED, ['OCI.Process.SelinuxLabel']],
@@ -265,12 +259,25 @@ t.test('capabilities: names → numbers, unknown names skipped with a warning', 
   t.equal(CAPABILITIES[40], 'CAP_CHECKPOINT_RESTORE');
   const warnings: Record<string, unknown>[] = [];
   const caps = capabilitiesFromOci(
-    { Bounding: ['CAP_KILL', 'CAP_CHOWN', 'CAP_KILL', 'CAP_BOGUS', 'cap_kill'], Effective: ['CAP_KILL'], Ambient: ['CAP_BPF'] },
+    { Bounding: ['CAP_KILL', 'CAP_CHOWN', 'CAP_KILL', 'CAP_BOGUS', 'cap_kill'], Effective: ['CAP_KILL'], Permitted: ['CAP_BPF'], Inheritable: ['CAP_BPF'], Ambient: ['CAP_BPF'] },
     'OCI.Process.Capabilities',
     (f) => warnings.push(f),
   );
-  t.same(caps, { bounding: [0, 5], effective: [5], inheritable: [], permitted: [], ambient: [39] }, 'sorted, deduplicated, exact names only');
+  t.same(caps, { bounding: [0, 5], effective: [5], inheritable: [39], permitted: [39], ambient: [39] }, 'sorted, deduplicated, exact names only');
   t.same(warnings, [{ field: 'OCI.Process.Capabilities', unknown: ['bounding:CAP_BOGUS', 'bounding:cap_kill'] }], 'unknown names reported');
+});
+
+t.test('capabilities: ambient ones not both permitted and inheritable are dropped with a warning (runc; `runc spec` config)', async (t) => {
+  const warnings: [Record<string, unknown>, string][] = [];
+  const runcSpec = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
+  const caps = capabilitiesFromOci(
+    { Bounding: runcSpec, Effective: runcSpec, Permitted: runcSpec, Ambient: [...runcSpec, 'CAP_CHOWN'], Inheritable: ['CAP_KILL', 'CAP_CHOWN'] },
+    'OCI.Process.Capabilities',
+    (f, m) => warnings.push([f, m]),
+  );
+  t.same(caps.ambient, [5], 'only CAP_KILL is permitted and inheritable');
+  t.same(caps.permitted, [5, 10, 29], 'the other sets are untouched');
+  t.same(warnings[0][0], { field: 'OCI.Process.Capabilities.Ambient', dropped: ['CAP_CHOWN', 'CAP_NET_BIND_SERVICE', 'CAP_AUDIT_WRITE'] }, 'the dropped ones are named');
 });
 
 t.test('capabilities: init default, exec inheritance, CAP_MKNOD only with allow-all device rules', async (t) => {
@@ -431,4 +438,81 @@ t.test('OOMScoreAdj is carried for the init and for execs (0 when unset)', async
   t.equal(containerPlanFromSpec(spec({ Process: { Args: ['sh'], OOMScoreAdj: -999 } }), noSandbox).process.oomScoreAdj, -999);
   t.equal(containerPlanFromSpec(spec(), noSandbox).process.oomScoreAdj, 0);
   t.equal(processPlanFromOci({ Args: ['sh'], OOMScoreAdj: 1000 }, 'process').oomScoreAdj, 1000);
+});
+
+t.test('device cgroup enforced (CreateSandboxResult.deviceCgroup): rules carried before the defaults, CAP_MKNOD kept, not listed as unenforced', async (t) => {
+  const names = ['CAP_MKNOD', 'CAP_KILL'];
+  const deny = { Resources: { Devices: [{ Allow: false, Type: 'c', Major: 1, Minor: 5, Access: 'rwm' }, { Allow: true, Type: '', Major: -1, Minor: -1, Access: '' }] } };
+  const s = spec({ Process: { Args: ['sh'], Capabilities: { Bounding: names, Effective: names, Permitted: names } } }, deny);
+  const plan = containerPlanFromSpec(s, { ...noSandbox, containerId: 'c1', deviceCgroup: true });
+  t.equal(plan.devicesEnforced, true);
+  t.same(plan.process.capabilities?.bounding, [5, 27], 'CAP_MKNOD kept');
+  t.notOk(plan.unenforced?.includes('OCI.Linux.Resources.Devices'), 'Resources.Devices is enforced');
+  const rules = plan.cgroup?.resources.devices ?? [];
+  t.same(rules.slice(0, 2), [
+    { allow: false, type: 'c', major: 1, minor: 5, access: 'rwm' },
+    { allow: true, type: 'a', major: -1, minor: -1, access: 'rwm' },
+  ], 'the spec rules first, in order ("" type → a, "" access → rwm)');
+  t.same(rules[2], { allow: true, type: 'c', major: -1, minor: -1, access: 'm' }, 'then the defaults (c *:* m first), as runc');
+  t.equal(rules.length, 14);
+  const exec = processPlanFromOci({ Args: ['id'], Capabilities: { Bounding: ['CAP_MKNOD'] } }, 'process', { container: plan });
+  t.same(exec.capabilities?.bounding, [27], 'an exec keeps CAP_MKNOD too');
+
+  const interim = containerPlanFromSpec(s, { ...noSandbox, containerId: 'c1' });
+  t.equal(interim.devicesEnforced, undefined);
+  t.same(interim.process.capabilities?.bounding, [5], 'without a device cgroup: the interim removes CAP_MKNOD');
+  t.equal(interim.cgroup?.resources.devices, undefined, 'and no rules are sent');
+  t.ok(interim.unenforced?.includes('OCI.Linux.Resources.Devices'));
+
+  for (const [dev, field] of [
+    [{ Allow: true, Type: 'x', Access: 'rwm' }, 'Devices[0].Type "x"'],
+    [{ Allow: true, Type: 'c', Access: 'rwx' }, 'Devices[0].Access "rwx"'],
+    [{ Allow: true, Type: 'c', Major: -2, Access: 'r' }, 'Devices[0].Major -2'],
+  ] as const) {
+    rejects(t, () => containerPlanFromSpec(spec({}, { Resources: { Devices: [dev] } }), noSandbox), Code.INVALID_ARGUMENT, [field], field);
+  }
+});
+
+t.test('linux.devices → device node plans (rustjail create_devices rules)', async (t) => {
+  const plan = containerPlanFromSpec(
+    spec({}, { Devices: [
+      { Path: '/dev/fuse', Type: 'c', Major: 10, Minor: 229, FileMode: 0o600, UID: 0, GID: 0 },
+      { Path: '/dev/vdb', Type: 'b', Major: 254, Minor: 16 },
+      { Path: '/dev/vdb', Type: 'b', Major: 254, Minor: 17, UID: 5 },
+    ] }),
+    noSandbox,
+  );
+  t.same(plan.devices, [
+    { path: '/dev/fuse', type: 'c', major: 10, minor: 229, fileMode: 0o600, uid: 0, gid: 0 },
+    { path: '/dev/vdb', type: 'b', major: 254, minor: 17, fileMode: 0o666, uid: 5, gid: 0 },
+  ], 'FileMode 0 → 0666 (runc default); a repeated path: the last entry wins');
+  t.notOk(plan.unenforced?.includes('OCI.Linux.Devices'), 'no longer listed as unenforced');
+  for (const [dev, field] of [
+    [{ Path: '/dev/x', Type: 'z' }, 'OCI.Linux.Devices[0].Type "z"'],
+    [{ Path: 'dev/x', Type: 'c' }, 'OCI.Linux.Devices[0].Path "dev/x"'],
+    [{ Path: '/etc/passwd', Type: 'c' }, 'below /dev'],
+    [{ Path: '/dev/../etc/x', Type: 'c' }, '".." components'],
+    [{ Path: '/dev/x', Type: 'c', FileMode: 0o10644 }, 'OCI.Linux.Devices[0].FileMode'],
+  ] as const) {
+    rejects(t, () => containerPlanFromSpec(spec({}, { Devices: [dev] }), noSandbox), Code.INVALID_ARGUMENT, [field], field);
+  }
+});
+
+t.test('OCI hooks → HooksPlan; CreateContainer/StartContainer refused; bad hooks name the field', async (t) => {
+  const plan = containerPlanFromSpec(
+    spec({ Hooks: { Prestart: [{ Path: '/bin/a', Args: ['a', 'x'], Env: ['K=v'], Timeout: 3 }], Poststop: [{ Path: '/bin/b' }] } }),
+    noSandbox,
+  );
+  t.same(plan.hooks, { prestart: [{ path: '/bin/a', args: ['a', 'x'], env: ['K=v'], timeoutSec: 3 }], poststop: [{ path: '/bin/b', args: [], env: [] }] });
+  t.equal(containerPlanFromSpec(spec({ Hooks: {} }), noSandbox).hooks, undefined, 'no hooks: none carried');
+  for (const [name, hooks, code, parts] of [
+    ['createContainer', { CreateContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.CreateContainer']],
+    ['startContainer', { StartContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
+    ['relative path', { Poststart: [{ Path: 'x' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Poststart[0].Path "x"', 'absolute']],
+    ['empty path', { CreateRuntime: [{ Path: '' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.CreateRuntime[0].Path is required']],
+    ['timeout', { Prestart: [{ Path: '/x', Timeout: 4000 }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Prestart[0].Timeout 4000']],
+    ['env NUL', { Prestart: [{ Path: '/x', Env: ['A=\0'] }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Prestart[0].Env[0]']],
+  ] as [string, grpc.Hooks.$Properties, number, string[]][]) {
+    rejects(t, () => containerPlanFromSpec(spec({ Hooks: hooks }), noSandbox), code, [...parts], name);
+  }
 });

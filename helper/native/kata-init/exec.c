@@ -155,6 +155,7 @@ int main(int argc, char **argv)
 	if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
 		die("tty", errno, "making fd 0 the controlling terminal");
 	reset_signals();                               /* 12 */
+	umask(022); /* 12: whatever the helper had, the program starts with 0022 (runc, upstream) */
 	/* With no_new_privs the filter goes in as late as possible, so that it does not have to
 	 * allow the set-up's own syscalls (runc and upstream Kata do the same). */
 	if (plan.nonewprivs)

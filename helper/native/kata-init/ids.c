@@ -77,6 +77,24 @@ void write_oom_score_adj(const struct plan *p)
 	close(fd);
 }
 
+/* Capability names (linux/capability.h) for error messages; "?" beyond the table. */
+static const char *cap_name(int cap)
+{
+	static const char *const names[] = {
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+		"CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+		"CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+		"CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+		"CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+		"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+		"CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+		"CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+		"CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+	};
+
+	return cap >= 0 && (size_t)cap < sizeof names / sizeof names[0] ? names[cap] : "?";
+}
+
 /* The highest capability number this kernel knows (what /proc/sys/kernel/cap_last_cap says,
  * found without /proc: PR_CAPBSET_READ fails with EINVAL beyond it). */
 static int last_cap(void)
@@ -102,7 +120,7 @@ static void drop_bounding(const struct plan *p, int last)
 		if (p->cap_bounding & (UINT64_C(1) << cap))
 			continue;
 		if (prctl(PR_CAPBSET_DROP, (unsigned long)cap, 0, 0, 0) < 0)
-			die("caps", errno, "dropping capability %d from the bounding set", cap);
+			die("caps", errno, "dropping %s (%d) from the bounding set", cap_name(cap), cap);
 	}
 	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
 		die("caps", errno, "prctl(PR_SET_KEEPCAPS, 1)");
@@ -140,9 +158,9 @@ static void apply_caps(const struct plan *p, int last)
 				continue;
 			if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (unsigned long)cap, 0, 0) < 0)
 				die("caps", errno,
-				    "raising ambient capability %d (it must be in the permitted and "
+				    "raising ambient capability %s (%d) (it must be in the permitted and "
 				    "inheritable sets)",
-				    cap);
+				    cap_name(cap), cap);
 		}
 	}
 	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)

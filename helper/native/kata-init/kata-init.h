@@ -120,6 +120,16 @@ struct sysctl_rec {
 	const char *key, *value;
 };
 
+/* OCI linux.devices entry (`device` record). */
+struct device_rec {
+	const char *path; /* absolute, below /dev */
+	char type;        /* 'c', 'b' or 'p' */
+	unsigned int major, minor;
+	mode_t mode; /* permission bits */
+	uid_t uid;
+	gid_t gid;
+};
+
 struct rlimit_rec {
 	int resource;
 	struct rlimit lim;
@@ -149,6 +159,8 @@ struct plan {
 	size_t n_ropaths;
 	struct sysctl_rec *sysctls;
 	size_t n_sysctls;
+	struct device_rec *devices;
+	size_t n_devices;
 	struct rlimit_rec *rlimits;
 	size_t n_rlimits;
 

@@ -207,6 +207,22 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			m->data = next_field(&r);
 			if (m->target[0] != '/')
 				die("plan", 0, "mount target \"%s\" is not absolute", m->target);
+		} else if (strcmp(tag, "device") == 0) {
+			struct device_rec *d = PUSH(p->devices, p->n_devices);
+			const char *type;
+
+			d->path = next_field(&r);
+			type = next_field(&r);
+			d->major = (unsigned int)parse_unsigned(&r, next_field(&r), UINT_MAX);
+			d->minor = (unsigned int)parse_unsigned(&r, next_field(&r), UINT_MAX);
+			d->mode = (mode_t)parse_unsigned(&r, next_field(&r), 07777);
+			d->uid = (uid_t)parse_unsigned(&r, next_field(&r), UINT_MAX - 1);
+			d->gid = (gid_t)parse_unsigned(&r, next_field(&r), UINT_MAX - 1);
+			if (strncmp(d->path, "/dev/", 5) != 0 || strstr(d->path, "/..") != NULL)
+				die("plan", 0, "device path \"%s\" is not below /dev", d->path);
+			if (strlen(type) != 1 || strchr("cbp", type[0]) == NULL)
+				die("plan", 0, "device type \"%s\" is not c, b or p", type);
+			d->type = type[0];
 		} else if (strcmp(tag, "mountprop") == 0) {
 			struct prop_rec *mp = PUSH(p->props, p->n_props);
 
