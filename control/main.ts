@@ -7,6 +7,7 @@
  * a DestroySandbox (as upstream, the agent exits after answering it; exit 0) or the loss of the
  * helper connection (exit 1). A start-up failure exits 1 with the reason logged.
  */
+import { LogRing } from '../shared/log-ring';
 import { createLogger, type Logger } from '../shared/log';
 import { HelperClient } from '../shared/helper-client';
 import { Code, StatusError } from '../shared/protocol';
@@ -86,7 +87,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   }
   const config = loaded.config;
   if (loaded.standalone) return runStandalone(config, argv, loaded.standalone);
-  const log = createLogger('kata-agent', config.logLevel);
+  const logRing = new LogRing(1000);
+  const log = createLogger('kata-agent', config.logLevel, { ring: logRing });
   for (const warning of loaded.warnings) log.warn(warning);
   const defaults = upstreamDefaults();
   const ignored = NOT_ACTED_ON.filter((k) => config[k] !== defaults[k]);
@@ -109,7 +111,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     return 1;
   }
 
-  const agent = new Agent({ config, helper, logger: log });
+  const agent = new Agent({ config, helper, logger: log, logRing });
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((resolve) => {
     resolveExit = resolve;

@@ -9,6 +9,7 @@
  * (upstream's children override it, e.g. "rpc"); then `msg` and the record's own keys.
  */
 import pino from 'pino';
+import type { LogRing } from './log-ring';
 
 export type Logger = pino.Logger;
 
@@ -42,9 +43,10 @@ export function parseLogLevel(name: string | undefined): LogLevel | undefined {
 
 /**
  * Create the logger of component `name` ("kata-agent" or "kata-agent-helper": its subsystem). Level: `level` if given, else $KATA_AGENT_LOG_LEVEL, else
- * "info". An unrecognised level name falls back to "info" and the logger says so once (warn).
+ * "info". `options.ring`: also keep the lines in this ring buffer (the debug endpoint's
+ * /v1/logs). An unrecognised level name falls back to "info" and the logger says so once (warn).
  */
-export function createLogger(name: string, level?: string): Logger {
+export function createLogger(name: string, level?: string, options: { ring?: LogRing } = {}): Logger {
   const requested = level ?? process.env[LOG_LEVEL_ENV];
   const parsed = parseLogLevel(requested);
   const logger = pino(
@@ -54,7 +56,12 @@ export function createLogger(name: string, level?: string): Logger {
       formatters: { level: (label: string) => ({ level: label }) },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    pino.destination({ fd: 2, sync: true }),
+    options.ring
+      ? pino.multistream([
+          { level: 'trace', stream: pino.destination({ fd: 2, sync: true }) },
+          { level: 'trace', stream: options.ring },
+        ])
+      : pino.destination({ fd: 2, sync: true }),
   );
   if (requested !== undefined && requested !== '' && parsed === undefined) {
     logger.warn({ requested }, 'unknown log level, using info');

@@ -68,6 +68,7 @@ export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Pr
     sandbox.id = sandboxId;
     sandbox.hostname = hostname;
     sandbox.namespaces = Array.isArray(result.namespaces) ? result.namespaces : [];
+    sandbox.storages = storages;
     sandbox.created = true;
     core.log.info({ sandbox: sandboxId, hostname, namespaces: sandbox.namespaces }, 'sandbox created');
     return {};
