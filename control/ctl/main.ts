@@ -8,7 +8,7 @@
  *                  [--hybrid-vsock [--hybrid-vsock-port N]]
  *   kata-agent-ctl generate-cid | generate-sid | examples | help
  *
- * Output: each API response as one JSON line on stdout (control/ctl/output.ts); errors on
+ * Output: each API response as one line `<Method>: <JSON>` on stdout (control/ctl/output.ts); errors on
  * stderr as `<CODE_NAME>: <message>` for a status from the agent or the transport, or
  * `ERROR: <command>: <message>` for a command that could not be built. Exit status: 0 when all
  * commands succeeded (or --ignore-errors), 1 when a command failed, 2 for a usage error.
@@ -84,14 +84,15 @@ COMMANDS (-c):
     Values are remembered for the following commands of the run.
 
 OUTPUT:
-    One JSON line per response on stdout (all fields, enums by name; bytes as UTF-8 text,
-    or "base64:..." when not valid UTF-8). Errors on stderr as "CODE_NAME: message".
+    One line per response on stdout, labelled with its command: "Check: {...}" (JSON with
+    all fields, enums by name; bytes as UTF-8 text, or "base64:..." when not valid UTF-8). Errors on stderr as "CODE_NAME: message".
     Exit status 0 = all commands succeeded, 1 = a command failed, 2 = usage error.
 
 ${WARNING_TEXT}`;
 }
 
-function examplesText(): string {
+/** The text of `kata-agent-ctl examples` (each command in it builds: test/unit/ctl.test.ts). */
+export function examplesText(): string {
   const p = PROGRAM;
   const vsock = 'vsock://3:1024';
   return `EXAMPLES:
@@ -138,7 +139,8 @@ function examplesText(): string {
   $ ${p} connect --server-address "${vsock}" \
       -c 'CopyFile path=/run/kata-containers/shared/containers/c1/hosts file_size=5 file_mode=0o100644 data=hello'
   $ ${p} connect --server-address "${vsock}" -c 'CopyFile path=/run/kata-containers/shared/containers/c1/d file_mode=0o40755'
-  $ ${p} connect --server-address "${vsock}" -c 'SetPolicy policy_file=file:///etc/kata-agent/policy.json'
+  $ echo '{"default": "allow", "rpcs": {"CopyFile": "deny"}}' > /tmp/policy.json
+  $ ${p} connect --server-address "${vsock}" -c 'SetPolicy policy_file=file:///tmp/policy.json'
 
 - Send SIGUSR1 to a container's init process:
   $ ${p} connect --server-address "${vsock}" --cmd 'SignalProcess signal=usr1 cid=$container_id'
@@ -149,7 +151,7 @@ function examplesText(): string {
       -c 'ReadStdout len=4096' -c RemoveContainer -c DestroySandbox
 
 - Create a container from a custom config file:
-  $ ${p} connect --server-address "${vsock}" --bundle-dir "$bundle_dir" --cmd 'CreateContainer spec=file:///tmp/config.json'
+  $ ${p} connect --server-address "${vsock}" --cmd "CreateContainer spec=file://$bundle_dir/config.json"
 
 - Generate ids:
   $ ${p} generate-cid
