@@ -8,7 +8,7 @@
  * helper connection (exit 1). A start-up failure exits 1 with the reason logged.
  */
 import { LogRing } from '../shared/log-ring';
-import { createLogger, type Logger } from '../shared/log';
+import { createLogger, errorLine, startupFailure, type Logger } from '../shared/log';
 import { HelperClient } from '../shared/helper-client';
 import { Code, StatusError } from '../shared/protocol';
 import { Agent } from './agent';
@@ -78,7 +78,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     loaded = loadConfig(argv, env);
   } catch (err) {
-    process.stderr.write(`kata-agent: ${(err as Error).message}\n`);
+    process.stderr.write(`kata-agent: ${errorLine(err)} (kata-agent --help shows the usage)\n`);
     return 2;
   }
   if (loaded.help) {
@@ -99,7 +99,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     await checkServerAddress(config);
   } catch (err) {
-    log.fatal({ err, address: config.serverAddr }, 'cannot start the agent');
+    startupFailure(log, 'kata-agent', 'cannot start the agent', err, { address: config.serverAddr });
     return 1;
   }
 
@@ -107,7 +107,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     helper = await connectHelper(config.helperSocket, log);
   } catch (err) {
-    log.fatal({ err }, 'cannot connect to the helper');
+    startupFailure(log, 'kata-agent', 'cannot connect to the helper', err);
     return 1;
   }
 
@@ -147,7 +147,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     await agent.start();
   } catch (err) {
-    log.fatal({ err, address: config.serverAddr }, 'cannot start the agent');
+    startupFailure(log, 'kata-agent', `cannot start the agent on ${config.serverAddr}`, err, { address: config.serverAddr });
     await agent.stop().catch(() => undefined);
     return 1;
   }
@@ -170,7 +170,9 @@ export function run(): void {
   main(process.argv.slice(2), process.env).then(
     (code) => process.exit(code),
     (err: unknown) => {
-      process.stderr.write(`kata-agent: ${(err as Error).stack ?? String(err)}\n`);
+      // One line for the person; the stack as a JSON record for the log.
+      process.stderr.write(`kata-agent: ${errorLine(err)}\n`);
+      createLogger('kata-agent').fatal({ err }, 'unexpected failure');
       process.exit(1);
     },
   );

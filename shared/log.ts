@@ -79,3 +79,40 @@ export function subsystemOf(name: string): string {
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/** The first line of an error's message (a StatusError's or Error's, else its string form). */
+export function errorLine(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.split('\n')[0];
+}
+
+/**
+ * A start-up failure: the JSON record (fatal, with `err` and `fields`) stays in the log, and a
+ * person reading the terminal gets one line on stderr, `<program>: <msg>: <first line of the
+ * error>` — the JSON record may be on the same stderr, but this line is the one to read.
+ */
+export function startupFailure(log: Logger, program: string, msg: string, err: unknown, fields: Record<string, unknown> = {}): void {
+  log.fatal({ ...fields, err }, msg);
+  process.stderr.write(`${program}: ${msg}: ${errorLine(err)}\n`);
+}
+
+/**
+ * The last fatal or error record of a JSON log text as one human phrase (`msg: err.message`),
+ * or undefined when there is none. Used to say why a daemon did not come up without printing
+ * its JSON log.
+ */
+export function lastFailureIn(logText: string): string | undefined {
+  const lines = logText.trimEnd().split('\n').reverse();
+  for (const line of lines) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const rec = JSON.parse(line) as { level?: unknown; msg?: unknown; err?: { message?: unknown } };
+      if (rec.level !== 'fatal' && rec.level !== 'error') continue;
+      const why = typeof rec.err?.message === 'string' ? `: ${rec.err.message.split('\n')[0]}` : '';
+      return `${String(rec.msg)}${why}`;
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
+}

@@ -349,8 +349,7 @@ export async function main(argv: readonly string[], io: MainIo = defaultIo()): P
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof TerminalUsageError) {
-      io.stderr(`ERROR: ${err.message}`);
-      io.stderr(`Run '${PROGRAM} --help' for usage.`);
+      io.stderr(`ERROR: ${err.message.replace(/\n/g, '; ')} (${PROGRAM} --help shows the usage)`);
       return 2;
     }
     io.stderr(`ERROR: ${err instanceof Error ? err.message : String(err)}`);
