@@ -17,6 +17,7 @@ import { EventEmitter } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { HelperEvent } from '../shared/protocol';
+import type { LogRing } from '../shared/log-ring';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
 import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
@@ -45,6 +46,8 @@ export interface AgentOptions {
   limits?: AgentLimits;
   /** Guest rpcs: sysfs root, CopyFile / volume roots, initial policy (control/rpc/guest.ts). */
   guest?: GuestOptions;
+  /** The logger's ring buffer (shared/log-ring.ts), served by the debug endpoint's /v1/logs. */
+  logRing?: LogRing;
 }
 
 export interface Agent {
@@ -69,18 +72,22 @@ export class Agent extends EventEmitter {
   private readonly onHelperEvent = (event: HelperEvent): void => this.service.handleHelperEvent(event);
   private readonly onHelperClose = (): void => {
     if (this.stopping) return;
+    this.helperLost = true;
     this.log.error('connection to the helper lost');
     this.service.handleHelperLost();
     this.emit('helper-lost');
   };
   private started = false;
   private stopping = false;
+  private helperLost = false;
+  private readonly logRing?: LogRing;
 
   constructor(options: AgentOptions) {
     super();
     this.config = options.config;
     this.helper = options.helper;
     this.log = options.logger ?? pino({ level: 'silent' });
+    this.logRing = options.logRing;
     this.closeHelperOnStop = options.closeHelperOnStop ?? true;
     this.service = new AgentService({
       helper: this.helper,
@@ -128,7 +135,12 @@ export class Agent extends EventEmitter {
     }
     if (this.config.debugAddr !== '') {
       try {
-        this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr), this.service.metrics);
+        this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr), {
+          metrics: this.service.metrics,
+          logs: this.logRing,
+          config: this.config,
+          notReady: () => (this.stopping ? 'stopping' : this.helperLost ? 'helper connection lost' : this.sandbox.destroyed ? 'sandbox destroyed' : null),
+        });
       } catch (err) {
         if (this.config.debugAddr === DEFAULT_DEBUG_ADDR) {
           // The default endpoint is a diagnostic: never a reason not to serve the runtime.

@@ -9,7 +9,8 @@
  * Started as PID 1 (a guest's init), it runs init mode instead (control/init.ts): early mounts,
  * helper and control plane as children, reaping, power-off at the end.
  */
-import { createLogger, type Logger } from '../shared/log';
+import { LogRing } from '../shared/log-ring';
+import { createLogger, errorLine, startupFailure, type Logger } from '../shared/log';
 import { HelperClient } from '../shared/helper-client';
 import { Code, StatusError } from '../shared/protocol';
 import { Agent } from './agent';
@@ -81,7 +82,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     loaded = loadConfig(argv, env);
   } catch (err) {
-    process.stderr.write(`kata-agent: ${(err as Error).message}\n`);
+    process.stderr.write(`kata-agent: ${errorLine(err)} (kata-agent --help shows the usage)\n`);
     return 2;
   }
   if (loaded.help) {
@@ -90,7 +91,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   }
   const config = loaded.config;
   if (loaded.standalone) return runStandalone(config, argv, loaded.standalone);
-  const log = createLogger('kata-agent', config.logLevel);
+  const logRing = new LogRing(1000);
+  const log = createLogger('kata-agent', config.logLevel, { ring: logRing });
   for (const warning of loaded.warnings) log.warn(warning);
   const defaults = upstreamDefaults();
   const ignored = NOT_ACTED_ON.filter((k) => config[k] !== defaults[k]);
@@ -101,7 +103,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     await checkServerAddress(config);
   } catch (err) {
-    log.fatal({ err, address: config.serverAddr }, 'cannot start the agent');
+    startupFailure(log, 'kata-agent', 'cannot start the agent', err, { address: config.serverAddr });
     return 1;
   }
 
@@ -109,11 +111,11 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     helper = await connectHelper(config.helperSocket, log);
   } catch (err) {
-    log.fatal({ err }, 'cannot connect to the helper');
+    startupFailure(log, 'kata-agent', 'cannot connect to the helper', err);
     return 1;
   }
 
-  const agent = new Agent({ config, helper, logger: log });
+  const agent = new Agent({ config, helper, logger: log, logRing });
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((resolve) => {
     resolveExit = resolve;
@@ -149,7 +151,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   try {
     await agent.start();
   } catch (err) {
-    log.fatal({ err, address: config.serverAddr }, 'cannot start the agent');
+    startupFailure(log, 'kata-agent', `cannot start the agent on ${config.serverAddr}`, err, { address: config.serverAddr });
     await agent.stop().catch(() => undefined);
     return 1;
   }
@@ -172,7 +174,9 @@ export function run(): void {
   main(process.argv.slice(2), process.env).then(
     (code) => process.exit(code),
     (err: unknown) => {
-      process.stderr.write(`kata-agent: ${(err as Error).stack ?? String(err)}\n`);
+      // One line for the person; the stack as a JSON record for the log.
+      process.stderr.write(`kata-agent: ${errorLine(err)}\n`);
+      createLogger('kata-agent').fatal({ err }, 'unexpected failure');
       process.exit(1);
     },
   );

@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startStandaloneAgent, tail } from '../scripts/lib/standalone';
+import { errorLine, lastFailureIn } from '../shared/log';
 import type { AgentConfig, StandaloneRequest } from './config';
 
 /** Run directory of `--standalone` without `--run-dir` (not the guest's /run/kata-agent). */
@@ -53,7 +54,11 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
       controlArgs: controlArgsFor(argv),
     });
   } catch (err) {
-    process.stderr.write(`kata-agent: cannot start stand-alone: ${(err as Error).message}\n`);
+    // One line: what did not come up, and why according to its log's last failure record.
+    const first = errorLine(err);
+    const logFile = /log: (\S+)/.exec(first)?.[1];
+    const why = logFile ? lastFailureIn(readOr(logFile)) : undefined;
+    process.stderr.write(`kata-agent: cannot start stand-alone: ${first}${why ? ` — ${why}` : ''}\n`);
     return 1;
   }
   process.stdout.write(
@@ -87,4 +92,12 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
       stop(1, `helper exited ${code}`);
     });
   });
+}
+
+function readOr(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
 }

@@ -31,7 +31,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createLogger } from '../shared/log';
+import { createLogger, errorLine, startupFailure } from '../shared/log';
 import { DEFAULT_HELPER_SOCKET } from '../shared/protocol';
 import { HelperServer } from './server';
 import { createRealBackend } from './backend';
@@ -41,6 +41,9 @@ import type { HelperBackend } from './api';
 
 const USAGE =
   'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--mock] [--log-level L]';
+
+/** --help: the usage text goes to stdout, exit 0. */
+class HelpRequested extends Error {}
 
 /** Parsed command line. */
 export interface HelperCliOptions {
@@ -78,17 +81,17 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     strict: true,
     allowPositionals: false,
   });
-  if (values.help) throw new Error(USAGE);
-  if (values.netns !== undefined && !values.netns.startsWith('/')) throw new Error(`--netns must be an absolute path\n${USAGE}`);
+  if (values.help) throw new HelpRequested(USAGE);
+  if (values.netns !== undefined && !values.netns.startsWith('/')) throw new Error(`--netns must be an absolute path (see --help)`);
   const ownUid = process.getuid ? String(process.getuid()) : '0';
   const uidText = values['control-uid'] ?? env.KATA_AGENT_CONTROL_UID ?? (values.mock ? ownUid : '0');
   if (!/^[0-9]+$/.test(uidText) || Number(uidText) > 2 ** 32 - 2) {
-    throw new Error(`invalid control uid ${JSON.stringify(uidText)}\n${USAGE}`);
+    throw new Error(`invalid control uid ${JSON.stringify(uidText)} (see --help)`);
   }
   const kataDir = values['kata-dir'] ?? env.KATA_AGENT_KATA_DIR ?? DEFAULT_KATA_DIR;
-  if (!path.isAbsolute(kataDir) || path.resolve(kataDir) === '/') throw new Error(`invalid kata dir ${JSON.stringify(kataDir)}\n${USAGE}`);
+  if (!path.isAbsolute(kataDir) || path.resolve(kataDir) === '/') throw new Error(`invalid kata dir ${JSON.stringify(kataDir)} (see --help)`);
   const hotplugText = values['hotplug-timeout-ms'] ?? env.KATA_AGENT_HOTPLUG_TIMEOUT_MS ?? '3000';
-  if (!/^[0-9]{1,7}$/.test(hotplugText) || Number(hotplugText) === 0) throw new Error(`invalid hotplug timeout ${JSON.stringify(hotplugText)}\n${USAGE}`);
+  if (!/^[0-9]{1,7}$/.test(hotplugText) || Number(hotplugText) === 0) throw new Error(`invalid hotplug timeout ${JSON.stringify(hotplugText)} (see --help)`);
   return {
     kataDir: path.resolve(kataDir),
     resolvConf: values['resolv-conf'],
@@ -110,7 +113,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     opts = parseHelperArgs(argv);
   } catch (err) {
-    process.stderr.write(`kata-agent-helper: ${(err as Error).message}\n`);
+    if (err instanceof HelpRequested) {
+      process.stdout.write(`${err.message}\n`);
+      return 0;
+    }
+    process.stderr.write(`kata-agent-helper: ${errorLine(err)}\n`);
     return 2;
   }
   const log = createLogger('kata-agent-helper', opts.logLevel);
@@ -134,7 +141,7 @@ export async function main(argv: string[]): Promise<number> {
           unifiedCgroupHierarchy: opts.unifiedCgroupHierarchy,
         });
   } catch (err) {
-    log.fatal({ err }, 'cannot set up the helper backend');
+    startupFailure(log, 'kata-agent-helper', 'cannot set up the helper backend', err);
     return 1;
   }
   const server = new HelperServer({ backend, controlUid: opts.controlUid, logger: log });
@@ -142,7 +149,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!opts.mock) prepareControlDir(opts.stateDir, opts.controlUid);
     server.listen(opts.socket);
   } catch (err) {
-    log.fatal({ err, socket: opts.socket }, 'cannot listen');
+    startupFailure(log, 'kata-agent-helper', `cannot listen on ${opts.socket}`, err, { socket: opts.socket });
     await backend.shutdown();
     return 1;
   }
@@ -184,7 +191,8 @@ if (require.main === module) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err: unknown) => {
-      process.stderr.write(`kata-agent-helper: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.stderr.write(`kata-agent-helper: ${errorLine(err)}\n`);
+      createLogger('kata-agent-helper').fatal({ err }, 'unexpected failure');
       process.exit(1);
     },
   );

@@ -9,6 +9,7 @@
  * (upstream's children override it, e.g. "rpc"); then `msg` and the record's own keys.
  */
 import pino from 'pino';
+import type { LogRing } from './log-ring';
 
 export type Logger = pino.Logger;
 
@@ -42,9 +43,10 @@ export function parseLogLevel(name: string | undefined): LogLevel | undefined {
 
 /**
  * Create the logger of component `name` ("kata-agent" or "kata-agent-helper": its subsystem). Level: `level` if given, else $KATA_AGENT_LOG_LEVEL, else
- * "info". An unrecognised level name falls back to "info" and the logger says so once (warn).
+ * "info". `options.ring`: also keep the lines in this ring buffer (the debug endpoint's
+ * /v1/logs). An unrecognised level name falls back to "info" and the logger says so once (warn).
  */
-export function createLogger(name: string, level?: string): Logger {
+export function createLogger(name: string, level?: string, options: { ring?: LogRing } = {}): Logger {
   const requested = level ?? process.env[LOG_LEVEL_ENV];
   const parsed = parseLogLevel(requested);
   const logger = pino(
@@ -54,7 +56,12 @@ export function createLogger(name: string, level?: string): Logger {
       formatters: { level: (label: string) => ({ level: label }) },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    pino.destination({ fd: 2, sync: true }),
+    options.ring
+      ? pino.multistream([
+          { level: 'trace', stream: pino.destination({ fd: 2, sync: true }) },
+          { level: 'trace', stream: options.ring },
+        ])
+      : pino.destination({ fd: 2, sync: true }),
   );
   if (requested !== undefined && requested !== '' && parsed === undefined) {
     logger.warn({ requested }, 'unknown log level, using info');
@@ -71,4 +78,41 @@ export function subsystemOf(name: string): string {
 /** A logger that drops everything (tests, library defaults). */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
+}
+
+/** The first line of an error's message (a StatusError's or Error's, else its string form). */
+export function errorLine(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.split('\n')[0];
+}
+
+/**
+ * A start-up failure: the JSON record (fatal, with `err` and `fields`) stays in the log, and a
+ * person reading the terminal gets one line on stderr, `<program>: <msg>: <first line of the
+ * error>` — the JSON record may be on the same stderr, but this line is the one to read.
+ */
+export function startupFailure(log: Logger, program: string, msg: string, err: unknown, fields: Record<string, unknown> = {}): void {
+  log.fatal({ ...fields, err }, msg);
+  process.stderr.write(`${program}: ${msg}: ${errorLine(err)}\n`);
+}
+
+/**
+ * The last fatal or error record of a JSON log text as one human phrase (`msg: err.message`),
+ * or undefined when there is none. Used to say why a daemon did not come up without printing
+ * its JSON log.
+ */
+export function lastFailureIn(logText: string): string | undefined {
+  const lines = logText.trimEnd().split('\n').reverse();
+  for (const line of lines) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const rec = JSON.parse(line) as { level?: unknown; msg?: unknown; err?: { message?: unknown } };
+      if (rec.level !== 'fatal' && rec.level !== 'error') continue;
+      const why = typeof rec.err?.message === 'string' ? `: ${rec.err.message.split('\n')[0]}` : '';
+      return `${String(rec.msg)}${why}`;
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
 }

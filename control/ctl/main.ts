@@ -6,9 +6,11 @@
  *                  [-c|--cmd "Command args"]... [--timeout TIME] [-n|--no-auto-values]
  *                  [--ignore-errors] [-i|--interactive] [--clear-hostname]
  *                  [--hybrid-vsock [--hybrid-vsock-port N]]
+ *   kata-agent-ctl exec [-i] [-t] --server-address ADDR ... CID CMD [ARG...]   (control/ctl/attach.ts)
+ *   kata-agent-ctl run [-i] [-t] --server-address ADDR --bundle-dir DIR [--cid ID] [CMD...]
  *   kata-agent-ctl generate-cid | generate-sid | examples | help
  *
- * Output: each API response as one JSON line on stdout (control/ctl/output.ts); errors on
+ * Output: each API response as one line `<Method>: <JSON>` on stdout (control/ctl/output.ts); errors on
  * stderr as `<CODE_NAME>: <message>` for a status from the agent or the transport, or
  * `ERROR: <command>: <message>` for a command that could not be built. Exit status: 0 when all
  * commands succeeded (or --ignore-errors), 1 when a command failed, 2 for a usage error.
@@ -18,6 +20,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { humanTimeToNs, parseInteger, randomId } from './args';
+import { parseTerminalCommand, runTerminalCommand, TerminalUsageError, type AttachIo } from './attach';
 import { CtlSession } from './session';
 
 const PROGRAM = 'kata-agent-ctl';
@@ -50,6 +53,13 @@ GLOBAL OPTIONS:
 
 SUBCOMMANDS:
     connect       Connect to the agent and run commands
+    exec          Run a command in a container, attached to this terminal:
+                    exec [-i] [-t] --server-address ADDR [--bundle-dir DIR] [-u UID[:GID]]
+                         [-w DIR] [-e K=V]... CID [--] CMD [ARG...]
+                  (-it: an interactive shell; the exit status is the command's)
+    run           Create and start a container from a bundle, attached; removed at its end:
+                    run [-i] [-t] --server-address ADDR --bundle-dir DIR [--cid ID] [--] [CMD...]
+                  (the sandbox must exist: connect -c CreateSandbox first)
     generate-cid  Print a random container ID (64 hex characters)
     generate-sid  Print a random sandbox ID (64 hex characters)
     examples      Show usage examples
@@ -84,14 +94,15 @@ COMMANDS (-c):
     Values are remembered for the following commands of the run.
 
 OUTPUT:
-    One JSON line per response on stdout (all fields, enums by name; bytes as UTF-8 text,
-    or "base64:..." when not valid UTF-8). Errors on stderr as "CODE_NAME: message".
+    One line per response on stdout, labelled with its command: "Check: {...}" (JSON with
+    all fields, enums by name; bytes as UTF-8 text, or "base64:..." when not valid UTF-8). Errors on stderr as "CODE_NAME: message".
     Exit status 0 = all commands succeeded, 1 = a command failed, 2 = usage error.
 
 ${WARNING_TEXT}`;
 }
 
-function examplesText(): string {
+/** The text of `kata-agent-ctl examples` (each command in it builds: test/unit/ctl.test.ts). */
+export function examplesText(): string {
   const p = PROGRAM;
   const vsock = 'vsock://3:1024';
   return `EXAMPLES:
@@ -138,7 +149,8 @@ function examplesText(): string {
   $ ${p} connect --server-address "${vsock}" \
       -c 'CopyFile path=/run/kata-containers/shared/containers/c1/hosts file_size=5 file_mode=0o100644 data=hello'
   $ ${p} connect --server-address "${vsock}" -c 'CopyFile path=/run/kata-containers/shared/containers/c1/d file_mode=0o40755'
-  $ ${p} connect --server-address "${vsock}" -c 'SetPolicy policy_file=file:///etc/kata-agent/policy.json'
+  $ echo '{"default": "allow", "rpcs": {"CopyFile": "deny"}}' > /tmp/policy.json
+  $ ${p} connect --server-address "${vsock}" -c 'SetPolicy policy_file=file:///tmp/policy.json'
 
 - Send SIGUSR1 to a container's init process:
   $ ${p} connect --server-address "${vsock}" --cmd 'SignalProcess signal=usr1 cid=$container_id'
@@ -149,7 +161,14 @@ function examplesText(): string {
       -c 'ReadStdout len=4096' -c RemoveContainer -c DestroySandbox
 
 - Create a container from a custom config file:
-  $ ${p} connect --server-address "${vsock}" --bundle-dir "$bundle_dir" --cmd 'CreateContainer spec=file:///tmp/config.json'
+  $ ${p} connect --server-address "${vsock}" --cmd "CreateContainer spec=file://$bundle_dir/config.json"
+
+- An interactive shell in a running container (a terminal, raw mode, resized with yours):
+  $ ${p} exec -it --server-address "${vsock}" "$container_id" sh
+
+- Run a container from a bundle with a terminal, attached, removed when it ends:
+  $ ${p} connect --server-address "${vsock}" -c 'CreateSandbox hostname=box'
+  $ ${p} run -it --server-address "${vsock}" --bundle-dir "$bundle_dir" -- sh
 
 - Generate ids:
   $ ${p} generate-cid
@@ -175,6 +194,8 @@ export interface MainIo {
   stdin: NodeJS.ReadableStream;
   /** Prompt sink for --interactive. */
   prompt?: NodeJS.WritableStream;
+  /** The terminal of exec/run (default: this process's stdio). */
+  attach?: AttachIo;
 }
 
 function defaultIo(): MainIo {
@@ -307,13 +328,16 @@ export async function main(argv: readonly string[], io: MainIo = defaultIo()): P
     const rest = argv.slice(i + 1);
     switch (sub) {
       case undefined:
-        throw new UsageError('need a subcommand (connect, generate-cid, generate-sid, examples)');
+        throw new UsageError('need a subcommand (connect, exec, run, generate-cid, generate-sid, examples)');
       case 'connect':
         return await connectCommand([...rest], logLevel, io);
       case 'generate-cid':
       case 'generate-sid':
         io.stdout(randomId());
         return 0;
+      case 'exec':
+      case 'run':
+        return await runTerminalCommand(parseTerminalCommand(sub, rest), io.attach ?? { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
       case 'examples':
         io.stdout(examplesText());
         return 0;
@@ -324,9 +348,8 @@ export async function main(argv: readonly string[], io: MainIo = defaultIo()): P
         throw new UsageError(`invalid subcommand ${JSON.stringify(sub)}`);
     }
   } catch (err) {
-    if (err instanceof UsageError) {
-      io.stderr(`ERROR: ${err.message}`);
-      io.stderr(`Run '${PROGRAM} --help' for usage.`);
+    if (err instanceof UsageError || err instanceof TerminalUsageError) {
+      io.stderr(`ERROR: ${err.message.replace(/\n/g, '; ')} (${PROGRAM} --help shows the usage)`);
       return 2;
     }
     io.stderr(`ERROR: ${err instanceof Error ? err.message : String(err)}`);

@@ -162,3 +162,11 @@ export function messageFieldNames(codec: { readonly prototype: object }): string
     return typeof v !== 'function';
   });
 }
+
+/**
+ * Methods this agent does not implement: `list` marks them and calling one prints a note before
+ * the agent's UNIMPLEMENTED answer. Empty: all 38 AgentService methods and both Health
+ * methods are implemented (README). Kept so a method added to the protocol upstream and not yet
+ * built here is marked rather than silently failing.
+ */
+export const NOT_IMPLEMENTED: ReadonlySet<MethodName> = new Set<MethodName>();

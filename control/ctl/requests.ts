@@ -23,7 +23,9 @@
  *    exec id, so exec_id follows the new container id; upstream keeps the first derived one.
  *  - Any scalar field of the request can be set as `field=value` (e.g. `hostname=box`,
  *    `volume_guest_path=/x`); upstream knows a fixed list of keys.
- *  - An unknown top-level field in the document is an error (upstream's serde ignores it).
+ *  - An unknown field in the document, at any depth, is an error naming its path and the proto
+ *    field it probably meant (e.g. OCI-style "process" for "Process"; control/ctl/doc-keys.ts);
+ *    upstream's serde ignores it.
  *
  * Document values are converted as protobufjs `fromObject` does: bytes fields take a base64
  * string or an array of byte values, enums a name or a number, 64-bit integers a number or a
@@ -45,6 +47,7 @@ import {
   strToBytes,
 } from './args';
 import { METHODS, messageFieldNames, type MethodName } from './methods';
+import { checkDocumentKeys, messageType } from './doc-keys';
 import { ociJsonToSpec } from './oci-json';
 
 /** The run-wide state a request is built with. */
@@ -198,6 +201,8 @@ export function buildRequest(method: MethodName, argText: string, ctx: RequestCo
   if (unknown.length > 0) {
     throw invalid(`unknown field ${JSON.stringify(unknown[0])} in ${typeName(method)} (fields: ${[...fields].join(', ') || 'none'})`);
   }
+  // Nested keys too: fromObject would drop an unknown one (e.g. OCI-style "process") silently.
+  if (args.document) checkDocumentKeys(messageType(typeName(method)), doc);
 
   const explicit = new Map<string, string>();
   for (const [key, value] of args.pairs) {

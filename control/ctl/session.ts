@@ -19,7 +19,7 @@ import { Code, StatusError } from '../../shared/protocol';
 import { formatStatus } from '../ttrpc/status';
 import { humanTimeToNs, parseInteger } from './args';
 import { AgentClient, responseToObject } from './client';
-import { METHODS, METHOD_ALIASES, METHOD_NAMES, resolveMethodName, type MethodName } from './methods';
+import { METHODS, METHOD_ALIASES, METHOD_NAMES, NOT_IMPLEMENTED, resolveMethodName, type MethodName } from './methods';
 import { formatResponseLine } from './output';
 import { buildRequest, type RequestContext } from './requests';
 
@@ -72,8 +72,12 @@ const BUILTINS: readonly Builtin[] = [
   { name: 'quit', description: 'Exit this program' },
 ];
 
-/** The text of the `list` built-in: built-ins, then every API command with its service. */
-export function commandListText(): string[] {
+/**
+ * The text of the `list` built-in: built-ins, then every API command with its service; a
+ * method in `notImplemented` (default methods.ts NOT_IMPLEMENTED, empty now) is marked
+ * "[not implemented by this agent]".
+ */
+export function commandListText(notImplemented: ReadonlySet<MethodName> = NOT_IMPLEMENTED): string[] {
   const lines = ['Built-in commands:', ''];
   for (const b of BUILTINS) lines.push(`  ${b.name.padEnd(8)} ${b.description}`);
   lines.push('', 'Agent API commands:', '');
@@ -82,7 +86,8 @@ export function commandListText(): string[] {
   for (const name of [...METHOD_NAMES].sort()) {
     const aliases = aliasOf.get(name);
     const extra = aliases ? `, alias ${aliases.join(', ')}` : '';
-    lines.push(`  ${name} (${METHODS[name].service}${extra})`);
+    const mark = notImplemented.has(name) ? ' [not implemented by this agent]' : '';
+    lines.push(`  ${name} (${METHODS[name].service}${extra})${mark}`);
   }
   lines.push('');
   return lines;
@@ -262,6 +267,7 @@ export class CtlSession {
       return 'failed';
     }
     for (const w of built.warnings) this.options.stderr(`warning: ${method}: ${w}`);
+    if (NOT_IMPLEMENTED.has(method)) this.options.stderr(`warning: ${method}: not implemented by this agent (see 'list')`);
 
     const metadata: Record<string, string> = {};
     if (this.autoValues) metadata[AUTO_VALUES_METADATA.key] = AUTO_VALUES_METADATA.value;
@@ -273,7 +279,7 @@ export class CtlSession {
       const reply = await agent.call(method, built.request as never, { timeoutNs: this.options.timeoutNs ?? 0, metadata });
       const object = responseToObject(method, reply);
       log?.debug({ method, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'response received');
-      this.options.stdout(formatResponseLine(object));
+      this.options.stdout(`${method}: ${formatResponseLine(object)}`);
     } catch (err) {
       if (err instanceof StatusError) {
         this.options.stderr(formatStatus({ code: err.code, message: err.message }));

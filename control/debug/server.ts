@@ -1,27 +1,35 @@
 /**
  * The debug HTTP endpoint (fastify), bound to the configured debugAddr: by default the unix
- * socket /run/kata-agent/debug.sock, mode 0600, owned by the control plane's uid (a TCP port
- * would be reachable from containers, which share the guest's network namespace); `host:port`
- * TCP only when configured so (control/config.ts). Query it with
+ * socket /run/kata-agent/control/debug.sock, mode 0600, owned by the control plane's uid (a TCP
+ * port would be reachable from containers, which share the guest's network namespace);
+ * `host:port` TCP only when configured so and only on loopback (anything else is refused,
+ * PERMISSION_DENIED). Query it with
  *
- *   curl --unix-socket /run/kata-agent/debug.sock http://localhost/v1/sandbox
+ *   curl --unix-socket /run/kata-agent/control/debug.sock http://localhost/v1/sandbox
  *
- *   GET /healthz            {status: "ok"}
- *   GET /v1/sandbox         sandbox id, hostname, state, containers (id, status, pid, processes count)
- *   GET /v1/containers/:id  container status, init pid, processes {execId, pid, exited, exitStatus, terminal}
- *                           (404 {error} for an unknown id)
- *   GET /metrics            GetMetrics' Prometheus text (control/metrics.ts), when given a registry
+ *   GET /healthz             {status: "ok"} while the process serves
+ *   GET /readyz              {status: "ready"}, or 503 {status: "not ready", reason}
+ *   GET /metrics             GetMetrics' Prometheus text (control/metrics.ts)
+ *   GET /v1/sandbox          id, hostname, state, pidns, containers (summary), storages
+ *   GET /v1/containers       [{id, status, pid, processes}]
+ *   GET /v1/containers/:id   spec summary, state, processes, cgroup, mounts, storages (404 {error})
+ *   GET /v1/processes        every init and exec process of every container
+ *   GET /v1/config           the configuration in effect
+ *   GET /v1/logs?lines=N&follow=true   the last N log lines (NDJSON), then, with follow, live
  *
- * Read-only; it exposes no container data (no env, no stdio).
+ * Read-only (GET only); responses are serialised through JSON schemas (control/debug/views.ts).
+ * It exposes no container data (no env, no stdio).
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
+import { PassThrough } from 'node:stream';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { LogRing } from '../../shared/log-ring';
 import { Code, StatusError } from '../../shared/protocol';
 import type { DebugAddress } from '../config';
-import type { Container } from '../sandbox/container';
 import type { Sandbox } from '../sandbox/sandbox';
+import { containerSchema, containerSummary, containerSummarySchema, containerView, errorSchema, processSchema, processView, sandboxSchema, sandboxView, sharedSchemas } from './views';
 
 /** What /metrics serves (control/metrics.ts AgentMetrics). */
 export interface MetricsRenderer {
@@ -29,84 +37,46 @@ export interface MetricsRenderer {
   readonly contentType: string;
 }
 
-const processSchema = {
-  type: 'object',
-  required: ['execId', 'pid', 'init', 'exited', 'exitStatus', 'terminal'],
-  properties: {
-    execId: { type: 'string' },
-    pid: { type: 'integer' },
-    init: { type: 'boolean' },
-    exited: { type: 'boolean' },
-    exitStatus: { type: ['integer', 'null'] },
-    terminal: { type: 'boolean' },
-  },
-} as const;
-
-const containerSummarySchema = {
-  type: 'object',
-  required: ['id', 'status', 'pid', 'processes'],
-  properties: {
-    id: { type: 'string' },
-    status: { type: 'string' },
-    pid: { type: 'integer' },
-    processes: { type: 'integer' },
-  },
-} as const;
-
-const sandboxSchema = {
-  type: 'object',
-  required: ['id', 'hostname', 'created', 'destroyed', 'containers'],
-  properties: {
-    id: { type: 'string' },
-    hostname: { type: 'string' },
-    created: { type: 'boolean' },
-    destroyed: { type: 'boolean' },
-    pidns: { type: ['string', 'null'] },
-    containers: { type: 'array', items: containerSummarySchema },
-  },
-} as const;
-
-const containerSchema = {
-  type: 'object',
-  required: ['id', 'status', 'pid', 'createdAt', 'processes'],
-  properties: {
-    id: { type: 'string' },
-    status: { type: 'string' },
-    pid: { type: 'integer' },
-    createdAt: { type: 'string' },
-    processes: { type: 'array', items: processSchema },
-  },
-} as const;
-
-const errorSchema = {
-  type: 'object',
-  required: ['error'],
-  properties: { error: { type: 'string' } },
-} as const;
-
-function containerView(c: Container) {
-  return {
-    id: c.id,
-    status: c.status,
-    pid: c.init.pid,
-    createdAt: c.createdAt.toISOString(),
-    processes: c.processes().map((p) => ({
-      execId: p.execId,
-      pid: p.pid,
-      init: p.init,
-      exited: p.exited,
-      exitStatus: p.exitStatus,
-      terminal: p.terminal,
-    })),
-  };
+/** What the endpoint serves besides the sandbox; each part is optional. */
+export interface DebugServerOptions {
+  /** /metrics: GetMetrics' Prometheus text (control/metrics.ts AgentMetrics). */
+  metrics?: MetricsRenderer;
+  /** /v1/logs: the control plane's last log lines (shared/log-ring.ts). */
+  logs?: LogRing;
+  /** /v1/config: the configuration in effect (control/config.ts AgentConfig). */
+  config?: object;
+  /** /readyz: null when ready, else why not (e.g. "helper connection lost"); default always ready. */
+  notReady?: () => string | null;
 }
+
+const statusSchema = { type: 'object', required: ['status'], properties: { status: { type: 'string' }, reason: { type: 'string' } } } as const;
 
 /**
  * Build the debug endpoint over `sandbox` (not listening; call `listen` or use `inject`).
- * `logger` false keeps fastify quiet (request logs would be noise).
+ * Read-only: every route is a GET. `logger` false keeps fastify quiet (request logs would be
+ * noise, and would feed /v1/logs with itself).
  */
-export function buildDebugServer(sandbox: Sandbox, metrics?: MetricsRenderer): FastifyInstance {
-  const app = Fastify({ logger: false });
+export function buildDebugServer(sandbox: Sandbox, options: DebugServerOptions = {}): FastifyInstance {
+  // forceCloseConnections: close() ends live tails' and keep-alive connections at once.
+  const app = Fastify({ logger: false, forceCloseConnections: true });
+  for (const schema of sharedSchemas) app.addSchema(schema);
+  const { metrics, logs, config, notReady } = options;
+  // Live tails end when the server closes (else close would wait for their clients).
+  const tails = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const stop of [...tails]) stop();
+  });
+
+  app.get('/healthz', { schema: { response: { 200: statusSchema } }, handler: async () => ({ status: 'ok' }) });
+
+  app.get('/readyz', {
+    schema: { response: { 200: statusSchema, 503: statusSchema } },
+    handler: async (_req, reply) => {
+      const reason = notReady ? notReady() : null;
+      if (reason !== null) return reply.code(503).send({ status: 'not ready', reason });
+      return { status: 'ready' };
+    },
+  });
 
   // GetMetrics' text (control/metrics.ts), for a Prometheus scraper on the debug socket.
   if (metrics) {
@@ -116,26 +86,11 @@ export function buildDebugServer(sandbox: Sandbox, metrics?: MetricsRenderer): F
     });
   }
 
-  app.get('/healthz', {
-    schema: { response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string' } } } } },
-    handler: async () => ({ status: 'ok' }),
-  });
+  app.get('/v1/sandbox', { schema: { response: { 200: sandboxSchema } }, handler: async () => sandboxView(sandbox) });
 
-  app.get('/v1/sandbox', {
-    schema: { response: { 200: sandboxSchema } },
-    handler: async () => ({
-      id: sandbox.id,
-      hostname: sandbox.hostname,
-      created: sandbox.created,
-      destroyed: sandbox.destroyed,
-      pidns: sandbox.pidns,
-      containers: [...sandbox.containers.values()].map((c) => ({
-        id: c.id,
-        status: c.status,
-        pid: c.init.pid,
-        processes: c.execs.size + 1,
-      })),
-    }),
+  app.get('/v1/containers', {
+    schema: { response: { 200: { type: 'array', items: containerSummarySchema } } },
+    handler: async () => [...sandbox.containers.values()].map(containerSummary),
   });
 
   app.get<{ Params: { id: string } }>('/v1/containers/:id', {
@@ -150,7 +105,73 @@ export function buildDebugServer(sandbox: Sandbox, metrics?: MetricsRenderer): F
     },
   });
 
+  app.get('/v1/processes', {
+    schema: { response: { 200: { type: 'array', items: processSchema } } },
+    handler: async () => [...sandbox.containers.values()].flatMap((c) => c.processes().map(processView)),
+  });
+
+  if (config) {
+    app.get('/v1/config', { schema: { response: { 200: { type: 'object', additionalProperties: true } } }, handler: async () => config });
+  }
+
+  if (logs) {
+    app.get<{ Querystring: { lines: number; follow: boolean } }>('/v1/logs', {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { lines: { type: 'integer', minimum: 0, maximum: logs.capacity, default: Math.min(100, logs.capacity) }, follow: { type: 'boolean', default: false } },
+        },
+        response: { 400: errorSchema },
+      },
+      handler: async (request, reply) => {
+        const { lines, follow } = request.query;
+        const past = logs.tail(lines);
+        reply.type('application/x-ndjson');
+        if (!follow) return reply.send(past.map((l) => `${l}\n`).join(''));
+        // Live tail: the past lines, then every new one until the client goes away.
+        const out = new PassThrough();
+        for (const l of past) out.write(`${l}\n`);
+        const unsubscribe = logs.subscribe((l) => {
+          // A reader that does not keep up is cut off rather than buffered without bound.
+          if (out.writableLength > 1 << 20) {
+            unsubscribe();
+            out.end('{"msg":"debug endpoint: live tail cut, the reader was too slow"}\n');
+            return;
+          }
+          out.write(`${l}\n`);
+        });
+        const stop = (): void => {
+          unsubscribe();
+          out.end();
+        };
+        request.raw.once('close', stop);
+        tails.add(stop);
+        out.once('close', () => tails.delete(stop));
+        return reply.send(out);
+      },
+    });
+  }
+
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    const code = err.statusCode ?? 500;
+    return reply.code(code).send({ error: err.message });
+  });
+
   return app;
+}
+
+/**
+ * Throw StatusError PERMISSION_DENIED unless `host` is a loopback address (127.0.0.0/8, ::1,
+ * ::ffff:127.x.y.z) or "localhost": the endpoint is for someone inside the guest, never for the
+ * network (containers sharing the guest's network namespace could still reach loopback, which
+ * is why the default is a unix socket).
+ */
+export function assertLoopback(host: string): void {
+  const h = host.toLowerCase();
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1' || (net.isIPv4(v4) && v4.startsWith('127.'))) return;
+  throw new StatusError(Code.PERMISSION_DENIED, `refusing to serve the debug endpoint on ${JSON.stringify(host)}: only loopback (127.0.0.1, ::1) or a unix socket`);
 }
 
 /** Resolves true when something accepts a stream connection on the unix socket `file`. */
@@ -195,10 +216,12 @@ async function prepareSocketPath(file: string): Promise<void> {
  * by this process's uid: only it and root can connect), its directory created when missing, a
  * stale socket file removed (fastify removes the file again on close). Resolves with the
  * instance once listening; rejects with StatusError ALREADY_EXISTS when the socket path holds
- * something else or a live server, else with the listen error (e.g. EADDRINUSE, EACCES).
+ * something else or a live server, StatusError PERMISSION_DENIED for a TCP host that is not
+ * loopback, else with the listen error (e.g. EADDRINUSE, EACCES).
  */
-export async function startDebugServer(sandbox: Sandbox, address: DebugAddress, metrics?: MetricsRenderer): Promise<FastifyInstance> {
-  const app = buildDebugServer(sandbox, metrics);
+export async function startDebugServer(sandbox: Sandbox, address: DebugAddress, options: DebugServerOptions = {}): Promise<FastifyInstance> {
+  if (address.kind === 'tcp') assertLoopback(address.host);
+  const app = buildDebugServer(sandbox, options);
   if (address.kind === 'tcp') {
     await app.listen({ host: address.host, port: address.port });
     return app;

@@ -95,6 +95,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
     applyConsoleSize(init, req.OCI.Process?.ConsoleSize, core.log);
     attachPassfd(init, passfd, () => closeStdin(core, { container_id: id, exec_id: id } as pb.CloseStdinRequest).then(() => undefined), core.log);
     const container = new Container(id, plan, init);
+    container.storages = storages;
     sandbox.addContainer(container);
     core.applyEarlyExit(container, init);
     core.log.info({ container: id, pid: result.pid }, 'container created');

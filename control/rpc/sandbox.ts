@@ -69,6 +69,7 @@ export function createSandbox(core: AgentCore, req: pb.CreateSandboxRequest): Pr
     sandbox.hostname = hostname;
     sandbox.namespaces = Array.isArray(result.namespaces) ? result.namespaces : [];
     sandbox.deviceCgroup = result.deviceCgroup === true;
+    sandbox.storages = storages;
     sandbox.created = true;
     core.log.info({ sandbox: sandboxId, hostname, namespaces: sandbox.namespaces }, 'sandbox created');
     return {};

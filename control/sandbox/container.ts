@@ -5,7 +5,7 @@
  * StartContainer, `stopped` once the init process has exited. (Upstream never moves a container
  * to stopped when its init exits; we do, so ExecProcess into a dead container fails clearly.)
  */
-import { Code, StatusError, type ContainerPlan } from '../../shared/protocol';
+import { Code, StatusError, type ContainerPlan, type StoragePlan } from '../../shared/protocol';
 import type { Process } from './process';
 
 export type ContainerStatus = 'created' | 'running' | 'stopped';
@@ -18,6 +18,8 @@ export class Container {
   status: ContainerStatus = 'created';
   /** Exec processes by exec id (live and exited; the init process is not in here). */
   readonly execs = new Map<string, Process>();
+  /** The container's storages (CreateContainerRequest.storages as planned), for the debug endpoint. */
+  storages: StoragePlan[] = [];
   /** Exec ids reserved by an ExecProcess in flight. */
   readonly pendingExecIds = new Set<string>();
   /** Set while RemoveContainer runs (resolves when it is done). */

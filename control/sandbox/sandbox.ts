@@ -5,7 +5,7 @@
  * Source: Kata agent sandbox.rs (Sandbox: id, hostname, shared ipc/uts namespaces,
  * sandbox_pidns, containers) and rpc.rs update_shared_pidns.
  */
-import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
+import { Code, StatusError, type NamespacePlan, type StoragePlan } from '../../shared/protocol';
 import type { SandboxNamespaceInfo } from '../oci';
 import type { Container } from './container';
 
@@ -32,6 +32,8 @@ export class Sandbox {
    */
   pidnsGone = false;
   readonly containers = new Map<string, Container>();
+  /** The sandbox's storages (CreateSandboxRequest.storages as planned), for the debug endpoint. */
+  storages: StoragePlan[] = [];
   /** Container ids reserved by a CreateContainer in flight. */
   readonly pendingContainerIds = new Set<string>();
 

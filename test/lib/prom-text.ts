@@ -33,8 +33,11 @@ export function parsePromText(text: string): Map<string, { type: string; samples
     m = SAMPLE_RE.exec(line);
     if (!m) throw new Error(`${where}: not a sample`);
     const [, name, labelText = '', valueText] = m;
-    const value = valueText === 'NaN' ? NaN : valueText === '+Inf' ? Infinity : valueText === '-Inf' ? -Infinity : Number(valueText);
-    if (Number.isNaN(value) && valueText !== 'NaN') throw new Error(`${where}: bad value`);
+    // NaN and ±Inf in any letter case, as Prometheus's parser (Go's ParseFloat) reads them;
+    // prom-client writes "Nan" (e.g. the event-loop lag mean before its first sample).
+    const isNan = /^nan$/i.test(valueText);
+    const value = isNan ? NaN : /^\+?inf$/i.test(valueText) ? Infinity : /^-inf$/i.test(valueText) ? -Infinity : Number(valueText);
+    if (Number.isNaN(value) && !isNan) throw new Error(`${where}: bad value`);
     const labels: Record<string, string> = {};
     let rest = labelText;
     while (rest !== '') {

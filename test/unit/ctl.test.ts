@@ -16,8 +16,8 @@ import { AGENT_SERVICE, HEALTH_SERVICE, METHODS, METHOD_NAMES, resolveMethodName
 import { ociJsonToSpec } from '../../control/ctl/oci-json';
 import { formatResponseLine, printableBytes } from '../../control/ctl/output';
 import { buildRequest, type RequestContext } from '../../control/ctl/requests';
-import { CtlSession } from '../../control/ctl/session';
-import { main as ctlMain } from '../../control/ctl/main';
+import { commandListText, CtlSession } from '../../control/ctl/session';
+import { examplesText, main as ctlMain } from '../../control/ctl/main';
 
 // Compiled to dist/test/unit/, so the repository root is three levels up.
 const repoRoot = path.resolve(__dirname, '..', '..', '..');
@@ -420,8 +420,8 @@ t.test('CLI end to end: Check, Version, WaitProcess → NOT_FOUND', async (t) =>
   const r = await runCli(['connect', '--server-address', agent.address, '-c', 'Check', '-c', 'Version', '-c', 'WaitProcess cid=abc exec_id=abc', '-c', 'Check']);
   const lines = r.stdout.trim().split('\n');
   t.equal(lines.length, 2, 'two JSON lines on stdout');
-  t.same(JSON.parse(lines[0]), { status: 'SERVING' });
-  t.same(JSON.parse(lines[1]), { grpc_version: '0.0.1', agent_version: '3.3.0-alpha0' });
+  t.same(lines[0], 'Check: {"status":"SERVING"}', 'each response labelled with its command');
+  t.same(JSON.parse(lines[1].replace(/^Version: /, '')), { grpc_version: '0.0.1', agent_version: '3.3.0-alpha0' });
   t.equal(r.stderr.trim(), 'NOT_FOUND: container "abc" not found', 'status on stderr');
   t.equal(r.code, 1, 'non-zero exit status');
   t.same(agent.seen.map((s) => `${s.service}/${s.method}`), ['grpc.Health/Check', 'grpc.Health/Version', 'grpc.AgentService/WaitProcess'],
@@ -443,7 +443,8 @@ t.test('CLI end to end: --ignore-errors, --no-auto-values, bundle spec, bytes ou
     '-c', 'Bogus',
   ]);
   t.equal(r.code, 0, '--ignore-errors: exit 0');
-  t.same(r.stdout.trim().split('\n').map((l) => JSON.parse(l)), [
+  t.same(r.stdout.trim().split('\n').map((l) => l.slice(0, l.indexOf(': '))), ['CreateContainer', 'WaitProcess', 'ReadStdout', 'ReadStdout', 'SignalProcess']);
+  t.same(r.stdout.trim().split('\n').map((l) => JSON.parse(l.slice(l.indexOf(': ') + 2))), [
     {},
     { status: 0 },
     { data: 'hello\n' },
@@ -479,11 +480,11 @@ t.test('CLI end to end: --timeout, --hybrid-vsock, -l debug', async (t) => {
   const hv = await runCli(['connect', '--server-address', agent.hybridAddress, '--hybrid-vsock', '--hybrid-vsock-port', '1024', '-c', 'Check']);
   t.equal(hv.code, 0, hv.stderr);
   t.same(agent.hybridLines, ['CONNECT 1024\n'], 'hybrid vsock handshake as upstream');
-  t.same(JSON.parse(hv.stdout), { status: 'SERVING' });
+  t.equal(hv.stdout, 'Check: {"status":"SERVING"}\n');
 
   const dbg = await runCli(['-l', 'debug', 'connect', '--server-address', agent.address, '-c', 'Check']);
   t.equal(dbg.code, 0);
-  t.same(JSON.parse(dbg.stdout), { status: 'SERVING' }, 'stdout keeps only the response');
+  t.equal(dbg.stdout, 'Check: {"status":"SERVING"}\n', 'stdout keeps only the response');
   t.match(dbg.stderr, /"msg":"sending request"/, 'debug log on stderr');
 });
 
@@ -527,13 +528,13 @@ t.test('AgentClient and CtlSession in-process (repeat, echo, quit, interactive)'
   t.teardown(() => session.close());
   const before = agent.seen.length;
   t.equal(await session.runAll(['repeat 3', 'Check', 'echo done', 'quit', 'Check']), 0);
-  t.same(out, ['{"status":"SERVING"}', '{"status":"SERVING"}', '{"status":"SERVING"}', 'done'], 'repeat 3 then echo; quit stops');
+  t.same(out, ['Check: {"status":"SERVING"}', 'Check: {"status":"SERVING"}', 'Check: {"status":"SERVING"}', 'done'], 'repeat 3 then echo; quit stops');
   t.equal(agent.seen.length - before, 3);
   t.same(err, []);
 
   out.length = 0;
   t.equal(await session.runAll(['DestroySandbox', 'Check']), 0);
-  t.same(out, ['{}'], 'DestroySandbox ends the run');
+  t.same(out, ['DestroySandbox: {}'], 'DestroySandbox ends the run');
 
   const { PassThrough } = await import('node:stream');
   const input = new PassThrough();
@@ -546,7 +547,7 @@ t.test('AgentClient and CtlSession in-process (repeat, echo, quit, interactive)'
   input.write('Check\n');
   input.end('quit\nCheck\n');
   t.equal(await done, 0);
-  t.same(out2.filter((l) => l.startsWith('{')), ['{"status":"SERVING"}'], 'interactive: goes on after a failure, stops at quit');
+  t.same(out2.filter((l) => l.startsWith('Check: ')), ['Check: {"status":"SERVING"}'], 'interactive: goes on after a failure, stops at quit');
   t.same(err2, ['NOT_FOUND: container "gone" not found']);
 });
 
@@ -563,4 +564,55 @@ t.test('examples show every guest rpc driven by name with key=value arguments', 
   for (const m of ['OnlineCPUMem nb_cpus=', 'MemHotplugByProbe memHotplugProbeAddr=', 'ReseedRandomDev data=', 'SetGuestDateTime sec=', 'AddSwap pci_path=', 'GetVolumeStats volume=', 'ResizeVolume volume=', 'CopyFile path=', 'SetPolicy policy_file=', 'GetGuestDetails']) {
     t.ok(out.includes(m), m);
   }
+});
+
+t.test('examples: every command shown builds (no example that cannot work)', async (t) => {
+  const text = examplesText();
+  const commands: string[] = [];
+  for (const m of text.matchAll(/(?:^|\s)(?:-c|--cmd) (?:'([^']*)'|"([^"]*)"|(\S+))/g)) commands.push(m[1] ?? m[2] ?? m[3]);
+  t.ok(commands.length >= 30, `${commands.length} example commands`);
+  // Files an example creates itself (`> /tmp/x`) exist for the following commands.
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ctl-examples-'));
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const created = new Map<string, string>();
+  for (const m of text.matchAll(/echo '([^']*)' > (\/\S+)/g)) {
+    const file = path.join(tmp, path.basename(m[2]));
+    fs.writeFileSync(file, m[1]);
+    created.set(m[2], file);
+  }
+  for (let command of commands) {
+    for (const [from, to] of created) command = command.split(from).join(to);
+    command = command.replace('$container_id', 'c1').replace('$(date +%s)', '1700000000').replace('$bundle_dir', bundleDir);
+    const space = command.indexOf(' ');
+    const name = space < 0 ? command : command.slice(0, space);
+    if (/^[a-z]/.test(name)) continue; // built-ins (repeat, sleep)
+    const method = resolveMethodName(name);
+    if (!method) {
+      t.fail(`unknown method in example: ${command}`);
+      continue;
+    }
+    t.doesNotThrow(() => buildRequest(method, space < 0 ? '' : command.slice(space + 1), context({ bundleDir, values: new Map([['cid', 'c1']]) })), command);
+  }
+});
+
+t.test('list marks methods the agent does not implement (none now)', async (t) => {
+  t.notMatch(commandListText().join('\n'), /not implemented/, 'all methods implemented');
+  const marked = commandListText(new Set(['AddSwap'] as const));
+  t.same(marked.filter((l) => l.includes('not implemented')), ['  AddSwap (grpc.AgentService) [not implemented by this agent]']);
+});
+
+t.test('json:// documents: OCI-style lowercase keys are refused with the path and the proto name, never dropped', async (t) => {
+  const ctx = context({ autoValues: false });
+  t.throws(() => buildRequest('CreateContainer', 'cid=c json://{"OCI": {"process": {"args": ["sh"]}}}', ctx), {
+    code: Code.INVALID_ARGUMENT,
+    message: /unknown field "process" at OCI.process of grpc.Spec \(did you mean "Process"\?/,
+  });
+  t.throws(() => buildRequest('CreateContainer', 'cid=c json://{"OCI": {"Process": {"Args": ["sh"], "User": {"uid": 0}}}}', ctx), {
+    message: /unknown field "uid" at OCI.Process.User.uid of grpc.User \(did you mean "UID"\?/,
+  });
+  t.throws(() => buildRequest('UpdateRoutes', 'json://{"routes": {"Routes": [{"dest": "1.2.3.0/24", "bogus": 1}]}}', ctx), {
+    message: /unknown field "bogus" at routes.Routes\[0\].bogus of types.Route \(fields: /,
+  });
+  const ok = built('CreateContainer', 'cid=c json://{"OCI": {"Process": {"Args": ["sh"]}, "Annotations": {"a": "b"}}}', ctx);
+  t.same((ok.OCI as { Process: { Args: string[] } }).Process.Args, ['sh'], 'proto names accepted');
 });

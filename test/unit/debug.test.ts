@@ -6,7 +6,9 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import pino from 'pino';
 import { parseDebugAddr } from '../../control/config';
+import { LogRing } from '../../shared/log-ring';
 import { buildDebugServer, startDebugServer } from '../../control/debug/server';
 import { loadNative } from '../../shared/native';
 import { Code } from '../../shared/protocol';
@@ -20,7 +22,20 @@ import type { ContainerPlan } from '../../shared/protocol';
 // was read to the end; an exit releases the stdin).
 const pipes = { terminal: false, outputDrained: true, processExited: () => undefined } as unknown as ProcessStdio;
 const tty = { terminal: true, outputDrained: true, processExited: () => undefined } as unknown as ProcessStdio;
-const plan = {} as ContainerPlan;
+const plan = {
+  rootfs: '/run/kata-containers/web/rootfs',
+  readonly: false,
+  hostname: 'web',
+  namespaces: [{ type: 'pid', path: '' }, { type: 'ipc', path: '/run/kata-agent/sandbox-ns/ipc' }],
+  mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid'] }],
+  process: { args: ['sh'], env: ['SECRET=1'], cwd: '/', uid: 0, gid: 0, terminal: false },
+  maskedPaths: [],
+  readonlyPaths: [],
+  sysctl: {},
+  rootfsPropagation: '',
+  cgroup: { path: '/kata/web', resources: { memory: { limit: 1048576 } } },
+} as unknown as ContainerPlan;
+const storage = { driver: 'local', driverOptions: [], source: 'local', fstype: 'local', options: ['mode=0777'], mountPoint: '/run/kata-containers/sandbox/local/x' };
 
 t.test('sandbox and container views', async (t) => {
   const sandbox = new Sandbox();
@@ -36,8 +51,10 @@ t.test('sandbox and container views', async (t) => {
   web.execs.set('sh', new Process('web', 'sh', false, 201, tty));
   web.execs.set('ls', new Process('web', 'ls', false, 202, pipes));
   web.applyExit('ls', 202, 0);
+  web.storages = [storage as never];
 
-  const app = buildDebugServer(sandbox);
+  let reason: string | null = null;
+  const app = buildDebugServer(sandbox, { config: { logLevel: 'info', serverAddr: 'vsock://-1:1024' }, notReady: () => reason });
   t.teardown(() => app.close());
 
   const s = await app.inject({ method: 'GET', url: '/v1/sandbox' });
@@ -52,18 +69,39 @@ t.test('sandbox and container views', async (t) => {
       { id: 'pause', status: 'running', pid: 100, processes: 1 },
       { id: 'web', status: 'running', pid: 200, processes: 3 },
     ],
+    storages: [],
   });
+  t.same((await app.inject({ method: 'GET', url: '/v1/containers' })).json(), [
+    { id: 'pause', status: 'running', pid: 100, processes: 1 },
+    { id: 'web', status: 'running', pid: 200, processes: 3 },
+  ]);
+  const procs = (await app.inject({ method: 'GET', url: '/v1/processes' })).json() as Array<{ containerId: string; execId: string }>;
+  t.same(procs.map((p) => `${p.containerId}/${p.execId}`), ['pause/pause', 'web/web', 'web/sh', 'web/ls']);
+  t.same((await app.inject({ method: 'GET', url: '/v1/config' })).json(), { logLevel: 'info', serverAddr: 'vsock://-1:1024' });
+  t.same((await app.inject({ method: 'GET', url: '/readyz' })).json(), { status: 'ready' });
+  reason = 'helper connection lost';
+  const nr = await app.inject({ method: 'GET', url: '/readyz' });
+  t.equal(nr.statusCode, 503);
+  t.same(nr.json(), { status: 'not ready', reason: 'helper connection lost' });
 
   const c = await app.inject({ method: 'GET', url: '/v1/containers/web' });
   t.equal(c.statusCode, 200);
-  const body = c.json() as { id: string; status: string; pid: number; processes: unknown[] };
+  const body = c.json() as Record<string, unknown>;
   t.equal(body.status, 'running');
   t.equal(body.pid, 200);
   t.same(body.processes, [
-    { execId: 'web', pid: 200, init: true, exited: false, exitStatus: null, terminal: false },
-    { execId: 'sh', pid: 201, init: false, exited: false, exitStatus: null, terminal: true },
-    { execId: 'ls', pid: 202, init: false, exited: true, exitStatus: 0, terminal: false },
+    { containerId: 'web', execId: 'web', pid: 200, init: true, exited: false, exitStatus: null, terminal: false },
+    { containerId: 'web', execId: 'sh', pid: 201, init: false, exited: false, exitStatus: null, terminal: true },
+    { containerId: 'web', execId: 'ls', pid: 202, init: false, exited: true, exitStatus: 0, terminal: false },
   ]);
+  t.same(body.spec, {
+    args: ['sh'], cwd: '/', uid: 0, gid: 0, terminal: false, rootfs: '/run/kata-containers/web/rootfs', readonly: false, hostname: 'web',
+    namespaces: [{ type: 'pid' }, { type: 'ipc', path: '/run/kata-agent/sandbox-ns/ipc' }], seccomp: false, unenforced: [],
+  });
+  t.same(body.cgroup, { path: '/kata/web', resources: { memory: { limit: 1048576 } } });
+  t.same(body.mounts, plan.mounts);
+  t.same(body.storages, [{ driver: 'local', source: 'local', fstype: 'local', options: ['mode=0777'], mountPoint: '/run/kata-containers/sandbox/local/x' }], 'schema keeps only the listed storage fields');
+  t.notMatch(c.body, /SECRET/, 'no environment');
 
   const missing = await app.inject({ method: 'GET', url: '/v1/containers/nope' });
   t.equal(missing.statusCode, 404);
@@ -141,6 +179,65 @@ t.test('unix socket: a stale socket file is replaced; a live one or a plain file
   fs.writeFileSync(plain, 'x');
   await t.rejects(startDebugServer(sandbox, { kind: 'unix', path: plain }), { code: Code.ALREADY_EXISTS, message: /not a socket/ });
   t.equal(fs.readFileSync(plain, 'utf8'), 'x', 'the file is untouched');
+});
+
+t.test('a TCP bind other than loopback is refused', async (t) => {
+  for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.org', '[::]']) {
+    const addr = parseDebugAddr(host.includes(':') && !host.startsWith('[') ? `[${host}]:9099` : `${host}:9099`);
+    await t.rejects(startDebugServer(new Sandbox(), addr), { code: Code.PERMISSION_DENIED, message: /only loopback/ }, host);
+  }
+  for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '[::1]']) {
+    const app = await startDebugServer(new Sandbox(), parseDebugAddr(`${host}:0`));
+    t.ok((app.server.address() as AddressInfo).port > 0, `${host} accepted`);
+    await app.close();
+  }
+});
+
+t.test('/v1/logs: the ring buffer of the logger, last N lines and live tail', async (t) => {
+  const ring = new LogRing(5);
+  const log = pino({ level: 'info' }, pino.multistream([{ level: 'trace', stream: ring }]));
+  for (let i = 0; i < 8; i++) log.info({ i }, 'line');
+  const app = await startDebugServer(new Sandbox(), parseDebugAddr('127.0.0.1:0'), { logs: ring });
+  t.teardown(() => app.close());
+  const port = (app.server.address() as AddressInfo).port;
+  const last2 = await (await fetch(`http://127.0.0.1:${port}/v1/logs?lines=2`)).text();
+  t.same(last2.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i), [6, 7]);
+  const all = await (await fetch(`http://127.0.0.1:${port}/v1/logs`)).text();
+  t.same(all.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i), [3, 4, 5, 6, 7], 'the ring keeps the last 5');
+  t.equal((await fetch(`http://127.0.0.1:${port}/v1/logs?lines=x`)).status, 400);
+  t.equal((await fetch(`http://127.0.0.1:${port}/v1/logs?lines=6`)).status, 400, 'more than the ring holds');
+
+  // follow: the past line, then lines logged after the request.
+  const res = await fetch(`http://127.0.0.1:${port}/v1/logs?lines=1&follow=true`);
+  const reader = res.body!.getReader();
+  let text = '';
+  const decoder = new TextDecoder();
+  const readUntil = async (n: number): Promise<void> => {
+    while (text.split('\n').length - 1 < n) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error('stream ended');
+      text += decoder.decode(value);
+    }
+  };
+  await readUntil(1);
+  log.info({ i: 100 }, 'live');
+  log.info({ i: 101 }, 'live');
+  await readUntil(3);
+  t.same(text.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i), [7, 100, 101]);
+  t.equal(ring.subscriberCount, 1);
+  await reader.cancel();
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(ring.subscriberCount, 0, 'the tail unsubscribes when the client goes');
+});
+
+t.test('LogRing: lines split across writes, long lines cut', async (t) => {
+  const ring = new LogRing(3);
+  ring.push('{"a":');
+  ring.push('1}\n{"b":2}\n');
+  t.same(ring.tail(), ['{"a":1}', '{"b":2}']);
+  ring.push('x'.repeat(LogRing.maxLineBytes + 10) + '\n');
+  t.match(ring.tail(1)[0], /…\[cut\]$/);
+  t.throws(() => new LogRing(0), RangeError);
 });
 
 t.test('tcp stays available as an explicit opt-in', async (t) => {

@@ -188,7 +188,7 @@ t.test('GetMetrics: Prometheus text with agent, guest, per-rpc and container fam
   t.same(families.get('kata_agent_container_cpu_seconds_total')!.samples.map((s) => [s.labels.container, s.value]), [['m1', 2.5]]);
   t.ok(families.get('kata_guest_meminfo')!.samples.some((s) => s.labels.item === 'mem_total' && s.value > 0), 'guest MemTotal in bytes');
 
-  const app = buildDebugServer(h.agent.sandbox, h.agent.service.metrics);
+  const app = buildDebugServer(h.agent.sandbox, { metrics: h.agent.service.metrics });
   t.teardown(() => app.close());
   const res = await app.inject({ method: 'GET', url: '/metrics' });
   t.equal(res.statusCode, 200);
