@@ -254,10 +254,16 @@ export async function runTerminalCommand(cmd: TerminalCommand, io: AttachIo): Pr
   let created = false;
   try {
     const term = `TERM=${process.env.TERM ?? 'xterm'}`;
+    // With -t the process starts with this terminal's size (OCI process.consoleSize, applied by
+    // the agent before the process runs for `run`), not 0x0 until the first TtyWinResize.
+    const rows = io.stdout.rows ?? 0;
+    const columns = io.stdout.columns ?? 0;
+    const consoleSize = cmd.tty && rows > 0 && columns > 0 ? { Height: rows, Width: columns } : undefined;
     if (cmd.kind === 'run') {
       const spec = bundleSpec(cmd.bundleDir);
       const proc = spec.Process ?? {};
       proc.Terminal = cmd.tty;
+      if (consoleSize) proc.ConsoleSize = consoleSize;
       if (cmd.args.length > 0) proc.Args = cmd.args;
       if (cmd.tty) proc.Env = [...(proc.Env ?? []).filter((e: string) => !e.startsWith('TERM=')), term];
       spec.Process = proc;
@@ -277,6 +283,7 @@ export async function runTerminalCommand(cmd: TerminalCommand, io: AttachIo): Pr
       Env: env,
       Cwd: cmd.cwd || base.Cwd || '/',
       User: cmd.uid >= 0 ? { UID: cmd.uid, GID: cmd.gid } : base.User ?? { UID: 0, GID: 0 },
+      ...(consoleSize ? { ConsoleSize: consoleSize } : {}),
     };
     const execId = `ctl-${randomBytes(6).toString('hex')}`;
     await agent.call('ExecProcess', { container_id: cmd.containerId, exec_id: execId, process: process_ });

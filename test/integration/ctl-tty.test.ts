@@ -93,7 +93,7 @@ if (skip) {
   t.test('usage and agent errors are one line, exit 2 / 1', async (t) => {
     const u = spawnSync(ctl, ['exec', '--server-address', agent!.address, 'c1'], { encoding: 'utf8' });
     t.equal(u.status, 2);
-    t.match(u.stderr, /^ERROR: exec needs a container id and a command\n/);
+    t.match(u.stderr, /^ERROR: exec needs a container id and a command[^\n]*\n$/, "one line");
     const n = spawnSync(ctl, ['exec', '--server-address', agent!.address, 'nope', 'sh'], { encoding: 'utf8' });
     t.equal(n.status, 1);
     t.equal(n.stderr, 'NOT_FOUND: container "nope" not found\n');
