@@ -47,6 +47,12 @@ export interface EarlyMount {
   data: string;
 }
 
+/** mount(2) flags for binds. */
+const MS_BIND = 0x1000;
+const MS_REC = 0x4000;
+/** The project directory this agent runs from (dist/control/init.js → two levels up). */
+const AGENT_ROOT = path.resolve(__dirname, '..', '..');
+
 /** The early mounts of init mode, in order (upstream init_agent_as_init's list plus cgroup2, /run and /tmp). */
 export const EARLY_MOUNTS: readonly EarlyMount[] = [
   { source: 'proc', target: '/proc', fstype: 'proc', flags: MS_NOSUID | MS_NODEV | MS_NOEXEC, data: '' },
@@ -81,7 +87,21 @@ export function earlyMounts(native: NativeAddon, log: Logger): string[] {
     }
     if (mounted.has(m.target)) continue;
     fs.mkdirSync(m.target, { recursive: true });
+    // A tmpfs over a directory that holds the agent itself (a checkout under /tmp shared into
+    // the guest) would hide the programs init is about to start: keep the agent's tree visible
+    // by binding it aside first and back into the new tmpfs after.
+    const hidden = AGENT_ROOT === m.target || AGENT_ROOT.startsWith(`${m.target}/`);
+    const hold = `/dev/shm/.kata-agent-root`;
+    if (hidden && m.target !== '/dev/shm') {
+      fs.mkdirSync(hold, { recursive: true });
+      native.mount(AGENT_ROOT, hold, '', MS_BIND | MS_REC, '');
+    }
     native.mount(m.source, m.target, m.fstype, m.flags, m.data);
+    if (hidden && m.target !== '/dev/shm') {
+      fs.mkdirSync(AGENT_ROOT, { recursive: true });
+      native.mount(hold, AGENT_ROOT, '', MS_BIND | MS_REC, '');
+      log.info({ target: m.target, agentRoot: AGENT_ROOT }, 'init: the agent tree bound back over the new mount');
+    }
     done.push(m.target);
   }
   log.info({ mounted: done }, 'init: early mounts done');
