@@ -63,6 +63,11 @@ export class StatusError extends Error {
   }
 }
 
+/** StatusError INVALID_ARGUMENT with `message` (which names the bad field and value). */
+export function invalidArgument(message: string): StatusError {
+  return new StatusError(Code.INVALID_ARGUMENT, message);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Plans: the validated, OCI-derived description of a process or container, built by control
 // from the OCI spec and re-validated by the helper.

@@ -11,10 +11,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Code, StatusError } from '../../shared/protocol';
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
+import { invalidArgument as invalid } from '../../shared/protocol';
 
 /** Length of generated sandbox and container ids, in hex characters (upstream SANDBOX_ID_LEN). */
 export const ID_LENGTH = 64;

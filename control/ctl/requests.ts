@@ -33,7 +33,7 @@
  * a message belongs is an error.
  */
 import * as path from 'node:path';
-import { Code, StatusError } from '../../shared/protocol';
+import { invalidArgument as invalid } from '../../shared/protocol';
 import {
   parseBool,
   parseCommandArgs,
@@ -76,10 +76,6 @@ type Json = { [k: string]: unknown };
 const U32_MAX = 0xffffffff;
 const I32_MIN = -0x80000000;
 const I32_MAX = 0x7fffffff;
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
 
 /** A known key: the request field it sets, how its text is parsed, how it is generated. */
 interface KeySpec {

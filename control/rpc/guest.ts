@@ -20,14 +20,13 @@ import * as path from 'node:path';
 import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
 import { confinedPath } from '../../shared/paths';
 import {
-  Code,
   COPY_FILE_HELPER_CHUNK,
   COPY_FILE_MAX_SIZE,
   GUEST_PATHS,
   MAX_ENTROPY_BYTES,
   MAX_NB_CPUS,
   MAX_PROBE_ADDRESSES,
-  StatusError,
+  invalidArgument as invalid,
   STORAGE_DRIVERS,
 } from '../../shared/protocol';
 import type { AgentCore } from './core';
@@ -79,10 +78,6 @@ export class GuestContext {
     this.volumeRoots = (opts.volumeRoots ?? [GUEST_PATHS.volumeRoot]).map((r) => path.resolve(r));
     this.policy = new PolicyEngine(opts.policy === undefined ? undefined : parsePolicy(opts.policy));
   }
-}
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
 }
 
 function num(v: number | { toNumber(): number } | null | undefined): number {

@@ -27,6 +27,7 @@ import {
   type NetRouteSpec,
   type NetRouteState,
 } from '../../shared/protocol';
+import { invalidArgument as invalid } from '../../shared/protocol';
 import type { AgentCore } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
@@ -38,10 +39,6 @@ const V6 = 1;
 const ENVELOPE = 1024;
 /** Most addresses, routes or neighbours in one request (the helper's bound too). */
 export const MAX_NET_ITEMS = 1024;
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
 
 function familyOf(f: 4 | 6): types.IPFamily {
   return (f === 6 ? V6 : V4) as types.IPFamily;

@@ -17,16 +17,13 @@ import {
   type StorageDriver,
   type StoragePlan,
 } from '../../shared/protocol';
+import { invalidArgument as invalid } from '../../shared/protocol';
 import type { AgentCore } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 
 /** Filesystem types a storage may name (the helper checks them per driver again). */
 const FSTYPES = new Set(['', 'tmpfs', 'hugetlbfs', '9p', 'virtiofs', 'overlay', 'ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'vfat', 'erofs', 'squashfs', 'iso9660', 'local', 'bind']);
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
 
 function checkPath(p: string, field: string): void {
   if (!p.startsWith('/')) throw invalid(`${field} ${JSON.stringify(p)} is not an absolute path`);

@@ -16,7 +16,7 @@
  * (scheme split on "://", scheme compared case-insensitively, any other scheme rejected with
  * "invalid server address URI scheme").
  */
-import { Code, StatusError } from '../../shared/protocol';
+import { invalidArgument as invalid } from '../../shared/protocol';
 
 /** VMADDR_CID_ANY: bind to (or talk to) any CID. */
 export const VMADDR_CID_ANY = 0xffffffff;
@@ -31,10 +31,6 @@ export type TtrpcAddress =
   | { kind: 'vsock'; cid: number; port: number }
   /** `path` is absolute (a device file), or a port name without "/" (looked up in sysfs). */
   | { kind: 'serial'; path: string };
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
 
 /** Parse a decimal u32 (no sign, no spaces, no leading "+"); null when not one. */
 function parseU32(text: string): number | null {

@@ -77,6 +77,7 @@ import {
   type StdioSet,
   type TrackedProcess,
 } from './registry';
+import { checkArgs } from './guest-args';
 
 /** An init process that has been set up and waits for startContainer. */
 export interface LaunchedInit {
@@ -210,13 +211,6 @@ function notFound(what: string): StatusError {
 
 function precondition(what: string): StatusError {
   return new StatusError(Code.FAILED_PRECONDITION, what);
-}
-
-function checkArgs(args: unknown, op: string): Record<string, unknown> {
-  if (typeof args !== 'object' || args === null || Array.isArray(args)) {
-    throw new StatusError(Code.INVALID_ARGUMENT, `${op}: args must be a map`);
-  }
-  return args as Record<string, unknown>;
 }
 
 function checkBoolArg(v: unknown, field: string, dflt: boolean): boolean {

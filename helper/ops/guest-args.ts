@@ -1,6 +1,6 @@
 /**
- * Argument checks shared by the helper's guest ops (helper/ops/sysfs.ts, guest.ts,
- * copy-file.ts): each throws StatusError INVALID_ARGUMENT naming the field and the value.
+ * Argument checks shared by the helper's ops (helper/ops/sysfs.ts, guest.ts, copy-file.ts,
+ * container.ts): each throws StatusError INVALID_ARGUMENT naming the field and the value.
  */
 import { Code, StatusError, type StatusCode } from '../../shared/protocol';
 

@@ -9,7 +9,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadNative } from '../../shared/native';
-import { Code, STORAGE_DRIVERS, StatusError, type StorageDriver, type StoragePlan } from '../../shared/protocol';
+import { STORAGE_DRIVERS, StatusError, type StorageDriver, type StoragePlan } from '../../shared/protocol';
+import { invalidArgument as invalid } from '../../shared/protocol';
 import { FLAG_OPTIONS, MS } from './plan';
 
 /** Default base directory of the sandbox's storages (upstream CONTAINER_BASE / KATA_GUEST_SHARE_DIR's parent). */
@@ -38,10 +39,6 @@ export const STORAGE_LIMITS = { storages: 256, options: 64, optionBytes: 4096, p
 
 /** Flag words refused in storage options: they would bind or remount something else. */
 const REFUSED_FLAGS = new Set(['bind', 'rbind', 'remount']);
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
 
 function str(v: unknown, field: string, max: number = STORAGE_LIMITS.pathBytes): string {
   if (typeof v !== 'string') throw invalid(`${field} must be a string, got ${typeof v}`);

@@ -37,6 +37,7 @@ import {
   type SeccompPlan,
   type SeccompSyscallPlan,
 } from '../../shared/protocol';
+import { invalidArgument as invalid } from '../../shared/protocol';
 
 // ---------------------------------------------------------------------------------------------
 // Limits
@@ -273,10 +274,6 @@ export interface PlanCheckOptions {
 
 // ---------------------------------------------------------------------------------------------
 // Primitive checks
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);

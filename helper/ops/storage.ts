@@ -34,6 +34,7 @@ import {
   type WaitDevicesArgs,
   type WaitDevicesResult,
 } from '../../shared/protocol';
+import { invalidArgument as invalid } from '../../shared/protocol';
 import { loadNative } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply } from '../api';
@@ -77,10 +78,6 @@ interface StorageEntry {
 /** Upstream's refusal of an empty module name, and our bounds on names and parameters. */
 const MODULE_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const MODULE_PARAM_RE = /^[A-Za-z0-9_.-]{1,64}(=[^\s\0]{0,1024})?$/;
-
-function invalid(message: string): StatusError {
-  return new StatusError(Code.INVALID_ARGUMENT, message);
-}
 
 function checkOwner(owner: unknown): string {
   if (owner === '') return '';
