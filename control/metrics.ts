@@ -21,6 +21,7 @@ import * as client from 'prom-client';
 import type { Logger } from 'pino';
 import { cgroupStatsFromFiles } from './cgroup-stats';
 import type { HelperStatsResult } from '../shared/protocol';
+import { readSelfStats } from '../shared/self-stats';
 
 /** Gauges that exist only while the scrape sees them are reset before each scrape. */
 type Labels<K extends string> = Partial<Record<K, string | number>>;
@@ -163,25 +164,11 @@ export class AgentMetrics {
     this.proc.fds.set({ process }, s.fds);
   }
 
-  /** Control's own /proc/self figures. */
+  /** Control's own /proc/self figures (shared/self-stats.ts, as the helper reads its own). */
   private selfStats(): HelperStatsResult {
-    const out: HelperStatsResult = { pid: process.pid, cpuUserSeconds: 0, cpuSystemSeconds: 0, rssBytes: process.memoryUsage.rss(), vsizeBytes: 0, fds: 0, threads: 0, startTimeSeconds: 0 };
-    const stat = readProc(`${this.procDir}/self/stat`);
-    if (stat !== '') {
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const field = (n: number): number => Number(f[n - 3] ?? 0);
-      out.cpuUserSeconds = field(14) / USER_HZ;
-      out.cpuSystemSeconds = field(15) / USER_HZ;
-      out.threads = field(20);
-      out.vsizeBytes = field(23);
-    }
-    try {
-      out.fds = fs.readdirSync(`${this.procDir}/self/fd`).length;
-    } catch {
-      // no procfs
-    }
-    return out;
+    return readSelfStats(`${this.procDir}/self`);
   }
+
 
   private scrapeGuest(): void {
     const g = this.guest;

@@ -67,7 +67,7 @@ import type { StorageBackend, StorageBackendOps } from './storage';
 import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type Hook, type OciState } from './hooks';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
 import { validateCgroupResources } from '../../shared/cgroup';
-import { readSelfStats } from './self-stats';
+import { readSelfStats } from '../../shared/self-stats';
 import {
   ProcessRegistry,
   SIGKILL,

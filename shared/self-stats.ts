@@ -1,9 +1,10 @@
 /**
- * The helper's own process figures for GetMetrics (helperStats op), read from /proc/self as
- * upstream's metrics.rs reads its process through procfs (kata_agent_process_* families).
+ * A process's own figures for GetMetrics (control's, and the helper's through its helperStats
+ * op), read from /proc/self as upstream's metrics.rs reads its process through procfs
+ * (kata_agent_process_* families).
  */
 import * as fs from 'node:fs';
-import type { HelperStatsResult } from '../../shared/protocol';
+import type { HelperStatsResult } from './protocol';
 
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on every Linux architecture). */
 const USER_HZ = 100;
