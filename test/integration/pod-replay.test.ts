@@ -23,11 +23,12 @@
 // capability; the pause container is then replayed with oom_score_adj 0. With the capability
 // (a guest), -998 is applied and checked.
 import t from 'tap';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AgentHarness, Code, codeOf, eventually, leftoverMounts, skipReason } from './lib/agent-harness';
+import { KataDirFixture } from './lib/kata-dir';
+import { AgentHarness, Code, codeOf, eventually, skipReason } from './lib/agent-harness';
 
 const CAP_SYS_RESOURCE = 24;
 const PAUSE_OOM_SCORE_ADJ = -998;
@@ -44,19 +45,12 @@ if (skip) {
   t.plan(0, skip);
 } else {
   const h = new AgentHarness('pod-replay');
-  const kata = path.join(h.tmp, 'kata');
-  const share = path.join(kata, 'shared', 'containers'); // kataGuestSharedDir()
-  const hostShare = path.join(h.tmp, 'host-share'); // what virtio-fs exports
-  const shm = path.join(kata, 'sandbox', 'shm');
+  const fx = new KataDirFixture(h.tmp);
+  const { kata, share, hostShare, shm, resolv } = fx;
   const ephemeralDir = path.join(kata, 'sandbox', 'ephemeral'); // ephemeralPath()
-  const resolv = path.join(h.tmp, 'etc-resolv.conf');
-  const binds: string[] = [];
-  const mountsUnderKata = (): string[] => leftoverMounts([kata]).map((l) => l.split(' ')[1]);
-  const bind = (src: string, dst: string): void => {
-    fs.mkdirSync(dst, { recursive: true });
-    execFileSync('mount', ['--bind', src, dst]);
-    binds.unshift(dst);
-  };
+  const binds = fx.binds;
+  const mountsUnderKata = (): string[] => fx.mountsUnderKata();
+  const bind = (src: string, dst: string): void => fx.bind(src, dst);
 
   const sandboxId = `pod${process.pid}${Date.now().toString(16)}`; // the pause container's id
   const appId = `app${process.pid}${Date.now().toString(16)}`;
@@ -76,7 +70,6 @@ if (skip) {
   };
 
   t.before(async () => {
-    fs.writeFileSync(resolv, 'nameserver 127.0.0.53\n');
     // The pause rootfs, shared by the host: a static busybox as the pause binary.
     const pauseRoot = path.join(hostShare, sandboxId, 'rootfs');
     for (const d of ['bin', 'proc', 'dev', 'sys', 'etc', 'tmp']) fs.mkdirSync(path.join(pauseRoot, d), { recursive: true });
@@ -100,13 +93,11 @@ if (skip) {
     };
     dir('/etc/config', { 'app.properties': 'color=blue\n', mode: 'debug\n' });
     dir('/etc/secret', { password: 's3cr3t\n' });
-    fs.mkdirSync(path.join(hostShare, 'watchable'), { recursive: true }); // container.go watchableHostPath
-    bind(hostShare, share); // the guest mounted kataShared before the agent got CreateSandbox
-    await h.start(undefined, ['--kata-dir', kata, '--resolv-conf', resolv]);
+    fx.prepare(); // watchableHostPath; the guest mounted kataShared before the agent got CreateSandbox
+    await h.start(undefined, fx.helperArgs());
   });
   t.teardown(async () => {
-    for (const b of mountsUnderKata().reverse()) spawnSync('umount', ['-l', b]);
-    for (const b of binds) spawnSync('umount', ['-l', b]);
+    fx.cleanup();
     await h.dispose();
   });
 

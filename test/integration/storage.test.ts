@@ -8,6 +8,7 @@ import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { KataDirFixture } from './lib/kata-dir';
 import { AgentHarness, Code, eventually, expectCode, leftoverMounts, skipReason, sleep } from './lib/agent-harness';
 
 const skip = skipReason() ?? (spawnSync('losetup', ['--version']).status === 0 && spawnSync('mkfs.ext4', ['-V']).status === 0 ? undefined : 'losetup or mkfs.ext4 missing');
@@ -15,28 +16,17 @@ if (skip) {
   t.plan(0, skip);
 } else {
   const h = new AgentHarness('storage');
-  const kata = path.join(h.tmp, 'kata');
-  const share = path.join(kata, 'shared', 'containers'); // kataGuestSharedDir()
-  const hostShare = path.join(h.tmp, 'host-share'); // what virtio-fs would export
-  const shm = path.join(kata, 'sandbox', 'shm');
-  const resolv = path.join(h.tmp, 'etc-resolv.conf');
-  const binds: string[] = [];
-  const mountsUnderKata = (): string[] => leftoverMounts([kata]).map((l) => l.split(' ')[1]);
-  const bind = (src: string, dst: string): void => {
-    fs.mkdirSync(dst, { recursive: true });
-    execFileSync('mount', ['--bind', src, dst]);
-    binds.unshift(dst);
-  };
+  const fx = new KataDirFixture(h.tmp);
+  const { kata, share, hostShare, shm, resolv } = fx;
+  const mountsUnderKata = (): string[] => fx.mountsUnderKata();
+  const bind = (src: string, dst: string): void => fx.bind(src, dst);
 
   t.before(async () => {
-    fs.mkdirSync(path.join(hostShare, 'watchable'), { recursive: true });
-    fs.writeFileSync(resolv, 'nameserver 127.0.0.53\n');
-    bind(hostShare, share); // the guest pre-mounted the share
-    await h.start(undefined, ['--kata-dir', kata, '--resolv-conf', resolv, '--hotplug-timeout-ms', '20000']);
+    fx.prepare(); // the guest pre-mounted the share
+    await h.start(undefined, fx.helperArgs(['--hotplug-timeout-ms', '20000']));
   });
   t.teardown(async () => {
-    for (const b of leftoverMounts([kata]).map((l) => l.split(' ')[1]).reverse()) spawnSync('umount', ['-l', b]);
-    for (const b of binds) spawnSync('umount', ['-l', b]);
+    fx.cleanup();
     await h.dispose();
   });
 
@@ -106,7 +96,7 @@ if (skip) {
     t.notOk(mountsUnderKata().includes(eph), 'the ephemeral volume is unmounted after RemoveContainer');
     await h.client.call('RemoveStaleVirtiofsShareMounts', {});
     execFileSync('umount', [rootfs]); // the host's unshare of the rootfs
-    binds.shift();
+    fx.binds.shift();
   });
 
   t.test('overlayfs storage (read-write overlay) is mounted and cleaned', async (t) => {
