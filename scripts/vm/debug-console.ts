@@ -5,6 +5,7 @@
  * dropped. One command at a time (calls are queued).
  */
 import * as net from 'node:net';
+import { connectUnix } from './qmp';
 
 /** Quote `arg` for a POSIX shell. */
 export function shellQuote(arg: string): string {
@@ -27,14 +28,7 @@ export class DebugConsole {
 
   /** Connect to QEMU's chardev socket of the debug port. */
   static async connect(socketPath: string): Promise<DebugConsole> {
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.createConnection({ path: socketPath });
-      s.once('connect', () => {
-        s.off('error', reject);
-        resolve(s);
-      });
-      s.once('error', reject);
-    });
+    const socket = await connectUnix(socketPath);
     return new DebugConsole(socket);
   }
 

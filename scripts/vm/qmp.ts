@@ -32,14 +32,7 @@ export class QmpClient implements QmpHandle {
 
   /** Connect to `socketPath` and negotiate capabilities. Rejects with the socket error. */
   static async connect(socketPath: string): Promise<QmpClient> {
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.createConnection({ path: socketPath });
-      s.once('connect', () => {
-        s.off('error', reject);
-        resolve(s);
-      });
-      s.once('error', reject);
-    });
+    const socket = await connectUnix(socketPath);
     const client = new QmpClient(socket);
     await new Promise<void>((resolve) => (client.greeted = resolve));
     await client.execute('qmp_capabilities');
@@ -87,4 +80,16 @@ export class QmpClient implements QmpHandle {
   close(): void {
     this.socket.destroy();
   }
+}
+
+/** A connected stream to the unix socket at `socketPath`; rejects with the socket error. */
+export function connectUnix(socketPath: string): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    const s = net.createConnection({ path: socketPath });
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
 }
