@@ -5,28 +5,53 @@
  * usec are converted; upstream passes the usec through unconverted), memory in bytes.
  * Unparsable numbers count as 0; never throws.
  */
+import Long from 'long';
 import type { grpc as pb } from '../shared/generated/protos';
 
 /** USER_HZ: the unit of v1 cpuacct.stat. */
 const CLOCK_TICKS = 100;
 const NS_PER_TICK = 1e9 / CLOCK_TICKS;
-/** Largest value reported; v1 "no limit" (2^63 − page) and v2 "max" become this. */
-const MAX_U64_SAFE = Number.MAX_SAFE_INTEGER;
+/** A uint64 field's value: a number while exact, else a Long carrying every digit. */
+export type U64 = number | Long;
+/** v2 "max" (no limit) is reported as 2^64 − 1, as containerd's cgroup v2 stats do. */
+const U64_MAX = Long.MAX_UNSIGNED_VALUE;
+const U64_RE = /^[0-9]{1,20}$/;
 
-function num(v: string | undefined): number {
+/**
+ * A cgroup file's decimal value as a uint64: exact beyond 2^53 (v1's "no limit",
+ * 9223372036854771712, arrives as itself, as upstream reports it); "max" is 2^64 − 1; absent,
+ * negative, junk or over 2^64 − 1 is 0. Never throws.
+ */
+function num(v: string | undefined): U64 {
   if (v === undefined) return 0;
-  if (v === 'max') return MAX_U64_SAFE;
+  if (v === 'max') return U64_MAX;
+  if (!U64_RE.test(v)) return 0;
   const n = Number(v);
-  return Number.isFinite(n) && n >= 0 ? Math.min(n, MAX_U64_SAFE) : 0;
+  if (n <= Number.MAX_SAFE_INTEGER) return n;
+  const l = Long.fromString(v, true);
+  return l.toString() === v.replace(/^0+(?=.)/, '') ? l : 0;
 }
 
-/** "key value" lines → map of numbers. */
-export function keyValues(text: string | undefined): Record<string, number> {
-  const out: Record<string, number> = {};
+/** A U64 as a JS number (rounded beyond 2^53), for figures such as Prometheus gauges. */
+export function u64ToNumber(v: U64 | null | undefined): number {
+  if (v === null || v === undefined) return 0;
+  return typeof v === 'number' ? v : v.toNumber();
+}
+
+/** "key value" lines → map of uint64 values (exact, see num). */
+export function keyValuesU64(text: string | undefined): Record<string, U64> {
+  const out: Record<string, U64> = {};
   for (const line of (text ?? '').split('\n')) {
     const [k, v] = line.trim().split(/\s+/);
     if (k && v !== undefined) out[k] = num(v);
   }
+  return out;
+}
+
+/** "key value" lines → map of numbers (for arithmetic; rounded beyond 2^53). */
+export function keyValues(text: string | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(keyValuesU64(text))) out[k] = u64ToNumber(v);
   return out;
 }
 
@@ -59,7 +84,7 @@ function cpuStats(f: Record<string, string>): pb.CpuStats.$Properties {
 }
 
 function memoryStats(f: Record<string, string>): pb.MemoryStats.$Properties | undefined {
-  const stat = keyValues(f['memory.stat']);
+  const stat = keyValuesU64(f['memory.stat']);
   if (f['memory.usage_in_bytes'] !== undefined) {
     const data = (p: string): pb.MemoryData.$Properties => ({
       usage: num(f[`${p}.usage_in_bytes`]),

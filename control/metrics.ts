@@ -19,7 +19,7 @@
 import * as fs from 'node:fs';
 import * as client from 'prom-client';
 import type { Logger } from 'pino';
-import { cgroupStatsFromFiles } from './cgroup-stats';
+import { cgroupStatsFromFiles, u64ToNumber } from './cgroup-stats';
 import type { HelperStatsResult } from '../shared/protocol';
 import { readSelfStats } from '../shared/self-stats';
 
@@ -227,11 +227,11 @@ export class AgentMetrics {
       }
       const s = cgroupStatsFromFiles(files);
       const container: Labels<'container'> = { container: id };
-      this.ctr.cpu.set(container, Number(s.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1e9);
-      this.ctr.pids.set(container, Number(s.pids_stats?.current ?? 0));
+      this.ctr.cpu.set(container, u64ToNumber(s.cpu_stats?.cpu_usage?.total_usage) / 1e9);
+      this.ctr.pids.set(container, u64ToNumber(s.pids_stats?.current));
       if (s.memory_stats?.usage) {
-        this.ctr.mem.set(container, Number(s.memory_stats.usage.usage ?? 0));
-        this.ctr.limit.set(container, Number(s.memory_stats.usage.limit ?? 0));
+        this.ctr.mem.set(container, u64ToNumber(s.memory_stats.usage.usage));
+        this.ctr.limit.set(container, u64ToNumber(s.memory_stats.usage.limit));
       }
     }
   }

@@ -3,8 +3,9 @@
  * scripts/gen-protos.js into dist/shared/generated/protos.js).
  *
  * int64/uint64 fields decode as JavaScript numbers, not Long objects: we switch Long support
- * off before the generated module loads. Values above 2^53 lose precision; no field of the
- * agent protocol carries such values in practice (sizes in bytes, ns timeouts, pids).
+ * off before the generated module loads. Incoming values above 2^53 lose precision (requests
+ * carry sizes, ns timeouts and pids, far below it). Outgoing values keep every digit when given
+ * as a Long (the encoder accepts one): StatsContainer's cgroup figures do (control/cgroup-stats.ts).
  */
 import * as protobuf from 'protobufjs/minimal';
 

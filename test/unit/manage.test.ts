@@ -12,7 +12,7 @@ import { cgroupStatsFromFiles } from '../../control/cgroup-stats';
 import { startMockAgent, type MockAgent } from '../lib/mock-agent';
 import { parsePromText } from '../lib/prom-text';
 import { Code, StatusError } from '../../shared/protocol';
-import type { grpc } from '../../shared/generated/protos';
+import { grpc } from '../../shared/generated/protos';
 
 function oci(args: string[], resources?: grpc.LinuxResources.$Properties): grpc.Spec.$Properties {
   return {
@@ -128,6 +128,40 @@ t.test('cgroup v2 files: usec converted to ns, memory.current/max, io.stat', asy
   t.equal(Number(s.pids_stats!.limit), 0, 'max = no limit');
   t.same(s.blkio_stats!.io_serviced_recursive!.map((e) => Number(e.value)), [1, 2]);
   t.same(cgroupStatsFromFiles({ 'cpuacct.usage': 'garbage', 'pids.current': '-5' }).pids_stats, { current: 0, limit: 0 }, 'junk is 0, never a throw');
+});
+
+/** Varint bytes of a uint64 field `no` as protobuf encodes them (hex, tag included). */
+function u64Field(no: number, v: bigint): string {
+  const out = [no << 3];
+  for (let x = v; ; ) {
+    const b = Number(x & 0x7fn);
+    x >>= 7n;
+    if (x === 0n) {
+      out.push(b);
+      break;
+    }
+    out.push(b | 0x80);
+  }
+  return Buffer.from(out).toString('hex');
+}
+
+t.test('uint64 figures beyond 2^53 are exact on the wire: v1 "no limit", v2 "max", junk', async (t) => {
+  const v1 = cgroupStatsFromFiles({
+    'memory.usage_in_bytes': '4096',
+    'memory.limit_in_bytes': '9223372036854771712',
+    'memory.stat': 'cache 5\nhierarchical_memory_limit 9223372036854771712',
+  });
+  const usage = Buffer.from(grpc.MemoryData.encode(v1.memory_stats!.usage!).finish()).toString('hex');
+  t.ok(usage.includes(u64Field(4, 9223372036854771712n)), 'v1 no-limit value encoded as the kernel wrote it');
+  t.ok(usage.includes(u64Field(1, 4096n)), 'usage');
+  const stats = Buffer.from(grpc.MemoryStats.encode(v1.memory_stats!).finish()).toString('hex');
+  t.ok(stats.includes(u64Field(2, 9223372036854771712n)), 'memory.stat map value exact too');
+  const v2 = cgroupStatsFromFiles({ 'memory.current': '1', 'memory.max': 'max' });
+  const v2hex = Buffer.from(grpc.MemoryData.encode(v2.memory_stats!.usage!).finish()).toString('hex');
+  t.ok(v2hex.includes(u64Field(4, 2n ** 64n - 1n)), 'v2 max is 2^64-1 (containerd cgroup v2 stats)');
+  const junk = cgroupStatsFromFiles({ 'memory.usage_in_bytes': '99999999999999999999999', 'memory.limit_in_bytes': '1e3' });
+  t.equal(String(junk.memory_stats!.usage!.usage), '0', 'over 2^64-1 is 0');
+  t.equal(String(junk.memory_stats!.usage!.limit), '0', 'non-decimal is 0');
 });
 
 /** Set the mock tree's oom_kill counter of `id` (what the kernel counts in memory.oom_control). */
