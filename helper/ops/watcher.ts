@@ -82,7 +82,7 @@ export class BindWatcher {
     for (const w of this.byOwner.get(owner) ?? []) {
       try {
         if (w.bound) this.opts.mounter.umount(w.target);
-        fs.rmSync(w.target, { recursive: true, force: true });
+        this.removeTarget(w);
       } catch (err) {
         this.log.warn({ err, target: w.target }, 'removing a watched target failed');
       }
@@ -145,7 +145,7 @@ export class BindWatcher {
     const entries = this.scan(w.source);
     if (!entries) {
       this.log.info({ source: w.source }, 'watchable volume over the limits: bind-mounting it instead');
-      fs.rmSync(w.target, { recursive: true, force: true });
+      this.removeTarget(w);
       if (rootSt.isDirectory()) fs.mkdirSync(w.target, { recursive: true });
       else fs.writeFileSync(w.target, '');
       this.opts.mounter.mount(w.source, w.target, '', MS.BIND | MS.REC, '');
@@ -171,12 +171,22 @@ export class BindWatcher {
     for (const rel of [...w.seen.keys()]) {
       if (rel !== '' && !entries.has(rel)) {
         try {
-          this.inParent(w, rel, (dirFd, name) => fs.rmSync(fdPath(dirFd, name), { recursive: true, force: true }));
+          this.inParent(w, rel, removeTreeAt);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // its parent went first
         }
         w.seen.delete(rel);
       }
+    }
+  }
+
+  /** Delete the target's own entry and everything below it (never following a symlink). */
+  private removeTarget(w: Watched): void {
+    const top = openNoFollow(this.opts.watchableDir, path.dirname(w.target));
+    try {
+      removeTreeAt(top, path.basename(w.target));
+    } finally {
+      fs.closeSync(top);
     }
   }
 
@@ -237,7 +247,7 @@ export class BindWatcher {
       return; // devices, fifos and sockets are not copied
     }
     const cur = lstatOrUndefined(to);
-    if (cur?.isDirectory()) fs.rmSync(to, { recursive: true, force: true });
+    if (cur?.isDirectory()) removeTreeAt(dirFd, name);
     fs.renameSync(tmp, to);
     w.seen.set(rel, stamp);
   }
@@ -246,6 +256,48 @@ export class BindWatcher {
 /** /proc/self/fd/<dirFd>/<name>: `name` looked up relative to the open directory, like openat. */
 function fdPath(dirFd: number, name: string): string {
   return `/proc/self/fd/${dirFd}/${name}`;
+}
+
+/**
+ * Remove entry `name` of the open directory `dirFd` and, when it is a directory, everything
+ * below it, descending only through directory fds opened with O_NOFOLLOW: a container renaming
+ * or swapping entries for symlinks during the walk can at worst make it skip or remove entries
+ * below `dirFd`, never anything a symlink points to (fs.rmSync's recursion walks by path and
+ * would follow a directory swapped for a symlink between its lstat and its readdir). A missing
+ * entry is not an error; others (EBUSY of a mount point) throw.
+ */
+export function removeTreeAt(dirFd: number, name: string): void {
+  const p = fdPath(dirFd, name);
+  let fd: number;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code !== 'ENOTDIR' && code !== 'ELOOP') throw err;
+    unlinkIfPresent(p); // a file, symlink, fifo or device node: unlink never follows
+    return;
+  }
+  try {
+    for (const child of fs.readdirSync(fdPath(fd, '.'))) removeTreeAt(fd, child);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.rmdirSync(p);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') unlinkIfPresent(p); // swapped for a file after the walk
+    else if (code !== 'ENOENT') throw err;
+  }
+}
+
+function unlinkIfPresent(p: string): void {
+  try {
+    fs.unlinkSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }
 
 /** Open directory `p` with O_NOFOLLOW; a symlink or non-directory → FAILED_PRECONDITION naming `shown`. */

@@ -16,7 +16,7 @@ import { MockMounter } from '../../helper/mock/storage';
 /** The module object the helper's `import * as fs` reads through (patchable, unlike ours). */
 const nodeFs = createRequire(__filename)('node:fs') as typeof fs;
 
-type FsName = 'mkdirSync' | 'readFileSync' | 'copyFileSync';
+type FsName = 'mkdirSync' | 'readFileSync' | 'copyFileSync' | 'readdirSync';
 
 /** Run `swap` once: right after a mkdirSync, right before a read/copy, whose path matches. */
 function hookOnce(t: Test, names: FsName[], match: (p: string) => boolean, swap: (p: string) => void): { fired: () => boolean } {
@@ -107,4 +107,37 @@ t.test('watchable-bind: a directory swapped for a symlink right after mkdir is n
   t.ok(hook.fired(), 'the swap happened');
   t.equal(fs.statSync(outside).mode & 0o777, 0o700, 'the guest directory keeps its mode');
   t.same(fs.readdirSync(outside), [], 'nothing written into the guest directory');
+});
+
+/** The watcher fixture with a deeper volume: d/sub/x, plus a guest file the container aims at. */
+function deepFixture(t: Test): ReturnType<typeof watcherFixture> & { source: string; victim: string } {
+  const f = watcherFixture(t);
+  const source = path.join(path.dirname(f.outside), 'share', 'configmap');
+  fs.mkdirSync(path.join(source, 'd', 'sub'));
+  fs.writeFileSync(path.join(source, 'd', 'sub', 'x'), 'x');
+  f.tick();
+  t.equal(fs.readFileSync(path.join(f.target, 'd', 'sub', 'x'), 'utf8'), 'x', 'd/sub/x synced');
+  const victim = path.join(f.outside, 'victim');
+  fs.writeFileSync(victim, 'guest data');
+  return { ...f, source, victim };
+}
+
+t.test('watchable-bind: removing a deleted directory never descends through a subdirectory swapped for a symlink', async (t) => {
+  const { target, tick, source, victim, outside } = deepFixture(t);
+  fs.rmSync(path.join(source, 'd'), { recursive: true });
+  // While the watcher lists d, the container swaps d/sub for a symlink to the guest directory.
+  const hook = hookOnce(t, ['readdirSync'], (p) => p.startsWith('/proc/self/fd/'), () => swapForSymlink(path.join(target, 'd', 'sub'), outside));
+  tick();
+  t.ok(hook.fired(), 'the swap happened');
+  t.equal(fs.readFileSync(victim, 'utf8'), 'guest data', 'the guest file is still there');
+  t.notOk(fs.existsSync(path.join(target, 'd')), 'd removed from the copy');
+});
+
+t.test('watchable-bind: RemoveContainer deletes the copy without following a planted symlink', async (t) => {
+  const { target, watcher, victim, outside } = deepFixture(t);
+  fs.rmSync(path.join(target, 'd'), { recursive: true });
+  fs.symlinkSync(outside, path.join(target, 'd'));
+  watcher.remove('c1');
+  t.equal(fs.readFileSync(victim, 'utf8'), 'guest data', 'the guest file is still there');
+  t.notOk(fs.existsSync(target), 'the whole copy removed');
 });
