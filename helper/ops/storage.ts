@@ -414,29 +414,43 @@ function validateDevice(raw: unknown, f: string): DevicePlan {
   return { type: type as DeviceType, id, vmPath, containerPath, options };
 }
 
+/** O_PATH (Linux, every architecture we build for): an fd naming an inode without opening it. */
+const O_PATH = 0o10000000;
+
 /**
  * Recursive group ownership of a volume (upstream set_ownership / recursive_ownership_change):
  * chgrp every entry (symlinks skipped), files |0660 (|0440 read-only), directories also |0110
  * and setgid. With `onRootMismatch`, nothing when the root already has the group and bits.
+ * Every entry is reached through O_PATH|O_NOFOLLOW fds relative to its parent's fd and changed
+ * through /proc/self/fd/N (the inode the fd names): an entry swapped for a symlink during the
+ * walk is skipped, never followed, and device nodes are not opened.
  */
 export function setOwnership(root: string, gid: number, readOnly: boolean, onRootMismatch: boolean): void {
   const mask = (readOnly ? 0o440 : 0o660) | 0o110;
   const st = fs.lstatSync(root);
   if (onRootMismatch && st.gid === gid && (st.mode & mask) === mask && (st.mode & 0o2000) !== 0) return;
-  const walk = (p: string): void => {
-    const s = fs.lstatSync(p);
-    if (s.isSymbolicLink()) return;
-    fs.lchownSync(p, s.uid, gid);
-    let mode = (s.mode & 0o7777) | (readOnly ? 0o440 : 0o660);
-    if (s.isDirectory()) {
-      mode |= 0o110 | 0o2000;
-      fs.chmodSync(p, mode);
-      for (const name of fs.readdirSync(p)) walk(path.join(p, name));
-    } else {
-      fs.chmodSync(p, mode);
+  const change = (p: string): void => {
+    let fd: number;
+    try {
+      fd = fs.openSync(p, O_PATH | fs.constants.O_NOFOLLOW);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed meanwhile
+      throw err;
+    }
+    try {
+      const s = fs.fstatSync(fd);
+      if (s.isSymbolicLink()) return;
+      const self = `/proc/self/fd/${fd}`;
+      fs.chownSync(self, s.uid, gid);
+      let mode = (s.mode & 0o7777) | (readOnly ? 0o440 : 0o660);
+      if (s.isDirectory()) mode |= 0o110 | 0o2000;
+      fs.chmodSync(self, mode);
+      if (s.isDirectory()) for (const name of fs.readdirSync(self)) change(`${self}/${name}`);
+    } finally {
+      fs.closeSync(fd);
     }
   };
-  walk(root);
+  change(root);
 }
 
 /**
