@@ -13,9 +13,10 @@
  * 4. reaps every child (orphans re-parented to PID 1 included) on SIGCHLD and every second;
  * 5. when the control plane exits — 0 after DestroySandbox or a signal, else a fatal error — or
  *    the helper exits, stops the other one (SIGTERM, SIGKILL after {@link STOP_GRACE_MS}),
- *    syncs and powers the guest off with reboot(RB_POWER_OFF) (busybox `poweroff -f`, which
- *    makes exactly that call: the addon has no reboot(2)). PID 1 never returns: a PID 1 exit
- *    panics the kernel.
+ *    syncs and powers the guest off with reboot(RB_POWER_OFF) (the addon's powerOff; busybox
+ *    `poweroff -f` only if that fails). A fatal error (early mounts, a process that cannot start
+ *    or exits otherwise) powers off the same way. PID 1 never returns: a PID 1 exit panics the
+ *    kernel.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -169,10 +170,18 @@ function startDebugConsole(log: Logger, env: NodeJS.ProcessEnv, watchers: Map<nu
   run();
 }
 
-/** Power the guest off (sync, then reboot(RB_POWER_OFF) through busybox); never returns normally. */
-function powerOff(log: Logger, why: string): void {
+/**
+ * Power the guest off: the addon's powerOff (sync(2), then reboot(RB_POWER_OFF); refused unless
+ * PID 1). Should that fail (logged), busybox `poweroff -f` makes the same call. Never returns
+ * normally when either works; logs fatal when both failed.
+ */
+function powerOff(native: NativeAddon, log: Logger, why: string): void {
   log.info({ why }, 'init: powering off');
-  spawnSync('/bin/sync', [], { stdio: 'ignore', timeout: 10_000 });
+  try {
+    native.powerOff();
+  } catch (err) {
+    log.error({ err }, 'init: reboot(RB_POWER_OFF) failed; trying busybox poweroff -f');
+  }
   const r = spawnSync('/bin/busybox', ['poweroff', '-f'], { stdio: 'inherit', timeout: 10_000 });
   log.fatal({ status: r.status, error: r.error?.message }, 'init: poweroff failed');
 }
@@ -193,7 +202,7 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
     earlyMounts(native, log);
   } catch (err) {
     log.fatal({ err }, 'init: early mounts failed');
-    powerOff(log, 'early mounts failed');
+    powerOff(native, log, 'early mounts failed');
     return 1;
   }
 
@@ -260,7 +269,7 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
         const left = others.filter((c) => c.pid !== undefined && !exited.has(c.pid));
         if (left.length === 0 || Date.now() > deadline) {
           for (const c of left) c.kill('SIGKILL');
-          powerOff(log, fatal ? `${who} ${how}` : 'sandbox destroyed');
+          powerOff(native, log, fatal ? `${who} ${how}` : 'sandbox destroyed');
           return;
         }
         setTimeout(wait, 50);
