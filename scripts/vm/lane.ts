@@ -3,8 +3,10 @@
  * compiled, dist/scripts/vm/lane.js>`. {@link connect} boots a guest of its own (scripts/vm/boot.ts;
  * a DestroySandbox powers it off, so guests are not shared between test files) and gives the
  * agent client (ttRPC over the serial channel), QMP, the debug console as `guestRun`, a host
- * directory for disk images and a writable busybox rootfs in the guest (an overlay on the
- * project's .cache/rootfs, seen read-only through 9p). close() stops QEMU if it still runs.
+ * directory for disk images, the host side of the guest's `kataShared` 9p share (vm.sharedDir)
+ * and a writable busybox rootfs in the guest (an overlay on the project's .cache/rootfs, seen
+ * read-only through 9p, outside /run/kata-containers/shared/containers/ so that a kataShared
+ * storage mounted there does not hide it). close() stops QEMU if it still runs.
  *
  * CLI: `node dist/scripts/vm/lane.js` boots, checks health, prints the timings as JSON and
  * keeps the guest up until SIGINT/SIGTERM (sockets printed for kata-agent-ctl-like use).
@@ -36,7 +38,7 @@ export function hostRootfs(): string {
 }
 
 /** Where the lane puts the writable rootfs in the guest. */
-export const GUEST_ROOTFS_BASE = '/run/kata-containers/shared/containers/lane-busybox';
+export const GUEST_ROOTFS_BASE = '/run/kata-lane/busybox';
 
 /** Boot a guest and connect everything (see the module comment). Errors as {@link bootVm}. */
 export async function connect(): Promise<BootedLane> {
