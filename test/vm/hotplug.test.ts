@@ -21,6 +21,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BRIDGE_ID, connectVmLane, VM_LANE_SKIP, type VmLane } from './lib/lane';
+import type { BootedLane } from '../../scripts/vm/lane';
 
 /** How long a test lets QEMU take to hot-plug before the agent's wait would end (ms). */
 const PLUG_DELAY_MS = 500;
@@ -68,6 +69,8 @@ async function main(): Promise<void> {
     return;
   }
   t.teardown(() => lane.close());
+  const times = (lane as Partial<BootedLane>).vm?.times;
+  if (times) t.comment(`boot: init mode at ${times.initMs} ms, agent announced at ${times.announceMs} ms, Health SERVING at ${times.healthMs} ms`);
   const guestText = async (argv: string[]): Promise<string> => {
     const r = await lane.guestRun(argv);
     if (r.status !== 0) throw new Error(`guest ${argv.join(' ')}: exit ${r.status}`);
@@ -179,10 +182,10 @@ async function main(): Promise<void> {
     const podA = byName.get('pod0');
     const podB = byName.get('pod1');
     t.equal(podA?.hwAddr, macA, 'ListInterfaces: pod0 with its MAC');
-    t.equal(Number(podA?.mtu), 1400);
+    t.equal(Number(podA?.mtu), 1400, 'pod0 MTU listed');
     t.same(podA?.IPAddresses?.filter((x) => !(x.address ?? '').startsWith('fe80')).map((x) => `${x.family}|${x.address}/${x.mask}`).sort(), ['0|10.88.0.2/24', '1|fd00:88::2/64'], 'pod0 addresses (IPv6 link-local aside)');
     t.equal(podB?.hwAddr, macB, 'ListInterfaces: pod1 with its MAC');
-    t.equal(Number(podB?.mtu), 1450);
+    t.equal(Number(podB?.mtu), 1450, 'pod1 MTU listed');
     t.same(podB?.IPAddresses?.filter((x) => !(x.address ?? '').startsWith('fe80')).map((x) => `${x.family}|${x.address}/${x.mask}`), ['0|10.89.0.2/24'], 'pod1 address');
     const listed = (await lane.agent.call('ListRoutes', {})).Routes.map((r) => `${r.dest}|${r.gateway}|${r.device}|${r.source}`);
     for (const want of ['|10.88.0.1|pod0|', '192.168.50.0/24|10.89.0.1|pod1|', '10.89.0.0/24||pod1|10.89.0.2']) {
