@@ -170,6 +170,9 @@ function startDebugConsole(log: Logger, env: NodeJS.ProcessEnv, watchers: Map<nu
   run();
 }
 
+/** Set to "1" in the control plane's environment by init mode: the agent is the guest's PID 1 (GetGuestDetails init_daemon). */
+export const INIT_MODE_ENV = 'KATA_AGENT_INIT_MODE';
+
 /**
  * Power the guest off: the addon's powerOff (sync(2), then reboot(RB_POWER_OFF); refused unless
  * PID 1). Should that fail (logged), busybox `poweroff -f` makes the same call. Never returns
@@ -248,7 +251,8 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
     stdio: ['ignore', 'inherit', 'inherit'],
     uid: controlUid,
     gid: controlUid,
-    env: nodeEnv,
+    // GetGuestDetails' init_daemon: the agent as a whole is PID 1 (upstream: getpid() == 1).
+    env: { ...nodeEnv, [INIT_MODE_ENV]: '1' },
   });
   log.info({ helperPid: helper.pid, controlPid: control.pid, controlUid, ms: Date.now() - started }, 'init: helper and control plane started');
 

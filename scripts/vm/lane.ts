@@ -8,8 +8,9 @@
  * read-only through 9p, outside /run/kata-containers/shared/containers/ so that a kataShared
  * storage mounted there does not hide it). close() stops QEMU if it still runs.
  *
- * CLI: `node dist/scripts/vm/lane.js` boots, checks health, prints the timings as JSON and
- * keeps the guest up until SIGINT/SIGTERM (sockets printed for kata-agent-ctl-like use).
+ * CLI: `node dist/scripts/vm/lane.js` boots, checks health, lets go of its own connections
+ * (each socket takes one client), prints the timings, run directory and sockets as JSON (and
+ * example commands on stderr) and keeps the guest up until SIGINT/SIGTERM.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -86,8 +87,15 @@ export async function connect(): Promise<BootedLane> {
 
 if (require.main === module) {
   connect().then(
-    (lane) => {
-      process.stdout.write(`${JSON.stringify({ times: lane.vm.times, dir: lane.vm.dir, guestRootfs: lane.guestRootfs, agentSocket: lane.vm.agentSocket, qmpSocket: lane.vm.qmpSocket, debugSocket: lane.vm.debugSocket })}\n`);
+    async (lane) => {
+      // QEMU's chardev and QMP sockets serve one client at a time: let go of ours so that
+      // kata-agent-ctl, a QMP client and a shell on the debug console can connect.
+      await lane.vm.agent.close().catch(() => undefined);
+      lane.debug.close();
+      lane.qmpClient.close();
+      const v = lane.vm;
+      process.stdout.write(`${JSON.stringify({ times: v.times, dir: v.dir, guestRootfs: lane.guestRootfs, agentSocket: v.agentSocket, qmpSocket: v.qmpSocket, debugSocket: v.debugSocket, sharedDir: v.sharedDir })}\n`);
+      process.stderr.write(`guest up; ctrl-C stops it. Try:\n  bin/kata-agent-ctl connect --server-address unix://${v.agentSocket} -c Check\n  socat - UNIX-CONNECT:${v.debugSocket}   (a root shell in the guest)\n  socat - UNIX-CONNECT:${v.qmpSocket}     (QMP; send {"execute":"qmp_capabilities"} first)\n`);
       const stop = (): void => void lane.close().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);

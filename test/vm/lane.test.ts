@@ -56,6 +56,8 @@ async function main(): Promise<void> {
     const argv = cmdline.stdout.split('\0');
     t.match(argv[1] ?? '', /dist\/control\/main\.js$/, `PID 1 runs the agent (${argv.slice(0, 3).join(' ')})`);
     const mounts = (await lane.guestRun(['cat', '/proc/mounts'])).stdout;
+    const details = await lane.agent.call('GetGuestDetails', { mem_block_size: true });
+    t.equal(details.agent_details?.init_daemon, true, 'GetGuestDetails: init_daemon (the agent is PID 1)');
     for (const [target, fstype] of [['/proc', 'proc'], ['/run', 'tmpfs'], ['/tmp', 'tmpfs'], ['/sys/fs/cgroup', 'cgroup2'], ['/dev/pts', 'devpts']]) {
       t.match(mounts, new RegExp(`^\\S+ ${target} ${fstype} `, 'm'), `init mode mounted ${fstype} on ${target}`);
     }
