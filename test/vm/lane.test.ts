@@ -72,23 +72,26 @@ async function main(): Promise<void> {
     lane.agent = again; // closed by lane.close()
   });
 
+  /** CreateContainer `id` (exec id the same) running `sh -c script` as root on `rootfs`, /proc mounted, plus `mounts`. */
+  const createBusybox = (id: string, script: string, rootfs: string, mounts: { destination: string; type: string; source: string; options: string[] }[] = []): Promise<unknown> =>
+    lane.agent.call('CreateContainer', {
+      container_id: id,
+      exec_id: id,
+      OCI: {
+        Version: '1.1.0',
+        Process: { Args: ['sh', '-c', script], Env: ENV, Cwd: '/', User: { UID: 0, GID: 0 } },
+        Root: { Path: rootfs, Readonly: false },
+        Mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: [] }, ...mounts],
+        Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'uts' }, { Type: 'ipc' }] },
+      },
+    });
   const sandboxId = `vm-lane-${process.pid}`;
   await timed('CreateSandbox mounts the kataShared 9p share; a busybox container through ttRPC in the guest', async (t) => {
     await lane.agent.call('CreateSandbox', { sandbox_id: sandboxId, hostname: 'vm-lane', sandbox_pidns: false, storages: [SHARED_STORAGE], dns: [] });
     const mounts = (await lane.guestRun(['cat', '/proc/mounts'])).stdout;
     t.match(mounts, new RegExp(`^${SHARED_TAG} ${GUEST_SHARED.slice(0, -1)} 9p .*trans=virtio`, 'm'), 'kataShared is mounted by 9p on the shared directory');
     const id = 'bb1';
-    await lane.agent.call('CreateContainer', {
-      container_id: id,
-      exec_id: id,
-      OCI: {
-        Version: '1.1.0',
-        Process: { Args: ['sh', '-c', 'echo hello-from-$(hostname); read line; echo got-$line'], Env: ENV, Cwd: '/', User: { UID: 0, GID: 0 } },
-        Root: { Path: lane.guestRootfs, Readonly: false },
-        Mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: [] }],
-        Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'uts' }, { Type: 'ipc' }] },
-      },
-    });
+    await createBusybox(id, 'echo hello-from-$(hostname); read line; echo got-$line', lane.guestRootfs);
     await lane.agent.call('StartContainer', { container_id: id });
     const first = await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 4096 });
     t.equal(Buffer.from(first.data).toString(), 'hello-from-vm-lane\n', 'the container ran, with the sandbox hostname');
@@ -127,20 +130,9 @@ async function main(): Promise<void> {
     t.equal(cp.status, 0, `rootfs copied into the share on the host ${cp.stderr}`);
     const mountFile = `${id}-0123456789abcdef-hello.txt`;
     fs.writeFileSync(path.join(host, mountFile), `written-on-the-host-${process.pid}\n`);
-    await lane.agent.call('CreateContainer', {
-      container_id: id,
-      exec_id: id,
-      OCI: {
-        Version: '1.1.0',
-        Process: { Args: ['sh', '-c', 'cat /etc/hello.txt && echo from-the-container > /written-in-guest'], Env: ENV, Cwd: '/', User: { UID: 0, GID: 0 } },
-        Root: { Path: `${GUEST_SHARED}${id}/rootfs`, Readonly: false },
-        Mounts: [
-          { destination: '/proc', type: 'proc', source: 'proc', options: [] },
-          { destination: '/etc/hello.txt', type: 'bind', source: `${GUEST_SHARED}${mountFile}`, options: ['rbind', 'ro'] },
-        ],
-        Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'uts' }, { Type: 'ipc' }] },
-      },
-    });
+    await createBusybox(id, 'cat /etc/hello.txt && echo from-the-container > /written-in-guest', `${GUEST_SHARED}${id}/rootfs`, [
+      { destination: '/etc/hello.txt', type: 'bind', source: `${GUEST_SHARED}${mountFile}`, options: ['rbind', 'ro'] },
+    ]);
     await lane.agent.call('StartContainer', { container_id: id });
     const out = await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 4096 });
     t.equal(Buffer.from(out.data).toString(), `written-on-the-host-${process.pid}\n`, 'the container read the host file through the share');
