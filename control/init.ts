@@ -7,8 +7,9 @@
  *    hierarchy on /sys/fs/cgroup, each unless something is mounted there already;
  * 2. gives the serial port of a `serial://` server address to the control user (the port is
  *    root's 0600 device node otherwise);
- * 3. starts the helper (root) and the control plane (uid/gid {@link CONTROL_UID} when it can read
- *    the project, else root — logged) with the same arguments PID 1 got, both on unix sockets in
+ * 3. starts the helper (root; with the configuration's hotplug timeout, {@link helperConfigArgs})
+ *    and the control plane (uid/gid {@link CONTROL_UID} when it can read the project, else root —
+ *    logged) with the same arguments PID 1 got, both on unix sockets in
  *    {@link INIT_RUN_DIR}, output on PID 1's console;
  * 4. reaps every child (orphans re-parented to PID 1 included) on SIGCHLD and every second;
  * 5. when the control plane exits — 0 after DestroySandbox or a signal, else a fatal error — or
@@ -22,6 +23,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, type Logger } from '../shared/log';
+import { loadConfig } from './config';
 import { loadNative, type NativeAddon } from '../shared/native';
 import { parseAddress } from './ttrpc/address';
 import { resolveSerialPort } from './ttrpc/serial';
@@ -170,6 +172,22 @@ function startDebugConsole(log: Logger, env: NodeJS.ProcessEnv, watchers: Map<nu
   run();
 }
 
+/**
+ * The helper's `--hotplug-timeout-ms` from the agent's configuration (agent.hotplug_timeout on
+ * the kernel command line, or the --config file): the helper does the device waits, and in
+ * init mode it is PID 1's child, not control's. Nothing (the helper's 3 s default) when the
+ * configuration does not load: control, reading the same, says why and exits.
+ */
+export function helperConfigArgs(argv: readonly string[], env: NodeJS.ProcessEnv, log: Logger): string[] {
+  try {
+    const loaded = loadConfig(argv, env);
+    if (!loaded.help) return ['--hotplug-timeout-ms', String(loaded.config.hotplugTimeoutMs)];
+  } catch (err) {
+    log.warn({ err }, 'init: the agent configuration does not load; the helper keeps its defaults');
+  }
+  return [];
+}
+
 /** Set to "1" in the control plane's environment by init mode: the agent is the guest's PID 1 (GetGuestDetails init_daemon). */
 export const INIT_MODE_ENV = 'KATA_AGENT_INIT_MODE';
 
@@ -244,7 +262,8 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
   const helper: ChildProcess = spawn(
     nodePath,
     [path.join(root, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
-      '--state-dir', path.join(INIT_RUN_DIR, 'state'), '--log-level', argValue(argv, '--log-level') ?? 'info'],
+      '--state-dir', path.join(INIT_RUN_DIR, 'state'), '--log-level', argValue(argv, '--log-level') ?? 'info',
+      ...helperConfigArgs(argv, env, log)],
     { stdio: ['ignore', 'inherit', 'inherit'], env: nodeEnv },
   );
   const control: ChildProcess = spawn(nodePath, [mainJs, ...argv, '--helper-socket', helperSocket], {

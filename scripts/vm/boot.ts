@@ -29,6 +29,8 @@ export const PROJECT_ROOT = path.resolve(__dirname, '..', '..', '..');
 export const VM_CACHE = path.join(PROJECT_ROOT, '.cache', 'vm');
 /** The mount tag of the sandbox share, as the Go runtime names it (kata_agent.go mountGuestTag). */
 export const SHARED_TAG = 'kataShared';
+/** agent.hotplug_timeout on the guest's kernel command line, in seconds. */
+export const HOTPLUG_TIMEOUT_S = 5;
 /** How long boot + agent start may take before {@link bootVm} gives up, in ms (TCG is ~50x slower). */
 export const BOOT_TIMEOUT_MS = 240_000;
 
@@ -78,7 +80,8 @@ export function prepareImages(): { kernel: string; initrd: string } {
 
 /** QEMU's argv for a lane guest (see docs/ARCHITECTURE.md "VM lane"). */
 export function qemuArgs(kernel: string, initrd: string, dir: string): string[] {
-  const append = ['console=ttyS0', 'panic=-1', 'quiet', 'agent.debug_console', `KATA_AGENT_ROOT=${PROJECT_ROOT}`, `KATA_NODE=${process.execPath}`];
+  // agent.hotplug_timeout: 5 s rather than 3 (TCG on a loaded machine); hotplug.test checks it applies.
+  const append = ['console=ttyS0', 'panic=-1', 'quiet', 'agent.debug_console', `agent.hotplug_timeout=${HOTPLUG_TIMEOUT_S}`, `KATA_AGENT_ROOT=${PROJECT_ROOT}`, `KATA_NODE=${process.execPath}`];
   return [
     '-accel', 'tcg', '-cpu', 'max', '-m', '1G,slots=4,maxmem=4G', '-smp', '1,maxcpus=2',
     '-nodefaults', '-display', 'none', '-serial', 'stdio', '-no-reboot',

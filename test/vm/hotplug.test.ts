@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BRIDGE_ID, connectVmLane, VM_LANE_SKIP, type VmLane } from './lib/lane';
 import type { BootedLane } from '../../scripts/vm/lane';
+import { HOTPLUG_TIMEOUT_S } from '../../scripts/vm/boot';
 
 /** How long a test lets QEMU take to hot-plug before the agent's wait would end (ms). */
 const PLUG_DELAY_MS = 500;
@@ -195,6 +196,14 @@ async function main(): Promise<void> {
     t.equal((await guestText(['cat', '/sys/class/net/pod0/mtu'])).trim(), '1400', 'guest: pod0 MTU');
     t.equal((await guestText(['cat', '/sys/class/net/pod1/address'])).trim(), macB, 'guest: pod1 MAC');
     t.match(await guestText(['readlink', '/sys/class/net/pod0']), /\/0000:00:02\.0\/0000:01:05\.0\//, 'guest: pod0 is the NIC at 02/05');
+    // No NIC ever comes at 02/09: DEADLINE_EXCEEDED after the kernel command line's
+    // agent.hotplug_timeout (the lane's HOTPLUG_TIMEOUT_S), so the setting reaches the helper.
+    const lost = await lane.agent.call('UpdateInterface', { interface: { ...ifB, hwAddr: '02:00:CA:FE:00:09', name: 'pod9', pciPath: '02/09' } }).then(
+      () => undefined,
+      (err: Error & { code?: number }) => err,
+    );
+    t.equal(lost?.code, 4, `DEADLINE_EXCEEDED for a NIC that never comes (${lost?.message})`);
+    t.match(lost?.message ?? '', new RegExp(`Timeout after ${HOTPLUG_TIMEOUT_S * 1000}ms waiting for uevent net interface at PCI path 02/09`), 'after agent.hotplug_timeout');
   });
 
   t.test('OnlineCPUMem after a vCPU hot-add and a pc-dimm hot-add', async (t) => {
