@@ -353,6 +353,8 @@ export class NetworkBackend implements NetworkOpsBackend {
    * `hwAddr` is ""), take it down, make its addresses exactly the requested ones (IPv6
    * link-local ones stay), rename it (a link already holding the name gets the old name, as
    * upstream swaps them), set MTU and flags, bring it up. NOT_FOUND for an unknown MAC or name.
+   * With `pciPath`, first wait for a NIC behind it (`waitNic`: DEADLINE_EXCEEDED after the
+   * hotplug timeout, INVALID_ARGUMENT / NOT_FOUND for a bad path or missing bridge).
    */
   async updateInterface(args: NetworkOps['updateInterface'][0]): Promise<BackendReply<NetworkOps['updateInterface'][1]>> {
     const spec = checkInterfaceSpec(obj(args, 'args').iface);
