@@ -7,20 +7,23 @@
  *    hierarchy on /sys/fs/cgroup, each unless something is mounted there already;
  * 2. gives the serial port of a `serial://` server address to the control user (the port is
  *    root's 0600 device node otherwise);
- * 3. starts the helper (root) and the control plane (uid/gid {@link CONTROL_UID} when it can read
- *    the project, else root — logged) with the same arguments PID 1 got, both on unix sockets in
+ * 3. starts the helper (root; with the configuration's hotplug timeout, {@link helperConfigArgs})
+ *    and the control plane (uid/gid {@link CONTROL_UID} when it can read the project, else root —
+ *    logged) with the same arguments PID 1 got, both on unix sockets in
  *    {@link INIT_RUN_DIR}, output on PID 1's console;
  * 4. reaps every child (orphans re-parented to PID 1 included) on SIGCHLD and every second;
  * 5. when the control plane exits — 0 after DestroySandbox or a signal, else a fatal error — or
  *    the helper exits, stops the other one (SIGTERM, SIGKILL after {@link STOP_GRACE_MS}),
- *    syncs and powers the guest off with reboot(RB_POWER_OFF) (busybox `poweroff -f`, which
- *    makes exactly that call: the addon has no reboot(2)). PID 1 never returns: a PID 1 exit
- *    panics the kernel.
+ *    syncs and powers the guest off with reboot(RB_POWER_OFF) (the addon's powerOff; busybox
+ *    `poweroff -f` only if that fails). A fatal error (early mounts, a process that cannot start
+ *    or exits otherwise) powers off the same way. PID 1 never returns: a PID 1 exit panics the
+ *    kernel.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, type Logger } from '../shared/log';
+import { loadConfig } from './config';
 import { loadNative, type NativeAddon } from '../shared/native';
 import { parseAddress } from './ttrpc/address';
 import { resolveSerialPort } from './ttrpc/serial';
@@ -169,10 +172,37 @@ function startDebugConsole(log: Logger, env: NodeJS.ProcessEnv, watchers: Map<nu
   run();
 }
 
-/** Power the guest off (sync, then reboot(RB_POWER_OFF) through busybox); never returns normally. */
-function powerOff(log: Logger, why: string): void {
+/**
+ * The helper's `--hotplug-timeout-ms` from the agent's configuration (agent.hotplug_timeout on
+ * the kernel command line, or the --config file): the helper does the device waits, and in
+ * init mode it is PID 1's child, not control's. Nothing (the helper's 3 s default) when the
+ * configuration does not load: control, reading the same, says why and exits.
+ */
+export function helperConfigArgs(argv: readonly string[], env: NodeJS.ProcessEnv, log: Logger): string[] {
+  try {
+    const loaded = loadConfig(argv, env);
+    if (!loaded.help) return ['--hotplug-timeout-ms', String(loaded.config.hotplugTimeoutMs)];
+  } catch (err) {
+    log.warn({ err }, 'init: the agent configuration does not load; the helper keeps its defaults');
+  }
+  return [];
+}
+
+/** Set to "1" in the control plane's environment by init mode: the agent is the guest's PID 1 (GetGuestDetails init_daemon). */
+export const INIT_MODE_ENV = 'KATA_AGENT_INIT_MODE';
+
+/**
+ * Power the guest off: the addon's powerOff (sync(2), then reboot(RB_POWER_OFF); refused unless
+ * PID 1). Should that fail (logged), busybox `poweroff -f` makes the same call. Never returns
+ * normally when either works; logs fatal when both failed.
+ */
+function powerOff(native: NativeAddon, log: Logger, why: string): void {
   log.info({ why }, 'init: powering off');
-  spawnSync('/bin/sync', [], { stdio: 'ignore', timeout: 10_000 });
+  try {
+    native.powerOff();
+  } catch (err) {
+    log.error({ err }, 'init: reboot(RB_POWER_OFF) failed; trying busybox poweroff -f');
+  }
   const r = spawnSync('/bin/busybox', ['poweroff', '-f'], { stdio: 'inherit', timeout: 10_000 });
   log.fatal({ status: r.status, error: r.error?.message }, 'init: poweroff failed');
 }
@@ -193,7 +223,7 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
     earlyMounts(native, log);
   } catch (err) {
     log.fatal({ err }, 'init: early mounts failed');
-    powerOff(log, 'early mounts failed');
+    powerOff(native, log, 'early mounts failed');
     return 1;
   }
 
@@ -232,14 +262,16 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
   const helper: ChildProcess = spawn(
     nodePath,
     [path.join(root, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
-      '--state-dir', path.join(INIT_RUN_DIR, 'state'), '--log-level', argValue(argv, '--log-level') ?? 'info'],
+      '--state-dir', path.join(INIT_RUN_DIR, 'state'), '--log-level', argValue(argv, '--log-level') ?? 'info',
+      ...helperConfigArgs(argv, env, log)],
     { stdio: ['ignore', 'inherit', 'inherit'], env: nodeEnv },
   );
   const control: ChildProcess = spawn(nodePath, [mainJs, ...argv, '--helper-socket', helperSocket], {
     stdio: ['ignore', 'inherit', 'inherit'],
     uid: controlUid,
     gid: controlUid,
-    env: nodeEnv,
+    // GetGuestDetails' init_daemon: the agent as a whole is PID 1 (upstream: getpid() == 1).
+    env: { ...nodeEnv, [INIT_MODE_ENV]: '1' },
   });
   log.info({ helperPid: helper.pid, controlPid: control.pid, controlUid, ms: Date.now() - started }, 'init: helper and control plane started');
 
@@ -260,7 +292,7 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
         const left = others.filter((c) => c.pid !== undefined && !exited.has(c.pid));
         if (left.length === 0 || Date.now() > deadline) {
           for (const c of left) c.kill('SIGKILL');
-          powerOff(log, fatal ? `${who} ${how}` : 'sandbox destroyed');
+          powerOff(native, log, fatal ? `${who} ${how}` : 'sandbox destroyed');
           return;
         }
         setTimeout(wait, 50);

@@ -90,7 +90,8 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     // AddSwap waits for its disk through the storages' device waiter (same uevents, same timeout).
     new GuestOps({ system: nativeGuestSystem(registry.reaper), devices, volumeRoots: g.volumeRoots, logger }),
   );
-  const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? '', registry.reaper), { logger });
+  // UpdateInterface with a pciPath waits for the NIC through the same device waiter (hotplug timeout).
+  const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? '', registry.reaper), { logger, waitNic: (p) => devices.netPci(p) });
   const composed = composeBackend(containers, guest, network);
   // The uevent socket is the backend's own: closed with it, so nothing keeps the loop alive.
   const backend: HelperBackend = {

@@ -231,6 +231,12 @@ export interface NativeAddon {
   setRealtime(sec: number, nsec: number): void;
   swapon(path: string, flags: number): void;
   swapoff(path: string): void;
+  /**
+   * Init mode's power-off (control/init.ts): sync(2), then reboot(2) RB_POWER_OFF; does not
+   * return when it works. Throws EPERM (message "only PID 1 may power off") unless the caller
+   * is PID 1 of its PID namespace, and the errno error of reboot(2) otherwise.
+   */
+  powerOff(): void;
 
   /**
    * Compile an OCI seccomp profile to a BPF program with libseccomp, as upstream rustjail

@@ -6,6 +6,15 @@
 import * as path from 'node:path';
 import { Code, StatusError } from './protocol';
 
+/** A PCI path as upstream pci.rs: "SS[.F]" hex elements (slot ≤ 0x1f, function ≤ 7) joined by "/". */
+export const PCI_PATH_RE = /^[0-9a-fA-F]{2}(\.[0-7])?(\/[0-9a-fA-F]{2}(\.[0-7])?){0,15}$/;
+
+/** `v` as a PCI path ({@link PCI_PATH_RE}); INVALID_ARGUMENT "`what` ... is not a PCI path" otherwise. */
+export function checkPciPath(v: unknown, what: string): string {
+  if (typeof v !== 'string' || !PCI_PATH_RE.test(v)) throw new StatusError(Code.INVALID_ARGUMENT, `${what} ${JSON.stringify(v)} is not a PCI path ("02/05")`);
+  return v;
+}
+
 /**
  * An absolute, normalised path (no "." or ".." component, no "//", no trailing "/", no NUL,
  * at most 4096 bytes) strictly below one of `roots`; returns the matching root and the

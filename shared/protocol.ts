@@ -651,6 +651,12 @@ export interface NetInterfaceSpec {
   /** IFF_PROMISC / IFF_ALLMULTI: set when true, left alone otherwise. */
   promisc: boolean;
   allmulti: boolean;
+  /**
+   * PCI path of the NIC ("02/05", types.Interface.pciPath; upstream HEAD devicePath), absent or
+   * "" = none: the helper first waits (hotplug timeout, DEADLINE_EXCEEDED) for a network
+   * interface behind it, so an UpdateInterface that overtakes a NIC hot-plug is not NOT_FOUND.
+   */
+  pciPath?: string;
 }
 
 /** A link as the kernel has it. */

@@ -30,6 +30,7 @@ import {
   STORAGE_DRIVERS,
 } from '../../shared/protocol';
 import type { AgentCore } from './core';
+import { INIT_MODE_ENV } from '../init';
 import { agentVersion } from './health';
 import { parsePolicy, PolicyEngine } from './policy';
 
@@ -86,7 +87,8 @@ function num(v: number | { toNumber(): number } | null | undefined): number {
 
 /**
  * GetGuestDetails (Kata rpc.rs get_guest_details): the memory block size (hex sysfs value) and
- * probe support when asked, and AgentDetails {version, init_daemon (control is PID 1),
+ * probe support when asked, and AgentDetails {version, init_daemon (the agent is the guest's
+ * PID 1: control itself, or started by init mode, which sets {@link INIT_MODE_ENV} = "1"),
  * device_handlers [] (as upstream), storage_handlers {@link STORAGE_HANDLERS}, supports_seccomp
  * true (seccomp profiles are applied, helper/ops/seccomp.ts)}. The runtime reads
  * mem_block_size_bytes >> 20, support_mem_hotplug_probe and supports_seccomp (sandbox.go).
@@ -98,7 +100,7 @@ export async function getGuestDetails(core: AgentCore, req: pb.GuestDetailsReque
     support_mem_hotplug_probe: mem.hotplugProbe,
     agent_details: {
       version: agentVersion(),
-      init_daemon: process.pid === 1,
+      init_daemon: process.pid === 1 || process.env[INIT_MODE_ENV] === '1',
       device_handlers: [],
       storage_handlers: [...STORAGE_HANDLERS],
       supports_seccomp: true,

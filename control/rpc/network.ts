@@ -28,6 +28,7 @@ import {
   type NetRouteState,
 } from '../../shared/protocol';
 import { invalidArgument as invalid } from '../../shared/protocol';
+import { checkPciPath } from '../../shared/paths';
 import type { AgentCore } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
@@ -79,6 +80,7 @@ export function interfaceSpecFromProto(i: types.Interface.$Properties): NetInter
     noarp: (flags & IFF_NOARP) !== 0,
     promisc: (flags & IFF_PROMISC) !== 0,
     allmulti: (flags & IFF_ALLMULTI) !== 0,
+    ...((i.pciPath ?? '') === '' ? {} : { pciPath: checkPciPath(i.pciPath, 'Interface.pciPath') }),
   };
 }
 

@@ -211,7 +211,7 @@ export function createMockHelperBackend(
   const containers = createMockBackend(opts);
   const guest = createMockGuest(opts.guest);
   const netlink = opts.netlink ?? new MockNetlink();
-  const composed = composeBackend(containers, guest.family, new NetworkBackend(netlink, { logger: opts.logger }));
+  const composed = composeBackend(containers, guest.family, new NetworkBackend(netlink, { logger: opts.logger, waitNic: (p) => guest.devices.netPci(p) }));
   const backend: HelperBackend = {
     ...composed,
     shutdown: async () => {

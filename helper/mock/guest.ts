@@ -89,6 +89,8 @@ export interface MockGuest {
   devRoot: string;
   /** Uevents the device waiter listens to (publish to simulate a hot-plug). */
   uevents: UeventHub;
+  /** The device waiter over the fake sysfs (also the network ops' NIC wait). */
+  devices: DeviceWaiter;
   /** Remove the temp trees the mock made. */
   cleanup(): void;
 }
@@ -121,6 +123,7 @@ export function createMockGuest(paths: GuestPaths & { hotplugTimeoutMs?: number 
     volumeRoots,
     devRoot,
     uevents,
+    devices,
     cleanup: () => {
       for (const d of made) fs.rmSync(d, { recursive: true, force: true });
     },
@@ -142,4 +145,25 @@ export function addFakeBlockDevice(mock: Pick<MockGuest, 'sysfsRoot' | 'devRoot'
   fs.symlinkSync(path.join('..', '..', devpath), path.join(mock.sysfsRoot, 'class', 'block', name));
   fs.writeFileSync(path.join(mock.devRoot, name), '');
   return { action: 'add', devpath, devname: name, subsystem: 'block', seqnum: '1' };
+}
+
+/**
+ * Make a hot-plugged NIC appear in the mock's sysfs: the device directory `<sysfs><devpath>`
+ * (devpath e.g. "/devices/pci0000:00/0000:00:02.0/0000:01:05.0/virtio4/net/eth1"), the
+ * `class/net/<name>` link to it and, for a path behind a bridge, the bridge's `pci_bus` entry.
+ * Returns the "add" uevent the kernel would send (publish it to `mock.uevents`); the link itself
+ * is the network mock's (MockNetlink.addLink).
+ */
+export function addFakeNetDevice(mock: Pick<MockGuest, 'sysfsRoot'>, devpath: string): Uevent {
+  const name = path.basename(devpath);
+  fs.mkdirSync(path.join(mock.sysfsRoot, devpath), { recursive: true });
+  // "/devices/pci0000:00/0000:00:02.0/0000:01:05.0/..." → bridge 0000:00:02.0 has bus 0000:01.
+  const parts = devpath.split('/').filter((p) => /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(p));
+  for (let i = 0; i + 1 < parts.length; i++) {
+    const bridge = path.join(mock.sysfsRoot, devpath.slice(0, devpath.indexOf(parts[i]) + parts[i].length));
+    fs.mkdirSync(path.join(bridge, 'pci_bus', parts[i + 1].slice(0, 7)), { recursive: true });
+  }
+  fs.mkdirSync(path.join(mock.sysfsRoot, 'class', 'net'), { recursive: true });
+  fs.symlinkSync(path.join('..', '..', devpath), path.join(mock.sysfsRoot, 'class', 'net', name));
+  return { action: 'add', devpath, devname: '', subsystem: 'net', seqnum: '1' };
 }

@@ -18,7 +18,7 @@ import type { GuestPaths } from '../ops/guest';
 import type { MockGuest } from './guest';
 
 export { createMockBackend, createMockHelperBackend, MockLauncher, resolveExecutable } from './backend';
-export { addFakeBlockDevice, createMockGuest, makeFakeSysfs, MockGuestSystem, type MockGuest } from './guest';
+export { addFakeBlockDevice, addFakeNetDevice, createMockGuest, makeFakeSysfs, MockGuestSystem, type MockGuest } from './guest';
 import { MockNetlink } from './network';
 export { MockNetlink } from './network';
 

@@ -44,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/reboot.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1053,6 +1054,17 @@ void Swapoff(const Napi::CallbackInfo& info) {
   if (::swapoff(path.c_str()) < 0) ThrowErrno(env, errno, "swapoff", path);
 }
 
+// powerOff(): sync(2), then reboot(RB_POWER_OFF): init mode's last act (control/init.ts, as
+// upstream init_agent_as_init's shutdown). Refused with EPERM ("only PID 1 ...") unless the
+// caller is PID 1 of its PID namespace, so a stray call on a host never powers it off (in a
+// child PID namespace the kernel turns it into SIGKILL of that namespace's init).
+void PowerOff(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (getpid() != 1) ThrowErrno(env, EPERM, "reboot", "RB_POWER_OFF: only PID 1 may power off");
+  sync();
+  if (::reboot(RB_POWER_OFF) < 0) ThrowErrno(env, errno, "reboot", "RB_POWER_OFF");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Seccomp: compile an OCI profile to BPF with libseccomp (never loaded here)
 // ---------------------------------------------------------------------------------------------
@@ -1588,6 +1600,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setRealtime", Napi::Function::New<SetRealtime>(env, "setRealtime"));
   exports.Set("swapon", Napi::Function::New<Swapon>(env, "swapon"));
   exports.Set("swapoff", Napi::Function::New<Swapoff>(env, "swapoff"));
+  exports.Set("powerOff", Napi::Function::New<PowerOff>(env, "powerOff"));
   exports.Set("Poller", Poller::Define(env));
   kata_uevent::Register(env, exports);
   kata::RegisterNetlink(env, exports);

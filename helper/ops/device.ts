@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Code, StatusError, type DevicePlan, type GuestDevice } from '../../shared/protocol';
 import type { Uevent, UeventSource } from './uevent';
-import { PCI_PATH_RE } from './mount';
+import { PCI_PATH_RE } from '../../shared/paths';
 
 /** Default hotplug timeout in ms (upstream agent.hotplug_timeout). */
 export const DEFAULT_HOTPLUG_TIMEOUT_MS = 3000;
@@ -95,6 +95,17 @@ export class DeviceWaiter {
    * <what>", as upstream).
    */
   waitBlock(what: string, scan: () => FoundBlock | undefined, match: (devpath: string) => boolean, timeoutMs = this.timeoutMs): Promise<FoundBlock> {
+    return this.waitFor(what, (ev) => ev.subsystem === 'block' && (ev.action === 'add' || ev.action === 'change') && match(ev.devpath),
+      scan, (found) => this.blockReady(found.name), timeoutMs);
+  }
+
+  /**
+   * The wait itself: subscribe to uevents, `scan` sysfs once (a device there already is found at
+   * once), then take the first uevent `wanted` accepts (named by DEVNAME or the devpath's last
+   * component) whose device is `ready`; a last scan at the deadline (a lost event), then
+   * DEADLINE_EXCEEDED "Timeout after Nms waiting for uevent <what>". Errors of `scan` reject.
+   */
+  private waitFor(what: string, wanted: (ev: Uevent) => boolean, scan: () => FoundBlock | undefined, ready: (found: FoundBlock) => boolean, timeoutMs: number): Promise<FoundBlock> {
     return new Promise((resolve, reject) => {
       let done = false;
       let timer: NodeJS.Timeout | undefined;
@@ -107,15 +118,14 @@ export class DeviceWaiter {
         else resolve(found as FoundBlock);
       };
       const onEvent = (ev: Uevent): void => {
-        if (ev.subsystem !== 'block' || (ev.action !== 'add' && ev.action !== 'change')) return;
-        if (!match(ev.devpath)) return;
-        const name = ev.devname || path.basename(ev.devpath);
-        if (this.blockReady(name)) finish(undefined, { name, devpath: ev.devpath });
+        if (!wanted(ev)) return;
+        const found = { name: ev.devname || path.basename(ev.devpath), devpath: ev.devpath };
+        if (ready(found)) finish(undefined, found);
       };
       const unsubscribe = this.uevents.subscribe(onEvent);
       try {
         const found = scan();
-        if (found && this.blockReady(found.name)) {
+        if (found && ready(found)) {
           finish(undefined, found);
           return;
         }
@@ -126,24 +136,24 @@ export class DeviceWaiter {
       timer = setTimeout(() => {
         // A last look: the event may have been lost to a queue overflow.
         const found = scan();
-        if (found && this.blockReady(found.name)) finish(undefined, found);
+        if (found && ready(found)) finish(undefined, found);
         else finish(new StatusError(Code.DEADLINE_EXCEEDED, `Timeout after ${timeoutMs}ms waiting for uevent ${what}`));
       }, timeoutMs);
     });
   }
 
-  /** Scan /sys/class/block for a device whose devpath satisfies `match`. */
-  private scanClass(match: (devpath: string) => boolean): FoundBlock | undefined {
+  /** Scan /sys/class/<cls> (block, net) for a device whose devpath satisfies `match`. */
+  private scanClass(match: (devpath: string) => boolean, cls = 'block'): FoundBlock | undefined {
     let names: string[];
     try {
-      names = fs.readdirSync(path.join(this.sysfs, 'class', 'block'));
+      names = fs.readdirSync(path.join(this.sysfs, 'class', cls));
     } catch {
       return undefined;
     }
     for (const name of names) {
       let target: string;
       try {
-        target = fs.readlinkSync(path.join(this.sysfs, 'class', 'block', name));
+        target = fs.readlinkSync(path.join(this.sysfs, 'class', cls, name));
       } catch {
         continue;
       }
@@ -161,6 +171,23 @@ export class DeviceWaiter {
     const match = (d: string): boolean => re.test(d);
     const found = await this.waitBlock(`PCI path ${pciPath}`, () => this.scanClass(match), match, timeoutMs);
     return path.join(this.dev, found.name);
+  }
+
+  /**
+   * A network interface behind PCI path `pciPath` (UpdateInterface with a pciPath, as upstream
+   * HEAD wait_for_pci_net_interface): one already in /sys/class/net, else the first "add" uevent
+   * of subsystem net below the device. Resolves with the interface name ("eth1");
+   * INVALID_ARGUMENT / NOT_FOUND as {@link pciPathToDevpath}; DEADLINE_EXCEEDED after the
+   * hotplug timeout.
+   */
+  async netPci(pciPath: string, timeoutMs = this.timeoutMs): Promise<string> {
+    const rel = this.pciPathToDevpath(pciPath);
+    const re = new RegExp(`^${escapeRe(rel)}/(?:[^/]+/)*net/[^/]+$`);
+    const match = (d: string): boolean => re.test(d);
+    const found = await this.waitFor(`net interface at PCI path ${pciPath}`,
+      (ev) => ev.subsystem === 'net' && ev.action === 'add' && match(ev.devpath),
+      () => this.scanClass(match, 'net'), () => true, timeoutMs);
+    return found.name;
   }
 
   /** A disk by node name (mmioblk, nvdimm, and the test path): `/dev/<name>`, devpath ending "/block/<name>". */

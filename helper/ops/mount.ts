@@ -12,6 +12,7 @@ import { loadNative } from '../../shared/native';
 import { STORAGE_DRIVERS, StatusError, type StorageDriver, type StoragePlan } from '../../shared/protocol';
 import { invalidArgument as invalid } from '../../shared/protocol';
 import { FLAG_OPTIONS, MS } from './plan';
+import { PCI_PATH_RE } from '../../shared/paths';
 
 /** Default base directory of the sandbox's storages (upstream CONTAINER_BASE / KATA_GUEST_SHARE_DIR's parent). */
 export const DEFAULT_KATA_DIR = '/run/kata-containers';
@@ -89,8 +90,6 @@ export interface ValidStorage extends StoragePlan {
 const TAG_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,35}$/;
 const WORD_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const DEV_RE = /^\/dev\/[A-Za-z0-9_.-]{1,64}$/;
-/** A PCI path as upstream pci.rs: "SS[.F]" hex elements (slot ≤ 0x1f, function ≤ 7) joined by "/". */
-export const PCI_PATH_RE = /^[0-9a-fA-F]{2}(\.[0-7])?(\/[0-9a-fA-F]{2}(\.[0-7])?){0,15}$/;
 const SCSI_RE = /^[0-9]{1,5}:[0-9]{1,5}$/;
 const CCW_RE = /^[0-9a-fA-F]\.[0-3]\.[0-9a-fA-F]{4}$/;
 

@@ -38,6 +38,7 @@ import {
   type StatusCode,
 } from '../../shared/protocol';
 import type { BackendReply, NetworkOpsBackend } from '../api';
+import { checkPciPath } from '../../shared/paths';
 
 /** A link as the driver dumps it (native netLinks). */
 export interface DriverLink {
@@ -188,6 +189,7 @@ export function checkInterfaceSpec(v: unknown): NetInterfaceSpec {
     noarp: bool(o.noarp, 'iface.noarp'),
     promisc: bool(o.promisc, 'iface.promisc'),
     allmulti: bool(o.allmulti, 'iface.allmulti'),
+    ...(o.pciPath === undefined || o.pciPath === '' ? {} : { pciPath: checkPciPath(o.pciPath, 'iface.pciPath') }),
   };
 }
 
@@ -263,12 +265,19 @@ class Rollback {
 export class NetworkBackend implements NetworkOpsBackend {
   private readonly log: Logger;
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly waitNic: ((pciPath: string) => Promise<string>) | undefined;
 
+  /**
+   * `opts.waitNic`: wait for the network interface behind a PCI path and resolve with its name
+   * (DeviceWaiter.netPci: uevents, the hotplug timeout); without it an UpdateInterface pciPath
+   * is not waited for.
+   */
   constructor(
     private readonly driver: NetlinkDriver,
-    opts: { logger?: Logger } = {},
+    opts: { logger?: Logger; waitNic?: (pciPath: string) => Promise<string> } = {},
   ) {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'network' });
+    this.waitNic = opts.waitNic;
   }
 
   /** Run `fn` after every op queued before it. */
@@ -344,9 +353,17 @@ export class NetworkBackend implements NetworkOpsBackend {
    * `hwAddr` is ""), take it down, make its addresses exactly the requested ones (IPv6
    * link-local ones stay), rename it (a link already holding the name gets the old name, as
    * upstream swaps them), set MTU and flags, bring it up. NOT_FOUND for an unknown MAC or name.
+   * With `pciPath`, first wait for a NIC behind it (`waitNic`: DEADLINE_EXCEEDED after the
+   * hotplug timeout, INVALID_ARGUMENT / NOT_FOUND for a bad path or missing bridge).
    */
   async updateInterface(args: NetworkOps['updateInterface'][0]): Promise<BackendReply<NetworkOps['updateInterface'][1]>> {
     const spec = checkInterfaceSpec(obj(args, 'args').iface);
+    // A hot-plugged NIC may come after the request (upstream HEAD wait_for_pci_net_interface):
+    // wait for it outside the queue, so other network ops are not held up meanwhile.
+    if (spec.pciPath !== undefined && this.waitNic) {
+      const name = await this.waitNic(spec.pciPath);
+      this.log.debug({ pciPath: spec.pciPath, name }, 'network interface present');
+    }
     return this.serial(() => {
       const before = this.interfaces();
       const link = spec.hwAddr !== '' ? before.find((l) => l.hwAddr === spec.hwAddr) : before.find((l) => l.name === spec.name);

@@ -6,7 +6,10 @@
  *   QEMU's chardev unix socket `agent.sock` here) with the project's own ttRPC client;
  * - QMP (`qmp.sock`) for hot-plug;
  * - the agent's debug console (`agent.debug_console`, port `agent.debug.0`, `debug.sock` here)
- *   for looking inside the guest ({@link VmLane.guestRun}).
+ *   for looking inside the guest ({@link VmLane.guestRun});
+ * - a writable 9p share of the run directory's `shared/` with mount tag `kataShared`, the
+ *   runtime's sandbox share (kata_agent.go mounts it by a CreateSandbox storage on
+ *   /run/kata-containers/shared/containers/).
  *
  * The test-facing module is scripts/vm/lane.ts (test/vm/lib/lane.ts contract).
  * Every boot is a guest of its own (a DestroySandbox powers it off).
@@ -24,6 +27,10 @@ import { BRIDGE_ID } from '../../test/vm/lib/lane';
 export const PROJECT_ROOT = path.resolve(__dirname, '..', '..', '..');
 /** Where the kernel and initramfs are cached. */
 export const VM_CACHE = path.join(PROJECT_ROOT, '.cache', 'vm');
+/** The mount tag of the sandbox share, as the Go runtime names it (kata_agent.go mountGuestTag). */
+export const SHARED_TAG = 'kataShared';
+/** agent.hotplug_timeout on the guest's kernel command line, in seconds. */
+export const HOTPLUG_TIMEOUT_S = 5;
 /** How long boot + agent start may take before {@link bootVm} gives up, in ms (TCG is ~50x slower). */
 export const BOOT_TIMEOUT_MS = 240_000;
 
@@ -45,6 +52,8 @@ export interface RunningVm {
   agentSocket: string;
   qmpSocket: string;
   debugSocket: string;
+  /** Host side of the `kataShared` 9p share (`<dir>/shared`). */
+  sharedDir: string;
   agent: AgentClient;
   times: BootTimes;
   /** Resolves with QEMU's exit code once it exited. */
@@ -71,13 +80,16 @@ export function prepareImages(): { kernel: string; initrd: string } {
 
 /** QEMU's argv for a lane guest (see docs/ARCHITECTURE.md "VM lane"). */
 export function qemuArgs(kernel: string, initrd: string, dir: string): string[] {
-  const append = ['console=ttyS0', 'panic=-1', 'quiet', 'agent.debug_console', `KATA_AGENT_ROOT=${PROJECT_ROOT}`, `KATA_NODE=${process.execPath}`];
+  // agent.hotplug_timeout: 5 s rather than 3 (TCG on a loaded machine); hotplug.test checks it applies.
+  const append = ['console=ttyS0', 'panic=-1', 'quiet', 'agent.debug_console', `agent.hotplug_timeout=${HOTPLUG_TIMEOUT_S}`, `KATA_AGENT_ROOT=${PROJECT_ROOT}`, `KATA_NODE=${process.execPath}`];
   return [
     '-accel', 'tcg', '-cpu', 'max', '-m', '1G,slots=4,maxmem=4G', '-smp', '1,maxcpus=2',
     '-nodefaults', '-display', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', kernel, '-initrd', initrd, '-append', append.join(' '),
     '-device', `pci-bridge,id=${BRIDGE_ID},chassis_nr=1,bus=pci.0,addr=0x2`,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    // The sandbox share, as the runtime's QEMU gets it (qemu.go: virtio-9p, security_model=none).
+    '-virtfs', `local,path=${path.join(dir, 'shared')},mount_tag=${SHARED_TAG},security_model=none,multidevs=remap`,
     '-device', 'virtio-serial-pci,id=vser0',
     '-chardev', `socket,id=agentch,path=${path.join(dir, 'agent.sock')},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agentch,name=agent.channel.0',
@@ -112,6 +124,7 @@ export async function bootVm(): Promise<RunningVm> {
   const { kernel, initrd } = prepareImages();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-vm-'));
   const consoleLog = path.join(dir, 'console.log');
+  fs.mkdirSync(path.join(dir, 'shared'));
   const out = fs.openSync(consoleLog, 'a');
   const t0 = Date.now();
   const qemu = spawn('qemu-system-x86_64', qemuArgs(kernel, initrd, dir), { stdio: ['ignore', out, out] });
@@ -164,6 +177,7 @@ export async function bootVm(): Promise<RunningVm> {
     agentSocket: path.join(dir, 'agent.sock'),
     qmpSocket: path.join(dir, 'qmp.sock'),
     debugSocket: path.join(dir, 'debug.sock'),
+    sharedDir: path.join(dir, 'shared'),
     agent,
     times: { initMs, announceMs, healthMs },
     exited,

@@ -3,11 +3,14 @@
  * compiled, dist/scripts/vm/lane.js>`. {@link connect} boots a guest of its own (scripts/vm/boot.ts;
  * a DestroySandbox powers it off, so guests are not shared between test files) and gives the
  * agent client (ttRPC over the serial channel), QMP, the debug console as `guestRun`, a host
- * directory for disk images and a writable busybox rootfs in the guest (an overlay on the
- * project's .cache/rootfs, seen read-only through 9p). close() stops QEMU if it still runs.
+ * directory for disk images, the host side of the guest's `kataShared` 9p share (vm.sharedDir)
+ * and a writable busybox rootfs in the guest (an overlay on the project's .cache/rootfs, seen
+ * read-only through 9p, outside /run/kata-containers/shared/containers/ so that a kataShared
+ * storage mounted there does not hide it). close() stops QEMU if it still runs.
  *
- * CLI: `node dist/scripts/vm/lane.js` boots, checks health, prints the timings as JSON and
- * keeps the guest up until SIGINT/SIGTERM (sockets printed for kata-agent-ctl-like use).
+ * CLI: `node dist/scripts/vm/lane.js` boots, checks health, lets go of its own connections
+ * (each socket takes one client), prints the timings, run directory and sockets as JSON (and
+ * example commands on stderr) and keeps the guest up until SIGINT/SIGTERM.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -36,7 +39,7 @@ export function hostRootfs(): string {
 }
 
 /** Where the lane puts the writable rootfs in the guest. */
-export const GUEST_ROOTFS_BASE = '/run/kata-containers/shared/containers/lane-busybox';
+export const GUEST_ROOTFS_BASE = '/run/kata-lane/busybox';
 
 /** Boot a guest and connect everything (see the module comment). Errors as {@link bootVm}. */
 export async function connect(): Promise<BootedLane> {
@@ -84,8 +87,15 @@ export async function connect(): Promise<BootedLane> {
 
 if (require.main === module) {
   connect().then(
-    (lane) => {
-      process.stdout.write(`${JSON.stringify({ times: lane.vm.times, dir: lane.vm.dir, guestRootfs: lane.guestRootfs, agentSocket: lane.vm.agentSocket, qmpSocket: lane.vm.qmpSocket, debugSocket: lane.vm.debugSocket })}\n`);
+    async (lane) => {
+      // QEMU's chardev and QMP sockets serve one client at a time: let go of ours so that
+      // kata-agent-ctl, a QMP client and a shell on the debug console can connect.
+      await lane.vm.agent.close().catch(() => undefined);
+      lane.debug.close();
+      lane.qmpClient.close();
+      const v = lane.vm;
+      process.stdout.write(`${JSON.stringify({ times: v.times, dir: v.dir, guestRootfs: lane.guestRootfs, agentSocket: v.agentSocket, qmpSocket: v.qmpSocket, debugSocket: v.debugSocket, sharedDir: v.sharedDir })}\n`);
+      process.stderr.write(`guest up; ctrl-C stops it. Try:\n  bin/kata-agent-ctl connect --server-address unix://${v.agentSocket} -c Check\n  socat - UNIX-CONNECT:${v.debugSocket}   (a root shell in the guest)\n  socat - UNIX-CONNECT:${v.qmpSocket}     (QMP; send {"execute":"qmp_capabilities"} first)\n`);
       const stop = (): void => void lane.close().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);

@@ -7,6 +7,8 @@ import * as path from 'node:path';
 import { loadConfig, type AgentConfig } from '../../control/config';
 import { loadUpstreamOptions, parseUpstreamToml, upstreamDefaults } from '../../control/config-upstream';
 import { controlArgsFor } from '../../control/standalone';
+import { helperConfigArgs } from '../../control/init';
+import { silentLogger } from '../../shared/log';
 import { Code } from '../../shared/protocol';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'config-test-'));
@@ -121,4 +123,13 @@ t.test('--standalone and --run-dir', async (t) => {
   t.match(l, { help: false, standalone: { runDir: '/tmp/sa' }, config: { logLevel: 'debug' } });
   t.throws(() => loadConfig(['--run-dir', '/tmp/sa'], {}, { cmdline: '' }), { code: Code.INVALID_ARGUMENT, message: /--run-dir needs --standalone/ });
   t.same(controlArgsFor(['--standalone', '--run-dir', '/x', '-c', 'f.toml', '--run-dir=/y', '--log-level', 'debug']), ['-c', 'f.toml', '--log-level', 'debug']);
+});
+
+t.test('init mode gives the helper the configured hotplug timeout (it does the device waits)', async (t) => {
+  const good = path.join(tmp, 'init-hotplug.toml');
+  fs.writeFileSync(good, 'hotplug_timeout = 7\n');
+  t.same(helperConfigArgs(['--config', good], {}, silentLogger()), ['--hotplug-timeout-ms', '7000'], 'from the configuration');
+  const bad = path.join(tmp, 'init-bad.toml');
+  fs.writeFileSync(bad, 'hotplug_timeout = "soon"\n');
+  t.same(helperConfigArgs(['--config', bad], {}, silentLogger()), [], 'a configuration that does not load: the helper keeps its default');
 });

@@ -533,3 +533,18 @@ t.test('openpty and setWinsize', async (t) => {
   native.close(slave);
   native.close(master);
 });
+
+t.test('powerOff refuses unless PID 1 (EPERM naming PID 1), so a host is never powered off', async (t) => {
+  // In a child, and as nobody when we are root: even a broken guard then meets the kernel's
+  // EPERM (no CAP_SYS_BOOT) instead of powering this machine off; the message tells them apart.
+  const { spawnSync } = await import('node:child_process');
+  const nativeJs = require.resolve('../../shared/native');
+  const script = `try { require(${JSON.stringify(nativeJs)}).loadNative().powerOff(); console.log('returned'); }
+    catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+  const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', ...asNobody });
+  t.equal(r.status, 0, `child ran (${r.stderr})`);
+  const out = JSON.parse(r.stdout.trim()) as { code: string; message: string };
+  t.equal(out.code, 'EPERM');
+  t.match(out.message, /only PID 1 may power off/, 'refused by the PID 1 guard, before reboot(2)');
+});

@@ -5,14 +5,21 @@
  */
 import t, { type Test } from 'tap';
 import { parseHelperArgs } from '../../helper/main';
-import { startMockPair } from '../../helper/mock/main';
+import { addFakeNetDevice, startMockPair } from '../../helper/mock/main';
 import { Code, StatusError } from '../../shared/protocol';
 import { startMockAgent, type MockAgent } from '../lib/mock-agent';
 
 type H = MockAgent;
 
-function harness(t: Test): Promise<H> {
-  return startMockAgent(t, { prefix: 'kata-agent-net-' });
+/**
+ * A mock agent whose fake sysfs has NICs at the PCI paths the tests send (UpdateInterface waits
+ * for a net device behind a given pciPath): 02/00 and 01/02 (goInterface).
+ */
+async function harness(t: Test): Promise<H> {
+  const h = await startMockAgent(t, { prefix: 'kata-agent-net-' });
+  addFakeNetDevice(h.pair.guest, '/devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio1/net/eth0');
+  addFakeNetDevice(h.pair.guest, '/devices/pci0000:00/0000:00:01.0/0000:02:02.0/virtio2/net/eth0b');
+  return h;
 }
 
 async function expectCode(t: Test, p: Promise<unknown>, code: number, re: RegExp): Promise<void> {
@@ -85,6 +92,34 @@ t.test('UpdateInterface: a link already holding the name gets the old name', asy
   const names = Object.fromEntries(h.pair.netlink.linkTable.map((l) => [l.hwAddr, l.name]));
   t.equal(names[MAC], 'eth1');
   t.equal(names['02:00:00:00:00:09'], 'eth0');
+});
+
+t.test('UpdateInterface with a pciPath waits for a NIC hot-plugged after the request; bad paths; timeout', async (t) => {
+  const h = await harness(t);
+  const mac = '02:00:00:00:00:42';
+  const pending = h.call('UpdateInterface', {
+    interface: { name: 'eth7', hwAddr: mac.toUpperCase(), mtu: 1400, IPAddresses: [{ family: 0, address: '10.9.0.2', mask: '24' }], pciPath: '02/05' },
+  });
+  let settled = false;
+  void pending.then(() => (settled = true), () => (settled = true));
+  await new Promise((r) => setTimeout(r, 100));
+  t.notOk(settled, 'still waiting while no NIC is behind 02/05');
+  // The NIC arrives: the kernel registers the link, then sends the net "add" uevent.
+  h.pair.netlink.addLink('eth1', mac, '', 0, 1500);
+  h.pair.guest.uevents.publish(addFakeNetDevice(h.pair.guest, '/devices/pci0000:00/0000:00:02.0/0000:01:05.0/virtio4/net/eth1'));
+  const got = await pending;
+  t.equal(got.name, 'eth7', 'configured once it appeared');
+  t.equal(Number(got.mtu), 1400);
+  t.same(got.IPAddresses.map((a) => a.address), ['10.9.0.2']);
+  // A net uevent behind another slot does not end the wait: DEADLINE_EXCEEDED (mock timeout 500 ms).
+  const other = h.call('UpdateInterface', { interface: { name: 'eth8', hwAddr: '02:00:00:00:00:43', mtu: 0, IPAddresses: [], pciPath: '02/06' } });
+  h.pair.guest.uevents.publish(addFakeNetDevice(h.pair.guest, '/devices/pci0000:00/0000:00:02.0/0000:01:07.0/virtio5/net/eth2'));
+  await expectCode(t, other, Code.DEADLINE_EXCEEDED, /Timeout after 500ms waiting for uevent net interface at PCI path 02\/06/);
+  await expectCode(t, h.call('UpdateInterface', { interface: { ...goInterface, pciPath: '02/../x' } }), Code.INVALID_ARGUMENT, /Interface\.pciPath "02\/\.\.\/x"/);
+  await expectCode(t, h.call('UpdateInterface', { interface: { ...goInterface, pciPath: '07/01' } }), Code.NOT_FOUND, /no bridge/);
+  // The helper checks again what control never sends.
+  const iface = { hwAddr: '', name: 'eth0', mtu: 0, addresses: [], noarp: false, promisc: false, allmulti: false, pciPath: '1/2' };
+  await expectCode(t, h.pair.client.call('updateInterface', { iface }), Code.INVALID_ARGUMENT, /iface\.pciPath "1\/2"/);
 });
 
 t.test('UpdateInterface bad input', async (t) => {

@@ -11,12 +11,18 @@
 //   2. AddSwap by PCI path [2, 4] sent before the swap disk is hot-plugged: swapped on;
 //   3. OnlineCPUMem after a vCPU hot-add ({nb_cpus: 1, cpu_only: true}) and after a pc-dimm
 //      hot-add ({}): the new CPU and every memory block are online in the guest;
-//   4. GetGuestDetails: mem_block_size_bytes equals the guest's block_size_bytes.
+//   4. GetGuestDetails: mem_block_size_bytes equals the guest's block_size_bytes;
+//   5. NICs hot-plugged by QMP (netdev user,restrict=on + virtio-net-pci with a known MAC behind
+//      the bridge): UpdateInterface by MAC with the pciPath (network.go generateVCNetworkStructures)
+//      sent before the NIC exists (waited for) and right after device_add, UpdateRoutes, then
+//      ListInterfaces / ListRoutes and the guest's sysfs agree.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BRIDGE_ID, connectVmLane, VM_LANE_SKIP, type VmLane } from './lib/lane';
+import type { BootedLane } from '../../scripts/vm/lane';
+import { HOTPLUG_TIMEOUT_S } from '../../scripts/vm/boot';
 
 /** How long a test lets QEMU take to hot-plug before the agent's wait would end (ms). */
 const PLUG_DELAY_MS = 500;
@@ -51,6 +57,12 @@ async function unplugDisk(lane: VmLane, id: string): Promise<void> {
   await lane.qmp.execute('blockdev-del', { 'node-name': id }).catch(() => undefined);
 }
 
+/** Hot-plug a virtio-net NIC with `mac` at slot `addr` (hex) of the bridge: a restricted user-mode netdev, nothing leaves the host. */
+async function plugNic(lane: VmLane, id: string, mac: string, addr: string): Promise<void> {
+  await lane.qmp.execute('netdev_add', { type: 'user', id: `${id}-net`, restrict: true });
+  await lane.qmp.execute('device_add', { driver: 'virtio-net-pci', netdev: `${id}-net`, id, mac, bus: BRIDGE_ID, addr });
+}
+
 async function main(): Promise<void> {
   const lane = await connectVmLane();
   if (!lane) {
@@ -58,6 +70,8 @@ async function main(): Promise<void> {
     return;
   }
   t.teardown(() => lane.close());
+  const times = (lane as Partial<BootedLane>).vm?.times;
+  if (times) t.comment(`boot: init mode at ${times.initMs} ms, agent announced at ${times.announceMs} ms, Health SERVING at ${times.healthMs} ms`);
   const guestText = async (argv: string[]): Promise<string> => {
     const r = await lane.guestRun(argv);
     if (r.status !== 0) throw new Error(`guest ${argv.join(' ')}: exit ${r.status}`);
@@ -124,6 +138,72 @@ async function main(): Promise<void> {
     const added = swaps(after).filter((d) => !swaps(before).includes(d));
     t.equal(added.length, 1, `one more swap device: ${added.join(' ')}`);
     t.match(added[0] ?? '', /^\/dev\/vd[a-z]+$/, 'a virtio disk');
+  });
+
+  t.test('hot-plugged NICs: UpdateInterface by MAC waits for the NIC, UpdateRoutes, listed back', async (t) => {
+    const macA = '02:00:ca:fe:00:05';
+    const macB = '02:00:ca:fe:00:06';
+    // As the runtime sends it: the host-side name, MAC in upper case, the PCI path of the hot-plug.
+    const ifA = {
+      device: 'eth0', name: 'pod0', mtu: 1400, hwAddr: macA.toUpperCase(), pciPath: '02/05', raw_flags: 0,
+      IPAddresses: [{ family: 0, address: '10.88.0.2', mask: '24' }, { family: 1, address: 'fd00:88::2', mask: '64' }],
+    };
+    const ifB = { device: 'eth1', name: 'pod1', mtu: 1450, hwAddr: macB.toUpperCase(), pciPath: '02/06', raw_flags: 0, IPAddresses: [{ family: 0, address: '10.89.0.2', mask: '24' }] };
+    // A: the request first, the NIC half a second later.
+    const updatingA = lane.agent.call('UpdateInterface', { interface: ifA });
+    let settled = false;
+    void updatingA.then(() => (settled = true), () => (settled = true));
+    await sleep(PLUG_DELAY_MS);
+    t.notOk(settled, 'UpdateInterface waits while no NIC is behind 02/05');
+    await plugNic(lane, 'vmnic5', macA, '05');
+    const a = await updatingA;
+    // B: the request right after device_add (the guest has not seen the NIC yet).
+    await plugNic(lane, 'vmnic6', macB, '06');
+    const b = await lane.agent.call('UpdateInterface', { interface: ifB });
+    for (const [got, want, mac] of [[a, ifA, macA], [b, ifB, macB]] as const) {
+      t.equal(got.name, want.name, `${want.name}: renamed`);
+      t.equal(got.hwAddr, mac, `${want.name}: matched by MAC`);
+      t.equal(Number(got.mtu), want.mtu, `${want.name}: MTU`);
+      t.equal(got.pciPath, want.pciPath, `${want.name}: pciPath echoed`);
+      t.ok((got.raw_flags ?? 0) & 1, `${want.name}: up`);
+    }
+    const routes = await lane.agent.call('UpdateRoutes', {
+      routes: {
+        Routes: [
+          { dest: '', gateway: '10.88.0.1', device: 'pod0', source: '', scope: 0, family: 0 },
+          { dest: '192.168.50.0/24', gateway: '10.89.0.1', device: 'pod1', source: '', scope: 0, family: 0 },
+          { dest: '10.89.0.0/24', gateway: '', device: 'pod1', source: '10.89.0.2', scope: 253, family: 0 },
+        ],
+      },
+    });
+    t.ok(routes.Routes.length >= 3, 'UpdateRoutes answered the table');
+
+    const list = await lane.agent.call('ListInterfaces', {});
+    const byName = new Map(list.Interfaces.map((i) => [i.name, i]));
+    const podA = byName.get('pod0');
+    const podB = byName.get('pod1');
+    t.equal(podA?.hwAddr, macA, 'ListInterfaces: pod0 with its MAC');
+    t.equal(Number(podA?.mtu), 1400, 'pod0 MTU listed');
+    t.same(podA?.IPAddresses?.filter((x) => !(x.address ?? '').startsWith('fe80')).map((x) => `${x.family}|${x.address}/${x.mask}`).sort(), ['0|10.88.0.2/24', '1|fd00:88::2/64'], 'pod0 addresses (IPv6 link-local aside)');
+    t.equal(podB?.hwAddr, macB, 'ListInterfaces: pod1 with its MAC');
+    t.equal(Number(podB?.mtu), 1450, 'pod1 MTU listed');
+    t.same(podB?.IPAddresses?.filter((x) => !(x.address ?? '').startsWith('fe80')).map((x) => `${x.family}|${x.address}/${x.mask}`), ['0|10.89.0.2/24'], 'pod1 address');
+    const listed = (await lane.agent.call('ListRoutes', {})).Routes.map((r) => `${r.dest}|${r.gateway}|${r.device}|${r.source}`);
+    for (const want of ['|10.88.0.1|pod0|', '192.168.50.0/24|10.89.0.1|pod1|', '10.89.0.0/24||pod1|10.89.0.2']) {
+      t.ok(listed.includes(want), `ListRoutes has ${want} (${listed.join(', ')})`);
+    }
+    // The guest kernel agrees (sysfs, outside the agent).
+    t.equal((await guestText(['cat', '/sys/class/net/pod0/mtu'])).trim(), '1400', 'guest: pod0 MTU');
+    t.equal((await guestText(['cat', '/sys/class/net/pod1/address'])).trim(), macB, 'guest: pod1 MAC');
+    t.match(await guestText(['readlink', '/sys/class/net/pod0']), /\/0000:00:02\.0\/0000:01:05\.0\//, 'guest: pod0 is the NIC at 02/05');
+    // No NIC ever comes at 02/09: DEADLINE_EXCEEDED after the kernel command line's
+    // agent.hotplug_timeout (the lane's HOTPLUG_TIMEOUT_S), so the setting reaches the helper.
+    const lost = await lane.agent.call('UpdateInterface', { interface: { ...ifB, hwAddr: '02:00:CA:FE:00:09', name: 'pod9', pciPath: '02/09' } }).then(
+      () => undefined,
+      (err: Error & { code?: number }) => err,
+    );
+    t.equal(lost?.code, 4, `DEADLINE_EXCEEDED for a NIC that never comes (${lost?.message})`);
+    t.match(lost?.message ?? '', new RegExp(`Timeout after ${HOTPLUG_TIMEOUT_S * 1000}ms waiting for uevent net interface at PCI path 02/09`), 'after agent.hotplug_timeout');
   });
 
   t.test('OnlineCPUMem after a vCPU hot-add and a pc-dimm hot-add', async (t) => {

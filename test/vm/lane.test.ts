@@ -3,15 +3,32 @@
 // unless $KATA_VM_LANE names the lane module (dist/scripts/vm/lane.js).
 //   1. boot → Health.Check SERVING over the serial channel; the agent is PID 1 of the guest;
 //   2. the host reconnects to the port: a new ttRPC connection is served (the port reopened);
-//   3. a busybox container through the full ttRPC sequence (CreateSandbox, CreateContainer,
-//      StartContainer, ReadStdout, WaitProcess, ExecProcess, RemoveContainer);
-//   4. DestroySandbox powers the guest off (QEMU exits by itself).
+//   3. CreateSandbox with the runtime's sandbox share as kata_agent.go sends it for 9p (driver
+//      "9p", source "kataShared", mount point /run/kata-containers/shared/containers/): mounted;
+//      a busybox container through the full ttRPC sequence (CreateContainer, StartContainer,
+//      ReadStdout, WaitProcess, ExecProcess, RemoveContainer);
+//   4. a container whose rootfs and a file bind mount come from that share (as the runtime lays
+//      them out: <id>/rootfs, <id>-<random>-<name>) reads the host's file and writes back;
+//   5. DestroySandbox powers the guest off by reboot(2) (QEMU exits by itself).
 import t, { type Test } from 'tap';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { VM_LANE_SKIP } from './lib/lane';
-import type { BootedLane } from '../../scripts/vm/lane';
-import { connectAgent } from '../../scripts/vm/boot';
+import { hostRootfs, type BootedLane } from '../../scripts/vm/lane';
+import { connectAgent, SHARED_TAG } from '../../scripts/vm/boot';
 
 const ENV = ['PATH=/bin:/usr/bin'];
+/** Where the runtime mounts its sandbox share in the guest (kata_agent.go kataGuestSharedDir()). */
+const GUEST_SHARED = '/run/kata-containers/shared/containers/';
+/** The sandbox share storage as kata_agent.go sends it for 9p (sharedDir9pOptions + msize, default Msize9p 8192). */
+const SHARED_STORAGE = {
+  driver: '9p',
+  source: SHARED_TAG,
+  mount_point: GUEST_SHARED,
+  fstype: '9p',
+  options: ['trans=virtio,version=9p2000.L,cache=mmap', 'nodev', 'msize=8192'],
+};
 
 async function main(): Promise<void> {
   const mod = process.env.KATA_VM_LANE;
@@ -39,6 +56,8 @@ async function main(): Promise<void> {
     const argv = cmdline.stdout.split('\0');
     t.match(argv[1] ?? '', /dist\/control\/main\.js$/, `PID 1 runs the agent (${argv.slice(0, 3).join(' ')})`);
     const mounts = (await lane.guestRun(['cat', '/proc/mounts'])).stdout;
+    const details = await lane.agent.call('GetGuestDetails', { mem_block_size: true });
+    t.equal(details.agent_details?.init_daemon, true, 'GetGuestDetails: init_daemon (the agent is PID 1)');
     for (const [target, fstype] of [['/proc', 'proc'], ['/run', 'tmpfs'], ['/tmp', 'tmpfs'], ['/sys/fs/cgroup', 'cgroup2'], ['/dev/pts', 'devpts']]) {
       t.match(mounts, new RegExp(`^\\S+ ${target} ${fstype} `, 'm'), `init mode mounted ${fstype} on ${target}`);
     }
@@ -53,21 +72,26 @@ async function main(): Promise<void> {
     lane.agent = again; // closed by lane.close()
   });
 
-  const sandboxId = `vm-lane-${process.pid}`;
-  await timed('a busybox container through ttRPC in the guest', async (t) => {
-    await lane.agent.call('CreateSandbox', { sandbox_id: sandboxId, hostname: 'vm-lane', sandbox_pidns: false, storages: [], dns: [] });
-    const id = 'bb1';
-    await lane.agent.call('CreateContainer', {
+  /** CreateContainer `id` (exec id the same) running `sh -c script` as root on `rootfs`, /proc mounted, plus `mounts`. */
+  const createBusybox = (id: string, script: string, rootfs: string, mounts: { destination: string; type: string; source: string; options: string[] }[] = []): Promise<unknown> =>
+    lane.agent.call('CreateContainer', {
       container_id: id,
       exec_id: id,
       OCI: {
         Version: '1.1.0',
-        Process: { Args: ['sh', '-c', 'echo hello-from-$(hostname); read line; echo got-$line'], Env: ENV, Cwd: '/', User: { UID: 0, GID: 0 } },
-        Root: { Path: lane.guestRootfs, Readonly: false },
-        Mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: [] }],
+        Process: { Args: ['sh', '-c', script], Env: ENV, Cwd: '/', User: { UID: 0, GID: 0 } },
+        Root: { Path: rootfs, Readonly: false },
+        Mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: [] }, ...mounts],
         Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'uts' }, { Type: 'ipc' }] },
       },
     });
+  const sandboxId = `vm-lane-${process.pid}`;
+  await timed('CreateSandbox mounts the kataShared 9p share; a busybox container through ttRPC in the guest', async (t) => {
+    await lane.agent.call('CreateSandbox', { sandbox_id: sandboxId, hostname: 'vm-lane', sandbox_pidns: false, storages: [SHARED_STORAGE], dns: [] });
+    const mounts = (await lane.guestRun(['cat', '/proc/mounts'])).stdout;
+    t.match(mounts, new RegExp(`^${SHARED_TAG} ${GUEST_SHARED.slice(0, -1)} 9p .*trans=virtio`, 'm'), 'kataShared is mounted by 9p on the shared directory');
+    const id = 'bb1';
+    await createBusybox(id, 'echo hello-from-$(hostname); read line; echo got-$line', lane.guestRootfs);
     await lane.agent.call('StartContainer', { container_id: id });
     const first = await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 4096 });
     t.equal(Buffer.from(first.data).toString(), 'hello-from-vm-lane\n', 'the container ran, with the sandbox hostname');
@@ -96,16 +120,38 @@ async function main(): Promise<void> {
     t.notMatch(ps, /echo hello-from/, 'no container process left in the guest');
   });
 
+  await timed('a container whose rootfs and a bind mount come from the kataShared share', async (t) => {
+    // The runtime's layout in the share: <id>/rootfs (a bind of the image's rootfs on the host;
+    // a copy here) and <id>-<random>-<name> for each file mount.
+    const id = 'shared1';
+    const host = lane.vm.sharedDir;
+    fs.mkdirSync(path.join(host, id, 'rootfs'), { recursive: true });
+    const cp = spawnSync('cp', ['-a', `${hostRootfs()}/.`, path.join(host, id, 'rootfs')], { encoding: 'utf8' });
+    t.equal(cp.status, 0, `rootfs copied into the share on the host ${cp.stderr}`);
+    const mountFile = `${id}-0123456789abcdef-hello.txt`;
+    fs.writeFileSync(path.join(host, mountFile), `written-on-the-host-${process.pid}\n`);
+    await createBusybox(id, 'cat /etc/hello.txt && echo from-the-container > /written-in-guest', `${GUEST_SHARED}${id}/rootfs`, [
+      { destination: '/etc/hello.txt', type: 'bind', source: `${GUEST_SHARED}${mountFile}`, options: ['rbind', 'ro'] },
+    ]);
+    await lane.agent.call('StartContainer', { container_id: id });
+    const out = await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 4096 });
+    t.equal(Buffer.from(out.data).toString(), `written-on-the-host-${process.pid}\n`, 'the container read the host file through the share');
+    const wait = await lane.agent.call('WaitProcess', { container_id: id, exec_id: id });
+    t.equal(wait.status, 0, 'the container exited 0');
+    t.equal(fs.readFileSync(path.join(host, id, 'rootfs', 'written-in-guest'), 'utf8'), 'from-the-container\n', 'its write to the rootfs reached the host directory');
+    await lane.agent.call('RemoveContainer', { container_id: id, timeout: 0 });
+  });
+
   await timed('DestroySandbox powers the guest off', async (t) => {
     await lane.agent.call('DestroySandbox', {});
     let timer: NodeJS.Timeout | undefined;
     const code = await Promise.race([lane.vm.exited, new Promise<string>((r) => (timer = setTimeout(() => r('still running after 120 s'), 120_000)))]);
     clearTimeout(timer);
     t.equal(code, 0, 'QEMU exited 0 by itself (the guest powered off; -no-reboot)');
-    const fs = await import('node:fs');
     const console = fs.readFileSync(lane.vm.consoleLog, 'utf8');
     t.match(console, /init: powering off/, 'init mode logged the power-off');
     t.match(console, /"why":"sandbox destroyed"/, 'because the sandbox was destroyed');
+    t.notMatch(console, /reboot\(RB_POWER_OFF\) failed/, 'by the addon\'s reboot(2), not the busybox fallback');
   });
 }
 

@@ -27,7 +27,7 @@ export interface VmLane {
   /** A client connected to the agent in the guest (vsock through the lane, never CID 2 here). */
   agent: Pick<AgentClient, 'call'>;
   qmp: QmpHandle;
-  /** Guest path of a busybox rootfs the lane has shared (e.g. below /run/kata-containers/shared/containers). */
+  /** Guest path of a writable busybox rootfs the lane has prepared (scripts/vm/lane.ts: an overlay below /run/kata-lane). */
   guestRootfs: string;
   /** A host directory whose files QEMU can open (disk images). */
   hostDir: string;
