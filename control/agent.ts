@@ -24,6 +24,7 @@ import type { HelperConnection } from './helper';
 import { AgentService, HealthService, registerServices, type AgentLimits, type GuestOptions } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
 import { requireUnixPeerUid, TtrpcServer } from './ttrpc';
+import type { Tracing } from './tracing';
 
 /**
  * How long {@link Agent.stop} lets in-flight rpcs settle before answering the rest UNAVAILABLE
@@ -48,6 +49,8 @@ export interface AgentOptions {
   guest?: GuestOptions;
   /** The logger's ring buffer (shared/log-ring.ts), served by the debug endpoint's /v1/logs. */
   logRing?: LogRing;
+  /** OpenTelemetry spans per rpc and per helper call (control/tracing.ts); absent: no tracing. */
+  tracing?: Tracing;
 }
 
 export interface Agent {
@@ -85,7 +88,8 @@ export class Agent extends EventEmitter {
   constructor(options: AgentOptions) {
     super();
     this.config = options.config;
-    this.helper = options.helper;
+    // Spans per helper op wrap the connection; events and close pass straight through.
+    this.helper = options.tracing ? options.tracing.wrapHelper(options.helper) : options.helper;
     this.log = options.logger ?? pino({ level: 'silent' });
     this.logRing = options.logRing;
     this.closeHelperOnStop = options.closeHelperOnStop ?? true;
@@ -109,7 +113,7 @@ export class Agent extends EventEmitter {
         frameTimeoutMs: this.config.frameTimeoutMs,
       },
     });
-    registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }));
+    registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }), options.tracing);
     this.helper.on('event', this.onHelperEvent);
     this.helper.on('close', this.onHelperClose);
   }

@@ -48,14 +48,14 @@ export interface UpstreamOptions {
   passfdListenerPort: number;
   /** agent.unified_cgroup_hierarchy. Parsed only (no init mode). */
   unifiedCgroupHierarchy: boolean;
-  /** agent.trace / tracing / KATA_AGENT_TRACING. Parsed only: no tracing yet. */
+  /** agent.trace / tracing / KATA_AGENT_TRACING: OpenTelemetry spans (control/tracing.ts). */
   tracing: boolean;
 }
 
 /** Options that are parsed and reported but not acted on yet (docs/ARCHITECTURE.md). */
 export const NOT_ACTED_ON: readonly (keyof UpstreamOptions)[] = [
   'debugConsole', 'devMode', 'debugConsoleVport', 'logVport', 'containerPipeSize', 'passfdListenerPort',
-  'unifiedCgroupHierarchy', 'tracing',
+  'unifiedCgroupHierarchy',
 ];
 
 /** The upstream defaults (config.rs `impl Default for AgentConfig`). */
