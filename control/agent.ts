@@ -25,6 +25,7 @@ import { AgentService, HealthService, registerServices, type AgentLimits, type G
 import { Sandbox } from './sandbox/sandbox';
 import { requireUnixPeerUid, TtrpcServer } from './ttrpc';
 import type { Tracing } from './tracing';
+import { DebugConsole, debugConsoleTarget } from './debug-console';
 
 /**
  * How long {@link Agent.stop} lets in-flight rpcs settle before answering the rest UNAVAILABLE
@@ -67,6 +68,8 @@ export class Agent extends EventEmitter {
   readonly service: AgentService;
   readonly health = new HealthService();
   readonly server: TtrpcServer;
+  /** The debug console once {@link start} has started it (null when off). */
+  debugConsole: DebugConsole | null = null;
   /** The debug endpoint once {@link start} has started it (null when disabled). */
   debugServer: FastifyInstance | null = null;
   private readonly helper: HelperConnection;
@@ -158,6 +161,15 @@ export class Agent extends EventEmitter {
         }
       }
     }
+    const consoleTarget = debugConsoleTarget(this.config);
+    if (consoleTarget) {
+      try {
+        this.debugConsole = await DebugConsole.start(consoleTarget, this.helper, this.log.child({ component: 'debug-console' }));
+      } catch (err) {
+        // A diagnostic, as the debug endpoint: never a reason not to serve the runtime.
+        this.log.warn({ err, target: consoleTarget }, 'debug console not started');
+      }
+    }
     this.log.info({ address: this.config.serverAddr, debug: this.debugServer ? this.config.debugAddr : null }, 'agent listening');
   }
 
@@ -175,6 +187,7 @@ export class Agent extends EventEmitter {
     this.service.stop();
     await this.server.close({ graceMs: STOP_GRACE_MS, message: 'the agent is shutting down' });
     if (this.debugServer) await this.debugServer.close();
+    this.debugConsole?.close();
     this.service.core.passfd?.close();
     this.helper.off('event', this.onHelperEvent);
     this.helper.off('close', this.onHelperClose);

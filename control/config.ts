@@ -18,6 +18,9 @@
  *   frameTimeoutMs KATA_AGENT_FRAME_TIMEOUT_MS --frame-timeout-ms 10000 (0 disables)
  *   passfdListener KATA_AGENT_PASSFD_LISTENER  --passfd-listener  "" (off); vsock://-1:PORT as upstream
  *                  agent.passfd_listener_port, or unix:///path (tests; control/passfd.ts)
+ *   debugConsoleAddr KATA_AGENT_DEBUG_CONSOLE_ADDR --debug-console-addr  from upstream's options: where the
+ *                  debug console (on with agent.debug_console / --debug-console) is served:
+ *                  vsock://-1:PORT, unix:///path, tty:/dev/NAME; "" off (control/debug-console.ts)
  *   traceExporter KATA_AGENT_TRACE_EXPORTER   --trace-exporter   console; where spans go when tracing
  *                  (agent.trace, KATA_AGENT_TRACING, --trace) is on: otlp:URL, file:/path, console
  *                  (control/tracing.ts)
@@ -47,6 +50,7 @@ import { parseArgs } from 'node:util';
 import { parseLogLevel, type LogLevel } from '../shared/log';
 import { Code, DEFAULT_HELPER_SOCKET, StatusError } from '../shared/protocol';
 import { parseTraceExporter } from './tracing';
+import { debugConsoleTarget } from './debug-console';
 import { DEFAULT_SERVER_ADDR, loadUpstreamOptions, upstreamDefaults, type UpstreamOptions } from './config-upstream';
 
 export { DEFAULT_SERVER_ADDR };
@@ -83,6 +87,8 @@ export interface AgentConfig extends UpstreamOptions {
   frameTimeoutMs?: number;
   /** passfd I/O listener address (control/passfd.ts); "" or absent: off. */
   passfdListener?: string;
+  /** Debug console address (control/debug-console.ts); absent: from debugConsoleVport; "" off. */
+  debugConsoleAddr?: string;
   /** Span exporter when `tracing` is on (control/tracing.ts parseTraceExporter); absent: console. */
   traceExporter?: string;
 }
@@ -181,6 +187,10 @@ export const USAGE = `usage: kata-agent [options]
                           [env KATA_AGENT_FRAME_TIMEOUT_MS, default 10000, 0 disables]
   --passfd-listener ADDR  passfd I/O listener: vsock://-1:PORT (upstream agent.passfd_listener_port)
                           or unix:///path [env KATA_AGENT_PASSFD_LISTENER, default off]
+  --debug-console         a root shell for debugging (upstream agent.debug_console): on
+                          /dev/console, or per connection on vsock port agent.debug_console_vport
+  --debug-console-addr A  where: vsock://-1:PORT, unix:///path or tty:/dev/NAME; "" disables
+                          [env KATA_AGENT_DEBUG_CONSOLE_ADDR]
   --trace                 OpenTelemetry spans per rpc and helper op (upstream agent.trace)
                           [env KATA_AGENT_TRACING=1, default off]
   --trace-exporter SPEC   where spans go: otlp:http://HOST:4318/v1/traces, file:/PATH or console
@@ -237,6 +247,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv, sour
   if (env.KATA_AGENT_MAX_CONNECTIONS) config.maxConnections = parseCount(env.KATA_AGENT_MAX_CONNECTIONS, 'KATA_AGENT_MAX_CONNECTIONS', 1, 1_000_000);
   if (env.KATA_AGENT_MAX_INFLIGHT) config.maxInflight = parseCount(env.KATA_AGENT_MAX_INFLIGHT, 'KATA_AGENT_MAX_INFLIGHT', 1, 1_000_000);
   if (env.KATA_AGENT_PASSFD_LISTENER) config.passfdListener = env.KATA_AGENT_PASSFD_LISTENER;
+  if (env.KATA_AGENT_DEBUG_CONSOLE_ADDR !== undefined) config.debugConsoleAddr = env.KATA_AGENT_DEBUG_CONSOLE_ADDR;
   if (env.KATA_AGENT_TRACE_EXPORTER) config.traceExporter = env.KATA_AGENT_TRACE_EXPORTER;
   if (env.KATA_AGENT_FRAME_TIMEOUT_MS) config.frameTimeoutMs = parseCount(env.KATA_AGENT_FRAME_TIMEOUT_MS, 'KATA_AGENT_FRAME_TIMEOUT_MS', 0, 0x7fffffff);
   applyFlags(values, config);
@@ -244,6 +255,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv, sour
   if (config.helperSocket === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty helper socket path');
   if (config.debugAddr !== '') parseDebugAddr(config.debugAddr);
   if (config.traceExporter !== undefined) parseTraceExporter(config.traceExporter);
+  debugConsoleTarget(config);
   const loaded: LoadedConfig = { help: false, config, warnings: upstream.warnings };
   if (values.standalone === true) {
     loaded.standalone = typeof values['run-dir'] === 'string' ? { runDir: values['run-dir'] } : {};
@@ -273,6 +285,8 @@ function parseFlags(argv: readonly string[]): FlagValues {
         'frame-timeout-ms': { type: 'string' },
         'passfd-listener': { type: 'string' },
         trace: { type: 'boolean' },
+        'debug-console': { type: 'boolean' },
+        'debug-console-addr': { type: 'string' },
         'trace-exporter': { type: 'string' },
         config: { type: 'string', short: 'c' },
         standalone: { type: 'boolean' },
@@ -297,6 +311,8 @@ function applyFlags(values: FlagValues, config: AgentConfig): void {
   if (typeof values['max-inflight'] === 'string') config.maxInflight = parseCount(values['max-inflight'], '--max-inflight', 1, 1_000_000);
   if (typeof values['passfd-listener'] === 'string') config.passfdListener = values['passfd-listener'];
   if (values.trace === true) config.tracing = true;
+  if (values['debug-console'] === true) config.debugConsole = true;
+  if (typeof values['debug-console-addr'] === 'string') config.debugConsoleAddr = values['debug-console-addr'];
   if (typeof values['trace-exporter'] === 'string') config.traceExporter = values['trace-exporter'];
   if (typeof values['frame-timeout-ms'] === 'string') config.frameTimeoutMs = parseCount(values['frame-timeout-ms'], '--frame-timeout-ms', 0, 0x7fffffff);
 }

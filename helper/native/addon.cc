@@ -700,6 +700,7 @@ enum ChildStep : int32_t {
   kStepClose = 3,
   kStepSetsid = 4,
   kStepExecve = 5,
+  kStepSetCtty = 6,
 };
 
 const char* ChildStepName(int32_t step) {
@@ -709,6 +710,7 @@ const char* ChildStepName(int32_t step) {
     case kStepClose: return "close_range";
     case kStepSetsid: return "setsid";
     case kStepExecve: return "execve";
+    case kStepSetCtty: return "ioctl(TIOCSCTTY)";
     default: return "spawn";
   }
 }
@@ -727,6 +729,7 @@ struct ChildPlan {
   int* temps;          // n scratch slots
   int count;           // n
   bool setsid;
+  bool controllingTty;  // after setsid: child fd 0 (a tty) becomes the controlling terminal
   int errorPipe;       // write end of the exec-error pipe (O_CLOEXEC)
   int bruteCloseMax;   // upper bound for the close loop when close_range is missing
   const sigset_t* emptyMask;
@@ -789,6 +792,7 @@ void ChildCloseFrom(int first, int last, int keep, int bruteMax) {
   //    is O_CLOEXEC and goes away at execve).
   ChildCloseFrom(n, -1, errfd, plan.bruteCloseMax);
   if (plan.setsid && setsid() < 0) ChildFail(errfd, kStepSetsid);
+  if (plan.controllingTty && ioctl(0, TIOCSCTTY, 0) < 0) ChildFail(errfd, kStepSetCtty);
   // 5. Unblock everything and exec.
   sigprocmask(SIG_SETMASK, plan.emptyMask, nullptr);
   execve(plan.file, plan.argv, plan.envp);
@@ -832,6 +836,15 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     }
     doSetsid = setsidValue.As<Napi::Boolean>().Value();
   }
+  Napi::Value cttyValue = options.Get("controllingTty");
+  bool doCtty = false;
+  if (!cttyValue.IsUndefined()) {
+    if (!cttyValue.IsBoolean()) {
+      ThrowType(env, "spawn: options.controllingTty must be a boolean, got " + Describe(cttyValue));
+    }
+    doCtty = cttyValue.As<Napi::Boolean>().Value();
+    if (doCtty && !doSetsid) ThrowType(env, "spawn: options.controllingTty needs options.setsid");
+  }
   for (size_t i = 0; i < sources.size(); i++) {
     if (sources[i] >= 0 && fcntl(sources[i], F_GETFD) < 0) {
       ThrowErrno(env, errno, "fcntl",
@@ -873,6 +886,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   plan.temps = temps.data();
   plan.count = static_cast<int>(sources.size());
   plan.setsid = doSetsid;
+  plan.controllingTty = doCtty;
   plan.errorPipe = errorWrite.get();
   plan.bruteCloseMax = bruteMax;
   plan.emptyMask = &emptyMask;

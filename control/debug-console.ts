@@ -1,0 +1,165 @@
+/**
+ * The debug console (upstream: kata-containers src/agent/src/console.rs and main.rs
+ * start_sandbox at 6e4d4c329a): a root shell in the guest for a person debugging it, off unless
+ * `agent.debug_console` (TOML `debug_console`, flag `--debug-console`) is set.
+ *
+ * Where (config `debugConsoleAddr`, else from upstream's options):
+ * - `vsock://-1:N` (upstream `agent.debug_console_vport=N`, what `kata-runtime exec` connects
+ *   to): a listener; each connection gets its own shell on a new pty (op `debugConsole`, the
+ *   helper starts the shell as root and hands the pty master here) and this module copies
+ *   between the connection and the master until either side ends; closing the master hangs the
+ *   shell up (SIGHUP to its session).
+ * - `unix:///path`: the same over a unix socket (mode 0600), for tests and machines without vsock.
+ * - `tty:/dev/…` (upstream without a vport: /dev/console): one shell on that terminal, started
+ *   by the helper; as upstream, not restarted when it exits.
+ *
+ * Threat model (docs/ARCHITECTURE.md): whoever reaches the address is root in the guest. vsock
+ * is reachable only from the host; a unix socket is 0600 and owned by the control uid; never a
+ * TCP port or an abstract socket (containers share the guest's network namespace).
+ */
+import * as fs from 'node:fs';
+import type { Logger } from '../shared/log';
+import { loadNative, type NativeAddon, type Poller } from '../shared/native';
+import { Code, StatusError } from '../shared/protocol';
+import type { HelperConnection } from './helper';
+import { parseAddress } from './ttrpc/address';
+import { FdStream } from './ttrpc/fdstream';
+
+/** Upstream's console device when no vport is given (console.rs CONSOLE_PATH). */
+export const DEFAULT_DEBUG_CONSOLE_TTY = '/dev/console';
+
+/** Where the debug console is served. */
+export type DebugConsoleTarget = { kind: 'listen'; address: string } | { kind: 'tty'; path: string };
+
+/**
+ * The debug console's target from the configuration: undefined when `debugConsole` is off or
+ * `debugConsoleAddr` is ""; `debugConsoleAddr` when given; else vsock://-1:`debugConsoleVport`
+ * when the port is > 0; else the tty /dev/console (upstream). INVALID_ARGUMENT for an address that
+ * is none of vsock://CID:PORT, unix:///path, tty:/dev/...
+ */
+export function debugConsoleTarget(config: { debugConsole: boolean; debugConsoleVport: number; debugConsoleAddr?: string }): DebugConsoleTarget | undefined {
+  if (!config.debugConsole || config.debugConsoleAddr === '') return undefined;
+  const addr = config.debugConsoleAddr ?? (config.debugConsoleVport > 0 ? `vsock://-1:${config.debugConsoleVport}` : `tty:${DEFAULT_DEBUG_CONSOLE_TTY}`);
+  return parseDebugConsoleAddr(addr);
+}
+
+/** Parse a debug console address (see {@link debugConsoleTarget}); INVALID_ARGUMENT naming it otherwise. */
+export function parseDebugConsoleAddr(addr: string): DebugConsoleTarget {
+  if (addr.startsWith('tty:/dev/')) return { kind: 'tty', path: addr.slice(4) };
+  let kind: string | undefined;
+  try {
+    kind = parseAddress(addr).kind;
+  } catch {
+    kind = undefined;
+  }
+  if (kind === 'vsock' || kind === 'unix') return { kind: 'listen', address: addr };
+  throw new StatusError(Code.INVALID_ARGUMENT, `invalid debug console address ${JSON.stringify(addr)} (want vsock://CID:PORT, unix:///path or tty:/dev/NAME)`);
+}
+
+/** A running debug console; {@link close} stops it (open sessions are hung up). */
+export class DebugConsole {
+  private readonly sessions = new Set<() => void>();
+  private listenFd = -1;
+  private unixPath: string | undefined;
+  private poller: Poller | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly helper: HelperConnection,
+    private readonly log: Logger,
+    private readonly native: NativeAddon,
+  ) {}
+
+  /**
+   * Start the console at `target`. A listener: the listen error (EADDRINUSE, ...) is thrown;
+   * a tty: the helper's error (INVALID_ARGUMENT for a bad tty, FAILED_PRECONDITION without a shell).
+   */
+  static async start(target: DebugConsoleTarget, helper: HelperConnection, log: Logger, native = loadNative()): Promise<DebugConsole> {
+    const c = new DebugConsole(helper, log, native);
+    if (target.kind === 'tty') {
+      const { result } = await helper.call('debugConsole', { tty: target.path });
+      log.info({ tty: target.path, pid: result.pid, shell: result.shell }, 'debug console shell on the tty');
+      return c;
+    }
+    const addr = parseAddress(target.address);
+    if (addr.kind === 'vsock') c.listenFd = native.vsockListen(addr.cid === 0xffffffff ? -1 : addr.cid, addr.port, 8);
+    else if (addr.kind === 'unix') {
+      c.listenFd = native.unixStreamListen(addr.path, 8);
+      c.unixPath = addr.path;
+      fs.chmodSync(addr.path, 0o600);
+    } else throw new StatusError(Code.INVALID_ARGUMENT, `invalid debug console address ${JSON.stringify(target.address)}`);
+    c.poller = new native.Poller(c.listenFd, (status) => {
+      if (status < 0) log.error({ status }, 'poll on the debug console listener failed');
+      else c.acceptAll();
+    });
+    c.poller.start(true, false);
+    log.warn({ address: target.address }, 'debug console listening: a root shell for each connection');
+    return c;
+  }
+
+  /** Open sessions (tests, debug). */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  private acceptAll(): void {
+    for (;;) {
+      let conn: number;
+      try {
+        conn = this.native.accept(this.listenFd);
+      } catch (err) {
+        this.log.error({ err }, 'debug console accept failed');
+        return;
+      }
+      if (conn < 0) return;
+      void this.session(conn);
+    }
+  }
+
+  /** One connection: a shell on a new pty, copied both ways until either side ends. */
+  private async session(conn: number): Promise<void> {
+    const client = new FdStream(conn, { native: this.native });
+    let master: FdStream | undefined;
+    const end = (): void => {
+      if (!this.sessions.delete(end)) return;
+      client.destroy();
+      master?.destroy();
+    };
+    this.sessions.add(end);
+    client.on('error', end).on('close', end).on('end', end);
+    try {
+      const { result, fds } = await this.helper.call('debugConsole', {});
+      if (fds.master === undefined) throw new StatusError(Code.INTERNAL, 'helper debugConsole reply without the pty master');
+      if (!this.sessions.has(end) || this.closed) {
+        this.native.close(fds.master);
+        return;
+      }
+      master = new FdStream(fds.master, { native: this.native });
+      // EIO on the master once the shell and its children have gone: the session's end.
+      master.on('error', end).on('close', end).on('end', end);
+      client.pipe(master);
+      master.pipe(client);
+      this.log.info({ pid: result.pid, shell: result.shell }, 'debug console session started');
+    } catch (err) {
+      this.log.warn({ err }, 'debug console session failed');
+      end();
+    }
+  }
+
+  /** Stop listening and hang up every session. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.poller?.close();
+    if (this.unixPath) fs.rmSync(this.unixPath, { force: true });
+    if (this.listenFd >= 0) {
+      try {
+        this.native.close(this.listenFd);
+      } catch {
+        // already closed
+      }
+      this.listenFd = -1;
+    }
+    for (const end of [...this.sessions]) end();
+  }
+}
