@@ -235,11 +235,20 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
       '--state-dir', path.join(INIT_RUN_DIR, 'state'), '--log-level', argValue(argv, '--log-level') ?? 'info'],
     { stdio: ['ignore', 'inherit', 'inherit'], env: nodeEnv },
   );
+  // PID 1 serves agent.debug_console itself on its virtio-serial port (startDebugConsole): the
+  // control plane's console (control/debug-console.ts) runs only for a vsock port.
+  let cmdline = '';
+  try {
+    cmdline = fs.readFileSync('/proc/cmdline', 'utf8');
+  } catch {
+    // no /proc/cmdline: no console either way
+  }
+  const controlEnv = /(^|\s)agent\.debug_console_vport=/.test(cmdline) ? nodeEnv : { ...nodeEnv, KATA_AGENT_DEBUG_CONSOLE_ADDR: '' };
   const control: ChildProcess = spawn(nodePath, [mainJs, ...argv, '--helper-socket', helperSocket], {
     stdio: ['ignore', 'inherit', 'inherit'],
     uid: controlUid,
     gid: controlUid,
-    env: nodeEnv,
+    env: controlEnv,
   });
   log.info({ helperPid: helper.pid, controlPid: control.pid, controlUid, ms: Date.now() - started }, 'init: helper and control plane started');
 
