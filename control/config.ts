@@ -56,6 +56,8 @@ import { DEFAULT_SERVER_ADDR, loadUpstreamOptions, upstreamDefaults, type Upstre
 export { DEFAULT_SERVER_ADDR };
 /** Default address of the debug HTTP endpoint: a unix socket only the control uid can use. */
 export const DEFAULT_DEBUG_ADDR = 'unix:///run/kata-agent/control/debug.sock';
+/** Run directory of `--standalone` without `--run-dir` (not the guest's /run/kata-agent). */
+export const DEFAULT_STANDALONE_RUN_DIR = '/run/kata-agent-standalone';
 /** Default pino log level. */
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 
@@ -165,7 +167,7 @@ export function parseDebugAddr(addr: string): DebugAddress {
 export const USAGE = `usage: kata-agent [options]
   --standalone            start the helper too (as root), on unix sockets in a private run
                           directory; print the address once serving; run until SIGTERM
-  --run-dir DIR           run directory of --standalone (default: a new /tmp/kata-agent-XXXXXX)
+  --run-dir DIR           run directory of --standalone (default ${DEFAULT_STANDALONE_RUN_DIR})
   -c, --config FILE       upstream TOML config file; the kernel command line's agent.* options
                           and KATA_AGENT_SERVER_ADDR/LOG_LEVEL/TRACING are then ignored
   (also read: /proc/cmdline agent.* options, as upstream; see docs/ARCHITECTURE.md)
