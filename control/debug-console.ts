@@ -19,11 +19,12 @@
  */
 import * as fs from 'node:fs';
 import type { Logger } from '../shared/log';
-import { loadNative, type NativeAddon, type Poller } from '../shared/native';
+import { loadNative, type NativeAddon } from '../shared/native';
 import { Code, StatusError } from '../shared/protocol';
 import type { HelperConnection } from './helper';
 import { parseAddress } from './ttrpc/address';
 import { FdStream } from './ttrpc/fdstream';
+import { listenStream, type StreamListener } from './ttrpc/stream-listener';
 
 /** Upstream's console device when no vport is given (console.rs CONSOLE_PATH). */
 export const DEFAULT_DEBUG_CONSOLE_TTY = '/dev/console';
@@ -59,9 +60,7 @@ export function parseDebugConsoleAddr(addr: string): DebugConsoleTarget {
 /** A running debug console; {@link close} stops it (open sessions are hung up). */
 export class DebugConsole {
   private readonly sessions = new Set<() => void>();
-  private listenFd = -1;
-  private unixPath: string | undefined;
-  private poller: Poller | undefined;
+  private listener: StreamListener | undefined;
   private closed = false;
 
   private constructor(
@@ -81,18 +80,8 @@ export class DebugConsole {
       log.info({ tty: target.path, pid: result.pid, shell: result.shell }, 'debug console shell on the tty');
       return c;
     }
-    const addr = parseAddress(target.address);
-    if (addr.kind === 'vsock') c.listenFd = native.vsockListen(addr.cid === 0xffffffff ? -1 : addr.cid, addr.port, 8);
-    else if (addr.kind === 'unix') {
-      c.listenFd = native.unixStreamListen(addr.path, 8);
-      c.unixPath = addr.path;
-      fs.chmodSync(addr.path, 0o600);
-    } else throw new StatusError(Code.INVALID_ARGUMENT, `invalid debug console address ${JSON.stringify(target.address)}`);
-    c.poller = new native.Poller(c.listenFd, (status) => {
-      if (status < 0) log.error({ status }, 'poll on the debug console listener failed');
-      else c.acceptAll();
-    });
-    c.poller.start(true, false);
+    c.listener = listenStream(native, target.address, 8, 'debug console', log, (conn) => void c.session(conn));
+    if (c.listener.unixPath) fs.chmodSync(c.listener.unixPath, 0o600);
     log.warn({ address: target.address }, 'debug console listening: a root shell for each connection');
     return c;
   }
@@ -100,20 +89,6 @@ export class DebugConsole {
   /** Open sessions (tests, debug). */
   get sessionCount(): number {
     return this.sessions.size;
-  }
-
-  private acceptAll(): void {
-    for (;;) {
-      let conn: number;
-      try {
-        conn = this.native.accept(this.listenFd);
-      } catch (err) {
-        this.log.error({ err }, 'debug console accept failed');
-        return;
-      }
-      if (conn < 0) return;
-      void this.session(conn);
-    }
   }
 
   /** One connection: a shell on a new pty, copied both ways until either side ends. */
@@ -150,16 +125,8 @@ export class DebugConsole {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.poller?.close();
-    if (this.unixPath) fs.rmSync(this.unixPath, { force: true });
-    if (this.listenFd >= 0) {
-      try {
-        this.native.close(this.listenFd);
-      } catch {
-        // already closed
-      }
-      this.listenFd = -1;
-    }
+    this.listener?.close();
+    if (this.listener?.unixPath) fs.rmSync(this.listener.unixPath, { force: true });
     for (const end of [...this.sessions]) end();
   }
 }

@@ -165,6 +165,14 @@ std::string Describe(const Napi::Value& v) {
   }
 }
 
+// options[name]: false when undefined, else it must be a boolean (TypeError naming `what`).
+bool OptionalBool(Napi::Env env, const Napi::Object& options, const char* name, const std::string& what) {
+  Napi::Value value = options.Get(name);
+  if (value.IsUndefined()) return false;
+  if (!value.IsBoolean()) ThrowType(env, what + " must be a boolean, got " + Describe(value));
+  return value.As<Napi::Boolean>().Value();
+}
+
 int64_t ToInteger(Napi::Env env, const Napi::Value& v, const std::string& what, int64_t lo,
                   int64_t hi) {
   if (v.IsNumber()) {
@@ -828,23 +836,9 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   if (argv.empty()) ThrowType(env, "spawn: options.argv must hold at least argv[0]");
   std::vector<std::string> envp = StringArrayArg(env, options.Get("envp"), "spawn: options.envp");
   std::vector<int> sources = FdArrayArg(env, options.Get("fds"), "spawn: options.fds", -1, 65536);
-  Napi::Value setsidValue = options.Get("setsid");
-  bool doSetsid = false;
-  if (!setsidValue.IsUndefined()) {
-    if (!setsidValue.IsBoolean()) {
-      ThrowType(env, "spawn: options.setsid must be a boolean, got " + Describe(setsidValue));
-    }
-    doSetsid = setsidValue.As<Napi::Boolean>().Value();
-  }
-  Napi::Value cttyValue = options.Get("controllingTty");
-  bool doCtty = false;
-  if (!cttyValue.IsUndefined()) {
-    if (!cttyValue.IsBoolean()) {
-      ThrowType(env, "spawn: options.controllingTty must be a boolean, got " + Describe(cttyValue));
-    }
-    doCtty = cttyValue.As<Napi::Boolean>().Value();
-    if (doCtty && !doSetsid) ThrowType(env, "spawn: options.controllingTty needs options.setsid");
-  }
+  bool doSetsid = OptionalBool(env, options, "setsid", "spawn: options.setsid");
+  bool doCtty = OptionalBool(env, options, "controllingTty", "spawn: options.controllingTty");
+  if (doCtty && !doSetsid) ThrowType(env, "spawn: options.controllingTty needs options.setsid");
   for (size_t i = 0; i < sources.size(); i++) {
     if (sources[i] >= 0 && fcntl(sources[i], F_GETFD) < 0) {
       ThrowErrno(env, errno, "fcntl",
