@@ -119,7 +119,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   let tracing: Tracing | undefined;
   if (config.tracing) {
     const exporter = config.traceExporter ?? DEFAULT_TRACE_EXPORTER;
-    tracing = startTracing(parseTraceExporter(exporter));
+    tracing = startTracing(parseTraceExporter(exporter), log.child({ component: 'tracing' }));
     log.info({ exporter }, 'tracing on: spans per rpc and per helper op');
   }
   const agent = new Agent({ config, helper, logger: log, logRing, tracing });

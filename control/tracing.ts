@@ -28,6 +28,7 @@ import type * as OtelSdk from '@opentelemetry/sdk-trace-base';
 import type { ExportResult } from '@opentelemetry/core';
 import { Code, StatusError, type OpName, type Ops } from '../shared/protocol';
 import type { HelperCallResult, HelperConnection } from './helper';
+import { silentLogger, type Logger } from '../shared/log';
 
 /** Where spans go. */
 export type TraceExporterSpec =
@@ -79,8 +80,14 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-/** A span exporter appending one JSON line per span to a file (opened on each export). */
-function fileExporter(file: string): OtelSdk.SpanExporter {
+/** An OpenTelemetry HrTime ([seconds, nanoseconds]) as a decimal string of nanoseconds since the epoch (OTLP JSON's form). */
+function nanos(t: OtelApi.HrTime): string {
+  return `${t[0]}${String(t[1]).padStart(9, '0')}`;
+}
+
+/** A span exporter appending one JSON line per span to a file (opened on each export); the first failure is logged. */
+function fileExporter(file: string, log: Logger): OtelSdk.SpanExporter {
+  let warned = false;
   return {
     export(spans: OtelSdk.ReadableSpan[], done: (result: ExportResult) => void): void {
       const lines = spans.map((s) => {
@@ -90,13 +97,19 @@ function fileExporter(file: string): OtelSdk.SpanExporter {
           spanId: ctx.spanId,
           parentSpanId: s.parentSpanContext?.spanId,
           name: s.name,
-          startTime: s.startTime,
-          endTime: s.endTime,
+          startTimeUnixNano: nanos(s.startTime),
+          endTimeUnixNano: nanos(s.endTime),
           status: s.status,
           attributes: s.attributes,
         });
       });
-      fs.appendFile(file, lines.map((l) => `${l}\n`).join(''), (err) => done({ code: err ? 1 : 0, error: err ?? undefined }));
+      fs.appendFile(file, lines.map((l) => `${l}\n`).join(''), (err) => {
+        if (err && !warned) {
+          warned = true;
+          log.warn({ err, file }, 'cannot write spans to the trace file (further failures not logged)');
+        }
+        done({ code: err ? 1 : 0, error: err ?? undefined });
+      });
     },
     shutdown: async () => undefined,
   };
@@ -111,8 +124,9 @@ function isError(code: number): boolean {
  * Start tracing with `spec`: loads the OpenTelemetry SDK, a tracer provider (service name
  * `kata-agent`) with a simple (memory, console) or batch (otlp, file) span processor, the W3C
  * TraceContext propagator and an AsyncLocalStorage context manager (not registered globally).
+ * Export failures are logged on `log` (warn): the SDK's diag logger is pointed at it.
  */
-export function startTracing(spec: TraceExporterSpec): Tracing {
+export function startTracing(spec: TraceExporterSpec, log: Logger = silentLogger()): Tracing {
   /* eslint-disable @typescript-eslint/no-require-imports */
   const api = require('@opentelemetry/api') as typeof OtelApi;
   const sdk = require('@opentelemetry/sdk-trace-base') as typeof OtelSdk;
@@ -127,12 +141,23 @@ export function startTracing(spec: TraceExporterSpec): Tracing {
   } else if (spec.kind === 'console') {
     processor = new sdk.SimpleSpanProcessor(new sdk.ConsoleSpanExporter());
   } else if (spec.kind === 'file') {
-    processor = new sdk.BatchSpanProcessor(fileExporter(spec.path));
+    processor = new sdk.BatchSpanProcessor(fileExporter(spec.path, log));
   } else {
     const otlp = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
     processor = new sdk.BatchSpanProcessor(new otlp.OTLPTraceExporter({ url: spec.url }));
   }
   /* eslint-enable @typescript-eslint/no-require-imports */
+  // The SDK reports export failures (e.g. an unreachable OTLP collector) through its diag logger.
+  api.diag.setLogger(
+    {
+      error: (message: string, ...args: unknown[]) => log.warn({ args }, `opentelemetry: ${message}`),
+      warn: (message: string, ...args: unknown[]) => log.warn({ args }, `opentelemetry: ${message}`),
+      info: () => undefined,
+      debug: () => undefined,
+      verbose: () => undefined,
+    },
+    api.DiagLogLevel.WARN,
+  );
   const provider = new sdk.BasicTracerProvider({
     resource: resources.resourceFromAttributes({ 'service.name': 'kata-agent' }),
     spanProcessors: [processor],
