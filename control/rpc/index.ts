@@ -153,7 +153,7 @@ export function registerServices(
     if (implemented.has(`${spec.service}/${spec.method}`)) continue;
     const method = spec.method;
     const checked = spec.service === AGENT_SERVICE;
-    server.register(spec.service, method, async () => {
+    const answer = async (): Promise<never> => {
       try {
         if (checked) agent.checkPolicy(method, undefined);
       } catch (err) {
@@ -162,7 +162,8 @@ export function registerServices(
       }
       observe(method, Code.UNIMPLEMENTED, 0);
       throw new StatusError(Code.UNIMPLEMENTED, `${method} is not implemented yet`);
-    });
+    };
+    server.register(spec.service, method, (_payload, ctx) => (tracing ? tracing.rpc(spec.service, method, ctx.metadata, answer) : answer()));
   }
 }
 
