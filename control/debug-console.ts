@@ -29,6 +29,9 @@ import { listenStream, type StreamListener } from './ttrpc/stream-listener';
 /** Upstream's console device when no vport is given (console.rs CONSOLE_PATH). */
 export const DEFAULT_DEBUG_CONSOLE_TTY = '/dev/console';
 
+/** Sessions open at once; a connection beyond is closed at once (each session is a shell and two fds). */
+export const MAX_DEBUG_CONSOLE_SESSIONS = 16;
+
 /** Where the debug console is served. */
 export type DebugConsoleTarget = { kind: 'listen'; address: string } | { kind: 'tty'; path: string };
 
@@ -93,6 +96,11 @@ export class DebugConsole {
 
   /** One connection: a shell on a new pty, copied both ways until either side ends. */
   private async session(conn: number): Promise<void> {
+    if (this.sessions.size >= MAX_DEBUG_CONSOLE_SESSIONS) {
+      this.log.warn({ max: MAX_DEBUG_CONSOLE_SESSIONS }, 'debug console: too many sessions, connection closed');
+      this.native.close(conn);
+      return;
+    }
     const client = new FdStream(conn, { native: this.native });
     let master: FdStream | undefined;
     const end = (): void => {

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadConfig } from '../../control/config';
-import { DebugConsole, debugConsoleTarget, parseDebugConsoleAddr } from '../../control/debug-console';
+import { DebugConsole, MAX_DEBUG_CONSOLE_SESSIONS, debugConsoleTarget, parseDebugConsoleAddr } from '../../control/debug-console';
 import { DebugConsoleOps } from '../../helper/ops/debug-console';
 import { getReaper } from '../../helper/ops/reaper';
 import { startMockPair } from '../../helper/mock/main';
@@ -101,4 +101,32 @@ t.test('pty case: control relays a unix connection to a new shell; close hangs u
   await closed;
   t.equal(console.sessionCount, 0, 'session ended');
   t.notOk(fs.existsSync(sock), 'socket removed');
+});
+
+t.test('at most MAX_DEBUG_CONSOLE_SESSIONS sessions; one more connection is closed', async (t) => {
+  const pair = await startMockPair();
+  t.teardown(() => pair.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-console-max-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'console.sock');
+  const console = await DebugConsole.start({ kind: 'listen', address: `unix://${sock}` }, pair.client, silentLogger());
+  t.teardown(() => console.close());
+  const conns: net.Socket[] = [];
+  t.teardown(() => conns.forEach((c) => c.destroy()));
+  for (let i = 0; i < MAX_DEBUG_CONSOLE_SESSIONS; i++) {
+    // One at a time: a unix listener's backlog refuses (EAGAIN) connections beyond it.
+    const c = net.createConnection(sock);
+    conns.push(c);
+    const ready = readUntil(c, /ready\d+\r\n/);
+    c.write(`echo ready$((${i}+0))\n`);
+    await ready;
+  }
+  t.equal(console.sessionCount, MAX_DEBUG_CONSOLE_SESSIONS, 'all sessions served');
+  const extra = net.createConnection(sock);
+  extra.on('error', () => undefined);
+  let got = '';
+  extra.on('data', (d: Buffer) => (got += d.toString()));
+  await new Promise<void>((resolve) => extra.on('close', () => resolve()));
+  t.equal(got, '', 'the extra connection got no shell');
+  t.equal(console.sessionCount, MAX_DEBUG_CONSOLE_SESSIONS);
 });
