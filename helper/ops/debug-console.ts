@@ -93,7 +93,19 @@ export class DebugConsoleOps {
     const since = this.reaper.seq;
     let pid: number;
     try {
-      const spawned = this.native.spawn({ file: shell, argv: [shell], envp: SHELL_ENV, fds: [slave, slave, slave], setsid: true, controllingTty: true });
+      const spawn = (controllingTty: boolean) =>
+        this.native.spawn({ file: shell, argv: [shell], envp: SHELL_ENV, fds: [slave, slave, slave], setsid: true, controllingTty });
+      let spawned;
+      try {
+        spawned = spawn(true);
+      } catch (err) {
+        // A tty that is another session's controlling terminal (e.g. /dev/console) refuses
+        // TIOCSCTTY (EPERM): the shell then runs without job control, as upstream (it ignores
+        // that ioctl's result).
+        if ((err as { syscall?: string }).syscall !== 'ioctl(TIOCSCTTY)') throw err;
+        this.log.warn({ err, tty: ttyPath }, 'debug console: the tty cannot be the shell\'s controlling terminal; no job control');
+        spawned = spawn(false);
+      }
       pid = spawned.pid;
       closeQuietly(spawned.pidfd);
     } catch (err) {

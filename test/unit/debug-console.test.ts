@@ -130,3 +130,24 @@ t.test('at most MAX_DEBUG_CONSOLE_SESSIONS sessions; one more connection is clos
   t.equal(got, '', 'the extra connection got no shell');
   t.equal(console.sessionCount, MAX_DEBUG_CONSOLE_SESSIONS);
 });
+
+t.test('tty case: a tty that is another session\'s controlling terminal still gets a shell (no job control)', async (t) => {
+  const pair = await startMockPair();
+  t.teardown(() => pair.close());
+  const { master, slave } = native.openpty();
+  const ptsPath = fs.readlinkSync(`/proc/self/fd/${slave}`);
+  // Another session takes the tty first (as a getty or PID 1 holds /dev/console).
+  const holder = native.spawn({ file: '/bin/sleep', argv: ['sleep', '30'], envp: [], fds: [slave], setsid: true, controllingTty: true });
+  const m = new FdStream(master, { native });
+  t.teardown(() => {
+    native.kill(holder.pid, 9);
+    native.close(holder.pidfd);
+    m.destroy();
+    native.close(slave);
+  });
+  const reply = await pair.client.call('debugConsole', { tty: ptsPath });
+  t.ok(reply.result.pid > 0, 'the shell started');
+  const out = readUntil(m, /[\r\n]fallback\r\n/);
+  m.write('echo fallback; exit\n');
+  t.match(await out, /fallback/);
+});
