@@ -1,7 +1,7 @@
 // The debug console without privileges: its configuration (upstream's agent.debug_console /
 // debug_console_vport, our address), the helper op's validation, its tty case (a pty the test
 // owns stands in for /dev/console) and its pty case relayed by control over a unix socket.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -81,7 +81,8 @@ t.test('tty case: the shell runs on the named terminal', async (t) => {
   t.match(await out, /hi/);
 });
 
-t.test('pty case: control relays a unix connection to a new shell; close hangs up', async (t) => {
+/** A mock helper and a debug console listening on a unix socket in a temp dir, torn down with `t`. */
+async function listening(t: Test): Promise<{ sock: string; console: DebugConsole }> {
   const pair = await startMockPair();
   t.teardown(() => pair.close());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-console-unit-'));
@@ -89,6 +90,11 @@ t.test('pty case: control relays a unix connection to a new shell; close hangs u
   const sock = path.join(dir, 'console.sock');
   const console = await DebugConsole.start({ kind: 'listen', address: `unix://${sock}` }, pair.client, silentLogger());
   t.teardown(() => console.close());
+  return { sock, console };
+}
+
+t.test('pty case: control relays a unix connection to a new shell; close hangs up', async (t) => {
+  const { sock, console } = await listening(t);
   t.equal(fs.statSync(sock).mode & 0o777, 0o600);
   const c = net.createConnection(sock);
   const out = readUntil(c, new RegExp(`[\\r\\n]hi\\r\\n${uid}\\r\\n`));
@@ -104,13 +110,7 @@ t.test('pty case: control relays a unix connection to a new shell; close hangs u
 });
 
 t.test('at most MAX_DEBUG_CONSOLE_SESSIONS sessions; one more connection is closed', async (t) => {
-  const pair = await startMockPair();
-  t.teardown(() => pair.close());
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-console-max-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const sock = path.join(dir, 'console.sock');
-  const console = await DebugConsole.start({ kind: 'listen', address: `unix://${sock}` }, pair.client, silentLogger());
-  t.teardown(() => console.close());
+  const { sock, console } = await listening(t);
   const conns: net.Socket[] = [];
   t.teardown(() => conns.forEach((c) => c.destroy()));
   for (let i = 0; i < MAX_DEBUG_CONSOLE_SESSIONS; i++) {
