@@ -24,6 +24,8 @@ import type { HelperConnection } from './helper';
 import { AgentService, HealthService, registerServices, type AgentLimits, type GuestOptions } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
 import { requireUnixPeerUid, TtrpcServer } from './ttrpc';
+import type { Tracing } from './tracing';
+import { DebugConsole, debugConsoleTarget } from './debug-console';
 
 /**
  * How long {@link Agent.stop} lets in-flight rpcs settle before answering the rest UNAVAILABLE
@@ -48,6 +50,8 @@ export interface AgentOptions {
   guest?: GuestOptions;
   /** The logger's ring buffer (shared/log-ring.ts), served by the debug endpoint's /v1/logs. */
   logRing?: LogRing;
+  /** OpenTelemetry spans per rpc and per helper call (control/tracing.ts); absent: no tracing. */
+  tracing?: Tracing;
 }
 
 export interface Agent {
@@ -64,6 +68,8 @@ export class Agent extends EventEmitter {
   readonly service: AgentService;
   readonly health = new HealthService();
   readonly server: TtrpcServer;
+  /** The debug console once {@link start} has started it (null when off). */
+  debugConsole: DebugConsole | null = null;
   /** The debug endpoint once {@link start} has started it (null when disabled). */
   debugServer: FastifyInstance | null = null;
   private readonly helper: HelperConnection;
@@ -85,7 +91,8 @@ export class Agent extends EventEmitter {
   constructor(options: AgentOptions) {
     super();
     this.config = options.config;
-    this.helper = options.helper;
+    // Spans per helper op wrap the connection; events and close pass straight through.
+    this.helper = options.tracing ? options.tracing.wrapHelper(options.helper) : options.helper;
     this.log = options.logger ?? pino({ level: 'silent' });
     this.logRing = options.logRing;
     this.closeHelperOnStop = options.closeHelperOnStop ?? true;
@@ -109,7 +116,7 @@ export class Agent extends EventEmitter {
         frameTimeoutMs: this.config.frameTimeoutMs,
       },
     });
-    registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }));
+    registerServices(this.server, this.service, this.health, this.log.child({ component: 'rpc' }), options.tracing);
     this.helper.on('event', this.onHelperEvent);
     this.helper.on('close', this.onHelperClose);
   }
@@ -154,6 +161,15 @@ export class Agent extends EventEmitter {
         }
       }
     }
+    const consoleTarget = debugConsoleTarget(this.config);
+    if (consoleTarget) {
+      try {
+        this.debugConsole = await DebugConsole.start(consoleTarget, this.helper, this.log.child({ component: 'debug-console' }));
+      } catch (err) {
+        // A diagnostic, as the debug endpoint: never a reason not to serve the runtime.
+        this.log.warn({ err, target: consoleTarget }, 'debug console not started');
+      }
+    }
     this.log.info({ address: this.config.serverAddr, debug: this.debugServer ? this.config.debugAddr : null }, 'agent listening');
   }
 
@@ -171,6 +187,7 @@ export class Agent extends EventEmitter {
     this.service.stop();
     await this.server.close({ graceMs: STOP_GRACE_MS, message: 'the agent is shutting down' });
     if (this.debugServer) await this.debugServer.close();
+    this.debugConsole?.close();
     this.service.core.passfd?.close();
     this.helper.off('event', this.onHelperEvent);
     this.helper.off('close', this.onHelperClose);

@@ -28,7 +28,7 @@ export const DEFAULT_SERVER_ADDR = 'vsock://-1:1024';
 
 /** The upstream option set (AgentConfig in config.rs), with our field names and units. */
 export interface UpstreamOptions {
-  /** agent.debug_console / debug_console. Parsed only: no debug console yet. */
+  /** agent.debug_console / debug_console: a root shell (control/debug-console.ts). */
   debugConsole: boolean;
   /** agent.devmode / dev_mode. Parsed only (unused upstream too). */
   devMode: boolean;
@@ -36,7 +36,7 @@ export interface UpstreamOptions {
   logLevel: LogLevel;
   /** agent.hotplug_timeout (seconds) / hotplug_timeout ({secs, nanos}); in ms. */
   hotplugTimeoutMs: number;
-  /** agent.debug_console_vport. Parsed only. */
+  /** agent.debug_console_vport: the debug console's vsock port (0: /dev/console). */
   debugConsoleVport: number;
   /** agent.log_vport. Parsed only (logs go to stderr). */
   logVport: number;
@@ -48,14 +48,14 @@ export interface UpstreamOptions {
   passfdListenerPort: number;
   /** agent.unified_cgroup_hierarchy. Parsed only (no init mode). */
   unifiedCgroupHierarchy: boolean;
-  /** agent.trace / tracing / KATA_AGENT_TRACING. Parsed only: no tracing yet. */
+  /** agent.trace / tracing / KATA_AGENT_TRACING: OpenTelemetry spans (control/tracing.ts). */
   tracing: boolean;
 }
 
 /** Options that are parsed and reported but not acted on yet (docs/ARCHITECTURE.md). */
 export const NOT_ACTED_ON: readonly (keyof UpstreamOptions)[] = [
-  'debugConsole', 'devMode', 'debugConsoleVport', 'logVport', 'containerPipeSize', 'passfdListenerPort',
-  'unifiedCgroupHierarchy', 'tracing',
+  'devMode', 'logVport', 'containerPipeSize', 'passfdListenerPort',
+  'unifiedCgroupHierarchy',
 ];
 
 /** The upstream defaults (config.rs `impl Default for AgentConfig`). */

@@ -18,6 +18,12 @@
  *   frameTimeoutMs KATA_AGENT_FRAME_TIMEOUT_MS --frame-timeout-ms 10000 (0 disables)
  *   passfdListener KATA_AGENT_PASSFD_LISTENER  --passfd-listener  "" (off); vsock://-1:PORT as upstream
  *                  agent.passfd_listener_port, or unix:///path (tests; control/passfd.ts)
+ *   debugConsoleAddr KATA_AGENT_DEBUG_CONSOLE_ADDR --debug-console-addr  from upstream's options: where the
+ *                  debug console (on with agent.debug_console / --debug-console) is served:
+ *                  vsock://-1:PORT, unix:///path, tty:/dev/NAME; "" off (control/debug-console.ts)
+ *   traceExporter KATA_AGENT_TRACE_EXPORTER   --trace-exporter   console; where spans go when tracing
+ *                  (agent.trace, KATA_AGENT_TRACING, --trace) is on: otlp:URL, file:/path, console
+ *                  (control/tracing.ts)
  *
  * The ttRPC socket (threat model in docs/ARCHITECTURE.md): on a unix socket only peers with uid
  * 0 or `serverPeerUid` are served (SO_PEERCRED); an abstract address is refused unless
@@ -43,11 +49,15 @@ import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseLogLevel, type LogLevel } from '../shared/log';
 import { Code, DEFAULT_HELPER_SOCKET, StatusError } from '../shared/protocol';
+import { parseTraceExporter } from './tracing';
+import { debugConsoleTarget } from './debug-console';
 import { DEFAULT_SERVER_ADDR, loadUpstreamOptions, upstreamDefaults, type UpstreamOptions } from './config-upstream';
 
 export { DEFAULT_SERVER_ADDR };
 /** Default address of the debug HTTP endpoint: a unix socket only the control uid can use. */
 export const DEFAULT_DEBUG_ADDR = 'unix:///run/kata-agent/control/debug.sock';
+/** Run directory of `--standalone` without `--run-dir` (not the guest's /run/kata-agent). */
+export const DEFAULT_STANDALONE_RUN_DIR = '/run/kata-agent-standalone';
 /** Default pino log level. */
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 
@@ -79,6 +89,10 @@ export interface AgentConfig extends UpstreamOptions {
   frameTimeoutMs?: number;
   /** passfd I/O listener address (control/passfd.ts); "" or absent: off. */
   passfdListener?: string;
+  /** Debug console address (control/debug-console.ts); absent: from debugConsoleVport; "" off. */
+  debugConsoleAddr?: string;
+  /** Span exporter when `tracing` is on (control/tracing.ts parseTraceExporter); absent: console. */
+  traceExporter?: string;
 }
 
 /** The built-in defaults. */
@@ -153,7 +167,7 @@ export function parseDebugAddr(addr: string): DebugAddress {
 export const USAGE = `usage: kata-agent [options]
   --standalone            start the helper too (as root), on unix sockets in a private run
                           directory; print the address once serving; run until SIGTERM
-  --run-dir DIR           run directory of --standalone (default: a new /tmp/kata-agent-XXXXXX)
+  --run-dir DIR           run directory of --standalone (default ${DEFAULT_STANDALONE_RUN_DIR})
   -c, --config FILE       upstream TOML config file; the kernel command line's agent.* options
                           and KATA_AGENT_SERVER_ADDR/LOG_LEVEL/TRACING are then ignored
   (also read: /proc/cmdline agent.* options, as upstream; see docs/ARCHITECTURE.md)
@@ -175,6 +189,14 @@ export const USAGE = `usage: kata-agent [options]
                           [env KATA_AGENT_FRAME_TIMEOUT_MS, default 10000, 0 disables]
   --passfd-listener ADDR  passfd I/O listener: vsock://-1:PORT (upstream agent.passfd_listener_port)
                           or unix:///path [env KATA_AGENT_PASSFD_LISTENER, default off]
+  --debug-console         a root shell for debugging (upstream agent.debug_console): on
+                          /dev/console, or per connection on vsock port agent.debug_console_vport
+  --debug-console-addr A  where: vsock://-1:PORT, unix:///path or tty:/dev/NAME; "" disables
+                          [env KATA_AGENT_DEBUG_CONSOLE_ADDR]
+  --trace                 OpenTelemetry spans per rpc and helper op (upstream agent.trace)
+                          [env KATA_AGENT_TRACING=1, default off]
+  --trace-exporter SPEC   where spans go: otlp:http://HOST:4318/v1/traces, file:/PATH or console
+                          [env KATA_AGENT_TRACE_EXPORTER, default console]
   -h, --help              print this help`;
 
 /** Stand-alone mode requested on the command line. */
@@ -227,11 +249,15 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv, sour
   if (env.KATA_AGENT_MAX_CONNECTIONS) config.maxConnections = parseCount(env.KATA_AGENT_MAX_CONNECTIONS, 'KATA_AGENT_MAX_CONNECTIONS', 1, 1_000_000);
   if (env.KATA_AGENT_MAX_INFLIGHT) config.maxInflight = parseCount(env.KATA_AGENT_MAX_INFLIGHT, 'KATA_AGENT_MAX_INFLIGHT', 1, 1_000_000);
   if (env.KATA_AGENT_PASSFD_LISTENER) config.passfdListener = env.KATA_AGENT_PASSFD_LISTENER;
+  if (env.KATA_AGENT_DEBUG_CONSOLE_ADDR !== undefined) config.debugConsoleAddr = env.KATA_AGENT_DEBUG_CONSOLE_ADDR;
+  if (env.KATA_AGENT_TRACE_EXPORTER) config.traceExporter = env.KATA_AGENT_TRACE_EXPORTER;
   if (env.KATA_AGENT_FRAME_TIMEOUT_MS) config.frameTimeoutMs = parseCount(env.KATA_AGENT_FRAME_TIMEOUT_MS, 'KATA_AGENT_FRAME_TIMEOUT_MS', 0, 0x7fffffff);
   applyFlags(values, config);
   if (config.serverAddr === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty server address');
   if (config.helperSocket === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty helper socket path');
   if (config.debugAddr !== '') parseDebugAddr(config.debugAddr);
+  if (config.traceExporter !== undefined) parseTraceExporter(config.traceExporter);
+  debugConsoleTarget(config);
   const loaded: LoadedConfig = { help: false, config, warnings: upstream.warnings };
   if (values.standalone === true) {
     loaded.standalone = typeof values['run-dir'] === 'string' ? { runDir: values['run-dir'] } : {};
@@ -260,6 +286,10 @@ function parseFlags(argv: readonly string[]): FlagValues {
         'max-inflight': { type: 'string' },
         'frame-timeout-ms': { type: 'string' },
         'passfd-listener': { type: 'string' },
+        trace: { type: 'boolean' },
+        'debug-console': { type: 'boolean' },
+        'debug-console-addr': { type: 'string' },
+        'trace-exporter': { type: 'string' },
         config: { type: 'string', short: 'c' },
         standalone: { type: 'boolean' },
         'run-dir': { type: 'string' },
@@ -282,5 +312,9 @@ function applyFlags(values: FlagValues, config: AgentConfig): void {
   if (typeof values['max-connections'] === 'string') config.maxConnections = parseCount(values['max-connections'], '--max-connections', 1, 1_000_000);
   if (typeof values['max-inflight'] === 'string') config.maxInflight = parseCount(values['max-inflight'], '--max-inflight', 1, 1_000_000);
   if (typeof values['passfd-listener'] === 'string') config.passfdListener = values['passfd-listener'];
+  if (values.trace === true) config.tracing = true;
+  if (values['debug-console'] === true) config.debugConsole = true;
+  if (typeof values['debug-console-addr'] === 'string') config.debugConsoleAddr = values['debug-console-addr'];
+  if (typeof values['trace-exporter'] === 'string') config.traceExporter = values['trace-exporter'];
   if (typeof values['frame-timeout-ms'] === 'string') config.frameTimeoutMs = parseCount(values['frame-timeout-ms'], '--frame-timeout-ms', 0, 0x7fffffff);
 }

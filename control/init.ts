@@ -266,12 +266,21 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
       ...helperConfigArgs(argv, env, log)],
     { stdio: ['ignore', 'inherit', 'inherit'], env: nodeEnv },
   );
+  // PID 1 serves agent.debug_console itself on its virtio-serial port (startDebugConsole): the
+  // control plane's console (control/debug-console.ts) runs only for a vsock port.
+  let cmdline = '';
+  try {
+    cmdline = fs.readFileSync('/proc/cmdline', 'utf8');
+  } catch {
+    // no /proc/cmdline: no console either way
+  }
+  const controlEnv = /(^|\s)agent\.debug_console_vport=/.test(cmdline) ? nodeEnv : { ...nodeEnv, KATA_AGENT_DEBUG_CONSOLE_ADDR: '' };
   const control: ChildProcess = spawn(nodePath, [mainJs, ...argv, '--helper-socket', helperSocket], {
     stdio: ['ignore', 'inherit', 'inherit'],
     uid: controlUid,
     gid: controlUid,
     // GetGuestDetails' init_daemon: the agent as a whole is PID 1 (upstream: getpid() == 1).
-    env: { ...nodeEnv, [INIT_MODE_ENV]: '1' },
+    env: { ...controlEnv, [INIT_MODE_ENV]: '1' },
   });
   log.info({ helperPid: helper.pid, controlPid: control.pid, controlUid, ms: Date.now() - started }, 'init: helper and control plane started');
 

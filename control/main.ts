@@ -18,6 +18,7 @@ import { loadConfig, USAGE, type AgentConfig } from './config';
 import { NOT_ACTED_ON, upstreamDefaults } from './config-upstream';
 import { runStandalone } from './standalone';
 import { runInit } from './init';
+import { DEFAULT_TRACE_EXPORTER, parseTraceExporter, startTracing, type Tracing } from './tracing';
 import { agentVersion } from './rpc/health';
 import { parseAddress, probeUnixSocket } from './ttrpc';
 
@@ -115,7 +116,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     return 1;
   }
 
-  const agent = new Agent({ config, helper, logger: log, logRing });
+  let tracing: Tracing | undefined;
+  if (config.tracing) {
+    const exporter = config.traceExporter ?? DEFAULT_TRACE_EXPORTER;
+    tracing = startTracing(parseTraceExporter(exporter), log.child({ component: 'tracing' }));
+    log.info({ exporter }, 'tracing on: spans per rpc and per helper op');
+  }
+  const agent = new Agent({ config, helper, logger: log, logRing, tracing });
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((resolve) => {
     resolveExit = resolve;
@@ -125,13 +132,16 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     if (stopping) return;
     stopping = true;
     log.info({ reason }, 'stopping');
-    agent.stop().then(
-      () => resolveExit(code),
-      (err: unknown) => {
-        log.error({ err }, 'error while stopping');
-        resolveExit(1);
-      },
-    );
+    agent
+      .stop()
+      .then(() => tracing?.shutdown())
+      .then(
+        () => resolveExit(code),
+        (err: unknown) => {
+          log.error({ err }, 'error while stopping');
+          resolveExit(1);
+        },
+      );
   };
   agent.on('shutdown', () => stop(0, 'sandbox destroyed'));
   agent.on('helper-lost', () => stop(1, 'helper connection lost'));

@@ -14,11 +14,11 @@
  * there is no vsock (tests), `unix:///path`: a unix peer must bind its socket to a name ending
  * in decimal digits, which stand for the port.
  */
-import { Code, StatusError } from '../shared/protocol';
-import { loadNative, type NativeAddon, type Poller } from '../shared/native';
+import { StatusError } from '../shared/protocol';
+import { loadNative, type NativeAddon } from '../shared/native';
 import type { Logger } from '../shared/log';
 import { FdStream } from './ttrpc/fdstream';
-import { parseAddress } from './ttrpc/address';
+import { listenStream, type StreamListener } from './ttrpc/stream-listener';
 import type { Process } from './sandbox/process';
 import { eofError } from './sandbox/stdio';
 
@@ -46,8 +46,7 @@ export interface PassfdPorts {
 /** Accepts passfd connections and hands them out by port. */
 export class PassfdListener {
   private readonly native: NativeAddon;
-  private readonly fd: number;
-  private readonly poller: Poller;
+  private readonly listener: StreamListener;
   private readonly pending = new Map<number, FdStream>();
   private readonly waiters = new Map<number, (s: FdStream) => void>();
   private closed = false;
@@ -62,15 +61,7 @@ export class PassfdListener {
     native?: NativeAddon,
   ) {
     this.native = native ?? loadNative();
-    const addr = parseAddress(address);
-    if (addr.kind === 'vsock') this.fd = this.native.vsockListen(addr.cid === 0xffffffff ? -1 : addr.cid, addr.port, 64);
-    else if (addr.kind === 'unix') this.fd = this.native.unixStreamListen(addr.path, 64);
-    else throw new StatusError(Code.INVALID_ARGUMENT, `passfd listener address ${JSON.stringify(address)}: want vsock://CID:PORT or unix:///path`);
-    this.poller = new this.native.Poller(this.fd, (status) => {
-      if (status < 0) this.log.error({ status }, 'poll on the passfd listener failed');
-      else this.acceptAll();
-    });
-    this.poller.start(true, false);
+    this.listener = listenStream(this.native, address, 64, 'passfd', this.log, (conn) => this.accepted(conn));
     this.log.info({ address }, 'passfd listener started');
   }
 
@@ -79,55 +70,46 @@ export class PassfdListener {
     return this.pending.size;
   }
 
-  private acceptAll(): void {
-    for (;;) {
-      let conn: number;
-      try {
-        conn = this.native.accept(this.fd);
-      } catch (err) {
-        this.log.error({ err }, 'passfd accept failed');
-        return;
+  /** One accepted connection: keyed by its peer's port (vsock port, or a unix name's trailing digits). */
+  private accepted(conn: number): void {
+    let port: number | null = null;
+    try {
+      const peer = this.native.socketPeer(conn);
+      if (peer.family === 'vsock') port = peer.port;
+      else {
+        const m = /([0-9]{1,10})$/.exec(peer.path);
+        port = m ? Number(m[1]) : null;
       }
-      if (conn < 0) return;
-      let port: number | null = null;
-      try {
-        const peer = this.native.socketPeer(conn);
-        if (peer.family === 'vsock') port = peer.port;
-        else {
-          const m = /([0-9]{1,10})$/.exec(peer.path);
-          port = m ? Number(m[1]) : null;
-        }
-      } catch (err) {
-        this.log.warn({ err }, 'passfd: cannot read the peer address');
-      }
-      if (port === null || port === 0 || port > 0xffffffff) {
-        this.log.warn({ port }, 'passfd connection without a usable peer port closed');
-        this.native.close(conn);
-        continue;
-      }
-      const stream = new FdStream(conn, { native: this.native });
-      stream.on('error', (err: Error) => this.log.debug({ err, port }, 'passfd connection error'));
-      const waiter = this.waiters.get(port);
-      if (waiter) {
-        this.waiters.delete(port);
-        waiter(stream);
-        continue;
-      }
-      const old = this.pending.get(port);
-      if (old) {
-        this.log.warn({ port }, 'passfd: a second connection from the same port replaces the first');
-        old.destroy();
-        this.pending.delete(port);
-      }
-      this.pending.set(port, stream);
-      if (this.pending.size > PASSFD_MAX_PENDING) {
-        const [oldestPort, oldest] = this.pending.entries().next().value as [number, FdStream];
-        this.log.warn({ port: oldestPort }, `passfd: more than ${PASSFD_MAX_PENDING} unclaimed connections, closing the oldest`);
-        oldest.destroy();
-        this.pending.delete(oldestPort);
-      }
-      this.log.info({ port }, 'passfd connection accepted');
+    } catch (err) {
+      this.log.warn({ err }, 'passfd: cannot read the peer address');
     }
+    if (port === null || port === 0 || port > 0xffffffff) {
+      this.log.warn({ port }, 'passfd connection without a usable peer port closed');
+      this.native.close(conn);
+      return;
+    }
+    const stream = new FdStream(conn, { native: this.native });
+    stream.on('error', (err: Error) => this.log.debug({ err, port }, 'passfd connection error'));
+    const waiter = this.waiters.get(port);
+    if (waiter) {
+      this.waiters.delete(port);
+      waiter(stream);
+      return;
+    }
+    const old = this.pending.get(port);
+    if (old) {
+      this.log.warn({ port }, 'passfd: a second connection from the same port replaces the first');
+      old.destroy();
+      this.pending.delete(port);
+    }
+    this.pending.set(port, stream);
+    if (this.pending.size > PASSFD_MAX_PENDING) {
+      const [oldestPort, oldest] = this.pending.entries().next().value as [number, FdStream];
+      this.log.warn({ port: oldestPort }, `passfd: more than ${PASSFD_MAX_PENDING} unclaimed connections, closing the oldest`);
+      oldest.destroy();
+      this.pending.delete(oldestPort);
+    }
+    this.log.info({ port }, 'passfd connection accepted');
   }
 
   /**
@@ -164,8 +146,7 @@ export class PassfdListener {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.poller.stop();
-    this.native.close(this.fd);
+    this.listener.close();
     for (const s of this.pending.values()) s.destroy();
     this.pending.clear();
   }

@@ -11,10 +11,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startStandaloneAgent, tail } from '../scripts/lib/standalone';
 import { errorLine, lastFailureIn } from '../shared/log';
-import type { AgentConfig, StandaloneRequest } from './config';
+import { DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
 
-/** Run directory of `--standalone` without `--run-dir` (not the guest's /run/kata-agent). */
-export const DEFAULT_STANDALONE_RUN_DIR = '/run/kata-agent-standalone';
+export { DEFAULT_STANDALONE_RUN_DIR };
 
 /** Arguments of the control plane in stand-alone mode: `argv` without --standalone and --run-dir. */
 export function controlArgsFor(argv: readonly string[]): string[] {

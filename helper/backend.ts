@@ -8,6 +8,8 @@ import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
 import { CgroupManager, detectCgroupLayout } from './ops/cgroup';
 import { CopyFileOps } from './ops/copy-file';
+import { DebugConsoleOps } from './ops/debug-console';
+import { loadNative } from '../shared/native';
 import { GuestOps, guestFamily, nativeGuestSystem, type GuestPaths } from './ops/guest';
 import { createNetlinkDriver } from './ops/netlink';
 import { NetworkBackend } from './ops/network';
@@ -89,6 +91,7 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     new CopyFileOps({ roots: g.copyRoots }),
     // AddSwap waits for its disk through the storages' device waiter (same uevents, same timeout).
     new GuestOps({ system: nativeGuestSystem(registry.reaper), devices, volumeRoots: g.volumeRoots, logger }),
+    new DebugConsoleOps({ native: loadNative(), reaper: registry.reaper, logger }),
   );
   // UpdateInterface with a pciPath waits for the NIC through the same device waiter (hotplug timeout).
   const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? '', registry.reaper), { logger, waitNic: (p) => devices.netPci(p) });

@@ -80,7 +80,7 @@ export class HelperServer {
 
   /**
    * Listen on the unix socket `socketPath` ("@name" = abstract). The parent directory is
-   * created (mode 0755) when missing; the socket file is made mode 0600 and owned by the
+   * created (mode 0755) when missing and its own parent exists (else an error naming both); the socket file is made mode 0600 and owned by the
    * control uid. A socket file already at the path is probed: when something accepts a
    * connection on it (another helper is serving it) this throws "another helper is serving
    * <path>" and leaves it alone; only a stale one (ECONNREFUSED: nobody listens) is removed.
@@ -94,8 +94,15 @@ export class HelperServer {
     if (!abstract) {
       const dir = path.dirname(socketPath);
       if (!fs.existsSync(dir)) {
-        fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-        fs.chmodSync(dir, 0o755);
+        // Only the socket's own directory is created (e.g. /run/kata-agent): a path whose parent
+        // is missing too is more likely a typo, and is named in the error.
+        try {
+          fs.mkdirSync(dir, { mode: 0o755 });
+          fs.chmodSync(dir, 0o755);
+        } catch (err) {
+          const why = isErrno(err, 'ENOENT') ? `its parent ${path.dirname(dir)} does not exist` : (err as Error).message;
+          throw new Error(`the socket directory ${dir} does not exist and cannot be created: ${why}`);
+        }
       }
       let stat: fs.Stats | undefined;
       try {

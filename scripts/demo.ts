@@ -14,6 +14,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient } from '../control/ctl/client';
 import { ociJsonToSpec } from '../control/ctl/oci-json';
@@ -96,12 +97,20 @@ async function main(): Promise<number> {
     await client.close();
     client = undefined;
     const codes = await standalone.stop();
-    say(`agent stopped (control exit ${codes.control}, helper exit ${codes.helper}); logs in ${standalone.runDir}`);
+    // The run directory (sockets, state, logs) is a fresh /tmp/kata-agent-XXXXXX: removed after a
+    // clean run, kept after a failure (or with KATA_DEMO_KEEP=1) for its logs.
+    if (process.env.KATA_DEMO_KEEP === '1') {
+      say(`agent stopped (control exit ${codes.control}, helper exit ${codes.helper}); logs kept in ${standalone.runDir}`);
+    } else {
+      fs.rmSync(standalone.runDir, { recursive: true, force: true });
+      say(`agent stopped (control exit ${codes.control}, helper exit ${codes.helper}); removed ${standalone.runDir} (KATA_DEMO_KEEP=1 keeps its logs)`);
+    }
     say(`container exit status ${status}`);
     return status;
   } catch (err) {
     console.error(`demo failed: ${(err as Error).message}`);
     if (standalone) {
+      console.error(`logs kept in ${standalone.runDir}`);
       console.error(`--- control log (${standalone.controlLog}) ---\n${tail(standalone.controlLog)}`);
       console.error(`--- helper log (${standalone.helperLog}) ---\n${tail(standalone.helperLog)}`);
     }

@@ -6,7 +6,8 @@
  * the runtime and `kata-log-parser` read them): `level` as a name ("trace", "debug", "info",
  * "warn", "error", "fatal"), `time` in RFC 3339 (UTC, ms), `name` "kata-agent", `pid`,
  * `source` "agent", and `subsystem`: "root" for the control plane, "helper" for the helper
- * (upstream's children override it, e.g. "rpc"); then `msg` and the record's own keys.
+ * (upstream's children override it, e.g. "rpc"); then `msg` and the record's own keys (a
+ * record's own `pid` is renamed `processPid`: JSON readers keep only one of two equal keys).
  */
 import pino from 'pino';
 import type { LogRing } from './log-ring';
@@ -53,7 +54,16 @@ export function createLogger(name: string, level?: string, options: { ring?: Log
     {
       level: parsed ?? 'info',
       base: { name: 'kata-agent', pid: process.pid, source: 'agent', subsystem: subsystemOf(name) },
-      formatters: { level: (label: string) => ({ level: label }) },
+      formatters: {
+        level: (label: string) => ({ level: label }),
+        // `pid` is the logging process's (base); a record's own pid (a container process, the
+        // helper's) would be a second `pid` key in the line: it is written as `processPid`.
+        log: (record: Record<string, unknown>) => {
+          if (!('pid' in record)) return record;
+          const { pid, ...rest } = record;
+          return { ...rest, processPid: pid };
+        },
+      },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     options.ring

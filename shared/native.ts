@@ -58,6 +58,8 @@ export interface SpawnOptions {
   fds: number[];
   /** Call setsid() in the child before execve. */
   setsid?: boolean;
+  /** After setsid, make child fd 0 (a tty, e.g. a pty slave) the controlling terminal (TIOCSCTTY); needs `setsid`. */
+  controllingTty?: boolean;
 }
 
 /** Result of {@link NativeAddon.spawn}. */

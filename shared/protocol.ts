@@ -1011,6 +1011,29 @@ export interface Ops {
   copyFile: [CopyFileArgs, CopyFileResult];
 }
 
+/**
+ * Start a root shell for the debug console (Kata agent console.rs debug_console_handler; control
+ * relays it, control/debug-console.ts). The helper picks the first of /bin/bash, /bin/sh that
+ * exists (upstream's SHELLS), in its own session with the tty as controlling terminal.
+ */
+export interface DebugConsoleArgs {
+  /**
+   * A tty under /dev/ to run the shell on (upstream's serial case: /dev/console). Absent: a new
+   * pty, whose master comes back as the response fd `master` (upstream's vsock case).
+   */
+  tty?: string;
+}
+export interface DebugConsoleResult {
+  /** The shell's pid (the helper reaps it). */
+  pid: number;
+  /** The shell that runs, e.g. "/bin/sh". */
+  shell: string;
+}
+
+export interface Ops {
+  debugConsole: [DebugConsoleArgs, DebugConsoleResult];
+}
+
 /** The guest ops, in protocol order (helper/api.ts dispatches them to the guest family). */
 export const GUEST_OPS = [
   'memoryInfo',
@@ -1022,6 +1045,7 @@ export const GUEST_OPS = [
   'volumeStats',
   'resizeVolume',
   'copyFile',
+  'debugConsole',
 ] as const;
 export type GuestOpName = (typeof GUEST_OPS)[number];
 

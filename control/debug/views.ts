@@ -121,9 +121,12 @@ export function processView(p: Process) {
   return { containerId: p.containerId, execId: p.execId, pid: p.pid, init: p.init, exited: p.exited, exitStatus: p.exitStatus, terminal: p.terminal };
 }
 
-/** One line per container (/v1/sandbox, /v1/containers). */
+/**
+ * One line per container (/v1/sandbox, /v1/containers). `processes`: those still running (an
+ * exited exec stays listed by /v1/processes until its container is removed, but is not counted).
+ */
 export function containerSummary(c: Container) {
-  return { id: c.id, status: c.status, pid: c.init.pid, processes: c.processes().length };
+  return { id: c.id, status: c.status, pid: c.init.pid, processes: c.processes().filter((p) => !p.exited).length };
 }
 
 /** The whole view of one container (/v1/containers/:id); see {@link containerSchema}. */

@@ -17,6 +17,7 @@ import { AGENT_SERVICE, HEALTH_SERVICE, METHOD_NAMES, METHODS, type MethodSpec }
 import { unaryHandler, type HandlerContext, type TtrpcServer } from '../ttrpc';
 import type { AgentService } from './agent';
 import type { HealthService } from './health';
+import type { Tracing } from '../tracing';
 
 export { AgentService, DEFAULT_REMOVE_TIMEOUT_MS, MAX_READ_LEN, MAX_SIGNAL, STORAGE_HANDLERS } from './agent';
 export type { AgentLimits, AgentServiceOptions, GuestOptions, RpcContext } from './agent';
@@ -71,9 +72,16 @@ export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends
 
 /**
  * Register `grpc.AgentService` (every method of the table; those `agent` does not implement
- * answer UNIMPLEMENTED) and `grpc.Health` on `server`.
+ * answer UNIMPLEMENTED) and `grpc.Health` on `server`. With `tracing`, every rpc runs inside a
+ * span parented on its metadata's trace context (control/tracing.ts); without, nothing is added.
  */
-export function registerServices(server: TtrpcServer, agent: AgentService, health: HealthService, log?: Logger): void {
+export function registerServices(
+  server: TtrpcServer,
+  agent: AgentService,
+  health: HealthService,
+  log?: Logger,
+  tracing?: Pick<Tracing, 'rpc'>,
+): void {
   const implemented = new Set<string>();
   const observe: RpcObserver = (method, code, seconds) => agent.metrics.observeRpc(method, code, seconds);
   // The policy interceptor: every AgentService rpc is checked once here, before it runs
@@ -90,7 +98,12 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
             return fn(request, ctx);
           }
         : fn;
-    registerRpc(server, spec, guarded, log, observe);
+    // The tracing interceptor (outermost, so the span covers the policy check, as upstream's
+    // trace_rpc_call! precedes is_allowed).
+    const traced = tracing
+      ? (request: ReqM, ctx: HandlerContext): Promise<ResP> => tracing.rpc(spec.service, spec.method, ctx.metadata, () => guarded(request, ctx))
+      : guarded;
+    registerRpc(server, spec, traced, log, observe);
   };
 
   reg(METHODS.CreateSandbox, (r) => agent.createSandbox(r));
@@ -140,7 +153,7 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
     if (implemented.has(`${spec.service}/${spec.method}`)) continue;
     const method = spec.method;
     const checked = spec.service === AGENT_SERVICE;
-    server.register(spec.service, method, async () => {
+    const answer = async (): Promise<never> => {
       try {
         if (checked) agent.checkPolicy(method, undefined);
       } catch (err) {
@@ -149,7 +162,8 @@ export function registerServices(server: TtrpcServer, agent: AgentService, healt
       }
       observe(method, Code.UNIMPLEMENTED, 0);
       throw new StatusError(Code.UNIMPLEMENTED, `${method} is not implemented yet`);
-    });
+    };
+    server.register(spec.service, method, (_payload, ctx) => (tracing ? tracing.rpc(spec.service, method, ctx.metadata, answer) : answer()));
   }
 }
 

@@ -18,6 +18,9 @@ import type { GuestFamily } from '../api';
 import { CopyFileOps } from '../ops/copy-file';
 import { GuestOps, findMount, guestFamily, type GuestPaths, type GuestSystem } from '../ops/guest';
 import { DeviceWaiter } from '../ops/device';
+import { DebugConsoleOps } from '../ops/debug-console';
+import { getReaper } from '../ops/reaper';
+import { loadNative } from '../../shared/native';
 import { SysfsOps } from '../ops/sysfs';
 import { UeventHub, type Uevent } from '../ops/uevent';
 
@@ -96,7 +99,7 @@ export interface MockGuest {
 }
 
 /** Create the mock guest family; paths not given are fresh temp trees. */
-export function createMockGuest(paths: GuestPaths & { hotplugTimeoutMs?: number } = {}): MockGuest {
+export function createMockGuest(paths: GuestPaths & { hotplugTimeoutMs?: number; debugConsoleShells?: string[] } = {}): MockGuest {
   const made: string[] = [];
   const temp = (prefix: string): string => {
     const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -114,6 +117,8 @@ export function createMockGuest(paths: GuestPaths & { hotplugTimeoutMs?: number 
     new SysfsOps({ root: sysfsRoot, retryWaitMs: 1 }),
     new CopyFileOps({ roots: copyRoots, chown: false }),
     new GuestOps({ system, devices, volumeRoots }),
+    // The debug console's twin is the real class, unprivileged: a pty and a shell as this user.
+    new DebugConsoleOps({ native: loadNative(), reaper: getReaper(), shells: paths.debugConsoleShells }),
   );
   return {
     family,

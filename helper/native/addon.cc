@@ -166,6 +166,14 @@ std::string Describe(const Napi::Value& v) {
   }
 }
 
+// options[name]: false when undefined, else it must be a boolean (TypeError naming `what`).
+bool OptionalBool(Napi::Env env, const Napi::Object& options, const char* name, const std::string& what) {
+  Napi::Value value = options.Get(name);
+  if (value.IsUndefined()) return false;
+  if (!value.IsBoolean()) ThrowType(env, what + " must be a boolean, got " + Describe(value));
+  return value.As<Napi::Boolean>().Value();
+}
+
 int64_t ToInteger(Napi::Env env, const Napi::Value& v, const std::string& what, int64_t lo,
                   int64_t hi) {
   if (v.IsNumber()) {
@@ -701,6 +709,7 @@ enum ChildStep : int32_t {
   kStepClose = 3,
   kStepSetsid = 4,
   kStepExecve = 5,
+  kStepSetCtty = 6,
 };
 
 const char* ChildStepName(int32_t step) {
@@ -710,6 +719,7 @@ const char* ChildStepName(int32_t step) {
     case kStepClose: return "close_range";
     case kStepSetsid: return "setsid";
     case kStepExecve: return "execve";
+    case kStepSetCtty: return "ioctl(TIOCSCTTY)";
     default: return "spawn";
   }
 }
@@ -728,6 +738,7 @@ struct ChildPlan {
   int* temps;          // n scratch slots
   int count;           // n
   bool setsid;
+  bool controllingTty;  // after setsid: child fd 0 (a tty) becomes the controlling terminal
   int errorPipe;       // write end of the exec-error pipe (O_CLOEXEC)
   int bruteCloseMax;   // upper bound for the close loop when close_range is missing
   const sigset_t* emptyMask;
@@ -790,6 +801,7 @@ void ChildCloseFrom(int first, int last, int keep, int bruteMax) {
   //    is O_CLOEXEC and goes away at execve).
   ChildCloseFrom(n, -1, errfd, plan.bruteCloseMax);
   if (plan.setsid && setsid() < 0) ChildFail(errfd, kStepSetsid);
+  if (plan.controllingTty && ioctl(0, TIOCSCTTY, 0) < 0) ChildFail(errfd, kStepSetCtty);
   // 5. Unblock everything and exec.
   sigprocmask(SIG_SETMASK, plan.emptyMask, nullptr);
   execve(plan.file, plan.argv, plan.envp);
@@ -825,14 +837,9 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   if (argv.empty()) ThrowType(env, "spawn: options.argv must hold at least argv[0]");
   std::vector<std::string> envp = StringArrayArg(env, options.Get("envp"), "spawn: options.envp");
   std::vector<int> sources = FdArrayArg(env, options.Get("fds"), "spawn: options.fds", -1, 65536);
-  Napi::Value setsidValue = options.Get("setsid");
-  bool doSetsid = false;
-  if (!setsidValue.IsUndefined()) {
-    if (!setsidValue.IsBoolean()) {
-      ThrowType(env, "spawn: options.setsid must be a boolean, got " + Describe(setsidValue));
-    }
-    doSetsid = setsidValue.As<Napi::Boolean>().Value();
-  }
+  bool doSetsid = OptionalBool(env, options, "setsid", "spawn: options.setsid");
+  bool doCtty = OptionalBool(env, options, "controllingTty", "spawn: options.controllingTty");
+  if (doCtty && !doSetsid) ThrowType(env, "spawn: options.controllingTty needs options.setsid");
   for (size_t i = 0; i < sources.size(); i++) {
     if (sources[i] >= 0 && fcntl(sources[i], F_GETFD) < 0) {
       ThrowErrno(env, errno, "fcntl",
@@ -874,6 +881,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   plan.temps = temps.data();
   plan.count = static_cast<int>(sources.size());
   plan.setsid = doSetsid;
+  plan.controllingTty = doCtty;
   plan.errorPipe = errorWrite.get();
   plan.bruteCloseMax = bruteMax;
   plan.emptyMask = &emptyMask;

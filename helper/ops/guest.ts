@@ -26,6 +26,7 @@ import { loadNative } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply, GuestFamily } from '../api';
 import type { CopyFileOps } from './copy-file';
+import type { DebugConsoleOps } from './debug-console';
 import type { DeviceWaiter } from './device';
 import type { ChildReaper } from './reaper';
 import { runProgram } from './run';
@@ -266,8 +267,8 @@ export class GuestOps {
   }
 }
 
-/** The guest family of a backend (helper/api.ts composeBackend) from its three parts. */
-export function guestFamily(sysfs: SysfsOps, copy: CopyFileOps, guest: GuestOps): GuestFamily {
+/** The guest family of a backend (helper/api.ts composeBackend) from its four parts. */
+export function guestFamily(sysfs: SysfsOps, copy: CopyFileOps, guest: GuestOps, console: DebugConsoleOps): GuestFamily {
   return {
     memoryInfo: (a) => sysfs.memoryInfo(a),
     onlineCpuMem: (a) => sysfs.onlineCpuMem(a),
@@ -278,6 +279,7 @@ export function guestFamily(sysfs: SysfsOps, copy: CopyFileOps, guest: GuestOps)
     volumeStats: (a) => guest.volumeStats(a),
     resizeVolume: (a) => guest.resizeVolume(a),
     copyFile: (a) => copy.copyFile(a),
+    debugConsole: (a) => console.debugConsole(a),
   };
 }
 

@@ -340,6 +340,33 @@ if (skip) {
     t.notOk(fs.existsSync(path.join(never, 'started')), 'the workload never ran');
   });
 
+  t.test('debug endpoint: every route answers with a container running', async (t) => {
+    const cid = await h.run(t, ['sleep', '1000']);
+    await h.execCollect(cid, ['true']);
+    const get = async (p: string): Promise<{ status: number; type: string; text: string }> => {
+      const res = await fetch(`${h.agent.debugUrl}${p}`);
+      return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text() };
+    };
+    t.match(JSON.parse((await get('/healthz')).text), { status: 'ok' });
+    t.match(JSON.parse((await get('/readyz')).text), { status: 'ready' });
+    const metrics = await get('/metrics');
+    t.equal(metrics.status, 200);
+    t.match(metrics.text, /kata_agent_/, 'metrics text');
+    const sandbox = JSON.parse((await get('/v1/sandbox')).text) as { containers: { id: string; processes: number }[] };
+    t.match(sandbox.containers.find((c) => c.id === cid), { id: cid, processes: 1 }, 'the finished exec is not counted');
+    t.match(JSON.parse((await get('/v1/containers')).text), [{ id: cid, status: 'running' }]);
+    const one = JSON.parse((await get(`/v1/containers/${cid}`)).text) as { processes: { exited: boolean }[] };
+    t.equal(one.processes.length, 2, 'init and the exited exec listed');
+    const procs = JSON.parse((await get('/v1/processes')).text) as { containerId: string }[];
+    t.ok(procs.some((p) => p.containerId === cid));
+    t.equal((await get('/v1/config')).status, 200);
+    const logs = await get('/v1/logs?lines=5');
+    t.equal(logs.status, 200);
+    t.match(logs.type, 'application/x-ndjson');
+    t.ok(logs.text.trim().split('\n').every((l) => typeof JSON.parse(l) === 'object'), 'log lines are JSON');
+    t.equal((await get('/v1/containers/nope')).status, 404);
+  });
+
   t.test('shutdown: DestroySandbox, agent exits, nothing left behind', async (t) => {
     const ids = ((await h.debug('/v1/sandbox')).body.containers as { id: string }[]).map((c) => c.id);
     t.same(ids, [], 'every subtest removed its containers');

@@ -67,13 +67,13 @@ t.test('sandbox and container views', async (t) => {
     pidns: '/proc/100/ns/pid',
     containers: [
       { id: 'pause', status: 'running', pid: 100, processes: 1 },
-      { id: 'web', status: 'running', pid: 200, processes: 3 },
+      { id: 'web', status: 'running', pid: 200, processes: 2 },
     ],
     storages: [],
   });
   t.same((await app.inject({ method: 'GET', url: '/v1/containers' })).json(), [
     { id: 'pause', status: 'running', pid: 100, processes: 1 },
-    { id: 'web', status: 'running', pid: 200, processes: 3 },
+    { id: 'web', status: 'running', pid: 200, processes: 2 }, // the exited ls is not counted
   ]);
   const procs = (await app.inject({ method: 'GET', url: '/v1/processes' })).json() as Array<{ containerId: string; execId: string }>;
   t.same(procs.map((p) => `${p.containerId}/${p.execId}`), ['pause/pause', 'web/web', 'web/sh', 'web/ls']);

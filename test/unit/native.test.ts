@@ -158,6 +158,8 @@ t.test('bad argument types throw TypeError', async (t) => {
     ['spawn', [{ file: '/bin/true', argv: ['true'], envp: ['A=\0'], fds: [] }]],
     ['spawn', [{ file: '/bin/true', argv: ['true'], envp: [], fds: [-2] }]],
     ['spawn', [{ file: '/bin/true', argv: ['true'], envp: [], fds: [], setsid: 1 }]],
+    ['spawn', [{ file: '/bin/true', argv: ['true'], envp: [], fds: [], setsid: true, controllingTty: 'yes' }]],
+    ['spawn', [{ file: '/bin/true', argv: ['true'], envp: [], fds: [], controllingTty: true }]],
     ['pidfdOpen', [0]],
     ['pidfdSendSignal', [0, 99]],
     ['kill', [0, 0]],
@@ -472,6 +474,24 @@ t.test('spawn: signals reset and unblocked, setsid', async (t) => {
   t.equal(sessionOf(withSetsid.output), withSetsid.pid, 'setsid: the child leads its session');
   const without = await run(['/bin/sh', '-c', 'exec cat /proc/self/stat']);
   t.not(sessionOf(without.output), without.pid, 'no setsid: our session');
+});
+
+t.test('spawn: controllingTty makes the pty slave on fd 0 the controlling terminal', async (t) => {
+  const probe = ['/bin/sh', '-c', 'if (exec 3</dev/tty) 2>/dev/null; then echo ctty; else echo none; fi'];
+  for (const ctty of [true, false]) {
+    const { master, slave } = native.openpty();
+    const [r, w] = native.pipe();
+    const { pid, pidfd } = native.spawn({ file: probe[0], argv: probe, envp: ['PATH=/usr/bin:/bin'], fds: [slave, w, w], setsid: true, controllingTty: ctty });
+    native.close(w);
+    native.close(slave);
+    const output = readAll(r);
+    native.close(r);
+    await whenReadable(pidfd);
+    native.close(pidfd);
+    native.close(master);
+    t.ok(native.reap().some((c) => c.pid === pid), 'reaped');
+    t.equal(output.trim(), ctty ? 'ctty' : 'none', `controllingTty ${ctty}: /dev/tty ${ctty ? 'opens' : 'does not open'}`);
+  }
 });
 
 t.test('spawn: exec failure is thrown and the child reaped', async (t) => {

@@ -1,0 +1,153 @@
+// The debug console without privileges: its configuration (upstream's agent.debug_console /
+// debug_console_vport, our address), the helper op's validation, its tty case (a pty the test
+// owns stands in for /dev/console) and its pty case relayed by control over a unix socket.
+import t, { type Test } from 'tap';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadConfig } from '../../control/config';
+import { DebugConsole, MAX_DEBUG_CONSOLE_SESSIONS, debugConsoleTarget, parseDebugConsoleAddr } from '../../control/debug-console';
+import { DebugConsoleOps } from '../../helper/ops/debug-console';
+import { getReaper } from '../../helper/ops/reaper';
+import { startMockPair } from '../../helper/mock/main';
+import { silentLogger } from '../../shared/log';
+import { loadNative } from '../../shared/native';
+import { Code } from '../../shared/protocol';
+import { FdStream } from '../../control/ttrpc/fdstream';
+
+const native = loadNative();
+const cfg = (cmdline: string, argv: string[] = [], env: NodeJS.ProcessEnv = {}) => {
+  const l = loadConfig(argv, env, { cmdline });
+  if (l.help) throw new Error('help');
+  return l.config;
+};
+
+t.test('where the console is served, as upstream', async (t) => {
+  t.equal(debugConsoleTarget(cfg('')), undefined, 'off by default');
+  t.equal(debugConsoleTarget(cfg('agent.debug_console_vport=1026')), undefined, 'a port alone does not turn it on');
+  t.same(debugConsoleTarget(cfg('agent.debug_console')), { kind: 'tty', path: '/dev/console' }, 'no port: /dev/console');
+  t.same(debugConsoleTarget(cfg('agent.debug_console agent.debug_console_vport=1026')), { kind: 'listen', address: 'vsock://-1:1026' });
+  t.same(debugConsoleTarget(cfg('', ['--debug-console', '--debug-console-addr', 'unix:///tmp/c.sock'])), { kind: 'listen', address: 'unix:///tmp/c.sock' });
+  t.equal(debugConsoleTarget(cfg('agent.debug_console', [], { KATA_AGENT_DEBUG_CONSOLE_ADDR: '' })), undefined, '"" turns it off');
+  for (const bad of ['tcp://0.0.0.0:1', '127.0.0.1:22', 'unix://@abstract', 'tty:/etc/passwd']) {
+    t.throws(() => parseDebugConsoleAddr(bad), { code: Code.INVALID_ARGUMENT }, bad);
+  }
+  t.throws(() => cfg('agent.debug_console', ['--debug-console-addr', '0.0.0.0:2222']), { code: Code.INVALID_ARGUMENT, message: /0\.0\.0\.0:2222/ });
+});
+
+t.test('the helper op re-validates the tty and needs a shell', async (t) => {
+  const ops = new DebugConsoleOps({ native, reaper: getReaper() });
+  for (const tty of ['/etc/passwd', 'dev/console', '/dev/../etc/shadow', 42]) {
+    await t.rejects(ops.debugConsole({ tty } as never), { code: Code.INVALID_ARGUMENT }, String(tty));
+  }
+  await t.rejects(ops.debugConsole({ tty: '/dev/null' }), { code: Code.INVALID_ARGUMENT, message: /not a terminal/ });
+  const none = new DebugConsoleOps({ native, reaper: getReaper(), shells: ['/nonexistent/sh'] });
+  await t.rejects(none.debugConsole({}), { code: Code.FAILED_PRECONDITION, message: /\/nonexistent\/sh/ });
+});
+
+/** Read from `stream` until `re` matches the text so far. */
+function readUntil(stream: NodeJS.ReadableStream, re: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`no ${re} in ${JSON.stringify(text)}`)), 15_000);
+    stream.on('data', (d: Buffer | string) => {
+      text += d.toString();
+      if (re.test(text)) {
+        clearTimeout(timer);
+        resolve(text);
+      }
+    });
+  });
+}
+
+const uid = String(process.getuid?.() ?? 0);
+
+t.test('tty case: the shell runs on the named terminal', async (t) => {
+  const pair = await startMockPair();
+  t.teardown(() => pair.close());
+  const { master, slave } = native.openpty();
+  const ptsPath = fs.readlinkSync(`/proc/self/fd/${slave}`);
+  const m = new FdStream(master, { native });
+  t.teardown(() => {
+    m.destroy();
+    native.close(slave);
+  });
+  const reply = await pair.client.call('debugConsole', { tty: ptsPath });
+  t.ok(reply.result.pid > 0);
+  t.same(reply.fds, {}, 'no fd back for a tty');
+  const out = readUntil(m, new RegExp(`[\\r\\n]hi\\r\\n${uid}\\r\\n`));
+  m.write('echo hi; id -u; exit\n');
+  t.match(await out, /hi/);
+});
+
+/** A mock helper and a debug console listening on a unix socket in a temp dir, torn down with `t`. */
+async function listening(t: Test): Promise<{ sock: string; console: DebugConsole }> {
+  const pair = await startMockPair();
+  t.teardown(() => pair.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-console-unit-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'console.sock');
+  const console = await DebugConsole.start({ kind: 'listen', address: `unix://${sock}` }, pair.client, silentLogger());
+  t.teardown(() => console.close());
+  return { sock, console };
+}
+
+t.test('pty case: control relays a unix connection to a new shell; close hangs up', async (t) => {
+  const { sock, console } = await listening(t);
+  t.equal(fs.statSync(sock).mode & 0o777, 0o600);
+  const c = net.createConnection(sock);
+  const out = readUntil(c, new RegExp(`[\\r\\n]hi\\r\\n${uid}\\r\\n`));
+  c.write('echo hi; id -u\n');
+  t.match(await out, /hi/);
+  t.equal(console.sessionCount, 1);
+  const closed = new Promise<void>((resolve) => c.on('close', () => resolve()));
+  c.on('error', () => undefined);
+  console.close();
+  await closed;
+  t.equal(console.sessionCount, 0, 'session ended');
+  t.notOk(fs.existsSync(sock), 'socket removed');
+});
+
+t.test('at most MAX_DEBUG_CONSOLE_SESSIONS sessions; one more connection is closed', async (t) => {
+  const { sock, console } = await listening(t);
+  const conns: net.Socket[] = [];
+  t.teardown(() => conns.forEach((c) => c.destroy()));
+  for (let i = 0; i < MAX_DEBUG_CONSOLE_SESSIONS; i++) {
+    // One at a time: a unix listener's backlog refuses (EAGAIN) connections beyond it.
+    const c = net.createConnection(sock);
+    conns.push(c);
+    const ready = readUntil(c, /ready\d+\r\n/);
+    c.write(`echo ready$((${i}+0))\n`);
+    await ready;
+  }
+  t.equal(console.sessionCount, MAX_DEBUG_CONSOLE_SESSIONS, 'all sessions served');
+  const extra = net.createConnection(sock);
+  extra.on('error', () => undefined);
+  let got = '';
+  extra.on('data', (d: Buffer) => (got += d.toString()));
+  await new Promise<void>((resolve) => extra.on('close', () => resolve()));
+  t.equal(got, '', 'the extra connection got no shell');
+  t.equal(console.sessionCount, MAX_DEBUG_CONSOLE_SESSIONS);
+});
+
+t.test('tty case: a tty that is another session\'s controlling terminal still gets a shell (no job control)', async (t) => {
+  const pair = await startMockPair();
+  t.teardown(() => pair.close());
+  const { master, slave } = native.openpty();
+  const ptsPath = fs.readlinkSync(`/proc/self/fd/${slave}`);
+  // Another session takes the tty first (as a getty or PID 1 holds /dev/console).
+  const holder = native.spawn({ file: '/bin/sleep', argv: ['sleep', '30'], envp: [], fds: [slave], setsid: true, controllingTty: true });
+  const m = new FdStream(master, { native });
+  t.teardown(() => {
+    native.kill(holder.pid, 9);
+    native.close(holder.pidfd);
+    m.destroy();
+    native.close(slave);
+  });
+  const reply = await pair.client.call('debugConsole', { tty: ptsPath });
+  t.ok(reply.result.pid > 0, 'the shell started');
+  const out = readUntil(m, /[\r\n]fallback\r\n/);
+  m.write('echo fallback; exit\n');
+  t.match(await out, /fallback/);
+});
