@@ -227,9 +227,4 @@ export class AgentService {
   setIpTables(req: pb.SetIPTablesRequest): Promise<pb.SetIPTablesResponse.$Properties> {
     return network.setIpTables(this.core, req);
   }
-
-  /** The agent is stopping: fail the long polls. */
-  stop(): void {
-    this.core.failLongPolls(new StatusError(Code.UNAVAILABLE, 'the agent is shutting down'));
-  }
 }
