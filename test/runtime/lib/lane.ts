@@ -45,15 +45,18 @@ export interface RunResult {
 }
 
 /**
- * Run `cmd args` in its own process group with stdin = `input` (a string, piped then closed) or
- * /dev/null (`onStdout` sees the output so far as it arrives), and SIGKILL the whole group after `timeoutMs` (ctr ignores `timeout`'s SIGTERM: it
+ * Run `cmd args` in its own process group with stdin = `input` (a string, piped then closed) or,
+ * without `input`, a pipe that stays open until the command exits (no EOF, as a terminal nobody
+ * types into: a ctr whose stdin ends sends CloseIO, and one that lands before the task's Start
+ * wedges the shim — docs/ARCHITECTURE.md "Runtime tests"); `onStdout` sees the output so far as
+ * it arrives. SIGKILLs the whole group after `timeoutMs` (ctr ignores `timeout`'s SIGTERM: it
  * forwards it to the task). Never rejects for a non-zero status; rejects only if it cannot spawn.
  */
 export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; onStdout?: (soFar: string) => void } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       detached: true,
-      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, CONTAINERD_ADDRESS, ...opts.env },
     });
     let stdout = '';
@@ -64,7 +67,8 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
       opts.onStdout?.(stdout);
     });
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    if (opts.input !== undefined && child.stdin) child.stdin.end(opts.input);
+    child.stdin?.on('error', () => undefined); // EPIPE when the command exits without reading
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
     const timer = setTimeout(() => {
       timedOut = true;
       try {
@@ -79,6 +83,7 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
     });
     child.on('close', (status, signal) => {
       clearTimeout(timer);
+      child.stdin?.destroy();
       resolve({ stdout, stderr, status, signal, timedOut });
     });
   });
