@@ -33,6 +33,15 @@ import { DebugConsole, debugConsoleTarget } from './debug-console';
  */
 export const STOP_GRACE_MS = 500;
 
+/**
+ * Long polls {@link Agent.stop} leaves unanswered: GetOOMEvent ends with its connection, which
+ * the Go runtime's watchOOMEvents (shim wait.go) takes as "agent has shutdown" (`ttrpc: closed`)
+ * and stops; any status would be logged as "failed to get OOM event" and asked again 1 s later
+ * (then redialled in a loop until the dial timeout: the agent is gone). docs/ARCHITECTURE.md
+ * "Runtime tests".
+ */
+const UNANSWERED_AT_STOP: ReadonlySet<string> = new Set(['grpc.AgentService/GetOOMEvent']);
+
 /** Options of {@link Agent}. */
 export interface AgentOptions {
   config: AgentConfig;
@@ -174,18 +183,18 @@ export class Agent extends EventEmitter {
   }
 
   /**
-   * Stop: fail pending long polls, close the ttRPC server — new requests are refused, in-flight
-   * calls get {@link STOP_GRACE_MS} to settle (e.g. WaitProcess answering UNAVAILABLE after the
-   * helper was lost), the rest are answered UNAVAILABLE "the agent is shutting down", and every
-   * answer is flushed before the connections close — then the debug endpoint and, unless
+   * Stop: close the ttRPC server — new requests are refused, in-flight calls get
+   * {@link STOP_GRACE_MS} to settle (e.g. WaitProcess answering UNAVAILABLE after the helper was
+   * lost), the rest are answered UNAVAILABLE "the agent is shutting down" except pending
+   * GetOOMEvent long polls, which end unanswered with their connection (UNANSWERED_AT_STOP),
+   * and every answer is flushed before the connections close — then the debug endpoint and, unless
    * disabled, the helper connection. Containers are left to the helper (it is the source of
    * truth). Idempotent.
    */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    this.service.stop();
-    await this.server.close({ graceMs: STOP_GRACE_MS, message: 'the agent is shutting down' });
+    await this.server.close({ graceMs: STOP_GRACE_MS, message: 'the agent is shutting down', unanswered: UNANSWERED_AT_STOP });
     if (this.debugServer) await this.debugServer.close();
     this.debugConsole?.close();
     this.service.core.passfd?.close();

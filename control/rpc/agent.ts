@@ -25,7 +25,6 @@
 import type { Logger } from 'pino';
 import type { google as gpb, grpc as pb, types } from '../../shared/generated/protos';
 import type { HelperEvent } from '../../shared/protocol';
-import { StatusError, Code } from '../../shared/protocol';
 import type { HelperConnection } from '../helper';
 import { MAX_EXITED_RECORDS } from '../sandbox/container';
 import type { Sandbox } from '../sandbox/sandbox';
@@ -226,10 +225,5 @@ export class AgentService {
   }
   setIpTables(req: pb.SetIPTablesRequest): Promise<pb.SetIPTablesResponse.$Properties> {
     return network.setIpTables(this.core, req);
-  }
-
-  /** The agent is stopping: fail the long polls. */
-  stop(): void {
-    this.core.failLongPolls(new StatusError(Code.UNAVAILABLE, 'the agent is shutting down'));
   }
 }

@@ -78,7 +78,7 @@ export class AgentCore {
   readonly defaultRemoveTimeoutMs: number;
   readonly maxExitedRecords: number;
   readonly earlyExits = new Map<string, ExitEvent>();
-  /** Pending long polls (GetOOMEvent): each fails with the error given at shutdown/destroy. */
+  /** Pending long polls (GetOOMEvent), counted for the resource bounds; each ends with its call (event, deadline, connection end). */
   readonly longPolls = new Set<(err: StatusError) => void>();
   private sandboxOp: Promise<unknown> = Promise.resolve();
   /** True while DestroySandbox runs: new containers and execs are refused. */
@@ -321,10 +321,5 @@ export class AgentCore {
   /** True when `container` is being removed or is gone from the sandbox. */
   removedOrRemoving(container: Container): boolean {
     return container.removing !== null || this.sandbox.containers.get(container.id) !== container;
-  }
-
-  /** Fail every pending long poll with `err`. */
-  failLongPolls(err: StatusError): void {
-    for (const w of [...this.longPolls]) w(err);
   }
 }

@@ -9,10 +9,13 @@ import type { AgentCore, RpcContext } from './core';
  * GetOOMEvent: answers the id of a container whose cgroup had an OOM kill (the helper's `oom`
  * event). Events that arrive while no call waits are queued in control (AgentCore.oomQueue,
  * bounded), so each is delivered exactly once, oldest first, even when the runtime is slow to
- * ask; concurrent calls take one event each. The call stays pending until an event comes, the
- * sandbox is destroyed (FAILED_PRECONDITION; upstream INTERNAL), the agent stops (UNAVAILABLE),
- * or the caller's deadline/connection ends (CANCELLED; the waiter is released at once and takes
- * no event).
+ * ask; concurrent calls take one event each. The call stays pending until an event comes or
+ * the caller's deadline/connection ends (the waiter is released at once and takes no event) —
+ * also through DestroySandbox and the agent's stop, which closes the connection without an
+ * answer: the Go runtime's watchOOMEvents (shim wait.go) stops quietly on "ttrpc: closed" but
+ * logs any status as "failed to get OOM event" and asks again a second later (upstream answers
+ * INTERNAL "" once DestroySandbox dropped its event sender; docs/ARCHITECTURE.md "Runtime
+ * tests"). A call made after DestroySandbox: FAILED_PRECONDITION.
  */
 export function getOOMEvent(core: AgentCore, _req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
   const queued = core.oomQueue.shift();

@@ -145,7 +145,9 @@ export function destroySandbox(core: AgentCore, _req: pb.DestroySandboxRequest):
     core.destroyRun = null; // later calls: FAILED_PRECONDITION (destroyed)
     sandbox.created = false;
     sandbox.destroyed = true;
-    core.failLongPolls(new StatusError(Code.FAILED_PRECONDITION, 'the sandbox has been destroyed: no more OOM events'));
+    // Pending GetOOMEvent polls are not answered: they end with the connection when the agent
+    // stops right after this reply (the runtime's watchOOMEvents then stops quietly on
+    // "ttrpc: closed"; an error status is logged and asked again). Upstream answers INTERNAL "".
     core.log.info({ sandbox: sandbox.id }, 'sandbox destroyed; shutting down after the reply');
     if (!core.shutdownRequested) {
       core.shutdownRequested = true;

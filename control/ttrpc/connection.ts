@@ -46,6 +46,8 @@ const END_GRACE_MS = 2000;
 interface Inflight {
   readonly controller: AbortController;
   readonly streamId: number;
+  /** `service/method` of the request (for {@link Connection.shutdown}'s `unanswered`). */
+  readonly name: string;
   timer?: NodeJS.Timeout;
   finished: boolean;
 }
@@ -95,7 +97,7 @@ function endThenDestroy(stream: Duplex): void {
 export class Connection {
   private readonly parser = new FrameParser();
   private readonly inflight = new Set<Inflight>();
-  private idleWaiters: Array<() => void> = [];
+  private idleWaiters: Array<{ resolve: () => void; ignore?: ReadonlySet<string> }> = [];
   private closed = false;
   /** Reading stopped because the write backlog is above the bound. */
   private paused = false;
@@ -190,13 +192,16 @@ export class Connection {
 
   /**
    * Stop serving: abort in-flight handlers (answering each with `answer` first when given: the
-   * server is closing, the peer is still there), end the stream (flushing what was written)
-   * and destroy it. Idempotent.
+   * server is closing, the peer is still there — except the calls named in `unanswered`
+   * (`service/method`), which end with the connection, unanswered), end the stream (flushing
+   * what was written) and destroy it. Idempotent.
    */
-  shutdown(reason: string, answer?: StatusError): void {
+  shutdown(reason: string, answer?: StatusError, unanswered?: ReadonlySet<string>): void {
     if (!this.closed) {
       if (answer) {
-        for (const entry of this.inflight) this.respondStatus(entry.streamId, answer.code, answer.message);
+        for (const entry of this.inflight) {
+          if (!unanswered?.has(entry.name)) this.respondStatus(entry.streamId, answer.code, answer.message);
+        }
       }
       this.closed = true;
       this.clearFrameTimer();
@@ -212,10 +217,20 @@ export class Connection {
     endThenDestroy(this.stream);
   }
 
-  /** Resolves once no handler is in flight (at once if none is). */
-  idle(): Promise<void> {
-    if (this.inflight.size === 0 || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  /**
+   * Resolves once no handler is in flight (at once if none is), not counting the calls named
+   * in `ignore` (`service/method`: long polls that only end with an event or the connection).
+   */
+  idle(ignore?: ReadonlySet<string>): Promise<void> {
+    if (this.closed || this.busyCount(ignore) === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push({ resolve, ignore }));
+  }
+
+  private busyCount(ignore?: ReadonlySet<string>): number {
+    if (!ignore) return this.inflight.size;
+    let n = 0;
+    for (const entry of this.inflight) if (!ignore.has(entry.name)) n++;
+    return n;
   }
 
   private finish(entry: Inflight, abortReason?: StatusError): void {
@@ -224,10 +239,13 @@ export class Connection {
     if (entry.timer) clearTimeout(entry.timer);
     this.inflight.delete(entry);
     if (abortReason) entry.controller.abort(abortReason);
-    if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const w of waiters) w();
+    if (this.idleWaiters.length > 0) {
+      const waiting: typeof this.idleWaiters = [];
+      for (const w of this.idleWaiters) {
+        if (this.busyCount(w.ignore) === 0) w.resolve();
+        else waiting.push(w);
+      }
+      this.idleWaiters = waiting;
     }
   }
 
@@ -390,7 +408,7 @@ export class Connection {
       (metadata[key] ??= []).push(kv.value ?? '');
     }
 
-    const entry: Inflight = { controller: new AbortController(), streamId, finished: false };
+    const entry: Inflight = { controller: new AbortController(), streamId, name: `${service}/${method}`, finished: false };
     this.inflight.add(entry);
     const timeoutNs = Number(request.timeout_nano ?? 0);
     let deadlineMs: number | undefined;

@@ -79,6 +79,12 @@ export interface CloseOptions {
   graceMs?: number;
   /** Message of the UNAVAILABLE answers (default "the server is shutting down"). */
   message?: string;
+  /**
+   * `service/method` names of long polls that are neither waited for nor answered: they end
+   * with their connection, which their client reads as "the server is gone" (the Go runtime's
+   * watchOOMEvents stops quietly on `ttrpc: closed` but logs any status and asks again).
+   */
+  unanswered?: ReadonlySet<string>;
 }
 
 interface Listener {
@@ -389,7 +395,7 @@ export class TtrpcServer {
     if (graceMs > 0 && this.connections.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        Promise.all([...this.connections].map((c) => c.idle())),
+        Promise.all([...this.connections].map((c) => c.idle(options.unanswered))),
         new Promise<void>((resolve) => {
           timer = setTimeout(resolve, graceMs);
         }),
@@ -398,7 +404,7 @@ export class TtrpcServer {
     }
     const answer = new StatusError(Code.UNAVAILABLE, options.message ?? SHUTTING_DOWN);
     const connections = [...this.connections];
-    for (const connection of connections) connection.shutdown('server closing', answer);
+    for (const connection of connections) connection.shutdown('server closing', answer, options.unanswered);
     await Promise.all([listenersClosed, ...connections.map((c) => c.done)]);
   }
 }

@@ -9,9 +9,23 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  AGENT_ROOT, IMAGE, RUNTIME, agentSaw, cleanup, ctr, inTerminal, lane, laneAgent, rpcFailures, run, skipReason, taskStatus,
+  AGENT_ROOT, IMAGE, RUNTIME, agentSaw, cleanup, ctr, ensureSharedTree, inTerminal, lane, laneAgent, rpcFailures, run, shimLogSince, shimLogSize, skipReason, taskStatus,
 } from './lib/lane';
 import { buildOciImage } from './lib/oci-image';
+
+/**
+ * Shim warnings that are facts of the lane's host and configuration, not answers of the agent:
+ * the remote hypervisor has no PCIe topology, the host lacks these devices, the exit code line
+ * of a task that was killed or exited non-zero, and the host-side sandbox cgroup ("/vc", one for
+ * every sandbox with sandbox_cgroup_only=false) already deleted by another shim when several
+ * sandboxes end at once.
+ */
+const KNOWN_SHIM_WARNINGS = [
+  /Advanced PCIe Topology/,
+  /Could not add \/dev\/\S+ to the devices cgroup/,
+  /exit with non-zero exit code/,
+  /msg="failed to cleanup the .* resource controllers" error="cgroups: cgroup deleted"/,
+];
 
 const skip = skipReason();
 if (skip) {
@@ -27,7 +41,10 @@ if (skip) {
     return id;
   };
   const runArgs = (id: string, ...cmd: string[]): string[] => ['run', '--rm', '--runtime', RUNTIME, IMAGE, id, ...cmd];
+  /** Failures the test provokes on purpose (sandbox id → RPC), the only ones the log check allows. */
+  const provoked = new Map<string, string>();
   let previousAgent = '';
+  let shimLogStart = 0;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-runtime-'));
 
   t.before(async () => {
@@ -39,6 +56,8 @@ if (skip) {
       }
       await lane('up');
     }
+    if (await ensureSharedTree()) t.comment('the share tree had been made private (not by the lane): made shared again');
+    shimLogStart = shimLogSize();
   });
   t.teardown(async () => {
     await lane('down');
@@ -63,21 +82,41 @@ if (skip) {
     t.equal(e.status, 7, 'exit status 7');
   });
 
-  t.test('ctr run --rm with stdin piped to cat', async (t) => {
+  t.test('ctr run --rm with stdin piped: the process reads it, answers, exits', async (t) => {
     const id = newId('stdin');
     t.teardown(() => cleanup(id));
+    const r = await ctr(runArgs(id, 'sh', '-c', 'read a; read b; echo "got $a $b"; exit 6'), { input: 'in\nput\n', timeoutMs: 30_000 });
+    t.notOk(r.timedOut, 'ctr exited');
+    t.equal(r.stdout, 'got in put\n', 'the process read both lines');
+    t.equal(r.status, 6, 'its exit status');
+  });
+
+  // `echo in | ctr run ... cat` never ends, whatever the agent: ctr (cmd/ctr tasks.stdinCloser)
+  // sends CloseIO from inside its stdin Read at EOF, before its copy loop closes the stdin FIFO;
+  // the shim's CloseIO (service.go) holds the service mutex and waits for its own stdin copy
+  // (stream.go), which only ends at that FIFO's EOF or when the process's stdout ends. So the
+  // agent is never asked to close stdin (CloseStdin) and cat never sees EOF; ctr's forwarded
+  // SIGTERM (task Kill) then waits for the same mutex. docs/ARCHITECTURE.md "Runtime tests".
+  t.test('ctr run --rm with stdin piped to cat (needs stdin EOF)', async (t) => {
+    const id = newId('stdin-eof');
+    t.teardown(() => cleanup(id));
+    let askedBeforeWatchdog: boolean | null = null;
+    const probe = setTimeout(() => (askedBeforeWatchdog = agentSaw(id, 'CloseStdin')), 19_000);
     const r = await ctr(runArgs(id, 'cat'), { input: 'in\nput\n', timeoutMs: 20_000 });
+    clearTimeout(probe);
     t.equal(r.stdout, 'in\nput\n', 'cat echoed stdin');
     if (r.timedOut) {
-      const known =
-        'ctr did not exit after cat finished: known upstream shim deadlock at 6e4d4c329a (kata-containers#9532: ' +
-          'the shim CloseIO holds its mutex while waiting for its own stdin copy, which waits for ctr to close ' +
-          'the FIFO, which waits for CloseIO); ctr killed by the 20 s watchdog';
-      t.comment(known);
-      t.test('ctr run exits after stdin EOF', { skip: known }, () => {});
-    } else {
-      t.equal(r.status, 0, 'exit status 0');
+      t.equal(askedBeforeWatchdog, false, '19 s after stdin EOF the agent had received no CloseStdin (the shim never asked)');
+      for (let i = 0; i < 100 && !agentSaw(id, 'CloseStdin'); i++) await new Promise((res) => setTimeout(res, 100));
+      t.ok(agentSaw(id, 'CloseStdin'), 'CloseStdin came once ctr was killed (its FIFO closed, the shim CloseIO went on)');
     }
+    const known =
+      'Kata Go shim 6e4d4c329a + ctr 1.6: CloseIO waits (holding the shim mutex) for a stdin FIFO EOF that ctr only ' +
+      'gives after CloseIO returns; the agent gets no CloseStdin (any agent, upstream too)';
+    t.test('ctr exits after stdin EOF', { todo: r.timedOut ? known : false }, async (t) => {
+      t.notOk(r.timedOut, 'ctr exited by itself');
+      t.equal(r.status, 0, 'exit status 0');
+    });
   });
 
   // The pty starts 0x0 (the runtime sends no OCI consoleSize; upstream's agent ignores it too)
@@ -98,7 +137,10 @@ if (skip) {
   t.test('ctr run -d, then task exec/ps/metrics/pause/resume/kill/rm', async (t) => {
     const id = newId('detached');
     t.teardown(() => cleanup(id));
-    const d = await ctr(['run', '-d', '--runtime', RUNTIME, IMAGE, id, 'sleep', '1000']);
+    // --null-io: ctr's stdin here is /dev/null; a detached task whose ctr stdin reaches EOF can
+    // wedge the shim (the CloseIO that EOF sends waits, holding the shim's lock, for a stdin FIFO
+    // copy that never ends once ctr has exited; docs/ARCHITECTURE.md "Runtime tests").
+    const d = await ctr(['run', '-d', '--null-io', '--runtime', RUNTIME, IMAGE, id, 'sleep', '1000']);
     t.equal(d.status, 0, `run -d ${d.stderr}`);
     t.equal(await taskStatus(id), 'RUNNING', 'task RUNNING');
 
@@ -106,6 +148,10 @@ if (skip) {
     t.equal(ex.stdout, 'exec-ok\n', 'exec stdout');
     t.equal(ex.stderr, 'exec-err\n', 'exec stderr');
     t.equal(ex.status, 3, 'exec exit status 3');
+
+    const exIn = await ctr(['task', 'exec', '--exec-id', 'e3', id, 'sh', '-c', 'read l; echo "exec-got $l"'], { input: 'x\n' });
+    t.equal(exIn.stdout, 'exec-got x\n', 'exec read its stdin');
+    t.equal(exIn.status, 0, 'exec with stdin: exit status 0');
 
     const tty = await inTerminal(`stty rows 30 cols 100; ctr task exec -t --exec-id e2 ${id} sh -c 'tty; ${waitSize}'`);
     t.notOk(tty.timedOut, 'exec -t: ctr exited');
@@ -204,20 +250,26 @@ if (skip) {
     const r = await ctr(['run', '--rm', '--runtime', RUNTIME, image, id, '/hello', 'arg1']);
     t.equal(r.stdout, 'no-shell-ok arg1\n', 'the static binary ran');
     t.equal(r.status, 42, 'its exit status');
+    provoked.set(id2, 'CreateContainer');
     const sh = await ctr(['run', '--rm', '--runtime', RUNTIME, image, id2, '/bin/sh', '-c', 'echo no']);
     t.not(sh.status, 0, `no /bin/sh in the image: ${sh.stderr.trim().split('\n').pop()}`);
     t.notMatch(sh.stdout, /no/, 'nothing ran');
   });
 
-  t.test('agent logs: no RPC answered UNIMPLEMENTED', async (t) => {
+  t.test('agent and shim logs: no RPC answered UNIMPLEMENTED, no error the runtime had to ignore', async (t) => {
     let logs = 0;
     for (const id of sandboxes) {
       const failures = rpcFailures(id);
       if (fs.existsSync(`/run/fake-remote-hv/${id}/agent.log`)) logs++;
       for (const f of failures) t.comment(`${id}: ${f.method} failed with code ${f.code}: ${f.err}`);
       t.same(failures.filter((f) => f.code === 12), [], `${id}: no code 12`);
+      t.same(failures.filter((f) => provoked.get(id) !== f.method), [], `${id}: no failed RPC but the one provoked`);
     }
     t.ok(logs > 0, `read ${logs} agent logs`);
+    // The shim logs and goes on after these (wait.go watchOOMEvents, start.go post-start hooks, ...).
+    const quiet = sandboxes.filter((id) => !provoked.has(id));
+    const ignored = shimLogSince(shimLogStart, quiet).filter((l) => /failed to get OOM event|level=(warning|error)/.test(l) && !KNOWN_SHIM_WARNINGS.some((re) => re.test(l)));
+    t.same(ignored.map((l) => l.replace(/^.*?time="[^"]*" /, '').slice(0, 300)), [], 'no error or warning in the shims\' logs for these sandboxes');
   });
 }
 

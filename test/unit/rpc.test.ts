@@ -284,7 +284,7 @@ t.test('errors: status codes for bad ids, bad input, wrong state and unimplement
   t.equal((await h.call('Check', {})).status, 1, 'the agent is still serving');
 });
 
-t.test('DestroySandbox removes the containers, ends GetOOMEvent, then asks for shutdown', async (t) => {
+t.test('DestroySandbox removes the containers, then asks for shutdown; a pending GetOOMEvent ends unanswered with the connection', async (t) => {
   const h = await harness(t);
   await h.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'sb1' });
   await expectCode(t, h.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'sb1' }), Code.ALREADY_EXISTS);
@@ -296,13 +296,24 @@ t.test('DestroySandbox removes the containers, ends GetOOMEvent, then asks for s
   h.agent.once('shutdown', () => {
     shutdown = true;
   });
+  let oomSettled = false;
+  oom.then(
+    () => (oomSettled = true),
+    () => (oomSettled = true),
+  );
   await h.call('DestroySandbox', {});
   t.equal((await wait).status, 137, 'the container was killed');
-  await expectCode(t, oom, Code.FAILED_PRECONDITION, /destroyed/);
   await new Promise((resolve) => setImmediate(resolve));
   t.ok(shutdown, 'shutdown requested');
   t.equal(h.agent.sandbox.containers.size, 0);
   await expectCode(t, h.call('CreateContainer', { container_id: 'late', OCI: oci(['true']) }), Code.FAILED_PRECONDITION, /destroyed/);
+  await expectCode(t, h.call('GetOOMEvent', {}), Code.FAILED_PRECONDITION, /destroyed/);
+  t.notOk(oomSettled, 'the GetOOMEvent pending at DestroySandbox got no answer');
+  // What the owner does on 'shutdown': the connection closes under the pending poll, which the
+  // Go runtime reads as "ttrpc: closed" (an answer would read "the agent is shutting down").
+  await h.agent.stop();
+  await expectCode(t, oom, Code.UNAVAILABLE, /^connection closed/);
+  t.equal(h.agent.service.core.longPolls.size, 0, 'its waiter was released');
 });
 
 // ---------------------------------------------------------------------------------------------

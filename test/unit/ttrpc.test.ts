@@ -475,6 +475,30 @@ t.test('closing with a grace period lets in-flight handlers answer; new requests
   await closed;
 });
 
+t.test('closing with unanswered long polls: they end with the connection, not with a status, and do not hold the grace period', async (t) => {
+  const server = new TtrpcServer();
+  const started = deferred();
+  const aborted = deferred<unknown>();
+  server.register('test.Slow', 'Poll', (_p, ctx) => {
+    ctx.signal.addEventListener('abort', () => aborted.resolve(ctx.signal.reason));
+    started.resolve();
+    return new Promise<Uint8Array>(() => undefined);
+  });
+  server.register('test.Slow', 'Forever', () => new Promise<Uint8Array>(() => undefined));
+  const socketPath = newSocketPath();
+  await server.listen(`unix://${socketPath}`);
+  const client = await TtrpcClient.connect(`unix://${socketPath}`);
+  t.teardown(() => client.close());
+  const poll = rejection(client.call('test.Slow', 'Poll', new Uint8Array(0)));
+  await within(started.promise, 'handler started');
+  // Only the poll is in flight: the close does not wait for the (long) grace period.
+  await within(server.close({ graceMs: 600_000, message: 'going away', unanswered: new Set(['test.Slow/Poll']) }), 'close without waiting for the poll');
+  const err = await poll;
+  t.equal(err.code, Code.UNAVAILABLE);
+  t.match(err.message, /^connection closed/, `no answer, the connection closed: ${err.message}`);
+  t.equal(((await within(aborted.promise, 'handler signal aborted')) as StatusError).code, Code.CANCELLED, 'its handler was aborted');
+});
+
 t.test('a dropped connection aborts its in-flight handlers', async (t) => {
   const aborted = deferred<unknown>();
   const started = deferred();

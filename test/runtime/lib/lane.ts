@@ -45,15 +45,18 @@ export interface RunResult {
 }
 
 /**
- * Run `cmd args` in its own process group with stdin = `input` (a string, piped then closed) or
- * /dev/null (`onStdout` sees the output so far as it arrives), and SIGKILL the whole group after `timeoutMs` (ctr ignores `timeout`'s SIGTERM: it
+ * Run `cmd args` in its own process group with stdin = `input` (a string, piped then closed) or,
+ * without `input`, a pipe that stays open until the command exits (no EOF, as a terminal nobody
+ * types into: a ctr whose stdin ends sends CloseIO, and one that lands before the task's Start
+ * wedges the shim — docs/ARCHITECTURE.md "Runtime tests"); `onStdout` sees the output so far as
+ * it arrives. SIGKILLs the whole group after `timeoutMs` (ctr ignores `timeout`'s SIGTERM: it
  * forwards it to the task). Never rejects for a non-zero status; rejects only if it cannot spawn.
  */
 export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; onStdout?: (soFar: string) => void } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       detached: true,
-      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, CONTAINERD_ADDRESS, ...opts.env },
     });
     let stdout = '';
@@ -64,7 +67,8 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
       opts.onStdout?.(stdout);
     });
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    if (opts.input !== undefined && child.stdin) child.stdin.end(opts.input);
+    child.stdin?.on('error', () => undefined); // EPIPE when the command exits without reading
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
     const timer = setTimeout(() => {
       timedOut = true;
       try {
@@ -79,6 +83,7 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
     });
     child.on('close', (status, signal) => {
       clearTimeout(timer);
+      child.stdin?.destroy();
       resolve({ stdout, stderr, status, signal, timedOut });
     });
   });
@@ -164,4 +169,67 @@ export function agentSaw(id: string, method: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The time (ms since the epoch) of the first `"method":"<method>"` line in sandbox `id`'s agent log, or null. */
+export function agentFirstCall(id: string, method: string): number | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(path.join(RUN_DIR, id, 'agent.log'), 'utf8');
+  } catch {
+    return null;
+  }
+  const line = text.split('\n').find((l) => l.includes(`"method":"${method}"`) && l.includes('"msg":"rpc call"'));
+  const time = line && /"time":"([^"]+)"/.exec(line)?.[1];
+  return time ? Date.parse(time) : null;
+}
+
+/** The shims' log (their syslog, kept by lane.sh's sink): its size now, for {@link shimLogSince}. */
+export function shimLogSize(): number {
+  try {
+    return fs.statSync(path.join(LANE_DIR, 'syslog.log')).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * The shims' log lines written after byte `offset` (from {@link shimLogSize}) by the shims of
+ * sandboxes `ids` (each shim, `kata[<pid>]`, found by its lines with `sandbox=<id>`; some of its
+ * lines, e.g. the agent dialer's, carry no sandbox field).
+ */
+export function shimLogSince(offset: number, ids: readonly string[]): string[] {
+  let fd: number;
+  try {
+    fd = fs.openSync(path.join(LANE_DIR, 'syslog.log'), 'r');
+  } catch {
+    return [];
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.max(0, size - offset));
+    fs.readSync(fd, buf, 0, buf.length, offset);
+    const wanted = new Set(ids);
+    const lines = buf.toString('utf8').split('\n');
+    const shimPid = (l: string): string => /kata\[(\d+)\]/.exec(l)?.[1] ?? '';
+    const pids = new Set(lines.filter((l) => wanted.has(/ sandbox=(\S+)/.exec(l)?.[1] ?? '')).map(shimPid));
+    pids.delete('');
+    return lines.filter((l) => pids.has(shimPid(l)));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Make the runtime's share tree a shared mount again if it is not (lane.sh up makes it one; on
+ * this shared machine it was seen turned private while the lane was up, and then the rootfs
+ * bind mounts the shim makes never reach the agent: "executable not found"). Returns whether
+ * it had to.
+ */
+export async function ensureSharedTree(): Promise<boolean> {
+  const tree = '/run/kata-containers/shared/sandboxes';
+  const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === tree);
+  if (line && / shared:\d+/.test(line)) return false;
+  await run('mount', ['--make-shared', tree], { timeoutMs: 10_000 });
+  return true;
 }
