@@ -238,6 +238,11 @@ export class AgentCore {
     if (early.pid === p.pid && container.applyExit(p.helperExecId, p.pid, early.exitStatus)) this.outputBudget.add(p);
   }
 
+  /** Forget the early exit of one process (its status came another way, e.g. adoption). */
+  dropEarlyExit(containerId: string, helperExecId: string): void {
+    this.earlyExits.delete(`${containerId}\0${helperExecId}`);
+  }
+
   /** Forget the early exits of a removed container. */
   dropEarlyExits(containerId: string): void {
     for (const key of [...this.earlyExits.keys()]) if (key.startsWith(`${containerId}\0`)) this.earlyExits.delete(key);

@@ -50,6 +50,7 @@ import {
   type StartContainerResult,
   type StateArgs,
   type StateResult,
+  STATE_PAGE_PROCESSES,
 } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
 import { silentLogger, type Logger } from '../../shared/log';
@@ -165,6 +166,8 @@ interface ContainerRecord {
   cgroup?: ContainerCgroup;
   /** The cgroup's oom_kill counter as last seen by the OOM watch (-1: unreadable). */
   oomSeen?: number;
+  /** The plan as control sent it, handed back by `state` to a restarted control plane. */
+  controlPlan: unknown;
 }
 
 /** Interval of the OOM watch (the cgroups' oom_kill counters), in ms. */
@@ -231,7 +234,7 @@ export class ContainerBackend implements ContainerFamily {
   private readonly containers = new Map<string, ContainerRecord>();
   /** Container ids being created (reserved). */
   private readonly creating = new Set<string>();
-  private sandbox: { id: string; namespaces: NamespacePlan[] } | undefined;
+  private sandbox: { id: string; hostname: string; namespaces: NamespacePlan[] } | undefined;
   /** Hooks of CreateSandbox's guest hook path, applied to containers created from then on. */
   private guestHooks: GuestHooks = emptyGuestHooks();
   private readonly hookRunner: HookRunner;
@@ -325,7 +328,7 @@ export class ContainerBackend implements ContainerFamily {
     this.sandboxBusy = true;
     try {
       const namespaces = await this.launcher.createSandbox(sandboxId, hostname);
-      this.sandbox = { id: sandboxId, namespaces };
+      this.sandbox = { id: sandboxId, hostname, namespaces };
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
@@ -424,6 +427,7 @@ export class ContainerBackend implements ContainerFamily {
           poststop: [...plan.hooks.poststop, ...this.guestHooks.poststop],
         },
         oci,
+        controlPlan: args.plan,
         cgroup,
         // a reused cgroup dir keeps its counter: only kills from now on are events
         oomSeen: cgroup && this.cgroups ? this.cgroups.oomKills(cgroup) : undefined,
@@ -595,45 +599,69 @@ export class ContainerBackend implements ContainerFamily {
   }
 
   /**
-   * Snapshot of containers and processes; with `withFds`, the helper's stdio fds of every process
-   * it still holds them for (named "<containerId>/<execId>/<name>", execId "" for the init;
-   * ProcessState.fds lists the short names in packet order). RESOURCE_EXHAUSTED when they do not
-   * fit one packet (MAX_FDS_PER_PACKET).
+   * One page of the snapshot of containers and processes (StateArgs; docs/ARCHITECTURE.md
+   * "Restart and adoption"). The snapshot is the list of every container record, each followed by
+   * its processes (init first, then execs in creation order); `cursor` indexes that list. A page
+   * holds at most one container record (its plan can be up to a packet), at most
+   * STATE_PAGE_PROCESSES processes and, with `withFds`, at most MAX_FDS_PER_PACKET fds (the
+   * helper's stdio copies, named "<containerId>/<execId>/<name>", execId "" for the init;
+   * ProcessState.fds lists the short names in packet order). `next` is set while more follow;
+   * the first page carries the sandbox. INVALID_ARGUMENT for a bad cursor.
    */
   async state(rawArgs: StateArgs): Promise<BackendReply<StateResult>> {
     const args = checkArgs(rawArgs, 'state');
     const withFds = checkBoolArg(args.withFds, 'withFds', false);
+    const cursor = args.cursor ?? 0;
+    if (typeof cursor !== 'number' || !Number.isInteger(cursor) || cursor < 0) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `state: cursor must be a non-negative integer, got ${JSON.stringify(cursor)}`);
+    }
+    type Item = { record: ContainerRecord } | { proc: TrackedProcess };
+    const items: Item[] = [];
+    for (const record of this.containers.values()) {
+      items.push({ record });
+      for (const proc of [record.init, ...record.execs.values()]) items.push({ proc });
+    }
     const containers: ContainerState[] = [];
     const processes: ProcessState[] = [];
     const fds: NamedFd[] = [];
-    for (const record of this.containers.values()) {
-      containers.push({ containerId: record.id, status: this.statusOf(record), pid: record.init.pid });
-      for (const proc of [record.init, ...record.execs.values()]) {
-        const names: string[] = [];
-        if (withFds) {
-          for (const [name, fd] of proc.stdio) {
-            names.push(name);
-            fds.push({ name: `${proc.containerId}/${proc.execId}/${name}`, fd });
-          }
-        }
-        processes.push({
-          containerId: proc.containerId,
-          execId: proc.execId,
-          pid: proc.pid,
-          exited: proc.exited,
-          exitStatus: proc.exitStatus,
-          fds: names,
-        });
+    const pageProcs: TrackedProcess[] = [];
+    let i = Math.min(cursor, items.length);
+    for (; i < items.length; i++) {
+      const item = items[i];
+      if ('record' in item) {
+        if (containers.length > 0) break;
+        const record = item.record;
+        containers.push({ containerId: record.id, status: this.statusOf(record), pid: record.init.pid, plan: record.controlPlan });
+        continue;
       }
+      const proc = item.proc;
+      const procFds = withFds ? [...proc.stdio] : [];
+      if (processes.length >= STATE_PAGE_PROCESSES || fds.length + procFds.length > MAX_FDS_PER_PACKET) break;
+      for (const [name, fd] of procFds) fds.push({ name: `${proc.containerId}/${proc.execId}/${name}`, fd });
+      processes.push({
+        containerId: proc.containerId,
+        execId: proc.execId,
+        pid: proc.pid,
+        exited: proc.exited,
+        exitStatus: proc.exitStatus,
+        fds: procFds.map(([name]) => name),
+        terminal: proc.stdio.has('pty'),
+      });
+      pageProcs.push(proc);
     }
-    if (fds.length > MAX_FDS_PER_PACKET) {
-      throw new StatusError(
-        Code.RESOURCE_EXHAUSTED,
-        `state has ${fds.length} stdio fds, more than the ${MAX_FDS_PER_PACKET} one packet can carry`,
-      );
+    const result: StateResult = { containers, processes };
+    if (i < items.length) result.next = i;
+    if (cursor === 0 && this.sandbox) {
+      result.sandbox = { sandboxId: this.sandbox.id, hostname: this.sandbox.hostname, namespaces: this.sandbox.namespaces };
     }
     const unpin = this.registry.fds.pin(fds.map((f) => f.fd));
-    return { result: { containers, processes }, fds, onSent: unpin };
+    // Control knows these processes now: exit events held for them (a create/exec whose answer
+    // never reached a control plane that died) flow from here on.
+    const onSent = (): void => {
+      unpin();
+      for (const p of pageProcs) this.registry.announce(p);
+    };
+    return { result, fds, onSent };
   }
 
   /**
