@@ -46,7 +46,15 @@ export interface StandaloneAgent {
   /** e.g. "uid 65534" or "uid 0 (nobody cannot read the project)". */
   controlUser: string;
   helper: ChildProcess;
+  /** The current control plane process (replaced by {@link restartControl}). */
   control: ChildProcess;
+  /**
+   * Kill only the control plane with `signal` (default SIGKILL), wait for it to exit, start a new
+   * one on the same sockets (it re-adopts the helper's containers: docs/ARCHITECTURE.md "Restart
+   * and adoption") and resolve once it serves again. Throws (with the log tail) when the new one
+   * does not come up within 20 s.
+   */
+  restartControl(signal?: NodeJS.Signals): Promise<void>;
   /**
    * Stop both processes: SIGTERM the control plane (if still running) then the helper, wait up
    * to `timeoutMs` (default 10000) for each to exit, SIGKILL after that. Resolves with their
@@ -84,6 +92,14 @@ async function waitForPath(file: string, child: ChildProcess, what: string, log:
     }
     if (Date.now() > deadline) throw new Error(`${what} was not ready (${file}) within ${timeoutMs} ms; log: ${log}\n${tail(log)}`);
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function countInLog(file: string, needle: string): number {
+  try {
+    return fs.readFileSync(file, 'utf8').split(needle).length - 1;
+  } catch {
+    return 0;
   }
 }
 
@@ -155,18 +171,30 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
 
   const debugUrl = opts.debugAddr !== undefined || opts.debug === false ? '' : `http://127.0.0.1:${await freePort()}`;
   const debugAddr = opts.debugAddr ?? debugUrl.replace('http://', '');
-  const controlOut = fs.openSync(controlLog, 'a');
-  fs.fchownSync(controlOut, controlUid, controlUid);
-  const control = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'), ...(opts.controlArgs ?? []),
-    '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', debugAddr, '--log-level', logLevel], {
-    stdio: ['ignore', controlOut, controlOut],
-    uid: controlUid,
-    gid: controlUid,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-  });
-  fs.closeSync(controlOut);
+  const spawnControl = async (): Promise<ChildProcess> => {
+    const controlOut = fs.openSync(controlLog, 'a');
+    fs.fchownSync(controlOut, controlUid, controlUid);
+    const announced = countInLog(controlLog, '"msg":"announce"');
+    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'), ...(opts.controlArgs ?? []),
+      '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', debugAddr, '--log-level', logLevel], {
+      stdio: ['ignore', controlOut, controlOut],
+      uid: controlUid,
+      gid: controlUid,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
+    fs.closeSync(controlOut);
+    const deadline = Date.now() + 20_000;
+    await waitForPath(agentSocket, child, 'kata-agent', controlLog, 20_000);
+    while (countInLog(controlLog, '"msg":"announce"') <= announced) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`kata-agent exited (${child.exitCode ?? child.signalCode}) before it was ready; log: ${controlLog}\n${tail(controlLog)}`);
+      if (Date.now() > deadline) throw new Error(`kata-agent was not ready within 20000 ms; log: ${controlLog}\n${tail(controlLog)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return child;
+  };
+  let control: ChildProcess;
   try {
-    await waitForPath(agentSocket, control, 'kata-agent', controlLog, 20_000, '"msg":"announce"');
+    control = await spawnControl();
   } catch (err) {
     helper.kill('SIGKILL');
     throw err;
@@ -181,7 +209,17 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
     controlLog,
     controlUser,
     helper,
-    control,
+    get control() {
+      return control;
+    },
+    async restartControl(signal: NodeJS.Signals = 'SIGKILL') {
+      if (control.exitCode === null && control.signalCode === null) {
+        const exited = new Promise((r) => control.once('exit', r));
+        control.kill(signal);
+        await exited;
+      }
+      control = await spawnControl();
+    },
     async stop(timeoutMs = 10_000) {
       if (control.exitCode === null && control.signalCode === null) control.kill('SIGTERM');
       const controlCode = await waitExit(control, timeoutMs);
