@@ -1,0 +1,131 @@
+// Control-plane restart without loss (docs/ARCHITECTURE.md "Restart and adoption"), with the
+// real helper: a container writes a numbered line every millisecond; the control plane is killed
+// with SIGKILL 5 times at random moments while a client reads ReadStdout; a new control plane
+// re-adopts the helper's state each time. Every line must arrive once, in order; WaitProcess
+// gets the container's exit status; 10 exec processes created across the restarts are all
+// waitable with their own status; ids answer ALREADY_EXISTS / NOT_FOUND as before; DestroySandbox
+// removes the adopted containers.
+import t from 'tap';
+import { AgentClient } from '../../control/ctl/client';
+import { AgentHarness, Code, codeOf, eventually, skipReason, sleep, within } from './lib/agent-harness';
+
+const skip = skipReason();
+const LINES = 4000;
+const KILLS = 5;
+const EXECS = 10;
+
+t.test('control plane killed 5 times while a client reads: no line lost or repeated, statuses kept', { skip }, async (t) => {
+  const h = new AgentHarness('restart');
+  t.teardown(() => h.dispose());
+  await h.start('restart-host');
+  const logs = (): string => h.logs();
+
+  let client = h.client;
+  let reconnecting: Promise<AgentClient> | null = null;
+  /** The current client; after a failure, a new connection (retried until control serves again). */
+  const reconnect = (broken: AgentClient): Promise<AgentClient> => {
+    if (client !== broken) return Promise.resolve(client);
+    reconnecting ??= (async () => {
+      void broken.close().catch(() => undefined);
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          client = await AgentClient.connect(h.agent.address);
+          h.client = client;
+          return client;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await sleep(20);
+        }
+      }
+    })().finally(() => {
+      reconnecting = null;
+    });
+    return reconnecting;
+  };
+  /** Call with retries across restarts (any error but the ones `final` accepts is retried). */
+  async function retrying<T>(what: string, fn: (c: AgentClient) => Promise<T>, final: (err: unknown) => boolean = () => false): Promise<T> {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const c = client;
+      try {
+        return await fn(c);
+      } catch (err) {
+        if (final(err) || Date.now() > deadline) throw err;
+        if (codeOf(err) !== Code.UNAVAILABLE && codeOf(err) !== Code.CANCELLED && codeOf(err) !== undefined) {
+          throw new Error(`${what}: ${(err as Error).message}`);
+        }
+        await reconnect(c);
+      }
+    }
+  }
+
+  const cid = await h.run(t, ['sh', '-c', `i=0; while [ $i -lt ${LINES} ]; do i=$((i+1)); echo $i; usleep 1000; done; exit 7`]);
+
+  // The reader: ReadStdout until EOF, across restarts.
+  const chunks: Buffer[] = [];
+  const reader = (async () => {
+    for (;;) {
+      try {
+        const { data } = await retrying('ReadStdout', (c) => c.call('ReadStdout', { container_id: cid, exec_id: cid, len: 4096 }), (e) => codeOf(e) === Code.OUT_OF_RANGE);
+        chunks.push(Buffer.from(data));
+      } catch (err) {
+        if (codeOf(err) === Code.OUT_OF_RANGE) return;
+        throw err;
+      }
+    }
+  })();
+
+  // Kill control at random moments; create exec processes between the kills.
+  const execs: { id: string; status: number }[] = [];
+  for (let k = 0; k < KILLS; k++) {
+    for (let j = 0; j < EXECS / KILLS; j++) {
+      const id = `x${k}-${j}`;
+      const status = 10 + execs.length;
+      // Some exit while control is down: their status must come from the helper's state.
+      await retrying(`ExecProcess ${id}`, (c) =>
+        c.call('ExecProcess', {
+          container_id: cid,
+          exec_id: id,
+          process: { Args: ['sh', '-c', `usleep ${j * 200000}; exit ${status}`], Cwd: '/', User: { UID: 0, GID: 0 }, Env: ['PATH=/bin:/usr/bin', h.mark] },
+        }),
+      );
+      execs.push({ id, status });
+    }
+    await sleep(100 + Math.floor(Math.random() * 500));
+    await h.agent.restartControl('SIGKILL');
+  }
+
+  await within(reader, 60_000, `reading the container's stdout\n${logs()}`);
+  const text = Buffer.concat(chunks).toString();
+  const lines = text.split('\n').filter((l) => l !== '');
+  const expected = Array.from({ length: LINES }, (_, i) => String(i + 1));
+  const firstBad = lines.findIndex((l, i) => l !== expected[i]);
+  t.equal(lines.length, LINES, `every line arrived (${lines.length} of ${LINES})`);
+  t.equal(firstBad, -1, firstBad < 0 ? 'in order, none twice' : `line ${firstBad} is ${lines[firstBad]}, expected ${expected[firstBad]}`);
+  t.equal(await retrying('WaitProcess init', (c) => c.call('WaitProcess', { container_id: cid, exec_id: cid })).then((r) => r.status), 7, 'the init\'s exit status');
+  for (const e of execs) {
+    const { status } = await retrying(`WaitProcess ${e.id}`, (c) => c.call('WaitProcess', { container_id: cid, exec_id: e.id }));
+    t.equal(status, e.status, `exec ${e.id} waitable after the restarts, status ${e.status}`);
+  }
+
+  // The adopted ids answer as before.
+  const dup = await client.call('CreateContainer', { container_id: cid, exec_id: cid, OCI: h.spec(['true']) }).catch((e: unknown) => e);
+  t.equal(codeOf(dup), Code.ALREADY_EXISTS, 'CreateContainer of an adopted id: ALREADY_EXISTS');
+  const missing = await client.call('WaitProcess', { container_id: cid, exec_id: 'nope' }).catch((e: unknown) => e);
+  t.equal(codeOf(missing), Code.NOT_FOUND, 'an unknown exec of an adopted container: NOT_FOUND');
+  const dupSandbox = await client.call('CreateSandbox', { sandbox_id: 'restart-sandbox', hostname: 'x' }).catch((e: unknown) => e);
+  t.equal(codeOf(dupSandbox), Code.ALREADY_EXISTS, 'the sandbox was adopted too');
+
+  // A container running across one more restart, then DestroySandbox removes it for real.
+  const sleeper = await h.run(t, ['sleep', '1000']);
+  const sleeperPid = await h.hostPid(sleeper);
+  await h.agent.restartControl('SIGKILL');
+  client = await AgentClient.connect(h.agent.address);
+  h.client = client;
+  t.equal(await h.hostPid(sleeper), sleeperPid, 'the running container was adopted with its pid');
+  const out = await h.shutdown(true);
+  t.equal(out.destroyError, null, 'DestroySandbox after the restarts');
+  t.ok(await eventually(() => out.processes().length === 0, 5000), `no container process left: ${out.processes().join(', ')}`);
+  t.same(out.mounts, [], 'no mount left');
+});
