@@ -5,10 +5,10 @@
  * plan and status, every process with its pid, exit status not yet collected and its stdio (the
  * helper's copies of the parent ends). See docs/ARCHITECTURE.md "Restart and adoption".
  */
-import { PassThrough } from 'node:stream';
 import { Code, StatusError, type ContainerPlan, type ContainerState, type ProcessState } from '../../shared/protocol';
 import { Container } from '../sandbox/container';
 import { Process } from '../sandbox/process';
+import { dataLossError } from '../sandbox/output-budget';
 import { closeFds, ProcessStdio } from '../sandbox/stdio';
 import type { AgentCore } from './core';
 
@@ -79,23 +79,23 @@ export async function adoptFromHelper(core: AgentCore): Promise<AdoptionSummary>
   return summary;
 }
 
-/** Stdio of a process whose fds are gone: reads end at once (EOF), writes fail. */
-function endedStdio(terminal: boolean): ProcessStdio {
-  const stdio = ProcessStdio.fromStreams(terminal, new PassThrough(), new PassThrough(), new PassThrough());
-  stdio.destroy(new StatusError(Code.FAILED_PRECONDITION, 'the process has exited: its stdin is closed'));
-  return stdio;
-}
-
 function adoptProcess(core: AgentCore, records: Map<string, ContainerState>, p: ProcessState, fds: Record<string, number>): void {
   const sandbox = core.sandbox;
   const terminal = p.terminal === true || 'pty' in fds;
   const haveFds = Object.keys(fds).length > 0;
   let stdio: ProcessStdio;
   if (haveFds) {
-    stdio = ProcessStdio.fromFds(fds, terminal);
+    stdio = ProcessStdio.fromFds(fds, terminal, { adopted: true });
   } else {
-    stdio = endedStdio(terminal);
+    stdio = ProcessStdio.ended(terminal);
   }
+  stdio.outputs().forEach((o, i) => {
+    const dropped = o.droppedBefore;
+    if (dropped === null) return;
+    const name = terminal ? 'terminal output' : i === 0 ? 'stdout' : 'stderr';
+    // The budget dropped this output before the restart: reads keep failing DATA_LOSS.
+    o.drop(() => dataLossError(name, { execId: p.execId === '' ? p.containerId : p.execId, containerId: p.containerId }, dropped, core.outputBudget.budgetBytes));
+  });
   if (p.execId === '') {
     const record = records.get(p.containerId);
     if (!record) {

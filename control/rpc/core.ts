@@ -30,6 +30,8 @@ const MAX_EARLY_EXITS = 1024;
 export interface RpcContext {
   /** Aborted when the caller's deadline passes or its connection drops. */
   readonly signal?: AbortSignal;
+  /** Run `fn` once the answer has been written to the caller's connection (absent: call it at once). */
+  readonly afterSend?: (fn: () => void) => void;
 }
 
 /** Resource bounds of the control plane that a deployment or a test may tune. */

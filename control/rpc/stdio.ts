@@ -5,6 +5,7 @@
  */
 import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
 import { Code, StatusError } from '../../shared/protocol';
+import type { OutputStream } from '../sandbox/stdio';
 import type { AgentCore, RpcContext } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
@@ -24,15 +25,26 @@ function checkReadLen(len: number): number {
  */
 export async function readStdout(core: AgentCore, req: pb.ReadStreamRequest, ctx: RpcContext = {}): Promise<pb.ReadStreamResponse.$Properties> {
   const p = core.sandbox.getContainer(req.container_id).getProcess(req.exec_id);
-  const len = checkReadLen(req.len);
-  return { data: await p.stdio.stdout.read(len, ctx.signal) };
+  return readOutput(p.stdio.stdout, checkReadLen(req.len), ctx);
 }
 
 /** ReadStderr: as {@link readStdout} for stderr (with a terminal: the same pty output, as upstream). */
 export async function readStderr(core: AgentCore, req: pb.ReadStreamRequest, ctx: RpcContext = {}): Promise<pb.ReadStreamResponse.$Properties> {
   const p = core.sandbox.getContainer(req.container_id).getProcess(req.exec_id);
-  const len = checkReadLen(req.len);
-  return { data: await p.stdio.stderr.read(len, ctx.signal) };
+  return readOutput(p.stdio.stderr, checkReadLen(req.len), ctx);
+}
+
+/**
+ * One read of `stream`; the bytes count as delivered (an output spool moves its delivered offset
+ * past them: a restarted control plane resumes after them) once the answer has been written to
+ * the caller's connection, not before, so a control plane killed in between delivers them again
+ * rather than never (docs/ARCHITECTURE.md "Restart and adoption").
+ */
+async function readOutput(stream: OutputStream, len: number, ctx: RpcContext): Promise<pb.ReadStreamResponse.$Properties> {
+  const data = await stream.read(len, ctx.signal);
+  if (ctx.afterSend) ctx.afterSend(() => stream.commit(data.length));
+  else stream.commit(data.length);
+  return { data };
 }
 
 /**

@@ -28,6 +28,12 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /** The request's stream id (odd). */
   readonly streamId: number;
+  /**
+   * Run `fn` right after the answer has been handed to the connection (written, or dropped
+   * because the call ended or the connection closed): ReadStdout records the delivered offset of
+   * its output spool then (control/sandbox/spool.ts).
+   */
+  readonly afterSend?: (fn: () => void) => void;
 }
 
 /**
@@ -407,6 +413,12 @@ export class Connection {
       }
     }
 
+    let sentHooks: (() => void)[] | null = null;
+    const runSentHooks = (): void => {
+      const hooks = sentHooks;
+      sentHooks = null;
+      if (hooks) for (const fn of hooks) fn();
+    };
     const ctx: HandlerContext = {
       service,
       method,
@@ -414,6 +426,7 @@ export class Connection {
       deadlineMs,
       signal: entry.controller.signal,
       streamId,
+      afterSend: (fn) => (sentHooks ??= []).push(fn),
     };
     const payload = toBuffer(request.payload ?? Buffer.alloc(0));
     const logContext = { streamId, service, method };
@@ -423,21 +436,26 @@ export class Connection {
         (result) => {
           if (entry.finished) {
             this.log.debug(logContext, 'late handler result dropped');
+            runSentHooks();
             return;
           }
           this.finish(entry);
           if (!(result instanceof Uint8Array)) {
             this.log.error({ ...logContext, got: typeof result }, 'handler resolved with something other than bytes');
             this.respondStatus(streamId, Code.INTERNAL, `handler for ${service}/${method} returned ${typeof result}, not bytes`);
+            runSentHooks();
             return;
           }
           this.respond(streamId, Code.OK, '', result);
+          runSentHooks();
         },
         (err: unknown) => {
           if (entry.finished) {
             this.log.debug({ ...logContext, err }, 'late handler error dropped');
+            runSentHooks();
             return;
           }
+          runSentHooks();
           this.finish(entry);
           const status = statusFromError(err, this.log, logContext);
           this.log.debug({ ...logContext, code: codeName(status.code), message: status.message }, 'request failed');

@@ -15,6 +15,7 @@
 
 #include <napi.h>
 
+#include "spool.h"
 #include "uevent.h"
 #include <uv.h>
 
@@ -1590,6 +1591,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("swapoff", Napi::Function::New<Swapoff>(env, "swapoff"));
   exports.Set("Poller", Poller::Define(env));
   kata_uevent::Register(env, exports);
+  kata_spool::Register(env, exports);
   kata::RegisterNetlink(env, exports);
   return exports;
 }

@@ -566,15 +566,16 @@ export class ContainerBackend implements ContainerFamily {
   }
 
   /**
-   * Close the stdin of a process: the helper's copy of the stdin pipe (with a terminal: of the
-   * pty master, as upstream closes the master on CloseStdin). Control closes its own copy.
-   * Idempotent.
+   * Close the stdin of a process: the helper's copy of the stdin pipe. With a terminal the
+   * helper keeps its pty master (it also carries the output, which a restarted control plane
+   * adopts); control writes ^D instead. Control closes its own copy. Idempotent.
    */
   async closeStdin(rawArgs: CloseStdinArgs): Promise<BackendReply<CloseStdinResult>> {
     const args = checkArgs(rawArgs, 'closeStdin');
     const record = this.getContainer(args.containerId);
     const proc = this.getProcess(record, validateExecId(args.execId, true));
-    this.registry.closeStdio(proc, ['stdin', 'pty']);
+    // The pty master stays: it carries the output, which a restarted control plane re-adopts.
+    this.registry.closeStdio(proc, ['stdin']);
     return { result: {} };
   }
 

@@ -67,7 +67,9 @@ t.test('state pages: 30 processes x 3 fds (> 64 per packet) arrive once each, wi
     for (const p of result.processes) {
       for (const name of p.fds) {
         const fd = fds[`${p.containerId}/${p.execId}/${name}`];
-        t.ok(typeof fd === 'number' && fs.fstatSync(fd).isFIFO(), `${p.containerId}/${p.execId}/${name} is a pipe`);
+        const kind = name.endsWith('Spool') ? 'memfd' : 'pipe';
+        const ok = typeof fd === 'number' && (kind === 'pipe' ? fs.fstatSync(fd).isFIFO() : fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:'));
+        t.ok(ok, `${p.containerId}/${p.execId}/${name} is a ${kind}`);
       }
     }
     closeAll(fds);
@@ -85,7 +87,7 @@ t.test('state pages: 30 processes x 3 fds (> 64 per packet) arrive once each, wi
   t.equal(keys.length, 1 + 28 + 1, 'every process');
   const e0 = processes.find((p) => p.execId === 'e0');
   t.same([e0?.exited, e0?.exitStatus], [true, 5], 'an exit status not yet collected is in the state');
-  t.ok(processes.filter((p) => p.execId !== 'e0').every((p) => p.fds.length === 3 && !p.exited), 'live processes with 3 fds each');
+  t.ok(processes.filter((p) => p.execId !== 'e0').every((p) => p.fds.length === 5 && !p.exited), 'live processes with 5 fds each (3 pipes, 2 spools)');
 
   const first = await client.call('state', { withFds: false });
   t.same(first.result.sandbox, { sandboxId: 'sb-state', hostname: 'h', namespaces: first.result.sandbox?.namespaces }, 'sandbox identity');
