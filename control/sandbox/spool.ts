@@ -54,13 +54,16 @@ export class Spool {
     private readonly native: NativeAddon = loadNative(),
   ) {
     const size = fs.fstatSync(fd).size;
-    if (size === 0) {
+    const magic = size >= this.header.length && fs.readSync(fd, this.header, 0, this.header.length, 0) === this.header.length ? this.header.readUInt32LE(0) : 0;
+    if (size === 0 || (size <= SPOOL_DATA && magic === 0)) {
+      // Fresh (or a previous control plane died between the two steps below): no data yet.
       this.end = this.cursor = this.delivered = this.punched = 0;
       this.lostBytes = null;
+      fs.ftruncateSync(fd, SPOOL_DATA);
       this.writeHeader();
       return;
     }
-    if (size < SPOOL_DATA || fs.readSync(fd, this.header, 0, this.header.length, 0) !== this.header.length || this.header.readUInt32LE(0) !== MAGIC) {
+    if (size < SPOOL_DATA || magic !== MAGIC) {
       throw new StatusError(Code.INTERNAL, `fd ${fd} is not an output spool (size ${size})`);
     }
     this.end = size - SPOOL_DATA;
