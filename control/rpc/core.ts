@@ -265,10 +265,19 @@ export class AgentCore {
   async release(container: Container, p: Process): Promise<void> {
     p.stdio.destroy();
     this.outputBudget.remove(p);
-    if (p.released || p.init) return;
+    if (p.init) return;
+    await this.releaseInHelper(container, p);
+  }
+
+  /**
+   * Tell the helper (once) to close its copies of `p`'s stdio and output spools and to forget an
+   * exec process (the init stays until RemoveContainer). Never throws (NOT_FOUND is fine).
+   */
+  async releaseInHelper(container: Container, p: Process): Promise<void> {
+    if (p.released) return;
     p.released = true;
     try {
-      await this.callNoFds('releaseProcess', { containerId: container.id, execId: p.execId });
+      await this.callNoFds('releaseProcess', { containerId: container.id, execId: p.helperExecId });
     } catch (err) {
       if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) {
         this.log.warn({ err, container: container.id, exec: p.execId }, 'helper releaseProcess failed');

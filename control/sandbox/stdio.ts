@@ -230,6 +230,21 @@ export class OutputStream {
     return this.readers.length;
   }
 
+  private drainWaiters: (() => void)[] = [];
+
+  /** Call `fn` once the stream is {@link drained} (at once when it is). */
+  onceDrained(fn: () => void): void {
+    this.drainWaiters.push(fn);
+    this.checkDrained();
+  }
+
+  private checkDrained(): void {
+    if (!this.drained || this.drainWaiters.length === 0) return;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const fn of waiters) fn();
+  }
+
   /** Bytes a previous control plane dropped from this stream (its spool says so), or null. */
   get droppedBefore(): number | null {
     return this.store.droppedBefore;
@@ -272,6 +287,11 @@ export class OutputStream {
   }
 
   private serve(): void {
+    this.serveReaders();
+    this.checkDrained();
+  }
+
+  private serveReaders(): void {
     while (this.readers.length > 0) {
       if (this.store.queued > 0 && !this.lost) {
         const r = this.readers.shift()!;
@@ -715,6 +735,13 @@ export class ProcessStdio {
     } catch (err) {
       throw new StatusError(Code.INTERNAL, `TIOCSWINSZ ${rows}x${columns} failed: ${(err as Error).message}`);
     }
+  }
+
+  /** Call `fn` once every output is drained (read to its end or dropped); at once when they are. */
+  whenOutputDrained(fn: () => void): void {
+    const outs = this.outputs();
+    let left = outs.length;
+    for (const o of outs) o.onceDrained(() => --left === 0 && fn());
   }
 
   /** True when both outputs reached EOF and were read to the end (or were dropped). */

@@ -15,12 +15,15 @@ const MIN_LINES = 2000;
 const KILLS = 5;
 const EXECS = 10;
 
-t.test('control plane killed 5 times while a client reads: no line lost or repeated, statuses kept', { skip }, async (t) => {
-  const h = new AgentHarness('restart');
-  t.teardown(() => h.dispose());
-  await h.start('restart-host');
-  const logs = (): string => h.logs();
-
+/**
+ * Calls that survive control-plane restarts: `retrying(what, fn)` retries `fn` with a new
+ * connection on UNAVAILABLE / CANCELLED / a transport error (until 60 s), unless `final` accepts
+ * the error; `current()` is the client in use.
+ */
+function resilient(h: AgentHarness): {
+  retrying: <T>(what: string, fn: (c: AgentClient) => Promise<T>, final?: (err: unknown) => boolean) => Promise<T>;
+  current: () => AgentClient;
+} {
   let client = h.client;
   let reconnecting: Promise<AgentClient> | null = null;
   /** The current client; after a failure, a new connection (retried until control serves again). */
@@ -60,6 +63,16 @@ t.test('control plane killed 5 times while a client reads: no line lost or repea
       }
     }
   }
+  return { retrying, current: () => client };
+}
+
+t.test('control plane killed 5 times while a client reads: no line lost or repeated, statuses kept', { skip }, async (t) => {
+  const h = new AgentHarness('restart');
+  t.teardown(() => h.dispose());
+  await h.start('restart-host');
+  const logs = (): string => h.logs();
+
+  const { retrying, current } = resilient(h);
 
   // Numbered lines every millisecond until told to stop (a file in its /dev/shm, made by an exec
   // once every restart is done), then "end <last>" and exit 7.
@@ -122,6 +135,7 @@ t.test('control plane killed 5 times while a client reads: no line lost or repea
   }
 
   // The adopted ids answer as before.
+  let client = current();
   const dup = await client.call('CreateContainer', { container_id: cid, exec_id: cid, OCI: h.spec(['true']) }).catch((e: unknown) => e);
   t.equal(codeOf(dup), Code.ALREADY_EXISTS, 'CreateContainer of an adopted id: ALREADY_EXISTS');
   const missing = await client.call('WaitProcess', { container_id: cid, exec_id: 'nope' }).catch((e: unknown) => e);
@@ -140,4 +154,59 @@ t.test('control plane killed 5 times while a client reads: no line lost or repea
   t.equal(out.destroyError, null, 'DestroySandbox after the restarts');
   t.ok(await eventually(() => out.processes().length === 0, 5000), `no container process left: ${out.processes().join(', ')}`);
   t.same(out.mounts, [], 'no mount left');
+});
+
+/** `seq 1 n` output with `eol` line ends. */
+function seqOutput(n: number, eol = '\n'): Buffer {
+  const parts: string[] = [];
+  for (let i = 1; i <= n; i++) parts.push(`${i}${eol}`);
+  return Buffer.from(parts.join(''));
+}
+
+t.test('output a killed control plane had buffered and not delivered arrives from the next one (pipes, terminal, 3.3 MB mid-stream)', { skip }, async (t) => {
+  const h = new AgentHarness('restart-spool');
+  t.teardown(() => h.dispose());
+  await h.start('restart-spool');
+  const { retrying } = resilient(h);
+  const box = await h.run(t, ['sleep', '1000']);
+
+  // Three processes whose output exceeds a pipe (64 KiB): they can only exit because control
+  // drained their pipes into its buffer, which nobody has read when control is killed.
+  await h.exec(box, 'out', ['seq', '1', '100000']);
+  await h.exec(box, 'err', ['sh', '-c', 'seq 1 100000 >&2']);
+  await h.exec(box, 'tty', ['seq', '1', '20000'], { terminal: true });
+  for (const id of ['out', 'err', 'tty']) t.equal(await within(h.wait(box, id), 20_000, `WaitProcess ${id}`), 0, `${id} exited before anything was read`);
+  const head = Buffer.from((await h.client.call('ReadStdout', { container_id: box, exec_id: 'out', len: 1000 })).data);
+  t.equal(head.length, 1000, '1000 bytes of "out" delivered before the kill');
+
+  await h.agent.restartControl('SIGKILL');
+  const readAll = async (method: 'ReadStdout' | 'ReadStderr', execId: string): Promise<Buffer> => {
+    const parts: Buffer[] = [];
+    for (;;) {
+      try {
+        const { data } = await retrying(method, (c) => c.call(method, { container_id: box, exec_id: execId, len: 64 * 1024 }), (e) => codeOf(e) === Code.OUT_OF_RANGE);
+        parts.push(Buffer.from(data));
+      } catch (err) {
+        if (codeOf(err) === Code.OUT_OF_RANGE) return Buffer.concat(parts);
+        throw err;
+      }
+    }
+  };
+  const out = Buffer.concat([head, await readAll('ReadStdout', 'out')]);
+  t.ok(out.equals(seqOutput(100_000)), `stdout: ${out.length} bytes, the 1000 delivered before the kill not repeated, none missing`);
+  t.equal((await readAll('ReadStdout', 'err')).length, 0, 'stdout of "err": empty');
+  t.ok((await readAll('ReadStderr', 'err')).equals(seqOutput(100_000)), 'stderr: every byte after the restart');
+  t.ok((await readAll('ReadStdout', 'tty')).equals(seqOutput(20_000, '\r\n')), 'terminal output: every byte after the restart');
+
+  // B08 across a restart: 3,388,895 bytes on stdout, control killed while the reader is halfway.
+  await retrying('ExecProcess big', (c) =>
+    c.call('ExecProcess', { container_id: box, exec_id: 'big', process: { Args: ['seq', '1', '500000'], Cwd: '/', User: { UID: 0, GID: 0 }, Env: ['PATH=/bin:/usr/bin', h.mark] } }),
+  );
+  const reading = readAll('ReadStdout', 'big');
+  await sleep(300);
+  await h.agent.restartControl('SIGKILL');
+  const big = await within(reading, 60_000, 'reading 3.3 MB across a restart');
+  t.equal(big.length, 3_388_895, 'all 3,388,895 bytes');
+  t.ok(big.equals(seqOutput(500_000)), 'byte-exact');
+  t.equal((await retrying('WaitProcess big', (c) => c.call('WaitProcess', { container_id: box, exec_id: 'big' }))).status, 0, 'its exit status');
 });

@@ -50,7 +50,7 @@ t.test('create + start: stdout, stderr and the exit status', async (t) => {
   const created = await client.call('createContainer', { containerId: 'c-out', plan: plan(['sh', '-c', 'echo out; echo err >&2; exit 3']) });
   t.ok(created.result.pid > 0, 'init has a pid at create');
   t.same(Object.keys(created.fds).sort(), ['stderr', 'stderrSpool', 'stdin', 'stdout', 'stdoutSpool']);
-  closeAll([created.fds.stdoutSpool, created.fds.stderrSpool]);
+  closeAll({ o: created.fds.stdoutSpool, e: created.fds.stderrSpool });
   const state0 = await client.call('state', { withFds: false });
   t.equal(state0.result.containers.find((c) => c.containerId === 'c-out')?.status, 'created');
   const exited = exitOf(client, 'c-out');
@@ -169,7 +169,7 @@ t.test('exec: output, exit status, ids, release', async (t) => {
 t.test('terminal: a pty master instead of pipes', async (t) => {
   const c = await client.call('createContainer', { containerId: 'c-tty', plan: plan(['sh', '-c', 'echo on-a-tty; exit 0'], { terminal: true }) });
   t.same(Object.keys(c.fds), ['ptySpool', 'pty']);
-  closeAll([c.fds.ptySpool]);
+  closeAll({ s: c.fds.ptySpool });
   const ex = exitOf(client, 'c-tty');
   const out = readToEnd(c.fds.pty);
   await client.call('startContainer', { containerId: 'c-tty' });
@@ -268,7 +268,7 @@ t.test('no fd is leaked by a whole container lifecycle (helper and client side t
     await ex;
     native.close(e.fds.stdin);
     native.close(e.fds.stderr);
-    closeAll([e.fds.stdoutSpool, e.fds.stderrSpool]);
+    closeAll({ o: e.fds.stdoutSpool, e: e.fds.stderrSpool });
     await client.call('releaseProcess', { containerId: `c-leak${round}`, execId: 'e' });
     const st = await client.call('state', { withFds: true });
     closeAll(st.fds);
