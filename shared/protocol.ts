@@ -523,6 +523,8 @@ export interface StateResult {
   next?: number;
   /** On the first page (cursor 0) when a sandbox exists. */
   sandbox?: SandboxState;
+  /** On the first page: the OOM events not acked yet (ackOomEvents), oldest first. */
+  oomEvents?: { containerId: string; seq: number }[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -817,6 +819,7 @@ export interface Ops extends StorageOps, NetworkOps {
   closeStdin: [CloseStdinArgs, CloseStdinResult];
   releaseProcess: [ReleaseProcessArgs, ReleaseProcessResult];
   state: [StateArgs, StateResult];
+  ackOomEvents: [AckOomEventsArgs, AckOomEventsResult];
 }
 export type OpName = keyof Ops;
 
@@ -837,7 +840,19 @@ export interface ExitEvent {
 export interface OomEvent {
   event: 'oom';
   containerId: string;
+  /**
+   * The helper's number of this event (1, 2, ...). The helper keeps an event until control acks
+   * it (ackOomEvents, once GetOOMEvent delivered it); a restarted control plane gets the kept
+   * ones in the first `state` page.
+   */
+  seq?: number;
 }
+
+/** ackOomEvents: control delivered every OOM event up to `upTo` (its seq): the helper forgets them. */
+export interface AckOomEventsArgs {
+  upTo: number;
+}
+export type AckOomEventsResult = Record<string, never>;
 
 export type HelperEvent = ExitEvent | OomEvent;
 

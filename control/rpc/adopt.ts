@@ -20,6 +20,8 @@ export interface AdoptionSummary {
   processes: number;
   /** Processes whose exit status was known to the helper but not yet collected. */
   exited: number;
+  /** OOM events the helper kept (not yet answered by a GetOOMEvent). */
+  oomEvents: number;
   /** `state` pages read. */
   pages: number;
 }
@@ -36,7 +38,7 @@ const MAX_PAGES = 1_000_000;
  */
 export async function adoptFromHelper(core: AgentCore): Promise<AdoptionSummary> {
   const sandbox = core.sandbox;
-  const summary: AdoptionSummary = { sandbox: false, containers: 0, processes: 0, exited: 0, pages: 0 };
+  const summary: AdoptionSummary = { sandbox: false, containers: 0, processes: 0, exited: 0, oomEvents: 0, pages: 0 };
   const records = new Map<string, ContainerState>();
   let cursor = 0;
   for (;;) {
@@ -50,6 +52,10 @@ export async function adoptFromHelper(core: AgentCore): Promise<AdoptionSummary>
         sandbox.namespaces = Array.isArray(result.sandbox.namespaces) ? result.sandbox.namespaces : [];
         sandbox.created = true;
         summary.sandbox = true;
+      }
+      if (cursor === 0) {
+        for (const e of result.oomEvents ?? []) core.handleOom(e.containerId, e.seq);
+        summary.oomEvents = result.oomEvents?.length ?? 0;
       }
       for (const c of result.containers) records.set(c.containerId, c);
       for (const p of result.processes) {

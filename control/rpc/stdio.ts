@@ -36,13 +36,16 @@ export async function readStderr(core: AgentCore, req: pb.ReadStreamRequest, ctx
 
 /**
  * One read of `stream`; the bytes count as delivered (an output spool moves its delivered offset
- * past them: a restarted control plane resumes after them) once the answer has been written to
- * the caller's connection, not before, so a control plane killed in between delivers them again
- * rather than never (docs/ARCHITECTURE.md "Restart and adoption").
+ * past them: a restarted control plane resumes after them) right before the encoded answer is
+ * written to the caller's connection: only the write syscall separates the two, and no other
+ * process (the reader) is woken in between, so a kill lands there only by µs-scale chance
+ * (docs/ARCHITECTURE.md "Restart and adoption"). Committing after the write instead made a
+ * restart deliver a read twice in 1 of 8 test rounds: the write wakes the reader, which may
+ * run (and kill) before control records the offset.
  */
 async function readOutput(stream: OutputStream, len: number, ctx: RpcContext): Promise<pb.ReadStreamResponse.$Properties> {
   const data = await stream.read(len, ctx.signal);
-  if (ctx.afterSend) ctx.afterSend(() => stream.commit(data.length));
+  if (ctx.onSend) ctx.onSend(() => stream.commit(data.length));
   else stream.commit(data.length);
   return { data };
 }

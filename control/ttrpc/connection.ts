@@ -29,11 +29,12 @@ export interface HandlerContext {
   /** The request's stream id (odd). */
   readonly streamId: number;
   /**
-   * Run `fn` right after the answer has been handed to the connection (written, or dropped
-   * because the call ended or the connection closed): ReadStdout records the delivered offset of
-   * its output spool then (control/sandbox/spool.ts).
+   * Run `fn` when the answer is handed to the connection: right before its frame is written
+   * (after it was encoded, so nothing but the write syscall follows), or when it is dropped
+   * (the call ended, the connection closed). ReadStdout records the delivered offset of its
+   * output spool then (control/sandbox/spool.ts).
    */
-  readonly afterSend?: (fn: () => void) => void;
+  readonly onSend?: (fn: () => void) => void;
 }
 
 /**
@@ -426,7 +427,7 @@ export class Connection {
       deadlineMs,
       signal: entry.controller.signal,
       streamId,
-      afterSend: (fn) => (sentHooks ??= []).push(fn),
+      onSend: (fn) => (sentHooks ??= []).push(fn),
     };
     const payload = toBuffer(request.payload ?? Buffer.alloc(0));
     const logContext = { streamId, service, method };
@@ -446,8 +447,7 @@ export class Connection {
             runSentHooks();
             return;
           }
-          this.respond(streamId, Code.OK, '', result);
-          runSentHooks();
+          this.respond(streamId, Code.OK, '', result, runSentHooks);
         },
         (err: unknown) => {
           if (entry.finished) {
@@ -472,13 +472,18 @@ export class Connection {
     this.respond(streamId, code, message, undefined);
   }
 
-  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined): void {
-    if (this.closed || this.stream.destroyed || !this.stream.writable) return;
+  /** Write one response frame; `beforeWrite` runs right before the write (or when nothing is written). */
+  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined, beforeWrite?: () => void): void {
+    if (this.closed || this.stream.destroyed || !this.stream.writable) {
+      beforeWrite?.();
+      return;
+    }
     let body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
     if (body.length > MESSAGE_LENGTH_MAX) {
       this.log.warn({ streamId, length: body.length }, 'response too large, replaced by RESOURCE_EXHAUSTED');
       body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length)) }).finish();
     }
+    beforeWrite?.();
     const ok = writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
     this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog

@@ -51,6 +51,8 @@ import {
   type StateArgs,
   type StateResult,
   STATE_PAGE_PROCESSES,
+  type AckOomEventsArgs,
+  type AckOomEventsResult,
 } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
 import { silentLogger, type Logger } from '../../shared/log';
@@ -170,6 +172,9 @@ interface ContainerRecord {
   controlPlan: unknown;
 }
 
+/** OOM events kept for control until it acks them (the oldest dropped beyond). */
+const MAX_PENDING_OOM_EVENTS = 1024;
+
 /** Interval of the OOM watch (the cgroups' oom_kill counters), in ms. */
 export const OOM_WATCH_INTERVAL_MS = 200;
 
@@ -242,6 +247,10 @@ export class ContainerBackend implements ContainerFamily {
   private readonly listeners = new Set<(event: HelperEvent) => void>();
   private isShutdown = false;
   private readonly oomTimer: NodeJS.Timeout;
+  /** Number of the last OOM event. */
+  private oomSeq = 0;
+  /** OOM events control has not acked (ackOomEvents), oldest first; a restarted control gets them. */
+  private readonly oomPending: { containerId: string; seq: number }[] = [];
 
   /** Storage, device, DNS and modprobe ops (helper/ops/storage.ts); absent: those ops are UNIMPLEMENTED. */
   readonly storage: StorageBackend | undefined;
@@ -287,9 +296,23 @@ export class ContainerBackend implements ContainerFamily {
       record.oomSeen = n;
       if (n > seen) {
         this.log.warn({ containerId: record.id, oomKills: n }, 'container cgroup had an OOM kill');
-        this.emit({ event: 'oom', containerId: record.id });
+        const seq = ++this.oomSeq;
+        this.oomPending.push({ containerId: record.id, seq });
+        if (this.oomPending.length > MAX_PENDING_OOM_EVENTS) this.oomPending.shift();
+        this.emit({ event: 'oom', containerId: record.id, seq });
       }
     }
+  }
+
+  /** Forget the OOM events up to `upTo` (control delivered them). INVALID_ARGUMENT for a bad seq. */
+  async ackOomEvents(rawArgs: AckOomEventsArgs): Promise<BackendReply<AckOomEventsResult>> {
+    const args = checkArgs(rawArgs, 'ackOomEvents');
+    const upTo = args.upTo;
+    if (typeof upTo !== 'number' || !Number.isSafeInteger(upTo) || upTo < 0) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `ackOomEvents: upTo must be a non-negative integer, got ${JSON.stringify(upTo)}`);
+    }
+    while (this.oomPending.length > 0 && this.oomPending[0].seq <= upTo) this.oomPending.shift();
+    return { result: {} };
   }
 
   subscribe(listener: (event: HelperEvent) => void): () => void {
@@ -655,6 +678,7 @@ export class ContainerBackend implements ContainerFamily {
     if (cursor === 0 && this.sandbox) {
       result.sandbox = { sandboxId: this.sandbox.id, hostname: this.sandbox.hostname, namespaces: this.sandbox.namespaces };
     }
+    if (cursor === 0 && this.oomPending.length > 0) result.oomEvents = this.oomPending.map((e) => ({ ...e }));
     const unpin = this.registry.fds.pin(fds.map((f) => f.fd));
     // Control knows these processes now: exit events held for them (a create/exec whose answer
     // never reached a control plane that died) flow from here on.

@@ -7,7 +7,8 @@
 // removes the adopted containers.
 import t from 'tap';
 import { AgentClient } from '../../control/ctl/client';
-import { AgentHarness, Code, codeOf, eventually, skipReason, sleep, within } from './lib/agent-harness';
+import { AgentHarness, Code, codeOf, eventually, expectCode, skipReason, sleep, within } from './lib/agent-harness';
+import { detectCgroupLayout } from '../../helper/ops/cgroup';
 
 const skip = skipReason();
 /** Lines the writer must at least have written (it writes for the whole test: ~1 per ms). */
@@ -209,4 +210,24 @@ t.test('output a killed control plane had buffered and not delivered arrives fro
   t.equal(big.length, 3_388_895, 'all 3,388,895 bytes');
   t.ok(big.equals(seqOutput(500_000)), 'byte-exact');
   t.equal((await retrying('WaitProcess big', (c) => c.call('WaitProcess', { container_id: box, exec_id: 'big' }))).status, 0, 'its exit status');
+});
+
+t.test('an OOM event not yet answered by GetOOMEvent survives a control-plane restart, and is answered once', { skip: skip ?? (detectCgroupLayout().mode === 'none' ? 'no cgroup filesystem mounted' : undefined) }, async (t) => {
+  const h = new AgentHarness('restart-oom');
+  t.teardown(() => h.dispose());
+  await h.start('restart-oom');
+  const MiB = 1024 * 1024;
+  const id = await h.run(t, ['sleep', '1000'], { mounts: [{ destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'size=256m'] }] });
+  await h.client.call('UpdateContainer', { container_id: id, resources: { Memory: { Limit: 16 * MiB, Swap: 16 * MiB } } });
+  const { status } = await h.execCollect(id, ['dd', 'if=/dev/zero', 'of=/tmp/fill', 'bs=1M', 'count=64']);
+  t.equal(status, 137, 'dd was killed by the OOM killer');
+  t.ok(await eventually(() => h.logs().includes('container cgroup had an OOM kill'), 10_000), 'the helper saw the OOM kill');
+  await h.agent.restartControl('SIGKILL');
+  h.client = await AgentClient.connect(h.agent.address);
+  const ev = await h.client.call('GetOOMEvent', {}, { timeoutNs: 10e9 });
+  t.equal(ev.container_id, id, 'the restarted control plane answers the OOM event of before the kill');
+  await sleep(200); // the ack reaches the helper
+  await h.agent.restartControl('SIGKILL');
+  h.client = await AgentClient.connect(h.agent.address);
+  await expectCode(t, h.client.call('GetOOMEvent', {}, { timeoutNs: 1e9 }), Code.DEADLINE_EXCEEDED, 'answered once: not again after another restart');
 });
