@@ -55,6 +55,7 @@ import {
   type AckOomEventsResult,
 } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
+import { processStartTime, type CleanUpSummary, type LeftoverJournal } from './leftovers';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply, ContainerFamily, NamedFd } from '../api';
 import {
@@ -247,6 +248,8 @@ export class ContainerBackend implements ContainerFamily {
   private readonly listeners = new Set<(event: HelperEvent) => void>();
   private isShutdown = false;
   private readonly oomTimer: NodeJS.Timeout;
+  /** Records of the containers for the next helper's clean-up after a crash (helper/ops/leftovers.ts). */
+  private readonly journal: LeftoverJournal | undefined;
   /** Number of the last OOM event. */
   private oomSeq = 0;
   /** OOM events control has not acked (ackOomEvents), oldest first; a restarted control gets them. */
@@ -259,8 +262,9 @@ export class ContainerBackend implements ContainerFamily {
 
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager },
+    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager; journal?: LeftoverJournal },
   ) {
+    this.journal = opts.journal;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
     this.storage = opts.storage;
@@ -301,6 +305,20 @@ export class ContainerBackend implements ContainerFamily {
         if (this.oomPending.length > MAX_PENDING_OOM_EVENTS) this.oomPending.shift();
         this.emit({ event: 'oom', containerId: record.id, seq });
       }
+    }
+  }
+
+  /**
+   * Start-up, before serving: kill the containers and detach the mounts (below `stateDir`) a
+   * previous helper left when it died (helper/ops/leftovers.ts). Never throws.
+   */
+  async cleanLeftovers(stateDir: string): Promise<CleanUpSummary | null> {
+    if (!this.journal) return null;
+    try {
+      return await this.journal.cleanUp(this.cgroups, stateDir);
+    } catch (err) {
+      this.log.error({ err }, 'cleaning up after a previous helper failed');
+      return null;
     }
   }
 
@@ -422,6 +440,8 @@ export class ContainerBackend implements ContainerFamily {
       const cg = cgroup;
       const join = cg && this.cgroups ? (pid: number) => this.cgroups?.join(cg, pid) : undefined;
       const handle = await this.launcher.createInit(containerId, plan, stdio, join);
+      // From now on a helper crash leaves a container behind: the next helper kills it.
+      this.journal?.record({ containerId, pid: handle.pid, startTime: processStartTime(handle.pid), cgroup });
       stdio.closeChild();
       const init = this.registry.track({
         containerId,
@@ -466,6 +486,7 @@ export class ContainerBackend implements ContainerFamily {
         await this.cgroups.killAll(cgroup);
         this.cgroups.remove(cgroup);
       }
+      this.journal?.forget(containerId);
       throw err;
     } finally {
       this.creating.delete(containerId);
@@ -907,6 +928,7 @@ export class ContainerBackend implements ContainerFamily {
       }
       record.removed = true;
       this.containers.delete(record.id);
+      this.journal?.forget(record.id);
       this.log.info({ containerId: record.id }, 'container removed');
       // rustjail container.rs destroy(): poststop hooks after the container is gone, before the
       // remove returns; failures are logged only.

@@ -45,6 +45,7 @@ export interface StandaloneAgent {
   controlLog: string;
   /** e.g. "uid 65534" or "uid 0 (nobody cannot read the project)". */
   controlUser: string;
+  /** The current helper process (replaced by {@link restartHelper}). */
   helper: ChildProcess;
   /** The current control plane process (replaced by {@link restartControl}). */
   control: ChildProcess;
@@ -55,6 +56,12 @@ export interface StandaloneAgent {
    * does not come up within 20 s.
    */
   restartControl(signal?: NodeJS.Signals): Promise<void>;
+  /**
+   * Kill the helper with `signal` (default SIGKILL), wait for it and for the control plane (which
+   * exits when it loses the helper), then start a new helper on the same state directory (it
+   * kills the containers and detaches the mounts the old one left) and a new control plane.
+   */
+  restartHelper(signal?: NodeJS.Signals): Promise<void>;
   /**
    * Stop both processes: SIGTERM the control plane (if still running) then the helper, wait up
    * to `timeoutMs` (default 10000) for each to exit, SIGKILL after that. Resolves with their
@@ -159,15 +166,20 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   const helperLog = path.join(runDir, 'helper.log');
   const controlLog = path.join(runDir, 'control.log');
 
-  const helperOut = fs.openSync(helperLog, 'a');
-  const helper = spawn(
-    process.execPath,
-    [path.join(PROJECT_ROOT, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
-      '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel, ...(opts.helperArgs ?? [])],
-    { stdio: ['ignore', helperOut, helperOut] },
-  );
-  fs.closeSync(helperOut);
-  await waitForPath(helperSocket, helper, 'kata-agent-helper', helperLog, 20_000);
+  const spawnHelper = async (): Promise<ChildProcess> => {
+    fs.rmSync(helperSocket, { force: true }); // a killed helper's socket file stays behind
+    const helperOut = fs.openSync(helperLog, 'a');
+    const child = spawn(
+      process.execPath,
+      [path.join(PROJECT_ROOT, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
+        '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel, ...(opts.helperArgs ?? [])],
+      { stdio: ['ignore', helperOut, helperOut] },
+    );
+    fs.closeSync(helperOut);
+    await waitForPath(helperSocket, child, 'kata-agent-helper', helperLog, 20_000);
+    return child;
+  };
+  let helper = await spawnHelper();
 
   const debugUrl = opts.debugAddr !== undefined || opts.debug === false ? '' : `http://127.0.0.1:${await freePort()}`;
   const debugAddr = opts.debugAddr ?? debugUrl.replace('http://', '');
@@ -208,9 +220,22 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
     helperLog,
     controlLog,
     controlUser,
-    helper,
+    get helper() {
+      return helper;
+    },
     get control() {
       return control;
+    },
+    async restartHelper(signal: NodeJS.Signals = 'SIGKILL') {
+      const controlExited = control.exitCode !== null || control.signalCode !== null ? Promise.resolve() : new Promise((r) => control.once('exit', r));
+      if (helper.exitCode === null && helper.signalCode === null) {
+        const exited = new Promise((r) => helper.once('exit', r));
+        helper.kill(signal);
+        await exited;
+      }
+      await controlExited; // control exits on its own once the helper is gone
+      helper = await spawnHelper();
+      control = await spawnControl();
     },
     async restartControl(signal: NodeJS.Signals = 'SIGKILL') {
       if (control.exitCode === null && control.signalCode === null) {

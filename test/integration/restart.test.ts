@@ -7,7 +7,8 @@
 // removes the adopted containers.
 import t from 'tap';
 import { AgentClient } from '../../control/ctl/client';
-import { AgentHarness, Code, codeOf, eventually, expectCode, skipReason, sleep, within } from './lib/agent-harness';
+import * as fs from 'node:fs';
+import { AgentHarness, Code, codeOf, eventually, expectCode, leftoverMounts, skipReason, sleep, within } from './lib/agent-harness';
 import { detectCgroupLayout } from '../../helper/ops/cgroup';
 
 const skip = skipReason();
@@ -231,3 +232,50 @@ t.test('an OOM event not yet answered by GetOOMEvent survives a control-plane re
   h.client = await AgentClient.connect(h.agent.address);
   await expectCode(t, h.client.call('GetOOMEvent', {}, { timeoutNs: 1e9 }), Code.DEADLINE_EXCEEDED, 'answered once: not again after another restart');
 });
+
+t.test('helper SIGKILLed: control answers UNAVAILABLE and exits; the next helper kills the containers and detaches the mounts the old one left', { skip }, async (t) => {
+  const h = new AgentHarness('helper-loss');
+  t.teardown(() => h.dispose());
+  await h.start('helper-loss');
+  const box = await h.run(t, ['sleep', '1000']);
+  await h.exec(box, 'x1', ['sleep', '1000']);
+  const pids = [await h.hostPid(box), await h.hostPid(box, 'x1')];
+  t.equal(h.leftoverProcesses().length, 2, `two container processes run: ${h.leftoverProcesses().join(', ')}`);
+  const mountsBefore = leftoverMounts([h.tmp]);
+  t.ok(mountsBefore.length > 0, `the helper has mounts below its state dir (${mountsBefore.length}: sandbox namespaces)`);
+
+  const oldControl = h.agent.control;
+  const waiting = h.client.call('WaitProcess', { container_id: box, exec_id: 'x1' }).then(
+    () => 'answered',
+    (err: unknown) => err,
+  );
+  h.agent.helper.kill('SIGKILL');
+  const err = await within(waiting, 20_000, 'the pending WaitProcess');
+  t.equal(codeOf(err), Code.UNAVAILABLE, `a WaitProcess in flight: UNAVAILABLE (${(err as Error).message})`);
+  t.equal(await within(new Promise((r) => (oldControl.exitCode !== null ? r(oldControl.exitCode) : oldControl.once('exit', (code) => r(code)))), 20_000, 'control exit'), 1, 'control exits (1) once the helper is gone');
+
+  await h.agent.restartHelper('SIGKILL');
+  t.ok(await eventually(() => pids.every((pid) => !alive(pid)), 10_000), `the next helper killed the old container processes (${pids.join(', ')})`);
+  t.same(h.leftoverProcesses(), [], 'no container process left');
+  t.same(leftoverMounts([h.tmp]), [], 'no mount left below the run dir');
+  t.match(h.logs(), /killed a container left by a previous helper/, 'the new helper says what it cleaned');
+
+  h.client = await AgentClient.connect(h.agent.address);
+  const gone = await h.client.call('WaitProcess', { container_id: box, exec_id: box }).catch((e: unknown) => e);
+  t.equal(codeOf(gone), Code.NOT_FOUND, 'the new control plane does not know the killed container');
+  await h.client.call('CreateSandbox', { sandbox_id: 'helper-loss-2', hostname: 'again' });
+  const again = await h.run(t, ['sh', '-c', 'echo fresh']);
+  t.equal((await h.readAll('ReadStdout', again, again)).toString(), 'fresh\n', 'a new container runs after the helper restart');
+  const out = await h.shutdown(true);
+  t.equal(out.destroyError, null, 'DestroySandbox');
+  t.same(out.mounts, [], 'no mount left at the end');
+});
+
+/** True while `pid` exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
