@@ -254,8 +254,10 @@ t.test('helper SIGKILLed: control answers UNAVAILABLE and exits; the next helper
   t.equal(codeOf(err), Code.UNAVAILABLE, `a WaitProcess in flight: UNAVAILABLE (${(err as Error).message})`);
   t.equal(await within(new Promise((r) => (oldControl.exitCode !== null ? r(oldControl.exitCode) : oldControl.once('exit', (code) => r(code)))), 20_000, 'control exit'), 1, 'control exits (1) once the helper is gone');
 
+  // kata-init set PR_SET_PDEATHSIG before execve: the container processes die with the helper.
+  t.ok(await eventually(() => pids.every((pid) => !alive(pid)), 10_000), `the container processes died with the helper (${pids.join(', ')})`);
+  t.ok(leftoverMounts([h.tmp]).length > 0, 'its mounts are still there until the next helper starts');
   await h.agent.restartHelper('SIGKILL');
-  t.ok(await eventually(() => pids.every((pid) => !alive(pid)), 10_000), `the next helper killed the old container processes (${pids.join(', ')})`);
   t.same(h.leftoverProcesses(), [], 'no container process left');
   t.same(leftoverMounts([h.tmp]), [], 'no mount left below the run dir');
   t.match(h.logs(), /killed a container left by a previous helper/, 'the new helper says what it cleaned');
