@@ -230,8 +230,8 @@ export class SpliceSource extends EventEmitter {
         if (moved > 0) this.emit('stored', moved);
         moved = 0;
         this.finished = true;
-        this.poller.stop();
         this.emit('end');
+        this.destroy(); // the pipe is done: its fd is not kept (the helper keeps its own copy)
         return;
       }
       moved += n;
@@ -247,8 +247,8 @@ export class SpliceSource extends EventEmitter {
   private fail(err: Error): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.fd >= 0) this.poller.stop();
     this.emit('error', err);
+    this.destroy();
   }
 
   /** Stop draining the pipe. */

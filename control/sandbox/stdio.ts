@@ -276,9 +276,13 @@ export class OutputStream {
     this.serve();
   }
 
+  /** Bytes taken by reads whose {@link commit} has not come yet. */
+  private uncommitted = 0;
+
   /** Take up to `len` bytes off the store (caller checked it is non-empty). */
   private take(len: number): Buffer {
     const out = this.store.take(len);
+    this.uncommitted += out.length;
     if (this.paused && this.store.queued < this.lowWater && !this.ended) {
       this.paused = false;
       this.source.resume();
@@ -289,6 +293,7 @@ export class OutputStream {
   private serve(): void {
     this.serveReaders();
     this.checkDrained();
+    this.releaseIfDone();
   }
 
   private serveReaders(): void {
@@ -352,7 +357,18 @@ export class OutputStream {
    * delivered (a restarted control plane resumes after them) and frees them.
    */
   commit(n: number): void {
-    if (n > 0) this.store.commit(n);
+    if (n <= 0) return;
+    this.store.commit(n);
+    this.uncommitted = Math.max(0, this.uncommitted - n);
+    this.releaseIfDone();
+  }
+
+  /** Drained and every read committed: control needs neither the source nor the store any more. */
+  private releaseIfDone(): void {
+    if (this.drained && this.uncommitted === 0) {
+      this.store.close();
+      this.source.destroy();
+    }
   }
 
   /**
