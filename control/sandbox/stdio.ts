@@ -7,7 +7,9 @@
  * - Pipes are wrapped with `new net.Socket({fd, readable/writable})` (libuv takes a pipe fd for
  *   a named pipe). A pty master cannot be (libuv sees a TTY, and Node's tty streams write
  *   blocking), so it is wrapped with control/ttrpc/fdstream.ts (native poller, non-blocking).
- * - Output is queued in memory per stream. Above {@link OUTPUT_HIGH_WATER} queued bytes the
+ * - Output waits per stream in the helper's memfd spool (control/sandbox/spool.ts: pipes are
+ *   spliced into it, pty output pwritten; a restarted control plane re-opens it), or in memory
+ *   when there is no spool. Above {@link OUTPUT_HIGH_WATER} queued bytes the
  *   source is paused, below {@link OUTPUT_LOW_WATER} it resumes: a slow reader makes the kernel
  *   pipe fill and the writer block (field case B11); nothing is dropped while the process runs.
  *   After its exit, unread output counts against a sandbox-wide byte budget
