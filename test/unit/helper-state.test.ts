@@ -95,5 +95,9 @@ t.test('state pages: 30 processes x 3 fds (> 64 per packet) arrive once each, wi
   await rejectsStatus(t, client.call('state', { withFds: false, cursor: 1.5 }), Code.INVALID_ARGUMENT, /cursor/);
   const past = await client.call('state', { withFds: false, cursor: 10_000 });
   t.same([past.result.containers, past.result.processes, past.result.next], [[], [], undefined], 'a cursor past the end: an empty last page');
+  t.equal(first.result.oomEvents, undefined, 'no OOM event kept');
+  await rejectsStatus(t, client.call('ackOomEvents', { upTo: -1 }), Code.INVALID_ARGUMENT, /upTo/);
+  await rejectsStatus(t, client.call('ackOomEvents', { upTo: 'x' as unknown as number }), Code.INVALID_ARGUMENT, /upTo/);
+  t.same((await client.call('ackOomEvents', { upTo: 7 })).result, {}, 'ackOomEvents of nothing kept: OK');
   await client.call('destroySandbox', {});
 });
