@@ -3,6 +3,7 @@
 // at every instant either still in the pipe or in the memfd (never only in control's memory),
 // and releases delivered ranges with fallocate(PUNCH_HOLE). See control/sandbox/spool.ts.
 #include "spool.h"
+#include "errno-error.h"
 
 #include <cerrno>
 #include <cmath>
@@ -16,16 +17,7 @@
 namespace kata_spool {
 namespace {
 
-[[noreturn]] void Throw(Napi::Env env, int err, const char* syscall) {
-  std::string message = std::string(syscall) + ": " + strerror(err);
-  Napi::Error error = Napi::Error::New(env, message);
-  Napi::Object obj = error.Value();
-  const char* name = strerrorname_np(err);
-  obj.Set("code", Napi::String::New(env, name != nullptr ? name : "EUNKNOWN"));
-  obj.Set("errno", Napi::Number::New(env, err));
-  obj.Set("syscall", Napi::String::New(env, syscall));
-  throw error;
-}
+[[noreturn]] void Throw(Napi::Env env, int err, const char* syscall) { kata_native::ThrowErrno(env, err, syscall); }
 
 [[noreturn]] void ThrowType(Napi::Env env, const std::string& message) {
   throw Napi::TypeError::New(env, message);

@@ -200,6 +200,18 @@ t.test('output a killed control plane had buffered and not delivered arrives fro
   t.ok((await readAll('ReadStderr', 'err')).equals(seqOutput(100_000)), 'stderr: every byte after the restart');
   t.ok((await readAll('ReadStdout', 'tty')).equals(seqOutput(20_000, '\r\n')), 'terminal output: every byte after the restart');
 
+  // WriteStdin continues: a cat adopted with its stdin pipe (the helper's copy).
+  await retrying('ExecProcess cat', (c) =>
+    c.call('ExecProcess', { container_id: box, exec_id: 'cat', process: { Args: ['cat'], Cwd: '/', User: { UID: 0, GID: 0 }, Env: ['PATH=/bin:/usr/bin', h.mark] } }),
+  );
+  await retrying('WriteStdin', (c) => c.call('WriteStdin', { container_id: box, exec_id: 'cat', data: Buffer.from('before\n') }));
+  t.equal(Buffer.from((await retrying('ReadStdout', (c) => c.call('ReadStdout', { container_id: box, exec_id: 'cat', len: 100 }))).data).toString(), 'before\n', 'cat echoes before the restart');
+  await h.agent.restartControl('SIGKILL');
+  await retrying('WriteStdin', (c) => c.call('WriteStdin', { container_id: box, exec_id: 'cat', data: Buffer.from('after\n') }));
+  t.equal(Buffer.from((await retrying('ReadStdout', (c) => c.call('ReadStdout', { container_id: box, exec_id: 'cat', len: 100 }))).data).toString(), 'after\n', 'WriteStdin and ReadStdout continue after the restart');
+  await retrying('CloseStdin', (c) => c.call('CloseStdin', { container_id: box, exec_id: 'cat' }));
+  t.equal((await retrying('WaitProcess cat', (c) => c.call('WaitProcess', { container_id: box, exec_id: 'cat' }))).status, 0, 'CloseStdin after the restart ends cat');
+
   // B08 across a restart: 3,388,895 bytes on stdout, control killed while the reader is halfway.
   await retrying('ExecProcess big', (c) =>
     c.call('ExecProcess', { container_id: box, exec_id: 'big', process: { Args: ['seq', '1', '500000'], Cwd: '/', User: { UID: 0, GID: 0 }, Env: ['PATH=/bin:/usr/bin', h.mark] } }),

@@ -7,27 +7,9 @@ import * as fs from 'node:fs';
 import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
 import { Code, STATE_PAGE_PROCESSES, type ContainerPlan, type ContainerState, type ProcessState } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
-import { closeAll, exitOf, processPlan, rejectsStatus } from '../lib/helper-fixtures';
+import { closeAll, exitOf, processPlan, rejectsStatus, mockContainerPlan } from '../lib/helper-fixtures';
 
-function plan(args: string[]): ContainerPlan {
-  return {
-    rootfs: '/run/kata-containers/c/rootfs',
-    readonly: false,
-    hostname: 'mock',
-    namespaces: [
-      { type: 'mount', path: '' },
-      { type: 'pid', path: '' },
-      { type: 'uts', path: '' },
-      { type: 'ipc', path: '' },
-    ],
-    mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] }],
-    process: processPlan(args),
-    maskedPaths: [],
-    readonlyPaths: [],
-    sysctl: {},
-    rootfsPropagation: '',
-  };
-}
+const plan = mockContainerPlan;
 
 let pair: MockHelperPair;
 t.before(async () => {

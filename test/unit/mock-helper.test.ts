@@ -8,34 +8,13 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import { HelperClient } from '../../shared/helper-client';
 import { loadNative } from '../../shared/native';
-import { Code, type ContainerPlan, type ProcessPlan } from '../../shared/protocol';
+import { Code, type ContainerPlan } from '../../shared/protocol';
 import { startMockHelper, startMockPair, createMockHelperPair, type MockHelperPair } from '../../helper/mock/main';
-import { processPlan, readToEnd, closeAll, exitOf, rejectsStatus } from '../lib/helper-fixtures';
+import { processPlan, readToEnd, closeAll, exitOf, rejectsStatus, mockContainerPlan } from '../lib/helper-fixtures';
 
 const native = loadNative();
 
-function plan(args: string[], over: Partial<ProcessPlan> = {}): ContainerPlan {
-  return {
-    rootfs: '/run/kata-containers/c/rootfs', // need not exist for the mock
-    readonly: false,
-    hostname: 'mock',
-    namespaces: [
-      { type: 'mount', path: '' },
-      { type: 'pid', path: '' },
-      { type: 'uts', path: '' },
-      { type: 'ipc', path: '' },
-    ],
-    mounts: [
-      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
-      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
-    ],
-    process: processPlan(args, over),
-    maskedPaths: ['/proc/kcore'],
-    readonlyPaths: ['/proc/sys'],
-    sysctl: {},
-    rootfsPropagation: '',
-  };
-}
+const plan = mockContainerPlan;
 
 let pair: MockHelperPair;
 let client: HelperClient;
