@@ -16,8 +16,9 @@ import { PassfdListener } from './passfd';
 import { EventEmitter } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import type { HelperEvent } from '../shared/protocol';
 import type { LogRing } from '../shared/log-ring';
+import { Code, StatusError, type HelperEvent } from '../shared/protocol';
+import { adoptFromHelper, type AdoptionSummary } from './rpc/adopt';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
 import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
@@ -96,6 +97,8 @@ export class Agent extends EventEmitter {
   private stopping = false;
   private helperLost = false;
   private readonly logRing?: LogRing;
+  /** What {@link start} adopted from the helper (null before start or without a state op). */
+  adopted: AdoptionSummary | null = null;
 
   constructor(options: AgentOptions) {
     super();
@@ -131,7 +134,8 @@ export class Agent extends EventEmitter {
   }
 
   /**
-   * Listen on `config.serverAddr` and start the debug endpoint on `config.debugAddr` (unless
+   * Adopt the helper's sandbox, containers and processes (control/rpc/adopt.ts; rejects with its
+   * StatusError, e.g. UNAVAILABLE when the helper is gone), then listen on `config.serverAddr` and start the debug endpoint on `config.debugAddr` (unless
    * ""). Rejects with the listen error (StatusError INVALID_ARGUMENT for a bad address, a
    * system error such as EADDRINUSE otherwise); nothing is left listening then. The default
    * debug address is best-effort: failing to listen there is logged and the agent runs without
@@ -140,6 +144,14 @@ export class Agent extends EventEmitter {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    // Re-adopt what a previous control plane left with the helper before serving anything, so
+    // that no rpc sees a half-built model (docs/ARCHITECTURE.md "Restart and adoption").
+    try {
+      this.adopted = await adoptFromHelper(this.service.core);
+    } catch (err) {
+      if (!(err instanceof StatusError && err.code === Code.UNIMPLEMENTED)) throw err;
+      this.log.warn({ err }, 'the helper has no state op: nothing adopted');
+    }
     await this.server.listen(this.config.serverAddr);
     if (this.config.passfdListener) {
       try {

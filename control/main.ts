@@ -172,6 +172,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
       debugAddr: agent.debugServer ? config.debugAddr : null,
       helperSocket: config.helperSocket,
       helperPid: helper.helperPid,
+      adopted: agent.adopted,
       config,
     },
     'announce',

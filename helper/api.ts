@@ -109,6 +109,7 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'closeStdin',
   'releaseProcess',
   'state',
+  'ackOomEvents',
   'cgroupStats',
   'cgroupFreeze',
   'cgroupUpdate',

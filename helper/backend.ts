@@ -3,6 +3,8 @@
  * with kata-init as the launcher (helper/ops/process.ts), plus the guest ops family
  * (helper/ops/sysfs.ts, copy-file.ts, guest.ts) over the native addon. Runs as root.
  */
+import * as path from 'node:path';
+import { LeftoverJournal } from './ops/leftovers';
 import { silentLogger, type Logger } from '../shared/log';
 import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
@@ -39,6 +41,11 @@ export interface RealBackendOptions {
   netns?: string;
   /** Agent option unified_cgroup_hierarchy: use only the cgroup2 mount, ignore v1 hierarchies. */
   unifiedCgroupHierarchy?: boolean;
+  /**
+   * The helper's state directory: containers are journaled in `<stateDir>/containers` so that
+   * the next helper kills what a crashed one left (helper/ops/leftovers.ts). Absent: no journal.
+   */
+  stateDir?: string;
 }
 
 /** The real backend: the composed backend the server dispatches to, and its container model. */
@@ -84,7 +91,8 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   const layout = detectCgroupLayout(opts.unifiedCgroupHierarchy === true);
   logger.info({ cgroups: layout }, 'cgroup hierarchies detected');
   const cgroups = new CgroupManager({ layout, logger });
-  const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups });
+  const journal = opts.stateDir ? new LeftoverJournal(path.join(opts.stateDir, 'containers'), logger) : undefined;
+  const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups, journal });
   const g = opts.guest ?? {};
   const guest = guestFamily(
     new SysfsOps({ root: g.sysfsRoot, logger }),

@@ -34,7 +34,8 @@ import { parseArgs } from 'node:util';
 import { createLogger, errorLine, startupFailure } from '../shared/log';
 import { DEFAULT_HELPER_SOCKET } from '../shared/protocol';
 import { HelperServer } from './server';
-import { createRealBackend } from './backend';
+import { createRealBackendParts } from './backend';
+import type { ContainerBackend } from './ops/container';
 import { createMockHelperBackend } from './mock/backend';
 import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
@@ -128,10 +129,11 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   let backend: HelperBackend;
+  let containers: ContainerBackend | undefined;
   try {
-    backend = opts.mock
-      ? createMockHelperBackend({ logger: log, kataDir: opts.kataDir }).backend
-      : createRealBackend({
+    const parts = opts.mock
+      ? createMockHelperBackend({ logger: log, kataDir: opts.kataDir })
+      : createRealBackendParts({
           logger: log,
           netns: opts.netns,
           sandboxNsDir: path.join(opts.stateDir, 'sandbox-ns'),
@@ -139,11 +141,16 @@ export async function main(argv: string[]): Promise<number> {
           resolvConf: opts.resolvConf,
           hotplugTimeoutMs: opts.hotplugTimeoutMs,
           unifiedCgroupHierarchy: opts.unifiedCgroupHierarchy,
+          stateDir: opts.stateDir,
         });
+    backend = parts.backend;
+    containers = parts.containers;
   } catch (err) {
     startupFailure(log, 'kata-agent-helper', 'cannot set up the helper backend', err);
     return 1;
   }
+  // A previous helper that died left its containers running and its mounts: end them first.
+  await containers?.cleanLeftovers(opts.stateDir);
   const server = new HelperServer({ backend, controlUid: opts.controlUid, logger: log });
   try {
     if (!opts.mock) prepareControlDir(opts.stateDir, opts.controlUid);

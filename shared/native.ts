@@ -190,6 +190,16 @@ export interface NativeAddon {
   /** recvmsg one packet of at most `maxBytes` (0..64 MiB; and up to 64 fds, MSG_CMSG_CLOEXEC); null on EAGAIN. */
   seqpacketRecv(fd: number, maxBytes: number): SeqpacketMessage | null;
 
+  /** memfd_create(name, MFD_CLOEXEC): an anonymous in-memory file (an output spool, helper/native/spool.cc). */
+  memfdCreate(name: string): number;
+  /**
+   * splice(2) up to `len` bytes from the pipe `fdIn` into `fdOut` at byte offset `offOut`
+   * (SPLICE_F_NONBLOCK): returns the bytes moved, 0 at end of file, -1 when the pipe is empty.
+   */
+  splice(fdIn: number, fdOut: number, offOut: number, len: number): number;
+  /** fallocate(PUNCH_HOLE | KEEP_SIZE): free the bytes [offset, offset+len) of a memfd (they read as 0). */
+  punchHole(fd: number, offset: number, len: number): void;
+
   /** socket(AF_VSOCK, SOCK_STREAM) with SO_REUSEADDR bound to (cid, port), listening, non-blocking. cid -1 = VMADDR_CID_ANY, port -1 = VMADDR_PORT_ANY. */
   vsockListen(cid: number, port: number, backlog: number): number;
   /** A connected AF_VSOCK stream socket (blocking connect, then non-blocking). */

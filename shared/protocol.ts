@@ -477,11 +477,21 @@ export interface ReleaseProcessArgs {
 }
 export type ReleaseProcessResult = Record<string, never>;
 
-/** Snapshot of kernel state, for a restarted control plane (fds of live stdio follow). */
+/**
+ * Snapshot of the helper's containers and processes, for a restarted control plane, one page at
+ * a time (docs/ARCHITECTURE.md "Restart and adoption"): a page holds at most one container
+ * record (with its plan) and at most {@link STATE_PAGE_PROCESSES} processes whose fds fit one
+ * packet; the processes of a container follow its record, on the same page or the next ones.
+ * Ask again with `cursor` = the page's `next` until a page comes without `next`.
+ */
 export interface StateArgs {
   /** Ask for the parent stdio fds of live processes too. */
   withFds: boolean;
+  /** Where the page starts (the previous page's `next`; default 0, the first page). */
+  cursor?: number;
 }
+/** Most processes in one `state` page. */
+export const STATE_PAGE_PROCESSES = 256;
 export interface ProcessState {
   containerId: string;
   execId: string;
@@ -490,15 +500,31 @@ export interface ProcessState {
   exitStatus: number | null;
   /** Names of the fds sent for this process, in packet order (e.g. "stdin"). */
   fds: string[];
+  /** Whether the process has a terminal (its stdio is one pty master). */
+  terminal?: boolean;
 }
 export interface ContainerState {
   containerId: string;
   status: 'created' | 'running' | 'stopped';
   pid: number;
+  /** The plan as control sent it in createContainer (a restarted control plane needs it for execs). */
+  plan?: unknown;
+}
+/** The sandbox as the helper knows it (absent: no sandbox created). */
+export interface SandboxState {
+  sandboxId: string;
+  hostname: string;
+  namespaces: NamespacePlan[];
 }
 export interface StateResult {
   containers: ContainerState[];
   processes: ProcessState[];
+  /** Cursor of the next page; absent on the last page. */
+  next?: number;
+  /** On the first page (cursor 0) when a sandbox exists. */
+  sandbox?: SandboxState;
+  /** On the first page: the OOM events not acked yet (ackOomEvents), oldest first. */
+  oomEvents?: { containerId: string; seq: number }[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -799,6 +825,7 @@ export interface Ops extends StorageOps, NetworkOps {
   closeStdin: [CloseStdinArgs, CloseStdinResult];
   releaseProcess: [ReleaseProcessArgs, ReleaseProcessResult];
   state: [StateArgs, StateResult];
+  ackOomEvents: [AckOomEventsArgs, AckOomEventsResult];
 }
 export type OpName = keyof Ops;
 
@@ -819,7 +846,19 @@ export interface ExitEvent {
 export interface OomEvent {
   event: 'oom';
   containerId: string;
+  /**
+   * The helper's number of this event (1, 2, ...). The helper keeps an event until control acks
+   * it (ackOomEvents, once GetOOMEvent delivered it); a restarted control plane gets the kept
+   * ones in the first `state` page.
+   */
+  seq?: number;
 }
+
+/** ackOomEvents: control delivered every OOM event up to `upTo` (its seq): the helper forgets them. */
+export interface AckOomEventsArgs {
+  upTo: number;
+}
+export type AckOomEventsResult = Record<string, never>;
 
 export type HelperEvent = ExitEvent | OomEvent;
 

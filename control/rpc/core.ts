@@ -26,10 +26,18 @@ export const MAX_QUEUED_OOM_EVENTS = 1024;
 /** Early exit events (arrived before the process was registered) kept at most. */
 const MAX_EARLY_EXITS = 1024;
 
+/** An OOM event waiting for a GetOOMEvent: the container, and the helper's number of the event. */
+export interface QueuedOom {
+  containerId: string;
+  seq?: number;
+}
+
 /** What an rpc handler learns about its call (a subset of the ttRPC HandlerContext). */
 export interface RpcContext {
   /** Aborted when the caller's deadline passes or its connection drops. */
   readonly signal?: AbortSignal;
+  /** Run `fn` right before the answer is written to the caller's connection (absent: call it at once). */
+  readonly onSend?: (fn: () => void) => void;
 }
 
 /** Resource bounds of the control plane that a deployment or a test may tune. */
@@ -188,26 +196,41 @@ export class AgentCore {
    * OOM events not yet taken by a GetOOMEvent (container ids, oldest first; at most
    * {@link MAX_QUEUED_OOM_EVENTS}, the oldest dropped beyond).
    */
-  readonly oomQueue: string[] = [];
+  readonly oomQueue: QueuedOom[] = [];
   /** GetOOMEvent calls waiting for an event, oldest first. */
-  readonly oomWaiters: ((containerId: string) => void)[] = [];
+  readonly oomWaiters: ((event: QueuedOom) => void)[] = [];
 
-  /** An OOM kill in `containerId`'s cgroup: to the oldest waiting GetOOMEvent, else queued. */
-  private handleOom(containerId: string): void {
-    this.log.warn({ container: containerId }, 'OOM kill in the container\'s cgroup');
+  /**
+   * An OOM kill in `containerId`'s cgroup: to the oldest waiting GetOOMEvent, else queued (in
+   * `seq` order; an event already queued — the same seq from a `state` page and an event — once).
+   */
+  handleOom(containerId: string, seq?: number): void {
+    if (seq !== undefined && this.oomQueue.some((e) => e.seq === seq)) return;
+    this.log.warn({ container: containerId, seq }, 'OOM kill in the container\'s cgroup');
+    const event = { containerId, seq };
     const waiter = this.oomWaiters.shift();
     if (waiter) {
-      waiter(containerId);
+      waiter(event);
       return;
     }
-    this.oomQueue.push(containerId);
+    this.oomQueue.push(event);
+    if (seq !== undefined) this.oomQueue.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     if (this.oomQueue.length > MAX_QUEUED_OOM_EVENTS) this.oomQueue.shift();
+  }
+
+  /**
+   * `event` reached the runtime (GetOOMEvent answered): the helper may forget it and the ones
+   * before it (ackOomEvents). Never throws.
+   */
+  ackOom(event: QueuedOom): void {
+    if (event.seq === undefined || this.helperLost) return;
+    this.callNoFds('ackOomEvents', { upTo: event.seq }).catch((err: unknown) => this.log.warn({ err, seq: event.seq }, 'helper ackOomEvents failed'));
   }
 
   /** Feed a helper event (process exit, OOM) into the model. */
   handleHelperEvent(event: HelperEvent): void {
     if (event.event === 'oom') {
-      this.handleOom(event.containerId);
+      this.handleOom(event.containerId, event.seq);
       return;
     }
     if (event.event !== 'exit') return;
@@ -238,6 +261,11 @@ export class AgentCore {
     if (early.pid === p.pid && container.applyExit(p.helperExecId, p.pid, early.exitStatus)) this.outputBudget.add(p);
   }
 
+  /** Forget the early exit of one process (its status came another way, e.g. adoption). */
+  dropEarlyExit(containerId: string, helperExecId: string): void {
+    this.earlyExits.delete(`${containerId}\0${helperExecId}`);
+  }
+
   /** Forget the early exits of a removed container. */
   dropEarlyExits(containerId: string): void {
     for (const key of [...this.earlyExits.keys()]) if (key.startsWith(`${containerId}\0`)) this.earlyExits.delete(key);
@@ -258,10 +286,19 @@ export class AgentCore {
   async release(container: Container, p: Process): Promise<void> {
     p.stdio.destroy();
     this.outputBudget.remove(p);
-    if (p.released || p.init) return;
+    if (p.init) return;
+    await this.releaseInHelper(container, p);
+  }
+
+  /**
+   * Tell the helper (once) to close its copies of `p`'s stdio and output spools and to forget an
+   * exec process (the init stays until RemoveContainer). Never throws (NOT_FOUND is fine).
+   */
+  async releaseInHelper(container: Container, p: Process): Promise<void> {
+    if (p.released) return;
     p.released = true;
     try {
-      await this.callNoFds('releaseProcess', { containerId: container.id, execId: p.execId });
+      await this.callNoFds('releaseProcess', { containerId: container.id, execId: p.helperExecId });
     } catch (err) {
       if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) {
         this.log.warn({ err, container: container.id, exec: p.execId }, 'helper releaseProcess failed');

@@ -129,7 +129,8 @@ export async function signalProcess(core: AgentCore, req: pb.SignalProcessReques
  * concurrent or later calls get the same status while the record exists (B14: a late Wait
  * returns the cached status; NOT_FOUND only once the record was evicted or the container
  * removed). Output stays readable after the wait (B08). The helper is told to release its
- * copies of the stdio (releaseProcess), and our stdin pipe is closed. A call whose deadline
+ * copies of the stdio (releaseProcess) once the output has been read to its end (until then a
+ * restarted control plane adopts it with its output), and our stdin pipe is closed. A call whose deadline
  * passes or whose connection drops (`ctx.signal`) is withdrawn at once: nothing of it is kept
  * until the process exits (review: 300k timed-out waits took control to 1.38 GB).
  */
@@ -142,16 +143,9 @@ export async function waitProcess(core: AgentCore, req: pb.WaitProcessRequest, c
   if (!p.waited) {
     p.waited = true;
     p.stdio.releaseStdin();
-    if (!p.released) {
-      // The helper closes its copies of the stdio (and forgets an exec process; the init stays
-      // until RemoveContainer).
-      p.released = true;
-      await core.callNoFds('releaseProcess', { containerId: container.id, execId: p.helperExecId }).catch((err: unknown) => {
-        if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) {
-          core.log.warn({ err, container: container.id, exec: p.execId }, 'helper releaseProcess failed');
-        }
-      });
-    }
+    // The helper keeps its copies of the stdio and the output spools until the output has been
+    // read to its end, so that a restarted control plane can still deliver it.
+    p.stdio.whenOutputDrained(() => void core.releaseInHelper(container, p));
   }
   return { status };
 }

@@ -5,6 +5,7 @@
  */
 import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
 import { Code, StatusError } from '../../shared/protocol';
+import type { OutputStream } from '../sandbox/stdio';
 import type { AgentCore, RpcContext } from './core';
 
 type Empty = gpb.protobuf.Empty.$Properties;
@@ -24,15 +25,29 @@ function checkReadLen(len: number): number {
  */
 export async function readStdout(core: AgentCore, req: pb.ReadStreamRequest, ctx: RpcContext = {}): Promise<pb.ReadStreamResponse.$Properties> {
   const p = core.sandbox.getContainer(req.container_id).getProcess(req.exec_id);
-  const len = checkReadLen(req.len);
-  return { data: await p.stdio.stdout.read(len, ctx.signal) };
+  return readOutput(p.stdio.stdout, checkReadLen(req.len), ctx);
 }
 
 /** ReadStderr: as {@link readStdout} for stderr (with a terminal: the same pty output, as upstream). */
 export async function readStderr(core: AgentCore, req: pb.ReadStreamRequest, ctx: RpcContext = {}): Promise<pb.ReadStreamResponse.$Properties> {
   const p = core.sandbox.getContainer(req.container_id).getProcess(req.exec_id);
-  const len = checkReadLen(req.len);
-  return { data: await p.stdio.stderr.read(len, ctx.signal) };
+  return readOutput(p.stdio.stderr, checkReadLen(req.len), ctx);
+}
+
+/**
+ * One read of `stream`; the bytes count as delivered (an output spool moves its delivered offset
+ * past them: a restarted control plane resumes after them) right before the encoded answer is
+ * written to the caller's connection: only the write syscall separates the two, and no other
+ * process (the reader) is woken in between, so a kill lands there only by µs-scale chance
+ * (docs/ARCHITECTURE.md "Restart and adoption"). Committing after the write instead made a
+ * restart deliver a read twice in 1 of 8 test rounds: the write wakes the reader, which may
+ * run (and kill) before control records the offset.
+ */
+async function readOutput(stream: OutputStream, len: number, ctx: RpcContext): Promise<pb.ReadStreamResponse.$Properties> {
+  const data = await stream.read(len, ctx.signal);
+  if (ctx.onSend) ctx.onSend(() => stream.commit(data.length));
+  else stream.commit(data.length);
+  return { data };
 }
 
 /**

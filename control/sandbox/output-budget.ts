@@ -21,7 +21,7 @@ export const MAX_UNREAD_EXITED_OUTPUT = 64 * 1024 * 1024;
  * on EOF (so the shim behaves the same), while a caller that looks at the status (kata-agent-ctl,
  * logs) learns that output is missing; OUT_OF_RANGE "EOF" would claim the stream was complete.
  */
-export function dataLossError(stream: string, p: Process, droppedBytes: number, budget: number): StatusError {
+export function dataLossError(stream: string, p: Pick<Process, 'execId' | 'containerId'>, droppedBytes: number, budget: number): StatusError {
   return new StatusError(
     Code.DATA_LOSS,
     `${stream} of process ${JSON.stringify(p.execId)} of container ${p.containerId}: ${droppedBytes} unread bytes (and whatever ` +

@@ -7,7 +7,9 @@
  * - Pipes are wrapped with `new net.Socket({fd, readable/writable})` (libuv takes a pipe fd for
  *   a named pipe). A pty master cannot be (libuv sees a TTY, and Node's tty streams write
  *   blocking), so it is wrapped with control/ttrpc/fdstream.ts (native poller, non-blocking).
- * - Output is queued in memory per stream. Above {@link OUTPUT_HIGH_WATER} queued bytes the
+ * - Output waits per stream in the helper's memfd spool (control/sandbox/spool.ts: pipes are
+ *   spliced into it, pty output pwritten; a restarted control plane re-opens it), or in memory
+ *   when there is no spool. Above {@link OUTPUT_HIGH_WATER} queued bytes the
  *   source is paused, below {@link OUTPUT_LOW_WATER} it resumes: a slow reader makes the kernel
  *   pipe fill and the writer block (field case B11); nothing is dropped while the process runs.
  *   After its exit, unread output counts against a sandbox-wide byte budget
@@ -21,10 +23,11 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { Readable, Writable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { Code, StatusError } from '../../shared/protocol';
 import { loadNative } from '../../shared/native';
 import { FdStream } from '../ttrpc/fdstream';
+import { Spool, SpliceSource } from './spool';
 
 /** Queued bytes above which an output source is paused (1 MiB). */
 export const OUTPUT_HIGH_WATER = 1024 * 1024;
@@ -50,83 +53,40 @@ interface PendingRead {
 }
 
 /**
- * One output stream (stdout, stderr or a pty master's output): a chunk queue fed by `source`.
- * The queue owns no fd itself; `source` is destroyed by {@link OutputStream.destroy}.
+ * Where an {@link OutputStream} keeps output read from its source and not yet taken by a read:
+ * in memory ({@link MemoryStore}) or in the helper's memfd spool ({@link SpoolStore}, which a
+ * restarted control plane re-opens: control/sandbox/spool.ts).
  */
-export class OutputStream {
+export interface OutputStore {
+  /** Bytes stored and not taken. */
+  readonly queued: number;
+  /** Store bytes read by the source (a source that stores by itself, as splice does, never calls this). */
+  push(chunk: Buffer): void;
+  /** Take up to `len` bytes (caller checked `queued` > 0). */
+  take(len: number): Buffer;
+  /** `n` taken bytes were written to the runtime. */
+  commit(n: number): void;
+  /** Drop what is queued; returns the bytes dropped. */
+  drop(): number;
+  /** Release the storage (close the spool). */
+  close(): void;
+  /** Bytes a previous control plane dropped from this stream (recorded in its spool), or null. */
+  readonly droppedBefore: number | null;
+}
+
+/** Output kept in control's memory, as a chunk queue (no spool: the mock's tests, passfd). */
+export class MemoryStore implements OutputStore {
   private readonly chunks: Buffer[] = [];
   private head = 0;
-  private queued = 0;
-  private ended = false;
-  private paused = false;
-  private readonly readers: PendingRead[] = [];
-  /** Set by {@link drop}: what every later read fails with (never a silent EOF). */
-  private lost: StatusError | null = null;
-  /** Called after bytes were queued (the unread-output budget watches exited processes). */
-  onQueued: (() => void) | null = null;
+  queued = 0;
+  readonly droppedBefore = null;
 
-  /**
-   * @param source a readable byte stream; an `error` is treated as end of stream (EIO on a pty
-   *   master once the slave side is closed is the normal end of a terminal's output)
-   * @param highWater pause the source above this many queued bytes
-   * @param lowWater resume it below this many
-   */
-  constructor(
-    private readonly source: Readable,
-    private readonly highWater = OUTPUT_HIGH_WATER,
-    private readonly lowWater = OUTPUT_LOW_WATER,
-  ) {
-    source.on('data', (chunk: Buffer) => this.onData(chunk));
-    source.on('end', () => this.onEnd());
-    source.on('close', () => this.onEnd());
-    source.on('error', () => this.onEnd());
-  }
-
-  /** Bytes queued and not yet read. */
-  get queuedBytes(): number {
-    return this.queued;
-  }
-
-  /** True once the source reached its end (queued bytes may still be readable). */
-  get sourceEnded(): boolean {
-    return this.ended;
-  }
-
-  /** True when the source reached its end and every queued byte has been read (or was dropped). */
-  get drained(): boolean {
-    return this.ended && this.queued === 0;
-  }
-
-  /** Reads waiting for data. */
-  get pendingReads(): number {
-    return this.readers.length;
-  }
-
-  /** The error reads fail with after {@link drop}, or null. */
-  get lostError(): StatusError | null {
-    return this.lost;
-  }
-
-  private onData(chunk: Buffer): void {
-    if (chunk.length === 0) return;
+  push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.queued += chunk.length;
-    this.serve();
-    this.onQueued?.();
-    if (this.queued > this.highWater && !this.paused && !this.ended) {
-      this.paused = true;
-      this.source.pause();
-    }
   }
 
-  private onEnd(): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.serve();
-  }
-
-  /** Take up to `len` bytes off the queue (caller checked it is non-empty). */
-  private take(len: number): Buffer {
+  take(len: number): Buffer {
     const first = this.chunks[this.head];
     let out: Buffer;
     if (first.length >= len || this.head === this.chunks.length - 1) {
@@ -157,7 +117,175 @@ export class OutputStream {
       this.chunks.splice(0, this.head);
       this.head = 0;
     }
-    if (this.paused && this.queued < this.lowWater && !this.ended) {
+    return out;
+  }
+
+  commit(): void {
+    // nothing survives control anyway
+  }
+
+  drop(): number {
+    const n = this.queued;
+    this.chunks.length = 0;
+    this.head = 0;
+    this.queued = 0;
+    return n;
+  }
+
+  close(): void {
+    this.drop();
+  }
+}
+
+/** Output kept in a {@link Spool} (a memfd the helper holds too). */
+export class SpoolStore implements OutputStore {
+  constructor(readonly spool: Spool) {}
+
+  get droppedBefore(): number | null {
+    return this.spool.dropped;
+  }
+
+  get queued(): number {
+    return this.spool.fd < 0 ? 0 : this.spool.queued;
+  }
+
+  push(chunk: Buffer): void {
+    this.spool.append(chunk);
+  }
+
+  take(len: number): Buffer {
+    return this.spool.take(len);
+  }
+
+  commit(n: number): void {
+    if (this.spool.fd >= 0) this.spool.commit(n);
+  }
+
+  drop(): number {
+    return this.spool.fd < 0 ? 0 : this.spool.drop();
+  }
+
+  close(): void {
+    this.spool.close();
+  }
+}
+
+/** What an {@link OutputStream} reads from: a Readable, or a {@link SpliceSource} ('stored' events). */
+export interface OutputSource {
+  on(event: string, listener: (arg: Buffer) => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  destroy(): unknown;
+}
+
+/**
+ * One output stream (stdout, stderr or a pty master's output): a store fed by `source`.
+ * `source` is destroyed and the store closed by {@link OutputStream.destroy}.
+ */
+export class OutputStream {
+  private ended = false;
+  private paused = false;
+  private readonly readers: PendingRead[] = [];
+  /** Set by {@link drop}: what every later read fails with (never a silent EOF). */
+  private lost: StatusError | null = null;
+  /** Called after bytes were queued (the unread-output budget watches exited processes). */
+  onQueued: (() => void) | null = null;
+
+  /**
+   * @param source a readable byte stream ('data' chunks go to the store) or a source that stores
+   *   by itself and reports 'stored' (byte count); an `error` is treated as end of stream (EIO
+   *   on a pty master once the slave side is closed is the normal end of a terminal's output)
+   * @param store where output waits for reads (default in memory)
+   * @param highWater pause the source above this many queued bytes
+   * @param lowWater resume it below this many
+   */
+  constructor(
+    private readonly source: OutputSource,
+    private readonly store: OutputStore = new MemoryStore(),
+    private readonly highWater = OUTPUT_HIGH_WATER,
+    private readonly lowWater = OUTPUT_LOW_WATER,
+  ) {
+    source.on('data', (chunk: Buffer) => this.onData(chunk));
+    source.on('stored', () => this.onStored());
+    source.on('end', () => this.onEnd());
+    source.on('close', () => this.onEnd());
+    source.on('error', () => this.onEnd());
+  }
+
+  /** Bytes queued and not yet read. */
+  get queuedBytes(): number {
+    return this.store.queued;
+  }
+
+  /** True once the source reached its end (queued bytes may still be readable). */
+  get sourceEnded(): boolean {
+    return this.ended;
+  }
+
+  /** True when the source reached its end and every queued byte has been read (or was dropped). */
+  get drained(): boolean {
+    return this.ended && this.store.queued === 0;
+  }
+
+  /** Reads waiting for data. */
+  get pendingReads(): number {
+    return this.readers.length;
+  }
+
+  private drainWaiters: (() => void)[] = [];
+
+  /** Call `fn` once the stream is {@link drained} (at once when it is). */
+  onceDrained(fn: () => void): void {
+    this.drainWaiters.push(fn);
+    this.checkDrained();
+  }
+
+  private checkDrained(): void {
+    if (!this.drained || this.drainWaiters.length === 0) return;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const fn of waiters) fn();
+  }
+
+  /** Bytes a previous control plane dropped from this stream (its spool says so), or null. */
+  get droppedBefore(): number | null {
+    return this.store.droppedBefore;
+  }
+
+  /** The error reads fail with after {@link drop}, or null. */
+  get lostError(): StatusError | null {
+    return this.lost;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (chunk.length === 0 || this.lost) return;
+    this.store.push(chunk);
+    this.onStored();
+  }
+
+  private onStored(): void {
+    this.serve();
+    this.onQueued?.();
+    if (this.store.queued > this.highWater && !this.paused && !this.ended) {
+      this.paused = true;
+      this.source.pause();
+    }
+  }
+
+  private onEnd(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.serve();
+  }
+
+  /** Bytes taken by reads whose {@link commit} has not come yet. */
+  private uncommitted = 0;
+
+  /** Take up to `len` bytes off the store (caller checked it is non-empty). */
+  private take(len: number): Buffer {
+    const out = this.store.take(len);
+    this.uncommitted += out.length;
+    if (this.paused && this.store.queued < this.lowWater && !this.ended) {
       this.paused = false;
       this.source.resume();
     }
@@ -165,11 +293,24 @@ export class OutputStream {
   }
 
   private serve(): void {
+    this.serveReaders();
+    this.checkDrained();
+    this.releaseIfDone();
+  }
+
+  private serveReaders(): void {
     while (this.readers.length > 0) {
-      if (this.queued > 0) {
+      if (this.store.queued > 0 && !this.lost) {
         const r = this.readers.shift()!;
-        r.resolve(this.take(r.len));
-      } else if (this.ended) {
+        let data: Buffer;
+        try {
+          data = this.take(r.len);
+        } catch (err) {
+          r.reject(err instanceof StatusError ? err : new StatusError(Code.INTERNAL, `reading the output spool failed: ${(err as Error).message}`));
+          continue;
+        }
+        r.resolve(data);
+      } else if (this.ended || this.lost) {
         this.readers.shift()!.reject(this.lost ?? eofError());
       } else {
         return;
@@ -214,12 +355,31 @@ export class OutputStream {
   }
 
   /**
+   * `n` bytes of a read's answer have been written to the runtime: a spool records them as
+   * delivered (a restarted control plane resumes after them) and frees them.
+   */
+  commit(n: number): void {
+    if (n <= 0) return;
+    this.store.commit(n);
+    this.uncommitted = Math.max(0, this.uncommitted - n);
+    this.releaseIfDone();
+  }
+
+  /** Drained and every read committed: control needs neither the source nor the store any more. */
+  private releaseIfDone(): void {
+    if (this.drained && this.uncommitted === 0) {
+      this.store.close();
+      this.source.destroy();
+    }
+  }
+
+  /**
    * Drop what is queued and close the source, and make every later read fail with `err` instead
    * of EOF (the unread-output budget: data is never dropped silently). Returns the number of
    * queued bytes dropped. A second drop keeps the first error.
    */
   drop(err: (droppedBytes: number) => StatusError): number {
-    const dropped = this.queued;
+    const dropped = this.store.drop();
     this.lost ??= err(dropped);
     this.onQueued = null;
     this.destroy();
@@ -228,9 +388,7 @@ export class OutputStream {
 
   /** Close the source and drop queued data; pending and later reads get EOF. Idempotent. */
   destroy(): void {
-    this.chunks.length = 0;
-    this.head = 0;
-    this.queued = 0;
+    this.store.close();
     this.source.destroy();
     this.onEnd();
   }
@@ -480,39 +638,77 @@ export class ProcessStdio {
   ) {}
 
   /**
-   * Wrap the fds a helper createContainer/execProcess response carried: "stdin", "stdout",
-   * "stderr" without a terminal, "pty" with one. Takes ownership of every fd in `fds` (unused
-   * ones are closed). Throws StatusError INTERNAL when an expected fd is missing (a helper bug);
-   * the fds are closed then too.
+   * Wrap the fds a helper createContainer/execProcess response (or a `state` page) carried:
+   * "stdin", "stdout", "stderr" without a terminal, "pty" with one; optionally the helper's
+   * output spools "stdoutSpool" and "stderrSpool" (or "ptySpool"), memfds that make output
+   * survive a control-plane restart (control/sandbox/spool.ts): the pipes are then drained into
+   * them with splice(2), the pty output with read + pwrite. Without spools output waits in
+   * memory. `adopted` (a `state` page): stdin may be missing (closed by CloseStdin before the
+   * restart). Takes ownership of every fd in `fds` (unused ones are closed). Throws StatusError
+   * INTERNAL when an expected fd is missing or a spool is not one (a helper bug); the fds are
+   * closed then too.
    */
-  static fromFds(fds: Readonly<Record<string, number>>, terminal: boolean): ProcessStdio {
+  static fromFds(fds: Readonly<Record<string, number>>, terminal: boolean, options: { adopted?: boolean } = {}): ProcessStdio {
     const want = terminal ? ['pty'] : ['stdin', 'stdout', 'stderr'];
-    const missing = want.filter((name) => typeof fds[name] !== 'number');
-    const extra = Object.entries(fds).filter(([name]) => !want.includes(name)).map(([, fd]) => fd);
+    const spoolNames = terminal ? ['ptySpool'] : ['stdoutSpool', 'stderrSpool'];
+    // An adopted process whose stdin was closed (CloseStdin) comes without it.
+    const stdinClosed = options.adopted === true && !terminal && typeof fds.stdin !== 'number';
+    const missing = want.filter((name) => typeof fds[name] !== 'number' && !(stdinClosed && name === 'stdin'));
+    const extra = Object.entries(fds).filter(([name]) => !want.includes(name) && !spoolNames.includes(name)).map(([, fd]) => fd);
     closeFds(extra);
+    const mine = [...want, ...spoolNames].map((n) => fds[n]).filter((fd): fd is number => typeof fd === 'number');
     if (missing.length > 0) {
-      closeFds(want.map((n) => fds[n]).filter((fd): fd is number => typeof fd === 'number'));
+      closeFds(mine);
       throw new StatusError(
         Code.INTERNAL,
         `helper sent no ${missing.join(', ')} fd for a process with terminal=${terminal} (got ${Object.keys(fds).join(', ') || 'none'})`,
       );
     }
-    if (terminal) {
-      const fd = fds.pty;
-      let stream: FdStream;
-      try {
-        stream = new FdStream(fd, { native: loadNative() });
-      } catch (err) {
-        closeFds([fd]);
-        throw new StatusError(Code.INTERNAL, `cannot wrap the pty master: ${(err as Error).message}`);
+    const spools: Spool[] = [];
+    const spoolFor = (name: string): Spool | null => {
+      const fd = fds[name];
+      if (typeof fd !== 'number') return null;
+      const spool = new Spool(fd);
+      spools.push(spool);
+      return spool;
+    };
+    try {
+      if (terminal) {
+        const fd = fds.pty;
+        const spool = spoolFor('ptySpool');
+        let stream: FdStream;
+        try {
+          stream = new FdStream(fd, { native: loadNative() });
+        } catch (err) {
+          throw new StatusError(Code.INTERNAL, `cannot wrap the pty master: ${(err as Error).message}`);
+        }
+        const out = new OutputStream(stream, spool ? new SpoolStore(spool) : undefined);
+        return new ProcessStdio(true, new InputStream(stream), out, out, fd, stream);
       }
-      const out = new OutputStream(stream);
-      return new ProcessStdio(true, new InputStream(stream), out, out, fd, stream);
+      const output = (name: 'stdout' | 'stderr'): OutputStream => {
+        const spool = spoolFor(`${name}Spool`);
+        if (!spool) return new OutputStream(new net.Socket({ fd: fds[name], readable: true, writable: false }));
+        return new OutputStream(new SpliceSource(fds[name], spool), new SpoolStore(spool));
+      };
+      const stdout = output('stdout');
+      const stderr = output('stderr');
+      const stdin = new InputStream(stdinClosed ? new PassThrough() : new net.Socket({ fd: fds.stdin, readable: false, writable: true }));
+      if (stdinClosed) stdin.close();
+      return new ProcessStdio(false, stdin, stdout, stderr, -1, null);
+    } catch (err) {
+      for (const sp of spools) sp.close();
+      closeFds(mine.filter((fd) => !spools.some((sp) => sp.fd === fd)));
+      throw err instanceof StatusError ? err : new StatusError(Code.INTERNAL, `cannot wrap the process's stdio: ${(err as Error).message}`);
     }
-    const stdin = new net.Socket({ fd: fds.stdin, readable: false, writable: true });
-    const stdout = new net.Socket({ fd: fds.stdout, readable: true, writable: false });
-    const stderr = new net.Socket({ fd: fds.stderr, readable: true, writable: false });
-    return new ProcessStdio(false, new InputStream(stdin), new OutputStream(stdout), new OutputStream(stderr), -1, null);
+  }
+
+  /** Stdio of a process whose fds are gone (an adopted process released by the helper): reads end at once (EOF), writes fail FAILED_PRECONDITION. */
+  static ended(terminal: boolean): ProcessStdio {
+    const make = (): OutputStream => new OutputStream(new PassThrough());
+    const out = make();
+    const stdio = new ProcessStdio(terminal, new InputStream(new PassThrough()), out, terminal ? out : make(), -1, null);
+    stdio.destroy(new StatusError(Code.FAILED_PRECONDITION, 'the process has exited: its stdin is closed'));
+    return stdio;
   }
 
   /**
@@ -557,6 +753,13 @@ export class ProcessStdio {
     } catch (err) {
       throw new StatusError(Code.INTERNAL, `TIOCSWINSZ ${rows}x${columns} failed: ${(err as Error).message}`);
     }
+  }
+
+  /** Call `fn` once every output is drained (read to its end or dropped); at once when they are. */
+  whenOutputDrained(fn: () => void): void {
+    const outs = this.outputs();
+    let left = outs.length;
+    for (const o of outs) o.onceDrained(() => --left === 0 && fn());
   }
 
   /** True when both outputs reached EOF and were read to the end (or were dropped). */

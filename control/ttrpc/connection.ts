@@ -28,6 +28,13 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /** The request's stream id (odd). */
   readonly streamId: number;
+  /**
+   * Run `fn` when the answer is handed to the connection: right before its frame is written
+   * (after it was encoded, so nothing but the write syscall follows), or when it is dropped
+   * (the call ended, the connection closed). ReadStdout records the delivered offset of its
+   * output spool then (control/sandbox/spool.ts).
+   */
+  readonly onSend?: (fn: () => void) => void;
 }
 
 /**
@@ -425,6 +432,12 @@ export class Connection {
       }
     }
 
+    let sentHooks: (() => void)[] | null = null;
+    const runSentHooks = (): void => {
+      const hooks = sentHooks;
+      sentHooks = null;
+      if (hooks) for (const fn of hooks) fn();
+    };
     const ctx: HandlerContext = {
       service,
       method,
@@ -432,6 +445,7 @@ export class Connection {
       deadlineMs,
       signal: entry.controller.signal,
       streamId,
+      onSend: (fn) => (sentHooks ??= []).push(fn),
     };
     const payload = toBuffer(request.payload ?? Buffer.alloc(0));
     const logContext = { streamId, service, method };
@@ -441,21 +455,25 @@ export class Connection {
         (result) => {
           if (entry.finished) {
             this.log.debug(logContext, 'late handler result dropped');
+            runSentHooks();
             return;
           }
           this.finish(entry);
           if (!(result instanceof Uint8Array)) {
             this.log.error({ ...logContext, got: typeof result }, 'handler resolved with something other than bytes');
             this.respondStatus(streamId, Code.INTERNAL, `handler for ${service}/${method} returned ${typeof result}, not bytes`);
+            runSentHooks();
             return;
           }
-          this.respond(streamId, Code.OK, '', result);
+          this.respond(streamId, Code.OK, '', result, runSentHooks);
         },
         (err: unknown) => {
           if (entry.finished) {
             this.log.debug({ ...logContext, err }, 'late handler error dropped');
+            runSentHooks();
             return;
           }
+          runSentHooks();
           this.finish(entry);
           const status = statusFromError(err, this.log, logContext);
           this.log.debug({ ...logContext, code: codeName(status.code), message: status.message }, 'request failed');
@@ -472,13 +490,18 @@ export class Connection {
     this.respond(streamId, code, message, undefined);
   }
 
-  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined): void {
-    if (this.closed || this.stream.destroyed || !this.stream.writable) return;
+  /** Write one response frame; `beforeWrite` runs right before the write (or when nothing is written). */
+  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined, beforeWrite?: () => void): void {
+    if (this.closed || this.stream.destroyed || !this.stream.writable) {
+      beforeWrite?.();
+      return;
+    }
     let body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
     if (body.length > MESSAGE_LENGTH_MAX) {
       this.log.warn({ streamId, length: body.length }, 'response too large, replaced by RESOURCE_EXHAUSTED');
       body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length)) }).finish();
     }
+    beforeWrite?.();
     const ok = writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
     this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog

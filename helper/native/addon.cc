@@ -15,6 +15,7 @@
 
 #include <napi.h>
 
+#include "spool.h"
 #include "uevent.h"
 #include <uv.h>
 
@@ -1611,6 +1612,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("powerOff", Napi::Function::New<PowerOff>(env, "powerOff"));
   exports.Set("Poller", Poller::Define(env));
   kata_uevent::Register(env, exports);
+  kata_spool::Register(env, exports);
   kata::RegisterNetlink(env, exports);
   return exports;
 }

@@ -2,6 +2,7 @@
 // group 1 and read one message at a time (non-blocking; the caller polls the fd with libuv
 // through the addon's Poller). Parsing of the KEY=VALUE records is left to TypeScript.
 #include "uevent.h"
+#include "errno-error.h"
 
 #include <cerrno>
 #include <cstring>
@@ -17,16 +18,7 @@ namespace {
 // Largest uevent the kernel sends is 2 KiB (UEVENT_BUFFER_SIZE); keep a margin.
 constexpr size_t kMaxUevent = 8192;
 
-[[noreturn]] void Throw(Napi::Env env, int err, const char* syscall) {
-  std::string message = std::string(syscall) + ": " + strerror(err);
-  Napi::Error error = Napi::Error::New(env, message);
-  Napi::Object obj = error.Value();
-  const char* name = strerrorname_np(err);
-  obj.Set("code", Napi::String::New(env, name != nullptr ? name : "EUNKNOWN"));
-  obj.Set("errno", Napi::Number::New(env, err));
-  obj.Set("syscall", Napi::String::New(env, syscall));
-  throw error;
-}
+[[noreturn]] void Throw(Napi::Env env, int err, const char* syscall) { kata_native::ThrowErrno(env, err, syscall); }
 
 // ueventOpen(): the fd (CLOEXEC, non-blocking). Throws the errno error.
 Napi::Value Open(const Napi::CallbackInfo& info) {

@@ -50,8 +50,12 @@ import {
   type StartContainerResult,
   type StateArgs,
   type StateResult,
+  STATE_PAGE_PROCESSES,
+  type AckOomEventsArgs,
+  type AckOomEventsResult,
 } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
+import { processStartTime, type CleanUpSummary, type LeftoverJournal } from './leftovers';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply, ContainerFamily, NamedFd } from '../api';
 import {
@@ -165,7 +169,12 @@ interface ContainerRecord {
   cgroup?: ContainerCgroup;
   /** The cgroup's oom_kill counter as last seen by the OOM watch (-1: unreadable). */
   oomSeen?: number;
+  /** The plan as control sent it, handed back by `state` to a restarted control plane. */
+  controlPlan: unknown;
 }
+
+/** OOM events kept for control until it acks them (the oldest dropped beyond). */
+const MAX_PENDING_OOM_EVENTS = 1024;
 
 /** Interval of the OOM watch (the cgroups' oom_kill counters), in ms. */
 export const OOM_WATCH_INTERVAL_MS = 200;
@@ -231,7 +240,7 @@ export class ContainerBackend implements ContainerFamily {
   private readonly containers = new Map<string, ContainerRecord>();
   /** Container ids being created (reserved). */
   private readonly creating = new Set<string>();
-  private sandbox: { id: string; namespaces: NamespacePlan[] } | undefined;
+  private sandbox: { id: string; hostname: string; namespaces: NamespacePlan[] } | undefined;
   /** Hooks of CreateSandbox's guest hook path, applied to containers created from then on. */
   private guestHooks: GuestHooks = emptyGuestHooks();
   private readonly hookRunner: HookRunner;
@@ -239,6 +248,12 @@ export class ContainerBackend implements ContainerFamily {
   private readonly listeners = new Set<(event: HelperEvent) => void>();
   private isShutdown = false;
   private readonly oomTimer: NodeJS.Timeout;
+  /** Records of the containers for the next helper's clean-up after a crash (helper/ops/leftovers.ts). */
+  private readonly journal: LeftoverJournal | undefined;
+  /** Number of the last OOM event. */
+  private oomSeq = 0;
+  /** OOM events control has not acked (ackOomEvents), oldest first; a restarted control gets them. */
+  private readonly oomPending: { containerId: string; seq: number }[] = [];
 
   /** Storage, device, DNS and modprobe ops (helper/ops/storage.ts); absent: those ops are UNIMPLEMENTED. */
   readonly storage: StorageBackend | undefined;
@@ -247,8 +262,9 @@ export class ContainerBackend implements ContainerFamily {
 
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager },
+    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager; journal?: LeftoverJournal },
   ) {
+    this.journal = opts.journal;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
     this.storage = opts.storage;
@@ -284,9 +300,37 @@ export class ContainerBackend implements ContainerFamily {
       record.oomSeen = n;
       if (n > seen) {
         this.log.warn({ containerId: record.id, oomKills: n }, 'container cgroup had an OOM kill');
-        this.emit({ event: 'oom', containerId: record.id });
+        const seq = ++this.oomSeq;
+        this.oomPending.push({ containerId: record.id, seq });
+        if (this.oomPending.length > MAX_PENDING_OOM_EVENTS) this.oomPending.shift();
+        this.emit({ event: 'oom', containerId: record.id, seq });
       }
     }
+  }
+
+  /**
+   * Start-up, before serving: kill the containers and detach the mounts (below `stateDir`) a
+   * previous helper left when it died (helper/ops/leftovers.ts). Never throws.
+   */
+  async cleanLeftovers(stateDir: string): Promise<CleanUpSummary | null> {
+    if (!this.journal) return null;
+    try {
+      return await this.journal.cleanUp(this.cgroups, stateDir);
+    } catch (err) {
+      this.log.error({ err }, 'cleaning up after a previous helper failed');
+      return null;
+    }
+  }
+
+  /** Forget the OOM events up to `upTo` (control delivered them). INVALID_ARGUMENT for a bad seq. */
+  async ackOomEvents(rawArgs: AckOomEventsArgs): Promise<BackendReply<AckOomEventsResult>> {
+    const args = checkArgs(rawArgs, 'ackOomEvents');
+    const upTo = args.upTo;
+    if (typeof upTo !== 'number' || !Number.isSafeInteger(upTo) || upTo < 0) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `ackOomEvents: upTo must be a non-negative integer, got ${JSON.stringify(upTo)}`);
+    }
+    while (this.oomPending.length > 0 && this.oomPending[0].seq <= upTo) this.oomPending.shift();
+    return { result: {} };
   }
 
   subscribe(listener: (event: HelperEvent) => void): () => void {
@@ -325,7 +369,7 @@ export class ContainerBackend implements ContainerFamily {
     this.sandboxBusy = true;
     try {
       const namespaces = await this.launcher.createSandbox(sandboxId, hostname);
-      this.sandbox = { id: sandboxId, namespaces };
+      this.sandbox = { id: sandboxId, hostname, namespaces };
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
@@ -396,6 +440,8 @@ export class ContainerBackend implements ContainerFamily {
       const cg = cgroup;
       const join = cg && this.cgroups ? (pid: number) => this.cgroups?.join(cg, pid) : undefined;
       const handle = await this.launcher.createInit(containerId, plan, stdio, join);
+      // From now on a helper crash leaves a container behind: the next helper kills it.
+      this.journal?.record({ containerId, pid: handle.pid, startTime: processStartTime(handle.pid), cgroup });
       stdio.closeChild();
       const init = this.registry.track({
         containerId,
@@ -424,6 +470,7 @@ export class ContainerBackend implements ContainerFamily {
           poststop: [...plan.hooks.poststop, ...this.guestHooks.poststop],
         },
         oci,
+        controlPlan: args.plan,
         cgroup,
         // a reused cgroup dir keeps its counter: only kills from now on are events
         oomSeen: cgroup && this.cgroups ? this.cgroups.oomKills(cgroup) : undefined,
@@ -439,6 +486,7 @@ export class ContainerBackend implements ContainerFamily {
         await this.cgroups.killAll(cgroup);
         this.cgroups.remove(cgroup);
       }
+      this.journal?.forget(containerId);
       throw err;
     } finally {
       this.creating.delete(containerId);
@@ -562,15 +610,16 @@ export class ContainerBackend implements ContainerFamily {
   }
 
   /**
-   * Close the stdin of a process: the helper's copy of the stdin pipe (with a terminal: of the
-   * pty master, as upstream closes the master on CloseStdin). Control closes its own copy.
-   * Idempotent.
+   * Close the stdin of a process: the helper's copy of the stdin pipe. With a terminal the
+   * helper keeps its pty master (it also carries the output, which a restarted control plane
+   * adopts); control writes ^D instead. Control closes its own copy. Idempotent.
    */
   async closeStdin(rawArgs: CloseStdinArgs): Promise<BackendReply<CloseStdinResult>> {
     const args = checkArgs(rawArgs, 'closeStdin');
     const record = this.getContainer(args.containerId);
     const proc = this.getProcess(record, validateExecId(args.execId, true));
-    this.registry.closeStdio(proc, ['stdin', 'pty']);
+    // The pty master stays: it carries the output, which a restarted control plane re-adopts.
+    this.registry.closeStdio(proc, ['stdin']);
     return { result: {} };
   }
 
@@ -595,45 +644,70 @@ export class ContainerBackend implements ContainerFamily {
   }
 
   /**
-   * Snapshot of containers and processes; with `withFds`, the helper's stdio fds of every process
-   * it still holds them for (named "<containerId>/<execId>/<name>", execId "" for the init;
-   * ProcessState.fds lists the short names in packet order). RESOURCE_EXHAUSTED when they do not
-   * fit one packet (MAX_FDS_PER_PACKET).
+   * One page of the snapshot of containers and processes (StateArgs; docs/ARCHITECTURE.md
+   * "Restart and adoption"). The snapshot is the list of every container record, each followed by
+   * its processes (init first, then execs in creation order); `cursor` indexes that list. A page
+   * holds at most one container record (its plan can be up to a packet), at most
+   * STATE_PAGE_PROCESSES processes and, with `withFds`, at most MAX_FDS_PER_PACKET fds (the
+   * helper's stdio copies, named "<containerId>/<execId>/<name>", execId "" for the init;
+   * ProcessState.fds lists the short names in packet order). `next` is set while more follow;
+   * the first page carries the sandbox. INVALID_ARGUMENT for a bad cursor.
    */
   async state(rawArgs: StateArgs): Promise<BackendReply<StateResult>> {
     const args = checkArgs(rawArgs, 'state');
     const withFds = checkBoolArg(args.withFds, 'withFds', false);
+    const cursor = args.cursor ?? 0;
+    if (typeof cursor !== 'number' || !Number.isInteger(cursor) || cursor < 0) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `state: cursor must be a non-negative integer, got ${JSON.stringify(cursor)}`);
+    }
+    type Item = { record: ContainerRecord } | { proc: TrackedProcess };
+    const items: Item[] = [];
+    for (const record of this.containers.values()) {
+      items.push({ record });
+      for (const proc of [record.init, ...record.execs.values()]) items.push({ proc });
+    }
     const containers: ContainerState[] = [];
     const processes: ProcessState[] = [];
     const fds: NamedFd[] = [];
-    for (const record of this.containers.values()) {
-      containers.push({ containerId: record.id, status: this.statusOf(record), pid: record.init.pid });
-      for (const proc of [record.init, ...record.execs.values()]) {
-        const names: string[] = [];
-        if (withFds) {
-          for (const [name, fd] of proc.stdio) {
-            names.push(name);
-            fds.push({ name: `${proc.containerId}/${proc.execId}/${name}`, fd });
-          }
-        }
-        processes.push({
-          containerId: proc.containerId,
-          execId: proc.execId,
-          pid: proc.pid,
-          exited: proc.exited,
-          exitStatus: proc.exitStatus,
-          fds: names,
-        });
+    const pageProcs: TrackedProcess[] = [];
+    let i = Math.min(cursor, items.length);
+    for (; i < items.length; i++) {
+      const item = items[i];
+      if ('record' in item) {
+        if (containers.length > 0) break;
+        const record = item.record;
+        containers.push({ containerId: record.id, status: this.statusOf(record), pid: record.init.pid, plan: record.controlPlan });
+        continue;
       }
+      const proc = item.proc;
+      const procFds = withFds ? [...proc.stdio] : [];
+      if (processes.length >= STATE_PAGE_PROCESSES || fds.length + procFds.length > MAX_FDS_PER_PACKET) break;
+      for (const [name, fd] of procFds) fds.push({ name: `${proc.containerId}/${proc.execId}/${name}`, fd });
+      processes.push({
+        containerId: proc.containerId,
+        execId: proc.execId,
+        pid: proc.pid,
+        exited: proc.exited,
+        exitStatus: proc.exitStatus,
+        fds: procFds.map(([name]) => name),
+        terminal: proc.stdio.has('pty'),
+      });
+      pageProcs.push(proc);
     }
-    if (fds.length > MAX_FDS_PER_PACKET) {
-      throw new StatusError(
-        Code.RESOURCE_EXHAUSTED,
-        `state has ${fds.length} stdio fds, more than the ${MAX_FDS_PER_PACKET} one packet can carry`,
-      );
+    const result: StateResult = { containers, processes };
+    if (i < items.length) result.next = i;
+    if (cursor === 0 && this.sandbox) {
+      result.sandbox = { sandboxId: this.sandbox.id, hostname: this.sandbox.hostname, namespaces: this.sandbox.namespaces };
     }
+    if (cursor === 0 && this.oomPending.length > 0) result.oomEvents = this.oomPending.map((e) => ({ ...e }));
     const unpin = this.registry.fds.pin(fds.map((f) => f.fd));
-    return { result: { containers, processes }, fds, onSent: unpin };
+    // Control knows these processes now: exit events held for them (a create/exec whose answer
+    // never reached a control plane that died) flow from here on.
+    const onSent = (): void => {
+      unpin();
+      for (const p of pageProcs) this.registry.announce(p);
+    };
+    return { result, fds, onSent };
   }
 
   /**
@@ -854,6 +928,7 @@ export class ContainerBackend implements ContainerFamily {
       }
       record.removed = true;
       this.containers.delete(record.id);
+      this.journal?.forget(record.id);
       this.log.info({ containerId: record.id }, 'container removed');
       // rustjail container.rs destroy(): poststop hooks after the container is gone, before the
       // remove returns; failures are logged only.

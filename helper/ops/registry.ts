@@ -64,7 +64,10 @@ export interface StdioSet {
   readonly terminal: boolean;
   /** Child fds 0, 1, 2 (the same pty slave three times with a helper pty; /dev/null before). */
   readonly child: [number, number, number];
-  /** Parent ends: "stdin" (write), "stdout" (read), "stderr" (read); or "pty" (the master). */
+  /**
+   * Parent ends: "stdin" (write), "stdout" (read), "stderr" (read) and the memfd output spools
+   * "stdoutSpool", "stderrSpool"; or "ptySpool" and (once adopted) "pty" (the master).
+   */
   readonly parent: NamedFd[];
   /** Terminal only: take ownership of the pty master `fd` that kata-init opened in the container. */
   adoptPtyMaster(fd: number): void;
@@ -97,6 +100,13 @@ export function createStdio(terminal: boolean): StdioSet {
       child = [inR, outW, errW];
       parent.push({ name: 'stdin', fd: inW }, { name: 'stdout', fd: outR }, { name: 'stderr', fd: errR });
     }
+    // The output spools (control/sandbox/spool.ts): control buffers output in them, and the
+    // helper's reference lets a restarted control plane find what was not delivered yet.
+    for (const name of terminal ? ['ptySpool'] : ['stdoutSpool', 'stderrSpool']) {
+      const fd = native.memfdCreate(`kata-${name}`);
+      opened.push(fd);
+      parent.push({ name, fd });
+    }
     let childClosed = false;
     let parentClosed = false;
     const set: StdioSet = {
@@ -104,14 +114,14 @@ export function createStdio(terminal: boolean): StdioSet {
       child,
       parent,
       adoptPtyMaster: (fd: number) => {
-        if (!terminal || parent.length > 0 || parentClosed) {
+        if (!terminal || parent.some((p) => p.name === 'pty') || parentClosed) {
           closeQuietly(fd);
           throw new Error('adoptPtyMaster: not a terminal stdio set waiting for its pty');
         }
         parent.push({ name: 'pty', fd });
       },
       openHelperPty: () => {
-        if (!terminal || parent.length > 0 || childClosed) throw new Error('openHelperPty: not a terminal stdio set waiting for its pty');
+        if (!terminal || parent.some((p) => p.name === 'pty') || childClosed) throw new Error('openHelperPty: not a terminal stdio set waiting for its pty');
         const { master, slave } = native.openpty();
         closeQuietly(child[0]);
         child.fill(slave);

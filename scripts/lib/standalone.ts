@@ -45,8 +45,23 @@ export interface StandaloneAgent {
   controlLog: string;
   /** e.g. "uid 65534" or "uid 0 (nobody cannot read the project)". */
   controlUser: string;
+  /** The current helper process (replaced by {@link restartHelper}). */
   helper: ChildProcess;
+  /** The current control plane process (replaced by {@link restartControl}). */
   control: ChildProcess;
+  /**
+   * Kill only the control plane with `signal` (default SIGKILL), wait for it to exit, start a new
+   * one on the same sockets (it re-adopts the helper's containers: docs/ARCHITECTURE.md "Restart
+   * and adoption") and resolve once it serves again. Throws (with the log tail) when the new one
+   * does not come up within 20 s.
+   */
+  restartControl(signal?: NodeJS.Signals): Promise<void>;
+  /**
+   * Kill the helper with `signal` (default SIGKILL), wait for it and for the control plane (which
+   * exits when it loses the helper), then start a new helper on the same state directory (it
+   * kills the containers and detaches the mounts the old one left) and a new control plane.
+   */
+  restartHelper(signal?: NodeJS.Signals): Promise<void>;
   /**
    * Stop both processes: SIGTERM the control plane (if still running) then the helper, wait up
    * to `timeoutMs` (default 10000) for each to exit, SIGKILL after that. Resolves with their
@@ -84,6 +99,14 @@ async function waitForPath(file: string, child: ChildProcess, what: string, log:
     }
     if (Date.now() > deadline) throw new Error(`${what} was not ready (${file}) within ${timeoutMs} ms; log: ${log}\n${tail(log)}`);
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function countInLog(file: string, needle: string): number {
+  try {
+    return fs.readFileSync(file, 'utf8').split(needle).length - 1;
+  } catch {
+    return 0;
   }
 }
 
@@ -143,30 +166,47 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   const helperLog = path.join(runDir, 'helper.log');
   const controlLog = path.join(runDir, 'control.log');
 
-  const helperOut = fs.openSync(helperLog, 'a');
-  const helper = spawn(
-    process.execPath,
-    [path.join(PROJECT_ROOT, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
-      '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel, ...(opts.helperArgs ?? [])],
-    { stdio: ['ignore', helperOut, helperOut] },
-  );
-  fs.closeSync(helperOut);
-  await waitForPath(helperSocket, helper, 'kata-agent-helper', helperLog, 20_000);
+  const spawnHelper = async (): Promise<ChildProcess> => {
+    fs.rmSync(helperSocket, { force: true }); // a killed helper's socket file stays behind
+    const helperOut = fs.openSync(helperLog, 'a');
+    const child = spawn(
+      process.execPath,
+      [path.join(PROJECT_ROOT, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
+        '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel, ...(opts.helperArgs ?? [])],
+      { stdio: ['ignore', helperOut, helperOut] },
+    );
+    fs.closeSync(helperOut);
+    await waitForPath(helperSocket, child, 'kata-agent-helper', helperLog, 20_000);
+    return child;
+  };
+  let helper = await spawnHelper();
 
   const debugUrl = opts.debugAddr !== undefined || opts.debug === false ? '' : `http://127.0.0.1:${await freePort()}`;
   const debugAddr = opts.debugAddr ?? debugUrl.replace('http://', '');
-  const controlOut = fs.openSync(controlLog, 'a');
-  fs.fchownSync(controlOut, controlUid, controlUid);
-  const control = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'), ...(opts.controlArgs ?? []),
-    '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', debugAddr, '--log-level', logLevel], {
-    stdio: ['ignore', controlOut, controlOut],
-    uid: controlUid,
-    gid: controlUid,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-  });
-  fs.closeSync(controlOut);
+  const spawnControl = async (): Promise<ChildProcess> => {
+    const controlOut = fs.openSync(controlLog, 'a');
+    fs.fchownSync(controlOut, controlUid, controlUid);
+    const announced = countInLog(controlLog, '"msg":"announce"');
+    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'), ...(opts.controlArgs ?? []),
+      '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', debugAddr, '--log-level', logLevel], {
+      stdio: ['ignore', controlOut, controlOut],
+      uid: controlUid,
+      gid: controlUid,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
+    fs.closeSync(controlOut);
+    const deadline = Date.now() + 20_000;
+    await waitForPath(agentSocket, child, 'kata-agent', controlLog, 20_000);
+    while (countInLog(controlLog, '"msg":"announce"') <= announced) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`kata-agent exited (${child.exitCode ?? child.signalCode}) before it was ready; log: ${controlLog}\n${tail(controlLog)}`);
+      if (Date.now() > deadline) throw new Error(`kata-agent was not ready within 20000 ms; log: ${controlLog}\n${tail(controlLog)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return child;
+  };
+  let control: ChildProcess;
   try {
-    await waitForPath(agentSocket, control, 'kata-agent', controlLog, 20_000, '"msg":"announce"');
+    control = await spawnControl();
   } catch (err) {
     helper.kill('SIGKILL');
     throw err;
@@ -180,8 +220,31 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
     helperLog,
     controlLog,
     controlUser,
-    helper,
-    control,
+    get helper() {
+      return helper;
+    },
+    get control() {
+      return control;
+    },
+    async restartHelper(signal: NodeJS.Signals = 'SIGKILL') {
+      const controlExited = control.exitCode !== null || control.signalCode !== null ? Promise.resolve() : new Promise((r) => control.once('exit', r));
+      if (helper.exitCode === null && helper.signalCode === null) {
+        const exited = new Promise((r) => helper.once('exit', r));
+        helper.kill(signal);
+        await exited;
+      }
+      await controlExited; // control exits on its own once the helper is gone
+      helper = await spawnHelper();
+      control = await spawnControl();
+    },
+    async restartControl(signal: NodeJS.Signals = 'SIGKILL') {
+      if (control.exitCode === null && control.signalCode === null) {
+        const exited = new Promise((r) => control.once('exit', r));
+        control.kill(signal);
+        await exited;
+      }
+      control = await spawnControl();
+    },
     async stop(timeoutMs = 10_000) {
       if (control.exitCode === null && control.signalCode === null) control.kill('SIGTERM');
       const controlCode = await waitExit(control, timeoutMs);

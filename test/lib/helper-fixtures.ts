@@ -3,7 +3,7 @@
 import type { Test } from 'tap';
 import type { HelperClient } from '../../shared/helper-client';
 import { loadNative } from '../../shared/native';
-import { StatusError, type ExitEvent, type HelperEvent, type ProcessPlan } from '../../shared/protocol';
+import { StatusError, type ContainerPlan, type ExitEvent, type HelperEvent, type ProcessPlan } from '../../shared/protocol';
 
 /** A ProcessPlan running `args` as root in "/" with a PATH and HOME; `over` replaces fields. */
 export function processPlan(args: string[], over: Partial<ProcessPlan> = {}): ProcessPlan {
@@ -91,4 +91,28 @@ export async function rejectsStatus(t: Test, p: Promise<unknown>, code: number, 
     return;
   }
   t.fail(`expected a rejection with code ${code}`);
+}
+
+/** A container plan for the mock helper (its rootfs need not exist): /proc and /dev mounts, `args` with `over`. */
+export function mockContainerPlan(args: string[], over: Partial<ProcessPlan> = {}): ContainerPlan {
+  return {
+    rootfs: '/run/kata-containers/c/rootfs',
+    readonly: false,
+    hostname: 'mock',
+    namespaces: [
+      { type: 'mount', path: '' },
+      { type: 'pid', path: '' },
+      { type: 'uts', path: '' },
+      { type: 'ipc', path: '' },
+    ],
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    ],
+    process: processPlan(args, over),
+    maskedPaths: ['/proc/kcore'],
+    readonlyPaths: ['/proc/sys'],
+    sysctl: {},
+    rootfsPropagation: '',
+  };
 }

@@ -8,34 +8,13 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import { HelperClient } from '../../shared/helper-client';
 import { loadNative } from '../../shared/native';
-import { Code, type ContainerPlan, type ProcessPlan } from '../../shared/protocol';
+import { Code, type ContainerPlan } from '../../shared/protocol';
 import { startMockHelper, startMockPair, createMockHelperPair, type MockHelperPair } from '../../helper/mock/main';
-import { processPlan, readToEnd, closeAll, exitOf, rejectsStatus } from '../lib/helper-fixtures';
+import { processPlan, readToEnd, closeAll, exitOf, rejectsStatus, mockContainerPlan } from '../lib/helper-fixtures';
 
 const native = loadNative();
 
-function plan(args: string[], over: Partial<ProcessPlan> = {}): ContainerPlan {
-  return {
-    rootfs: '/run/kata-containers/c/rootfs', // need not exist for the mock
-    readonly: false,
-    hostname: 'mock',
-    namespaces: [
-      { type: 'mount', path: '' },
-      { type: 'pid', path: '' },
-      { type: 'uts', path: '' },
-      { type: 'ipc', path: '' },
-    ],
-    mounts: [
-      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
-      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
-    ],
-    process: processPlan(args, over),
-    maskedPaths: ['/proc/kcore'],
-    readonlyPaths: ['/proc/sys'],
-    sysctl: {},
-    rootfsPropagation: '',
-  };
-}
+const plan = mockContainerPlan;
 
 let pair: MockHelperPair;
 let client: HelperClient;
@@ -49,7 +28,8 @@ t.teardown(() => pair.close());
 t.test('create + start: stdout, stderr and the exit status', async (t) => {
   const created = await client.call('createContainer', { containerId: 'c-out', plan: plan(['sh', '-c', 'echo out; echo err >&2; exit 3']) });
   t.ok(created.result.pid > 0, 'init has a pid at create');
-  t.same(Object.keys(created.fds).sort(), ['stderr', 'stdin', 'stdout']);
+  t.same(Object.keys(created.fds).sort(), ['stderr', 'stderrSpool', 'stdin', 'stdout', 'stdoutSpool']);
+  closeAll({ o: created.fds.stdoutSpool, e: created.fds.stderrSpool });
   const state0 = await client.call('state', { withFds: false });
   t.equal(state0.result.containers.find((c) => c.containerId === 'c-out')?.status, 'created');
   const exited = exitOf(client, 'c-out');
@@ -154,7 +134,7 @@ t.test('exec: output, exit status, ids, release', async (t) => {
   const names = Object.keys(st.fds).sort();
   t.ok(names.includes('c-exec/e1/stderr') && names.includes('c-exec//stdout'), `fds named <cid>/<eid>/<name>: ${names.join(' ')}`);
   const e1State = st.result.processes.find((p) => p.execId === 'e1');
-  t.same(e1State?.fds, ['stdin', 'stdout', 'stderr']);
+  t.same(e1State?.fds, ['stdin', 'stdout', 'stderr', 'stdoutSpool', 'stderrSpool']);
   closeAll(st.fds);
   await client.call('releaseProcess', { containerId: 'c-exec', execId: 'e1' });
   await rejectsStatus(t, client.call('closeStdin', { containerId: 'c-exec', execId: 'e1' }), Code.NOT_FOUND);
@@ -167,12 +147,13 @@ t.test('exec: output, exit status, ids, release', async (t) => {
 
 t.test('terminal: a pty master instead of pipes', async (t) => {
   const c = await client.call('createContainer', { containerId: 'c-tty', plan: plan(['sh', '-c', 'echo on-a-tty; exit 0'], { terminal: true }) });
-  t.same(Object.keys(c.fds), ['pty']);
+  t.same(Object.keys(c.fds), ['ptySpool', 'pty']);
+  closeAll({ s: c.fds.ptySpool });
   const ex = exitOf(client, 'c-tty');
   const out = readToEnd(c.fds.pty);
   await client.call('startContainer', { containerId: 'c-tty' });
   t.equal((await ex).exitStatus, 0);
-  await client.call('closeStdin', { containerId: 'c-tty', execId: '' }); // closes the helper's master
+  await client.call('closeStdin', { containerId: 'c-tty', execId: '' }); // the helper keeps its master (the output)
   t.match(await out, /on-a-tty\r?\n/);
   await client.call('removeContainer', { containerId: 'c-tty', timeoutMs: 5000 });
 });
@@ -266,6 +247,7 @@ t.test('no fd is leaked by a whole container lifecycle (helper and client side t
     await ex;
     native.close(e.fds.stdin);
     native.close(e.fds.stderr);
+    closeAll({ o: e.fds.stdoutSpool, e: e.fds.stderrSpool });
     await client.call('releaseProcess', { containerId: `c-leak${round}`, execId: 'e' });
     const st = await client.call('state', { withFds: true });
     closeAll(st.fds);

@@ -1,6 +1,8 @@
 /* kata-init: executable lookup, the start wait, signals and main() (see kata-init.h and KATA-INIT.md). */
 #include "kata-init.h"
 
+#include <poll.h>
+
 /* ------------------------------------------------------------------------------------------ */
 /* Exec                                                                                       */
 /* ------------------------------------------------------------------------------------------ */
@@ -79,6 +81,27 @@ void wait_for_start(void)
 }
 
 /* Step 12: the program starts with a clean signal state. */
+/*
+ * Step 11b: the container process must not outlive the helper (docs/ARCHITECTURE.md "Restart and
+ * adoption", helper loss): SIGKILL when the helper (our parent: CLONE_PARENT in step 4, or the
+ * spawner itself without a pid-namespace fork) dies. Set after the last credential change (which
+ * clears it) and after the fork (not inherited). A helper that died before the prctl has closed
+ * its end of the sync pipe (fd 4): POLLERR then, and we leave. Skipped when a seccomp filter is
+ * already loaded (step 8, without no_new_privs): a profile that kills on prctl would kill the
+ * container; the next helper's start-up clean-up covers that case. Best effort otherwise.
+ */
+void die_with_helper(const struct plan *p)
+{
+	struct pollfd pfd = { .fd = FD_SYNC, .events = 0 };
+
+	if (p->seccomp != NULL && !p->nonewprivs)
+		return;
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		return;
+	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLERR | POLLHUP)))
+		_exit(137);
+}
+
 void reset_signals(void)
 {
 	struct sigaction sa = { .sa_handler = SIG_DFL };
@@ -154,6 +177,7 @@ int main(int argc, char **argv)
 	/* 11: the pty (step 7b) becomes our controlling terminal (we lead a new session, step 4a). */
 	if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
 		die("tty", errno, "making fd 0 the controlling terminal");
+	die_with_helper(&plan);                        /* 11b */
 	reset_signals();                               /* 12 */
 	umask(022); /* 12: whatever the helper had, the program starts with 0022 (runc, upstream) */
 	/* With no_new_privs the filter goes in as late as possible, so that it does not have to

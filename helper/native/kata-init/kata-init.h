@@ -213,6 +213,7 @@ void setup_rootfs(const struct plan *p);
 void ensure_home(struct plan *p);
 void write_oom_score_adj(const struct plan *p);
 void load_seccomp(const struct plan *p);
+void die_with_helper(const struct plan *p);
 void set_identity(const struct plan *p);
 
 /* tty.c */

@@ -122,7 +122,11 @@ void fork_for_pid_ns(bool pid_changed)
 	}
 	if (pipe2(gate, O_CLOEXEC) < 0)
 		die("fork", errno, "creating the gate pipe");
-	pid = fork();
+	/* CLONE_PARENT: the container process is the helper's child from the start, not the
+	 * intermediate's, so the intermediate's exit neither reparents it nor fires the parent-death
+	 * signal it sets before execve (die_with_helper, exec.c). A raw clone with no new stack is a
+	 * fork (this program is single-threaded). */
+	pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
 	if (pid < 0)
 		die("fork", errno, "forking into the pid namespace");
 	if (pid > 0) {

@@ -1,0 +1,8 @@
+// Output spools (memfd + splice + hole punching) for crash-safe stdio buffering in control.
+#pragma once
+#include <napi.h>
+
+namespace kata_spool {
+// Adds memfdCreate(name), splice(fdIn, fdOut, offOut, len) and punchHole(fd, offset, len).
+void Register(Napi::Env env, Napi::Object exports);
+}  // namespace kata_spool

@@ -1,0 +1,139 @@
+// control/sandbox/spool.ts: output spools (memfd + splice), the crash-safe stdio buffer a
+// restarted control plane re-opens. A "restart" here is a second Spool/OutputStream over dups of
+// the same memfd and pipe, with the first one abandoned as a SIGKILL would leave it.
+import t from 'tap';
+import * as fs from 'node:fs';
+import { loadNative } from '../../shared/native';
+import { Code, StatusError } from '../../shared/protocol';
+import { SPOOL_DATA, SpliceSource, Spool } from '../../control/sandbox/spool';
+import { OutputStream, SpoolStore } from '../../control/sandbox/stdio';
+
+const native = loadNative();
+
+/** Another fd of the same memfd (a re-open through /proc: what the helper's copy stands for). */
+function dup(fd: number): number {
+  return fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_RDWR);
+}
+
+/** Another read end of the same pipe. */
+function dupPipe(fd: number): number {
+  return fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+}
+
+function pattern(n: number, seed = 0): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 7 + seed) & 0xff;
+  return b;
+}
+
+async function readAll(stream: OutputStream, len: number, commit = true): Promise<{ data: Buffer; end: unknown }> {
+  const parts: Buffer[] = [];
+  for (;;) {
+    try {
+      const d = await stream.read(len);
+      parts.push(d);
+      if (commit) stream.commit(d.length);
+    } catch (err) {
+      return { data: Buffer.concat(parts), end: err };
+    }
+  }
+}
+
+t.test('a fresh spool gets its header; append/take/commit; the delivered offset survives a re-open', async (t) => {
+  const fd = native.memfdCreate('t-spool');
+  const a = new Spool(dup(fd));
+  t.equal(fs.fstatSync(fd).size, SPOOL_DATA, 'header page allocated');
+  a.append(pattern(10_000));
+  t.equal(a.queued, 10_000);
+  const first = a.take(6000);
+  t.ok(first.equals(pattern(10_000).subarray(0, 6000)), 'the bytes appended');
+  a.commit(6000);
+  const taken = a.take(1000); // taken but never committed: a kill before its answer went out
+  t.equal(taken.length, 1000);
+  // "restart": a second spool over the same memfd
+  const b = new Spool(dup(fd));
+  t.equal(b.deliveredOffset, 6000, 'delivered offset from the header');
+  t.equal(b.queued, 4000, 'what was not delivered is served again, from the delivered offset');
+  t.ok(b.take(4000).equals(pattern(10_000).subarray(6000)), 'exactly the undelivered bytes');
+  a.close();
+  b.close();
+  native.close(fd);
+});
+
+t.test('delivered whole pages are punched out (memory stays bounded)', async (t) => {
+  const fd = native.memfdCreate('t-punch');
+  const s = new Spool(dup(fd));
+  s.append(pattern(1024 * 1024));
+  const before = fs.fstatSync(fd).blocks;
+  s.commit(s.take(1024 * 1024).length);
+  const after = fs.fstatSync(fd).blocks;
+  t.ok(after < before / 4, `blocks ${before} → ${after} after delivering 1 MiB`);
+  t.equal(fs.fstatSync(fd).size, SPOOL_DATA + 1024 * 1024, 'the size (end offset) is kept');
+  s.close();
+  native.close(fd);
+});
+
+t.test('a spool that is not one: INTERNAL', async (t) => {
+  const fd = native.memfdCreate('t-bad');
+  fs.writeSync(fd, Buffer.alloc(SPOOL_DATA + 10, 0x41));
+  t.throws(() => new Spool(fd), { code: Code.INTERNAL, message: /not an output spool/ });
+  native.close(fd);
+});
+
+t.test('pipe → spool by splice: a reader killed mid-stream loses nothing, a new one delivers the rest once', async (t) => {
+  const memfd = native.memfdCreate('t-splice');
+  const [r, w] = native.pipe();
+  const total = 3 * 1024 * 1024 + 123;
+  const want = pattern(total, 3);
+  // writer: a child process would block on the full pipe; here a poller-driven writer does.
+  native.setNonBlocking(w, true);
+  let off = 0;
+  const poller = new native.Poller(w, () => pump());
+  const pump = (): void => {
+    while (off < total) {
+      const n = native.write(w, want, off, Math.min(65536, total - off));
+      if (n < 0) return poller.start(false, true);
+      off += n;
+    }
+    poller.close();
+    native.close(w);
+  };
+  pump();
+  // first control plane: reads (and commits) ~1 MiB, then is "killed" (abandoned: no destroy)
+  const spool1 = new Spool(dup(memfd));
+  const out1 = new OutputStream(new SpliceSource(dupPipe(r), spool1), new SpoolStore(spool1));
+  const got: Buffer[] = [];
+  let n1 = 0;
+  while (n1 < 1024 * 1024) {
+    const d = await out1.read(65536);
+    got.push(d);
+    out1.commit(d.length);
+    n1 += d.length;
+  }
+  await out1.read(1000); // taken, never committed: its answer "never went out"
+  out1.destroy(); // closes only control's copies: the memfd and pipe live on in "the helper"
+  // second control plane
+  const spool2 = new Spool(dup(memfd));
+  t.equal(spool2.deliveredOffset, n1, 'resumes at the delivered offset');
+  const out2 = new OutputStream(new SpliceSource(r, spool2), new SpoolStore(spool2));
+  const rest = await readAll(out2, 65536);
+  t.ok(rest.end instanceof StatusError && rest.end.code === Code.OUT_OF_RANGE, 'then EOF');
+  const all = Buffer.concat([...got, rest.data]);
+  t.equal(all.length, total, `all ${total} bytes`);
+  t.ok(all.equals(want), 'byte-exact, nothing twice');
+  out2.destroy();
+  native.close(memfd);
+});
+
+t.test('output dropped by the budget stays DATA_LOSS after a re-open', async (t) => {
+  const fd = native.memfdCreate('t-lost');
+  const a = new Spool(dup(fd));
+  a.append(pattern(5000));
+  t.equal(a.drop(), 5000);
+  const b = new Spool(dup(fd));
+  t.equal(b.dropped, 5000, 'the spool says 5000 bytes were dropped');
+  t.equal(b.queued, 0, 'nothing to serve');
+  a.close();
+  b.close();
+  native.close(fd);
+});
