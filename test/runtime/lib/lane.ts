@@ -132,6 +132,11 @@ export function laneAgent(): string {
 export async function lane(verb: 'up' | 'down', agent = AGENT_ROOT): Promise<void> {
   const r = await run('sh', [path.join(LANE_SCRIPTS, 'lane.sh'), verb], { env: { AGENT: agent, LANE_DIR }, timeoutMs: 120_000 });
   if (r.status !== 0) throw new Error(`lane.sh ${verb} failed (${r.status ?? r.signal}): ${r.stdout}${r.stderr}`);
+  if (verb === 'up') {
+    // lane.sh starts its syslog sink in the background: the first shim fails ("Unix syslog
+    // delivery error") if it starts before /dev/log exists.
+    for (let i = 0; i < 50 && !fs.existsSync('/dev/log'); i++) await new Promise((res) => setTimeout(res, 100));
+  }
 }
 
 /** One "rpc failed" line of an agent log: the RPC, its gRPC status code and message. */
