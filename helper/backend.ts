@@ -7,6 +7,8 @@ import { silentLogger, type Logger } from '../shared/log';
 import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
 import { CgroupManager, detectCgroupLayout } from './ops/cgroup';
+import { nativeDevicePrograms } from './ops/bpf-devices';
+import { loadNative } from '../shared/native';
 import { CopyFileOps } from './ops/copy-file';
 import { GuestOps, guestFamily, nativeGuestSystem, type GuestPaths } from './ops/guest';
 import { createNetlinkDriver } from './ops/netlink';
@@ -81,7 +83,7 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   });
   const layout = detectCgroupLayout(opts.unifiedCgroupHierarchy === true);
   logger.info({ cgroups: layout }, 'cgroup hierarchies detected');
-  const cgroups = new CgroupManager({ layout, logger });
+  const cgroups = new CgroupManager({ layout, logger, devicePrograms: nativeDevicePrograms(loadNative(), logger) });
   const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups });
   const g = opts.guest ?? {};
   const guest = guestFamily(

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "netlink.h"
+#include "bpf-devices.h"
 
 #include <cerrno>
 #include <climits>
@@ -1591,6 +1592,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Poller", Poller::Define(env));
   kata_uevent::Register(env, exports);
   kata::RegisterNetlink(env, exports);
+  kata::RegisterBpfDevices(env, exports);
   return exports;
 }
 

@@ -329,8 +329,8 @@ export class ContainerBackend implements ContainerFamily {
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
-      // Device rules are enforced through a v1 devices hierarchy (no v2 eBPF program yet).
-      const deviceCgroup = this.cgroups?.layout.v1.devices !== undefined;
+      // Device rules are enforced by a v1 devices hierarchy and/or a cgroup v2 device program.
+      const deviceCgroup = this.cgroups?.enforcesDevices() === true;
       return { result: { namespaces, deviceCgroup } };
     } finally {
       this.sandboxBusy = false;
