@@ -39,6 +39,8 @@ export interface RealBackendOptions {
   netns?: string;
   /** Agent option unified_cgroup_hierarchy: use only the cgroup2 mount, ignore v1 hierarchies. */
   unifiedCgroupHierarchy?: boolean;
+  /** Never use cgroup v2 device programs (helper --no-device-programs). */
+  noDevicePrograms?: boolean;
 }
 
 /** The real backend: the composed backend the server dispatches to, and its container model. */
@@ -83,7 +85,7 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   });
   const layout = detectCgroupLayout(opts.unifiedCgroupHierarchy === true);
   logger.info({ cgroups: layout }, 'cgroup hierarchies detected');
-  const cgroups = new CgroupManager({ layout, logger, devicePrograms: nativeDevicePrograms(loadNative(), logger) });
+  const cgroups = new CgroupManager({ layout, logger, devicePrograms: opts.noDevicePrograms === true ? undefined : nativeDevicePrograms(loadNative(), logger) });
   const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups });
   const g = opts.guest ?? {};
   const guest = guestFamily(

@@ -20,6 +20,9 @@
  * --unified-cgroup-hierarchy  agent option unified_cgroup_hierarchy: container cgroups only in
  *                the cgroup2 mount, v1 hierarchies ignored (default $KATA_AGENT_UNIFIED_CGROUP_HIERARCHY
  *                "true"/"1", else false)
+ * --no-device-programs  never use cgroup v2 device programs (BPF_PROG_TYPE_CGROUP_DEVICE), as on a
+ *                kernel without CONFIG_CGROUP_BPF: device rules then need a v1 devices hierarchy
+ *                (default $KATA_AGENT_NO_DEVICE_PROGRAMS "true"/"1", else false)
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -40,7 +43,7 @@ import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--mock] [--log-level L]';
 
 /** --help: the usage text goes to stdout, exit 0. */
 class HelpRequested extends Error {}
@@ -59,6 +62,8 @@ export interface HelperCliOptions {
   netns: string;
   /** Agent option unified_cgroup_hierarchy (helper/ops/cgroup.ts): only the cgroup2 mount is used. */
   unifiedCgroupHierarchy: boolean;
+  /** Never attach cgroup v2 device programs (helper/ops/bpf-devices.ts). */
+  noDevicePrograms: boolean;
 }
 
 /** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
@@ -75,6 +80,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       mock: { type: 'boolean' },
       netns: { type: 'string' },
       'unified-cgroup-hierarchy': { type: 'boolean' },
+      'no-device-programs': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -104,6 +110,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     netns: values.netns ?? '',
     unifiedCgroupHierarchy:
       values['unified-cgroup-hierarchy'] ?? ['1', 'true'].includes((env.KATA_AGENT_UNIFIED_CGROUP_HIERARCHY ?? '').toLowerCase()),
+    noDevicePrograms: values['no-device-programs'] ?? ['1', 'true'].includes((env.KATA_AGENT_NO_DEVICE_PROGRAMS ?? '').toLowerCase()),
   };
 }
 
@@ -139,6 +146,7 @@ export async function main(argv: string[]): Promise<number> {
           resolvConf: opts.resolvConf,
           hotplugTimeoutMs: opts.hotplugTimeoutMs,
           unifiedCgroupHierarchy: opts.unifiedCgroupHierarchy,
+          noDevicePrograms: opts.noDevicePrograms,
         });
   } catch (err) {
     startupFailure(log, 'kata-agent-helper', 'cannot set up the helper backend', err);

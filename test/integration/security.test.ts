@@ -37,9 +37,9 @@ if (skip) {
   const hi = new AgentHarness('security-interim');
   t.before(async () => {
     await h.start('kata-security');
-    // No device cgroup (the helper ignores the v1 hierarchies): the CAP_MKNOD/nodev interim
+    // No device cgroup (the helper ignores the v1 hierarchies and uses no v2 device program): the CAP_MKNOD/nodev interim
     // tests run here; the enforced device cgroup is test/integration/devices.test.ts.
-    await hi.start('kata-interim', ['--unified-cgroup-hierarchy']);
+    await hi.start('kata-interim', ['--unified-cgroup-hierarchy', '--no-device-programs']);
   });
   t.teardown(() => h.dispose());
   t.teardown(() => hi.dispose());
