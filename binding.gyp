@@ -21,6 +21,7 @@
         "helper/native/kata-init/mounts.c",
         "helper/native/kata-init/ids.c",
         "helper/native/kata-init/tty.c",
+        "helper/native/kata-init/hooks.c",
         "helper/native/kata-init/exec.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],

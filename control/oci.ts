@@ -19,7 +19,7 @@
  *    Process.OOMScoreAdj, Linux.Seccomp ({@link seccompFromOci}; compiled by the helper with
  *    libseccomp, loaded by kata-init for the init and every exec);
  *  - Hooks → ContainerPlan.hooks ({@link hooksFromOci}; run by the helper);
- *  - refused (UNIMPLEMENTED naming the field): CreateContainer/StartContainer hooks, the seccomp action
+ *  - refused (UNIMPLEMENTED naming the field): the seccomp action
  *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
  *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
  *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts); Resources.Devices only when
@@ -511,17 +511,11 @@ export const MAX_HOOK_TIMEOUT_SEC = 3600;
  */
 export function hooksFromOci(hooks: grpc.Hooks.$Properties | null | undefined): HooksPlan | undefined {
   if (!hooks) return undefined;
-  for (const name of ['CreateContainer', 'StartContainer'] as const) {
-    const list = hooks[name] ?? [];
-    if (list.length > 0) {
-      throw new StatusError(
-        Code.UNIMPLEMENTED,
-        `OCI.Hooks.${name} (${list.length} hooks, first ${JSON.stringify(list[0].Path ?? '')}) is not supported: these hooks run inside the container's namespaces, which this agent cannot do yet`,
-      );
-    }
-  }
   const out: HooksPlan = {};
-  const kinds = [['Prestart', 'prestart'], ['CreateRuntime', 'createRuntime'], ['Poststart', 'poststart'], ['Poststop', 'poststop']] as const;
+  const kinds = [
+    ['Prestart', 'prestart'], ['CreateRuntime', 'createRuntime'], ['CreateContainer', 'createContainer'],
+    ['StartContainer', 'startContainer'], ['Poststart', 'poststart'], ['Poststop', 'poststop'],
+  ] as const;
   for (const [name, key] of kinds) {
     const list = hooks[name] ?? [];
     if (list.length === 0) continue;

@@ -326,13 +326,19 @@ export interface HookPlan {
 }
 
 /**
- * The OCI hooks of a container that the helper runs in its own (the runtime's) namespaces:
- * prestart and createRuntime after the init is parked (fail: the container is removed),
- * poststart after StartContainer, poststop after removal (failures logged).
+ * The OCI hooks of a container. The helper runs prestart, createRuntime, poststart and poststop
+ * in its own (the runtime's) namespaces: prestart and createRuntime after the init is parked
+ * (fail: the container is removed), poststart after StartContainer, poststop after removal
+ * (failures logged). kata-init runs createContainer (in the container's mount namespace after
+ * its mounts, before pivot_root; fail: CreateContainer fails) and startContainer (in the
+ * container's namespaces after StartContainer's go, before the program's execve; fail:
+ * StartContainer fails); KATA-INIT.md `hook`.
  */
 export interface HooksPlan {
   prestart?: HookPlan[];
   createRuntime?: HookPlan[];
+  createContainer?: HookPlan[];
+  startContainer?: HookPlan[];
   poststart?: HookPlan[];
   poststop?: HookPlan[];
 }

@@ -196,6 +196,28 @@ function checkOciInfo(v: unknown): { version: string; annotations: Record<string
   return { version, annotations };
 }
 
+/**
+ * The OCI state JSON of the createContainer ("creating") and startContainer ("created") hooks,
+ * split around the pid kata-init fills in (its own getpid(), as runc and rustjail report it).
+ * The same fields as the helper's hooks ({@link ContainerBackend} ociState).
+ */
+function inContainerHookStates(
+  id: string,
+  oci: { version: string; annotations: Record<string, string> },
+  plan: ValidContainerPlan,
+): ValidContainerPlan['hookStates'] {
+  const PID = 987654321987;
+  const split = (status: OciState['status']): [string, string] => {
+    const state: OciState = { ociVersion: oci.version, id, status, pid: PID, bundle: path.dirname(plan.rootfs), annotations: oci.annotations };
+    const [before, after] = JSON.stringify(state).split(String(PID));
+    return [before, after];
+  };
+  return {
+    ...(plan.hooks.createContainer.length > 0 ? { createContainer: split('creating') } : {}),
+    ...(plan.hooks.startContainer.length > 0 ? { startContainer: split('created') } : {}),
+  };
+}
+
 /** Default wait for processes to die at shutdown / destroySandbox, in ms. */
 const TEARDOWN_TIMEOUT_MS = 10_000;
 /** Upper bound of removeContainer's timeoutMs (one hour). */
@@ -379,6 +401,7 @@ export class ContainerBackend implements ContainerFamily {
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
     });
     const oci = checkOciInfo(args.oci);
+    plan.hookStates = inContainerHookStates(containerId, oci, plan);
     if (this.launcher.hostChecks) plan.sysctl = this.knownSysctls(containerId, plan.sysctl);
     this.creating.add(containerId);
     let stdio: StdioSet | undefined;

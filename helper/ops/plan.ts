@@ -16,6 +16,7 @@
  * oversized plan (RESOURCE_EXHAUSTED).
  */
 import { validateCgroupPlan } from '../../shared/cgroup';
+import { DEFAULT_HOOK_TIMEOUT_SEC } from './hooks';
 import type { CgroupPlan, DeviceNodePlan, HookPlan, HooksPlan } from '../../shared/protocol';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -257,6 +258,12 @@ export interface ValidContainerPlan {
   devices: DeviceNodePlan[];
   /** The spec's OCI hooks (re-validated; every kind present, possibly empty). */
   hooks: Required<HooksPlan>;
+  /**
+   * The OCI state JSON of the createContainer and startContainer hooks, split around the pid
+   * (kata-init's `hookstate`). Not from the wire: set by ContainerBackend from the container's
+   * id, OCI version, annotations and bundle.
+   */
+  hookStates?: Partial<Record<'createContainer' | 'startContainer', [string, string]>>;
 }
 
 export interface PlanCheckOptions {
@@ -950,15 +957,17 @@ function validateDevices(raw: unknown): DeviceNodePlan[] {
 
 /**
  * Re-check ContainerPlan.hooks (control/oci.ts hooksFromOci): a map of prestart, createRuntime,
- * poststart, poststop lists (at most 64 each) of {path absolute, args, env (strings without
+ * createContainer, startContainer, poststart, poststop lists (at most 64 each) of {path absolute, args, env (strings without
  * NUL), timeoutSec 1..3600 or absent}. INVALID_ARGUMENT naming hooks.<kind>[i].
  */
+const HOOK_KINDS = ['prestart', 'createRuntime', 'createContainer', 'startContainer', 'poststart', 'poststop'] as const;
+
 function validateHooks(raw: unknown): Required<HooksPlan> {
-  const out: Required<HooksPlan> = { prestart: [], createRuntime: [], poststart: [], poststop: [] };
+  const out: Required<HooksPlan> = { prestart: [], createRuntime: [], createContainer: [], startContainer: [], poststart: [], poststop: [] };
   if (raw === undefined) return out;
   if (!isRecord(raw)) throw invalid(`hooks must be a map, got ${describe(raw)}`);
   for (const kind of Object.keys(raw)) if (!(kind in out)) throw invalid(`hooks.${kind} is not a hook kind the helper runs`);
-  for (const kind of ['prestart', 'createRuntime', 'poststart', 'poststop'] as const) {
+  for (const kind of HOOK_KINDS) {
     if (raw[kind] === undefined) continue;
     out[kind] = checkArray(raw[kind], `hooks.${kind}`, 64).map((h, i): HookPlan => {
       const f = `hooks.${kind}[${i}]`;
@@ -993,7 +1002,27 @@ export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompF
   for (const d of plan.devices) w.record('device', d.path, d.type === 'u' ? 'c' : d.type, d.major, d.minor, d.fileMode, d.uid, d.gid);
   writeProcess(w, plan.process);
   writeSeccomp(w, seccomp);
+  writeInContainerHooks(w, plan);
   return w.toBuffer();
+}
+
+/**
+ * `hook`/`hookarg`/`hookenv` records of the createContainer and startContainer hooks and their
+ * `hookstate` (KATA-INIT.md). Env entries without "=" are skipped (Kata valid_env), as the
+ * helper's own hook runner does.
+ */
+function writeInContainerHooks(w: PlanWriter, plan: ValidContainerPlan): void {
+  for (const kind of ['createContainer', 'startContainer'] as const) {
+    const hooks = plan.hooks[kind];
+    if (hooks.length === 0) continue;
+    const state = plan.hookStates?.[kind];
+    if (state) w.record('hookstate', kind, state[0], state[1]);
+    for (const h of hooks) {
+      w.record('hook', kind, h.path, h.timeoutSec ?? DEFAULT_HOOK_TIMEOUT_SEC);
+      for (const a of h.args) w.record('hookarg', a);
+      for (const e of h.env) if (e.indexOf('=') > 0) w.record('hookenv', e);
+    }
+  }
 }
 
 /** kata-init `exec` plan: join `namespaces` (all with paths) and run `proc` under the container's `seccomp` filter. */

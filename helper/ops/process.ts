@@ -63,7 +63,8 @@ function hasCapability(cap: number): boolean {
 /**
  * Map a kata-init `error` line ("<stage>: <detail>") to a StatusError with kata-init's text
  * verbatim. Most stages fail because of what the spec asks (a missing executable or cwd, a mount
- * that cannot be made, a uid without permission...): INVALID_ARGUMENT. The stages in
+ * that cannot be made, a uid without permission...): INVALID_ARGUMENT; a failing OCI hook
+ * (stage `hook`) is FAILED_PRECONDITION. The stages in
  * INTERNAL_STAGES (plan parsing, fds, fork, ...) are INTERNAL.
  */
 export function kataInitError(text: string, what: string): StatusError {
@@ -76,7 +77,8 @@ export function kataInitError(text: string, what: string): StatusError {
       : "needs CAP_SYS_RESOURCE, which the agent's helper lacks (not in its effective set, e.g. dropped from the bounding set)";
     return new StatusError(Code.FAILED_PRECONDITION, `${what}: process.oomScoreAdj (oom_score_adj) ${oom[1]} cannot be applied: a negative oom_score_adj ${why} (kata-init: ${text})`);
   }
-  const code = INTERNAL_STAGES.has(stage) ? Code.INTERNAL : Code.INVALID_ARGUMENT;
+  // a failing OCI createContainer/startContainer hook, as a failing prestart hook
+  const code = INTERNAL_STAGES.has(stage) ? Code.INTERNAL : stage === 'hook' ? Code.FAILED_PRECONDITION : Code.INVALID_ARGUMENT;
   return new StatusError(code, `${what}: ${text}`);
 }
 

@@ -393,3 +393,17 @@ t.test('kata-init oom_score_adj failure: FAILED_PRECONDITION naming the field, t
   const other = kataInitError('exec: executable "nope" not found in $PATH', 'create container c');
   t.equal(other.code, Code.INVALID_ARGUMENT, 'other stages unchanged');
 });
+
+t.test('createContainer/startContainer hooks: hook, hookarg, hookenv (entries without "=" skipped) and hookstate records; default timeout 10 s', async (t) => {
+  const v = validateContainerPlan(
+    plan({ hooks: { createContainer: [{ path: '/bin/c', args: ['c', 'x'], env: ['A=1', 'bad'], timeoutSec: 3 }], startContainer: [{ path: '/bin/s', args: [], env: [] }] } }),
+    host,
+  );
+  v.hookStates = { createContainer: ['{"pid":', ',"id":"c1"}'] };
+  const f = fields(serializeCreatePlan(v)).join(' ');
+  t.ok(f.includes('hookstate createContainer {"pid": ,"id":"c1"} hook createContainer /bin/c 3 hookarg c hookarg x hookenv A=1 hook startContainer /bin/s 10'), f);
+  t.notOk(f.includes('hookenv bad'), 'an env entry without "=" is skipped');
+  t.notOk(f.includes('hookstate startContainer'), 'no state given: no record');
+  throwsStatus(t, () => validateContainerPlan(plan({ hooks: { startContainer: [{ path: 'rel', args: [], env: [] }] } }), host), Code.INVALID_ARGUMENT, /hooks\.startContainer\[0\]\.path/);
+  t.equal(kataInitError('hook: createContainer hook [0] /bin/false exited with status 1', 'create container c1').code, Code.FAILED_PRECONDITION, 'a failing hook is FAILED_PRECONDITION');
+});

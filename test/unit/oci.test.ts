@@ -498,16 +498,18 @@ t.test('linux.devices → device node plans (rustjail create_devices rules)', as
   }
 });
 
-t.test('OCI hooks → HooksPlan; CreateContainer/StartContainer refused; bad hooks name the field', async (t) => {
+t.test('OCI hooks → HooksPlan (every kind, CreateContainer/StartContainer for kata-init); bad hooks name the field', async (t) => {
   const plan = containerPlanFromSpec(
     spec({ Hooks: { Prestart: [{ Path: '/bin/a', Args: ['a', 'x'], Env: ['K=v'], Timeout: 3 }], Poststop: [{ Path: '/bin/b' }] } }),
     noSandbox,
   );
   t.same(plan.hooks, { prestart: [{ path: '/bin/a', args: ['a', 'x'], env: ['K=v'], timeoutSec: 3 }], poststop: [{ path: '/bin/b', args: [], env: [] }] });
   t.equal(containerPlanFromSpec(spec({ Hooks: {} }), noSandbox).hooks, undefined, 'no hooks: none carried');
+  const inside = containerPlanFromSpec(spec({ Hooks: { CreateContainer: [{ Path: '/c', Timeout: 2 }], StartContainer: [{ Path: '/s', Args: ['s', '1'] }] } }), noSandbox);
+  t.same(inside.hooks, { createContainer: [{ path: '/c', args: [], env: [], timeoutSec: 2 }], startContainer: [{ path: '/s', args: ['s', '1'], env: [] }] });
   for (const [name, hooks, code, parts] of [
-    ['createContainer', { CreateContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.CreateContainer']],
-    ['startContainer', { StartContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
+    ['createContainer relative', { CreateContainer: [{ Path: 'x' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.CreateContainer[0].Path "x"']],
+    ['startContainer timeout', { StartContainer: [{ Path: '/x', Timeout: -2 }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.StartContainer[0].Timeout']],
     ['relative path', { Poststart: [{ Path: 'x' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Poststart[0].Path "x"', 'absolute']],
     ['empty path', { CreateRuntime: [{ Path: '' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.CreateRuntime[0].Path is required']],
     ['timeout', { Prestart: [{ Path: '/x', Timeout: 4000 }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Prestart[0].Timeout 4000']],

@@ -150,6 +150,7 @@ int main(int argc, char **argv)
 		set_identity(&plan);                   /* 8 */
 		exe = resolve_executable(&plan, exe_buf); /* 9 */
 		wait_for_start();                      /* 10 */
+		run_hooks(&plan, HOOK_START_CONTAINER); /* 10b */
 	}
 	/* 11: the pty (step 7b) becomes our controlling terminal (we lead a new session, step 4a). */
 	if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)

@@ -531,6 +531,9 @@ void setup_rootfs(const struct plan *p)
 	create_devices(p, rootfd);
 	if (dev_tmpfs)
 		populate_dev(rootfd, p->rootfs);
+	/* OCI createContainer hooks: the container's mount namespace is set up, the root is still
+	 * the guest's (their path resolves there), pivot_root has not happened. */
+	run_hooks(p, HOOK_CREATE_CONTAINER);
 
 	pivot_into(rootfd, p->rootfs);
 	close(rootfd);
