@@ -20,7 +20,9 @@
  *    libseccomp, loaded by kata-init for the init and every exec);
  *  - Hooks → ContainerPlan.hooks ({@link hooksFromOci}; run by the helper);
  *  - refused (UNIMPLEMENTED naming the field): the seccomp action
- *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
+ *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, joining an existing user namespace;
+ *  - a new user namespace with Linux.UIDMappings/GIDMappings → ContainerPlan.idMappings
+ *    ({@link idMappingsFromOci}; the helper writes the maps);
  *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
  *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts); Resources.Devices only when
  *    `options.deviceCgroup` (the helper has a v1 devices hierarchy);
@@ -41,6 +43,7 @@
 import type { grpc } from '../shared/generated/protos';
 import * as path from 'node:path';
 import { cgroupPlanFromSpec, checkDeviceRules } from './oci-cgroups';
+import { validateIdMappings } from '../shared/idmap';
 import {
   Code,
   StatusError,
@@ -49,6 +52,7 @@ import {
   type DeviceNodePlan,
   type HookPlan,
   type HooksPlan,
+  type IdMappingsPlan,
   type MountPlan,
   type NamespacePlan,
   type NamespaceType,
@@ -731,8 +735,8 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
  * or has a ".." component; a masked or read-only path is relative or has ".."; Hostname is given without a uts namespace or is too
  * long; a sysctl is not allowed ({@link validateSysctl}); RootfsPropagation is unknown; uid/gid
  * mappings are given without a user namespace; Linux.Seccomp is invalid ({@link seccompFromOci}).
- * UNIMPLEMENTED for a user namespace (the plan cannot carry id mappings yet), a non-empty
- * CreateContainer/StartContainer hook list ({@link hooksFromOci}), the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
+ * bad uid/gid mappings ({@link idMappingsFromOci}).
+ * UNIMPLEMENTED for joining an existing user namespace, the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
  * Process.SelinuxLabel.
  * FAILED_PRECONDITION when `sandboxPidns` is asked for and the
  * sandbox has no pid namespace.
@@ -768,12 +772,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   if (!has('mount')) {
     throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.Namespaces must include a mount namespace (the container gets its own rootfs)');
   }
-  if (has('user')) {
-    throw new StatusError(Code.UNIMPLEMENTED, 'user namespaces (OCI.Linux.Namespaces type "user") are not supported yet');
-  }
-  if ((linux.UIDMappings ?? []).length > 0 || (linux.GIDMappings ?? []).length > 0) {
-    throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.UIDMappings/GIDMappings given without a user namespace');
-  }
+  const idMappings = idMappingsFromOci(linux, specNamespaces);
 
   const hostname = checkString('OCI.Hostname', spec.Hostname ?? '');
   if (hostname !== '') {
@@ -823,5 +822,33 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     ...(cgroup ? { cgroup } : {}),
     ...(devices.length > 0 ? { devices } : {}),
     ...(hooks ? { hooks } : {}),
+    ...(idMappings ? { idMappings } : {}),
+  };
+}
+
+/**
+ * Linux.UIDMappings / GIDMappings for a new user namespace (config-linux.md#user-namespace-mappings;
+ * runc validates the same): both required with a `user` namespace, refused without one; each
+ * list checked by shared/idmap.ts validateIdMappings (size ≥ 1, at most 340 entries, no
+ * overlapping container or host ranges). Joining an existing user namespace (a path) is
+ * UNIMPLEMENTED. INVALID_ARGUMENT names the field, e.g. `OCI.Linux.UIDMappings[0].Size`.
+ */
+export function idMappingsFromOci(linux: grpc.Linux.$Properties, namespaces: readonly NamespacePlan[]): IdMappingsPlan | undefined {
+  const user = namespaces.find((n) => n.type === 'user');
+  const uids = linux.UIDMappings ?? [];
+  const gids = linux.GIDMappings ?? [];
+  if (!user) {
+    if (uids.length > 0 || gids.length > 0) throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.UIDMappings/GIDMappings given without a user namespace');
+    return undefined;
+  }
+  if (user.path !== '') {
+    throw new StatusError(Code.UNIMPLEMENTED, `OCI.Linux.Namespaces user path ${JSON.stringify(user.path)}: joining an existing user namespace is not supported (a new one with UIDMappings/GIDMappings is)`);
+  }
+  const names = { containerId: 'ContainerID', hostId: 'HostID', size: 'Size' };
+  const conv = (list: readonly grpc.LinuxIDMapping.$Properties[]) =>
+    list.map((m) => ({ containerId: m.ContainerID ?? 0, hostId: m.HostID ?? 0, size: m.Size ?? 0 }));
+  return {
+    uid: validateIdMappings('OCI.Linux.UIDMappings', conv(uids), names),
+    gid: validateIdMappings('OCI.Linux.GIDMappings', conv(gids), names),
   };
 }

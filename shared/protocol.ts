@@ -81,6 +81,22 @@ export interface NamespacePlan {
   path: string;
 }
 
+/** One user-namespace id mapping (OCI linux.uidMappings/gidMappings entry; user_namespaces(7)). */
+export interface IdMappingPlan {
+  /** First id inside the container. */
+  containerId: number;
+  /** First id in the guest (the helper's user namespace). */
+  hostId: number;
+  /** Number of ids, ≥ 1. */
+  size: number;
+}
+
+/** The id mappings of a container with a new user namespace (ContainerPlan.idMappings). */
+export interface IdMappingsPlan {
+  uid: IdMappingPlan[];
+  gid: IdMappingPlan[];
+}
+
 /** One OCI mount (config.md#mounts), unchanged from the spec. */
 export interface MountPlan {
   destination: string;
@@ -305,6 +321,12 @@ export interface ContainerPlan {
    * see control/oci.ts unenforcedFields.
    */
   unenforced?: string[];
+  /**
+   * With a new user namespace (a `user` entry in `namespaces`, path ""): its uid and gid
+   * mappings, which the helper writes to kata-init's /proc/<pid>/uid_map and gid_map. Required
+   * then, refused otherwise (INVALID_ARGUMENT).
+   */
+  idMappings?: IdMappingsPlan;
   /** The container's cgroup (shared/protocol.ts CgroupPlan); absent: the helper's own cgroups. */
   cgroup?: CgroupPlan;
   /** OCI linux.devices: nodes kata-init creates in the container (after the mounts). */

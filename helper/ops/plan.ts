@@ -17,7 +17,8 @@
  */
 import { validateCgroupPlan } from '../../shared/cgroup';
 import { DEFAULT_HOOK_TIMEOUT_SEC } from './hooks';
-import type { CgroupPlan, DeviceNodePlan, HookPlan, HooksPlan } from '../../shared/protocol';
+import type { CgroupPlan, DeviceNodePlan, HookPlan, HooksPlan, IdMappingPlan, IdMappingsPlan } from '../../shared/protocol';
+import { MAX_ID_MAP_LINES, validateIdMappings } from '../../shared/idmap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -165,9 +166,9 @@ export const RLIMITS: Record<string, number> = {
 };
 
 /** Namespace names as kata-init and /proc/<pid>/ns/ spell them. */
-export type KernelNamespace = 'pid' | 'net' | 'mnt' | 'ipc' | 'uts' | 'cgroup';
+export type KernelNamespace = 'pid' | 'net' | 'mnt' | 'ipc' | 'uts' | 'cgroup' | 'user';
 
-/** OCI namespace type → kernel name (config-linux.md#namespaces). "user" is not supported yet. */
+/** OCI namespace type → kernel name (config-linux.md#namespaces). */
 const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
   pid: 'pid',
   network: 'net',
@@ -175,7 +176,7 @@ const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
   ipc: 'ipc',
   uts: 'uts',
   cgroup: 'cgroup',
-  user: undefined,
+  user: 'user',
 };
 
 /** Default PATH kata-init and the mock use when the plan's env has none. */
@@ -236,6 +237,8 @@ export interface ValidContainerPlan {
   readonly: boolean;
   hostname: string;
   namespaces: ValidNamespace[];
+  /** The id mappings of the container's new user namespace (written by the launcher). */
+  idMappings?: IdMappingsPlan;
   mounts: ValidMount[];
   maskedPaths: string[];
   readonlyPaths: string[];
@@ -442,8 +445,8 @@ export function planPath(env: string[]): string {
 // Namespaces
 
 /**
- * Validate OCI namespaces: known types, no duplicates, "" or an absolute path; a user namespace
- * is UNIMPLEMENTED. Paths are checked against the host only with `hostChecks`.
+ * Validate OCI namespaces: known types, no duplicates, "" or an absolute path; joining a user
+ * namespace by path is UNIMPLEMENTED (a new one is fine). Paths are checked against the host only with `hostChecks`.
  */
 export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field = 'namespaces'): ValidNamespace[] {
   const list = checkArray(raw, field, 16);
@@ -454,12 +457,13 @@ export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field =
     const ociType = checkString(n.type, `${f}.type`, 32);
     if (!(ociType in NAMESPACE_NAMES)) throw invalid(`${f}.type ${JSON.stringify(ociType)} is not a namespace type`);
     const type = NAMESPACE_NAMES[ociType];
-    if (type === undefined) {
-      throw new StatusError(Code.UNIMPLEMENTED, `${f}: user namespaces are not supported`);
-    }
+    if (type === undefined) throw invalid(`${f}.type ${JSON.stringify(ociType)} is not a namespace type`);
     if (seen.has(type)) throw invalid(`${f}: namespace ${ociType} appears more than once`);
     seen.add(type);
     const p = n.path === undefined ? '' : checkString(n.path, `${f}.path`, MAX_PATH);
+    if (type === 'user' && p !== '') {
+      throw new StatusError(Code.UNIMPLEMENTED, `${f}.path ${JSON.stringify(p)}: joining an existing user namespace is not supported (a new one with idMappings is)`);
+    }
     if (p !== '') {
       if (!p.startsWith('/')) throw invalid(`${f}.path ${JSON.stringify(p)} is not an absolute path`);
       if (opts.hostChecks) {
@@ -473,6 +477,26 @@ export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field =
     }
     return { type, path: p };
   });
+}
+
+/**
+ * Re-check ContainerPlan.idMappings: required (uid and gid lists) with a new user namespace,
+ * refused without one; each list as shared/idmap.ts validateIdMappings. INVALID_ARGUMENT
+ * naming idMappings.<uid|gid>[i].<part>.
+ */
+function validateIdMappingsPlan(raw: unknown, userns: boolean): IdMappingsPlan | undefined {
+  if (raw === undefined) {
+    if (userns) throw invalid('a user namespace needs idMappings (uid and gid mappings)');
+    return undefined;
+  }
+  if (!userns) throw invalid('idMappings given without a user namespace');
+  if (!isRecord(raw)) throw invalid(`idMappings must be a map, got ${describe(raw)}`);
+  const list = (k: 'uid' | 'gid'): IdMappingPlan[] =>
+    checkArray(raw[k] ?? [], `idMappings.${k}`, MAX_ID_MAP_LINES + 1).map((m, i) => {
+      if (!isRecord(m)) throw invalid(`idMappings.${k}[${i}] must be a map, got ${describe(m)}`);
+      return m as unknown as IdMappingPlan;
+    });
+  return { uid: validateIdMappings('idMappings.uid', list('uid')), gid: validateIdMappings('idMappings.gid', list('gid')) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -821,6 +845,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   const namespaces = validateNamespaces(plan.namespaces, opts);
   const mnt = namespaces.find((n) => n.type === 'mnt');
   if (!mnt || mnt.path !== '') throw invalid('a container needs a new mount namespace (namespaces: {type: "mount", path: ""})');
+  const idMappings = validateIdMappingsPlan(plan.idMappings, namespaces.some((n) => n.type === 'user'));
   const hostname = checkString(plan.hostname ?? '', 'hostname', HOST_NAME_MAX);
   if (hostname !== '' && !namespaces.some((n) => n.type === 'uts')) {
     throw invalid(`hostname ${JSON.stringify(hostname)} needs a uts namespace`);
@@ -859,6 +884,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     readonly,
     hostname,
     namespaces,
+    ...(idMappings ? { idMappings } : {}),
     mounts,
     maskedPaths,
     readonlyPaths,

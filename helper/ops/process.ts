@@ -17,7 +17,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
+import { Code, StatusError, type IdMappingsPlan, type NamespacePlan } from '../../shared/protocol';
+import { idMapText } from '../../shared/idmap';
 import { isErrno, kataInitPath, loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { JoinCgroup, Launcher, LaunchedInit, LaunchedProcess } from './container';
@@ -42,7 +43,7 @@ export const DEFAULT_SANDBOX_NS_DIR = '/run/kata-agent/sandbox-ns';
 const MNT_DETACH = 2;
 
 /** Namespaces an exec process joins, in the order kata-init is given them. */
-const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup', 'mnt'];
+const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup', 'mnt', 'user'];
 
 /** kata-init error stages that mean a helper bug or a system failure rather than a bad spec. */
 const INTERNAL_STAGES = new Set(['usage', 'fd', 'plan', 'fork', 'signal', 'start', 'nsfile']);
@@ -139,6 +140,7 @@ export class KataInitLauncher implements Launcher {
     const what = `create container ${containerId}`;
     let pid = -1;
     try {
+      if (plan.idMappings) await this.mapUserNamespace(run, plan.idMappings, what);
       pid = await this.expectPid(run, what);
       await this.expectLine(run, 'ready', what);
       this.takePtyMaster(run, stdio, what);
@@ -395,6 +397,25 @@ export class KataInitLauncher implements Launcher {
   }
 
   /** Read the `pid N` line. */
+  /**
+   * A new user namespace (KATA-INIT.md `userns`): kata-init has unshared it and waits; write its
+   * gid_map and uid_map (as the privileged parent: no newuidmap, setgroups left "allow" so the
+   * container can still call setgroups), then one byte on the start pipe lets it go on. A map
+   * the kernel refuses is INVALID_ARGUMENT naming the file.
+   */
+  private async mapUserNamespace(run: KataInitRun, maps: IdMappingsPlan, what: string): Promise<void> {
+    await this.expectLine(run, 'userns', what);
+    for (const [file, list] of [['gid_map', maps.gid], ['uid_map', maps.uid]] as const) {
+      const target = `/proc/${run.spawnPid}/${file}`;
+      try {
+        fs.writeFileSync(target, idMapText(list), { flag: 'r+' });
+      } catch (err) {
+        throw new StatusError(Code.INVALID_ARGUMENT, `${what}: writing ${target} (${JSON.stringify(idMapText(list))}): ${(err as Error).message}`);
+      }
+    }
+    this.native.write(run.startFd, Buffer.from([1]), 0, 1);
+  }
+
   private async expectPid(run: KataInitRun, what: string): Promise<number> {
     const item = await run.sync.next();
     if (item.kind === 'line') {

@@ -210,13 +210,25 @@ t.test('cgroup mounts: cgroup2 on a v2 host, tmpfs + per-hierarchy binds on v1',
   );
 });
 
-t.test('namespaces: OCI names mapped, user unsupported, duplicates and a missing mount ns refused', async (t) => {
+t.test('namespaces: OCI names mapped, a new user ns needs idMappings, joining one is refused, duplicates and a missing mount ns refused', async (t) => {
   const v = validateContainerPlan(
     plan({ hostname: '', namespaces: [{ type: 'mount', path: '' }, { type: 'network', path: '' }, { type: 'pid', path: '' }, { type: 'cgroup', path: '' }] }),
     host,
   );
   t.same(v.namespaces.map((n) => n.type), ['mnt', 'net', 'pid', 'cgroup']);
-  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'user', path: '' }] }), host), Code.UNIMPLEMENTED);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'user', path: '' }] }), host), Code.INVALID_ARGUMENT, /user namespace needs idMappings/);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'user', path: '/proc/1/ns/user' }] }), host), Code.UNIMPLEMENTED, /joining an existing user namespace/);
+  const idMappings = { uid: [{ containerId: 0, hostId: 100000, size: 65536 }], gid: [{ containerId: 0, hostId: 100000, size: 65536 }] };
+  const u = validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'pid', path: '' }, { type: 'user', path: '' }], idMappings }), host);
+  t.same(u.idMappings, idMappings, 'mappings carried');
+  t.ok(fields(serializeCreatePlan(u)).join(' ').includes('ns user '), 'kata-init gets "ns user" (new)');
+  throwsStatus(t, () => validateContainerPlan(plan({ idMappings }), host), Code.INVALID_ARGUMENT, /idMappings given without a user namespace/);
+  throwsStatus(
+    t,
+    () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'user', path: '' }], idMappings: { ...idMappings, gid: [{ containerId: 0, hostId: 5, size: 0 }] } }), host),
+    Code.INVALID_ARGUMENT,
+    /idMappings\.gid\[0\]\.size 0/,
+  );
   throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'mount', path: '' }] }), host), Code.INVALID_ARGUMENT, /more than once/);
   throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'uts', path: '' }] }), host), Code.INVALID_ARGUMENT, /mount namespace/);
   throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'time' as never, path: '' }] }), host), Code.INVALID_ARGUMENT);

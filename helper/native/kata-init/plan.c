@@ -12,6 +12,7 @@ static const struct {
 } ns_types[] = {
 	{ "pid", CLONE_NEWPID }, { "net", CLONE_NEWNET },   { "mnt", CLONE_NEWNS },
 	{ "ipc", CLONE_NEWIPC }, { "uts", CLONE_NEWUTS },   { "cgroup", CLONE_NEWCGROUP },
+	{ "user", CLONE_NEWUSER },
 };
 
 static int ns_type_of(const char *name)
@@ -369,5 +370,8 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			die("plan", 0, "create needs an absolute \"rootfs\"");
 		if (!new_mnt)
 			die("plan", 0, "create needs a new mount namespace (ns mnt with an empty path)");
+		for (size_t i = 0; i < p->n_ns; i++)
+			if (p->ns[i].type == CLONE_NEWUSER && p->ns[i].path[0] != '\0')
+				die("plan", 0, "create cannot join a user namespace (only a new one)");
 	}
 }
