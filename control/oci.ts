@@ -20,7 +20,9 @@
  *    libseccomp, loaded by kata-init for the init and every exec);
  *  - Hooks → ContainerPlan.hooks ({@link hooksFromOci}; run by the helper);
  *  - refused (UNIMPLEMENTED naming the field): the seccomp action
- *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, joining an existing user namespace;
+ *    SCMP_ACT_NOTIFY, joining an existing user namespace;
+ *  - Process.SelinuxLabel and Linux.MountLabel are carried; the helper applies them when the
+ *    guest has SELinux and drops them with a warning otherwise;
  *  - a new user namespace with Linux.UIDMappings/GIDMappings → ContainerPlan.idMappings
  *    ({@link idMappingsFromOci}; the helper writes the maps);
  *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
@@ -273,12 +275,7 @@ function convertProcess(
   if (args[0] === '') throw invalid(`${field}.Args[0]`, '', 'must not be empty');
   const cwd = process.Cwd ? checkAbsPath(`${field}.Cwd`, process.Cwd, false) : '/';
   const user = process.User ?? {};
-  if (process.SelinuxLabel) {
-    throw new StatusError(
-      Code.UNIMPLEMENTED,
-      `${field}.SelinuxLabel ${JSON.stringify(process.SelinuxLabel)} cannot be applied: the guest has no SELinux (upstream applies it only with SELinux enabled; the Kata runtime clears it when guest SELinux is disabled)`,
-    );
-  }
+  const selinuxLabel = process.SelinuxLabel ? checkString(`${field}.SelinuxLabel`, process.SelinuxLabel) : '';
   if (process.ApparmorProfile) {
     opts.warn?.({ field: `${field}.ApparmorProfile`, value: process.ApparmorProfile }, 'AppArmor profile ignored (the guest has no AppArmor; upstream ignores it too)');
   }
@@ -304,6 +301,8 @@ function convertProcess(
     rlimits: rlimitsFromOci(`${field}.Rlimits`, process.Rlimits ?? []),
     capabilities,
     oomScoreAdj,
+    // applied by the helper when the guest has SELinux, else dropped with a warning
+    ...(selinuxLabel !== '' ? { selinuxLabel } : {}),
   };
 }
 
@@ -736,8 +735,7 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
  * long; a sysctl is not allowed ({@link validateSysctl}); RootfsPropagation is unknown; uid/gid
  * mappings are given without a user namespace; Linux.Seccomp is invalid ({@link seccompFromOci}).
  * bad uid/gid mappings ({@link idMappingsFromOci}).
- * UNIMPLEMENTED for joining an existing user namespace, the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
- * Process.SelinuxLabel.
+ * UNIMPLEMENTED for joining an existing user namespace or the seccomp action SCMP_ACT_NOTIFY.
  * FAILED_PRECONDITION when `sandboxPidns` is asked for and the
  * sandbox has no pid namespace.
  */
@@ -754,12 +752,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
 
   const hooks = hooksFromOci(spec.Hooks);
   const seccomp = seccompFromOci(linux.Seccomp);
-  if (linux.MountLabel) {
-    throw new StatusError(
-      Code.UNIMPLEMENTED,
-      `OCI.Linux.MountLabel ${JSON.stringify(linux.MountLabel)} cannot be applied: the guest has no SELinux (the Kata runtime clears it when guest SELinux is disabled)`,
-    );
-  }
+  const mountLabel = linux.MountLabel ? checkString('OCI.Linux.MountLabel', linux.MountLabel) : '';
 
   checkDeviceRules(linux.Resources?.Devices);
   const allowAllDevices = devicesAllowAll(linux.Resources?.Devices);
@@ -823,6 +816,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     ...(devices.length > 0 ? { devices } : {}),
     ...(hooks ? { hooks } : {}),
     ...(idMappings ? { idMappings } : {}),
+    ...(mountLabel !== '' ? { mountLabel } : {}),
   };
 }
 

@@ -145,6 +145,12 @@ export interface ProcessPlan {
    */
   capabilities?: CapabilitiesPlan;
   /**
+   * OCI process.selinuxLabel: the SELinux context the program is exec'd with (kata-init writes
+   * /proc/thread-self/attr/exec). The helper applies it when the guest has SELinux, else drops
+   * it with a warning.
+   */
+  selinuxLabel?: string;
+  /**
    * OCI process.oomScoreAdj, -1000..1000, written to /proc/self/oom_score_adj before anything
    * else (Kata rustjail do_init_child). Control always sets it (0 when the spec has none, as
    * upstream). Absent: the helper's own value is inherited.
@@ -327,6 +333,11 @@ export interface ContainerPlan {
    * then, refused otherwise (INVALID_ARGUMENT).
    */
   idMappings?: IdMappingsPlan;
+  /**
+   * OCI linux.mountLabel: the SELinux context of the container's tmpfs/devpts/mqueue mounts
+   * (mount option context="..."), applied when the guest has SELinux, else dropped with a warning.
+   */
+  mountLabel?: string;
   /** The container's cgroup (shared/protocol.ts CgroupPlan); absent: the helper's own cgroups. */
   cgroup?: CgroupPlan;
   /** OCI linux.devices: nodes kata-init creates in the container (after the mounts). */

@@ -66,6 +66,7 @@ import {
 import type { StorageBackend, StorageBackendOps } from './storage';
 import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type Hook, type OciState } from './hooks';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
+import { applySelinuxLabels, dropProcessLabel, guestHasSelinux } from './selinux';
 import { validateCgroupResources } from '../../shared/cgroup';
 import { readSelfStats } from '../../shared/self-stats';
 import {
@@ -266,16 +267,19 @@ export class ContainerBackend implements ContainerFamily {
   readonly storage: StorageBackend | undefined;
   /** Container cgroups (helper/ops/cgroup.ts); absent: plans' cgroups are refused (FAILED_PRECONDITION). */
   readonly cgroups: CgroupManager | undefined;
+  /** The guest has SELinux: labels are applied, else dropped with a warning (helper/ops/selinux.ts). */
+  private readonly selinux: boolean;
 
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager },
+    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager; selinux?: boolean },
   ) {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
     this.storage = opts.storage;
     this.hookRunner = new HookRunner({ reaper: this.registry.reaper, logger: this.log });
     this.cgroups = opts.cgroups;
+    this.selinux = opts.selinux ?? (launcher.hostChecks && guestHasSelinux());
     this.registry.on('exit', (event) => this.emit(event));
     this.registry.start();
     this.oomTimer = setInterval(() => this.checkOom(), OOM_WATCH_INTERVAL_MS);
@@ -402,6 +406,7 @@ export class ContainerBackend implements ContainerFamily {
     });
     const oci = checkOciInfo(args.oci);
     plan.hookStates = inContainerHookStates(containerId, oci, plan);
+    applySelinuxLabels(plan, this.selinux, this.log, containerId);
     if (this.launcher.hostChecks) plan.sysctl = this.knownSysctls(containerId, plan.sysctl);
     this.creating.add(containerId);
     let stdio: StdioSet | undefined;
@@ -488,6 +493,7 @@ export class ContainerBackend implements ContainerFamily {
     const record = this.getContainer(args.containerId);
     const execId = validateExecId(args.execId, false);
     const plan = validateProcessPlan(args.process);
+    dropProcessLabel(plan, this.selinux, this.log, { containerId: record.id, execId, field: 'process.selinuxLabel' });
     if (record.removing) throw precondition(`container ${record.id} is being removed`);
     if (record.init.exited) throw precondition(`container ${record.id} is not running (its init has exited)`);
     const existing = record.execs.get(execId);

@@ -239,6 +239,8 @@ export interface ValidContainerPlan {
   namespaces: ValidNamespace[];
   /** The id mappings of the container's new user namespace (written by the launcher). */
   idMappings?: IdMappingsPlan;
+  /** SELinux context of the container's mounts (helper/ops/selinux.ts applies or drops it). */
+  mountLabel?: string;
   mounts: ValidMount[];
   maskedPaths: string[];
   readonlyPaths: string[];
@@ -431,7 +433,15 @@ export function validateProcessPlan(raw: unknown, field = 'process'): ValidProce
     }
     oomScoreAdj = v;
   }
-  return { args, env, cwd, uid, gid, additionalGids, terminal, noNewPrivileges, rlimits, capabilities, oomScoreAdj };
+  const selinuxLabel = raw.selinuxLabel === undefined ? undefined : checkSelinuxLabel(raw.selinuxLabel, `${field}.selinuxLabel`);
+  return { args, env, cwd, uid, gid, additionalGids, terminal, noNewPrivileges, rlimits, capabilities, oomScoreAdj, ...(selinuxLabel ? { selinuxLabel } : {}) };
+}
+
+/** An SELinux context: 1..4096 bytes, no NUL, no newline, no quote (it goes into mount data as context="..."). */
+function checkSelinuxLabel(v: unknown, field: string): string {
+  const s = checkString(v, field, 4096);
+  if (s === '' || /[\n"]/.test(s)) throw invalid(`${field} ${JSON.stringify(s)} is not an SELinux context`);
+  return s;
 }
 
 /** The value of PATH in a plan's env (the last entry wins, as getenv would see it), or the default. */
@@ -846,6 +856,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   const mnt = namespaces.find((n) => n.type === 'mnt');
   if (!mnt || mnt.path !== '') throw invalid('a container needs a new mount namespace (namespaces: {type: "mount", path: ""})');
   const idMappings = validateIdMappingsPlan(plan.idMappings, namespaces.some((n) => n.type === 'user'));
+  const mountLabel = plan.mountLabel === undefined ? undefined : checkSelinuxLabel(plan.mountLabel, 'mountLabel');
   const hostname = checkString(plan.hostname ?? '', 'hostname', HOST_NAME_MAX);
   if (hostname !== '' && !namespaces.some((n) => n.type === 'uts')) {
     throw invalid(`hostname ${JSON.stringify(hostname)} needs a uts namespace`);
@@ -885,6 +896,7 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     hostname,
     namespaces,
     ...(idMappings ? { idMappings } : {}),
+    ...(mountLabel ? { mountLabel } : {}),
     mounts,
     maskedPaths,
     readonlyPaths,
@@ -949,6 +961,7 @@ function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
   for (const a of p.args) w.record('arg', a);
   for (const e of p.env) w.record('env', e);
   w.record('tty', p.terminal ? 1 : 0);
+  if (p.selinuxLabel) w.record('selinux', p.selinuxLabel);
 }
 
 /**

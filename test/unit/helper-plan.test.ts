@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, StatusError, type ContainerPlan, type ProcessPlan, type SeccompPlan } from '../../shared/protocol';
 import { kataInitError } from '../../helper/ops/process';
+import { applySelinuxLabels } from '../../helper/ops/selinux';
 import {
   MS,
   expandCgroupMount,
@@ -418,4 +419,30 @@ t.test('createContainer/startContainer hooks: hook, hookarg, hookenv (entries wi
   t.notOk(f.includes('hookstate startContainer'), 'no state given: no record');
   throwsStatus(t, () => validateContainerPlan(plan({ hooks: { startContainer: [{ path: 'rel', args: [], env: [] }] } }), host), Code.INVALID_ARGUMENT, /hooks\.startContainer\[0\]\.path/);
   t.equal(kataInitError('hook: createContainer hook [0] /bin/false exited with status 1', 'create container c1').code, Code.FAILED_PRECONDITION, 'a failing hook is FAILED_PRECONDITION');
+});
+
+t.test('SELinux: with SELinux the mount label goes to tmpfs/devpts/mqueue data and the process label to a `selinux` record; without, both are dropped with a warning', async (t) => {
+  const raw = plan({
+    mountLabel: 'system_u:object_r:container_file_t:s0',
+    process: proc({ selinuxLabel: 'system_u:system_r:container_t:s0' }),
+    mounts: [
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['mode=755'] },
+      { destination: '/proc', type: 'proc', source: 'proc', options: [] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['context="x:y:z:s0"'] },
+    ],
+  });
+  const on = validateContainerPlan(raw, host);
+  const warnings: string[] = [];
+  const log = { warn: (_o: unknown, msg: string) => warnings.push(msg) } as unknown as Parameters<typeof applySelinuxLabels>[2];
+  applySelinuxLabels(on, true, log, 'c1');
+  t.same(on.mounts.map((m) => m.data), ['mode=755,context="system_u:object_r:container_file_t:s0"', '', 'context="x:y:z:s0"'], 'labelled types only, an explicit context kept');
+  t.ok(fields(serializeCreatePlan(on)).join(' ').includes('selinux system_u:system_r:container_t:s0'), 'the exec label record');
+  t.same(warnings, []);
+  const off = validateContainerPlan(raw, host);
+  applySelinuxLabels(off, false, log, 'c1');
+  t.notOk(fields(serializeCreatePlan(off)).includes('selinux'), 'no label record without SELinux');
+  t.equal(off.mountLabel, undefined);
+  t.same(off.mounts[0].data, 'mode=755', 'no context added');
+  t.equal(warnings.length, 2, 'one warning per dropped label');
+  throwsStatus(t, () => validateContainerPlan(plan({ mountLabel: 'a"b' }), host), Code.INVALID_ARGUMENT, /mountLabel/);
 });

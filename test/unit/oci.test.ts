@@ -168,8 +168,7 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['root is the guest root, spelt //.', spec({ Root: { Path: '//.' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path']],
     ['seccomp notify default', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_NOTIFY' } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.DefaultAction', 'SCMP_ACT_NOTIFY']],
     ['seccomp notify rule', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: [{ Names: ['mount'], Action: 'SCMP_ACT_NOTIFY' }] } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.Syscalls[0].Action', 'SCMP_ACT_NOTIFY']],
-    ['selinux label', spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }), Code.UNIMPLEMENTED, ['OCI.Process.SelinuxLabel']],
-    ['mount label', spec({}, { MountLabel: 'system_u:object_r:container_file_t:s0' }), Code.UNIMPLEMENTED, ['OCI.Linux.MountLabel']],
+    ['selinux label with NUL', spec({ Process: { Args: ['sh'], SelinuxLabel: 'a\0b' } }), Code.INVALID_ARGUMENT, ['OCI.Process.SelinuxLabel']],
     ['oom score too high', spec({ Process: { Args: ['sh'], OOMScoreAdj: 1001 } }), Code.INVALID_ARGUMENT, ['OCI.Process.OOMScoreAdj', '1001']],
     ['oom score too low', spec({ Process: { Args: ['sh'], OOMScoreAdj: -1001 } }), Code.INVALID_ARGUMENT, ['OCI.Process.OOMScoreAdj', '-1001']],
   ];
@@ -536,4 +535,10 @@ t.test('user namespace id mappings: carried to the plan; zero size, overlaps, li
   ] as [string, ReturnType<typeof m>[], ReturnType<typeof m>[], string[]][]) {
     rejects(t, () => containerPlanFromSpec(spec({}, { Namespaces: userns, UIDMappings: uid, GIDMappings: gid }), noSandbox), Code.INVALID_ARGUMENT, parts, name);
   }
+});
+
+t.test('SELinux labels are carried to the plan (the helper applies or drops them)', async (t) => {
+  const p = containerPlanFromSpec(spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }, { MountLabel: 'system_u:object_r:container_file_t:s0' }), noSandbox);
+  t.equal(p.process.selinuxLabel, 'system_u:system_r:container_t:s0');
+  t.equal(p.mountLabel, 'system_u:object_r:container_file_t:s0');
 });

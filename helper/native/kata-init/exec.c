@@ -93,6 +93,23 @@ void reset_signals(void)
 		(void)sigaction(sig, &sa, NULL);
 }
 
+/* Step 12: the SELinux context of the program (`selinux`), as upstream rustjail's
+ * selinux::set_exec_label: written to /proc/thread-self/attr/exec, applied by execve. */
+void set_exec_label(const struct plan *p)
+{
+	size_t len;
+	int fd;
+
+	if (p->selinux_label == NULL)
+		return;
+	len = strlen(p->selinux_label);
+	fd = open("/proc/thread-self/attr/exec", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("selinux", errno, "opening /proc/thread-self/attr/exec for label \"%s\"", p->selinux_label);
+	if (write(fd, p->selinux_label, len) != (ssize_t)len)
+		die("selinux", errno, "setting the exec label \"%s\"", p->selinux_label);
+	close(fd);
+}
 
 int main(int argc, char **argv)
 {
@@ -157,6 +174,7 @@ int main(int argc, char **argv)
 		die("tty", errno, "making fd 0 the controlling terminal");
 	reset_signals();                               /* 12 */
 	umask(022); /* 12: whatever the helper had, the program starts with 0022 (runc, upstream) */
+	set_exec_label(&plan);                         /* 12 */
 	/* With no_new_privs the filter goes in as late as possible, so that it does not have to
 	 * allow the set-up's own syscalls (runc and upstream Kata do the same). */
 	if (plan.nonewprivs)

@@ -204,6 +204,7 @@ struct plan {
 	bool have_seccomp_flags;
 
 	const char *cwd;
+	const char *selinux_label; /* `selinux`: the exec context, or NULL */
 	bool nonewprivs;
 	bool tty;
 	char **argv; /* NULL-terminated once parsed */
@@ -249,5 +250,6 @@ void setup_terminal(const struct plan *p);
 const char *resolve_executable(const struct plan *p, char buf[PATH_MAX]);
 void wait_for_start(void);
 void reset_signals(void);
+void set_exec_label(const struct plan *p);
 
 #endif
