@@ -85,6 +85,17 @@ if (skip) {
     t.notMatch(out.toString(), /program-ran/, 'the container program never ran');
   });
 
+  t.test('a hook that exits without reading a large state (100 KiB of annotations, more than a pipe holds) does not break the create or start (EPIPE on the state pipe is fine)', async (t) => {
+    const id = h.id('hp');
+    h.removeOnTeardown(t, id);
+    const spec = h.spec(['sh', '-c', 'echo ran'], { hooks: { CreateContainer: [{ Path: '/bin/true' }], StartContainer: [{ Path: '/bin/true' }] } });
+    spec.Annotations = { big: 'x'.repeat(100 * 1024) };
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    await h.client.call('StartContainer', { container_id: id });
+    t.match((await h.readAll('ReadStdout', id, id)).toString(), /ran/, 'the container ran');
+    t.equal(await h.wait(id, id), 0);
+  });
+
   t.test('a createContainer hook over its timeout is killed and fails CreateContainer', async (t) => {
     const id = h.id('ht');
     h.removeOnTeardown(t, id);

@@ -161,11 +161,17 @@ static void run_hook(const struct plan *p, const struct hook_rec *h, size_t inde
 /* Run every hook of `kind`, in plan order; the first failure ends kata-init. */
 void run_hooks(const struct plan *p, enum hook_kind kind)
 {
+	struct sigaction ign = { .sa_handler = SIG_IGN }, old;
 	size_t index = 0;
 
+	/* a hook that exits without reading its state must not kill us with SIGPIPE (EPIPE is fine) */
+	sigemptyset(&ign.sa_mask);
+	if (sigaction(SIGPIPE, &ign, &old) < 0)
+		die("hook", errno, "ignoring SIGPIPE");
 	for (size_t i = 0; i < p->n_hooks; i++) {
 		if (p->hooks[i].kind != kind)
 			continue;
 		run_hook(p, &p->hooks[i], index++);
 	}
+	sigaction(SIGPIPE, &old, NULL);
 }
