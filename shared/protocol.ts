@@ -360,7 +360,7 @@ export interface HookPlan {
 
 /**
  * The OCI hooks of a container. The helper runs prestart, createRuntime, poststart and poststop
- * in its own (the runtime's) namespaces: prestart and createRuntime after the init is parked
+ * in its own (the runtime's) namespaces: prestart and createRuntime while kata-init waits after the container's mounts, before pivot_root
  * (fail: the container is removed), poststart after StartContainer, poststop after removal
  * (failures logged). kata-init runs createContainer (in the container's mount namespace after
  * its mounts, before pivot_root; fail: CreateContainer fails) and startContainer (in the

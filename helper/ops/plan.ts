@@ -269,6 +269,11 @@ export interface ValidContainerPlan {
    * id, OCI version, annotations and bundle.
    */
   hookStates?: Partial<Record<'createContainer' | 'startContainer', [string, string]>>;
+  /**
+   * kata-init stops before pivot_root (`runtimehooks`) for the helper to run the prestart and
+   * createRuntime hooks. Not from the wire: set by ContainerBackend.
+   */
+  runtimeHooksBeforePivot?: boolean;
 }
 
 export interface PlanCheckOptions {
@@ -1042,6 +1047,7 @@ export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompF
   writeProcess(w, plan.process);
   writeSeccomp(w, seccomp);
   writeInContainerHooks(w, plan);
+  if (plan.runtimeHooksBeforePivot) w.record('runtimehooks', 1);
   return w.toBuffer();
 }
 

@@ -21,7 +21,7 @@ import { Code, StatusError, type IdMappingsPlan, type NamespacePlan } from '../.
 import { idMapText } from '../../shared/idmap';
 import { isErrno, kataInitPath, loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
-import type { JoinCgroup, Launcher, LaunchedInit, LaunchedProcess } from './container';
+import type { BeforePivot, JoinCgroup, Launcher, LaunchedInit, LaunchedProcess } from './container';
 import { LineReader, StartGate, closeQuietly, writeAll, type LineItem } from './io';
 import { compileSeccomp } from './seccomp';
 import {
@@ -123,7 +123,9 @@ export class KataInitLauncher implements Launcher {
     this.sandboxNsDir = opts.sandboxNsDir ?? DEFAULT_SANDBOX_NS_DIR;
   }
 
-  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup): Promise<LaunchedInit> {
+  readonly hooksBeforePivot = true;
+
+  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup, beforePivot?: BeforePivot): Promise<LaunchedInit> {
     let seccomp: SeccompFilter | undefined;
     if (plan.seccomp) {
       const compiled = compileSeccomp(this.native, plan.seccomp);
@@ -142,6 +144,13 @@ export class KataInitLauncher implements Launcher {
     try {
       if (plan.idMappings) await this.mapUserNamespace(run, plan.idMappings, what);
       pid = await this.expectPid(run, what);
+      if (plan.runtimeHooksBeforePivot) {
+        // kata-init waits before pivot_root (KATA-INIT.md `runtimehooks`) for the prestart and
+        // createRuntime hooks; a failing hook abandons it (below)
+        await this.expectLine(run, 'hooks', what);
+        if (beforePivot) await beforePivot(pid);
+        this.native.write(run.startFd, Buffer.from([1]), 0, 1);
+      }
       await this.expectLine(run, 'ready', what);
       this.takePtyMaster(run, stdio, what);
     } catch (err) {

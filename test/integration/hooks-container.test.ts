@@ -65,6 +65,30 @@ if (skip) {
     t.equal(String(ss.pid), m?.[1], 'startContainer state: the pid of the container process as the container sees it (runc, rustjail)');
   });
 
+  t.test('runtime-spec order: prestart, createRuntime (runtime namespace, before pivot_root), then createContainer, all during CreateContainer', async (t) => {
+    const log = path.join(h.tmp, 'order.log');
+    fs.rmSync(log, { force: true });
+    // runtime hooks (guest namespaces): the label and where the container process's root is now
+    const runtimeHook = path.join(h.tmp, 'runtime-hook');
+    fs.writeFileSync(runtimeHook, `#!/bin/sh\npid=$(/bin/cat | sed 's/.*"pid":\\([0-9]*\\).*/\\1/')\necho "$1 $(readlink /proc/$pid/root)" >> ${log}\n`, { mode: 0o755 });
+    const createHook = path.join(h.tmp, 'order-create-hook');
+    fs.writeFileSync(createHook, `#!/bin/sh\necho "createContainer" >> ${log}\n`, { mode: 0o755 });
+    const id = h.id('ho');
+    h.removeOnTeardown(t, id);
+    const spec = h.spec(['true'], {
+      hooks: {
+        Prestart: [{ Path: runtimeHook, Args: ['runtime-hook', 'prestart'] }],
+        CreateRuntime: [{ Path: runtimeHook, Args: ['runtime-hook', 'createRuntime'] }],
+        CreateContainer: [{ Path: createHook }],
+      },
+    });
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    const lines = fs.readFileSync(log, 'utf8').trim().split('\n');
+    t.same(lines, ['prestart /', 'createRuntime /', 'createContainer'], 'in order; the container process had not pivoted yet (its root was still the guest\'s /)');
+    await h.client.call('StartContainer', { container_id: id });
+    t.equal(await h.wait(id, id), 0);
+  });
+
   t.test('a failing createContainer hook fails CreateContainer naming it (FAILED_PRECONDITION, its output) and leaves no container', async (t) => {
     const id = h.id('hf');
     h.removeOnTeardown(t, id);

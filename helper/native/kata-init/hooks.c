@@ -158,6 +158,25 @@ static void run_hook(const struct plan *p, const struct hook_rec *h, size_t inde
 		    WEXITSTATUS(status), out_len ? ": " : "", output);
 }
 
+/* `runtimehooks`: report `hooks` and wait for one byte on the start fd while the helper runs
+ * the prestart and createRuntime hooks in its own namespaces. EOF: the helper gave up. */
+void wait_runtime_hooks(const struct plan *p)
+{
+	ssize_t n;
+	char c;
+
+	if (!p->runtime_hooks)
+		return;
+	sync_line("hooks\n");
+	do
+		n = read(FD_START, &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		_exit(1);
+	if (n < 0)
+		die("hook", errno, "waiting for the runtime hooks on fd %d", FD_START);
+}
+
 /* Run every hook of `kind`, in plan order; the first failure ends kata-init. */
 void run_hooks(const struct plan *p, enum hook_kind kind)
 {

@@ -214,6 +214,7 @@ struct plan {
 
 	struct hook_rec *hooks;
 	size_t n_hooks;
+	bool runtime_hooks; /* `runtimehooks`: stop before pivot_root for the helper's hooks */
 	struct hook_state hook_states[HOOK_KINDS];
 
 	struct ns_rec *nsfiles; /* sandbox mode: namespaces to create and pin */
@@ -242,6 +243,7 @@ void set_identity(const struct plan *p);
 
 /* hooks.c */
 void run_hooks(const struct plan *p, enum hook_kind kind);
+void wait_runtime_hooks(const struct plan *p);
 
 /* tty.c */
 void setup_terminal(const struct plan *p);

@@ -548,8 +548,10 @@ void setup_rootfs(const struct plan *p)
 	create_devices(p, rootfd);
 	if (dev_tmpfs)
 		populate_dev(rootfd, p->rootfs);
-	/* OCI createContainer hooks: the container's mount namespace is set up, the root is still
-	 * the guest's (their path resolves there), pivot_root has not happened. */
+	/* The helper's prestart and createRuntime hooks, then the OCI createContainer hooks: the
+	 * container's mount namespace is set up, the root is still the guest's (a createContainer
+	 * hook's path resolves there), pivot_root has not happened (runtime-spec order, as runc). */
+	wait_runtime_hooks(p);
 	run_hooks(p, HOOK_CREATE_CONTAINER);
 
 	pivot_into(rootfd, p->rootfs);

@@ -285,6 +285,8 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			if (strchr(e, '=') == NULL)
 				die("plan", 0, "env entry \"%s\" has no '='", e);
 			*PUSH(p->envp, p->n_env) = e;
+		} else if (strcmp(tag, "runtimehooks") == 0) {
+			p->runtime_hooks = parse_bool(&r, next_field(&r));
 		} else if (strcmp(tag, "selinux") == 0) {
 			p->selinux_label = next_field(&r);
 		} else if (strcmp(tag, "tty") == 0) {
