@@ -43,7 +43,9 @@ if (skip) {
   t.test('a container with a user namespace 0 → 100000: id says root, the maps show the mapping, /sys is there', async (t) => {
     const id = h.id('un');
     h.removeOnTeardown(t, id);
-    const script = 'id -u; id -g; cat /proc/self/uid_map; cat /proc/self/gid_map; ls -d /sys/kernel/mm && echo sys-ok';
+    const script =
+      'id -u; id -g; cat /proc/self/uid_map; cat /proc/self/gid_map; ls -d /sys/kernel/mm && echo sys-ok; ' +
+      'echo dev-owner:$(stat -c %u:%g /dev /dev/shm | tr "\\n" " "); touch /dev/shm/x && echo shm-write-ok; stat -c pts-gid:%g /dev/pts/0 2>/dev/null; true';
     await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: specWith(['sh', '-c', script]) });
     await h.client.call('StartContainer', { container_id: id });
     const [out, err] = (await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)])).map(String);
@@ -54,6 +56,8 @@ if (skip) {
     t.equal(mapLine(lines[2] ?? ''), '0 100000 65536', '/proc/self/uid_map shows the mapping');
     t.equal(mapLine(lines[3] ?? ''), '0 100000 65536', '/proc/self/gid_map shows the mapping');
     t.ok(lines.includes('sys-ok'), '/sys is mounted (a network namespace of its own: its own sysfs)');
+    t.match(out, /^dev-owner:0:0 0:0\s*$/m, "the container's own tmpfs mounts (/dev, /dev/shm) belong to its root");
+    t.ok(lines.includes('shm-write-ok'), 'container root can write its /dev/shm');
   });
 
   t.test('an exec joins the user namespace; the guest sees the container root as uid 100000', async (t) => {
