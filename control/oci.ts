@@ -27,7 +27,7 @@
  *    ({@link idMappingsFromOci}; the helper writes the maps);
  *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
  *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts); Resources.Devices only when
- *    `options.deviceCgroup` (the helper has a v1 devices hierarchy);
+ *    `options.deviceCgroup` (the helper has a v1 devices hierarchy or cgroup v2 device programs);
  *  - Linux.Devices → ContainerPlan.devices ({@link devicesFromOci}; kata-init creates them);
  *  - accepted, not enforced, logged through `warn` and listed in `ContainerPlan.unenforced`
  *    ({@link unenforcedFields}): Linux.Resources.Devices without a device cgroup (see the

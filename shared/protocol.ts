@@ -433,7 +433,7 @@ export interface CreateSandboxResult {
   /** Paths of the sandbox's persistent namespaces that containers join (ipc, uts). */
   namespaces: NamespacePlan[];
   /**
-   * The helper enforces device cgroup rules (a v1 devices hierarchy is mounted): control then
+   * The helper enforces device cgroup rules (a v1 devices hierarchy, or cgroup v2 device programs): control then
    * sends linux.resources.devices in ContainerPlan.cgroup and keeps CAP_MKNOD as the spec asks.
    * Absent (an older helper) = false.
    */
