@@ -430,8 +430,17 @@ export class CgroupManager {
   }
 
   private removeDirs(cg: ContainerCgroup): string[] {
-    // removing the cgroup detaches its program; the handle is ours to release
-    if (cg.deviceProgram !== undefined) this.devicePrograms?.release(cg.deviceProgram);
+    // removing the cgroup detaches its program; a cgroup dir we did not create stays, so the
+    // program is detached from it (the next container there must not inherit our rules)
+    if (cg.deviceProgram !== undefined && this.devicePrograms) {
+      if (cg.v2 && !cg.created.includes(cg.v2)) {
+        try {
+          this.devicePrograms.detach(cg.v2, cg.deviceProgram);
+        } catch (err) {
+          this.log.warn({ err, dir: cg.v2 }, 'cannot detach the device program');
+        }
+      } else this.devicePrograms.release(cg.deviceProgram);
+    }
     cg.deviceProgram = undefined;
     const left: string[] = [];
     for (const dir of [...cg.created].reverse()) {

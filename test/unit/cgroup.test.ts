@@ -205,6 +205,14 @@ t.test('device rules: v1 devices hierarchy and v2 device program; FAILED_PRECOND
   t.equal(fs.readFileSync(prog, 'utf8'), 'deny a *:* rwm\n', 'UpdateContainer replaces the program (the new one is not detached)');
   v2.manager.remove(cg2);
 
+  // a cgroup dir that existed before (not ours to remove): the program is detached at removal
+  fs.mkdirSync(path.join(v2.root, 'unified/pre'), { recursive: true });
+  const pre = v2.manager.create('c4', { path: '/pre', resources: { devices } });
+  t.ok(fs.existsSync(path.join(v2.root, 'unified/pre', MOCK_DEVICE_PROGRAM_FILE)), 'attached to the existing dir');
+  v2.manager.remove(pre);
+  t.ok(fs.existsSync(path.join(v2.root, 'unified/pre')), 'the existing dir stays');
+  t.notOk(fs.existsSync(path.join(v2.root, 'unified/pre', MOCK_DEVICE_PROGRAM_FILE)), 'its program is detached');
+
   const bare = createMockCgroups({ root: path.join(root, 'bare'), mode: 'v2', devicePrograms: mockDevicePrograms(false) });
   t.notOk(bare.manager.enforcesDevices(), 'no v1 devices and a kernel without device programs');
   const err = code(() => bare.manager.create('c3', { path: '/c3', resources: { devices } }));
