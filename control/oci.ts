@@ -19,11 +19,15 @@
  *    Process.OOMScoreAdj, Linux.Seccomp ({@link seccompFromOci}; compiled by the helper with
  *    libseccomp, loaded by kata-init for the init and every exec);
  *  - Hooks → ContainerPlan.hooks ({@link hooksFromOci}; run by the helper);
- *  - refused (UNIMPLEMENTED naming the field): CreateContainer/StartContainer hooks, the seccomp action
- *    SCMP_ACT_NOTIFY, Process.SelinuxLabel, Linux.MountLabel, a user namespace;
+ *  - refused (UNIMPLEMENTED naming the field): the seccomp action
+ *    SCMP_ACT_NOTIFY, joining an existing user namespace;
+ *  - Process.SelinuxLabel and Linux.MountLabel are carried; the helper applies them when the
+ *    guest has SELinux and drops them with a warning otherwise;
+ *  - a new user namespace with Linux.UIDMappings/GIDMappings → ContainerPlan.idMappings
+ *    ({@link idMappingsFromOci}; the helper writes the maps);
  *  - cgroups: Linux.CgroupsPath and Linux.Resources become ContainerPlan.cgroup
  *    (control/oci-cgroups.ts; enforced by helper/ops/cgroup.ts); Resources.Devices only when
- *    `options.deviceCgroup` (the helper has a v1 devices hierarchy);
+ *    `options.deviceCgroup` (the helper has a v1 devices hierarchy or cgroup v2 device programs);
  *  - Linux.Devices → ContainerPlan.devices ({@link devicesFromOci}; kata-init creates them);
  *  - accepted, not enforced, logged through `warn` and listed in `ContainerPlan.unenforced`
  *    ({@link unenforcedFields}): Linux.Resources.Devices without a device cgroup (see the
@@ -41,6 +45,7 @@
 import type { grpc } from '../shared/generated/protos';
 import * as path from 'node:path';
 import { cgroupPlanFromSpec, checkDeviceRules } from './oci-cgroups';
+import { validateIdMappings } from '../shared/idmap';
 import {
   Code,
   StatusError,
@@ -49,6 +54,7 @@ import {
   type DeviceNodePlan,
   type HookPlan,
   type HooksPlan,
+  type IdMappingsPlan,
   type MountPlan,
   type NamespacePlan,
   type NamespaceType,
@@ -269,12 +275,7 @@ function convertProcess(
   if (args[0] === '') throw invalid(`${field}.Args[0]`, '', 'must not be empty');
   const cwd = process.Cwd ? checkAbsPath(`${field}.Cwd`, process.Cwd, false) : '/';
   const user = process.User ?? {};
-  if (process.SelinuxLabel) {
-    throw new StatusError(
-      Code.UNIMPLEMENTED,
-      `${field}.SelinuxLabel ${JSON.stringify(process.SelinuxLabel)} cannot be applied: the guest has no SELinux (upstream applies it only with SELinux enabled; the Kata runtime clears it when guest SELinux is disabled)`,
-    );
-  }
+  const selinuxLabel = process.SelinuxLabel ? checkString(`${field}.SelinuxLabel`, process.SelinuxLabel) : '';
   if (process.ApparmorProfile) {
     opts.warn?.({ field: `${field}.ApparmorProfile`, value: process.ApparmorProfile }, 'AppArmor profile ignored (the guest has no AppArmor; upstream ignores it too)');
   }
@@ -300,6 +301,8 @@ function convertProcess(
     rlimits: rlimitsFromOci(`${field}.Rlimits`, process.Rlimits ?? []),
     capabilities,
     oomScoreAdj,
+    // applied by the helper when the guest has SELinux, else dropped with a warning
+    ...(selinuxLabel !== '' ? { selinuxLabel } : {}),
   };
 }
 
@@ -511,17 +514,11 @@ export const MAX_HOOK_TIMEOUT_SEC = 3600;
  */
 export function hooksFromOci(hooks: grpc.Hooks.$Properties | null | undefined): HooksPlan | undefined {
   if (!hooks) return undefined;
-  for (const name of ['CreateContainer', 'StartContainer'] as const) {
-    const list = hooks[name] ?? [];
-    if (list.length > 0) {
-      throw new StatusError(
-        Code.UNIMPLEMENTED,
-        `OCI.Hooks.${name} (${list.length} hooks, first ${JSON.stringify(list[0].Path ?? '')}) is not supported: these hooks run inside the container's namespaces, which this agent cannot do yet`,
-      );
-    }
-  }
   const out: HooksPlan = {};
-  const kinds = [['Prestart', 'prestart'], ['CreateRuntime', 'createRuntime'], ['Poststart', 'poststart'], ['Poststop', 'poststop']] as const;
+  const kinds = [
+    ['Prestart', 'prestart'], ['CreateRuntime', 'createRuntime'], ['CreateContainer', 'createContainer'],
+    ['StartContainer', 'startContainer'], ['Poststart', 'poststart'], ['Poststop', 'poststop'],
+  ] as const;
   for (const [name, key] of kinds) {
     const list = hooks[name] ?? [];
     if (list.length === 0) continue;
@@ -737,9 +734,8 @@ function mountsFromOci(mounts: readonly grpc.Mount.$Properties[]): MountPlan[] {
  * or has a ".." component; a masked or read-only path is relative or has ".."; Hostname is given without a uts namespace or is too
  * long; a sysctl is not allowed ({@link validateSysctl}); RootfsPropagation is unknown; uid/gid
  * mappings are given without a user namespace; Linux.Seccomp is invalid ({@link seccompFromOci}).
- * UNIMPLEMENTED for a user namespace (the plan cannot carry id mappings yet), a non-empty
- * CreateContainer/StartContainer hook list ({@link hooksFromOci}), the seccomp action SCMP_ACT_NOTIFY, a non-empty Linux.MountLabel or
- * Process.SelinuxLabel.
+ * bad uid/gid mappings ({@link idMappingsFromOci}).
+ * UNIMPLEMENTED for joining an existing user namespace or the seccomp action SCMP_ACT_NOTIFY.
  * FAILED_PRECONDITION when `sandboxPidns` is asked for and the
  * sandbox has no pid namespace.
  */
@@ -756,12 +752,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
 
   const hooks = hooksFromOci(spec.Hooks);
   const seccomp = seccompFromOci(linux.Seccomp);
-  if (linux.MountLabel) {
-    throw new StatusError(
-      Code.UNIMPLEMENTED,
-      `OCI.Linux.MountLabel ${JSON.stringify(linux.MountLabel)} cannot be applied: the guest has no SELinux (the Kata runtime clears it when guest SELinux is disabled)`,
-    );
-  }
+  const mountLabel = linux.MountLabel ? checkString('OCI.Linux.MountLabel', linux.MountLabel) : '';
 
   checkDeviceRules(linux.Resources?.Devices);
   const allowAllDevices = devicesAllowAll(linux.Resources?.Devices);
@@ -774,12 +765,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   if (!has('mount')) {
     throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.Namespaces must include a mount namespace (the container gets its own rootfs)');
   }
-  if (has('user')) {
-    throw new StatusError(Code.UNIMPLEMENTED, 'user namespaces (OCI.Linux.Namespaces type "user") are not supported yet');
-  }
-  if ((linux.UIDMappings ?? []).length > 0 || (linux.GIDMappings ?? []).length > 0) {
-    throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.UIDMappings/GIDMappings given without a user namespace');
-  }
+  const idMappings = idMappingsFromOci(linux, specNamespaces);
 
   const hostname = checkString('OCI.Hostname', spec.Hostname ?? '');
   if (hostname !== '') {
@@ -829,5 +815,34 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     ...(cgroup ? { cgroup } : {}),
     ...(devices.length > 0 ? { devices } : {}),
     ...(hooks ? { hooks } : {}),
+    ...(idMappings ? { idMappings } : {}),
+    ...(mountLabel !== '' ? { mountLabel } : {}),
+  };
+}
+
+/**
+ * Linux.UIDMappings / GIDMappings for a new user namespace (config-linux.md#user-namespace-mappings;
+ * runc validates the same): both required with a `user` namespace, refused without one; each
+ * list checked by shared/idmap.ts validateIdMappings (size ≥ 1, at most 340 entries, no
+ * overlapping container or host ranges). Joining an existing user namespace (a path) is
+ * UNIMPLEMENTED. INVALID_ARGUMENT names the field, e.g. `OCI.Linux.UIDMappings[0].Size`.
+ */
+export function idMappingsFromOci(linux: grpc.Linux.$Properties, namespaces: readonly NamespacePlan[]): IdMappingsPlan | undefined {
+  const user = namespaces.find((n) => n.type === 'user');
+  const uids = linux.UIDMappings ?? [];
+  const gids = linux.GIDMappings ?? [];
+  if (!user) {
+    if (uids.length > 0 || gids.length > 0) throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.UIDMappings/GIDMappings given without a user namespace');
+    return undefined;
+  }
+  if (user.path !== '') {
+    throw new StatusError(Code.UNIMPLEMENTED, `OCI.Linux.Namespaces user path ${JSON.stringify(user.path)}: joining an existing user namespace is not supported (a new one with UIDMappings/GIDMappings is)`);
+  }
+  const names = { containerId: 'ContainerID', hostId: 'HostID', size: 'Size' };
+  const conv = (list: readonly grpc.LinuxIDMapping.$Properties[]) =>
+    list.map((m) => ({ containerId: m.ContainerID ?? 0, hostId: m.HostID ?? 0, size: m.Size ?? 0 }));
+  return {
+    uid: validateIdMappings('OCI.Linux.UIDMappings', conv(uids), names),
+    gid: validateIdMappings('OCI.Linux.GIDMappings', conv(gids), names),
   };
 }

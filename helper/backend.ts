@@ -9,9 +9,10 @@ import { silentLogger, type Logger } from '../shared/log';
 import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
 import { CgroupManager, detectCgroupLayout } from './ops/cgroup';
+import { nativeDevicePrograms } from './ops/bpf-devices';
+import { loadNative } from '../shared/native';
 import { CopyFileOps } from './ops/copy-file';
 import { DebugConsoleOps } from './ops/debug-console';
-import { loadNative } from '../shared/native';
 import { GuestOps, guestFamily, nativeGuestSystem, type GuestPaths } from './ops/guest';
 import { createNetlinkDriver } from './ops/netlink';
 import { NetworkBackend } from './ops/network';
@@ -46,6 +47,8 @@ export interface RealBackendOptions {
    * the next helper kills what a crashed one left (helper/ops/leftovers.ts). Absent: no journal.
    */
   stateDir?: string;
+  /** Never use cgroup v2 device programs (helper --no-device-programs). */
+  noDevicePrograms?: boolean;
 }
 
 /** The real backend: the composed backend the server dispatches to, and its container model. */
@@ -90,7 +93,7 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   });
   const layout = detectCgroupLayout(opts.unifiedCgroupHierarchy === true);
   logger.info({ cgroups: layout }, 'cgroup hierarchies detected');
-  const cgroups = new CgroupManager({ layout, logger });
+  const cgroups = new CgroupManager({ layout, logger, devicePrograms: opts.noDevicePrograms === true ? undefined : nativeDevicePrograms(loadNative(), logger) });
   const journal = opts.stateDir ? new LeftoverJournal(path.join(opts.stateDir, 'containers'), logger) : undefined;
   const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups, journal });
   const g = opts.guest ?? {};

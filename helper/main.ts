@@ -20,6 +20,9 @@
  * --unified-cgroup-hierarchy  agent option unified_cgroup_hierarchy: container cgroups only in
  *                the cgroup2 mount, v1 hierarchies ignored (default $KATA_AGENT_UNIFIED_CGROUP_HIERARCHY
  *                "true"/"1", else false)
+ * --no-device-programs  never use cgroup v2 device programs (BPF_PROG_TYPE_CGROUP_DEVICE), as on a
+ *                kernel without CONFIG_CGROUP_BPF: device rules then need a v1 devices hierarchy
+ *                (default $KATA_AGENT_NO_DEVICE_PROGRAMS "true"/"1", else false)
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -41,7 +44,7 @@ import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--mock] [--log-level L]';
 
 /** --help: the usage text goes to stdout, exit 0. */
 class HelpRequested extends Error {}
@@ -60,6 +63,8 @@ export interface HelperCliOptions {
   netns: string;
   /** Agent option unified_cgroup_hierarchy (helper/ops/cgroup.ts): only the cgroup2 mount is used. */
   unifiedCgroupHierarchy: boolean;
+  /** Never attach cgroup v2 device programs (helper/ops/bpf-devices.ts). */
+  noDevicePrograms: boolean;
 }
 
 /** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
@@ -76,6 +81,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       mock: { type: 'boolean' },
       netns: { type: 'string' },
       'unified-cgroup-hierarchy': { type: 'boolean' },
+      'no-device-programs': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -105,6 +111,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     netns: values.netns ?? '',
     unifiedCgroupHierarchy:
       values['unified-cgroup-hierarchy'] ?? ['1', 'true'].includes((env.KATA_AGENT_UNIFIED_CGROUP_HIERARCHY ?? '').toLowerCase()),
+    noDevicePrograms: values['no-device-programs'] ?? ['1', 'true'].includes((env.KATA_AGENT_NO_DEVICE_PROGRAMS ?? '').toLowerCase()),
   };
 }
 
@@ -142,6 +149,7 @@ export async function main(argv: string[]): Promise<number> {
           hotplugTimeoutMs: opts.hotplugTimeoutMs,
           unifiedCgroupHierarchy: opts.unifiedCgroupHierarchy,
           stateDir: opts.stateDir,
+          noDevicePrograms: opts.noDevicePrograms,
         });
     backend = parts.backend;
     containers = parts.containers;

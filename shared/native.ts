@@ -143,6 +143,18 @@ export interface SeccompProfile {
   syscalls?: SeccompRule[];
 }
 
+/** A device rule of {@link NativeAddon.bpfDeviceProgram} (shared/protocol.ts CgroupDeviceRule). */
+export interface BpfDeviceRule {
+  allow: boolean;
+  /** "a" (block and char), "b" or "c". */
+  type: string;
+  /** -1 = any. */
+  major: number;
+  minor: number;
+  /** Letters of "rwm". */
+  access: string;
+}
+
 /** Result of {@link NativeAddon.seccompCompile}. */
 export interface CompiledSeccompFilter {
   /** The BPF program: a struct sock_filter array (8 bytes per instruction, host byte order). */
@@ -285,6 +297,29 @@ export interface NativeAddon {
    * must be ignored. Throws the errno error.
    */
   ueventRecv(fd: number): { data: Buffer; kernel: boolean; truncated: boolean } | null;
+
+  /**
+   * The BPF_PROG_TYPE_CGROUP_DEVICE program for device rules (struct bpf_insn array, 8 bytes
+   * per instruction, host byte order), as {@link NativeAddon.bpfDeviceLoad} loads it: per access
+   * bit the last matching rule decides, bits no rule allows are denied; type "a" matches block
+   * and char devices, -1 any major/minor. Throws a TypeError naming `rules[i].<field>` for a
+   * malformed rule (type not a/b/c, major/minor not -1..2^20-1, access not letters of rwm;
+   * more than 1024 rules). helper/native/bpf-devices.cc.
+   */
+  bpfDeviceProgram(rules: BpfDeviceRule[]): Buffer;
+  /**
+   * Load the program of {@link NativeAddon.bpfDeviceProgram} with bpf(BPF_PROG_LOAD) → its fd
+   * (O_CLOEXEC; the caller closes it). Throws a NativeError, syscall "bpf(BPF_PROG_LOAD)"
+   * (detail: the verifier's log on EINVAL/EACCES; ENOSYS/EPERM/EINVAL when the kernel lacks
+   * CONFIG_CGROUP_BPF or bpf(2) is not allowed).
+   */
+  bpfDeviceLoad(rules: BpfDeviceRule[]): number;
+  /** Attach a loaded device program to a cgroup2 directory (BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI). Throws a NativeError ("open", "bpf(BPF_PROG_ATTACH)"). */
+  bpfDeviceAttach(cgroupDir: string, progFd: number): void;
+  /** Detach that program from the cgroup2 directory (BPF_PROG_DETACH). Throws a NativeError. */
+  bpfDeviceDetach(cgroupDir: string, progFd: number): void;
+  /** Ids of the device programs attached to the cgroup2 directory itself (BPF_PROG_QUERY, at most 64). Throws a NativeError. */
+  bpfDeviceQuery(cgroupDir: string): number[];
 
   Poller: PollerConstructor;
 }

@@ -81,6 +81,22 @@ export interface NamespacePlan {
   path: string;
 }
 
+/** One user-namespace id mapping (OCI linux.uidMappings/gidMappings entry; user_namespaces(7)). */
+export interface IdMappingPlan {
+  /** First id inside the container. */
+  containerId: number;
+  /** First id in the guest (the helper's user namespace). */
+  hostId: number;
+  /** Number of ids, ≥ 1. */
+  size: number;
+}
+
+/** The id mappings of a container with a new user namespace (ContainerPlan.idMappings). */
+export interface IdMappingsPlan {
+  uid: IdMappingPlan[];
+  gid: IdMappingPlan[];
+}
+
 /** One OCI mount (config.md#mounts), unchanged from the spec. */
 export interface MountPlan {
   destination: string;
@@ -128,6 +144,12 @@ export interface ProcessPlan {
    * helper never lets a process keep its own full set by omission.
    */
   capabilities?: CapabilitiesPlan;
+  /**
+   * OCI process.selinuxLabel: the SELinux context the program is exec'd with (kata-init writes
+   * /proc/thread-self/attr/exec). The helper applies it when the guest has SELinux, else drops
+   * it with a warning.
+   */
+  selinuxLabel?: string;
   /**
    * OCI process.oomScoreAdj, -1000..1000, written to /proc/self/oom_score_adj before anything
    * else (Kata rustjail do_init_child). Control always sets it (0 when the spec has none, as
@@ -305,6 +327,17 @@ export interface ContainerPlan {
    * see control/oci.ts unenforcedFields.
    */
   unenforced?: string[];
+  /**
+   * With a new user namespace (a `user` entry in `namespaces`, path ""): its uid and gid
+   * mappings, which the helper writes to kata-init's /proc/<pid>/uid_map and gid_map. Required
+   * then, refused otherwise (INVALID_ARGUMENT).
+   */
+  idMappings?: IdMappingsPlan;
+  /**
+   * OCI linux.mountLabel: the SELinux context of the container's tmpfs/devpts/mqueue mounts
+   * (mount option context="..."), applied when the guest has SELinux, else dropped with a warning.
+   */
+  mountLabel?: string;
   /** The container's cgroup (shared/protocol.ts CgroupPlan); absent: the helper's own cgroups. */
   cgroup?: CgroupPlan;
   /** OCI linux.devices: nodes kata-init creates in the container (after the mounts). */
@@ -326,13 +359,19 @@ export interface HookPlan {
 }
 
 /**
- * The OCI hooks of a container that the helper runs in its own (the runtime's) namespaces:
- * prestart and createRuntime after the init is parked (fail: the container is removed),
- * poststart after StartContainer, poststop after removal (failures logged).
+ * The OCI hooks of a container. The helper runs prestart, createRuntime, poststart and poststop
+ * in its own (the runtime's) namespaces: prestart and createRuntime while kata-init waits after the container's mounts, before pivot_root
+ * (fail: the container is removed), poststart after StartContainer, poststop after removal
+ * (failures logged). kata-init runs createContainer (in the container's mount namespace after
+ * its mounts, before pivot_root; fail: CreateContainer fails) and startContainer (in the
+ * container's namespaces after StartContainer's go, before the program's execve; fail:
+ * StartContainer fails); KATA-INIT.md `hook`.
  */
 export interface HooksPlan {
   prestart?: HookPlan[];
   createRuntime?: HookPlan[];
+  createContainer?: HookPlan[];
+  startContainer?: HookPlan[];
   poststart?: HookPlan[];
   poststop?: HookPlan[];
 }
@@ -394,7 +433,7 @@ export interface CreateSandboxResult {
   /** Paths of the sandbox's persistent namespaces that containers join (ipc, uts). */
   namespaces: NamespacePlan[];
   /**
-   * The helper enforces device cgroup rules (a v1 devices hierarchy is mounted): control then
+   * The helper enforces device cgroup rules (a v1 devices hierarchy, or cgroup v2 device programs): control then
    * sends linux.resources.devices in ContainerPlan.cgroup and keeps CAP_MKNOD as the spec asks.
    * Absent (an older helper) = false.
    */

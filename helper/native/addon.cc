@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "netlink.h"
+#include "bpf-devices.h"
 
 #include <cerrno>
 #include <climits>
@@ -1614,6 +1615,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   kata_uevent::Register(env, exports);
   kata_spool::Register(env, exports);
   kata::RegisterNetlink(env, exports);
+  kata::RegisterBpfDevices(env, exports);
   return exports;
 }
 

@@ -12,8 +12,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { blkioToIoWeight, sharesToWeight } from '../../shared/cgroup';
-import { Code, StatusError, type CgroupPlan, type CgroupResourcesPlan } from '../../shared/protocol';
+import { Code, StatusError, type CgroupDeviceRule, type CgroupPlan, type CgroupResourcesPlan } from '../../shared/protocol';
 import { silentLogger, type Logger } from '../../shared/log';
+import type { DeviceProgramDriver } from './bpf-devices';
 
 /** The cgroup hierarchies of the guest. */
 export interface CgroupLayout {
@@ -85,6 +86,8 @@ export interface ContainerCgroup {
   v2?: string;
   /** Directories this manager created (removed at the end), deepest last. */
   created: string[];
+  /** Handle of the device program attached to the v2 dir (DeviceProgramDriver), if any. */
+  deviceProgram?: number;
 }
 
 /** One write of a resource. */
@@ -106,6 +109,8 @@ export interface CgroupManagerOptions {
   simulate?: boolean;
   /** Bound of kill-all in ms (default 5000). */
   killTimeoutMs?: number;
+  /** cgroup v2 device programs (helper/ops/bpf-devices.ts); absent: device rules need a v1 devices hierarchy. */
+  devicePrograms?: DeviceProgramDriver;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -121,9 +126,11 @@ export class CgroupManager {
   private readonly log: Logger;
   private readonly simulate: boolean;
   private readonly killTimeoutMs: number;
+  private readonly devicePrograms: DeviceProgramDriver | undefined;
 
   constructor(opts: CgroupManagerOptions) {
     this.layout = opts.layout;
+    this.devicePrograms = opts.devicePrograms;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'cgroup' });
     this.simulate = opts.simulate === true;
     this.killTimeoutMs = opts.killTimeoutMs ?? 5000;
@@ -164,6 +171,19 @@ export class CgroupManager {
       this.removeDirs(cg);
       throw err;
     }
+  }
+
+  /**
+   * Whether device rules (CgroupResourcesPlan.devices) can be enforced: a v1 devices hierarchy,
+   * or a cgroup2 mount and a kernel that loads device programs. On hybrid both apply.
+   */
+  enforcesDevices(): boolean {
+    return this.layout.v1.devices !== undefined || this.v2DevicePrograms();
+  }
+
+  /** A cgroup2 mount and a kernel accepting device programs. */
+  private v2DevicePrograms(): boolean {
+    return this.layout.v2 !== undefined && this.devicePrograms !== undefined && this.devicePrograms.available();
   }
 
   /** Move `pid` into the container's cgroup in every hierarchy (cgroup.procs). Throws INTERNAL on failure. */
@@ -410,6 +430,18 @@ export class CgroupManager {
   }
 
   private removeDirs(cg: ContainerCgroup): string[] {
+    // removing the cgroup detaches its program; a cgroup dir we did not create stays, so the
+    // program is detached from it (the next container there must not inherit our rules)
+    if (cg.deviceProgram !== undefined && this.devicePrograms) {
+      if (cg.v2 && !cg.created.includes(cg.v2)) {
+        try {
+          this.devicePrograms.detach(cg.v2, cg.deviceProgram);
+        } catch (err) {
+          this.log.warn({ err, dir: cg.v2 }, 'cannot detach the device program');
+        }
+      } else this.devicePrograms.release(cg.deviceProgram);
+    }
+    cg.deviceProgram = undefined;
     const left: string[] = [];
     for (const dir of [...cg.created].reverse()) {
       try {
@@ -468,6 +500,32 @@ export class CgroupManager {
         }
         const why = code === 'ENOENT' ? 'this kernel has no such cgroup file' : (err as Error).message;
         throw new StatusError(Code.INVALID_ARGUMENT, `${w.field}: writing ${JSON.stringify(w.value)} to ${file} failed: ${why}`);
+      }
+    }
+    if (res.devices !== undefined && cg.v2 && this.v2DevicePrograms()) this.attachDeviceProgram(cg, cg.v2, res.devices);
+  }
+
+  /**
+   * cgroup v2 device rules: attach the program of `rules` to `dir`, then detach the one attached
+   * before (UpdateContainer), so there is no moment without a program. FAILED_PRECONDITION
+   * naming the field when the kernel refuses it.
+   */
+  private attachDeviceProgram(cg: ContainerCgroup, dir: string, rules: readonly CgroupDeviceRule[]): void {
+    const driver = this.devicePrograms;
+    if (!driver) return;
+    let handle: number;
+    try {
+      handle = driver.attach(dir, rules);
+    } catch (err) {
+      throw new StatusError(Code.FAILED_PRECONDITION, `OCI.Linux.Resources.Devices: cannot attach the cgroup v2 device program to ${dir}: ${(err as Error).message}`);
+    }
+    const old = cg.deviceProgram;
+    cg.deviceProgram = handle;
+    if (old !== undefined) {
+      try {
+        driver.detach(dir, old);
+      } catch (err) {
+        this.log.warn({ err, dir }, 'cannot detach the previous device program (the new one applies too)');
       }
     }
   }
@@ -564,10 +622,13 @@ export class CgroupManager {
       for (const p of n.priorities ?? []) add('net_prio', ['net_prio.ifpriomap', `${p.name} ${p.priority}`], undefined, `${R}.Network.Priorities`, true);
     }
     if (res.devices !== undefined) {
-      // Upstream rustjail setup_devcg_whitelist: deny everything, then the rules in order.
-      if (!cg.v1.devices) {
-        throw new StatusError(Code.FAILED_PRECONDITION, `${R}.Devices: the guest has no v1 devices cgroup hierarchy to enforce device rules (cgroup v2 device programs are not supported)`);
+      // Upstream rustjail setup_devcg_whitelist: deny everything, then the rules in order. On
+      // cgroup v2 (and on hybrid in addition) a device program is attached by apply().
+      if (!this.enforcesDevices() || (!cg.v1.devices && !cg.v2)) {
+        throw new StatusError(Code.FAILED_PRECONDITION, `${R}.Devices: the guest has neither a v1 devices cgroup hierarchy nor cgroup v2 device programs (BPF_PROG_TYPE_CGROUP_DEVICE) to enforce device rules`);
       }
+    }
+    if (res.devices !== undefined && cg.v1.devices) {
       out.push({ ctrl: 'devices', file: 'devices.deny', value: 'a', field: `${R}.Devices` });
       for (const [i, d] of res.devices.entries()) {
         const id = (v: number): string => (v < 0 ? '*' : String(v));

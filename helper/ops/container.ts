@@ -70,6 +70,7 @@ import {
 import type { StorageBackend, StorageBackendOps } from './storage';
 import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type Hook, type OciState } from './hooks';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
+import { applySelinuxLabels, dropProcessLabel, guestHasSelinux } from './selinux';
 import { validateCgroupResources } from '../../shared/cgroup';
 import { readSelfStats } from '../../shared/self-stats';
 import {
@@ -118,6 +119,9 @@ export interface LaunchedProcess {
  */
 export type JoinCgroup = (pid: number) => void;
 
+/** Runs the prestart and createRuntime hooks for the container process `pid` (it waits meanwhile). Throws StatusError. */
+export type BeforePivot = (pid: number) => Promise<void>;
+
 /** How processes are started: kata-init (helper/ops/process.ts) or the mock (helper/mock/backend.ts). */
 export interface Launcher {
   /** Whether plans are checked against the host (rootfs, bind sources, namespace files). */
@@ -126,7 +130,13 @@ export interface Launcher {
    * Start the init of a container with `stdio.child` as its fds 0-2 and leave it blocked before
    * exec. Must close `stdio.child` once the process has them. Throws StatusError.
    */
-  createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup): Promise<LaunchedInit>;
+  createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup, beforePivot?: BeforePivot): Promise<LaunchedInit>;
+  /**
+   * The launcher calls `beforePivot` of createInit when the plan's `runtimeHooksBeforePivot` is
+   * set: after the container's mounts, before pivot_root (kata-init `runtimehooks`). Launchers
+   * without it (the mock) leave the runtime hooks to run after createInit.
+   */
+  readonly hooksBeforePivot?: boolean;
   /**
    * Start `plan` inside the container whose init is `init` (joining its namespaces) and resolve
    * once it has exec'd, under the container's seccomp filter (`seccomp`, from its
@@ -205,6 +215,38 @@ function checkOciInfo(v: unknown): { version: string; annotations: Record<string
   return { version, annotations };
 }
 
+/**
+ * The OCI state JSON of the createContainer ("creating") and startContainer ("created") hooks,
+ * split around the pid kata-init fills in (its own getpid(), as runc and rustjail report it).
+ * The same fields as the helper's hooks ({@link ContainerBackend} ociState).
+ */
+function inContainerHookStates(
+  id: string,
+  oci: { version: string; annotations: Record<string, string> },
+  plan: ValidContainerPlan,
+): ValidContainerPlan['hookStates'] {
+  const PID = 987654321987;
+  const split = (status: OciState['status']): [string, string] => {
+    const [before, after] = JSON.stringify(ociStateOf(id, oci, plan.rootfs, PID, status)).split(String(PID));
+    return [before, after];
+  };
+  return {
+    ...(plan.hooks.createContainer.length > 0 ? { createContainer: split('creating') } : {}),
+    ...(plan.hooks.startContainer.length > 0 ? { startContainer: split('created') } : {}),
+  };
+}
+
+/** The OCI state of a container for its hooks: bundle = parent of the rootfs (upstream oci_state). */
+function ociStateOf(
+  id: string,
+  oci: { version: string; annotations: Record<string, string> },
+  rootfs: string,
+  pid: number,
+  status: OciState['status'],
+): OciState {
+  return { ociVersion: oci.version, id, status, pid, bundle: path.dirname(rootfs), annotations: oci.annotations };
+}
+
 /** Default wait for processes to die at shutdown / destroySandbox, in ms. */
 const TEARDOWN_TIMEOUT_MS = 10_000;
 /** Upper bound of removeContainer's timeoutMs (one hour). */
@@ -259,10 +301,12 @@ export class ContainerBackend implements ContainerFamily {
   readonly storage: StorageBackend | undefined;
   /** Container cgroups (helper/ops/cgroup.ts); absent: plans' cgroups are refused (FAILED_PRECONDITION). */
   readonly cgroups: CgroupManager | undefined;
+  /** The guest has SELinux: labels are applied, else dropped with a warning (helper/ops/selinux.ts). */
+  private readonly selinux: boolean;
 
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager; journal?: LeftoverJournal },
+    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager; journal?: LeftoverJournal; selinux?: boolean },
   ) {
     this.journal = opts.journal;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
@@ -270,6 +314,7 @@ export class ContainerBackend implements ContainerFamily {
     this.storage = opts.storage;
     this.hookRunner = new HookRunner({ reaper: this.registry.reaper, logger: this.log });
     this.cgroups = opts.cgroups;
+    this.selinux = opts.selinux ?? (launcher.hostChecks && guestHasSelinux());
     this.registry.on('exit', (event) => this.emit(event));
     this.registry.start();
     this.oomTimer = setInterval(() => this.checkOom(), OOM_WATCH_INTERVAL_MS);
@@ -373,8 +418,8 @@ export class ContainerBackend implements ContainerFamily {
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
-      // Device rules are enforced through a v1 devices hierarchy (no v2 eBPF program yet).
-      const deviceCgroup = this.cgroups?.layout.v1.devices !== undefined;
+      // Device rules are enforced by a v1 devices hierarchy and/or a cgroup v2 device program.
+      const deviceCgroup = this.cgroups?.enforcesDevices() === true;
       return { result: { namespaces, deviceCgroup } };
     } finally {
       this.sandboxBusy = false;
@@ -423,6 +468,8 @@ export class ContainerBackend implements ContainerFamily {
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
     });
     const oci = checkOciInfo(args.oci);
+    plan.hookStates = inContainerHookStates(containerId, oci, plan);
+    applySelinuxLabels(plan, this.selinux, this.log, containerId);
     if (this.launcher.hostChecks) plan.sysctl = this.knownSysctls(containerId, plan.sysctl);
     this.creating.add(containerId);
     let stdio: StdioSet | undefined;
@@ -439,7 +486,15 @@ export class ContainerBackend implements ContainerFamily {
       stdio = createStdio(plan.process.terminal);
       const cg = cgroup;
       const join = cg && this.cgroups ? (pid: number) => this.cgroups?.join(cg, pid) : undefined;
-      const handle = await this.launcher.createInit(containerId, plan, stdio, join);
+      const runtimeHooks = {
+        prestart: [...plan.hooks.prestart, ...this.guestHooks.prestart],
+        createRuntime: plan.hooks.createRuntime,
+      };
+      const hooksBeforePivot = this.launcher.hooksBeforePivot === true && (runtimeHooks.prestart.length > 0 || runtimeHooks.createRuntime.length > 0);
+      if (hooksBeforePivot) plan.runtimeHooksBeforePivot = true;
+      const beforePivot = (pid: number): Promise<void> =>
+        this.runRuntimeHooks(runtimeHooks, ociStateOf(containerId, oci, plan.rootfs, pid, 'created'));
+      const handle = await this.launcher.createInit(containerId, plan, stdio, join, hooksBeforePivot ? beforePivot : undefined);
       // From now on a helper crash leaves a container behind: the next helper kills it.
       this.journal?.record({ containerId, pid: handle.pid, startTime: processStartTime(handle.pid), cgroup });
       stdio.closeChild();
@@ -464,8 +519,7 @@ export class ContainerBackend implements ContainerFamily {
         removing: undefined,
         removed: false,
         hooks: {
-          prestart: [...plan.hooks.prestart, ...this.guestHooks.prestart],
-          createRuntime: plan.hooks.createRuntime,
+          ...runtimeHooks,
           poststart: [...plan.hooks.poststart, ...this.guestHooks.poststart],
           poststop: [...plan.hooks.poststop, ...this.guestHooks.poststop],
         },
@@ -475,7 +529,7 @@ export class ContainerBackend implements ContainerFamily {
         // a reused cgroup dir keeps its counter: only kills from now on are events
         oomSeen: cgroup && this.cgroups ? this.cgroups.oomKills(cgroup) : undefined,
       };
-      await this.runPrestart(record);
+      if (!hooksBeforePivot) await this.runPrestart(record);
       this.containers.set(containerId, record);
       this.log.info({ containerId, pid: handle.pid }, 'container created');
       return this.withFds({ pid: handle.pid }, init, parentFds);
@@ -513,6 +567,7 @@ export class ContainerBackend implements ContainerFamily {
     const record = this.getContainer(args.containerId);
     const execId = validateExecId(args.execId, false);
     const plan = validateProcessPlan(args.process);
+    dropProcessLabel(plan, this.selinux, this.log, { containerId: record.id, execId, field: 'process.selinuxLabel' });
     if (record.removing) throw precondition(`container ${record.id} is being removed`);
     if (record.init.exited) throw precondition(`container ${record.id} is not running (its init has exited)`);
     const existing = record.execs.get(execId);
@@ -822,35 +877,35 @@ export class ContainerBackend implements ContainerFamily {
    * pid = the init's pid (also for "stopped": the pid it had).
    */
   private ociState(record: ContainerRecord, status: OciState['status']): OciState {
-    return {
-      ociVersion: record.oci.version,
-      id: record.id,
-      status,
-      pid: record.init.pid,
-      bundle: path.dirname(record.plan.rootfs),
-      annotations: record.oci.annotations,
-    };
+    return ociStateOf(record.id, record.oci, record.plan.rootfs, record.init.pid, status);
   }
 
   /**
    * Prestart hooks of a container whose init is set up and parked before exec (status
-   * "created", its pid). A failure kills the init, waits for it (so nothing is left running) and
-   * is thrown: FAILED_PRECONDITION naming the hook. Upstream runs them during CreateContainer
-   * too, but before pivot_root; see docs/ARCHITECTURE.md "Guest hooks".
+   * "created", its pid), for a launcher that cannot stop before pivot_root (the mock; the real
+   * one runs them through createInit's beforePivot, as upstream). A failure kills the init, waits
+   * for it (so nothing is left running) and is thrown: FAILED_PRECONDITION naming the hook.
    */
   private async runPrestart(record: ContainerRecord): Promise<void> {
     if (record.hooks.prestart.length === 0 && record.hooks.createRuntime.length === 0) return;
     try {
-      // runtime-spec: prestart (deprecated) and createRuntime both run in the runtime namespace
-      // after the container's environment exists; prestart first, as runc.
-      await this.hookRunner.runAll('prestart', record.hooks.prestart, this.ociState(record, 'created'), true);
-      await this.hookRunner.runAll('createRuntime', record.hooks.createRuntime, this.ociState(record, 'created'), true);
+      await this.runRuntimeHooks(record.hooks, this.ociState(record, 'created'));
     } catch (err) {
       await this.remove(record, TEARDOWN_TIMEOUT_MS, false).catch((e: unknown) =>
         this.log.error({ err: e, containerId: record.id }, 'removing the container after a failed prestart hook failed'),
       );
       throw err;
     }
+  }
+
+  /**
+   * runtime-spec: prestart (deprecated) and createRuntime both run in the runtime namespace
+   * after the container's environment exists and before pivot_root; prestart first, as runc.
+   * Throws FAILED_PRECONDITION naming the failing hook.
+   */
+  private async runRuntimeHooks(hooks: { prestart: Hook[]; createRuntime: Hook[] }, state: OciState): Promise<void> {
+    await this.hookRunner.runAll('prestart', hooks.prestart, state, true);
+    await this.hookRunner.runAll('createRuntime', hooks.createRuntime, state, true);
   }
 
   private statusOf(record: ContainerRecord): ContainerState['status'] {

@@ -16,7 +16,9 @@
  * oversized plan (RESOURCE_EXHAUSTED).
  */
 import { validateCgroupPlan } from '../../shared/cgroup';
-import type { CgroupPlan, DeviceNodePlan, HookPlan, HooksPlan } from '../../shared/protocol';
+import { DEFAULT_HOOK_TIMEOUT_SEC } from './hooks';
+import type { CgroupPlan, DeviceNodePlan, HookPlan, HooksPlan, IdMappingPlan, IdMappingsPlan } from '../../shared/protocol';
+import { MAX_ID_MAP_LINES, validateIdMappings } from '../../shared/idmap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -164,9 +166,9 @@ export const RLIMITS: Record<string, number> = {
 };
 
 /** Namespace names as kata-init and /proc/<pid>/ns/ spell them. */
-export type KernelNamespace = 'pid' | 'net' | 'mnt' | 'ipc' | 'uts' | 'cgroup';
+export type KernelNamespace = 'pid' | 'net' | 'mnt' | 'ipc' | 'uts' | 'cgroup' | 'user';
 
-/** OCI namespace type → kernel name (config-linux.md#namespaces). "user" is not supported yet. */
+/** OCI namespace type → kernel name (config-linux.md#namespaces). */
 const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
   pid: 'pid',
   network: 'net',
@@ -174,7 +176,7 @@ const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
   ipc: 'ipc',
   uts: 'uts',
   cgroup: 'cgroup',
-  user: undefined,
+  user: 'user',
 };
 
 /** Default PATH kata-init and the mock use when the plan's env has none. */
@@ -235,6 +237,10 @@ export interface ValidContainerPlan {
   readonly: boolean;
   hostname: string;
   namespaces: ValidNamespace[];
+  /** The id mappings of the container's new user namespace (written by the launcher). */
+  idMappings?: IdMappingsPlan;
+  /** SELinux context of the container's mounts (helper/ops/selinux.ts applies or drops it). */
+  mountLabel?: string;
   mounts: ValidMount[];
   maskedPaths: string[];
   readonlyPaths: string[];
@@ -257,6 +263,17 @@ export interface ValidContainerPlan {
   devices: DeviceNodePlan[];
   /** The spec's OCI hooks (re-validated; every kind present, possibly empty). */
   hooks: Required<HooksPlan>;
+  /**
+   * The OCI state JSON of the createContainer and startContainer hooks, split around the pid
+   * (kata-init's `hookstate`). Not from the wire: set by ContainerBackend from the container's
+   * id, OCI version, annotations and bundle.
+   */
+  hookStates?: Partial<Record<'createContainer' | 'startContainer', [string, string]>>;
+  /**
+   * kata-init stops before pivot_root (`runtimehooks`) for the helper to run the prestart and
+   * createRuntime hooks. Not from the wire: set by ContainerBackend.
+   */
+  runtimeHooksBeforePivot?: boolean;
 }
 
 export interface PlanCheckOptions {
@@ -421,7 +438,15 @@ export function validateProcessPlan(raw: unknown, field = 'process'): ValidProce
     }
     oomScoreAdj = v;
   }
-  return { args, env, cwd, uid, gid, additionalGids, terminal, noNewPrivileges, rlimits, capabilities, oomScoreAdj };
+  const selinuxLabel = raw.selinuxLabel === undefined ? undefined : checkSelinuxLabel(raw.selinuxLabel, `${field}.selinuxLabel`);
+  return { args, env, cwd, uid, gid, additionalGids, terminal, noNewPrivileges, rlimits, capabilities, oomScoreAdj, ...(selinuxLabel ? { selinuxLabel } : {}) };
+}
+
+/** An SELinux context: 1..4096 bytes, no NUL, no newline, no quote (it goes into mount data as context="..."). */
+function checkSelinuxLabel(v: unknown, field: string): string {
+  const s = checkString(v, field, 4096);
+  if (s === '' || /[\n"]/.test(s)) throw invalid(`${field} ${JSON.stringify(s)} is not an SELinux context`);
+  return s;
 }
 
 /** The value of PATH in a plan's env (the last entry wins, as getenv would see it), or the default. */
@@ -435,8 +460,8 @@ export function planPath(env: string[]): string {
 // Namespaces
 
 /**
- * Validate OCI namespaces: known types, no duplicates, "" or an absolute path; a user namespace
- * is UNIMPLEMENTED. Paths are checked against the host only with `hostChecks`.
+ * Validate OCI namespaces: known types, no duplicates, "" or an absolute path; joining a user
+ * namespace by path is UNIMPLEMENTED (a new one is fine). Paths are checked against the host only with `hostChecks`.
  */
 export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field = 'namespaces'): ValidNamespace[] {
   const list = checkArray(raw, field, 16);
@@ -447,12 +472,13 @@ export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field =
     const ociType = checkString(n.type, `${f}.type`, 32);
     if (!(ociType in NAMESPACE_NAMES)) throw invalid(`${f}.type ${JSON.stringify(ociType)} is not a namespace type`);
     const type = NAMESPACE_NAMES[ociType];
-    if (type === undefined) {
-      throw new StatusError(Code.UNIMPLEMENTED, `${f}: user namespaces are not supported`);
-    }
+    if (type === undefined) throw invalid(`${f}.type ${JSON.stringify(ociType)} is not a namespace type`);
     if (seen.has(type)) throw invalid(`${f}: namespace ${ociType} appears more than once`);
     seen.add(type);
     const p = n.path === undefined ? '' : checkString(n.path, `${f}.path`, MAX_PATH);
+    if (type === 'user' && p !== '') {
+      throw new StatusError(Code.UNIMPLEMENTED, `${f}.path ${JSON.stringify(p)}: joining an existing user namespace is not supported (a new one with idMappings is)`);
+    }
     if (p !== '') {
       if (!p.startsWith('/')) throw invalid(`${f}.path ${JSON.stringify(p)} is not an absolute path`);
       if (opts.hostChecks) {
@@ -466,6 +492,26 @@ export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field =
     }
     return { type, path: p };
   });
+}
+
+/**
+ * Re-check ContainerPlan.idMappings: required (uid and gid lists) with a new user namespace,
+ * refused without one; each list as shared/idmap.ts validateIdMappings. INVALID_ARGUMENT
+ * naming idMappings.<uid|gid>[i].<part>.
+ */
+function validateIdMappingsPlan(raw: unknown, userns: boolean): IdMappingsPlan | undefined {
+  if (raw === undefined) {
+    if (userns) throw invalid('a user namespace needs idMappings (uid and gid mappings)');
+    return undefined;
+  }
+  if (!userns) throw invalid('idMappings given without a user namespace');
+  if (!isRecord(raw)) throw invalid(`idMappings must be a map, got ${describe(raw)}`);
+  const list = (k: 'uid' | 'gid'): IdMappingPlan[] =>
+    checkArray(raw[k] ?? [], `idMappings.${k}`, MAX_ID_MAP_LINES + 1).map((m, i) => {
+      if (!isRecord(m)) throw invalid(`idMappings.${k}[${i}] must be a map, got ${describe(m)}`);
+      return m as unknown as IdMappingPlan;
+    });
+  return { uid: validateIdMappings('idMappings.uid', list('uid')), gid: validateIdMappings('idMappings.gid', list('gid')) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -814,6 +860,8 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   const namespaces = validateNamespaces(plan.namespaces, opts);
   const mnt = namespaces.find((n) => n.type === 'mnt');
   if (!mnt || mnt.path !== '') throw invalid('a container needs a new mount namespace (namespaces: {type: "mount", path: ""})');
+  const idMappings = validateIdMappingsPlan(plan.idMappings, namespaces.some((n) => n.type === 'user'));
+  const mountLabel = plan.mountLabel === undefined ? undefined : checkSelinuxLabel(plan.mountLabel, 'mountLabel');
   const hostname = checkString(plan.hostname ?? '', 'hostname', HOST_NAME_MAX);
   if (hostname !== '' && !namespaces.some((n) => n.type === 'uts')) {
     throw invalid(`hostname ${JSON.stringify(hostname)} needs a uts namespace`);
@@ -852,6 +900,8 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     readonly,
     hostname,
     namespaces,
+    ...(idMappings ? { idMappings } : {}),
+    ...(mountLabel ? { mountLabel } : {}),
     mounts,
     maskedPaths,
     readonlyPaths,
@@ -916,6 +966,7 @@ function writeProcess(w: PlanWriter, p: ValidProcessPlan): void {
   for (const a of p.args) w.record('arg', a);
   for (const e of p.env) w.record('env', e);
   w.record('tty', p.terminal ? 1 : 0);
+  if (p.selinuxLabel) w.record('selinux', p.selinuxLabel);
 }
 
 /**
@@ -950,15 +1001,17 @@ function validateDevices(raw: unknown): DeviceNodePlan[] {
 
 /**
  * Re-check ContainerPlan.hooks (control/oci.ts hooksFromOci): a map of prestart, createRuntime,
- * poststart, poststop lists (at most 64 each) of {path absolute, args, env (strings without
+ * createContainer, startContainer, poststart, poststop lists (at most 64 each) of {path absolute, args, env (strings without
  * NUL), timeoutSec 1..3600 or absent}. INVALID_ARGUMENT naming hooks.<kind>[i].
  */
+const HOOK_KINDS = ['prestart', 'createRuntime', 'createContainer', 'startContainer', 'poststart', 'poststop'] as const;
+
 function validateHooks(raw: unknown): Required<HooksPlan> {
-  const out: Required<HooksPlan> = { prestart: [], createRuntime: [], poststart: [], poststop: [] };
+  const out: Required<HooksPlan> = { prestart: [], createRuntime: [], createContainer: [], startContainer: [], poststart: [], poststop: [] };
   if (raw === undefined) return out;
   if (!isRecord(raw)) throw invalid(`hooks must be a map, got ${describe(raw)}`);
   for (const kind of Object.keys(raw)) if (!(kind in out)) throw invalid(`hooks.${kind} is not a hook kind the helper runs`);
-  for (const kind of ['prestart', 'createRuntime', 'poststart', 'poststop'] as const) {
+  for (const kind of HOOK_KINDS) {
     if (raw[kind] === undefined) continue;
     out[kind] = checkArray(raw[kind], `hooks.${kind}`, 64).map((h, i): HookPlan => {
       const f = `hooks.${kind}[${i}]`;
@@ -993,7 +1046,28 @@ export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompF
   for (const d of plan.devices) w.record('device', d.path, d.type === 'u' ? 'c' : d.type, d.major, d.minor, d.fileMode, d.uid, d.gid);
   writeProcess(w, plan.process);
   writeSeccomp(w, seccomp);
+  writeInContainerHooks(w, plan);
+  if (plan.runtimeHooksBeforePivot) w.record('runtimehooks', 1);
   return w.toBuffer();
+}
+
+/**
+ * `hook`/`hookarg`/`hookenv` records of the createContainer and startContainer hooks and their
+ * `hookstate` (KATA-INIT.md). Env entries without "=" are skipped (Kata valid_env), as the
+ * helper's own hook runner does.
+ */
+function writeInContainerHooks(w: PlanWriter, plan: ValidContainerPlan): void {
+  for (const kind of ['createContainer', 'startContainer'] as const) {
+    const hooks = plan.hooks[kind];
+    if (hooks.length === 0) continue;
+    const state = plan.hookStates?.[kind];
+    if (state) w.record('hookstate', kind, state[0], state[1]);
+    for (const h of hooks) {
+      w.record('hook', kind, h.path, h.timeoutSec ?? DEFAULT_HOOK_TIMEOUT_SEC);
+      for (const a of h.args) w.record('hookarg', a);
+      for (const e of h.env) if (e.indexOf('=') > 0) w.record('hookenv', e);
+    }
+  }
 }
 
 /** kata-init `exec` plan: join `namespaces` (all with paths) and run `proc` under the container's `seccomp` filter. */

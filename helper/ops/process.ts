@@ -17,10 +17,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Code, StatusError, type NamespacePlan } from '../../shared/protocol';
+import { Code, StatusError, type IdMappingsPlan, type NamespacePlan } from '../../shared/protocol';
+import { idMapText } from '../../shared/idmap';
 import { isErrno, kataInitPath, loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
-import type { JoinCgroup, Launcher, LaunchedInit, LaunchedProcess } from './container';
+import type { BeforePivot, JoinCgroup, Launcher, LaunchedInit, LaunchedProcess } from './container';
 import { LineReader, StartGate, closeQuietly, writeAll, type LineItem } from './io';
 import { compileSeccomp } from './seccomp';
 import {
@@ -42,7 +43,7 @@ export const DEFAULT_SANDBOX_NS_DIR = '/run/kata-agent/sandbox-ns';
 const MNT_DETACH = 2;
 
 /** Namespaces an exec process joins, in the order kata-init is given them. */
-const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup', 'mnt'];
+const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup', 'mnt', 'user'];
 
 /** kata-init error stages that mean a helper bug or a system failure rather than a bad spec. */
 const INTERNAL_STAGES = new Set(['usage', 'fd', 'plan', 'fork', 'signal', 'start', 'nsfile']);
@@ -63,7 +64,8 @@ function hasCapability(cap: number): boolean {
 /**
  * Map a kata-init `error` line ("<stage>: <detail>") to a StatusError with kata-init's text
  * verbatim. Most stages fail because of what the spec asks (a missing executable or cwd, a mount
- * that cannot be made, a uid without permission...): INVALID_ARGUMENT. The stages in
+ * that cannot be made, a uid without permission...): INVALID_ARGUMENT; a failing OCI hook
+ * (stage `hook`) is FAILED_PRECONDITION. The stages in
  * INTERNAL_STAGES (plan parsing, fds, fork, ...) are INTERNAL.
  */
 export function kataInitError(text: string, what: string): StatusError {
@@ -76,7 +78,8 @@ export function kataInitError(text: string, what: string): StatusError {
       : "needs CAP_SYS_RESOURCE, which the agent's helper lacks (not in its effective set, e.g. dropped from the bounding set)";
     return new StatusError(Code.FAILED_PRECONDITION, `${what}: process.oomScoreAdj (oom_score_adj) ${oom[1]} cannot be applied: a negative oom_score_adj ${why} (kata-init: ${text})`);
   }
-  const code = INTERNAL_STAGES.has(stage) ? Code.INTERNAL : Code.INVALID_ARGUMENT;
+  // a failing OCI createContainer/startContainer hook, as a failing prestart hook
+  const code = INTERNAL_STAGES.has(stage) ? Code.INTERNAL : stage === 'hook' ? Code.FAILED_PRECONDITION : Code.INVALID_ARGUMENT;
   return new StatusError(code, `${what}: ${text}`);
 }
 
@@ -120,7 +123,9 @@ export class KataInitLauncher implements Launcher {
     this.sandboxNsDir = opts.sandboxNsDir ?? DEFAULT_SANDBOX_NS_DIR;
   }
 
-  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup): Promise<LaunchedInit> {
+  readonly hooksBeforePivot = true;
+
+  async createInit(containerId: string, plan: ValidContainerPlan, stdio: StdioSet, join?: JoinCgroup, beforePivot?: BeforePivot): Promise<LaunchedInit> {
     let seccomp: SeccompFilter | undefined;
     if (plan.seccomp) {
       const compiled = compileSeccomp(this.native, plan.seccomp);
@@ -137,7 +142,15 @@ export class KataInitLauncher implements Launcher {
     const what = `create container ${containerId}`;
     let pid = -1;
     try {
+      if (plan.idMappings) await this.mapUserNamespace(run, plan.idMappings, what);
       pid = await this.expectPid(run, what);
+      if (plan.runtimeHooksBeforePivot) {
+        // kata-init waits before pivot_root (KATA-INIT.md `runtimehooks`) for the prestart and
+        // createRuntime hooks; a failing hook abandons it (below)
+        await this.expectLine(run, 'hooks', what);
+        if (beforePivot) await beforePivot(pid);
+        this.native.write(run.startFd, Buffer.from([1]), 0, 1);
+      }
       await this.expectLine(run, 'ready', what);
       this.takePtyMaster(run, stdio, what);
     } catch (err) {
@@ -393,6 +406,25 @@ export class KataInitLauncher implements Launcher {
   }
 
   /** Read the `pid N` line. */
+  /**
+   * A new user namespace (KATA-INIT.md `userns`): kata-init has unshared it and waits; write its
+   * gid_map and uid_map (as the privileged parent: no newuidmap, setgroups left "allow" so the
+   * container can still call setgroups), then one byte on the start pipe lets it go on. A map
+   * the kernel refuses is INVALID_ARGUMENT naming the file.
+   */
+  private async mapUserNamespace(run: KataInitRun, maps: IdMappingsPlan, what: string): Promise<void> {
+    await this.expectLine(run, 'userns', what);
+    for (const [file, list] of [['gid_map', maps.gid], ['uid_map', maps.uid]] as const) {
+      const target = `/proc/${run.spawnPid}/${file}`;
+      try {
+        fs.writeFileSync(target, idMapText(list), { flag: 'r+' });
+      } catch (err) {
+        throw new StatusError(Code.INVALID_ARGUMENT, `${what}: writing ${target} (${JSON.stringify(idMapText(list))}): ${(err as Error).message}`);
+      }
+    }
+    this.native.write(run.startFd, Buffer.from([1]), 0, 1);
+  }
+
   private async expectPid(run: KataInitRun, what: string): Promise<number> {
     const item = await run.sync.next();
     if (item.kind === 'line') {

@@ -132,6 +132,22 @@ if (skip) {
       t.notMatch(out.toString(), /survived/);
     });
 
+    await t.test('a memory limit OOM-kills a dd into a tmpfs (tmpfs pages are charged to the container)', async (t) => {
+      const id = h.id('cg');
+      const spec = h.spec(['sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=1M count=128 2>/dev/null; echo dd-status:$?'], {
+        mounts: [{ destination: '/scratch', type: 'tmpfs', source: 'tmpfs', options: ['size=256m'] }],
+      });
+      spec.Linux!.CgroupsPath = `/${PARENT}/${id}`;
+      spec.Linux!.Resources = { Memory: { Limit: 32 * MiB, Swap: 32 * MiB } };
+      h.removeOnTeardown(t, id);
+      await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+      await h.client.call('StartContainer', { container_id: id });
+      const [out] = await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)]);
+      const status = await h.wait(id, id);
+      t.ok(status === 137 || /dd-status:137/.test(out.toString()), `dd (or the shell) was SIGKILLed by the OOM killer (exit ${status}, output ${JSON.stringify(out.toString())})`);
+      t.notMatch(out.toString(), /dd-status:0/, 'dd did not write its 128 MiB');
+    });
+
     await t.test('pids.max stops a fork loop', async (t) => {
       const { id, rel } = await create(t, ['sh', '-c', 'i=0; while [ $i -lt 40 ]; do sleep 1000 & i=$((i+1)); done; echo forked'], {
         Pids: { Limit: 8 },

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { parseCgroupMounts } from '../../helper/ops/cgroup';
 import { parseHelperArgs } from '../../helper/main';
 import { createMockCgroups } from '../../helper/mock/cgroup';
+import { MOCK_DEVICE_PROGRAM_FILE, mockDevicePrograms } from '../../helper/mock/bpf-devices';
 import { createMockBackend } from '../../helper/mock/backend';
 import { cgroupPathFromSpec, cgroupResourcesFromSpec } from '../../control/oci-cgroups';
 import { sharesToWeight, validateCgroupPlan } from '../../shared/cgroup';
@@ -179,7 +180,7 @@ t.test('mock backend: the init joins the cgroup, cgroupStats, removeContainer re
   t.equal(nf?.code, Code.NOT_FOUND);
 });
 
-t.test('device rules: written to the v1 devices hierarchy; FAILED_PRECONDITION without one (never silently unenforced)', async (t) => {
+t.test('device rules: v1 devices hierarchy and v2 device program; FAILED_PRECONDITION with neither (never silently unenforced)', async (t) => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-dev-'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
   const devices = [
@@ -187,16 +188,35 @@ t.test('device rules: written to the v1 devices hierarchy; FAILED_PRECONDITION w
     { allow: true, type: 'b', major: 7, minor: -1, access: 'r' },
   ];
   const hy = createMockCgroups({ root: path.join(root, 'hy') });
+  t.ok(hy.manager.enforcesDevices());
   const cg = hy.manager.create('c1', { path: '/d/c1', resources: { devices } });
   const r = (f: string): string => fs.readFileSync(path.join(hy.root, 'devices/d/c1', f), 'utf8');
   // the simulated tree keeps the last write of each file
   t.equal(r('devices.deny'), 'a', 'type a is written as "a"');
   t.equal(r('devices.allow'), 'b 7:* r', '-1 is written as "*"');
+  t.equal(fs.readFileSync(path.join(hy.root, 'unified/d/c1', MOCK_DEVICE_PROGRAM_FILE), 'utf8'), 'deny a *:* rwm\nallow b 7:* r\n', 'hybrid: the v2 program too');
   hy.manager.remove(cg);
 
   const v2 = createMockCgroups({ root: path.join(root, 'v2'), mode: 'v2' });
-  const err = code(() => v2.manager.create('c2', { path: '/c2', resources: { devices } }));
+  const cg2 = v2.manager.create('c2', { path: '/c2', resources: { devices } });
+  const prog = path.join(v2.root, 'unified/c2', MOCK_DEVICE_PROGRAM_FILE);
+  t.equal(fs.readFileSync(prog, 'utf8'), 'deny a *:* rwm\nallow b 7:* r\n', 'v2: the rules go to the device program');
+  v2.manager.update(cg2, { devices: [devices[0]] });
+  t.equal(fs.readFileSync(prog, 'utf8'), 'deny a *:* rwm\n', 'UpdateContainer replaces the program (the new one is not detached)');
+  v2.manager.remove(cg2);
+
+  // a cgroup dir that existed before (not ours to remove): the program is detached at removal
+  fs.mkdirSync(path.join(v2.root, 'unified/pre'), { recursive: true });
+  const pre = v2.manager.create('c4', { path: '/pre', resources: { devices } });
+  t.ok(fs.existsSync(path.join(v2.root, 'unified/pre', MOCK_DEVICE_PROGRAM_FILE)), 'attached to the existing dir');
+  v2.manager.remove(pre);
+  t.ok(fs.existsSync(path.join(v2.root, 'unified/pre')), 'the existing dir stays');
+  t.notOk(fs.existsSync(path.join(v2.root, 'unified/pre', MOCK_DEVICE_PROGRAM_FILE)), 'its program is detached');
+
+  const bare = createMockCgroups({ root: path.join(root, 'bare'), mode: 'v2', devicePrograms: mockDevicePrograms(false) });
+  t.notOk(bare.manager.enforcesDevices(), 'no v1 devices and a kernel without device programs');
+  const err = code(() => bare.manager.create('c3', { path: '/c3', resources: { devices } }));
   t.equal(err.code, Code.FAILED_PRECONDITION);
-  t.match(err.message, /OCI\.Linux\.Resources\.Devices: the guest has no v1 devices cgroup hierarchy/);
-  t.notOk(fs.existsSync(path.join(v2.root, 'unified/c2')), 'nothing left behind');
+  t.match(err.message, /OCI\.Linux\.Resources\.Devices: the guest has neither a v1 devices cgroup hierarchy nor cgroup v2 device programs/);
+  t.notOk(fs.existsSync(path.join(bare.root, 'unified/c3')), 'nothing left behind');
 });

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, StatusError, type ContainerPlan, type ProcessPlan, type SeccompPlan } from '../../shared/protocol';
 import { kataInitError } from '../../helper/ops/process';
+import { applySelinuxLabels } from '../../helper/ops/selinux';
 import {
   MS,
   expandCgroupMount,
@@ -210,13 +211,25 @@ t.test('cgroup mounts: cgroup2 on a v2 host, tmpfs + per-hierarchy binds on v1',
   );
 });
 
-t.test('namespaces: OCI names mapped, user unsupported, duplicates and a missing mount ns refused', async (t) => {
+t.test('namespaces: OCI names mapped, a new user ns needs idMappings, joining one is refused, duplicates and a missing mount ns refused', async (t) => {
   const v = validateContainerPlan(
     plan({ hostname: '', namespaces: [{ type: 'mount', path: '' }, { type: 'network', path: '' }, { type: 'pid', path: '' }, { type: 'cgroup', path: '' }] }),
     host,
   );
   t.same(v.namespaces.map((n) => n.type), ['mnt', 'net', 'pid', 'cgroup']);
-  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'user', path: '' }] }), host), Code.UNIMPLEMENTED);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'user', path: '' }] }), host), Code.INVALID_ARGUMENT, /user namespace needs idMappings/);
+  throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'user', path: '/proc/1/ns/user' }] }), host), Code.UNIMPLEMENTED, /joining an existing user namespace/);
+  const idMappings = { uid: [{ containerId: 0, hostId: 100000, size: 65536 }], gid: [{ containerId: 0, hostId: 100000, size: 65536 }] };
+  const u = validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'pid', path: '' }, { type: 'user', path: '' }], idMappings }), host);
+  t.same(u.idMappings, idMappings, 'mappings carried');
+  t.ok(fields(serializeCreatePlan(u)).join(' ').includes('ns user '), 'kata-init gets "ns user" (new)');
+  throwsStatus(t, () => validateContainerPlan(plan({ idMappings }), host), Code.INVALID_ARGUMENT, /idMappings given without a user namespace/);
+  throwsStatus(
+    t,
+    () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'uts', path: '' }, { type: 'user', path: '' }], idMappings: { ...idMappings, gid: [{ containerId: 0, hostId: 5, size: 0 }] } }), host),
+    Code.INVALID_ARGUMENT,
+    /idMappings\.gid\[0\]\.size 0/,
+  );
   throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'mount', path: '' }] }), host), Code.INVALID_ARGUMENT, /more than once/);
   throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'uts', path: '' }] }), host), Code.INVALID_ARGUMENT, /mount namespace/);
   throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: 'time' as never, path: '' }] }), host), Code.INVALID_ARGUMENT);
@@ -392,4 +405,44 @@ t.test('kata-init oom_score_adj failure: FAILED_PRECONDITION naming the field, t
   t.match(e.message, /^create container pod: process\.oomScoreAdj \(oom_score_adj\) -998 cannot be applied: a negative oom_score_adj needs CAP_SYS_RESOURCE/);
   const other = kataInitError('exec: executable "nope" not found in $PATH', 'create container c');
   t.equal(other.code, Code.INVALID_ARGUMENT, 'other stages unchanged');
+});
+
+t.test('createContainer/startContainer hooks: hook, hookarg, hookenv (entries without "=" skipped) and hookstate records; default timeout 10 s', async (t) => {
+  const v = validateContainerPlan(
+    plan({ hooks: { createContainer: [{ path: '/bin/c', args: ['c', 'x'], env: ['A=1', 'bad'], timeoutSec: 3 }], startContainer: [{ path: '/bin/s', args: [], env: [] }] } }),
+    host,
+  );
+  v.hookStates = { createContainer: ['{"pid":', ',"id":"c1"}'] };
+  const f = fields(serializeCreatePlan(v)).join(' ');
+  t.ok(f.includes('hookstate createContainer {"pid": ,"id":"c1"} hook createContainer /bin/c 3 hookarg c hookarg x hookenv A=1 hook startContainer /bin/s 10'), f);
+  t.notOk(f.includes('hookenv bad'), 'an env entry without "=" is skipped');
+  t.notOk(f.includes('hookstate startContainer'), 'no state given: no record');
+  throwsStatus(t, () => validateContainerPlan(plan({ hooks: { startContainer: [{ path: 'rel', args: [], env: [] }] } }), host), Code.INVALID_ARGUMENT, /hooks\.startContainer\[0\]\.path/);
+  t.equal(kataInitError('hook: createContainer hook [0] /bin/false exited with status 1', 'create container c1').code, Code.FAILED_PRECONDITION, 'a failing hook is FAILED_PRECONDITION');
+});
+
+t.test('SELinux: with SELinux the mount label goes to tmpfs/devpts/mqueue data and the process label to a `selinux` record; without, both are dropped with a warning', async (t) => {
+  const raw = plan({
+    mountLabel: 'system_u:object_r:container_file_t:s0',
+    process: proc({ selinuxLabel: 'system_u:system_r:container_t:s0' }),
+    mounts: [
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['mode=755'] },
+      { destination: '/proc', type: 'proc', source: 'proc', options: [] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['context="x:y:z:s0"'] },
+    ],
+  });
+  const on = validateContainerPlan(raw, host);
+  const warnings: string[] = [];
+  const log = { warn: (_o: unknown, msg: string) => warnings.push(msg) } as unknown as Parameters<typeof applySelinuxLabels>[2];
+  applySelinuxLabels(on, true, log, 'c1');
+  t.same(on.mounts.map((m) => m.data), ['mode=755,context="system_u:object_r:container_file_t:s0"', '', 'context="x:y:z:s0"'], 'labelled types only, an explicit context kept');
+  t.ok(fields(serializeCreatePlan(on)).join(' ').includes('selinux system_u:system_r:container_t:s0'), 'the exec label record');
+  t.same(warnings, []);
+  const off = validateContainerPlan(raw, host);
+  applySelinuxLabels(off, false, log, 'c1');
+  t.notOk(fields(serializeCreatePlan(off)).includes('selinux'), 'no label record without SELinux');
+  t.equal(off.mountLabel, undefined);
+  t.same(off.mounts[0].data, 'mode=755', 'no context added');
+  t.equal(warnings.length, 2, 'one warning per dropped label');
+  throwsStatus(t, () => validateContainerPlan(plan({ mountLabel: 'a"b' }), host), Code.INVALID_ARGUMENT, /mountLabel/);
 });

@@ -169,7 +169,8 @@ t.test('ids and plans: duplicate, unknown, invalid, unsupported', async (t) => {
   await rejectsStatus(
     t,
     client.call('createContainer', { containerId: 'c-user', plan: { ...plan(['true']), namespaces: [{ type: 'mount', path: '' }, { type: 'user', path: '' }] } }),
-    Code.UNIMPLEMENTED,
+    Code.INVALID_ARGUMENT,
+    /user namespace needs idMappings/,
   );
   await rejectsStatus(t, client.call('createContainer', { containerId: 'c-noexe', plan: plan(['/no/such/exe']) }), Code.INVALID_ARGUMENT, /not found/);
   await rejectsStatus(t, client.call('createContainer', { containerId: 'c-bad', plan: 'x' as unknown as ContainerPlan }), Code.INVALID_ARGUMENT);

@@ -150,7 +150,8 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['bogus namespace', spec({}, { Namespaces: [{ Type: 'net' }] }), Code.INVALID_ARGUMENT, ['"net"']],
     ['duplicate namespace', spec({}, { Namespaces: [{ Type: 'ipc' }, { Type: 'ipc' }] }), Code.INVALID_ARGUMENT, ['Namespaces[1]', 'duplicate']],
     ['relative ns path', spec({}, { Namespaces: [{ Type: 'network', Path: 'x' }] }), Code.INVALID_ARGUMENT, ['Namespaces[0].Path', '"x"']],
-    ['user namespace', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'user' }] }), Code.UNIMPLEMENTED, ['user namespace']],
+    ['user namespace without mappings', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'user' }] }), Code.INVALID_ARGUMENT, ['OCI.Linux.UIDMappings is empty']],
+    ['joining a user namespace', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'user', Path: '/proc/1/ns/user' }] }), Code.UNIMPLEMENTED, ['existing user namespace']],
     ['id mappings without userns', spec({}, { Namespaces: [{ Type: 'mount' }], UIDMappings: [{ HostID: 1, ContainerID: 0, Size: 1 }] }), Code.INVALID_ARGUMENT, ['UIDMappings']],
     ['relative mount', spec({ Mounts: [{ destination: 'proc', type: 'proc' }] }), Code.INVALID_ARGUMENT, ['OCI.Mounts[0].destination', '"proc"', 'absolute']],
     ['mount with ..', spec({ Mounts: [{ destination: '/a/../etc', type: 'bind' }] }), Code.INVALID_ARGUMENT, ['OCI.Mounts[0].destination', '/a/../etc', '".."']],
@@ -167,8 +168,7 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['root is the guest root, spelt //.', spec({ Root: { Path: '//.' } }), Code.INVALID_ARGUMENT, ['OCI.Root.Path']],
     ['seccomp notify default', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_NOTIFY' } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.DefaultAction', 'SCMP_ACT_NOTIFY']],
     ['seccomp notify rule', spec({}, { Seccomp: { DefaultAction: 'SCMP_ACT_ALLOW', Syscalls: [{ Names: ['mount'], Action: 'SCMP_ACT_NOTIFY' }] } }), Code.UNIMPLEMENTED, ['OCI.Linux.Seccomp.Syscalls[0].Action', 'SCMP_ACT_NOTIFY']],
-    ['selinux label', spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }), Code.UNIMPLEMENTED, ['OCI.Process.SelinuxLabel']],
-    ['mount label', spec({}, { MountLabel: 'system_u:object_r:container_file_t:s0' }), Code.UNIMPLEMENTED, ['OCI.Linux.MountLabel']],
+    ['selinux label with NUL', spec({ Process: { Args: ['sh'], SelinuxLabel: 'a\0b' } }), Code.INVALID_ARGUMENT, ['OCI.Process.SelinuxLabel']],
     ['oom score too high', spec({ Process: { Args: ['sh'], OOMScoreAdj: 1001 } }), Code.INVALID_ARGUMENT, ['OCI.Process.OOMScoreAdj', '1001']],
     ['oom score too low', spec({ Process: { Args: ['sh'], OOMScoreAdj: -1001 } }), Code.INVALID_ARGUMENT, ['OCI.Process.OOMScoreAdj', '-1001']],
   ];
@@ -498,16 +498,18 @@ t.test('linux.devices → device node plans (rustjail create_devices rules)', as
   }
 });
 
-t.test('OCI hooks → HooksPlan; CreateContainer/StartContainer refused; bad hooks name the field', async (t) => {
+t.test('OCI hooks → HooksPlan (every kind, CreateContainer/StartContainer for kata-init); bad hooks name the field', async (t) => {
   const plan = containerPlanFromSpec(
     spec({ Hooks: { Prestart: [{ Path: '/bin/a', Args: ['a', 'x'], Env: ['K=v'], Timeout: 3 }], Poststop: [{ Path: '/bin/b' }] } }),
     noSandbox,
   );
   t.same(plan.hooks, { prestart: [{ path: '/bin/a', args: ['a', 'x'], env: ['K=v'], timeoutSec: 3 }], poststop: [{ path: '/bin/b', args: [], env: [] }] });
   t.equal(containerPlanFromSpec(spec({ Hooks: {} }), noSandbox).hooks, undefined, 'no hooks: none carried');
+  const inside = containerPlanFromSpec(spec({ Hooks: { CreateContainer: [{ Path: '/c', Timeout: 2 }], StartContainer: [{ Path: '/s', Args: ['s', '1'] }] } }), noSandbox);
+  t.same(inside.hooks, { createContainer: [{ path: '/c', args: [], env: [], timeoutSec: 2 }], startContainer: [{ path: '/s', args: ['s', '1'], env: [] }] });
   for (const [name, hooks, code, parts] of [
-    ['createContainer', { CreateContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.CreateContainer']],
-    ['startContainer', { StartContainer: [{ Path: '/x' }] }, Code.UNIMPLEMENTED, ['OCI.Hooks.StartContainer']],
+    ['createContainer relative', { CreateContainer: [{ Path: 'x' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.CreateContainer[0].Path "x"']],
+    ['startContainer timeout', { StartContainer: [{ Path: '/x', Timeout: -2 }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.StartContainer[0].Timeout']],
     ['relative path', { Poststart: [{ Path: 'x' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Poststart[0].Path "x"', 'absolute']],
     ['empty path', { CreateRuntime: [{ Path: '' }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.CreateRuntime[0].Path is required']],
     ['timeout', { Prestart: [{ Path: '/x', Timeout: 4000 }] }, Code.INVALID_ARGUMENT, ['OCI.Hooks.Prestart[0].Timeout 4000']],
@@ -515,4 +517,28 @@ t.test('OCI hooks → HooksPlan; CreateContainer/StartContainer refused; bad hoo
   ] as [string, grpc.Hooks.$Properties, number, string[]][]) {
     rejects(t, () => containerPlanFromSpec(spec({ Hooks: hooks }), noSandbox), code, [...parts], name);
   }
+});
+
+t.test('user namespace id mappings: carried to the plan; zero size, overlaps, limits, u32 overflow refused naming the field', async (t) => {
+  const userns = [{ Type: 'mount' }, { Type: 'uts' }, { Type: 'user' }];
+  const m = (ContainerID: number, HostID: number, Size: number) => ({ ContainerID, HostID, Size });
+  const ok = containerPlanFromSpec(spec({}, { Namespaces: userns, UIDMappings: [m(0, 100000, 65536)], GIDMappings: [m(0, 100000, 1), m(1, 200000, 10)] }), noSandbox);
+  t.same(ok.idMappings, { uid: [{ containerId: 0, hostId: 100000, size: 65536 }], gid: [{ containerId: 0, hostId: 100000, size: 1 }, { containerId: 1, hostId: 200000, size: 10 }] });
+  t.ok(ok.namespaces.some((n) => n.type === 'user' && n.path === ''), 'a new user namespace in the plan');
+  for (const [name, uid, gid, parts] of [
+    ['zero size', [m(0, 100000, 0)], [m(0, 1, 1)], ['OCI.Linux.UIDMappings[0].Size 0']],
+    ['container overlap', [m(0, 100000, 10), m(9, 300000, 1)], [m(0, 1, 1)], ['OCI.Linux.UIDMappings[1].ContainerID range 9..9 overlaps OCI.Linux.UIDMappings[0]']],
+    ['host overlap', [m(0, 1, 1)], [m(0, 100000, 10), m(20, 100005, 1)], ['OCI.Linux.GIDMappings[1].HostID range 100005..100005 overlaps']],
+    ['past u32', [m(4294967200, 1, 1000)], [m(0, 1, 1)], ['OCI.Linux.UIDMappings[0].ContainerID 4294967200 + Size 1000']],
+    ['too many', Array.from({ length: 341 }, (_, i) => m(i, 1000 + i, 1)), [m(0, 1, 1)], ['OCI.Linux.UIDMappings has 341 entries', 'at most 340']],
+    ['no gid mappings', [m(0, 1, 1)], [], ['OCI.Linux.GIDMappings is empty']],
+  ] as [string, ReturnType<typeof m>[], ReturnType<typeof m>[], string[]][]) {
+    rejects(t, () => containerPlanFromSpec(spec({}, { Namespaces: userns, UIDMappings: uid, GIDMappings: gid }), noSandbox), Code.INVALID_ARGUMENT, parts, name);
+  }
+});
+
+t.test('SELinux labels are carried to the plan (the helper applies or drops them)', async (t) => {
+  const p = containerPlanFromSpec(spec({ Process: { Args: ['sh'], SelinuxLabel: 'system_u:system_r:container_t:s0' } }, { MountLabel: 'system_u:object_r:container_file_t:s0' }), noSandbox);
+  t.equal(p.process.selinuxLabel, 'system_u:system_r:container_t:s0');
+  t.equal(p.mountLabel, 'system_u:object_r:container_file_t:s0');
 });

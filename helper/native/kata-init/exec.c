@@ -116,6 +116,23 @@ void reset_signals(void)
 		(void)sigaction(sig, &sa, NULL);
 }
 
+/* Step 12: the SELinux context of the program (`selinux`), as upstream rustjail's
+ * selinux::set_exec_label: written to /proc/thread-self/attr/exec, applied by execve. */
+void set_exec_label(const struct plan *p)
+{
+	size_t len;
+	int fd;
+
+	if (p->selinux_label == NULL)
+		return;
+	len = strlen(p->selinux_label);
+	fd = open("/proc/thread-self/attr/exec", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("selinux", errno, "opening /proc/thread-self/attr/exec for label \"%s\"", p->selinux_label);
+	if (write(fd, p->selinux_label, len) != (ssize_t)len)
+		die("selinux", errno, "setting the exec label \"%s\"", p->selinux_label);
+	close(fd);
+}
 
 int main(int argc, char **argv)
 {
@@ -173,6 +190,7 @@ int main(int argc, char **argv)
 		set_identity(&plan);                   /* 8 */
 		exe = resolve_executable(&plan, exe_buf); /* 9 */
 		wait_for_start();                      /* 10 */
+		run_hooks(&plan, HOOK_START_CONTAINER); /* 10b */
 	}
 	/* 11: the pty (step 7b) becomes our controlling terminal (we lead a new session, step 4a). */
 	if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
@@ -180,6 +198,7 @@ int main(int argc, char **argv)
 	die_with_helper(&plan);                        /* 11b */
 	reset_signals();                               /* 12 */
 	umask(022); /* 12: whatever the helper had, the program starts with 0022 (runc, upstream) */
+	set_exec_label(&plan);                         /* 12 */
 	/* With no_new_privs the filter goes in as late as possible, so that it does not have to
 	 * allow the set-up's own syscalls (runc and upstream Kata do the same). */
 	if (plan.nonewprivs)

@@ -13,6 +13,7 @@
  *   mounts.c  the container's filesystem view (create mode)
  *   ids.c     HOME, OOM score, rlimits, capabilities, ids, seccomp
  *   tty.c     the terminal, from the container's own devpts instance
+ *   hooks.c   OCI createContainer and startContainer hooks, run inside the container
  *   exec.c    executable lookup, the start wait, signals, main()
  *
  * Ground rules for every file:
@@ -137,6 +138,25 @@ struct rlimit_rec {
 
 enum mode { MODE_CREATE, MODE_EXEC, MODE_SANDBOX };
 
+/* OCI hooks kata-init runs itself (the other kinds are the helper's). */
+enum hook_kind { HOOK_CREATE_CONTAINER, HOOK_START_CONTAINER, HOOK_KINDS };
+
+/* `hook` record with its `hookarg` / `hookenv` records. */
+struct hook_rec {
+	enum hook_kind kind;
+	const char *path;      /* absolute; resolved in the mount namespace as it is then */
+	unsigned int timeout;  /* seconds, 1..3600 */
+	char **argv;           /* NULL-terminated once parsed; none = { path } */
+	size_t n_args;
+	char **envp;           /* NULL-terminated once parsed */
+	size_t n_env;
+};
+
+/* `hookstate`: the OCI state JSON of a hook kind, split around the pid (kata-init's getpid()). */
+struct hook_state {
+	const char *before, *after;
+};
+
 struct plan {
 	enum mode mode;
 
@@ -184,12 +204,18 @@ struct plan {
 	bool have_seccomp_flags;
 
 	const char *cwd;
+	const char *selinux_label; /* `selinux`: the exec context, or NULL */
 	bool nonewprivs;
 	bool tty;
 	char **argv; /* NULL-terminated once parsed */
 	size_t n_args;
 	char **envp; /* NULL-terminated once parsed */
 	size_t n_env;
+
+	struct hook_rec *hooks;
+	size_t n_hooks;
+	bool runtime_hooks; /* `runtimehooks`: stop before pivot_root for the helper's hooks */
+	struct hook_state hook_states[HOOK_KINDS];
 
 	struct ns_rec *nsfiles; /* sandbox mode: namespaces to create and pin */
 	size_t n_nsfiles;
@@ -216,6 +242,10 @@ void load_seccomp(const struct plan *p);
 void die_with_helper(const struct plan *p);
 void set_identity(const struct plan *p);
 
+/* hooks.c */
+void run_hooks(const struct plan *p, enum hook_kind kind);
+void wait_runtime_hooks(const struct plan *p);
+
 /* tty.c */
 void setup_terminal(const struct plan *p);
 
@@ -223,5 +253,6 @@ void setup_terminal(const struct plan *p);
 const char *resolve_executable(const struct plan *p, char buf[PATH_MAX]);
 void wait_for_start(void);
 void reset_signals(void);
+void set_exec_label(const struct plan *p);
 
 #endif

@@ -263,7 +263,7 @@ static bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m,
 	unsigned long remount = bind ? flags & ~(BIND_FLAGS | (unsigned long)MS_REMOUNT) : 0;
 	enum target_kind kind = TARGET_DIR;
 	char resolved[PATH_MAX], fdbuf[32];
-	int fd;
+	int fd, rc;
 
 	/* Only flags that describe the container's own new mount. MS_REMOUNT without MS_BIND
 	 * would reconfigure the superblock already mounted at the target (a guest filesystem
@@ -288,8 +288,25 @@ static bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m,
 		die("mount", EINVAL, "target %s is the rootfs itself", m->target);
 	check_proc_target(m, resolved, bind);
 
-	if (mount(m->source, fd_path(fd, fdbuf), m->fstype[0] ? m->fstype : NULL,
-	          bind ? flags & BIND_FLAGS : flags, m->data[0] ? m->data : NULL) < 0)
+	rc = mount(m->source, fd_path(fd, fdbuf), m->fstype[0] ? m->fstype : NULL,
+	           bind ? flags & BIND_FLAGS : flags, m->data[0] ? m->data : NULL);
+	if (rc < 0 && errno == EPERM && !bind &&
+	    (strcmp(m->fstype, "sysfs") == 0 || strcmp(m->fstype, "mqueue") == 0)) {
+		/* A user namespace that does not own the network (sysfs) or ipc (mqueue) namespace
+		 * cannot mount them: bind the guest's instead, as runc does for rootless containers
+		 * (the guest's mqueue only if it has one). */
+		const char *guest = m->fstype[0] == 's' ? "/sys" : "/dev/mqueue";
+		struct mount_rec sub = { .source = guest, .target = m->target, .fstype = "", .data = "",
+		                         .flags = MS_BIND | MS_REC | prop |
+		                                  (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) };
+		struct stat st;
+
+		close(fd);
+		if (stat(guest, &st) < 0 || !S_ISDIR(st.st_mode))
+			return false;
+		return mount_one(rootfd, rootfs, &sub, prop_target);
+	}
+	if (rc < 0)
 		die("mount", errno, "mounting %s (%s) on %s (%s/%s) with flags %#lx data \"%s\"",
 		    m->source, m->fstype[0] ? m->fstype : "no type", m->target, rootfs, resolved,
 		    m->flags, m->data);
@@ -531,6 +548,11 @@ void setup_rootfs(const struct plan *p)
 	create_devices(p, rootfd);
 	if (dev_tmpfs)
 		populate_dev(rootfd, p->rootfs);
+	/* The helper's prestart and createRuntime hooks, then the OCI createContainer hooks: the
+	 * container's mount namespace is set up, the root is still the guest's (a createContainer
+	 * hook's path resolves there), pivot_root has not happened (runtime-spec order, as runc). */
+	wait_runtime_hooks(p);
+	run_hooks(p, HOOK_CREATE_CONTAINER);
 
 	pivot_into(rootfd, p->rootfs);
 	close(rootfd);

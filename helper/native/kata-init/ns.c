@@ -42,9 +42,38 @@ void secure_fds(enum mode mode)
 	}
 }
 
+/* Step 3a: a new user namespace first, alone, so that every namespace unshared after it is
+ * owned by it (mounting proc needs the pid namespace's owner; runc orders them the same way).
+ * The helper writes our uid_map and gid_map (it is privileged in the parent namespace; we are
+ * not any more) after the `userns` line and sends one byte on the start fd; then we become the
+ * container's root (when 0 is mapped; we keep the full capability set of the new namespace
+ * either way). EOF instead of the byte: the helper gave up. */
+static void enter_new_userns(void)
+{
+	ssize_t n;
+	char c;
+
+	if (unshare(CLONE_NEWUSER) < 0)
+		die("ns", errno, "unsharing the user namespace");
+	sync_line("userns\n");
+	do
+		n = read(FD_START, &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		_exit(1);
+	if (n < 0)
+		die("ns", errno, "waiting for the id maps on fd %d", FD_START);
+	if (setresgid(0, 0, 0) < 0 && errno != EINVAL)
+		die("ns", errno, "setresgid 0 in the new user namespace");
+	if (setresuid(0, 0, 0) < 0 && errno != EINVAL)
+		die("ns", errno, "setresuid 0 in the new user namespace");
+}
+
 /* Steps 2 and 3: opens every namespace file first (their paths may live in namespaces we
- * are about to leave), joins them with the mount namespace last, then unshares the rest in
- * one call. Returns true if the pid namespace for our children changed. */
+ * are about to leave), joins them with the mount namespace next to last and a user namespace
+ * last (joining it gives up our privileges over the others' owners), then unshares the rest
+ * (a new user namespace first, see enter_new_userns). Returns true if the pid namespace for
+ * our children changed. */
 bool enter_namespaces(struct plan *p, bool *new_uts)
 {
 	bool pid_changed = false;
@@ -60,11 +89,12 @@ bool enter_namespaces(struct plan *p, bool *new_uts)
 		if (ns->fd < 0)
 			die("ns", errno, "opening %s namespace %s", ns->name, ns->path);
 	}
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 3; pass++) {
 		for (size_t i = 0; i < p->n_ns; i++) {
 			struct ns_rec *ns = &p->ns[i];
+			int want = ns->type == CLONE_NEWNS ? 1 : ns->type == CLONE_NEWUSER ? 2 : 0;
 
-			if (ns->fd < 0 || (ns->type == CLONE_NEWNS) != (pass == 1))
+			if (ns->fd < 0 || want != pass)
 				continue;
 			if (setns(ns->fd, ns->type) < 0)
 				die("ns", errno, "joining %s namespace %s", ns->name, ns->path);
@@ -87,6 +117,10 @@ bool enter_namespaces(struct plan *p, bool *new_uts)
 			pid_changed = true;
 		if (p->ns[i].type == CLONE_NEWUTS)
 			*new_uts = true;
+	}
+	if (unshare_flags & CLONE_NEWUSER) {
+		enter_new_userns();
+		unshare_flags &= ~CLONE_NEWUSER;
 	}
 	if (unshare_flags != 0 && unshare(unshare_flags) < 0) {
 		char names[64] = "";

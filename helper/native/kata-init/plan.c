@@ -12,6 +12,7 @@ static const struct {
 } ns_types[] = {
 	{ "pid", CLONE_NEWPID }, { "net", CLONE_NEWNET },   { "mnt", CLONE_NEWNS },
 	{ "ipc", CLONE_NEWIPC }, { "uts", CLONE_NEWUTS },   { "cgroup", CLONE_NEWCGROUP },
+	{ "user", CLONE_NEWUSER },
 };
 
 static int ns_type_of(const char *name)
@@ -124,6 +125,16 @@ static void parse_seccomp(struct plan *p, const struct reader *r, const char *he
 		bytes[i] = (unsigned char)(hi << 4 | lo);
 	}
 	p->seccomp_len = n;
+}
+
+/* `createContainer` or `startContainer`. */
+static enum hook_kind parse_hook_kind(const struct reader *r, const char *s)
+{
+	if (strcmp(s, "createContainer") == 0)
+		return HOOK_CREATE_CONTAINER;
+	if (strcmp(s, "startContainer") == 0)
+		return HOOK_START_CONTAINER;
+	die("plan", 0, "record \"%s\": unknown hook kind \"%s\"", r->tag, s);
 }
 
 static rlim_t parse_rlim(const struct reader *r, const char *s)
@@ -274,10 +285,41 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			if (strchr(e, '=') == NULL)
 				die("plan", 0, "env entry \"%s\" has no '='", e);
 			*PUSH(p->envp, p->n_env) = e;
+		} else if (strcmp(tag, "runtimehooks") == 0) {
+			p->runtime_hooks = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "selinux") == 0) {
+			p->selinux_label = next_field(&r);
 		} else if (strcmp(tag, "tty") == 0) {
 			p->tty = parse_bool(&r, next_field(&r));
 		} else if (strcmp(tag, "seccomp") == 0) {
 			parse_seccomp(p, &r, next_field(&r));
+		} else if (strcmp(tag, "hook") == 0) {
+			struct hook_rec *h = PUSH(p->hooks, p->n_hooks);
+
+			h->kind = parse_hook_kind(&r, next_field(&r));
+			h->path = next_field(&r);
+			if (h->path[0] != '/')
+				die("plan", 0, "hook path \"%s\" is not absolute", h->path);
+			h->timeout = (unsigned int)parse_unsigned(&r, next_field(&r), 3600);
+			if (h->timeout == 0)
+				die("plan", 0, "hook %s: timeout 0", h->path);
+		} else if (strcmp(tag, "hookarg") == 0 || strcmp(tag, "hookenv") == 0) {
+			char *v = next_field(&r);
+			struct hook_rec *h = p->n_hooks ? &p->hooks[p->n_hooks - 1] : NULL;
+
+			if (h == NULL)
+				die("plan", 0, "record \"%s\" before any \"hook\" record", tag);
+			if (tag[4] == 'a')
+				*PUSH(h->argv, h->n_args) = v;
+			else if (strchr(v, '=') == NULL)
+				die("plan", 0, "hook env entry \"%s\" has no '='", v);
+			else
+				*PUSH(h->envp, h->n_env) = v;
+		} else if (strcmp(tag, "hookstate") == 0) {
+			struct hook_state *st = &p->hook_states[parse_hook_kind(&r, next_field(&r))];
+
+			st->before = next_field(&r);
+			st->after = next_field(&r);
 		} else if (strcmp(tag, "seccompflags") == 0) {
 			p->have_seccomp_flags = true;
 			p->seccomp_flags = (unsigned int)parse_unsigned(&r, next_field(&r), UINT32_MAX);
@@ -291,6 +333,18 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 	p->n_args--;
 	PUSH(p->envp, p->n_env);
 	p->n_env--;
+	for (size_t i = 0; i < p->n_hooks; i++) {
+		struct hook_rec *h = &p->hooks[i];
+
+		if (h->n_args == 0)
+			*PUSH(h->argv, h->n_args) = (char *)h->path;
+		PUSH(h->argv, h->n_args);
+		h->n_args--;
+		PUSH(h->envp, h->n_env);
+		h->n_env--;
+		if (p->mode != MODE_CREATE)
+			die("plan", 0, "\"hook\" records are for create mode only");
+	}
 
 	if (p->mode == MODE_SANDBOX) {
 		bool new_uts = false;
@@ -320,5 +374,8 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			die("plan", 0, "create needs an absolute \"rootfs\"");
 		if (!new_mnt)
 			die("plan", 0, "create needs a new mount namespace (ns mnt with an empty path)");
+		for (size_t i = 0; i < p->n_ns; i++)
+			if (p->ns[i].type == CLONE_NEWUSER && p->ns[i].path[0] != '\0')
+				die("plan", 0, "create cannot join a user namespace (only a new one)");
 	}
 }
