@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { Code, StatusError } from '../../shared/protocol';
 import { formatStatus } from '../ttrpc/status';
 import { AgentClient } from './client';
-import { ociJsonToSpec } from './oci-json';
+import { ociJsonToSpec, type OciJsonOptions } from './oci-json';
 
 /** Bytes asked for per ReadStdout/ReadStderr. */
 const READ_LEN = 32 * 1024;
@@ -230,7 +230,7 @@ export function parseTerminalCommand(kind: 'exec' | 'run', argv: readonly string
  * and as grpc.Spec (root path made absolute; control/ctl/oci-json.ts). Throws Error naming the
  * file when it cannot be read or parsed, StatusError INVALID_ARGUMENT for a malformed spec.
  */
-export function readBundle(bundleDir: string): { config: { [k: string]: unknown }; spec: ReturnType<typeof ociJsonToSpec> } {
+export function readBundle(bundleDir: string, opts: OciJsonOptions = {}): { config: { [k: string]: unknown }; spec: ReturnType<typeof ociJsonToSpec> } {
   const file = path.join(bundleDir, 'config.json');
   let json: unknown;
   try {
@@ -238,7 +238,7 @@ export function readBundle(bundleDir: string): { config: { [k: string]: unknown 
   } catch (err) {
     throw new Error(`cannot read the OCI spec ${file}: ${(err as Error).message}`);
   }
-  const spec = ociJsonToSpec(json, path.resolve(bundleDir));
+  const spec = ociJsonToSpec(json, path.resolve(bundleDir), opts);
   return { config: json as { [k: string]: unknown }, spec };
 }
 

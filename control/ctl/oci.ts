@@ -155,7 +155,7 @@ async function create(
   withMonitor: boolean,
 ): Promise<OciRecord> {
   const bundle = path.resolve(cmd.bundle);
-  const { config, spec } = readBundle(bundle);
+  const { config, spec } = readBundle(bundle, { keepHooks: true });
   if (cmd.consoleSocket !== '' || spec.Process?.Terminal) {
     throw new OciError('process.terminal / --console-socket is not supported: the terminal is the agent\'s; use `kata-agent-ctl run -t`');
   }

@@ -78,15 +78,17 @@ async function setup(t: Test) {
   t.teardown(() => app.close());
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-oci-cli-work-'));
   t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
-  const bundle = (name: string, args: string[], annotations?: Record<string, string>): string => {
+  /** A bundle running `args`; `extra` keys replace top-level keys, `extra.linux` keys are merged into linux. */
+  const bundle = (name: string, args: string[], annotations?: Record<string, string>, extra: Record<string, unknown> = {}): string => {
     const dir = path.join(work, name);
     fs.mkdirSync(dir);
     const config = {
       ociVersion: '1.0.2',
       process: { terminal: false, user: { uid: 0, gid: 0 }, args, env: ['PATH=/usr/bin:/bin'], cwd: '/' },
       root: { path: '/run/kata-test/rootfs' }, // the mock helper runs on the host and ignores it
-      linux: { namespaces: [{ type: 'mount' }, { type: 'pid' }] },
       ...(annotations ? { annotations } : {}),
+      ...extra,
+      linux: { namespaces: [{ type: 'mount' }, { type: 'pid' }], ...((extra.linux as object | undefined) ?? {}) },
     };
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
     return dir;
@@ -199,6 +201,34 @@ t.test('run (attached) and exec: output and exit status', async (t) => {
   t.equal(bad.status, 1);
   t.match(bad.stderr, /container "nope" does not exist/);
   t.equal((await cli(['delete', '-f', 'e1'])).status, 0);
+});
+
+t.test('bad specs from config.json: INVALID_ARGUMENT over the wire, naming the field; nothing left behind', async (t) => {
+  const { bundle, cli, m } = await setup(t);
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['unknown namespace', { linux: { namespaces: [{ type: 'mount' }, { type: 'time' }] } }, /OCI\.Linux\.Namespaces\[1\]\.Type "time"/],
+    ['relative mount destination', { mounts: [{ destination: 'proc', type: 'proc', source: 'proc' }] }, /OCI\.Mounts\[0\]\.destination "proc"/],
+    ['bad device type', { linux: { devices: [{ path: '/dev/x', type: 'z', major: 1, minor: 3 }] } }, /OCI\.Linux\.Devices\[0\]\.Type "z"/],
+    ['hook path not absolute', { hooks: { prestart: [{ path: 'bin/hook' }] } }, /OCI\.Hooks\.Prestart\[0\]\.Path "bin\/hook"/],
+    ['cgroupsPath with ..', { linux: { cgroupsPath: '/a/../../etc' } }, /OCI\.Linux\.CgroupsPath/],
+  ];
+  for (const [i, [name, extra, field]] of cases.entries()) {
+    const r = await cli(['create', '-b', bundle(`bad${i}`, ['true'], undefined, extra), `bad${i}`]);
+    t.equal(r.status, 1, `${name}: create fails`);
+    t.match(r.stderr, /^kata-agent-oci: INVALID_ARGUMENT: /, `${name}: INVALID_ARGUMENT`);
+    t.match(r.stderr, field, `${name}: names the field`);
+    t.equal((await cli(['state', `bad${i}`])).status, 1, `${name}: no record left`);
+  }
+  t.equal(m.agent.sandbox.containers.size, 0, 'no container left in the agent');
+});
+
+t.test('hooks and annotations reach the agent from config.json (the OCI CLI keeps them; agent-ctl drops them)', async (t) => {
+  const { bundle, cli, m } = await setup(t);
+  const b = bundle('h', ['sleep', '60'], { 'a.b/c': 'd' }, { hooks: { poststop: [{ path: '/bin/true', args: ['true', 'x'], timeout: 5 }] } });
+  t.equal((await cli(['create', '-b', b, 'h1'])).status, 0);
+  const plan = m.agent.sandbox.containers.get('h1')?.plan;
+  t.same(plan?.hooks, { poststop: [{ path: '/bin/true', args: ['true', 'x'], env: [], timeoutSec: 5 }] }, 'the poststop hook is in the plan');
+  t.equal((await cli(['delete', '-f', 'h1'])).status, 0);
 });
 
 t.test('errors: usage exit 2, unreadable bundle, unreachable agent, --log', async (t) => {
