@@ -121,7 +121,9 @@ async function main(): Promise<void> {
   const runc = have('runc') ? validate(rtDir, 'runc', path.join(outDir, 'runc.tsv'), tests) : null;
 
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-oci-conformance-'));
-  const agent = await startStandaloneAgent({ runDir: path.join(work, 'agent') });
+  // The layout of `kata-agent --standalone` (debug.sock next to agent.sock), where kata-agent-oci looks.
+  const runDir = path.join(work, 'agent');
+  const agent = await startStandaloneAgent({ runDir, debugAddr: `unix://${path.join(runDir, 'control', 'debug.sock')}` });
   let ours: Map<string, Row>;
   try {
     const wrapper = path.join(work, 'kata-agent-oci');
