@@ -10,7 +10,7 @@
  *           live in the agent, so "passing the fds through" is done by copying), then records the
  *           exit status (WaitProcess) and ends.
  *   start   StartContainer.          kill   SignalProcess (exec_id = the id; --all: "").
- *   delete  RemoveContainer (refused while running, unless --force), record removed.
+ *   delete  RemoveContainer (refused unless stopped, or --force), record removed.
  *   state   record + debug endpoint (status, pid) + exit record (control/ctl/oci-state.ts).
  *   run     create + start, attached (attachProcess) and removed at the end; -d = create + start.
  *   exec    ExecProcess, attached (runTerminalCommand, as `kata-agent-ctl exec`).
@@ -116,8 +116,11 @@ async function runCommand(globals: OciGlobals, cmd: OciCommand, io: OciIo): Prom
       return 0;
     }
     case 'kill': {
-      store.get(cmd.id);
+      const record = store.get(cmd.id);
       const signal = signalNumber(cmd.signal);
+      // runtime.md#kill: neither created nor running MUST be an error (the agent itself accepts
+      // a signal to an exited process without effect, as upstream).
+      if ((await currentState(store, record, debug)).status === 'stopped') throw new OciError(`container ${cmd.id} is not running`);
       await withAgent(globals, (agent) => agent.call('SignalProcess', { container_id: cmd.id, exec_id: cmd.all ? '' : cmd.id, signal }));
       return 0;
     }
@@ -244,12 +247,14 @@ async function currentState(store: OciStore, record: OciRecord, debug: string): 
   return buildState(record, view, exit);
 }
 
-/** `delete`: RemoveContainer (not while running unless `force`), stop the monitor, drop the record. */
+/** `delete`: RemoveContainer (only a stopped container unless `force`), stop the monitor, drop the record. */
 async function remove(globals: OciGlobals, store: OciStore, id: string, force: boolean, debug: string): Promise<void> {
   const record = store.get(id);
   if (!force) {
     const state = await currentState(store, record, debug);
-    if (state.status === 'running') throw new OciError(`cannot delete container ${id} that is not stopped: ${state.status}`);
+    // runtime.md#delete: a container that is not stopped (created included; runc 1.1 deletes a
+    // created one) MUST be an error without effect; --force kills it first (RemoveContainer does).
+    if (state.status !== 'stopped') throw new OciError(`cannot delete container ${id} that is not stopped: ${state.status}`);
   }
   await withAgent(globals, (agent) => agent.call('RemoveContainer', { container_id: id, timeout: 10 })).catch((err: unknown) => {
     if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) throw err;

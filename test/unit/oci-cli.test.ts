@@ -155,6 +155,10 @@ t.test('lifecycle: create → created (pid alive) → start → running → kill
   s = await state('c1');
   t.same(s, { ociVersion: '1.0.2', id: 'c1', status: 'stopped', bundle: b, annotations: { 'org.example/key': 'value' } }, 'stopped, no pid');
   t.notOk(pidAlive(pid), 'the process is gone');
+  r = await cli(['kill', 'c1', 'KILL']);
+  t.equal(r.status, 1, 'kill of a stopped container fails (runtime.md#kill)');
+  t.match(r.stderr, /container c1 is not running/);
+  t.same(await state('c1'), s, 'without effect');
 
   t.equal((await cli(['delete', 'c1'])).status, 0, 'delete');
   for (const cmd of [['state', 'c1'], ['start', 'c1'], ['kill', 'c1'], ['delete', 'c1'], ['ps', 'c1']]) {
@@ -168,7 +172,11 @@ t.test('delete --force of a running container, of a created one; ps', async (t) 
   const { bundle, cli, state } = await setup(t);
   const b = bundle('s', ['sleep', '60']);
   t.equal((await cli(['create', '-b', b, 'c2'])).status, 0);
-  t.equal((await cli(['delete', 'c2'])).status, 0, 'a created container may be deleted (as runc)');
+  const refused = await cli(['delete', 'c2']);
+  t.equal(refused.status, 1, 'delete of a created container fails (runtime.md#delete; runc 1.1 deletes it)');
+  t.match(refused.stderr, /cannot delete container c2 that is not stopped: created/);
+  t.equal((await state('c2')).status, 'created', 'without effect');
+  t.equal((await cli(['delete', '--force', 'c2'])).status, 0, 'delete --force of a created container');
   t.equal((await cli(['state', 'c2'])).status, 1, 'gone');
 
   t.equal((await cli(['run', '-d', '-b', b, 'c3'])).status, 0, 'run -d');
