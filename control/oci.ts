@@ -339,6 +339,8 @@ export interface SandboxNamespaceInfo {
   namespaces: readonly NamespacePlan[];
   /** Path of the sandbox pid namespace (`/proc/<pid>/ns/pid` of the first container's init), or null. */
   pidns: string | null;
+  /** The sandbox's hostname (CreateSandboxRequest.hostname; "" = none given). */
+  hostname?: string;
 }
 
 /** Options of {@link containerPlanFromSpec}. */
@@ -385,16 +387,24 @@ function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Pr
  * else to "" (a new pid namespace). Upstream appends a second pid entry; we replace any pid
  * entry of the spec, so the plan has exactly one.
  *
+ * Departure: a container whose spec sets a `hostname` ("" = none) other than the sandbox's gets
+ * a uts namespace of its own, where kata-init sets that hostname; upstream joins the sandbox's
+ * and ignores the spec's hostname without a word (the Kata runtime gives every container of a
+ * pod the pod's hostname, so with it nothing changes). Stand-alone, one sandbox serves
+ * containers of unrelated specs (kata-agent-oci, the OCI conformance suite's `hostname`).
+ *
  * Throws StatusError FAILED_PRECONDITION "sandbox does not have a shared pid namespace" when
  * `sandboxPidns` is asked for and the sandbox has none yet (upstream: INTERNAL).
  */
-export function rewriteNamespaces(namespaces: readonly NamespacePlan[], options: ContainerPlanOptions): NamespacePlan[] {
+export function rewriteNamespaces(namespaces: readonly NamespacePlan[], options: ContainerPlanOptions, hostname = ''): NamespacePlan[] {
   const sandboxPath = (type: NamespaceType): string =>
     options.sandbox.namespaces.find((n) => n.type === type)?.path ?? '';
+  const ownUts = hostname !== '' && hostname !== (options.sandbox.hostname ?? '');
   const out: NamespacePlan[] = [];
   for (const ns of namespaces) {
     if (ns.type === 'pid') continue;
-    if (ns.type === 'ipc' || ns.type === 'uts') out.push({ type: ns.type, path: sandboxPath(ns.type) });
+    if (ns.type === 'uts' && ownUts) out.push({ type: 'uts', path: '' });
+    else if (ns.type === 'ipc' || ns.type === 'uts') out.push({ type: ns.type, path: sandboxPath(ns.type) });
     else out.push({ ...ns });
   }
   let pidPath = '';
@@ -796,7 +806,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     throw invalid('OCI.Linux.RootfsPropagation', rootfsPropagation, `want one of ${ROOTFS_PROPAGATIONS.filter((p) => p).join(', ')}`);
   }
 
-  const namespaces = rewriteNamespaces(specNamespaces, options);
+  const namespaces = rewriteNamespaces(specNamespaces, options, hostname);
   const sysctl: Record<string, string> = { ...(linux.Sysctl ?? {}) };
   validateSysctl(sysctl, namespaces);
 

@@ -50,10 +50,10 @@ if (skip) {
   const waitFor = async (id: string, status: string): Promise<void> => {
     for (let i = 0; i < 200 && state(id).status !== status; i++) await new Promise((r) => setTimeout(r, 50));
   };
-  const bundle = (name: string, args: string[]): string => {
+  const bundle = (name: string, args: string[], hostname = ''): string => {
     const dir = path.join(tmp, name);
     fs.mkdirSync(dir);
-    const config = { ...busyboxConfig(rootfs, args, { namespaces: [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }, { type: 'pid' }] }), annotations: { 'test.key': 'v' } };
+    const config = { ...busyboxConfig(rootfs, args, { hostname, namespaces: [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }, { type: 'pid' }] }), annotations: { 'test.key': 'v' } };
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
     return dir;
   };
@@ -110,9 +110,9 @@ if (skip) {
   });
 
   t.test('run (attached): output and exit status; exec into a running container', async (t) => {
-    const r = oci(['run', '--bundle', bundle('run', ['sh', '-c', 'cat; echo done; exit 5']), 'run1'], ['pipe', 'pipe', 'pipe'], 'from-stdin\n');
+    const r = oci(['run', '--bundle', bundle('run', ['sh', '-c', 'cat; hostname; exit 5'], 'oci-box'), 'run1'], ['pipe', 'pipe', 'pipe'], 'from-stdin\n');
     t.equal(r.status, 5, `run: the exit status (${r.stderr})`);
-    t.equal(r.stdout, 'from-stdin\ndone\n', 'stdin copied in, output out');
+    t.equal(r.stdout, 'from-stdin\noci-box\n', 'stdin copied in, output out; the spec\'s hostname (its own uts namespace: the sandbox has another)');
     t.equal(oci(['state', 'run1']).status, 1, 'removed after run');
 
     const b = bundle('exec', ['sleep', '1000']);

@@ -237,6 +237,15 @@ t.test('namespace rewrite (rpc.rs update_container_namespaces)', async (t) => {
   const bare = rewriteNamespaces([{ type: 'ipc', path: '/proc/1/ns/ipc' }], { sandboxPidns: false, sandbox: { namespaces: [], pidns: null } });
   t.same(bare, [{ type: 'ipc', path: '' }, { type: 'pid', path: '' }], 'no sandbox namespaces: a new ipc namespace (upstream)');
 
+  // A spec hostname other than the sandbox's: a uts namespace of its own (the conformance
+  // suite's containers all saw the sandbox's hostname; upstream ignores the spec's).
+  const withHost = { namespaces: [{ type: 'uts' as const, path: '/var/run/sandbox-ns/uts' }], pidns: null, hostname: 'pod' };
+  const utsOf = (hostname: string) => containerPlanFromSpec(spec({ Hostname: hostname }), { sandboxPidns: false, sandbox: withHost }).namespaces.find((n) => n.type === 'uts');
+  t.same(utsOf('other'), { type: 'uts', path: '' }, 'another hostname: a new uts namespace');
+  t.same(utsOf('pod'), { type: 'uts', path: '/var/run/sandbox-ns/uts' }, 'the sandbox\'s hostname: the sandbox\'s uts namespace (upstream)');
+  t.same(utsOf(''), { type: 'uts', path: '/var/run/sandbox-ns/uts' }, 'no hostname: the sandbox\'s uts namespace (upstream)');
+  t.equal(containerPlanFromSpec(spec({ Hostname: 'other' }), { sandboxPidns: false, sandbox: withHost }).hostname, 'other', 'and the plan sets it');
+
   rejects(
     t,
     () => containerPlanFromSpec(spec(), { sandboxPidns: true, sandbox: { namespaces: [], pidns: null } }),
