@@ -156,6 +156,8 @@ export interface TerminalCommand {
   gid: number;
   /** exec only: start the process and return 0 without attaching (its output stays in the agent). */
   detach?: boolean;
+  /** exec only: called with the exec id once ExecProcess succeeded, before attaching (e.g. --pid-file). */
+  onStarted?: (execId: string) => Promise<void>;
 }
 
 /** A usage error of exec/run (exit status 2). */
@@ -298,6 +300,7 @@ export async function runTerminalCommand(cmd: TerminalCommand, io: AttachIo): Pr
     };
     const execId = `ctl-${randomBytes(6).toString('hex')}`;
     await agent.call('ExecProcess', { container_id: cmd.containerId, exec_id: execId, process: process_ });
+    if (cmd.onStarted) await cmd.onStarted(execId);
     if (cmd.detach) return 0;
     return await attachProcess(agent, { containerId: cmd.containerId, execId, tty: cmd.tty, interactive: cmd.interactive }, io);
   } catch (err) {

@@ -9,7 +9,7 @@
  *   kata-agent-oci [GLOBAL...] kill [--all|-a] ID [SIGNAL]        (SIGNAL default TERM; --signal S too)
  *   kata-agent-oci [GLOBAL...] delete [--force|-f] ID
  *   kata-agent-oci [GLOBAL...] run [--bundle|-b DIR] [--detach|-d] [--pid-file F] ID
- *   kata-agent-oci [GLOBAL...] exec [--detach|-d] [--tty|-t] [--cwd D] [--env|-e K=V]... [--user|-u UID[:GID]] ID CMD [ARG...]
+ *   kata-agent-oci [GLOBAL...] exec [--detach|-d] [--tty|-t] [--cwd D] [--env|-e K=V]... [--user|-u UID[:GID]] [--pid-file F] ID CMD [ARG...]
  *   kata-agent-oci [GLOBAL...] ps [--format|-f table|json] ID [PS-ARGS...]
  *
  * Global options: --address ADDR (env KATA_AGENT_ADDR; default the stand-alone agent's socket),
@@ -280,7 +280,7 @@ COMMANDS:
     delete [--force|-f] ID                           remove a stopped (with --force: any) container
     run [--bundle|-b DIR] [--detach|-d] [--pid-file FILE] ID
                                                      create and start; attached unless -d (exit status = the process's)
-    exec [-d] [-t] [--cwd DIR] [-e K=V]... [-u UID[:GID]] ID CMD [ARG...]
+    exec [-d] [-t] [--cwd DIR] [-e K=V]... [-u UID[:GID]] [--pid-file FILE] ID CMD [ARG...]
                                                      run a process in the container
     ps [--format|-f table|json] ID [PS ARGS...]      the container's processes
 

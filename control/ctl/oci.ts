@@ -136,6 +136,14 @@ async function runCommand(globals: OciGlobals, cmd: OciCommand, io: OciIo): Prom
       if (!cmd.detach) words.push('-i');
       if (cmd.tty) words.push('-t');
       const term = { ...parseTerminalCommand('exec', [...words, '--', cmd.id, ...cmd.args]), detach: cmd.detach };
+      if (cmd.pidFile !== '') {
+        const pidFile = path.resolve(cmd.pidFile);
+        term.onStarted = async (execId) => {
+          const p = (await agentView(debug, cmd.id))?.processes.find((x) => x.execId === execId);
+          if (!p) throw new OciError(`exec process ${execId} of container ${cmd.id} is not known to the agent`);
+          writeAtomic(pidFile, String(p.pid));
+        };
+      }
       return runTerminalCommand(term, io.attach ?? { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     }
     case 'ps':

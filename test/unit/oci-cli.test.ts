@@ -194,7 +194,7 @@ t.test('delete --force of a running container, of a created one; ps', async (t) 
 });
 
 t.test('run (attached) and exec: output and exit status', async (t) => {
-  const { bundle, cli } = await setup(t);
+  const { bundle, cli, work } = await setup(t);
   const r = await cli(['run', '-b', bundle('r', ['sh', '-c', 'read x; echo "got $x"; echo err >&2; exit 7']), 'r1'], 'hello\n');
   t.equal(r.status, 7, 'run: the process\'s exit status');
   t.equal(r.stdout, 'got hello\n', 'stdin in, stdout out');
@@ -205,6 +205,11 @@ t.test('run (attached) and exec: output and exit status', async (t) => {
   const x = await cli(['exec', '-e', 'V=42', 'e1', 'sh', '-c', 'echo "v=$V"; exit 3']);
   t.equal(x.status, 3, 'exec: the process\'s status');
   t.equal(x.stdout, 'v=42\n');
+  const pidFile = path.join(work, 'exec.pid');
+  t.equal((await cli(['exec', '-d', '--pid-file', pidFile, 'e1', 'sleep', '60'])).status, 0, 'exec -d --pid-file');
+  const execPid = Number(fs.readFileSync(pidFile, 'utf8'));
+  t.ok(pidAlive(execPid), `--pid-file holds the exec process's pid (${execPid}), alive`);
+  t.match(fs.readFileSync(`/proc/${execPid}/cmdline`, 'utf8').split('\0'), [/sleep$/, '60'], 'and it is the exec\'d sleep');
   const bad = await cli(['exec', 'nope', 'true']);
   t.equal(bad.status, 1);
   t.match(bad.stderr, /container "nope" does not exist/);
