@@ -136,6 +136,12 @@ function oneId(command: string, positionals: string[], extra: 'none' | 'rest'): 
 }
 
 const opt = (p: Parsed, name: string): string => p.opts.get(name)?.[0] ?? '';
+
+/** `--preserve-fds N`: only 0 can be honoured (an fd of this host cannot reach the agent's container). */
+function checkPreserveFds(p: Parsed, command: string): void {
+  const n = opt(p, '--preserve-fds');
+  if (n !== '' && n !== '0') throw new OciUsageError(`${command}: --preserve-fds ${JSON.stringify(n)}: extra fds cannot be passed to the agent's container (only 0)`);
+}
 const flag = (p: Parsed, name: string): boolean => p.opts.has(name);
 
 /**
@@ -198,10 +204,12 @@ function parseCommand(sub: string | undefined, rest: readonly string[]): OciComm
       throw new OciUsageError('need a command (create, start, state, kill, delete, run, exec, ps)');
     case 'create': {
       const p = parseOptions(rest, [bundle, pidFile, consoleSocket, ...ignored], sub, false);
+      checkPreserveFds(p, sub);
       return { kind: 'create', id: oneId(sub, p.positionals, 'none'), bundle: opt(p, '--bundle') || '.', pidFile: opt(p, '--pid-file'), consoleSocket: opt(p, '--console-socket') };
     }
     case 'run': {
       const p = parseOptions(rest, [bundle, pidFile, consoleSocket, { names: ['--detach', '-d'], value: false }, ...ignored], sub, false);
+      checkPreserveFds(p, sub);
       return {
         kind: 'run', id: oneId(sub, p.positionals, 'none'), bundle: opt(p, '--bundle') || '.', pidFile: opt(p, '--pid-file'),
         detach: flag(p, '--detach'), consoleSocket: opt(p, '--console-socket'),
@@ -233,6 +241,7 @@ function parseCommand(sub: string | undefined, rest: readonly string[]): OciComm
         pidFile,
         consoleSocket,
       ], sub, true);
+      if (opt(p, '--console-socket') !== '') throw new OciUsageError('exec: --console-socket is not supported (the terminal is the agent\'s; -t attaches this one)');
       const id = oneId(sub, p.positionals, 'rest');
       const args = p.positionals.slice(1);
       if (args.length === 0) throw new OciUsageError('exec: need a command to run after the container id');

@@ -22,6 +22,7 @@ t.test('command line: runc spelling, globals, env, defaults', async (t) => {
   t.equal(r.globals.root, '/run/kata-agent-oci');
   t.same(p(['create', 'c1']).command, { kind: 'create', id: 'c1', bundle: '.', pidFile: '', consoleSocket: '' }, 'bundle defaults to the cwd');
   t.same(p(['create', '-b', 'x', 'c1']).command.kind, 'create');
+  t.same(p(['create', '--preserve-fds', '0', '--no-pivot', 'c1']).command.kind, 'create', 'harmless runc create options accepted');
 
   r = p(['--root', '/r', '--log', '/l', '--log-format', 'json', '--debug', '--systemd-cgroup', '--criu', '/x', 'state', 'c1'], { KATA_AGENT_ADDR: 'unix:///a/agent.sock' });
   t.same(r.globals, { address: 'unix:///a/agent.sock', debugAddress: '', root: '/r', logFile: '/l', logFormat: 'json' }, 'runc globals accepted, the address from the environment');
@@ -52,6 +53,8 @@ t.test('command line: runc spelling, globals, env, defaults', async (t) => {
     [['ps', '-f', 'yaml', 'c1'], /want table or json/],
     [['--log-format', 'xml', 'state', 'c1'], /want text or json/],
     [['create', '--pid-file'], /needs a value/],
+    [['create', '--preserve-fds', '2', 'c1'], /--preserve-fds "2": extra fds cannot be passed/],
+    [['exec', '--console-socket', '/s', 'c1', 'sh'], /exec: --console-socket is not supported/],
   ] as const) {
     t.throws(() => p([...argv]), { constructor: OciUsageError, message: re }, argv.join(' '));
   }
