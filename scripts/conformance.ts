@@ -37,12 +37,11 @@ function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
+/** The runtime-tools git directory: RUNTIME_TOOLS_GIT when set (and only it), else the first known place holding RT_REV. */
 function sourceGit(): string | null {
-  const candidates = [
-    process.env.RUNTIME_TOOLS_GIT,
-    path.join(CACHE, 'runtime-tools.git'),
-    '/work/.mirror/opencontainers+runtime-tools/repo',
-  ].filter((c): c is string => typeof c === 'string' && c !== '');
+  const candidates = process.env.RUNTIME_TOOLS_GIT
+    ? [process.env.RUNTIME_TOOLS_GIT]
+    : [path.join(CACHE, 'runtime-tools.git'), '/work/.mirror/opencontainers+runtime-tools/repo'];
   for (const c of candidates) {
     if (spawnSync('git', ['--git-dir', c, 'cat-file', '-e', `${RT_REV}^{commit}`], { stdio: 'ignore' }).status === 0) return c;
   }

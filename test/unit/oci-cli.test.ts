@@ -3,6 +3,7 @@
 // lifecycle create → state → start → kill → delete, run and exec against the mock agent (whose
 // helper runs container processes as host processes) with its debug endpoint on a unix socket.
 import t, { type Test } from 'tap';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,6 +14,7 @@ import { DEFAULT_AGENT_ADDRESS, debugAddressFor, OciUsageError, parseOciCommandL
 import { buildState, pidAlive, type OciRecord } from '../../control/ctl/oci-state';
 import { main } from '../../control/ctl/main';
 import { startMockAgent } from '../lib/mock-agent';
+import { table } from '../../scripts/conformance';
 
 t.test('command line: runc spelling, globals, env, defaults', async (t) => {
   const p = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseOciCommandLine(argv, env);
@@ -270,4 +272,22 @@ t.test('errors: usage exit 2, unreadable bundle, unreachable agent, --log', asyn
   const out: string[] = [];
   t.equal(await main(['oci', '--help'], { stdout: (l) => out.push(l), stderr: (l) => out.push(l), stdin: process.stdin }), 0);
   t.match(out.join('\n'), /state ID\s+print the state JSON/);
+});
+
+t.test('npm run conformance: the side-by-side table; a clear SKIP when the suite cannot run', async (t) => {
+  const row = (result: string, ok = '1', plan = '1') => ({ result, ok, notOk: '0', plan });
+  const text = table(['a', 'b', 'c'], new Map([['a', row('PASS')], ['b', row('PASS', '3', '3')], ['c', row('FAIL_EXIT', '0', '')]]), new Map([['a', row('PASS')], ['b', row('FAIL', '2', '3')], ['c', row('PASS_NO_ASSERTS', '0', '0')]]));
+  t.match(text, /^test\s+runc\s+ours$/m, 'header');
+  t.match(text, /^b\s+PASS 3\/3\s+FAIL 2\/3\s+<- runc passes, ours not$/m, 'a test runc passes and ours not is marked');
+  t.match(text, /^c\s+FAIL_EXIT\s+PASS_NO_ASSERTS$/m);
+  t.match(text, /pass: runc 2\/3, ours 2\/3$/, 'pass counts');
+  t.match(table(['a'], null, new Map([['a', row('PASS')]])), /pass: runc n\/a\/1, ours 1\/1/, 'no runc: n/a');
+
+  const r = spawnSync(process.execPath, [path.join(__dirname, '..', '..', 'scripts', 'conformance.js')], {
+    env: { ...process.env, RUNTIME_TOOLS_GIT: path.join(os.tmpdir(), 'no-such-runtime-tools.git') },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  t.equal(r.status, 0, 'exit 0');
+  t.match(r.stdout, /^conformance: SKIP: (needs root|Go is missing|git is missing|the runtime-tools source \(revision 5e63903\) is missing: set RUNTIME_TOOLS_GIT)/, 'one line naming why');
 });
