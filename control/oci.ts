@@ -376,9 +376,27 @@ function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Pr
     if (seen.has(type)) throw invalid(`${f}.Type`, type, 'duplicate namespace type');
     seen.add(type);
     const path = ns.Path ? checkAbsPath(`${f}.Path`, ns.Path, false) : '';
+    // A /proc/<pid>/ns/<file> path names its type: a file of another type is a wrong path even
+    // where the rewrite replaces it (runtime-spec config-linux.md#namespaces: "an error MUST be
+    // generated" for a path of the wrong type; runtime-tools linux_ns_path_type).
+    const file = /^\/proc\/(?:self|thread-self|[0-9]+)\/ns\/([a-z_]+)$/.exec(path)?.[1];
+    if (file !== undefined && !NS_FILES[type as NamespaceType].includes(file)) {
+      throw invalid(`${f}.Path`, path, `is a ${file} namespace file, not ${type} (want /proc/<pid>/ns/${NS_FILES[type as NamespaceType][0]})`);
+    }
     return { type: type as NamespaceType, path };
   });
 }
+
+/** The /proc/<pid>/ns file names of each namespace type (pid_for_children is a pid namespace). */
+const NS_FILES: Readonly<Record<NamespaceType, readonly string[]>> = {
+  pid: ['pid', 'pid_for_children'],
+  network: ['net'],
+  mount: ['mnt'],
+  ipc: ['ipc'],
+  uts: ['uts'],
+  cgroup: ['cgroup'],
+  user: ['user'],
+};
 
 /**
  * Kata's namespace rewrite (rpc.rs update_container_namespaces): ipc and uts entries of the

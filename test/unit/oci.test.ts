@@ -150,6 +150,8 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['bogus namespace', spec({}, { Namespaces: [{ Type: 'net' }] }), Code.INVALID_ARGUMENT, ['"net"']],
     ['duplicate namespace', spec({}, { Namespaces: [{ Type: 'ipc' }, { Type: 'ipc' }] }), Code.INVALID_ARGUMENT, ['Namespaces[1]', 'duplicate']],
     ['relative ns path', spec({}, { Namespaces: [{ Type: 'network', Path: 'x' }] }), Code.INVALID_ARGUMENT, ['Namespaces[0].Path', '"x"']],
+    ['ns path of another type', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'ipc', Path: '/proc/self/ns/mnt' }] }), Code.INVALID_ARGUMENT, ['OCI.Linux.Namespaces[1].Path "/proc/self/ns/mnt"', 'a mnt namespace file, not ipc']],
+    ['ns path of another type (pid)', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'pid', Path: '/proc/42/ns/user' }] }), Code.INVALID_ARGUMENT, ['Namespaces[1].Path', 'not pid']],
     ['user namespace', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'user' }] }), Code.UNIMPLEMENTED, ['user namespace']],
     ['id mappings without userns', spec({}, { Namespaces: [{ Type: 'mount' }], UIDMappings: [{ HostID: 1, ContainerID: 0, Size: 1 }] }), Code.INVALID_ARGUMENT, ['UIDMappings']],
     ['relative mount', spec({ Mounts: [{ destination: 'proc', type: 'proc' }] }), Code.INVALID_ARGUMENT, ['OCI.Mounts[0].destination', '"proc"', 'absolute']],
