@@ -297,7 +297,8 @@ GLOBAL OPTIONS:
     --address ADDR        the agent's ttRPC address (env KATA_AGENT_ADDR;
                           default ${DEFAULT_AGENT_ADDRESS}, where kata-agent --standalone serves)
     --debug-address ADDR  the agent's debug endpoint, unix:///path or 127.0.0.1:PORT (env KATA_AGENT_DEBUG_ADDR;
-                          default: debug.sock next to a unix agent socket); state, ps and --pid-file need it
+                          default: debug.sock next to a unix agent socket); state, ps, delete
+                          (without --force) and --pid-file need it; kill uses it to refuse a stopped container
     --root DIR            state records, one directory per container (default ${DEFAULT_OCI_ROOT})
     --log FILE            also append error messages to FILE
     --log-format text|json

@@ -194,7 +194,7 @@ export function debugGet(address: string, urlPath: string, timeoutMs = 10_000): 
  * does not know it (404). OciError when no debug endpoint is known or it cannot be reached.
  */
 export async function agentView(address: string, id: string): Promise<AgentContainerView | null> {
-  if (address === '') throw new OciError('no debug endpoint known for this agent address: give --debug-address (state, ps and --pid-file need it)');
+  if (address === '') throw new OciError('no debug endpoint known for this agent address: give --debug-address (status and pids come from it)');
   const { status, body } = await debugGet(address, `/v1/containers/${encodeURIComponent(id)}`);
   if (status === 404) return null;
   if (status !== 200) throw new OciError(`debug endpoint ${address}: /v1/containers/${id} answered ${status}`);

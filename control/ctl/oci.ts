@@ -120,7 +120,8 @@ async function runCommand(globals: OciGlobals, cmd: OciCommand, io: OciIo): Prom
       const signal = signalNumber(cmd.signal);
       // runtime.md#kill: neither created nor running MUST be an error (the agent itself accepts
       // a signal to an exited process without effect, as upstream).
-      if ((await currentState(store, record, debug)).status === 'stopped') throw new OciError(`container ${cmd.id} is not running`);
+      // Without a debug endpoint (e.g. a vsock agent and no --debug-address) the signal goes anyway.
+      if (debug !== '' && (await currentState(store, record, debug)).status === 'stopped') throw new OciError(`container ${cmd.id} is not running`);
       await withAgent(globals, (agent) => agent.call('SignalProcess', { container_id: cmd.id, exec_id: cmd.all ? '' : cmd.id, signal }));
       return 0;
     }
