@@ -342,6 +342,8 @@ export interface SandboxNamespaceInfo {
   namespaces: readonly NamespacePlan[];
   /** Path of the sandbox pid namespace (`/proc/<pid>/ns/pid` of the first container's init), or null. */
   pidns: string | null;
+  /** The sandbox's hostname (CreateSandboxRequest.hostname; "" = none given). */
+  hostname?: string;
 }
 
 /** Options of {@link containerPlanFromSpec}. */
@@ -377,9 +379,27 @@ function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Pr
     if (seen.has(type)) throw invalid(`${f}.Type`, type, 'duplicate namespace type');
     seen.add(type);
     const path = ns.Path ? checkAbsPath(`${f}.Path`, ns.Path, false) : '';
+    // A /proc/<pid>/ns/<file> path names its type: a file of another type is a wrong path even
+    // where the rewrite replaces it (runtime-spec config-linux.md#namespaces: "an error MUST be
+    // generated" for a path of the wrong type; runtime-tools linux_ns_path_type).
+    const file = /^\/proc\/(?:self|thread-self|[0-9]+)\/ns\/([a-z_]+)$/.exec(path)?.[1];
+    if (file !== undefined && !NS_FILES[type as NamespaceType].includes(file)) {
+      throw invalid(`${f}.Path`, path, `is a ${file} namespace file, not ${type} (want /proc/<pid>/ns/${NS_FILES[type as NamespaceType][0]})`);
+    }
     return { type: type as NamespaceType, path };
   });
 }
+
+/** The /proc/<pid>/ns file names of each namespace type (pid_for_children is a pid namespace). */
+const NS_FILES: Readonly<Record<NamespaceType, readonly string[]>> = {
+  pid: ['pid', 'pid_for_children'],
+  network: ['net'],
+  mount: ['mnt'],
+  ipc: ['ipc'],
+  uts: ['uts'],
+  cgroup: ['cgroup'],
+  user: ['user'],
+};
 
 /**
  * Kata's namespace rewrite (rpc.rs update_container_namespaces): ipc and uts entries of the
@@ -388,16 +408,24 @@ function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Pr
  * else to "" (a new pid namespace). Upstream appends a second pid entry; we replace any pid
  * entry of the spec, so the plan has exactly one.
  *
+ * Departure: a container whose spec sets a `hostname` ("" = none) other than the sandbox's gets
+ * a uts namespace of its own, where kata-init sets that hostname; upstream joins the sandbox's
+ * and ignores the spec's hostname without a word (the Kata runtime gives every container of a
+ * pod the pod's hostname, so with it nothing changes). Stand-alone, one sandbox serves
+ * containers of unrelated specs (kata-agent-oci, the OCI conformance suite's `hostname`).
+ *
  * Throws StatusError FAILED_PRECONDITION "sandbox does not have a shared pid namespace" when
  * `sandboxPidns` is asked for and the sandbox has none yet (upstream: INTERNAL).
  */
-export function rewriteNamespaces(namespaces: readonly NamespacePlan[], options: ContainerPlanOptions): NamespacePlan[] {
+export function rewriteNamespaces(namespaces: readonly NamespacePlan[], options: ContainerPlanOptions, hostname = ''): NamespacePlan[] {
   const sandboxPath = (type: NamespaceType): string =>
     options.sandbox.namespaces.find((n) => n.type === type)?.path ?? '';
+  const ownUts = hostname !== '' && hostname !== (options.sandbox.hostname ?? '');
   const out: NamespacePlan[] = [];
   for (const ns of namespaces) {
     if (ns.type === 'pid') continue;
-    if (ns.type === 'ipc' || ns.type === 'uts') out.push({ type: ns.type, path: sandboxPath(ns.type) });
+    if (ns.type === 'uts' && ownUts) out.push({ type: 'uts', path: '' });
+    else if (ns.type === 'ipc' || ns.type === 'uts') out.push({ type: ns.type, path: sandboxPath(ns.type) });
     else out.push({ ...ns });
   }
   let pidPath = '';
@@ -782,7 +810,7 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
     throw invalid('OCI.Linux.RootfsPropagation', rootfsPropagation, `want one of ${ROOTFS_PROPAGATIONS.filter((p) => p).join(', ')}`);
   }
 
-  const namespaces = rewriteNamespaces(specNamespaces, options);
+  const namespaces = rewriteNamespaces(specNamespaces, options, hostname);
   const sysctl: Record<string, string> = { ...(linux.Sysctl ?? {}) };
   validateSysctl(sysctl, namespaces);
 

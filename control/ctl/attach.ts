@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { Code, StatusError } from '../../shared/protocol';
 import { formatStatus } from '../ttrpc/status';
 import { AgentClient } from './client';
-import { ociJsonToSpec } from './oci-json';
+import { ociJsonToSpec, type OciJsonOptions } from './oci-json';
 
 /** Bytes asked for per ReadStdout/ReadStderr. */
 const READ_LEN = 32 * 1024;
@@ -154,6 +154,10 @@ export interface TerminalCommand {
   cwd: string;
   uid: number;
   gid: number;
+  /** exec only: start the process and return 0 without attaching (its output stays in the agent). */
+  detach?: boolean;
+  /** exec only: called with the exec id once ExecProcess succeeded, before attaching (e.g. --pid-file). */
+  onStarted?: (execId: string) => Promise<void>;
 }
 
 /** A usage error of exec/run (exit status 2). */
@@ -223,8 +227,12 @@ export function parseTerminalCommand(kind: 'exec' | 'run', argv: readonly string
   return cmd;
 }
 
-/** The OCI spec of `<bundleDir>/config.json` as grpc.Spec (root path made absolute). Throws Error naming the file. */
-function bundleSpec(bundleDir: string): ReturnType<typeof ociJsonToSpec> {
+/**
+ * Read `<bundleDir>/config.json`: the document as written (for its annotations and ociVersion)
+ * and as grpc.Spec (root path made absolute; control/ctl/oci-json.ts). Throws Error naming the
+ * file when it cannot be read or parsed, StatusError INVALID_ARGUMENT for a malformed spec.
+ */
+export function readBundle(bundleDir: string, opts: OciJsonOptions = {}): { config: { [k: string]: unknown }; spec: ReturnType<typeof ociJsonToSpec> } {
   const file = path.join(bundleDir, 'config.json');
   let json: unknown;
   try {
@@ -232,7 +240,12 @@ function bundleSpec(bundleDir: string): ReturnType<typeof ociJsonToSpec> {
   } catch (err) {
     throw new Error(`cannot read the OCI spec ${file}: ${(err as Error).message}`);
   }
-  return ociJsonToSpec(json, path.resolve(bundleDir));
+  const spec = ociJsonToSpec(json, path.resolve(bundleDir), opts);
+  return { config: json as { [k: string]: unknown }, spec };
+}
+
+function bundleSpec(bundleDir: string): ReturnType<typeof ociJsonToSpec> {
+  return readBundle(bundleDir).spec;
 }
 
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -287,6 +300,8 @@ export async function runTerminalCommand(cmd: TerminalCommand, io: AttachIo): Pr
     };
     const execId = `ctl-${randomBytes(6).toString('hex')}`;
     await agent.call('ExecProcess', { container_id: cmd.containerId, exec_id: execId, process: process_ });
+    if (cmd.onStarted) await cmd.onStarted(execId);
+    if (cmd.detach) return 0;
     return await attachProcess(agent, { containerId: cmd.containerId, execId, tty: cmd.tty, interactive: cmd.interactive }, io);
   } catch (err) {
     io.stderr.write(`${formatError(err)}\n`);

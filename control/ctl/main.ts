@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { humanTimeToNs, parseInteger, randomId } from './args';
 import { parseTerminalCommand, runTerminalCommand, TerminalUsageError, type AttachIo } from './attach';
+import { ociMain } from './oci';
 import { CtlSession } from './session';
 
 const PROGRAM = 'kata-agent-ctl';
@@ -60,6 +61,8 @@ SUBCOMMANDS:
     run           Create and start a container from a bundle, attached; removed at its end:
                     run [-i] [-t] --server-address ADDR --bundle-dir DIR [--cid ID] [--] [CMD...]
                   (the sandbox must exist: connect -c CreateSandbox first)
+    oci           The OCI runtime command-line interface (create, start, state, kill, delete,
+                  run, exec, ps; runc-style) over the agent: oci --help; bin/kata-agent-oci
     generate-cid  Print a random container ID (64 hex characters)
     generate-sid  Print a random sandbox ID (64 hex characters)
     examples      Show usage examples
@@ -328,7 +331,7 @@ export async function main(argv: readonly string[], io: MainIo = defaultIo()): P
     const rest = argv.slice(i + 1);
     switch (sub) {
       case undefined:
-        throw new UsageError('need a subcommand (connect, exec, run, generate-cid, generate-sid, examples)');
+        throw new UsageError('need a subcommand (connect, exec, run, oci, generate-cid, generate-sid, examples)');
       case 'connect':
         return await connectCommand([...rest], logLevel, io);
       case 'generate-cid':
@@ -338,6 +341,12 @@ export async function main(argv: readonly string[], io: MainIo = defaultIo()): P
       case 'exec':
       case 'run':
         return await runTerminalCommand(parseTerminalCommand(sub, rest), io.attach ?? { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+      case 'oci':
+        return await ociMain(rest, {
+          stdout: (text) => io.stdout(text.replace(/\n$/, '')),
+          stderr: (text) => io.stderr(text.replace(/\n$/, '')),
+          ...(io.attach ? { attach: io.attach } : {}),
+        });
       case 'examples':
         io.stdout(examplesText());
         return 0;

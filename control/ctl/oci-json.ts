@@ -28,6 +28,11 @@ import { Code, StatusError } from '../../shared/protocol';
 export interface OciJsonOptions {
   /** Send Hostname "" whatever config.json says, as upstream agent-ctl does. Default false. */
   clearHostname?: boolean;
+  /**
+   * Carry `hooks` (as grpc.Hooks) and `annotations`; default false (upstream agent-ctl drops
+   * both). The OCI runtime CLI (control/ctl/oci.ts) sets it: the spec's hooks are the runtime's.
+   */
+  keepHooks?: boolean;
 }
 
 type Json = { [k: string]: unknown };
@@ -302,9 +307,10 @@ function linuxToGrpc(l: Obj): grpc.Linux.$Properties {
  * - `bundleDir`: the bundle directory; a relative `root.path` is resolved against it.
  *   May be "" when root.path is absolute.
  * - `opts.clearHostname`: send Hostname "" (upstream agent-ctl behaviour); default keeps it.
+ * - `opts.keepHooks`: carry hooks and annotations (the OCI CLI); default drops them as upstream.
  *
  * Sections absent from the input are absent from the result (Process, Root, Linux and their
- * optional sub-messages); Hooks, Annotations, Solaris and Windows are never set.
+ * optional sub-messages); Hooks and Annotations only with `opts.keepHooks`; Solaris and Windows never.
  *
  * Throws StatusError INVALID_ARGUMENT when `json` is not an object, a key has the wrong JSON
  * type (the message names the key path, e.g. `process.args`), or root.path is relative and
@@ -324,5 +330,25 @@ export function ociJsonToSpec(json: unknown, bundleDir: string, opts: OciJsonOpt
   if (root) spec.Root = rootToGrpc(root, bundleDir);
   const linux = s.obj('linux');
   if (linux) spec.Linux = linuxToGrpc(linux);
+  if (opts.keepHooks) {
+    const hooks = s.obj('hooks');
+    if (hooks) spec.Hooks = hooksToGrpc(hooks);
+    const annotations = s.strMap('annotations');
+    if (Object.keys(annotations).length > 0) spec.Annotations = annotations;
+  }
   return spec;
+}
+
+/** config.md#posix-platform-hooks: each kind a list of {path, args, env, timeout}. */
+function hooksToGrpc(h: Obj): grpc.Hooks.$Properties {
+  const list = (key: string): grpc.Hook.$Properties[] =>
+    h.objs(key).map((e) => ({ Path: e.str('path'), Args: e.strs('args'), Env: e.strs('env'), Timeout: e.int('timeout') }));
+  return {
+    Prestart: list('prestart'),
+    CreateRuntime: list('createRuntime'),
+    CreateContainer: list('createContainer'),
+    StartContainer: list('startContainer'),
+    Poststart: list('poststart'),
+    Poststop: list('poststop'),
+  };
 }

@@ -58,7 +58,7 @@ export class Sandbox {
 
   /** What containers get from the sandbox when their namespaces are planned. */
   namespaceInfo(): SandboxNamespaceInfo {
-    return { namespaces: this.namespaces, pidns: this.pidns };
+    return { namespaces: this.namespaces, pidns: this.pidns, hostname: this.hostname };
   }
 
   /** The container `id`; throws StatusError NOT_FOUND when there is none. */

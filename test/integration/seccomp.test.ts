@@ -161,6 +161,20 @@ if (skip) {
     t.match(x.stdout.toString(), /^NoNewPrivs:\t0$/m, 'no_new_privs not set');
   });
 
+  t.test('(f) faccessat2 denied with EPERM, no no_new_privileges: create still finds the executable (runtime-tools default profile)', async (t) => {
+    // The OCI conformance suite's default profile (oci-runtime-tool generate) allows faccessat
+    // but not faccessat2, and sets no noNewPrivileges: the filter is in before kata-init looks
+    // up argv[0], and glibc's faccessat(AT_EACCESS) is faccessat2 → EPERM. Was: create failed
+    // with 'executable "/bin/echo" cannot be executed: Operation not permitted'.
+    // Everything allowed but faccessat2 (and mkdir, to see that the filter is the one loaded).
+    const profile = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['faccessat2', 'mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] };
+    for (const args of [['/bin/sh', '-c', `mkdir /tmp/fa-$$; echo rc=$?`], ['sh', '-c', `mkdir /tmp/fb-$$; echo rc=$?`]]) {
+      const r = await runToEnd(t, args, { seccomp: profile, noNewPrivileges: false });
+      t.equal(r.status, 0, `${args[0]}: the container ran (stderr ${JSON.stringify(r.stderr)})`);
+      t.match(r.stdout, /^rc=1$/m, `${args[0]}: the profile is loaded (mkdir denied)`);
+    }
+  });
+
   t.test('flags: SECCOMP_FILTER_FLAG_TSYNC and _LOG are passed to seccomp(2)', async (t) => {
     const seccomp = { ...DENY_MKDIR, flags: ['SECCOMP_FILTER_FLAG_TSYNC', 'SECCOMP_FILTER_FLAG_LOG'] };
     const r = await runToEnd(t, ['sh', '-c', `mkdir /tmp/fl-$$; echo rc=$?; ${SHOW_SECCOMP}`], { seccomp });

@@ -152,6 +152,8 @@ t.test('container plan: validation errors name the field and value', async (t) =
     ['relative ns path', spec({}, { Namespaces: [{ Type: 'network', Path: 'x' }] }), Code.INVALID_ARGUMENT, ['Namespaces[0].Path', '"x"']],
     ['user namespace without mappings', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'user' }] }), Code.INVALID_ARGUMENT, ['OCI.Linux.UIDMappings is empty']],
     ['joining a user namespace', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'user', Path: '/proc/1/ns/user' }] }), Code.UNIMPLEMENTED, ['existing user namespace']],
+    ['ns path of another type', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'ipc', Path: '/proc/self/ns/mnt' }] }), Code.INVALID_ARGUMENT, ['OCI.Linux.Namespaces[1].Path "/proc/self/ns/mnt"', 'a mnt namespace file, not ipc']],
+    ['ns path of another type (pid)', spec({}, { Namespaces: [{ Type: 'mount' }, { Type: 'pid', Path: '/proc/42/ns/user' }] }), Code.INVALID_ARGUMENT, ['Namespaces[1].Path', 'not pid']],
     ['id mappings without userns', spec({}, { Namespaces: [{ Type: 'mount' }], UIDMappings: [{ HostID: 1, ContainerID: 0, Size: 1 }] }), Code.INVALID_ARGUMENT, ['UIDMappings']],
     ['relative mount', spec({ Mounts: [{ destination: 'proc', type: 'proc' }] }), Code.INVALID_ARGUMENT, ['OCI.Mounts[0].destination', '"proc"', 'absolute']],
     ['mount with ..', spec({ Mounts: [{ destination: '/a/../etc', type: 'bind' }] }), Code.INVALID_ARGUMENT, ['OCI.Mounts[0].destination', '/a/../etc', '".."']],
@@ -236,6 +238,15 @@ t.test('namespace rewrite (rpc.rs update_container_namespaces)', async (t) => {
 
   const bare = rewriteNamespaces([{ type: 'ipc', path: '/proc/1/ns/ipc' }], { sandboxPidns: false, sandbox: { namespaces: [], pidns: null } });
   t.same(bare, [{ type: 'ipc', path: '' }, { type: 'pid', path: '' }], 'no sandbox namespaces: a new ipc namespace (upstream)');
+
+  // A spec hostname other than the sandbox's: a uts namespace of its own (the conformance
+  // suite's containers all saw the sandbox's hostname; upstream ignores the spec's).
+  const withHost = { namespaces: [{ type: 'uts' as const, path: '/var/run/sandbox-ns/uts' }], pidns: null, hostname: 'pod' };
+  const utsOf = (hostname: string) => containerPlanFromSpec(spec({ Hostname: hostname }), { sandboxPidns: false, sandbox: withHost }).namespaces.find((n) => n.type === 'uts');
+  t.same(utsOf('other'), { type: 'uts', path: '' }, 'another hostname: a new uts namespace');
+  t.same(utsOf('pod'), { type: 'uts', path: '/var/run/sandbox-ns/uts' }, 'the sandbox\'s hostname: the sandbox\'s uts namespace (upstream)');
+  t.same(utsOf(''), { type: 'uts', path: '/var/run/sandbox-ns/uts' }, 'no hostname: the sandbox\'s uts namespace (upstream)');
+  t.equal(containerPlanFromSpec(spec({ Hostname: 'other' }), { sandboxPidns: false, sandbox: withHost }).hostname, 'other', 'and the plan sets it');
 
   rejects(
     t,

@@ -19,7 +19,15 @@ static bool is_executable(const char *path)
 		errno = S_ISDIR(st.st_mode) ? EISDIR : EACCES;
 		return false;
 	}
-	return faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) == 0;
+	if (faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) == 0)
+		return true;
+	/* glibc implements AT_EACCESS with faccessat2, which a seccomp profile loaded already
+	 * (no no_new_privileges: the filter goes in before the uid change) may deny with EPERM
+	 * (the runtime-tools default profile does; runc's lookup is a plain stat). Our real and
+	 * effective ids are equal by now (setresuid), so access(2) semantics give the same answer. */
+	if (errno == EPERM || errno == ENOSYS)
+		return access(path, X_OK) == 0;
+	return false;
 }
 
 /* Step 9: find argv[0] the way execvp would, but with the container's PATH (from the plan's
