@@ -19,7 +19,6 @@ import { pino, type Logger } from 'pino';
 import type { HelperEvent } from '../shared/protocol';
 import type { LogRing } from '../shared/log-ring';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
-import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
 import { AgentService, HealthService, registerServices, type AgentLimits, type GuestOptions } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
@@ -135,6 +134,9 @@ export class Agent extends EventEmitter {
     }
     if (this.config.debugAddr !== '') {
       try {
+        // Loaded here, not at start-up: fastify and its plugins are ~40% of the control plane's
+        // modules and the ttRPC server does not need them (start-to-SERVING, bench/startup.ts).
+        const { startDebugServer } = require('./debug/server') as typeof import('./debug/server');
         this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr), {
           metrics: this.service.metrics,
           logs: this.logRing,

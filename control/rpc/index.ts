@@ -75,7 +75,7 @@ export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends
  */
 export function registerServices(server: TtrpcServer, agent: AgentService, health: HealthService, log?: Logger): void {
   const implemented = new Set<string>();
-  const observe: RpcObserver = (method, code, seconds) => agent.metrics.observeRpc(method, code, seconds);
+  const observe: RpcObserver = (method, code, seconds) => agent.observeRpc(method, code, seconds);
   // The policy interceptor: every AgentService rpc is checked once here, before it runs
   // (control/rpc/policy.ts); Health is never checked, as upstream.
   const reg = <ReqP extends object, ReqM extends ReqP, ResP extends object, ResM extends ResP>(
