@@ -186,6 +186,61 @@ t.test('100 concurrent calls on one connection complete out of order, each with 
   t.equal(order[0], 99, 'the shortest handler (last request) answered first');
 });
 
+t.test('200 requests in one chunk (answers corked per turn) are each answered once, in full', async (t) => {
+  const { socketPath } = await startServer(t, (server) => {
+    server.register('test.Slow', 'Later', async (payload) => {
+      await sleep(5);
+      return payload;
+    });
+  });
+  const peer = await RawPeer.connect(socketPath);
+  t.teardown(() => peer.destroy());
+  const frames: Buffer[] = [];
+  const big = Buffer.alloc(100_000, 7);
+  for (let i = 0; i < 200; i++) {
+    const streamId = 2 * i + 1;
+    const method = i % 3 === 0 ? 'Later' : 'Echo';
+    const payload = i % 50 === 0 ? big : Buffer.from(`p${i}`);
+    const service = method === 'Later' ? 'test.Slow' : 'test.Echo';
+    frames.push(encodeFrame(streamId, FrameType.REQUEST, 0, ttrpc.Request.encode({ service, method, payload }).finish()));
+  }
+  peer.send(Buffer.concat(frames));
+  const seen = new Map<number, Buffer>();
+  for (let i = 0; i < 200; i++) {
+    const r = await peer.nextResponse();
+    t.notOk(seen.has(r.streamId), `stream ${r.streamId} answered once`);
+    seen.set(r.streamId, Buffer.from(r.response.payload ?? []));
+  }
+  t.equal(seen.size, 200);
+  for (let i = 0; i < 200; i++) {
+    const want = i % 50 === 0 ? big : Buffer.from(`p${i}`);
+    if (!want.equals(seen.get(2 * i + 1) ?? Buffer.alloc(0))) t.fail(`stream ${2 * i + 1}: wrong payload`);
+  }
+  t.equal(await peer.next(100), null, 'nothing more');
+});
+
+t.test('a signal first read after the call was cancelled is already aborted', async (t) => {
+  const read = deferred<AbortSignal>();
+  const gate = deferred();
+  const { socketPath } = await startServer(t, (server) => {
+    server.register('test.Late', 'Signal', async (_p, ctx) => {
+      await gate.promise;
+      read.resolve(ctx.signal);
+      return new Uint8Array(0);
+    });
+  });
+  const peer = await RawPeer.connect(socketPath);
+  peer.sendRequest(1, { service: 'test.Late', method: 'Signal', payload: new Uint8Array(0) });
+  await sleep(50);
+  peer.destroy();
+  await peer.closed;
+  await sleep(50);
+  gate.resolve();
+  const signal = await within(read.promise, 'handler');
+  t.ok(signal.aborted, 'aborted');
+  t.ok(signal.reason instanceof StatusError && signal.reason.code === Code.CANCELLED, 'reason CANCELLED');
+});
+
 t.test('client sends stream ids 1, 3, 5, ...', async (t) => {
   const socketPath = newSocketPath();
   const seen: number[] = [];
