@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { ttrpc as pb } from '../../shared/generated/protos';
 import { ttrpc } from '../../shared/proto';
 import { Code, StatusError } from '../../shared/protocol';
-import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, oversizeMessage, writeFrame, type FrameHeader, type ParsedFrame } from './frame';
+import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, encodeVarint, oversizeMessage, writeFrame, writeFrameChunks, type FrameHeader, type ParsedFrame } from './frame';
 import { SMALL_PARTIAL_FRAME, type ConnectionLimits, type SharedByteBudget } from './limits';
 import { codeName, statusFromError, wireStatus } from './status';
 
@@ -31,11 +31,13 @@ export interface HandlerContext {
 }
 
 /**
- * A unary handler: gets the request's serialized payload, resolves with the serialized reply.
+ * A unary handler: gets the request's serialized payload, resolves with the serialized reply
+ * (one buffer, or a list of chunks whose concatenation it is, written without copying: the
+ * handler must not change them afterwards).
  * Throw (or reject with) a StatusError to answer with that code and message; anything else
  * thrown is answered INTERNAL with its message and logged as our bug.
  */
-export type Handler = (payload: Buffer, ctx: HandlerContext) => Promise<Uint8Array>;
+export type Handler = (payload: Buffer, ctx: HandlerContext) => Promise<Uint8Array | Uint8Array[]>;
 
 /** Longest delay setTimeout honours (2^31-1 ms, ~24.8 days); longer deadlines are not timed. */
 const MAX_TIMER_MS = 0x7fffffff;
@@ -52,6 +54,9 @@ interface Inflight {
   timer?: NodeJS.Timeout;
   finished: boolean;
 }
+
+/** A success Response's first bytes: status (field 1) empty, then the payload tag (field 2). */
+const OK_STATUS_AND_PAYLOAD_TAG = Buffer.from([0x0a, 0x00, 0x12]);
 
 /** Frames handled per turn of the event loop on one connection (see Connection.pump). */
 const PUMP_BATCH = 64;
@@ -451,7 +456,7 @@ export class Connection {
     const logContext = (): { streamId: number; service: string; method: string } => ({ streamId, service, method });
     // The handler runs now (its synchronous part within this frame's turn, as it did one
     // microtask later before); a throw becomes a rejection.
-    let pending: Promise<Uint8Array>;
+    let pending: Promise<Uint8Array | Uint8Array[]>;
     try {
       pending = lookup(payload, ctx);
     } catch (err) {
@@ -465,7 +470,7 @@ export class Connection {
             return;
           }
           this.finish(entry);
-          if (!(result instanceof Uint8Array)) {
+          if (!(result instanceof Uint8Array) && !(Array.isArray(result) && result.every((c) => c instanceof Uint8Array))) {
             this.log.error({ ...logContext(), got: typeof result }, 'handler resolved with something other than bytes');
             this.respondStatus(streamId, Code.INTERNAL, `handler for ${service}/${method} returned ${typeof result}, not bytes`);
             return;
@@ -493,14 +498,23 @@ export class Connection {
     this.respond(streamId, code, message, undefined);
   }
 
-  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined): void {
+  private respond(streamId: number, code: number, message: string, payload: Uint8Array | Uint8Array[] | undefined): void {
     if (this.closed || this.stream.destroyed || !this.stream.writable) return;
-    let body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
-    if (body.length > MESSAGE_LENGTH_MAX) {
-      this.log.warn({ streamId, length: body.length }, 'response too large, replaced by RESOURCE_EXHAUSTED');
-      body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length)) }).finish();
+    let body: Uint8Array | Uint8Array[];
+    if (Array.isArray(payload)) {
+      // Success with a chunked payload: the envelope is `0a 00` (empty OK status, as protobufjs
+      // encodes it) then field 2 `12 <varint len>`, followed by the chunks as they are.
+      const length = payload.reduce((n, c) => n + c.length, 0);
+      body = [Buffer.concat([OK_STATUS_AND_PAYLOAD_TAG, encodeVarint(length)]), ...payload];
+    } else {
+      body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
     }
-    const ok = writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
+    const bodyLength = Array.isArray(body) ? body.reduce((n, c) => n + c.length, 0) : body.length;
+    if (bodyLength > MESSAGE_LENGTH_MAX) {
+      this.log.warn({ streamId, length: bodyLength }, 'response too large, replaced by RESOURCE_EXHAUSTED');
+      body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(bodyLength)) }).finish();
+    }
+    const ok = Array.isArray(body) ? writeFrameChunks(this.stream, streamId, FrameType.RESPONSE, 0, body) : writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
     this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog
     // drains ('drain' is only emitted after a write returned false, hence the `!ok`). Frames

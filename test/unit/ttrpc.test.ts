@@ -20,7 +20,10 @@ import {
   type ParsedFrame,
 } from '../../control/ttrpc';
 import type { ttrpc as pb } from '../../shared/generated/protos';
-import { ttrpc } from '../../shared/proto';
+import { grpc, ttrpc } from '../../shared/proto';
+import { bytesFieldChunks } from '../../control/ttrpc';
+import { encodeVarint } from '../../control/ttrpc/frame';
+import { Reader } from 'protobufjs/minimal';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttrpc-test-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -239,6 +242,43 @@ t.test('a signal first read after the call was cancelled is already aborted', as
   const signal = await within(read.promise, 'handler');
   t.ok(signal.aborted, 'aborted');
   t.ok(signal.reason instanceof StatusError && signal.reason.code === Code.CANCELLED, 'reason CANCELLED');
+});
+
+t.test('chunked answers (ReadStdout without copies) are byte-exact ReadStreamResponse messages', async (t) => {
+  for (const n of [0, 1, 127, 128, 16383, 16384, 2 ** 21 - 1, 2 ** 21, 2 ** 28]) {
+    const v = encodeVarint(n);
+    const reader = Reader.create(v);
+    t.equal(reader.uint32() >>> 0, n >>> 0, `varint ${n}`);
+    t.equal(reader.pos, v.length);
+  }
+  t.equal(bytesFieldChunks({ data: Buffer.alloc(100) }), undefined, 'small data is encoded normally');
+  t.equal(bytesFieldChunks({ data: Buffer.alloc(5000), other: 1 } as { data: Buffer }), undefined, 'another field set: encoded normally');
+  const sizes = [4096, 65536, 1 << 20, 4 * (1 << 20) - 64];
+  const { address } = await startServer(t, (server) => {
+    server.register('test.Out', 'Read', async (payload) => {
+      const n = payload.readUInt32BE(0);
+      const data = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) data[i] = (i * 31 + 7) & 0xff;
+      return bytesFieldChunks({ data }) ?? grpc.ReadStreamResponse.encode({ data }).finish();
+    });
+  });
+  const client = await connect(t, address);
+  for (const n of [...sizes, 4 * (1 << 20)]) {
+    const req = Buffer.alloc(4);
+    req.writeUInt32BE(n);
+    if (n === 4 * (1 << 20)) {
+      const err = await rejection(client.call('test.Out', 'Read', req));
+      t.equal(err.code, Code.RESOURCE_EXHAUSTED, 'a chunked answer above 4 MiB is RESOURCE_EXHAUSTED');
+      continue;
+    }
+    const reply = await client.call('test.Out', 'Read', req);
+    const data = Buffer.from(grpc.ReadStreamResponse.decode(reply).data);
+    t.equal(data.length, n, `${n} bytes`);
+    let bad = -1;
+    for (let i = 0; i < n; i++) if (data[i] !== ((i * 31 + 7) & 0xff)) { bad = i; break; }
+    t.equal(bad, -1, `${n} bytes byte-exact`);
+    t.same(Buffer.from(reply), Buffer.from(grpc.ReadStreamResponse.encode({ data }).finish()), 'same bytes as protobufjs encodes');
+  }
 });
 
 t.test('client sends stream ids 1, 3, 5, ...', async (t) => {
