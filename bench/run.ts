@@ -26,86 +26,22 @@
  * snapshot bench/results/<YYYY-MM-DD>.md + .json (UTC date; a later run that day replaces it). The benchmark reports; it never passes or fails on a
  * figure (it exits non-zero only when something does not work).
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { RESULT_HEADERS, loadNow, targetRows, type Target, check, envInt, exited, fmt, machine, now, progress, progressDone, resultRows, rotated, run, since, stats, table, type Row, type Stats } from './lib';
+import { buildGoBench, startGoServer } from './go-ref';
+import { density, type DensityResult } from './density';
+import { rpcAndStdio, type RpcStdioResult } from './rpc-stdio';
+import { startup, type StartupResult } from './startup';
 import { AgentClient } from '../control/ctl/client';
 import { ociJsonToSpec } from '../control/ctl/oci-json';
 import { PROJECT_ROOT, busyboxConfig, startStandaloneAgent, tail, type StandaloneAgent } from '../scripts/lib/standalone';
 
 // ---------------------------------------------------------------------------------------------
-// Statistics
-
-/** Summary of one series of samples, all in ms. */
-interface Stats {
-  n: number;
-  median: number;
-  p90: number;
-  min: number;
-  max: number;
-  mean: number;
-}
-
-/** Median (mean of the two middle values for even n), p90 (nearest rank), min, max, mean; ms. */
-function stats(samples: number[]): Stats {
-  if (samples.length === 0) return { n: 0, median: NaN, p90: NaN, min: NaN, max: NaN, mean: NaN };
-  const s = [...samples].sort((a, b) => a - b);
-  const n = s.length;
-  const median = n % 2 === 1 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-  const p90 = s[Math.min(n - 1, Math.ceil(0.9 * n) - 1)];
-  return { n, median, p90, min: s[0], max: s[n - 1], mean: s.reduce((a, b) => a + b, 0) / n };
-}
-
-/** Elapsed ms since `t0` (a process.hrtime.bigint() value). */
-function since(t0: bigint): number {
-  return Number(process.hrtime.bigint() - t0) / 1e6;
-}
-
-const now = (): bigint => process.hrtime.bigint();
-
-// ---------------------------------------------------------------------------------------------
 // Process helpers
-
-interface Exited {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Spawn `cmd args` and resolve when it has exited *and* its stdout/stderr pipes are closed
- * ('close'), with what it wrote. stdio: stdin ignored, stdout/stderr piped.
- */
-function run(cmd: string, args: string[]): Promise<Exited> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.once('error', reject);
-    child.once('close', (code, signal) =>
-      resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-  });
-}
-
-/** Resolve when `child` has exited (not waiting for its pipes, which others may hold). */
-function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-}
-
-function check(what: string, r: Exited): void {
-  if (r.code !== 0) {
-    throw new Error(`${what} failed (exit ${r.code ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // runc
@@ -301,96 +237,11 @@ function requireRunc(): string {
   return r.stdout.split('\n')[0].trim();
 }
 
-/** Number of mounts of file system type `fstype` in this mount namespace. */
-function mountsOfType(fstype: string): number {
-  return fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => {
-      const sep = l.indexOf(' - ');
-      return sep >= 0 && l.slice(sep + 3).split(' ')[0] === fstype;
-    }).length;
-}
-
-function machine(): Record<string, string> {
-  const cpus = os.cpus();
-  let cgroup = 'v1';
-  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) cgroup = 'v2';
-  let distro = '';
-  try {
-    distro = /^PRETTY_NAME="?([^"\n]*)/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))?.[1] ?? '';
-  } catch {
-    /* not essential */
-  }
-  return {
-    os: distro,
-    kernel: `${os.type()} ${os.release()}`,
-    cpu: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
-    node: process.version,
-    cgroup,
-    cgroupHierarchies:
-      cgroup === 'v2'
-        ? 'one cgroup2 hierarchy'
-        : `${mountsOfType('cgroup')} v1 hierarchies${mountsOfType('cgroup2') > 0 ? ' plus the cgroup2 one' : ''}`,
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Report
 
-interface Row {
-  scenario: string;
-  variant: string;
-  stats: Stats;
-  /** Which runc row this row is compared with, by variant name (only for our rows). */
-  compareWith?: string[];
-}
-
-const fmt = (ms: number): string => (Number.isFinite(ms) ? ms.toFixed(2) : '-');
-
-function table(headers: string[], rows: string[][], markdown: boolean): string {
-  const widths = headers.map((h, i) => Math.max(markdown ? 3 : 0, h.length, ...rows.map((r) => r[i].length)));
-  const numeric = headers.map((h) => /ms$|^n$|medians/.test(h));
-  const cell = (s: string, i: number): string => (numeric[i] ? s.padStart(widths[i]) : s.padEnd(widths[i]));
-  const line = (r: string[]): string => (markdown ? `| ${r.map(cell).join(' | ')} |` : r.map(cell).join('  '));
-  const sep = markdown
-    ? `| ${widths.map((w, i) => (numeric[i] ? '-'.repeat(w - 1) + ':' : '-'.repeat(w))).join(' | ')} |`
-    : widths.map((w) => '-'.repeat(w)).join('  ');
-  return [line(headers), sep, ...rows.map(line)].join('\n');
-}
-
-function resultRows(rows: Row[]): string[][] {
-  return rows.map((r) => [r.scenario, r.variant, String(r.stats.n), fmt(r.stats.median), fmt(r.stats.p90), fmt(r.stats.min), fmt(r.stats.max)]);
-}
-
-const RESULT_HEADERS = ['scenario', 'variant', 'n', 'median ms', 'p90 ms', 'min ms', 'max ms'];
 
 // ---------------------------------------------------------------------------------------------
-
-function envInt(name: string, dflt: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) {
-    console.error(`bench: ${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
-    process.exit(2);
-  }
-  return n;
-}
-
-/** Rotate `fns` by `i` and run them one after the other. */
-async function rotated(i: number, fns: Array<() => Promise<void>>): Promise<void> {
-  for (let k = 0; k < fns.length; k++) await fns[(i + k) % fns.length]();
-}
-
-function progress(text: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
-}
-
-function progressDone(): void {
-  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-}
 
 interface HelperOpTimes {
   [op: string]: number[];
@@ -436,6 +287,10 @@ async function main(): Promise<number> {
   const runcVersion = requireRunc();
   const iterations = envInt('BENCH_ITERATIONS', 30, 1);
   const warmup = envInt('BENCH_WARMUP', 3, 0);
+  const rounds = envInt('BENCH_ROUNDS', 5, 1);
+  const densitySteps = (process.env.BENCH_DENSITY ?? '1,100,500').split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0);
+  const sections = new Set((process.env.BENCH_ONLY ?? 'lifecycle,rpc,startup,density').split(',').map((x) => x.trim()));
+  const load0 = loadNow();
 
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-bench-'));
   fs.chmodSync(work, 0o755);
@@ -497,86 +352,107 @@ async function main(): Promise<number> {
     const agentUser = standalone.controlUser;
     const total = warmup + iterations;
 
-    // Scenario A1/A2: container start.
-    for (const [scenario, bundle, readOutput] of [
-      ['start true', bTrue, false],
-      ["start sh -c 'echo hi'", bEcho, true],
-    ] as const) {
+    if (sections.has('lifecycle')) {
+      // Scenario A1/A2: container start.
+      for (const [scenario, bundle, readOutput] of [
+        ['start true', bTrue, false],
+        ["start sh -c 'echo hi'", bEcho, true],
+      ] as const) {
+        for (let i = 0; i < total; i++) {
+          const timed = i >= warmup;
+          progress(`${scenario}: ${timed ? `iteration ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`}`);
+          const c = client;
+          await rotated(i, [
+            async () => {
+              const r = await ourStart(c, bundle.spec, nextId('bench'), readOutput);
+              if (readOutput && r.stdout !== 'hi\n') throw new Error(`our container printed ${JSON.stringify(r.stdout)}, expected "hi\\n"`);
+              add(`${scenario}/ours`, r.totalMs, timed);
+              add(`${scenario}/ours + RemoveContainer`, r.totalMs + r.removeMs, timed);
+              add(`${scenario}/ours:CreateContainer`, r.createMs, timed);
+              add(`${scenario}/ours:StartContainer`, r.startMs, timed);
+              add(`${scenario}/ours:WaitProcess`, r.waitMs, timed);
+              add(`${scenario}/ours:RemoveContainer`, r.removeMs, timed);
+            },
+            async () => {
+              const t0 = now();
+              const out = await runc.run(bundle.dir, nextId('runc'));
+              add(`${scenario}/runc run`, since(t0), timed);
+              if (readOutput && out !== 'hi\n') throw new Error(`runc's container printed ${JSON.stringify(out)}, expected "hi\\n"`);
+            },
+            async () => {
+              const id = nextId('runc');
+              const r = await runc.createStartWait(bundle.dir, id);
+              const t0 = now();
+              await runc.delete(id);
+              const deleteMs = since(t0);
+              if (readOutput && r.stdout !== 'hi\n') throw new Error(`runc's container printed ${JSON.stringify(r.stdout)}, expected "hi\\n"`);
+              add(`${scenario}/runc create+start+wait`, r.totalMs, timed);
+              add(`${scenario}/runc:create`, r.createMs, timed);
+              add(`${scenario}/runc:start`, r.startMs, timed);
+              add(`${scenario}/runc:delete`, deleteMs, timed);
+            },
+          ]);
+        }
+        progressDone();
+      }
+
+      // Scenario B: exec into a running container.
+      await client.call('CreateContainer', { container_id: ourExecCid, exec_id: ourExecCid, OCI: bSleep.spec });
+      ourExecRunning = true;
+      await client.call('StartContainer', { container_id: ourExecCid });
+      await runc.runDetached(bSleep.dir, runcExecCid);
+      runcExecRunning = true;
       for (let i = 0; i < total; i++) {
         const timed = i >= warmup;
-        progress(`${scenario}: ${timed ? `iteration ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`}`);
+        progress(`exec true: ${timed ? `iteration ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`}`);
         const c = client;
         await rotated(i, [
-          async () => {
-            const r = await ourStart(c, bundle.spec, nextId('bench'), readOutput);
-            if (readOutput && r.stdout !== 'hi\n') throw new Error(`our container printed ${JSON.stringify(r.stdout)}, expected "hi\\n"`);
-            add(`${scenario}/ours`, r.totalMs, timed);
-            add(`${scenario}/ours + RemoveContainer`, r.totalMs + r.removeMs, timed);
-            add(`${scenario}/ours:CreateContainer`, r.createMs, timed);
-            add(`${scenario}/ours:StartContainer`, r.startMs, timed);
-            add(`${scenario}/ours:WaitProcess`, r.waitMs, timed);
-            add(`${scenario}/ours:RemoveContainer`, r.removeMs, timed);
-          },
+          async () => add('exec true/ours', await ourExec(c, ourExecCid, nextId('exec'), execProcess), timed),
           async () => {
             const t0 = now();
-            const out = await runc.run(bundle.dir, nextId('runc'));
-            add(`${scenario}/runc run`, since(t0), timed);
-            if (readOutput && out !== 'hi\n') throw new Error(`runc's container printed ${JSON.stringify(out)}, expected "hi\\n"`);
-          },
-          async () => {
-            const id = nextId('runc');
-            const r = await runc.createStartWait(bundle.dir, id);
-            const t0 = now();
-            await runc.delete(id);
-            const deleteMs = since(t0);
-            if (readOutput && r.stdout !== 'hi\n') throw new Error(`runc's container printed ${JSON.stringify(r.stdout)}, expected "hi\\n"`);
-            add(`${scenario}/runc create+start+wait`, r.totalMs, timed);
-            add(`${scenario}/runc:create`, r.createMs, timed);
-            add(`${scenario}/runc:start`, r.startMs, timed);
-            add(`${scenario}/runc:delete`, deleteMs, timed);
+            await runc.exec(runcExecCid, ['true']);
+            add('exec true/runc exec', since(t0), timed);
           },
         ]);
       }
       progressDone();
+      await client.call('RemoveContainer', { container_id: ourExecCid, timeout: 10 });
+      ourExecRunning = false;
+      await runc.delete(runcExecCid);
+      runcExecRunning = false;
+
+      // Baselines.
+      for (let i = 0; i < total; i++) {
+        const timed = i >= warmup;
+        const t0 = now();
+        await client.call('Check', { service: '' });
+        add('baseline/ttRPC round trip (Health.Check)', since(t0), timed);
+        const t1 = now();
+        check('/bin/true', await run('/bin/true', []));
+        add('baseline/Node spawn of /bin/true', since(t1), timed);
+        const t2 = now();
+        check('runc --version', await run(RUNC, ['--version']));
+        add('baseline/runc --version', since(t2), timed);
+      }
     }
 
-    // Scenario B: exec into a running container.
-    await client.call('CreateContainer', { container_id: ourExecCid, exec_id: ourExecCid, OCI: bSleep.spec });
-    ourExecRunning = true;
-    await client.call('StartContainer', { container_id: ourExecCid });
-    await runc.runDetached(bSleep.dir, runcExecCid);
-    runcExecRunning = true;
-    for (let i = 0; i < total; i++) {
-      const timed = i >= warmup;
-      progress(`exec true: ${timed ? `iteration ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`}`);
-      const c = client;
-      await rotated(i, [
-        async () => add('exec true/ours', await ourExec(c, ourExecCid, nextId('exec'), execProcess), timed),
-        async () => {
-          const t0 = now();
-          await runc.exec(runcExecCid, ['true']);
-          add('exec true/runc exec', since(t0), timed);
-        },
-      ]);
+    // ttRPC and stdio throughput and density, on the same agent, against the Go references.
+    const goBuild = sections.has('rpc') || sections.has('startup') ? await buildGoBench() : { reason: 'not run' };
+    const goBin = 'bin' in goBuild ? goBuild.bin : undefined;
+    if (!goBin && (sections.has('rpc') || sections.has('startup'))) console.error(`bench: no Go reference: ${'reason' in goBuild ? goBuild.reason : ''}`);
+    let rpcStdio: RpcStdioResult | undefined;
+    if (sections.has('rpc') && goBin) {
+      const goSock = path.join(work, 'go-ref.sock');
+      const goServer = await startGoServer(goBin, goSock);
+      try {
+        rpcStdio = await rpcAndStdio(goBin, standalone.address, goSock, rootfs, rounds, tag);
+      } finally {
+        goServer.kill('SIGKILL');
+      }
     }
-    progressDone();
-    await client.call('RemoveContainer', { container_id: ourExecCid, timeout: 10 });
-    ourExecRunning = false;
-    await runc.delete(runcExecCid);
-    runcExecRunning = false;
-
-    // Baselines.
-    for (let i = 0; i < total; i++) {
-      const timed = i >= warmup;
-      const t0 = now();
-      await client.call('Check', { service: '' });
-      add('baseline/ttRPC round trip (Health.Check)', since(t0), timed);
-      const t1 = now();
-      check('/bin/true', await run('/bin/true', []));
-      add('baseline/Node spawn of /bin/true', since(t1), timed);
-      const t2 = now();
-      check('runc --version', await run(RUNC, ['--version']));
-      add('baseline/runc --version', since(t2), timed);
+    let dens: DensityResult | undefined;
+    if (sections.has('density') && densitySteps.length > 0) {
+      dens = await density(client, bSleep.spec, { helper: standalone.helper.pid ?? -1, control: standalone.control.pid ?? -1 }, densitySteps, tag);
     }
 
     await client.close();
@@ -584,16 +460,19 @@ async function main(): Promise<number> {
     await standalone.stop();
     standalone = undefined;
 
+    let start: StartupResult | undefined;
+    if (sections.has('startup')) start = await startup(work, goBin, rounds);
+
     // Where our time goes: a second agent at debug level, whose helper logs each op's time.
-    const breakdownRuns = Math.max(5, Math.min(iterations, 20));
-    standalone = await startStandaloneAgent({ logLevel: 'debug', debug: false, runDir: path.join(work, 'agent-debug') });
-    client = await AgentClient.connect(standalone.address);
-    const client2 = client;
+    const breakdownRuns = sections.has('lifecycle') ? Math.max(5, Math.min(iterations, 20)) : 0;
+    standalone = breakdownRuns > 0 ? await startStandaloneAgent({ logLevel: 'debug', debug: false, runDir: path.join(work, 'agent-debug') }) : undefined;
+    client = standalone ? await AgentClient.connect(standalone.address) : undefined;
+    const client2 = client as AgentClient;
     const clientSide: Record<string, number[]> = {};
     const addClient = (k: string, ms: number): void => {
       (clientSide[k] ??= []).push(ms);
     };
-    for (let i = 0; i < warmup + breakdownRuns; i++) {
+    for (let i = 0; i < (breakdownRuns > 0 ? warmup + breakdownRuns : 0); i++) {
       progress(`breakdown: ${i + 1}/${warmup + breakdownRuns}`);
       const r = await ourStart(client2, bTrue.spec, nextId('bd'), false);
       if (i >= warmup) {
@@ -604,12 +483,12 @@ async function main(): Promise<number> {
       }
     }
     progressDone();
-    await client.close();
+    await client?.close();
     client = undefined;
-    const helperLog = standalone.helperLog;
-    await standalone.stop();
+    const helperLog = standalone?.helperLog;
+    await standalone?.stop();
     standalone = undefined;
-    const helperAll = helperOpTimes(helperLog);
+    const helperAll = helperLog ? helperOpTimes(helperLog) : {};
     // Drop the warm-up runs' entries (one per op per run, in order).
     const helperSide: Record<string, number[]> = {};
     for (const op of ['createContainer', 'startContainer', 'removeContainer']) helperSide[op] = (helperAll[op] ?? []).slice(warmup);
@@ -671,25 +550,70 @@ async function main(): Promise<number> {
       fmt(b.outsideHelperMs),
     ]);
     const env = machine();
+    const load1 = loadNow();
+    const startTrue = ratios.find((r) => r.scenario === 'start true' && r.reference === 'runc run');
+    const execTrue = ratios.find((r) => r.scenario === 'exec true');
+    const targets: Target[] = [];
+    if (sections.has('lifecycle') && startTrue && execTrue) {
+      targets.push({
+        target: 'lifecycle: create+start+wait+remove of `true`',
+        ours: `${fmt(st('start true/ours + RemoveContainer').median)} ms`,
+        reference: `${fmt(st('start true/runc run').median)} ms (runc run)`,
+        figure: `${startTrue.ratio.toFixed(2)}×`,
+        goal: '≤ 0.25×',
+        met: startTrue.ratio <= 0.25,
+      });
+      targets.push({
+        target: 'exec+wait of `true`',
+        ours: `${fmt(st('exec true/ours').median)} ms`,
+        reference: `${fmt(st('exec true/runc exec').median)} ms (runc exec)`,
+        figure: `${execTrue.ratio.toFixed(2)}×`,
+        goal: '≤ 0.15×',
+        met: execTrue.ratio <= 0.15,
+      });
+    }
+    targets.push(...(rpcStdio?.targets ?? []), ...(start?.targets ?? []), ...(dens?.targets ?? []));
+    const tg = targetRows(targets);
+    const tpHeaders = ['what', 'variant', 'n', 'median', 'unit', 'per call µs'];
+    const tpRows = (rpcStdio?.rows ?? []).map((r) => [r.what, r.variant, String(r.n), r.median.toFixed(0), r.unit, r.perCallUs.toFixed(1)]);
+    const densHeaders = ['containers', 'create+start median ms', 'helper PSS MiB', 'control PSS MiB'];
+    const densRows = (dens?.steps ?? []).map((d) => [String(d.containers), fmt(d.createStartMedianMs), (d.helperPss / 2 ** 20).toFixed(1), (d.controlPss / 2 ** 20).toFixed(1)]);
+    const startRows = start
+      ? [
+          ['agent: spawn of helper + control to SERVING', fmt(stats(start.servingMs).median), fmt(stats(start.servingMs).min), fmt(stats(start.servingMs).max)],
+          ['node -e 0', fmt(stats(start.nodeEmptyMs).median), fmt(stats(start.nodeEmptyMs).min), fmt(stats(start.nodeEmptyMs).max)],
+          ['Go ttrpc server to first Check', fmt(stats(start.goServingMs).median), fmt(stats(start.goServingMs).min), fmt(stats(start.goServingMs).max)],
+        ]
+      : [];
+    const startHeaders = ['start-up', 'median ms', 'min ms', 'max ms'];
     const when = new Date();
 
     const say = (s = ''): void => {
       process.stdout.write(`${s}\n`);
     };
-    say(`kata-agent-ts vs ${runcVersion}: ${iterations} iterations (+${warmup} warm-up) per scenario, interleaved`);
+    say(`kata-agent-ts vs ${runcVersion}: ${iterations} iterations (+${warmup} warm-up) per scenario, interleaved; ${rounds} rounds of the throughput and start-up sections`);
+    say(`load average (1 min): ${load0} at the start, ${load1} at the end; sections: ${[...sections].join(', ')}`);
+    say();
+    say(table(tg.headers, tg.rows, false));
+    say();
+    if (tpRows.length > 0) say(`${table(tpHeaders, tpRows, false)}\n`);
+    if (startRows.length > 0) say(`${table(startHeaders, startRows, false)}\n`);
+    if (densRows.length > 0) say(`${table(densHeaders, densRows, false)}\nremove median ${fmt(dens?.removeMedianMs ?? NaN)} ms\n`);
     say(`${env.os}; ${env.kernel}; ${env.cpu}; ${env.memory}; Node ${env.node}; cgroup ${env.cgroup}; control plane ${agentUser}`);
     say();
-    say(table(RESULT_HEADERS, resultRows(rows), false));
-    say();
-    say(table(ratioHeaders, ratioRowsText, false));
-    say();
-    say('phases (client-side):');
-    say(table(RESULT_HEADERS, resultRows(phaseRows), false));
-    say();
-    say(table(RESULT_HEADERS, resultRows(baselineRows), false));
-    say();
-    say(`where our time goes (second agent at log level debug, ${breakdownRuns} runs of start true; create+start+wait median ${fmt(breakdownTotal.median)} ms):`);
-    say(table(bdHeaders, bdRowsText, false));
+    if (sections.has('lifecycle')) {
+      say(table(RESULT_HEADERS, resultRows(rows), false));
+      say();
+      say(table(ratioHeaders, ratioRowsText, false));
+      say();
+      say('phases (client-side):');
+      say(table(RESULT_HEADERS, resultRows(phaseRows), false));
+      say();
+      say(table(RESULT_HEADERS, resultRows(baselineRows), false));
+      say();
+      say(`where our time goes (second agent at log level debug, ${breakdownRuns} runs of start true; create+start+wait median ${fmt(breakdownTotal.median)} ms):`);
+      say(table(bdHeaders, bdRowsText, false));
+    }
 
     const resultsDir = path.join(PROJECT_ROOT, 'bench', 'results');
     fs.mkdirSync(resultsDir, { recursive: true });
@@ -705,11 +629,17 @@ async function main(): Promise<number> {
       phases: phaseRows.map((r) => ({ scenario: r.scenario, phase: r.variant, ...r.stats })),
       baselines: baselineRows.map((r) => ({ what: r.variant, ...r.stats })),
       breakdown: { runs: breakdownRuns, createStartWaitMedianMs: breakdownTotal.median, rpcs: breakdown },
+      load: { start: load0, end: load1 },
+      targets,
+      throughput: rpcStdio?.rows ?? [],
+      startup: start ?? null,
+      density: dens ?? null,
       samples,
     };
-    const day = when.toISOString().slice(0, 10);
+    // A partial run (BENCH_ONLY) writes partial-<date> files and leaves the day's snapshot alone.
+    const day = `${process.env.BENCH_ONLY ? 'partial-' : ''}${when.toISOString().slice(0, 10)}`;
     const jsonText = `${JSON.stringify(json, null, 2)}\n`;
-    fs.writeFileSync(path.join(resultsDir, 'latest.json'), jsonText);
+    if (!process.env.BENCH_ONLY) fs.writeFileSync(path.join(resultsDir, 'latest.json'), jsonText);
     fs.writeFileSync(path.join(resultsDir, `${day}.json`), jsonText);
     const md = [
       `# Container start and exec latency: kata-agent-ts vs runc (${day})`,
@@ -725,6 +655,19 @@ async function main(): Promise<number> {
       `- Node ${env.node}; ${runcVersion}; control plane ${agentUser}`,
       `- ${iterations} timed iterations per scenario after ${warmup} warm-up iterations`,
       '',
+      `- Load average (1 min): ${load0} at the start, ${load1} at the end (a shared machine: read ratios, not absolute figures)`,
+      '',
+      '## Targets (performance issue)',
+      '',
+      table(tg.headers, tg.rows, true),
+      '',
+      ...(tpRows.length > 0
+        ? ['## ttRPC and stdio throughput (one Go client against each server; medians over rounds)', '', table(tpHeaders, tpRows, true), '']
+        : []),
+      ...(startRows.length > 0 ? ['## Start-up (spawn to first SERVING)', '', table(startHeaders, startRows, true), ''] : []),
+      ...(densRows.length > 0
+        ? ['## Density (sleeping containers on one agent)', '', table(densHeaders, densRows, true), '', `RemoveContainer median ${fmt(dens?.removeMedianMs ?? NaN)} ms.`, '']
+        : []),
       '## Results',
       '',
       table(RESULT_HEADERS, resultRows(rows), true),
@@ -776,7 +719,7 @@ async function main(): Promise<number> {
     fs.writeFileSync(path.join(resultsDir, `${day}.md`), md);
     say();
     const rel = (f: string): string => path.relative(PROJECT_ROOT, path.join(resultsDir, f));
-    say(`wrote ${rel('latest.json')}, ${rel(`${day}.json`)} and ${rel(`${day}.md`)}`);
+    say(`wrote ${process.env.BENCH_ONLY ? '' : `${rel('latest.json')}, `}${rel(`${day}.json`)} and ${rel(`${day}.md`)}`);
     return 0;
   } catch (err) {
     progressDone();

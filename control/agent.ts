@@ -20,7 +20,6 @@ import type { LogRing } from '../shared/log-ring';
 import { Code, StatusError, type HelperEvent } from '../shared/protocol';
 import { adoptFromHelper, type AdoptionSummary } from './rpc/adopt';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
-import { startDebugServer } from './debug/server';
 import type { HelperConnection } from './helper';
 import { AgentService, HealthService, registerServices, type AgentLimits, type GuestOptions } from './rpc';
 import { Sandbox } from './sandbox/sandbox';
@@ -163,6 +162,9 @@ export class Agent extends EventEmitter {
     }
     if (this.config.debugAddr !== '') {
       try {
+        // Loaded here, not at start-up: fastify and its plugins are ~40% of the control plane's
+        // modules and the ttRPC server does not need them (start-to-SERVING, bench/startup.ts).
+        const { startDebugServer } = require('./debug/server') as typeof import('./debug/server');
         this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr), {
           metrics: this.service.metrics,
           logs: this.logRing,

@@ -25,7 +25,7 @@ import { parseAddress, probeUnixSocket } from './ttrpc';
 /** How long to keep retrying the helper connection at start-up, in ms. */
 export const HELPER_CONNECT_TIMEOUT_MS = 10_000;
 /** Pause between helper connection attempts, in ms. */
-const HELPER_RETRY_MS = 100;
+const HELPER_RETRY_MS = 10;
 
 /**
  * Connect to the helper at `socketPath`, retrying while the connection is UNAVAILABLE (the

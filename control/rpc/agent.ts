@@ -33,7 +33,7 @@ import { AgentCore, type AgentLimits, type RpcContext } from './core';
 import * as events from './events';
 import * as guest from './guest';
 import * as manage from './manage';
-import { AgentMetrics } from '../metrics';
+import type { AgentMetrics, MetricsSource } from '../metrics';
 import { GuestContext, type GuestOptions } from './guest';
 import * as network from './network';
 import * as processes from './process';
@@ -69,8 +69,11 @@ export class AgentService {
   readonly core: AgentCore;
   /** The guest area's paths and the policy engine (control/rpc/guest.ts, policy.ts). */
   readonly guest: GuestContext;
-  /** GetMetrics' registry (control/metrics.ts); registerServices feeds it every rpc. */
-  readonly metrics: AgentMetrics;
+  private metricsImpl: AgentMetrics | undefined;
+  private readonly metricsSource: MetricsSource;
+  private readonly metricsLog: AgentServiceOptions['logger'];
+  /** rpcs observed before the registry was loaded: [method, code, seconds]. */
+  private pendingRpcs: [string, number, number][] = [];
 
   constructor(options: AgentServiceOptions) {
     this.core = new AgentCore({
@@ -80,14 +83,38 @@ export class AgentService {
     });
     this.guest = new GuestContext(options.guest);
     const core = this.core;
-    this.metrics = new AgentMetrics(
-      {
-        helperStats: () => core.callNoFds('helperStats', {}, 5000),
-        containerIds: () => [...core.sandbox.containers.keys()],
-        cgroupFiles: async (id) => (await core.callNoFds('cgroupStats', { containerId: id }, 5000)).files,
-      },
-      options.logger,
-    );
+    this.metricsSource = {
+      helperStats: () => core.callNoFds('helperStats', {}, 5000),
+      containerIds: () => [...core.sandbox.containers.keys()],
+      cgroupFiles: async (id) => (await core.callNoFds('cgroupStats', { containerId: id }, 5000)).files,
+    };
+    this.metricsLog = options.logger;
+  }
+
+  /**
+   * GetMetrics' registry (control/metrics.ts), loaded on first use: prom-client is not needed
+   * to serve the first request (start-to-SERVING, bench/startup.ts). rpcs observed before are
+   * replayed into it.
+   */
+  get metrics(): AgentMetrics {
+    if (!this.metricsImpl) {
+      const { AgentMetrics: Metrics } = require('../metrics') as typeof import('../metrics');
+      const m = new Metrics(this.metricsSource, this.metricsLog);
+      for (const [method, code, seconds] of this.pendingRpcs) m.observeRpc(method, code, seconds);
+      this.pendingRpcs = [];
+      this.metricsImpl = m;
+    }
+    return this.metricsImpl;
+  }
+
+  /**
+   * Count one rpc (control/rpc/index.ts calls this for every rpc): wire method name, gRPC status
+   * code, seconds. Held in a list until the registry is loaded (at most 1024, then it is loaded).
+   */
+  observeRpc(method: string, code: number, seconds: number): void {
+    if (this.metricsImpl) this.metricsImpl.observeRpc(method, code, seconds);
+    else if (this.pendingRpcs.length < 1024) this.pendingRpcs.push([method, code, seconds]);
+    else this.metrics.observeRpc(method, code, seconds);
   }
 
   /** GetMetrics: Prometheus text exposition (control/metrics.ts). */

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { ttrpc as pb } from '../../shared/generated/protos';
 import { ttrpc } from '../../shared/proto';
 import { Code, StatusError } from '../../shared/protocol';
-import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, oversizeMessage, writeFrame, type FrameHeader, type ParsedFrame } from './frame';
+import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, encodeVarint, oversizeMessage, writeFrame, writeFrameChunks, type FrameHeader, type ParsedFrame } from './frame';
 import { SMALL_PARTIAL_FRAME, type ConnectionLimits, type SharedByteBudget } from './limits';
 import { codeName, statusFromError, wireStatus } from './status';
 
@@ -38,11 +38,13 @@ export interface HandlerContext {
 }
 
 /**
- * A unary handler: gets the request's serialized payload, resolves with the serialized reply.
+ * A unary handler: gets the request's serialized payload, resolves with the serialized reply
+ * (one buffer, or a list of chunks whose concatenation it is, written without copying: the
+ * handler must not change them afterwards).
  * Throw (or reject with) a StatusError to answer with that code and message; anything else
  * thrown is answered INTERNAL with its message and logged as our bug.
  */
-export type Handler = (payload: Buffer, ctx: HandlerContext) => Promise<Uint8Array>;
+export type Handler = (payload: Buffer, ctx: HandlerContext) => Promise<Uint8Array | Uint8Array[]>;
 
 /** Longest delay setTimeout honours (2^31-1 ms, ~24.8 days); longer deadlines are not timed. */
 const MAX_TIMER_MS = 0x7fffffff;
@@ -51,13 +53,19 @@ const MAX_TIMER_MS = 0x7fffffff;
 const END_GRACE_MS = 2000;
 
 interface Inflight {
-  readonly controller: AbortController;
+  /** Made when a handler first reads ctx.signal (most never do: ~2 µs a call saved). */
+  controller?: AbortController;
+  /** Why the call was finished early, for a signal asked for afterwards. */
+  abortReason?: StatusError;
   readonly streamId: number;
   /** `service/method` of the request (for {@link Connection.shutdown}'s `unanswered`). */
   readonly name: string;
   timer?: NodeJS.Timeout;
   finished: boolean;
 }
+
+/** A success Response's first bytes: status (field 1) empty, then the payload tag (field 2). */
+const OK_STATUS_AND_PAYLOAD_TAG = Buffer.from([0x0a, 0x00, 0x12]);
 
 /** Frames handled per turn of the event loop on one connection (see Connection.pump). */
 const PUMP_BATCH = 64;
@@ -120,6 +128,8 @@ export class Connection {
   private queue: ParsedFrame[] = [];
   private queuePos = 0;
   private yieldScheduled = false;
+  /** The stream is corked until this turn's check phase (corkTurn). */
+  private corked = false;
   /** Responses written since the write buffer was last empty ('drain'). */
   private writesSinceDrain = 0;
   /** Requests refused for the in-flight limit (for rate-limited logging). */
@@ -245,7 +255,10 @@ export class Connection {
     entry.finished = true;
     if (entry.timer) clearTimeout(entry.timer);
     this.inflight.delete(entry);
-    if (abortReason) entry.controller.abort(abortReason);
+    if (abortReason) {
+      entry.abortReason = abortReason;
+      entry.controller?.abort(abortReason);
+    }
     if (this.idleWaiters.length > 0) {
       const waiting: typeof this.idleWaiters = [];
       for (const w of this.idleWaiters) {
@@ -293,6 +306,9 @@ export class Connection {
       if (this.parser.idle && this.sawFrame) this.clearFrameTimer();
       else if (!this.paused && (frames.length > 0 || this.frameTimer === undefined)) this.startFrameTimer();
       if (frames.length === 0) return;
+      // Several requests in one chunk (a pipelining client): hold their answers and write them
+      // together at the end of this turn (one writev instead of a write per answer).
+      if (frames.length > 1) this.corkTurn();
       if (this.queuePos < this.queue.length) this.queue.push(...frames);
       else {
         this.queue = frames;
@@ -326,6 +342,21 @@ export class Connection {
       this.queue = [];
       this.queuePos = 0;
     }
+  }
+
+  /**
+   * Cork the stream until the check phase of this event-loop turn: answers of handlers that
+   * finish within the turn (their microtasks run before it) leave in one writev. Idempotent
+   * within a turn.
+   */
+  private corkTurn(): void {
+    if (this.corked || typeof this.stream.cork !== 'function') return;
+    this.corked = true;
+    this.stream.cork();
+    setImmediate(() => {
+      this.corked = false;
+      this.stream.uncork();
+    });
   }
 
   /** Stop reading, let the event loop turn (answers get written), then pump again. */
@@ -415,7 +446,7 @@ export class Connection {
       (metadata[key] ??= []).push(kv.value ?? '');
     }
 
-    const entry: Inflight = { controller: new AbortController(), streamId, name: `${service}/${method}`, finished: false };
+    const entry: Inflight = { streamId, name: `${service}/${method}`, finished: false };
     this.inflight.add(entry);
     const timeoutNs = Number(request.timeout_nano ?? 0);
     let deadlineMs: number | undefined;
@@ -443,24 +474,37 @@ export class Connection {
       method,
       metadata,
       deadlineMs,
-      signal: entry.controller.signal,
+      get signal(): AbortSignal {
+        if (!entry.controller) {
+          entry.controller = new AbortController();
+          if (entry.abortReason) entry.controller.abort(entry.abortReason);
+        }
+        return entry.controller.signal;
+      },
       streamId,
       onSend: (fn) => (sentHooks ??= []).push(fn),
     };
     const payload = toBuffer(request.payload ?? Buffer.alloc(0));
-    const logContext = { streamId, service, method };
-    Promise.resolve()
-      .then(() => lookup(payload, ctx))
+    const logContext = (): { streamId: number; service: string; method: string } => ({ streamId, service, method });
+    // The handler runs now (its synchronous part within this frame's turn, as it did one
+    // microtask later before); a throw becomes a rejection.
+    let pending: Promise<Uint8Array | Uint8Array[]>;
+    try {
+      pending = lookup(payload, ctx);
+    } catch (err) {
+      pending = Promise.reject(err);
+    }
+    pending
       .then(
         (result) => {
           if (entry.finished) {
-            this.log.debug(logContext, 'late handler result dropped');
+            this.log.debug(logContext(), 'late handler result dropped');
             runSentHooks();
             return;
           }
           this.finish(entry);
-          if (!(result instanceof Uint8Array)) {
-            this.log.error({ ...logContext, got: typeof result }, 'handler resolved with something other than bytes');
+          if (!(result instanceof Uint8Array) && !(Array.isArray(result) && result.every((c) => c instanceof Uint8Array))) {
+            this.log.error({ ...logContext(), got: typeof result }, 'handler resolved with something other than bytes');
             this.respondStatus(streamId, Code.INTERNAL, `handler for ${service}/${method} returned ${typeof result}, not bytes`);
             runSentHooks();
             return;
@@ -469,19 +513,19 @@ export class Connection {
         },
         (err: unknown) => {
           if (entry.finished) {
-            this.log.debug({ ...logContext, err }, 'late handler error dropped');
+            this.log.debug({ ...logContext(), err }, 'late handler error dropped');
             runSentHooks();
             return;
           }
           runSentHooks();
           this.finish(entry);
-          const status = statusFromError(err, this.log, logContext);
-          this.log.debug({ ...logContext, code: codeName(status.code), message: status.message }, 'request failed');
+          const status = statusFromError(err, this.log, logContext());
+          this.log.debug({ ...logContext(), code: codeName(status.code), message: status.message }, 'request failed');
           this.respondStatus(streamId, status.code, status.message);
         },
       )
       .catch((err: unknown) => {
-        this.log.error({ ...logContext, err }, 'failed to send a response; closing the connection');
+        this.log.error({ ...logContext(), err }, 'failed to send a response; closing the connection');
         this.shutdown('internal error');
       });
   }
@@ -490,19 +534,31 @@ export class Connection {
     this.respond(streamId, code, message, undefined);
   }
 
-  /** Write one response frame; `beforeWrite` runs right before the write (or when nothing is written). */
-  private respond(streamId: number, code: number, message: string, payload: Uint8Array | undefined, beforeWrite?: () => void): void {
+  /**
+   * Write one response frame (a chunked payload is sent as it is, without copies);
+   * `beforeWrite` runs right before the write (or when nothing is written).
+   */
+  private respond(streamId: number, code: number, message: string, payload: Uint8Array | Uint8Array[] | undefined, beforeWrite?: () => void): void {
     if (this.closed || this.stream.destroyed || !this.stream.writable) {
       beforeWrite?.();
       return;
     }
-    let body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
-    if (body.length > MESSAGE_LENGTH_MAX) {
-      this.log.warn({ streamId, length: body.length }, 'response too large, replaced by RESOURCE_EXHAUSTED');
-      body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length)) }).finish();
+    let body: Uint8Array | Uint8Array[];
+    if (Array.isArray(payload)) {
+      // Success with a chunked payload: the envelope is `0a 00` (empty OK status, as protobufjs
+      // encodes it) then field 2 `12 <varint len>`, followed by the chunks as they are.
+      const length = payload.reduce((n, c) => n + c.length, 0);
+      body = [Buffer.concat([OK_STATUS_AND_PAYLOAD_TAG, encodeVarint(length)]), ...payload];
+    } else {
+      body = ttrpc.Response.encode({ status: wireStatus(code, message), payload }).finish();
+    }
+    const bodyLength = Array.isArray(body) ? body.reduce((n, c) => n + c.length, 0) : body.length;
+    if (bodyLength > MESSAGE_LENGTH_MAX) {
+      this.log.warn({ streamId, length: bodyLength }, 'response too large, replaced by RESOURCE_EXHAUSTED');
+      body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(bodyLength)) }).finish();
     }
     beforeWrite?.();
-    const ok = writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
+    const ok = Array.isArray(body) ? writeFrameChunks(this.stream, streamId, FrameType.RESPONSE, 0, body) : writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
     this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog
     // drains ('drain' is only emitted after a write returned false, hence the `!ok`). Frames

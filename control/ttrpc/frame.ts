@@ -136,6 +136,39 @@ export function writeFrame(sink: FrameSink, streamId: number, type: number, flag
   return ok;
 }
 
+/** Protobuf base-128 varint of a non-negative integer below 2^53. */
+export function encodeVarint(n: number): Buffer {
+  const out: number[] = [];
+  let v = n;
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+  return Buffer.from(out);
+}
+
+/**
+ * Write one frame whose payload is `chunks` concatenated: the header (with the first chunk when
+ * it is small) then each chunk, corked so that they leave in one writev, without copying the
+ * large ones. Returns what the last write returned (false: the stream's buffer is full).
+ */
+export function writeFrameChunks(sink: FrameSink, streamId: number, type: number, flags: number, chunks: Uint8Array[]): boolean {
+  const length = chunks.reduce((n, c) => n + c.length, 0);
+  const header = encodeHeader({ length, streamId, type, flags });
+  sink.cork?.();
+  let ok = true;
+  const [first, ...rest] = chunks;
+  if (first && first.length <= 64) ok = sink.write(Buffer.concat([header, first]));
+  else {
+    sink.write(header);
+    if (first) ok = sink.write(first);
+  }
+  for (const c of rest) ok = sink.write(c);
+  sink.uncork?.();
+  return ok;
+}
+
 /**
  * Incremental frame parser for a byte stream. Feed it chunks in arrival order with
  * {@link push}; it returns the frames completed by each chunk.

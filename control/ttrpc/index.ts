@@ -21,7 +21,7 @@ export type { StatusValue, StatusCode } from './status';
 export { VMADDR_CID_ANY, UNIX_PATH_MAX, parseAddress, formatAddress, netPath, toAddress } from './address';
 export type { TtrpcAddress } from './address';
 export type { MessageEncoder, MessageDecoder } from './codec';
-export { TtrpcServer, unaryHandler } from './server';
+export { TtrpcServer, bytesFieldChunks, unaryHandler } from './server';
 export type { Handler, HandlerContext, TtrpcServerOptions } from './server';
 export { TtrpcClient, unary } from './client';
 export type { CallOptions, TtrpcClientOptions, UnaryCall } from './client';

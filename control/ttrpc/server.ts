@@ -48,6 +48,7 @@ import { loadNative, type NativeAddon } from '../../shared/native';
 import { Code, StatusError } from '../../shared/protocol';
 import { formatAddress, toAddress, VMADDR_CID_ANY, type TtrpcAddress } from './address';
 import type { MessageDecoder, MessageEncoder } from './codec';
+import { encodeVarint } from './frame';
 import { Connection, SHUTTING_DOWN, type Handler, type HandlerContext } from './connection';
 import { FdStream } from './fdstream';
 import { socketFd, type AcceptInfo, type Handshaker, type TransportKind } from './handshake';
@@ -414,11 +415,16 @@ export class TtrpcServer {
  * `fn`, encodes its result with `responseType`. A payload that does not decode is answered
  * INVALID_ARGUMENT `cannot decode <service>/<method> request: <reason>`; errors of `fn` pass
  * through as for any handler.
+ *
+ * `chunks`, when given, may encode a result itself as a list of byte chunks whose concatenation
+ * is the serialized message (e.g. {@link bytesFieldChunks}); the connection then writes them
+ * without copying. Returning undefined falls back to `responseType`.
  */
 export function unaryHandler<Req, Res>(
   requestType: MessageDecoder<Req>,
   responseType: MessageEncoder<Res>,
   fn: (request: Req, ctx: HandlerContext) => Promise<Res> | Res,
+  chunks?: (response: Res) => Uint8Array[] | undefined,
 ): Handler {
   return async (payload, ctx) => {
     let request: Req;
@@ -428,6 +434,21 @@ export function unaryHandler<Req, Res>(
       throw new StatusError(Code.INVALID_ARGUMENT, `cannot decode ${ctx.service}/${ctx.method} request: ${(err as Error).message}`);
     }
     const response = await fn(request, ctx);
-    return responseType.encode(response).finish();
+    return chunks?.(response) ?? responseType.encode(response).finish();
   };
+}
+
+/** Below this many bytes a copy costs less than a second buffer in the write. */
+const ZERO_COPY_MIN = 4096;
+
+/**
+ * Serialize a message whose only set field is the bytes field 1 (e.g. ReadStreamResponse
+ * `{data}`) as chunks without copying the data: `0a <varint len>` then the data itself. For
+ * data under 4 KiB, or anything else set, undefined (encode normally). The data buffer is
+ * written to the socket later: its producer must not reuse it once the handler has resolved.
+ */
+export function bytesFieldChunks(response: { data?: Uint8Array | null } & object): Uint8Array[] | undefined {
+  const data = response.data;
+  if (!(data instanceof Uint8Array) || data.length < ZERO_COPY_MIN || Object.keys(response).some((k) => k !== 'data')) return undefined;
+  return [Buffer.concat([Buffer.from([0x0a]), encodeVarint(data.length)]), data];
 }

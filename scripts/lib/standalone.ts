@@ -31,6 +31,12 @@ export interface StandaloneOptions {
   controlArgs?: string[];
   /** Debug endpoint address given to the control plane (overrides `debug`), e.g. unix:///run/x/debug.sock. */
   debugAddr?: string;
+  /**
+   * Spawn the control plane right after the helper instead of once the helper's socket exists
+   * (it retries the helper connection itself), as an init system starting both would; for
+   * start-up timing (bench/startup.ts).
+   */
+  together?: boolean;
 }
 
 export interface StandaloneAgent {
@@ -166,7 +172,8 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   const helperLog = path.join(runDir, 'helper.log');
   const controlLog = path.join(runDir, 'control.log');
 
-  const spawnHelper = async (): Promise<ChildProcess> => {
+  /** Start a helper; wait for its socket unless `wait` is false (`together`: control waits for it). */
+  const spawnHelper = async (wait = true): Promise<ChildProcess> => {
     fs.rmSync(helperSocket, { force: true }); // a killed helper's socket file stays behind
     const helperOut = fs.openSync(helperLog, 'a');
     const child = spawn(
@@ -176,10 +183,10 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
       { stdio: ['ignore', helperOut, helperOut] },
     );
     fs.closeSync(helperOut);
-    await waitForPath(helperSocket, child, 'kata-agent-helper', helperLog, 20_000);
+    if (wait) await waitForPath(helperSocket, child, 'kata-agent-helper', helperLog, 20_000);
     return child;
   };
-  let helper = await spawnHelper();
+  let helper = await spawnHelper(!opts.together);
 
   const debugUrl = opts.debugAddr !== undefined || opts.debug === false ? '' : `http://127.0.0.1:${await freePort()}`;
   const debugAddr = opts.debugAddr ?? debugUrl.replace('http://', '');

@@ -20,7 +20,10 @@ import {
   type ParsedFrame,
 } from '../../control/ttrpc';
 import type { ttrpc as pb } from '../../shared/generated/protos';
-import { ttrpc } from '../../shared/proto';
+import { grpc, ttrpc } from '../../shared/proto';
+import { bytesFieldChunks } from '../../control/ttrpc';
+import { encodeVarint } from '../../control/ttrpc/frame';
+import { Reader } from 'protobufjs/minimal';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttrpc-test-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -184,6 +187,98 @@ t.test('100 concurrent calls on one connection complete out of order, each with 
   t.equal(order.length, 100);
   t.not(order[0], 0, 'the first request did not finish first');
   t.equal(order[0], 99, 'the shortest handler (last request) answered first');
+});
+
+t.test('200 requests in one chunk (answers corked per turn) are each answered once, in full', async (t) => {
+  const { socketPath } = await startServer(t, (server) => {
+    server.register('test.Slow', 'Later', async (payload) => {
+      await sleep(5);
+      return payload;
+    });
+  });
+  const peer = await RawPeer.connect(socketPath);
+  t.teardown(() => peer.destroy());
+  const frames: Buffer[] = [];
+  const big = Buffer.alloc(100_000, 7);
+  for (let i = 0; i < 200; i++) {
+    const streamId = 2 * i + 1;
+    const method = i % 3 === 0 ? 'Later' : 'Echo';
+    const payload = i % 50 === 0 ? big : Buffer.from(`p${i}`);
+    const service = method === 'Later' ? 'test.Slow' : 'test.Echo';
+    frames.push(encodeFrame(streamId, FrameType.REQUEST, 0, ttrpc.Request.encode({ service, method, payload }).finish()));
+  }
+  peer.send(Buffer.concat(frames));
+  const seen = new Map<number, Buffer>();
+  for (let i = 0; i < 200; i++) {
+    const r = await peer.nextResponse();
+    t.notOk(seen.has(r.streamId), `stream ${r.streamId} answered once`);
+    seen.set(r.streamId, Buffer.from(r.response.payload ?? []));
+  }
+  t.equal(seen.size, 200);
+  for (let i = 0; i < 200; i++) {
+    const want = i % 50 === 0 ? big : Buffer.from(`p${i}`);
+    if (!want.equals(seen.get(2 * i + 1) ?? Buffer.alloc(0))) t.fail(`stream ${2 * i + 1}: wrong payload`);
+  }
+  t.equal(await peer.next(100), null, 'nothing more');
+});
+
+t.test('a signal first read after the call was cancelled is already aborted', async (t) => {
+  const read = deferred<AbortSignal>();
+  const gate = deferred();
+  const { socketPath } = await startServer(t, (server) => {
+    server.register('test.Late', 'Signal', async (_p, ctx) => {
+      await gate.promise;
+      read.resolve(ctx.signal);
+      return new Uint8Array(0);
+    });
+  });
+  const peer = await RawPeer.connect(socketPath);
+  peer.sendRequest(1, { service: 'test.Late', method: 'Signal', payload: new Uint8Array(0) });
+  await sleep(50);
+  peer.destroy();
+  await peer.closed;
+  await sleep(50);
+  gate.resolve();
+  const signal = await within(read.promise, 'handler');
+  t.ok(signal.aborted, 'aborted');
+  t.ok(signal.reason instanceof StatusError && signal.reason.code === Code.CANCELLED, 'reason CANCELLED');
+});
+
+t.test('chunked answers (ReadStdout without copies) are byte-exact ReadStreamResponse messages', async (t) => {
+  for (const n of [0, 1, 127, 128, 16383, 16384, 2 ** 21 - 1, 2 ** 21, 2 ** 28]) {
+    const v = encodeVarint(n);
+    const reader = Reader.create(v);
+    t.equal(reader.uint32() >>> 0, n >>> 0, `varint ${n}`);
+    t.equal(reader.pos, v.length);
+  }
+  t.equal(bytesFieldChunks({ data: Buffer.alloc(100) }), undefined, 'small data is encoded normally');
+  t.equal(bytesFieldChunks({ data: Buffer.alloc(5000), other: 1 } as { data: Buffer }), undefined, 'another field set: encoded normally');
+  const sizes = [4096, 65536, 1 << 20, 4 * (1 << 20) - 64];
+  const { address } = await startServer(t, (server) => {
+    server.register('test.Out', 'Read', async (payload) => {
+      const n = payload.readUInt32BE(0);
+      const data = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) data[i] = (i * 31 + 7) & 0xff;
+      return bytesFieldChunks({ data }) ?? grpc.ReadStreamResponse.encode({ data }).finish();
+    });
+  });
+  const client = await connect(t, address);
+  for (const n of [...sizes, 4 * (1 << 20)]) {
+    const req = Buffer.alloc(4);
+    req.writeUInt32BE(n);
+    if (n === 4 * (1 << 20)) {
+      const err = await rejection(client.call('test.Out', 'Read', req));
+      t.equal(err.code, Code.RESOURCE_EXHAUSTED, 'a chunked answer above 4 MiB is RESOURCE_EXHAUSTED');
+      continue;
+    }
+    const reply = await client.call('test.Out', 'Read', req);
+    const data = Buffer.from(grpc.ReadStreamResponse.decode(reply).data);
+    t.equal(data.length, n, `${n} bytes`);
+    let bad = -1;
+    for (let i = 0; i < n; i++) if (data[i] !== ((i * 31 + 7) & 0xff)) { bad = i; break; }
+    t.equal(bad, -1, `${n} bytes byte-exact`);
+    t.same(Buffer.from(reply), Buffer.from(grpc.ReadStreamResponse.encode({ data }).finish()), 'same bytes as protobufjs encodes');
+  }
 });
 
 t.test('client sends stream ids 1, 3, 5, ...', async (t) => {

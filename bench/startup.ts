@@ -1,0 +1,106 @@
+/**
+ * Start-up and idle memory: from spawning the helper and the control plane together (as an
+ * init system would) to the first Health.Check answering SERVING, polled every 2 ms on a fresh
+ * connection; then, after 2 s idle, the PSS of each process. References in the same run: Node
+ * starting an empty script (the floor of one Node process) and the Go ttrpc server's start to
+ * its first Check.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { AgentClient } from '../control/ctl/client';
+import { startStandaloneAgent } from '../scripts/lib/standalone';
+import { goClient, startGoServer } from './go-ref';
+import { check, median, now, progress, progressDone, pssBytes, rotated, run, since, type Target } from './lib';
+
+export interface StartupResult {
+  /** ms from spawn to SERVING, per round. */
+  servingMs: number[];
+  /** ms for `node -e 0` to exit, per round. */
+  nodeEmptyMs: number[];
+  /** ms from spawning the Go server to its first answered Check, per round. */
+  goServingMs: number[];
+  /** Idle PSS in bytes, per round. */
+  helperPss: number[];
+  controlPss: number[];
+  targets: Target[];
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Poll a Check on a new connection to `address` every 2 ms until it answers SERVING (status 1). */
+async function untilServing(address: string, deadlineMs: number): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      const c = await AgentClient.connect(address);
+      try {
+        const r = await c.call('Check', { service: '' });
+        if (r.status === 1) return;
+      } finally {
+        await c.close();
+      }
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > end) throw new Error(`${address} did not answer SERVING within ${deadlineMs} ms`);
+    await sleep(2);
+  }
+}
+
+/** Run `rounds` start-ups of a fresh agent (runDir under `work`), interleaved with the references. */
+export async function startup(work: string, goBin: string | undefined, rounds: number): Promise<StartupResult> {
+  const r: StartupResult = { servingMs: [], nodeEmptyMs: [], goServingMs: [], helperPss: [], controlPss: [], targets: [] };
+  for (let i = 0; i < rounds; i++) {
+    progress(`start-up: round ${i + 1}/${rounds}`);
+    await rotated(i, [
+      async () => {
+        const runDir = path.join(work, `startup-${i}`);
+        const address = `unix://${path.join(runDir, 'control', 'agent.sock')}`;
+        const t0 = now();
+        const started = startStandaloneAgent({ logLevel: 'info', debug: false, runDir, together: true });
+        await untilServing(address, 20_000);
+        r.servingMs.push(since(t0));
+        const agent = await started;
+        await sleep(2000);
+        r.helperPss.push(pssBytes(agent.helper.pid ?? -1));
+        r.controlPss.push(pssBytes(agent.control.pid ?? -1));
+        await agent.stop();
+        fs.rmSync(runDir, { recursive: true, force: true });
+      },
+      async () => {
+        const t0 = now();
+        check('node -e 0', await run(process.execPath, ['-e', '0']));
+        r.nodeEmptyMs.push(since(t0));
+      },
+      async () => {
+        if (!goBin) return;
+        const sock = path.join(work, `go-startup-${i}.sock`);
+        const t0 = now();
+        const child = await startGoServer(goBin, sock);
+        await goClient(goBin, ['check', sock, '1', '1']);
+        r.goServingMs.push(since(t0));
+        child.kill('SIGKILL');
+      },
+    ]);
+  }
+  progressDone();
+  const serving = median(r.servingMs);
+  const pss = median(r.helperPss) + median(r.controlPss);
+  r.targets.push({
+    target: 'start of both processes to Health.Check SERVING',
+    ours: `${serving.toFixed(0)} ms`,
+    reference: `node -e 0: ${median(r.nodeEmptyMs).toFixed(0)} ms; Go ttrpc server: ${median(r.goServingMs).toFixed(0)} ms`,
+    figure: `${serving.toFixed(0)} ms`,
+    goal: '≤ 150 ms',
+    met: serving <= 150,
+  });
+  r.targets.push({
+    target: 'idle PSS, helper + control plane',
+    ours: `${(median(r.helperPss) / 2 ** 20).toFixed(1)} + ${(median(r.controlPss) / 2 ** 20).toFixed(1)} MiB`,
+    reference: '',
+    figure: `${(pss / 2 ** 20).toFixed(1)} MiB`,
+    goal: '≤ 60 MB',
+    met: pss <= 60e6,
+  });
+  return r;
+}
