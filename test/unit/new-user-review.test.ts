@@ -5,7 +5,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { USAGE } from '../../control/config';
-import { DEFAULT_STANDALONE_RUN_DIR } from '../../control/standalone';
+import { DEFAULT_STANDALONE_RUN_DIR, describeExit, standaloneBanner } from '../../control/standalone';
 
 const root = path.resolve(__dirname, '..', '..', '..');
 
@@ -32,4 +32,29 @@ t.test('helper: a socket whose directory is missing is named, not "another helpe
   const last = r.stderr.trim().split('\n').pop() ?? '';
   t.match(last, /socket directory \/nonexistent-kata-dir\/deeper does not exist and cannot be created: its parent \/nonexistent-kata-dir does not exist/);
   t.notMatch(r.stderr, /another helper/);
+});
+
+t.test('stand-alone: a daemon killed by a signal is said so (not "exited (null)")', async (t) => {
+  t.equal(describeExit(null, 'SIGKILL'), 'killed by SIGKILL');
+  t.equal(describeExit(1, null), 'exit status 1');
+  t.equal(describeExit(0, null), 'exit status 0');
+});
+
+t.test('stand-alone banner: the debug console is shown with its address when on', async (t) => {
+  const base = {
+    address: 'unix:///r/control/agent.sock',
+    runDir: '/r',
+    controlUser: 'uid 65534',
+    controlLog: '/r/control.log',
+    helperLog: '/r/helper.log',
+    debugAddr: 'unix:///r/control/debug.sock',
+    pid: 42,
+  };
+  const on = standaloneBanner({ ...base, config: { debugConsole: true, debugConsoleVport: 0, debugConsoleAddr: 'unix:///r/control/console.sock' } });
+  t.match(on, /^kata-agent: serving unix:\/\/\/r\/control\/agent.sock\n/, 'the first line is the address');
+  t.match(on, '  debug console: unix:///r/control/console.sock\n');
+  t.match(on, '  debug endpoint: unix:///r/control/debug.sock\n');
+  t.match(on, '  stop: kill 42\n');
+  t.match(standaloneBanner({ ...base, config: { debugConsole: true, debugConsoleVport: 0 } }), '  debug console: /dev/console\n', 'default: the tty');
+  t.notMatch(standaloneBanner({ ...base, config: { debugConsole: false, debugConsoleVport: 0 } }), /debug console/, 'off: not shown');
 });
