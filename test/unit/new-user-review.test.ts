@@ -58,3 +58,15 @@ t.test('stand-alone banner: the debug console is shown with its address when on'
   t.match(standaloneBanner({ ...base, config: { debugConsole: true, debugConsoleVport: 0 } }), '  debug console: /dev/console\n', 'default: the tty');
   t.notMatch(standaloneBanner({ ...base, config: { debugConsole: false, debugConsoleVport: 0 } }), /debug console/, 'off: not shown');
 });
+
+t.test('bench: --help prints its usage and runs nothing; an unknown argument is refused', async (t) => {
+  const script = path.join(root, 'dist', 'bench', 'run.js');
+  const help = spawnSync(process.execPath, [script, '--help'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(help.status, 0);
+  t.match(help.stdout, /^usage: npm run bench/);
+  t.match(help.stdout, 'BENCH_ITERATIONS');
+  t.notMatch(help.stdout + help.stderr, /runc version|needs root|kata-bench-/, 'no benchmark started');
+  const bad = spawnSync(process.execPath, [script, '--iterations=5'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, 'bench: no options (got --iterations=5)');
+});
