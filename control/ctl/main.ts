@@ -61,7 +61,8 @@ SUBCOMMANDS:
                   (-it: an interactive shell; the exit status is the command's)
     run           Create and start a container from a bundle, attached; removed at its end:
                     run [-i] [-t] --server-address ADDR --bundle-dir DIR [--cid ID] [--] [CMD...]
-                  (the sandbox must exist: connect -c CreateSandbox first)
+                  (connect -c 'CreateSandbox hostname=H' first for the sandbox's hostname and
+                  shared uts/ipc namespaces; without it the container gets its own)
     oci           The OCI runtime command-line interface (create, start, state, kill, delete,
                   run, exec, ps; runc-style) over the agent: oci --help; bin/kata-agent-oci
     generate-cid  Print a random container ID (64 hex characters)

@@ -70,3 +70,10 @@ t.test('bench: --help prints its usage and runs nothing; an unknown argument is 
   t.equal(bad.status, 2);
   t.match(bad.stderr, 'bench: no options (got --iterations=5)');
 });
+
+t.test('kata-agent-ctl --help does not claim run needs CreateSandbox (it works without one)', async (t) => {
+  const r = spawnSync(path.join(root, 'bin', 'kata-agent-ctl'), ['--help'], { encoding: 'utf8' });
+  t.equal(r.status, 0);
+  t.notMatch(r.stdout, /sandbox must exist/);
+  t.match(r.stdout, "connect -c 'CreateSandbox hostname=H' first for the sandbox's hostname");
+});
