@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startStandaloneAgent, tail } from '../scripts/lib/standalone';
 import { errorLine, lastFailureIn } from '../shared/log';
-import { DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
+import { DEFAULT_DEBUG_ADDR, DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
 import { debugConsoleTarget } from './debug-console';
 
 export { DEFAULT_STANDALONE_RUN_DIR };
@@ -29,6 +29,14 @@ export function controlArgsFor(argv: readonly string[]): string[] {
     out.push(a);
   }
   return out;
+}
+
+/**
+ * The stand-alone debug endpoint: `unix://<controlDir>/debug.sock` unless the configuration
+ * names another one (--debug-addr / KATA_AGENT_DEBUG_ADDR, kept as given; "" = off).
+ */
+export function standaloneDebugAddr(configured: string, controlDir: string): string {
+  return configured === DEFAULT_DEBUG_ADDR ? `unix://${path.join(controlDir, 'debug.sock')}` : configured;
 }
 
 /**
@@ -90,7 +98,7 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
     agent = await startStandaloneAgent({
       runDir,
       logLevel: config.logLevel,
-      debugAddr: config.debugAddr === '' ? '' : `unix://${path.join(controlDir, 'debug.sock')}`,
+      debugAddr: standaloneDebugAddr(config.debugAddr, controlDir),
       helperArgs: ['--hotplug-timeout-ms', String(config.hotplugTimeoutMs)],
       controlArgs: controlArgsFor(argv),
     });

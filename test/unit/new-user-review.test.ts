@@ -4,8 +4,8 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { USAGE } from '../../control/config';
-import { DEFAULT_STANDALONE_RUN_DIR, describeExit, standaloneBanner } from '../../control/standalone';
+import { DEFAULT_DEBUG_ADDR, USAGE } from '../../control/config';
+import { DEFAULT_STANDALONE_RUN_DIR, describeExit, standaloneBanner, standaloneDebugAddr } from '../../control/standalone';
 
 const root = path.resolve(__dirname, '..', '..', '..');
 
@@ -76,4 +76,11 @@ t.test('kata-agent-ctl --help does not claim run needs CreateSandbox (it works w
   t.equal(r.status, 0);
   t.notMatch(r.stdout, /sandbox must exist/);
   t.match(r.stdout, "connect -c 'CreateSandbox hostname=H' first for the sandbox's hostname");
+});
+
+t.test('stand-alone: --debug-addr moves the debug endpoint (was silently replaced by the run dir one)', async (t) => {
+  t.equal(standaloneDebugAddr(DEFAULT_DEBUG_ADDR, '/r/control'), 'unix:///r/control/debug.sock', 'not given: in the run directory');
+  t.equal(standaloneDebugAddr('unix:///tmp/d.sock', '/r/control'), 'unix:///tmp/d.sock', 'given: kept');
+  t.equal(standaloneDebugAddr('127.0.0.1:9999', '/r/control'), '127.0.0.1:9999', 'loopback TCP kept');
+  t.equal(standaloneDebugAddr('', '/r/control'), '', '"" disables');
 });
