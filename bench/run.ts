@@ -279,7 +279,21 @@ function removeWorkDir(work: string): void {
   fs.rmSync(work, { recursive: true, force: true });
 }
 
-async function main(): Promise<number> {
+/** `--help` text: the benchmark takes no options, only environment variables. */
+export const BENCH_USAGE = `usage: npm run bench   (or: node dist/bench/run.js), as root, with runc installed
+Container start and exec latency of the agent next to runc (bench/README.md). No options;
+environment: BENCH_ITERATIONS (timed iterations per scenario, default 30),
+BENCH_WARMUP (untimed ones before, default 3). Results: stdout, bench/results/.`;
+
+async function main(argv: readonly string[]): Promise<number> {
+  if (argv.includes('-h') || argv.includes('--help')) {
+    console.log(BENCH_USAGE);
+    return 0;
+  }
+  if (argv.length > 0) {
+    console.error(`bench: no options (got ${argv.join(' ')})\n${BENCH_USAGE}`);
+    return 2;
+  }
   if (process.getuid && process.getuid() !== 0) {
     console.error('bench: needs root (the helper and runc create namespaces and mounts).');
     return 1;
@@ -689,11 +703,10 @@ async function main(): Promise<number> {
       '- runc is a short-lived process per command (`runc run` and `runc create` also re-exec',
       '  themselves as `runc init`); the agent is a long-lived daemon, so its figures hold no process',
       '  start-up. The `runc --version` baseline below is the cost of one runc start.',
-      `- runc creates (and on delete removes) a cgroup for every container, here on a cgroup ${env.cgroup}`,
-      `  host (${env.cgroupHierarchies}); the agent does not apply cgroups yet (Linux.Resources and`,
-      '  Linux.CgroupsPath are accepted and not applied, control/oci.ts), nor devices. The config has',
-      '  no seccomp profile and lists no capabilities: both sides load no filter and drop every',
-      '  capability.',
+      `- Both create (and on removal remove) a cgroup for every container, here on a cgroup ${env.cgroup}`,
+      `  host (${env.cgroupHierarchies}); the agent's is \`/<id>\` (the config names no cgroupsPath,`,
+      '  control/oci-cgroups.ts). The config has no seccomp profile and lists no capabilities: both',
+      '  sides load no filter and drop every capability.',
       '- The same: namespaces (new mount, uts, ipc, pid), the rootfs bind and pivot_root, the mounts',
       '  (/proc, /dev tmpfs + device nodes, /dev/pts, /dev/shm, /dev/mqueue, /sys), masked and',
       '  read-only paths, no_new_privs, the container\'s stdio as pipes.',
@@ -734,7 +747,7 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
+main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error(err);

@@ -11,7 +11,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startStandaloneAgent, tail } from '../scripts/lib/standalone';
 import { errorLine, lastFailureIn } from '../shared/log';
-import { DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
+import { DEFAULT_DEBUG_ADDR, DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
+import { debugConsoleTarget } from './debug-console';
 
 export { DEFAULT_STANDALONE_RUN_DIR };
 
@@ -28,6 +29,55 @@ export function controlArgsFor(argv: readonly string[]): string[] {
     out.push(a);
   }
   return out;
+}
+
+/**
+ * The stand-alone debug endpoint: `unix://<controlDir>/debug.sock` unless the configuration
+ * names another one (--debug-addr / KATA_AGENT_DEBUG_ADDR, kept as given; "" = off).
+ */
+export function standaloneDebugAddr(configured: string, controlDir: string): string {
+  return configured === DEFAULT_DEBUG_ADDR ? `unix://${path.join(controlDir, 'debug.sock')}` : configured;
+}
+
+/**
+ * How a child process ended, for the messages: "exit status N", or "killed by SIGNAME" when
+ * `code` is null (Node's 'exit' event gives a signal instead of a code); "still running" when
+ * both are null.
+ */
+export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  if (code !== null) return `exit status ${code}`;
+  return signal ? `killed by ${signal}` : 'still running';
+}
+
+/** What the stand-alone banner shows (see {@link standaloneBanner}). */
+export interface StandaloneBannerInfo {
+  address: string;
+  runDir: string;
+  controlUser: string;
+  controlLog: string;
+  helperLog: string;
+  /** "" when the debug endpoint is off. */
+  debugAddr: string;
+  /** The agent's configuration: a debug console it serves is shown with its address. */
+  config: Pick<AgentConfig, 'debugConsole' | 'debugConsoleVport' | 'debugConsoleAddr'>;
+  pid: number;
+}
+
+/**
+ * The lines printed once the stand-alone agent serves; the first is `kata-agent: serving
+ * <address>` (scripts and tests wait for it). A debug console (`--debug-console`) is shown with
+ * where it listens (or its tty).
+ */
+export function standaloneBanner(b: StandaloneBannerInfo): string {
+  const console = debugConsoleTarget(b.config);
+  return (
+    `kata-agent: serving ${b.address}\n` +
+    `  run directory: ${b.runDir} (control plane as ${b.controlUser})\n` +
+    `  logs: ${b.controlLog} ${b.helperLog}\n` +
+    (b.debugAddr ? `  debug endpoint: ${b.debugAddr}\n` : '') +
+    (console ? `  debug console: ${console.kind === 'listen' ? console.address : console.path}\n` : '') +
+    `  stop: kill ${b.pid}\n`
+  );
 }
 
 /**
@@ -48,7 +98,7 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
     agent = await startStandaloneAgent({
       runDir,
       logLevel: config.logLevel,
-      debugAddr: config.debugAddr === '' ? '' : `unix://${path.join(controlDir, 'debug.sock')}`,
+      debugAddr: standaloneDebugAddr(config.debugAddr, controlDir),
       helperArgs: ['--hotplug-timeout-ms', String(config.hotplugTimeoutMs)],
       controlArgs: controlArgsFor(argv),
     });
@@ -61,11 +111,16 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
     return 1;
   }
   process.stdout.write(
-    `kata-agent: serving ${agent.address}\n` +
-      `  run directory: ${runDir} (control plane as ${agent.controlUser})\n` +
-      `  logs: ${agent.controlLog} ${agent.helperLog}\n` +
-      (agent.debugAddr ? `  debug endpoint: ${agent.debugAddr}\n` : '') +
-      `  stop: kill ${process.pid}\n`,
+    standaloneBanner({
+      address: agent.address,
+      runDir,
+      controlUser: agent.controlUser,
+      controlLog: agent.controlLog,
+      helperLog: agent.helperLog,
+      debugAddr: agent.debugAddr,
+      config,
+      pid: process.pid,
+    }),
   );
 
   return new Promise<number>((resolve) => {
@@ -74,21 +129,24 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
       if (stopping) return;
       stopping = true;
       agent.stop().then((codes) => {
-        process.stdout.write(`kata-agent: stopped (${why}; control exit ${codes.control}, helper exit ${codes.helper})\n`);
+        const ended = (c: number | null): string => (c === null ? 'killed by a signal' : `exit status ${c}`);
+        process.stdout.write(`kata-agent: stopped (${why}; control: ${ended(codes.control)}, helper: ${ended(codes.helper)})\n`);
         resolve(code);
       });
     };
     process.on('SIGTERM', () => stop(0, 'SIGTERM'));
     process.on('SIGINT', () => stop(0, 'SIGINT'));
-    agent.control.once('exit', (code) => {
+    agent.control.once('exit', (code, signal) => {
       if (stopping) return;
-      if (code !== 0) process.stderr.write(`kata-agent: control plane exited (${code}); ${agent.controlLog}:\n${tail(agent.controlLog)}\n`);
-      stop(code === 0 ? 0 : 1, `control plane exited ${code}`);
+      const how = describeExit(code, signal);
+      if (code !== 0) process.stderr.write(`kata-agent: control plane ended (${how}); ${agent.controlLog}:\n${tail(agent.controlLog)}\n`);
+      stop(code === 0 ? 0 : 1, `control plane ended: ${how}`);
     });
-    agent.helper.once('exit', (code) => {
+    agent.helper.once('exit', (code, signal) => {
       if (stopping) return;
-      process.stderr.write(`kata-agent: helper exited (${code}); ${agent.helperLog}:\n${tail(agent.helperLog)}\n`);
-      stop(1, `helper exited ${code}`);
+      const how = describeExit(code, signal);
+      process.stderr.write(`kata-agent: helper ended (${how}); ${agent.helperLog}:\n${tail(agent.helperLog)}\n`);
+      stop(1, `helper ended: ${how}`);
     });
   });
 }

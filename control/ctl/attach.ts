@@ -254,7 +254,8 @@ const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
  * Run `exec` or `run` against the agent and resolve with the exit status to use: the process's
  * status, or 1 when a call failed (its status printed on io.stderr as `CODE: message`).
  * `run` creates the container (CreateContainer with the bundle's spec, terminal and args as
- * asked), starts it, attaches, and removes it afterwards; the sandbox must exist (CreateSandbox).
+ * asked), starts it, attaches, and removes it afterwards. Without a CreateSandbox before, the
+ * agent gives the container its own uts/ipc namespaces (no sandbox hostname).
  */
 export async function runTerminalCommand(cmd: TerminalCommand, io: AttachIo): Promise<number> {
   let agent: AgentClient;

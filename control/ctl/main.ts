@@ -22,7 +22,8 @@ import { pino, type Logger } from 'pino';
 import { humanTimeToNs, parseInteger, randomId } from './args';
 import { parseTerminalCommand, runTerminalCommand, TerminalUsageError, type AttachIo } from './attach';
 import { ociMain } from './oci';
-import { CtlSession } from './session';
+import { resolveMethodName } from './methods';
+import { CtlSession, isBuiltinName } from './session';
 
 const PROGRAM = 'kata-agent-ctl';
 
@@ -60,7 +61,8 @@ SUBCOMMANDS:
                   (-it: an interactive shell; the exit status is the command's)
     run           Create and start a container from a bundle, attached; removed at its end:
                     run [-i] [-t] --server-address ADDR --bundle-dir DIR [--cid ID] [--] [CMD...]
-                  (the sandbox must exist: connect -c CreateSandbox first)
+                  (connect -c 'CreateSandbox hostname=H' first for the sandbox's hostname and
+                  shared uts/ipc namespaces; without it the container gets its own)
     oci           The OCI runtime command-line interface (create, start, state, kill, delete,
                   run, exec, ps; runc-style) over the agent: oci --help; bin/kata-agent-oci
     generate-cid  Print a random container ID (64 hex characters)
@@ -149,14 +151,14 @@ export function examplesText(): string {
   $ ${p} connect --server-address "${vsock}" -c 'AddSwap pci_path=02/03'
   $ ${p} connect --server-address "${vsock}" -c 'GetVolumeStats volume=/run/kata-containers/shared/direct-volumes/v1'
   $ ${p} connect --server-address "${vsock}" -c 'ResizeVolume volume=/run/kata-containers/sandbox/storage/v1 size=2147483648'
-  $ ${p} connect --server-address "${vsock}" \
+  $ ${p} connect --server-address "${vsock}" \\
       -c 'CopyFile path=/run/kata-containers/shared/containers/c1/hosts file_size=5 file_mode=0o100644 data=hello'
   $ ${p} connect --server-address "${vsock}" -c 'CopyFile path=/run/kata-containers/shared/containers/c1/d file_mode=0o40755'
   $ echo '{"default": "allow", "rpcs": {"CopyFile": "deny"}}' > /tmp/policy.json
   $ ${p} connect --server-address "${vsock}" -c 'SetPolicy policy_file=file:///tmp/policy.json'
 
 - Send SIGUSR1 to a container's init process:
-  $ ${p} connect --server-address "${vsock}" --cmd 'SignalProcess signal=usr1 cid=$container_id'
+  $ ${p} connect --server-address "${vsock}" --cmd "SignalProcess signal=usr1 cid=$container_id"
 
 - Run a container from a bundle and wait for it (ids are remembered between commands):
   $ ${p} connect --server-address "${vsock}" --bundle-dir "$bundle_dir" \\
@@ -185,6 +187,16 @@ function packageVersion(): string {
   } catch {
     return 'unknown';
   }
+}
+
+/**
+ * For a subcommand that is really a `connect -c` command (a built-in such as `list`, or an rpc
+ * name such as `Check`): the text pointing there ("; "list" is a command of connect: ..."),
+ * else "".
+ */
+function connectCommandHint(sub: string): string {
+  if (!isBuiltinName(sub) && !resolveMethodName(sub)) return '';
+  return `; ${JSON.stringify(sub)} is a command of connect: ${PROGRAM} connect --server-address ADDR -c ${sub}`;
 }
 
 /** A usage error: printed with a hint, exit status 2. */
@@ -354,7 +366,7 @@ export async function main(argv: readonly string[], io: MainIo = defaultIo()): P
         io.stdout(usageText());
         return 0;
       default:
-        throw new UsageError(`invalid subcommand ${JSON.stringify(sub)}`);
+        throw new UsageError(`invalid subcommand ${JSON.stringify(sub)}${connectCommandHint(sub)}`);
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof TerminalUsageError) {

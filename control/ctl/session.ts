@@ -72,6 +72,11 @@ const BUILTINS: readonly Builtin[] = [
   { name: 'quit', description: 'Exit this program' },
 ];
 
+/** Whether `name` is a built-in command of connect (echo, help, list, repeat, sleep, quit). */
+export function isBuiltinName(name: string): boolean {
+  return BUILTINS.some((b) => b.name === name);
+}
+
 /**
  * The text of the `list` built-in: built-ins, then every API command with its service; a
  * method in `notImplemented` (default methods.ts NOT_IMPLEMENTED, empty now) is marked

@@ -38,7 +38,7 @@ if (skip) {
     t.equal(r.status, 0, `the block succeeds; stderr: ${r.stderr}`);
     t.match(r.stdout, new RegExp(`^kata-agent: serving unix://${runDir}/control/agent.sock$`, 'm'), 'the address is printed');
     t.match(r.stdout, /hello from box/, 'the container ran');
-    t.match(r.stdout, /kata-agent: stopped \(control plane exited 0/, 'the agent stopped after DestroySandbox');
+    t.match(r.stdout, /kata-agent: stopped \(control plane ended: exit status 0/, 'the agent stopped after DestroySandbox');
     const raw = fs.readFileSync(path.join(runDir, 'control.log'), 'utf8').trim().split('\n');
     // (Under tap, @tapjs/processinfo's exit hook in the uid-65534 child may append an EACCES
     // stack trace: a test artefact, so only the JSON lines are looked at.)

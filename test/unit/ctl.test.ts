@@ -616,3 +616,26 @@ t.test('json:// documents: OCI-style lowercase keys are refused with the path an
   const ok = built('CreateContainer', 'cid=c json://{"OCI": {"Process": {"Args": ["sh"]}, "Annotations": {"a": "b"}}}', ctx);
   t.same((ok.OCI as { Process: { Args: string[] } }).Process.Args, ['sh'], 'proto names accepted');
 });
+
+t.test('examples paste into a shell: no variable inside single quotes, no broken line continuation', async (t) => {
+  const lines = examplesText().split('\n').filter((l) => l.trimStart().startsWith('$ '));
+  for (const l of lines) {
+    // A shell does not expand $x inside '...': the agent would get the literal "$container_id".
+    for (const m of l.matchAll(/'([^']*)'/g)) t.notMatch(m[1], /\$[a-z_(]/, `no shell variable inside single quotes: ${l}`);
+    // A template-literal "\<newline>" vanishes: the continuation turns into a run of spaces.
+    t.notMatch(l.replace(/^\s*\$ /, ''), /\S {2,}-/, `no run of spaces before an option: ${l}`);
+  }
+  t.match(examplesText(), `--cmd "SignalProcess signal=usr1 cid=$container_id"`);
+});
+
+t.test('a connect command given as a subcommand says where it goes', async (t) => {
+  for (const sub of ['list', 'Check']) {
+    let err = '';
+    const code = await ctlMain([sub], { stdout: () => undefined, stderr: (s: string) => void (err += s), stdin: process.stdin });
+    t.equal(code, 2, sub);
+    t.match(err, `invalid subcommand "${sub}"; "${sub}" is a command of connect: kata-agent-ctl connect --server-address ADDR -c ${sub}`);
+  }
+  let err = '';
+  t.equal(await ctlMain(['bogus'], { stdout: () => undefined, stderr: (s: string) => void (err += s), stdin: process.stdin }), 2);
+  t.notMatch(err, /is a command of connect/, 'no hint for an unknown word');
+});
