@@ -57,9 +57,13 @@ async function unplugDisk(lane: VmLane, id: string): Promise<void> {
   await lane.qmp.execute('blockdev-del', { 'node-name': id }).catch(() => undefined);
 }
 
-/** Hot-plug a virtio-net NIC with `mac` at slot `addr` (hex) of the bridge: a restricted user-mode netdev, nothing leaves the host. */
+/**
+ * Hot-plug a virtio-net NIC with `mac` at slot `addr` (hex) of the bridge: a restricted user-mode
+ * netdev, nothing leaves the host. Its IPv6 is off: slirp's router advertisements would give the
+ * guest a SLAAC fec0::/64 address whenever one arrived after UpdateInterface.
+ */
 async function plugNic(lane: VmLane, id: string, mac: string, addr: string): Promise<void> {
-  await lane.qmp.execute('netdev_add', { type: 'user', id: `${id}-net`, restrict: true });
+  await lane.qmp.execute('netdev_add', { type: 'user', id: `${id}-net`, restrict: true, ipv6: false });
   await lane.qmp.execute('device_add', { driver: 'virtio-net-pci', netdev: `${id}-net`, id, mac, bus: BRIDGE_ID, addr });
 }
 
