@@ -12,12 +12,17 @@
  *    logged) with the same arguments PID 1 got, both on unix sockets in
  *    {@link INIT_RUN_DIR}, output on PID 1's console;
  * 4. reaps every child (orphans re-parented to PID 1 included) on SIGCHLD and every second;
- * 5. when the control plane exits — 0 after DestroySandbox or a signal, else a fatal error — or
- *    the helper exits, stops the other one (SIGTERM, SIGKILL after {@link STOP_GRACE_MS}),
- *    syncs and powers the guest off with reboot(RB_POWER_OFF) (the addon's powerOff; busybox
- *    `poweroff -f` only if that fails). A fatal error (early mounts, a process that cannot start
- *    or exits otherwise) powers off the same way. PID 1 never returns: a PID 1 exit panics the
- *    kernel.
+ * 5. restarts a control plane that died (killed, crashed, or exited non-zero other than a
+ *    configuration error) while the helper lives: the new one adopts the helper's sandbox,
+ *    containers, processes and unread output (docs/ARCHITECTURE.md "Restart and adoption"), at
+ *    most {@link CONTROL_RESTART_BURST} times in {@link CONTROL_RESTART_WINDOW_MS}
+ *    ({@link controlExitAction});
+ * 6. when the control plane exits 0 (after DestroySandbox or a SIGTERM), exits 2 (configuration
+ *    error), dies too often, or the helper exits (its containers died with it), stops the other
+ *    one (SIGTERM, SIGKILL after {@link STOP_GRACE_MS}), syncs and powers the guest off with
+ *    reboot(RB_POWER_OFF) (the addon's powerOff; busybox `poweroff -f` only if that fails). A
+ *    fatal error (early mounts, a process that cannot start) powers off the same way. PID 1
+ *    never returns: a PID 1 exit panics the kernel.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -36,6 +41,23 @@ export const CONTROL_UID = 65534;
 export const DEBUG_CONSOLE_PORT = 'agent.debug.0';
 /** How long a process may take to stop after SIGTERM, in ms, before SIGKILL. */
 export const STOP_GRACE_MS = 5000;
+/** At most this many control-plane restarts within {@link CONTROL_RESTART_WINDOW_MS}. */
+export const CONTROL_RESTART_BURST = 5;
+export const CONTROL_RESTART_WINDOW_MS = 60_000;
+/** control/main.ts's exit status for a configuration it cannot use: restarting would not help. */
+export const CONTROL_EXIT_CONFIG = 2;
+
+/**
+ * What PID 1 does when the control plane ended `how` ("exit N" or "signal SIG"): 'stop' (power
+ * off: exit 0 after DestroySandbox or SIGTERM, exit 2 for a bad configuration, or more than
+ * {@link CONTROL_RESTART_BURST} restarts in the last {@link CONTROL_RESTART_WINDOW_MS} before
+ * `now`), else 'restart'. `restarts` holds the times (ms) of earlier restarts; it is pruned.
+ */
+export function controlExitAction(how: string, restarts: number[], now: number): 'restart' | 'stop' {
+  if (how === 'exit 0' || how === `exit ${CONTROL_EXIT_CONFIG}`) return 'stop';
+  while (restarts.length > 0 && restarts[0] <= now - CONTROL_RESTART_WINDOW_MS) restarts.shift();
+  return restarts.length >= CONTROL_RESTART_BURST ? 'stop' : 'restart';
+}
 
 const MS_NOSUID = 0x2;
 const MS_NODEV = 0x4;
@@ -275,19 +297,22 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
     // no /proc/cmdline: no console either way
   }
   const controlEnv = /(^|\s)agent\.debug_console_vport=/.test(cmdline) ? nodeEnv : { ...nodeEnv, KATA_AGENT_DEBUG_CONSOLE_ADDR: '' };
-  const control: ChildProcess = spawn(nodePath, [mainJs, ...argv, '--helper-socket', helperSocket], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    uid: controlUid,
-    gid: controlUid,
-    // GetGuestDetails' init_daemon: the agent as a whole is PID 1 (upstream: getpid() == 1).
-    env: { ...controlEnv, [INIT_MODE_ENV]: '1' },
-  });
+  const spawnControl = (): ChildProcess =>
+    spawn(nodePath, [mainJs, ...argv, '--helper-socket', helperSocket], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      uid: controlUid,
+      gid: controlUid,
+      // GetGuestDetails' init_daemon: the agent as a whole is PID 1 (upstream: getpid() == 1).
+      env: { ...controlEnv, [INIT_MODE_ENV]: '1' },
+    });
+  let control = spawnControl();
   log.info({ helperPid: helper.pid, controlPid: control.pid, controlUid, ms: Date.now() - started }, 'init: helper and control plane started');
 
   return new Promise<number>(() => {
     let ending = false;
     const exited = new Map<number, string>();
     const watchers = new Map<number, (how: string) => void>();
+    const controlRestarts: number[] = [];
     const end = (who: string, how: string): void => {
       if (ending) return;
       ending = true;
@@ -308,12 +333,24 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
       };
       wait();
     };
+    const onControlExit = (how: string): void => {
+      if (ending) return;
+      const helperAlive = helper.pid !== undefined && !exited.has(helper.pid);
+      if (!helperAlive || controlExitAction(how, controlRestarts, Date.now()) === 'stop') {
+        end('control', how);
+        return;
+      }
+      controlRestarts.push(Date.now());
+      log.error({ how, restarts: controlRestarts.length }, 'init: the control plane died: starting a new one (it adopts the running containers)');
+      control = spawnControl();
+      supervise(control);
+    };
     const onExit = (pid: number, how: string): void => {
       if (exited.has(pid)) return;
       exited.set(pid, how);
       const watcher = watchers.get(pid);
       watchers.delete(pid);
-      if (pid === control.pid) end('control', how);
+      if (pid === control.pid) onControlExit(how);
       else if (pid === helper.pid) end('helper', how);
       else if (watcher) watcher(how);
       else log.debug({ pid, how }, 'init: reaped an orphan');
@@ -329,7 +366,7 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
       for (const c of reaped) onExit(c.pid, c.exitCode !== null ? `exit ${c.exitCode}` : `signal ${c.signal}`);
     };
     // libuv may reap its own children first: take their exits from the 'exit' events too.
-    for (const c of [helper, control]) {
+    const supervise = (c: ChildProcess): void => {
       c.on('exit', (code, signal) => {
         if (c.pid !== undefined) onExit(c.pid, code !== null ? `exit ${code}` : `signal ${signal}`);
       });
@@ -337,7 +374,9 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
         log.fatal({ err }, 'init: cannot start a process');
         end(c === helper ? 'helper' : 'control', 'spawn failed');
       });
-    }
+    };
+    supervise(helper);
+    supervise(control);
     process.on('SIGCHLD', sweep);
     setInterval(sweep, 1000);
     // SIGTERM/SIGINT to PID 1 (e.g. ctrl-alt-del): stop the agent like a DestroySandbox.

@@ -13,6 +13,7 @@ import { startStandaloneAgent, tail } from '../scripts/lib/standalone';
 import { errorLine, lastFailureIn } from '../shared/log';
 import { DEFAULT_DEBUG_ADDR, DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
 import { debugConsoleTarget } from './debug-console';
+import { controlExitAction } from './init';
 
 export { DEFAULT_STANDALONE_RUN_DIR };
 
@@ -136,12 +137,33 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
     };
     process.on('SIGTERM', () => stop(0, 'SIGTERM'));
     process.on('SIGINT', () => stop(0, 'SIGINT'));
-    agent.control.once('exit', (code, signal) => {
-      if (stopping) return;
-      const how = describeExit(code, signal);
-      if (code !== 0) process.stderr.write(`kata-agent: control plane ended (${how}); ${agent.controlLog}:\n${tail(agent.controlLog)}\n`);
-      stop(code === 0 ? 0 : 1, `control plane ended: ${how}`);
-    });
+    // A control plane that dies while the helper lives is started again, as init mode and the
+    // systemd unit do (control/init.ts controlExitAction): the new one adopts the containers.
+    const restarts: number[] = [];
+    const watchControl = (): void => {
+      agent.control.once('exit', (code, signal) => {
+        if (stopping) return;
+        const how = describeExit(code, signal);
+        const helperAlive = agent.helper.exitCode === null && agent.helper.signalCode === null;
+        const action = controlExitAction(code !== null ? `exit ${code}` : `signal ${signal}`, restarts, Date.now());
+        if (helperAlive && action === 'restart') {
+          restarts.push(Date.now());
+          process.stderr.write(`kata-agent: control plane ended (${how}); starting a new one, which adopts the running containers; ${agent.controlLog}:\n${tail(agent.controlLog)}\n`);
+          agent.restartControl().then(
+            () => {
+              if (stopping) return;
+              process.stdout.write(`kata-agent: control plane restarted (pid ${agent.control.pid}); serving ${agent.address}\n`);
+              watchControl();
+            },
+            (err: unknown) => stop(1, `control plane did not come back: ${errorLine(err)}`),
+          );
+          return;
+        }
+        if (code !== 0) process.stderr.write(`kata-agent: control plane ended (${how}); ${agent.controlLog}:\n${tail(agent.controlLog)}\n`);
+        stop(code === 0 ? 0 : 1, `control plane ended: ${how}`);
+      });
+    };
+    watchControl();
     agent.helper.once('exit', (code, signal) => {
       if (stopping) return;
       const how = describeExit(code, signal);

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { AgentClient } from '../../control/ctl/client';
-import { PROJECT_ROOT } from '../../scripts/lib/standalone';
+import { PROJECT_ROOT, busyboxConfig } from '../../scripts/lib/standalone';
 import { skipReason, testRootfs } from './lib/agent-harness';
 
 const skip = skipReason();
@@ -77,5 +77,51 @@ if (skip) {
     child.kill('SIGTERM');
     t.equal(await exited, 0, 'exit 0 after SIGTERM');
     t.notOk(fs.existsSync(path.join(runDir, 'helper.sock')), 'the helper removed its socket');
+  });
+
+  t.test('a control plane killed with SIGKILL is started again and adopts the running container', async (t) => {
+    const runDir = path.join(tmp, 'run3');
+    const bundle = path.join(tmp, 'bundle3');
+    fs.mkdirSync(bundle);
+    const loop = 'i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done';
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(busyboxConfig(testRootfs(tmp), ['sh', '-c', loop])));
+    const child = spawn(path.join(PROJECT_ROOT, 'bin', 'kata-agent'), ['--standalone', '--run-dir', runDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let out = '';
+    const seen = (re: RegExp): Promise<RegExpExecArray> =>
+      new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const m = re.exec(out);
+          if (m) resolve(m);
+          return m !== null;
+        };
+        if (check()) return;
+        const onData = (): void => {
+          if (check()) child.stdout.off('data', onData);
+        };
+        child.stdout.on('data', onData);
+        child.once('exit', (code) => reject(new Error(`kata-agent exited ${code}: ${out}`)));
+      });
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => (out += chunk));
+    const address = (await seen(/serving (\S+)/))[1];
+    const ctl = (cmds: string[]): string => {
+      const r = spawnSync(path.join(PROJECT_ROOT, 'bin', 'kata-agent-ctl'), ['connect', '--server-address', address, '--bundle-dir', bundle, ...cmds.flatMap((c) => ['-c', c])], { encoding: 'utf8', timeout: 60_000 });
+      t.equal(r.status, 0, `kata-agent-ctl ${cmds.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    const first = ctl(['CreateSandbox hostname=box', 'CreateContainer cid=w1', 'StartContainer cid=w1', 'ReadStdout cid=w1 len=20']);
+    t.match(first, /line 0/, 'output before the kill');
+    const controlPid = Number(spawnSync('pgrep', ['-P', String(child.pid), '-f', 'control/main.js'], { encoding: 'utf8' }).stdout.trim());
+    t.ok(controlPid > 0, `control plane pid ${controlPid}`);
+    process.kill(controlPid, 'SIGKILL');
+    await seen(/control plane restarted \(pid (\d+)\)/);
+    const after = ctl(['ReadStdout cid=w1 len=200']);
+    const numbers = [...(first + after).matchAll(/line (\d+)/g)].map((m) => Number(m[1]));
+    t.same(numbers, numbers.map((_, i) => i), `every line once, in order, across the restart (${numbers.length} lines)`);
+    const end = ctl(['SignalProcess cid=w1', 'WaitProcess cid=w1', 'RemoveContainer cid=w1', 'DestroySandbox']);
+    t.match(end, /status/, 'the adopted container is waited for');
+    t.equal(await exited, 0, 'the agent stops after DestroySandbox (exit 0)');
+    t.match(out, /kata-agent: stopped \(control plane ended: exit status 0/);
   });
 }

@@ -39,7 +39,11 @@ t.test('install-units renders every placeholder and checks its values', async (t
   t.match(control, /^ExecStart=\/usr\/local\/bin\/kata-agent$/m);
   t.match(helper, /^ExecStart=\/usr\/local\/bin\/kata-agent-helper --socket \/run\/kata-agent\/helper.sock --control-uid 990$/m);
   t.match(control, /^FailureAction=poweroff$/m, 'the VM goes down with the agent, as upstream');
-  t.match(control, /^ExecStop=\+\/usr\/bin\/systemctl --force poweroff$/m);
+  t.match(control, /^ExecStopPost=\+\/bin\/sh -c 'if \[ "\$\$SERVICE_RESULT" = success \]; then \/bin\/sync; exec \/usr\/bin\/systemctl --force poweroff; fi'$/m, 'a clean exit (DestroySandbox) powers off');
+  t.notMatch(control, /^ExecStop=/m, 'no unconditional power-off: it would run on every restart too');
+  t.match(control, /^Restart=on-failure$/m, 'a control plane that dies is started again (it adopts the containers)');
+  t.match(control, /^RestartPreventExitStatus=2$/m, 'not for a configuration error');
+  t.match(control, /^StartLimitBurst=5$/m);
 
   const dflt = render('default', ['CONTROL_UID=65534']);
   const c2 = fs.readFileSync(path.join(dflt, 'kata-agent.service'), 'utf8');
