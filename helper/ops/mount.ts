@@ -256,8 +256,12 @@ export function validateStorage(raw: unknown, base: string, field: string): Vali
 
 /** What the storage ops need from the kernel; the mock records instead of mounting. */
 export interface Mounter {
-  /** mount(2). Throws the errno error. */
-  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  /**
+   * mount(2). Throws the errno error. `created`: the topmost directory the caller created for
+   * this mount point (mkdir -p), which a journaling mounter records so that the next helper can
+   * remove it after a crash (helper/ops/leftovers.ts); ignored by the others.
+   */
+  mount(source: string, target: string, fstype: string, flags: number, data: string, created?: string): void;
   /** umount2(target, 0), then MNT_DETACH when busy. Throws the errno error. */
   umount(target: string): void;
   /** Whether `target` (normalised, no trailing "/") is a mount point. */
