@@ -25,7 +25,7 @@ import * as path from 'node:path';
 import { loadNative } from '../../shared/native';
 import type { Logger } from '../../shared/log';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
-import { MS, type Mounter } from './mount';
+import { MS, parseMountPoints, type Mounter } from './mount';
 
 /** One journal record. */
 export interface LeftoverRecord {
@@ -82,14 +82,7 @@ export function processStartTime(pid: number): string | null {
 
 /** The mount points of a mountinfo text (field 5, octal escapes decoded), each once. */
 export function mountPointsOf(info: string): Set<string> {
-  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return new Set(
-    info
-      .split('\n')
-      .map((line) => line.split(' ')[4])
-      .filter((mp): mp is string => mp !== undefined)
-      .map(unescape),
-  );
+  return new Set(parseMountPoints(info));
 }
 
 function readMountinfo(): string {
@@ -331,6 +324,18 @@ export class LeftoverJournal {
 }
 
 /**
+ * `target` with symlinks resolved (what mount(2) mounts on and mountinfo lists, e.g. an
+ * /etc/resolv.conf that links elsewhere); `target` itself when it does not resolve.
+ */
+function resolved(target: string): string {
+  try {
+    return fs.realpathSync(target);
+  } catch {
+    return target;
+  }
+}
+
+/**
  * A {@link Mounter} that journals every mount it makes ({@link LeftoverJournal.recordMount},
  * before mount(2): a crash right after the mount still leaves a record; a record of a mount
  * that failed is dropped at once) and forgets it when unmounted. Remounts (MS_REMOUNT) are not
@@ -344,23 +349,25 @@ export class JournalingMounter implements Mounter {
 
   mount(source: string, target: string, fstype: string, flags: number, data: string, created?: string): void {
     if ((flags & MS.REMOUNT) !== 0) return this.inner.mount(source, target, fstype, flags, data, created);
-    this.journal.recordMount(target, created);
+    const point = resolved(target);
+    this.journal.recordMount(point, created);
     try {
       this.inner.mount(source, target, fstype, flags, data, created);
     } catch (err) {
-      this.journal.forgetMount(target); // mount(2) failed: nothing of ours is there
+      this.journal.forgetMount(point); // mount(2) failed: nothing of ours is there
       throw err;
     }
   }
 
   umount(target: string): void {
+    const point = resolved(target);
     try {
       this.inner.umount(target);
     } catch (err) {
-      if ((err as { code?: string }).code === 'EINVAL') this.journal.forgetMount(target); // not a mount point (any more)
+      if ((err as { code?: string }).code === 'EINVAL') this.journal.forgetMount(point); // not a mount point (any more)
       throw err;
     }
-    this.journal.forgetMount(target);
+    this.journal.forgetMount(point);
   }
 
   isMounted(target: string): boolean {

@@ -275,9 +275,13 @@ function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** Mount points listed in /proc/self/mountinfo. */
+/** Mount points listed in /proc/self/mountinfo (or `file`). Throws the fs error. */
 export function readMountPoints(file = '/proc/self/mountinfo'): string[] {
-  const text = fs.readFileSync(file, 'utf8');
+  return parseMountPoints(fs.readFileSync(file, 'utf8'));
+}
+
+/** The mount points (field 5, escapes decoded) of a mountinfo text, in its order. */
+export function parseMountPoints(text: string): string[] {
   const out: string[] = [];
   for (const line of text.split('\n')) {
     const fields = line.split(' ');

@@ -96,6 +96,15 @@ t.test('the journaling mounter records mounts, forgets unmounts, skips remounts 
   inner.mounts.delete('/k/c'); // gone behind our back
   t.throws(() => m.umount('/k/c'), { code: 'EINVAL' });
   t.same(records(j.mountsDir), [], 'a mount point that is no longer one is forgotten too');
+
+  // an /etc/resolv.conf that is a symlink: mount(2) mounts on (and mountinfo lists) its target
+  fs.writeFileSync(path.join(state, 'stub-resolv.conf'), '');
+  fs.symlinkSync(path.join(state, 'stub-resolv.conf'), path.join(state, 'resolv.conf'));
+  m.mount('/k/sandbox/resolv.conf', path.join(state, 'resolv.conf'), '', 4096 /* MS_BIND */, '');
+  const [file] = records(j.mountsDir);
+  t.equal((JSON.parse(fs.readFileSync(path.join(j.mountsDir, file), 'utf8')) as MountRecord).mountPoint, path.join(state, 'stub-resolv.conf'), 'a symlinked target is recorded as what it resolves to');
+  m.umount(path.join(state, 'resolv.conf'));
+  t.same(records(j.mountsDir), [], 'and forgotten by the same name');
 });
 
 t.test('storages through the journaling mounter: the next helper sees what is mounted and what was created', async (t) => {
