@@ -4,7 +4,7 @@
  * (helper/ops/sysfs.ts, copy-file.ts, guest.ts) over the native addon. Runs as root.
  */
 import * as path from 'node:path';
-import { LeftoverJournal } from './ops/leftovers';
+import { JournalingMounter, LeftoverJournal } from './ops/leftovers';
 import { silentLogger, type Logger } from '../shared/log';
 import { composeBackend, type HelperBackend } from './api';
 import { ContainerBackend } from './ops/container';
@@ -43,8 +43,9 @@ export interface RealBackendOptions {
   /** Agent option unified_cgroup_hierarchy: use only the cgroup2 mount, ignore v1 hierarchies. */
   unifiedCgroupHierarchy?: boolean;
   /**
-   * The helper's state directory: containers are journaled in `<stateDir>/containers` so that
-   * the next helper kills what a crashed one left (helper/ops/leftovers.ts). Absent: no journal.
+   * The helper's state directory: containers are journaled in `<stateDir>/containers` and guest
+   * mounts in `<stateDir>/mounts` so that the next helper kills and detaches what a crashed one
+   * left (helper/ops/leftovers.ts). Absent: no journal.
    */
   stateDir?: string;
   /** Never use cgroup v2 device programs (helper --no-device-programs). */
@@ -83,8 +84,10 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     logger.warn({ err }, 'no kernel uevent socket: device waits see only what sysfs already has');
   }
   const devices = new DeviceWaiter({ uevents, timeoutMs: opts.hotplugTimeoutMs });
+  // Every guest mount is journaled so that the next helper undoes them after a crash.
+  const journal = opts.stateDir ? new LeftoverJournal(opts.stateDir, logger) : undefined;
   const storage = new StorageBackend({
-    mounter: new KernelMounter(),
+    mounter: journal ? new JournalingMounter(new KernelMounter(), journal) : new KernelMounter(),
     devices,
     kataDir: opts.kataDir ?? DEFAULT_KATA_DIR,
     resolvConf: opts.resolvConf,
@@ -94,7 +97,6 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   const layout = detectCgroupLayout(opts.unifiedCgroupHierarchy === true);
   logger.info({ cgroups: layout }, 'cgroup hierarchies detected');
   const cgroups = new CgroupManager({ layout, logger, devicePrograms: opts.noDevicePrograms === true ? undefined : nativeDevicePrograms(loadNative(), logger) });
-  const journal = opts.stateDir ? new LeftoverJournal(path.join(opts.stateDir, 'containers'), logger) : undefined;
   const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups, journal });
   const g = opts.guest ?? {};
   const guest = guestFamily(

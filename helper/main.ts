@@ -158,7 +158,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   // A previous helper that died left its containers running and its mounts: end them first.
-  await containers?.cleanLeftovers(opts.stateDir);
+  await containers?.cleanLeftovers();
   const server = new HelperServer({ backend, controlUid: opts.controlUid, logger: log });
   try {
     if (!opts.mock) prepareControlDir(opts.stateDir, opts.controlUid);

@@ -9,6 +9,7 @@ import { Code, StatusError } from '../../shared/protocol';
 import type { Logger } from '../../shared/log';
 import { DeviceWaiter } from '../ops/device';
 import type { Mounter } from '../ops/mount';
+import { JournalingMounter, type LeftoverJournal } from '../ops/leftovers';
 import { StorageBackend, type ModprobeRunner } from '../ops/storage';
 import { UeventHub } from '../ops/uevent';
 
@@ -58,8 +59,12 @@ export interface MockStorage {
   modprobeCalls: string[][];
 }
 
-/** Build the mock storage backend over `kataDir`. modprobe "succeeds" unless the module is named "missing-module". */
-export function createMockStorage(opts: { kataDir: string; resolvConf?: string; logger?: Logger; hotplugTimeoutMs?: number }): MockStorage {
+/**
+ * Build the mock storage backend over `kataDir`. modprobe "succeeds" unless the module is named
+ * "missing-module". With `journal`, the mock mounts are journaled as the real helper's are
+ * (helper/ops/leftovers.ts JournalingMounter); without, nothing is recorded.
+ */
+export function createMockStorage(opts: { kataDir: string; resolvConf?: string; logger?: Logger; hotplugTimeoutMs?: number; journal?: LeftoverJournal }): MockStorage {
   const mounter = new MockMounter();
   const uevents = new UeventHub();
   const modprobeCalls: string[][] = [];
@@ -69,7 +74,7 @@ export function createMockStorage(opts: { kataDir: string; resolvConf?: string; 
     return { code: 0, stderr: '' };
   };
   const storage = new StorageBackend({
-    mounter,
+    mounter: opts.journal ? new JournalingMounter(mounter, opts.journal) : mounter,
     devices: new DeviceWaiter({ uevents, timeoutMs: opts.hotplugTimeoutMs ?? 500 }),
     kataDir: opts.kataDir,
     resolvConf: opts.resolvConf ?? path.join(opts.kataDir, 'etc-resolv.conf'),

@@ -354,13 +354,14 @@ export class ContainerBackend implements ContainerFamily {
   }
 
   /**
-   * Start-up, before serving: kill the containers and detach the mounts (below `stateDir`) a
-   * previous helper left when it died (helper/ops/leftovers.ts). Never throws.
+   * Start-up, before serving: kill the containers and detach the mounts (recorded ones, and all
+   * below the state dir) a previous helper left when it died (helper/ops/leftovers.ts). Null
+   * without a journal or when the clean-up failed (logged). Never throws.
    */
-  async cleanLeftovers(stateDir: string): Promise<CleanUpSummary | null> {
+  async cleanLeftovers(): Promise<CleanUpSummary | null> {
     if (!this.journal) return null;
     try {
-      return await this.journal.cleanUp(this.cgroups, stateDir);
+      return await this.journal.cleanUp(this.cgroups);
     } catch (err) {
       this.log.error({ err }, 'cleaning up after a previous helper failed');
       return null;

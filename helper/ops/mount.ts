@@ -256,8 +256,12 @@ export function validateStorage(raw: unknown, base: string, field: string): Vali
 
 /** What the storage ops need from the kernel; the mock records instead of mounting. */
 export interface Mounter {
-  /** mount(2). Throws the errno error. */
-  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  /**
+   * mount(2). Throws the errno error. `created`: the topmost directory the caller created for
+   * this mount point (mkdir -p), which a journaling mounter records so that the next helper can
+   * remove it after a crash (helper/ops/leftovers.ts); ignored by the others.
+   */
+  mount(source: string, target: string, fstype: string, flags: number, data: string, created?: string): void;
   /** umount2(target, 0), then MNT_DETACH when busy. Throws the errno error. */
   umount(target: string): void;
   /** Whether `target` (normalised, no trailing "/") is a mount point. */
@@ -271,9 +275,13 @@ function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** Mount points listed in /proc/self/mountinfo. */
+/** Mount points listed in /proc/self/mountinfo (or `file`). Throws the fs error. */
 export function readMountPoints(file = '/proc/self/mountinfo'): string[] {
-  const text = fs.readFileSync(file, 'utf8');
+  return parseMountPoints(fs.readFileSync(file, 'utf8'));
+}
+
+/** The mount points (field 5, escapes decoded) of a mountinfo text, in its order. */
+export function parseMountPoints(text: string): string[] {
   const out: string[] = [];
   for (const line of text.split('\n')) {
     const fields = line.split(' ');

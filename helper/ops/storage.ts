@@ -193,11 +193,15 @@ export class StorageBackend implements StorageBackendOps {
     }
   }
 
-  /** mkdir -p `dir` below the Kata directory and check no component is a symlink. */
-  private makeDir(dir: string, mode = 0o755): void {
-    fs.mkdirSync(dir, { recursive: true, mode });
+  /**
+   * mkdir -p `dir` below the Kata directory and check no component is a symlink. Returns the
+   * topmost directory it created (undefined when `dir` existed).
+   */
+  private makeDir(dir: string, mode = 0o755): string | undefined {
+    const created = fs.mkdirSync(dir, { recursive: true, mode });
     const real = fs.realpathSync(dir);
     if (real !== dir) throw invalid(`mount point ${dir} resolves to ${real} (a symlink on the way)`);
+    return created;
   }
 
   private async createStorage(s: ValidStorage, owner: string): Promise<StorageEntry> {
@@ -257,13 +261,13 @@ export class StorageBackend implements StorageBackendOps {
   /** Create the mount point, mount, apply fs_group (upstream common_storage_handler). */
   private commonMount(s: ValidStorage, source: string): StorageEntry {
     const m = this.opts.mounter;
-    this.makeDir(s.mountPoint);
+    const created = this.makeDir(s.mountPoint);
     if (m.isMounted(s.mountPoint)) {
       // upstream baremount: already mounted → nothing to do; not ours to unmount later
       this.log.warn({ mountPoint: s.mountPoint }, 'already mounted: kept');
       return { refs: 1, mounted: '', rmdir: false };
     }
-    m.mount(source, s.mountPoint, s.fstype, s.mount.flags, s.mount.data);
+    m.mount(source, s.mountPoint, s.fstype, s.mount.flags, s.mount.data, created);
     try {
       if (s.mount.fsGid !== undefined) {
         fs.chownSync(s.mountPoint, -1, s.mount.fsGid);
@@ -299,7 +303,7 @@ export class StorageBackend implements StorageBackendOps {
     }
     return this.serial(async () => {
       for (const s of storages) {
-        this.makeDir(s.mountPoint);
+        const created = this.makeDir(s.mountPoint);
         if (s.options.length === 0) continue;
         const e = this.entries.get(s.mountPoint);
         if (e && e.mounted === s.mountPoint && this.opts.mounter.isMounted(s.mountPoint)) {
@@ -308,7 +312,7 @@ export class StorageBackend implements StorageBackendOps {
         } else if (this.opts.mounter.isMounted(s.mountPoint)) {
           throw new StatusError(Code.FAILED_PRECONDITION, `${s.mountPoint} is mounted but not by an ephemeral storage of this sandbox`);
         } else {
-          this.opts.mounter.mount(s.source || 'tmpfs', s.mountPoint, s.fstype, s.mount.flags, s.mount.data);
+          this.opts.mounter.mount(s.source || 'tmpfs', s.mountPoint, s.fstype, s.mount.flags, s.mount.data, created);
           this.entries.set(s.mountPoint, { refs: 1, mounted: s.mountPoint, rmdir: true });
           this.owners.set('', [...(this.owners.get('') ?? []), s.mountPoint]);
         }

@@ -8,8 +8,10 @@
 import t from 'tap';
 import { AgentClient } from '../../control/ctl/client';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { AgentHarness, Code, codeOf, eventually, expectCode, leftoverMounts, skipReason, sleep, within } from './lib/agent-harness';
 import { detectCgroupLayout } from '../../helper/ops/cgroup';
+import { KataDirFixture } from './lib/kata-dir';
 
 const skip = skipReason();
 /** Lines the writer must at least have written (it writes for the whole test: ~1 per ms). */
@@ -283,6 +285,76 @@ t.test('helper SIGKILLed: control answers UNAVAILABLE and exits; the next helper
   const out = await h.shutdown(true);
   t.equal(out.destroyError, null, 'DestroySandbox');
   t.same(out.mounts, [], 'no mount left at the end');
+});
+
+t.test('helper SIGKILLed with storages mounted: the next helper detaches its guest mounts (shm, tmpfs volume, watchable tmpfs and bind, resolv.conf) and removes the dirs it made', { skip }, async (t) => {
+  const h = new AgentHarness('helper-loss-storage');
+  const fx = new KataDirFixture(h.tmp);
+  t.teardown(async () => {
+    fx.cleanup();
+    await h.dispose();
+  });
+  fx.prepare(); // the share the guest pre-mounted: not the helper's, must stay
+  await h.start(undefined, fx.helperArgs());
+  const sandboxStorages = [
+    { driver: 'virtio-fs', source: 'kataShared', mount_point: fx.share, fstype: 'virtiofs', options: [] },
+    { driver: 'ephemeral', source: 'shm', mount_point: fx.shm, fstype: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=8m'] },
+  ];
+  await h.client.call('CreateSandbox', { sandbox_id: 'loss-storage', hostname: 'loss', dns: ['nameserver 10.9.8.7'], storages: sandboxStorages });
+  const eph = path.join(fx.kata, 'sandbox', 'ephemeral', 'mem');
+  const small = path.join(fx.share, 'watchable', 'small');
+  const big = path.join(fx.share, 'watchable', 'big');
+  fs.mkdirSync(path.join(fx.hostShare, 'small'));
+  fs.writeFileSync(path.join(fx.hostShare, 'small', 'key'), 'v\n');
+  fs.mkdirSync(path.join(fx.hostShare, 'big'));
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(fx.hostShare, 'big', `f${i}`), `${i}\n`); // over 16 entries: bind-mounted
+  const box = h.id('st');
+  await h.client.call('CreateContainer', {
+    container_id: box,
+    exec_id: box,
+    storages: [
+      { driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mount_point: eph, options: [] },
+      { driver: 'watchable-bind', source: path.join(fx.share, 'small'), fstype: 'bind', mount_point: small, options: [] },
+      { driver: 'watchable-bind', source: path.join(fx.share, 'big'), fstype: 'bind', mount_point: big, options: [] },
+    ],
+    OCI: h.spec(['sleep', '1000'], {
+      mounts: [
+        { destination: '/dev/shm', type: 'bind', source: fx.shm, options: ['rbind'] },
+        { destination: '/mem', type: 'bind', source: eph, options: ['rbind'] },
+        { destination: '/small', type: 'bind', source: small, options: ['rbind', 'ro'] },
+        { destination: '/big', type: 'bind', source: big, options: ['rbind', 'ro'] },
+      ],
+    }),
+  });
+  await h.client.call('StartContainer', { container_id: box });
+  const pid = await h.hostPid(box);
+  const watchable = path.join(fx.share, 'watchable');
+  const before = fx.mountsUnderKata();
+  for (const mp of [fx.shm, eph, watchable, big]) t.ok(before.includes(mp), `mounted before the kill: ${mp}`);
+  t.ok(leftoverMounts([fx.resolv]).length > 0, 'resolv.conf bound');
+  t.equal(fs.readdirSync(path.join(h.tmp, 'run', 'state', 'mounts')).length, 5, 'five guest mounts journaled (shm, tmpfs volume, watchable tmpfs, big bind, resolv.conf)');
+
+  await h.agent.restartHelper('SIGKILL');
+  t.ok(await eventually(() => !alive(pid), 10_000), 'the container process is gone');
+  t.same(h.leftoverProcesses(), [], 'no container process left');
+  t.same(fx.mountsUnderKata(), [fx.share], 'below the kata dir only the pre-mounted share is left (not the helper\'s: kept)');
+  t.same(leftoverMounts([path.join(h.tmp, 'run')]), [], 'no mount left below the state dir');
+  t.same(leftoverMounts([fx.resolv]), [], 'resolv.conf no longer bound');
+  t.equal(fs.readFileSync(fx.resolv, 'utf8'), 'nameserver 127.0.0.53\n', 'the original resolv.conf is back');
+  t.notOk(fs.existsSync(path.join(fx.kata, 'sandbox', 'ephemeral')), 'the directories it made for the tmpfs volume are removed');
+  t.notOk(fs.existsSync(fx.shm), 'and the shm mount point');
+  t.ok(fs.existsSync(path.join(fx.hostShare, 'big', 'f19')), 'the share\'s content is untouched');
+  t.same(fs.readdirSync(path.join(h.tmp, 'run', 'state', 'mounts')), [], 'the mount journal is empty');
+  t.match(h.logs(), /detached mounts left by a previous helper/, 'the new helper says what it detached');
+
+  h.client = await AgentClient.connect(h.agent.address);
+  await h.client.call('CreateSandbox', { sandbox_id: 'loss-storage-2', hostname: 'again', storages: sandboxStorages });
+  const again = await h.run(t, ['sh', '-c', 'echo fresh > /dev/shm/x; cat /dev/shm/x'], { mounts: [{ destination: '/dev/shm', type: 'bind', source: fx.shm, options: ['rbind'] }] });
+  t.equal((await h.readAll('ReadStdout', again, again)).toString(), 'fresh\n', 'a new sandbox with a new shm works');
+  t.equal(await h.wait(again, again), 0);
+  await h.client.call('RemoveContainer', { container_id: again, timeout: 0 });
+  await h.client.call('DestroySandbox', {});
+  t.same(fx.mountsUnderKata(), [fx.share], 'DestroySandbox leaves only the pre-mounted share');
 });
 
 /** True while `pid` exists and is not a zombie. */
