@@ -115,7 +115,10 @@ export class SerialPortListener {
     this.fd = fs.openSync(device, fs.constants.O_RDWR | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
     this.native.setCloexec(this.fd, true);
     this.poller = new this.native.Poller(this.fd, (status, events) => this.onPoll(status, events.readable || events.disconnect, events.writable));
-    this.probe();
+    // The first probe runs after the constructor returned: a host already connected (a restarted
+    // control plane finds one) starts a session at once, and onSession must see a constructed
+    // listener (its caller reads `fd`).
+    this.probeTimer = setTimeout(() => this.probe(), 0);
   }
 
   /** Probe for a host client: a read that is not EOF starts a session (its bytes are the session's first). */

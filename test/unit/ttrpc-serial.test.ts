@@ -127,6 +127,22 @@ t.test('sessions: none while no host; one per host connection; bytes both ways',
   t.ok(sessions[1].destroyed, 'and ends the session');
 });
 
+t.test('a host already connected when the listener starts (a restarted control plane): the session starts after construction', async (t) => {
+  const port = new FakePort();
+  const dev = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'serial-')), 'port');
+  fs.writeFileSync(dev, '');
+  port.host = true;
+  port.inbox.push(Buffer.from('first bytes'));
+  let fdSeen: number | undefined;
+  // onSession reads the listener (as TtrpcServer.listenSerial does: `port.fd`): it must not run
+  // inside the constructor, where `listener` is not assigned yet.
+  const listener: SerialPortListener = new SerialPortListener(dev, { native: port.native(), probeMs: 5, onSession: () => (fdSeen = listener.fd) });
+  t.equal(fdSeen, undefined, 'no session inside the constructor');
+  await sleep(20);
+  t.equal(fdSeen, listener.fd, 'the session started once the listener existed');
+  listener.close();
+});
+
 t.test('mountPoints reads mountinfo targets', async (t) => {
   const info = '22 1 0:21 / /proc rw - proc proc rw\n23 1 0:5 / /dev rw - devtmpfs dev rw\n24 1 0:6 / /with\\040space rw - tmpfs t rw\n';
   t.same([...mountPoints(info)], ['/proc', '/dev', '/with space']);

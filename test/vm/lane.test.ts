@@ -142,6 +142,46 @@ async function main(): Promise<void> {
     await lane.agent.call('RemoveContainer', { container_id: id, timeout: 0 });
   });
 
+  await timed('PID 1 starts a new control plane after a SIGKILL; it adopts the running container, no line lost', async (t) => {
+    const id = 'restart1';
+    await createBusybox(id, 'i=0; while :; do echo line $i; i=$((i+1)); sleep 0.1; done', lane.guestRootfs);
+    await lane.agent.call('StartContainer', { container_id: id });
+    let text = Buffer.from((await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 64 })).data).toString();
+    // The control plane is PID 1's child running dist/control/main.js (PID 1 runs it too).
+    const found = await lane.guestRun(['pgrep', '-P', '1', '-f', 'control/main.js']);
+    const pids = found.stdout.trim().split(/\s+/).filter(Boolean);
+    t.equal(pids.length, 1, `one control plane (${found.stdout.trim()})`);
+    t.equal((await lane.guestRun(['kill', '-9', pids[0]])).status, 0, `control plane ${pids[0]} SIGKILLed`);
+    // Reconnect as the runtime does after a lost agent connection: a new connection and a health
+    // check with a short deadline, again until one answers (bytes the host sends before the new
+    // control plane opened the port are not delivered to it).
+    type Closable = Partial<Pick<Awaited<ReturnType<typeof connectAgent>>, 'close'>>;
+    await (lane.agent as Closable).close?.().catch(() => undefined);
+    let status: number | undefined;
+    for (let attempt = 1; attempt <= 30 && status === undefined; attempt++) {
+      const client = await connectAgent(lane.vm.agentSocket);
+      try {
+        status = (await client.call('Check', { service: '' }, { timeoutNs: 5e9 })).status ?? undefined;
+        lane.agent = client;
+        t.comment(`SERVING again at attempt ${attempt}`);
+      } catch {
+        await client.close().catch(() => undefined);
+      }
+    }
+    t.equal(status, 1, 'SERVING again');
+    const again = await lane.guestRun(['pgrep', '-P', '1', '-f', 'control/main.js']);
+    t.notSame(again.stdout.trim(), pids[0], `a new control plane (${again.stdout.trim()})`);
+    while (!/line 20\n/.test(text)) {
+      text += Buffer.from((await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 4096 })).data).toString();
+    }
+    const numbers = [...text.matchAll(/line (\d+)/g)].map((m) => Number(m[1]));
+    t.same(numbers, numbers.map((_, i) => i), `every line once, in order, across the restart (${numbers.length} lines)`);
+    await lane.agent.call('SignalProcess', { container_id: id, exec_id: id, signal: 9 });
+    const wait = await lane.agent.call('WaitProcess', { container_id: id, exec_id: id });
+    t.equal(wait.status, 137, 'the adopted container is waited for (SIGKILL: 137)');
+    await lane.agent.call('RemoveContainer', { container_id: id, timeout: 0 });
+  });
+
   await timed('DestroySandbox powers the guest off', async (t) => {
     await lane.agent.call('DestroySandbox', {});
     let timer: NodeJS.Timeout | undefined;
