@@ -1,0 +1,99 @@
+// Adversarial review 6 (docs/ARCHITECTURE.md "Threat model", adversarial review): what a process
+// of the container — or code the container controls, such as a startContainer hook (its path
+// resolves in the container) — can reach. Each probe lists a process's open fds with
+// `ls -l /proc/<the shell's pid>/fd` (the shell, not ls) and must see only 0-2, none of them an agent fd (no
+// output spool memfd, helper socket, kata-init sync pipe or guest directory). A container with a
+// user namespace cannot rewrite its own id maps nor map the guest's root in a nested one.
+import t from 'tap';
+import * as fs from 'node:fs';
+import { AgentHarness, skipReason } from './lib/agent-harness';
+
+// the shell's own pid as the mounted /proc names it (a createContainer hook sees the guest's
+// /proc from the container's pid namespace, so $$ would be another process there)
+const LIST_FDS = 'read pid rest < /proc/self/stat; ls -l /proc/$pid/fd';
+
+/** {fd: target} from `ls -l /proc/PID/fd` output. */
+function fdsOf(listing: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of listing.split('\n')) {
+    const m = /\s(\d+) -> (.*)$/.exec(line);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/** What a probe may hold: its pipes, a terminal, /dev/null, or the file its listing goes to. */
+const ALLOWED_FD = /^pipe:\[\d+\]$|^\/dev\/(null|pts\/\d+)$|\/dev\/(create-fds|shm\/start-fds)$/;
+
+function userNsSkip(): string | undefined {
+  try {
+    if (Number(fs.readFileSync('/proc/sys/user/max_user_namespaces', 'utf8').trim()) === 0) return 'user namespaces are disabled';
+  } catch {
+    return 'kernel without user namespaces';
+  }
+  return undefined;
+}
+
+const skip = skipReason();
+if (skip) {
+  t.plan(0, skip);
+} else {
+  const h = new AgentHarness('review6');
+  t.before(async () => {
+    await h.start('review6');
+  });
+  t.teardown(() => h.dispose());
+  t.afterEach(async (tt) => {
+    if (!tt.passing()) tt.comment(h.logs());
+  });
+
+  t.test('createContainer and startContainer hooks hold only fds 0-2 (pipes), no agent fd', async (t) => {
+    const id = h.id('hfd');
+    h.removeOnTeardown(t, id);
+    const spec = h.spec(['sh', '-c', 'cat /dev/create-fds; echo ===; cat /dev/shm/start-fds; echo ===; ' + LIST_FDS + '; true'], {
+      hooks: {
+        // the guest's shell (no script file of its own held open), output into the container's /dev
+        CreateContainer: [{ Path: '/bin/sh', Args: ['sh', '-c', `exec > "$0/dev/create-fds"; ${LIST_FDS}; true`, h.rootfs] }],
+        StartContainer: [{ Path: '/bin/sh', Args: ['sh', '-c', `exec > /dev/shm/start-fds; ${LIST_FDS}; true`] }],
+      },
+    });
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    await h.client.call('StartContainer', { container_id: id });
+    const [out, err] = (await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)])).map(String);
+    t.equal(await h.wait(id, id), 0, err);
+    const [create = '', start = '', init = ''] = out.split('===\n');
+    for (const [who, listing] of [['createContainer hook', create], ['startContainer hook', start], ['container init', init]] as const) {
+      const fds = fdsOf(listing);
+      t.same(Object.keys(fds).sort(), ['0', '1', '2'], `${who}: only fds 0-2 (${JSON.stringify(fds)})`);
+      for (const [fd, target] of Object.entries(fds)) t.match(target, ALLOWED_FD, `${who}: fd ${fd} -> ${target} is no agent fd`);
+    }
+  });
+
+  const nsSkip = userNsSkip();
+  t.test('a user-namespace container: fds 0-2 in init and exec; its id maps cannot be rewritten; no nested map of the guest root', { skip: nsSkip }, async (t) => {
+    const spec = h.spec(['sh', '-c', `${LIST_FDS}; echo ===; echo "0 0 1" > /proc/self/uid_map && echo MAP-REWRITTEN; echo "0 0 1" > /proc/self/gid_map && echo GMAP-REWRITTEN; cat /proc/self/uid_map; sleep 100`], {
+      namespaces: [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }, { type: 'network' }, { type: 'user' }],
+    });
+    spec.Linux!.UIDMappings = [{ ContainerID: 0, HostID: 100000, Size: 65536 }];
+    spec.Linux!.GIDMappings = [{ ContainerID: 0, HostID: 100000, Size: 65536 }];
+    const id = h.id('ufd');
+    h.removeOnTeardown(t, id);
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    await h.client.call('StartContainer', { container_id: id });
+    // a nested user namespace (container root has CAP_SETUID in its own) mapping host uid 0
+    const nested = await h.execCollect(id, ['sh', '-c', 'unshare -U sh -c "echo 0 0 1 > /proc/self/uid_map && echo NESTED-ROOT; cat /proc/self/uid_map; true" 2>&1; ' + LIST_FDS + '; true']);
+    t.notMatch(nested.stdout.toString(), /NESTED-ROOT/, `a nested user namespace cannot map the guest's uid 0: ${nested.stdout}`);
+    t.match(nested.stdout.toString(), /write error/, "the write into the nested uid_map was refused (unshare ran)");
+    const execFds = fdsOf(nested.stdout.toString());
+    t.same(Object.keys(execFds).sort(), ['0', '1', '2'], `exec: only fds 0-2 (${JSON.stringify(execFds)})`);
+    for (const [fd, target] of Object.entries(execFds)) t.match(target, ALLOWED_FD, `exec: fd ${fd} -> ${target}`);
+    await h.client.call('SignalProcess', { container_id: id, exec_id: id, signal: 9 });
+    const [out] = (await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)])).map(String);
+    await h.wait(id, id);
+    const [listing = '', rest = ''] = out.split('===\n');
+    const fds = fdsOf(listing);
+    t.same(Object.keys(fds).sort(), ['0', '1', '2'], `userns init: only fds 0-2 (${JSON.stringify(fds)})`);
+    t.notMatch(rest, /MAP-REWRITTEN|GMAP-REWRITTEN/, 'the container cannot rewrite its uid_map/gid_map');
+    t.match(rest.trim().split(/\s+/).join(' '), /^0 100000 65536/, `the map is still the helper's: ${rest}`);
+  });
+}
