@@ -109,6 +109,32 @@ t.test('pty case: control relays a unix connection to a new shell; close hangs u
   t.notOk(fs.existsSync(sock), 'socket removed');
 });
 
+// Adversarial review 6: the socket was bound with the process umask and chmod-ed 0600 only
+// afterwards; with a permissive umask (0) any local user could connect in between (a root shell:
+// the connection stays in the backlog and is accepted later). The mode seen right after bind,
+// before control's own chmod, must already deny group and others.
+t.test('the unix socket is never connectable by others, even with umask 0 (bind under umask 0177)', async (t) => {
+  const previous = process.umask(0);
+  const seen: number[] = [];
+  // the module object itself (the compiled `import * as fs` is a getter view of it)
+  const fsModule = require('node:fs') as { chmodSync: typeof fs.chmodSync };
+  const chmod = fsModule.chmodSync;
+  fsModule.chmodSync = (p: fs.PathLike, mode: fs.Mode): void => {
+    seen.push(fs.statSync(p).mode & 0o777);
+    chmod(p, mode);
+  };
+  let sock = '';
+  try {
+    ({ sock } = await listening(t));
+  } finally {
+    fsModule.chmodSync = chmod;
+    process.umask(previous);
+  }
+  t.ok(seen.length > 0, 'control chmod-ed the socket');
+  t.same(seen.filter((m) => (m & 0o077) !== 0), [], `mode right after bind: ${seen.map((m) => m.toString(8)).join(', ')}`);
+  t.equal(fs.statSync(sock).mode & 0o777, 0o600);
+});
+
 t.test('at most MAX_DEBUG_CONSOLE_SESSIONS sessions; one more connection is closed', async (t) => {
   const { sock, console } = await listening(t);
   const conns: net.Socket[] = [];
