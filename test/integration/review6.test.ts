@@ -6,6 +6,7 @@
 // user namespace cannot rewrite its own id maps nor map the guest's root in a nested one.
 import t from 'tap';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { AgentHarness, skipReason } from './lib/agent-harness';
 
 // the shell's own pid as the mounted /proc names it (a createContainer hook sees the guest's
@@ -67,6 +68,35 @@ if (skip) {
       t.same(Object.keys(fds).sort(), ['0', '1', '2'], `${who}: only fds 0-2 (${JSON.stringify(fds)})`);
       for (const [fd, target] of Object.entries(fds)) t.match(target, ALLOWED_FD, `${who}: fd ${fd} -> ${target} is no agent fd`);
     }
+  });
+
+  // A createContainer hook runs as root with the helper's capabilities in the guest's root (before
+  // pivot_root) but inside the container's new pid namespace. One that leaves a process behind
+  // (a daemon, a buggy `cmd &`) gave the container a neighbour with every capability whose
+  // /proc/<pid>/root is the guest's "/": with CAP_SYS_PTRACE the container read guest files
+  // through it. kata-init now kills whatever the createContainer hooks left in the new pid
+  // namespace before it goes on.
+  t.test('a process left by a createContainer hook does not survive into the container (no path to the guest root)', async (t) => {
+    const marker = path.join(h.tmp, `guest-only-${process.pid}`);
+    fs.writeFileSync(marker, 'guest');
+    const id = h.id('hleft');
+    h.removeOnTeardown(t, id);
+    const spec = h.spec(
+      // every other process of the container's pid namespace: its effective capabilities and whether
+      // its root reaches the guest's marker (both need only CAP_SYS_PTRACE to read)
+      ['sh', '-c', `for d in /proc/[0-9]*; do [ "$d" = /proc/1 ] || [ "$d" = /proc/$$ ] && continue; c=$(sed -n "s/^CapEff:\\t//p" $d/status 2>/dev/null); [ -n "$c" ] && echo "OTHER $d caps=$c"; [ -e "$d/root${marker}" ] && echo "GUEST-ROOT via $d"; done; echo checked`],
+      {
+        capabilities: ['CAP_SYS_PTRACE', 'CAP_KILL', 'CAP_DAC_OVERRIDE'],
+        hooks: { CreateContainer: [{ Path: '/bin/sh', Args: ['sh', '-c', 'sleep 1000 </dev/null >/dev/null 2>&1 &'] }] },
+      },
+    );
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    await h.client.call('StartContainer', { container_id: id });
+    const [out, err] = (await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)])).map(String);
+    t.equal(await h.wait(id, id), 0, err);
+    t.match(out, /checked/, 'the probe ran');
+    t.notMatch(out, /GUEST-ROOT/, `the guest root is not reachable through a hook's leftover: ${out}`);
+    t.notMatch(out, /OTHER/, `no other process in the container's pid namespace (the hook's leftover had the helper's capabilities): ${out}`);
   });
 
   const nsSkip = userNsSkip();
