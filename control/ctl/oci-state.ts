@@ -8,6 +8,7 @@
  * agent never receives (the CLI sends no annotations; oci-json.ts). See docs/ARCHITECTURE.md
  * "OCI runtime CLI".
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -160,11 +161,21 @@ export class OciStore {
   }
 }
 
-/** Write `text` to `file` through a temporary file and rename (readers never see half a file). */
+/**
+ * Write `text` to `file` through a temporary file and rename (readers never see half a file).
+ * The temporary name is unpredictable and created O_EXCL (flag "wx": never through a symlink):
+ * a --pid-file in a world-writable directory such as /tmp must not let another user plant a
+ * symlink at the temporary name and make root write through it (was `<file>.<pid>.tmp`).
+ */
 export function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  const tmp = `${file}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+  try {
+    fs.writeFileSync(tmp, text, { mode: 0o644, flag: 'wx' });
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** Whether process `pid` exists (kill 0; EPERM counts as alive). */

@@ -6,7 +6,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { OciError, OciStore, type OciRecord } from '../../control/ctl/oci-state';
+import { OciError, OciStore, writeAtomic, type OciRecord } from '../../control/ctl/oci-state';
 
 const record = (id: string): OciRecord => ({ id, bundle: '/b', ociVersion: '1.0.2', annotations: {}, monitorPid: 0, created: new Date(0).toISOString() });
 
@@ -48,4 +48,21 @@ t.test('a --root owned by another user, or writable by others, is refused before
   s3.write(record('c1'));
   t.equal(s3.get('c1').id, 'c1', 'a root of our own (created 0711) works');
   t.equal(fs.statSync(mine).mode & 0o777, 0o711);
+});
+
+// The pid file (and every record) is written through a temporary file; its name was
+// `<file>.<pid>.tmp`, so in a world-writable directory another user could plant a symlink there
+// and root wrote the pid through it into any file.
+t.test('writeAtomic never writes through a symlink planted at a predictable temporary name', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oci-pidfile-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const victim = path.join(dir, 'victim');
+  fs.writeFileSync(victim, 'precious');
+  const file = path.join(dir, 'container.pid');
+  fs.symlinkSync(victim, `${file}.${process.pid}.tmp`);
+  writeAtomic(file, '4242');
+  t.equal(fs.readFileSync(victim, 'utf8'), 'precious', 'the symlink target is untouched');
+  t.equal(fs.readFileSync(file, 'utf8'), '4242', 'the pid file is written');
+  t.ok(fs.lstatSync(file).isFile(), 'as a regular file');
+  t.same(fs.readdirSync(dir).filter((n) => n.endsWith('.tmp') && n !== `container.pid.${process.pid}.tmp`), [], 'no temporary file left');
 });
