@@ -7,7 +7,7 @@
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AgentHarness, skipReason } from './lib/agent-harness';
+import { AgentHarness, skipReason, userNsSkip } from './lib/agent-harness';
 
 // the shell's own pid as the mounted /proc names it (a createContainer hook sees the guest's
 // /proc from the container's pid namespace, so $$ would be another process there)
@@ -26,14 +26,6 @@ function fdsOf(listing: string): Record<string, string> {
 /** What a probe may hold: its pipes, a terminal, /dev/null, or the file its listing goes to. */
 const ALLOWED_FD = /^pipe:\[\d+\]$|^\/dev\/(null|pts\/\d+)$|\/dev\/(create-fds|shm\/start-fds)$/;
 
-function userNsSkip(): string | undefined {
-  try {
-    if (Number(fs.readFileSync('/proc/sys/user/max_user_namespaces', 'utf8').trim()) === 0) return 'user namespaces are disabled';
-  } catch {
-    return 'kernel without user namespaces';
-  }
-  return undefined;
-}
 
 const skip = skipReason();
 if (skip) {
