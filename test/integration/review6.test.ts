@@ -91,6 +91,30 @@ if (skip) {
     t.notMatch(out, /OTHER/, `no other process in the container's pid namespace (the hook's leftover had the helper's capabilities): ${out}`);
   });
 
+  // A startContainer hook runs a binary of the container's rootfs (an image can replace it) with
+  // the container's credentials. With noNewPrivileges the container's seccomp filter was loaded
+  // only after the hooks, right before the program's execve: the hook — and anything it left
+  // running — had no filter at all. runc loads it before the startContainer hooks; so do we now.
+  for (const noNewPrivileges of [true, false]) {
+    t.test(`a startContainer hook runs under the container's seccomp filter (noNewPrivileges ${noNewPrivileges})`, async (t) => {
+      const id = h.id('hsec');
+      h.removeOnTeardown(t, id);
+      const spec = h.spec(['sh', '-c', 'cat /dev/shm/hook-seccomp'], {
+        noNewPrivileges,
+        seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] },
+        hooks: {
+          StartContainer: [{ Path: '/bin/sh', Args: ['sh', '-c', 'exec > /dev/shm/hook-seccomp 2>&1; grep -E "^(Seccomp|NoNewPrivs):" /proc/self/status; mkdir /dev/shm/made-by-hook && echo MKDIR-ALLOWED; true'] }],
+        },
+      });
+      await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+      await h.client.call('StartContainer', { container_id: id });
+      const [out, err] = (await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)])).map(String);
+      t.equal(await h.wait(id, id), 0, err);
+      t.match(out, /^Seccomp:\t2$/m, `the hook runs in seccomp filter mode: ${out}`);
+      t.notMatch(out, /MKDIR-ALLOWED/, 'a syscall the profile denies is denied to the hook');
+    });
+  }
+
   const nsSkip = userNsSkip();
   t.test('a user-namespace container: fds 0-2 in init and exec; its id maps cannot be rewritten; no nested map of the guest root', { skip: nsSkip }, async (t) => {
     const spec = h.spec(['sh', '-c', `${LIST_FDS}; echo ===; echo "0 0 1" > /proc/self/uid_map && echo MAP-REWRITTEN; echo "0 0 1" > /proc/self/gid_map && echo GMAP-REWRITTEN; cat /proc/self/uid_map; sleep 100`], {

@@ -2,7 +2,7 @@
  * OCI createContainer and startContainer hooks (runtime-spec config.md#posix-platform-hooks),
  * the two kinds that run inside the container: createContainer in the container's mount
  * namespace after the mounts and before pivot_root (step 5), startContainer after the start
- * byte, just before the program's execve (step 10b), with the container's ids and capabilities
+ * byte, just before the program's execve (step 10b), with the container's ids, capabilities and seccomp filter
  * (as runc and upstream rustjail container.rs do). Each hook is forked and exec'd with its args
  * and environment, the OCI state JSON on stdin (the helper's `hookstate` text around our own
  * getpid(), as runc and rustjail report it), stdout and stderr collected (the first bytes go
