@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { LeftoverJournal, mountsBelow, processStartTime } from '../../helper/ops/leftovers';
 import { silentLogger } from '../../shared/log';
+import { CgroupManager, type ContainerCgroup } from '../../helper/ops/cgroup';
+import type { DeviceProgramDriver } from '../../helper/ops/bpf-devices';
 
 function sleeper(): ChildProcess {
   return spawn('sleep', ['100'], { stdio: 'ignore' });
@@ -57,4 +59,35 @@ t.test('mountsBelow: strictly below the state dir, never a sibling sharing its p
   t.notOk(sys.includes('/sys'), '/sys itself is not below /sys');
   t.same(mountsBelow('/sy'), [], 'a prefix of /sys selects nothing of /sys');
   t.same(mountsBelow('/'), [], 'a state dir of / selects nothing (never every mount of the guest)');
+});
+
+// A record carried the device program's handle — an fd number of the dead helper. The next
+// helper's clean-up passed it to the driver, which closed (release) or detached-and-closed that
+// number in its own fd table: whatever the new helper had there (an event-loop fd, a socket).
+t.test('clean-up never uses the dead helper\'s device-program fd numbers', async (t) => {
+  const state = fs.mkdtempSync(path.join(os.tmpdir(), 'leftovers-bpf-'));
+  t.teardown(() => fs.rmSync(state, { recursive: true, force: true }));
+  const v2 = path.join(state, 'cg2');
+  fs.mkdirSync(path.join(v2, 'ctr'), { recursive: true });
+  const used: string[] = [];
+  const driver: DeviceProgramDriver = {
+    available: () => true,
+    attach: () => 3,
+    detach: (_dir, handle) => void used.push(`detach ${handle}`),
+    release: (handle) => void used.push(`release ${handle}`),
+  };
+  const cgroups = new CgroupManager({ layout: { mode: 'v2', v1: {}, v2, v2Controllers: [] }, simulate: true, devicePrograms: driver });
+  const journal = new LeftoverJournal(path.join(state, 'containers'), silentLogger());
+  // what a helper journaled for a container whose cgroup it created (fd 17) and for one in a
+  // cgroup dir that existed before (fd 18)
+  const created: ContainerCgroup = { path: '/ctr/a', dirs: [path.join(v2, 'ctr', 'a')], v1: {}, v2: path.join(v2, 'ctr', 'a'), created: [path.join(v2, 'ctr', 'a')], deviceProgram: 17 };
+  const existing: ContainerCgroup = { path: '/ctr', dirs: [path.join(v2, 'ctr')], v1: {}, v2: path.join(v2, 'ctr'), created: [], deviceProgram: 18 };
+  fs.mkdirSync(created.v2!);
+  journal.record({ containerId: 'a', pid: 0, startTime: null, cgroup: created });
+  journal.record({ containerId: 'b', pid: 0, startTime: null, cgroup: existing });
+  const summary = await journal.cleanUp(cgroups, state);
+  t.equal(summary.containers, 2);
+  t.same(used, [], 'no fd number of the dead helper reached the driver');
+  t.notOk(fs.existsSync(created.v2!), 'the created cgroup dir is removed (which detaches its program)');
+  t.ok(fs.existsSync(existing.v2!), 'a dir the helper did not create stays');
 });
