@@ -100,7 +100,8 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
       runDir,
       logLevel: config.logLevel,
       debugAddr: standaloneDebugAddr(config.debugAddr, controlDir),
-      helperArgs: ['--hotplug-timeout-ms', String(config.hotplugTimeoutMs)],
+      // the helper serves the console's shells only when told so itself
+      helperArgs: ['--hotplug-timeout-ms', String(config.hotplugTimeoutMs), ...(config.debugConsole ? ['--debug-console'] : [])],
       controlArgs: controlArgsFor(argv),
     });
   } catch (err) {

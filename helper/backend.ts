@@ -50,6 +50,8 @@ export interface RealBackendOptions {
   stateDir?: string;
   /** Never use cgroup v2 device programs (helper --no-device-programs). */
   noDevicePrograms?: boolean;
+  /** Serve the debugConsole op (helper --debug-console); default off. */
+  debugConsole?: boolean;
 }
 
 /** The real backend: the composed backend the server dispatches to, and its container model. */
@@ -104,7 +106,7 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
     new CopyFileOps({ roots: g.copyRoots }),
     // AddSwap waits for its disk through the storages' device waiter (same uevents, same timeout).
     new GuestOps({ system: nativeGuestSystem(registry.reaper), devices, volumeRoots: g.volumeRoots, logger }),
-    new DebugConsoleOps({ native: loadNative(), reaper: registry.reaper, logger }),
+    new DebugConsoleOps({ native: loadNative(), reaper: registry.reaper, logger, enabled: opts.debugConsole === true }),
   );
   // UpdateInterface with a pciPath waits for the NIC through the same device waiter (hotplug timeout).
   const network = new NetworkBackend(createNetlinkDriver(opts.netns ?? '', registry.reaper), { logger, waitNic: (p) => devices.netPci(p) });

@@ -23,6 +23,9 @@
  * --no-device-programs  never use cgroup v2 device programs (BPF_PROG_TYPE_CGROUP_DEVICE), as on a
  *                kernel without CONFIG_CGROUP_BPF: device rules then need a v1 devices hierarchy
  *                (default $KATA_AGENT_NO_DEVICE_PROGRAMS "true"/"1", else false)
+ * --debug-console  serve the debugConsole op (a root shell for control's debug console); off
+ *                unless this, $KATA_AGENT_DEBUG_CONSOLE "true"/"1" or `agent.debug_console` on the
+ *                kernel command line (control alone cannot turn it on)
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -44,7 +47,7 @@ import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--debug-console] [--mock] [--log-level L]';
 
 /** --help: the usage text goes to stdout, exit 0. */
 class HelpRequested extends Error {}
@@ -65,6 +68,11 @@ export interface HelperCliOptions {
   unifiedCgroupHierarchy: boolean;
   /** Never attach cgroup v2 device programs (helper/ops/bpf-devices.ts). */
   noDevicePrograms: boolean;
+  /**
+   * Serve the `debugConsole` op (a root shell): `--debug-console`, KATA_AGENT_DEBUG_CONSOLE=1, or
+   * `agent.debug_console` on the kernel command line. Off otherwise, whatever control asks.
+   */
+  debugConsole: boolean;
 }
 
 /** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
@@ -82,6 +90,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       netns: { type: 'string' },
       'unified-cgroup-hierarchy': { type: 'boolean' },
       'no-device-programs': { type: 'boolean' },
+      'debug-console': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -112,7 +121,21 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
     unifiedCgroupHierarchy:
       values['unified-cgroup-hierarchy'] ?? ['1', 'true'].includes((env.KATA_AGENT_UNIFIED_CGROUP_HIERARCHY ?? '').toLowerCase()),
     noDevicePrograms: values['no-device-programs'] ?? ['1', 'true'].includes((env.KATA_AGENT_NO_DEVICE_PROGRAMS ?? '').toLowerCase()),
+    debugConsole: values['debug-console'] ?? (['1', 'true'].includes((env.KATA_AGENT_DEBUG_CONSOLE ?? '').toLowerCase()) || kernelAsksDebugConsole()),
   };
+}
+
+/** Whether the kernel command line has the word `agent.debug_console` (upstream config.rs). */
+export function kernelAsksDebugConsole(cmdline?: string): boolean {
+  let text = cmdline;
+  if (text === undefined) {
+    try {
+      text = fs.readFileSync('/proc/cmdline', 'utf8');
+    } catch {
+      return false;
+    }
+  }
+  return /(^|\s)agent\.debug_console(\s|$)/.test(text);
 }
 
 /** Run the helper until SIGTERM/SIGINT. Returns the exit code. */
@@ -150,6 +173,7 @@ export async function main(argv: string[]): Promise<number> {
           unifiedCgroupHierarchy: opts.unifiedCgroupHierarchy,
           stateDir: opts.stateDir,
           noDevicePrograms: opts.noDevicePrograms,
+          debugConsole: opts.debugConsole,
         });
     backend = parts.backend;
     containers = parts.containers;

@@ -8,6 +8,7 @@
  * agent never receives (the CLI sends no annotations; oci-json.ts). See docs/ARCHITECTURE.md
  * "OCI runtime CLI".
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -62,10 +63,40 @@ export class OciError extends Error {}
 
 /** The per-container state directories under `root`. */
 export class OciStore {
+  private rootChecked = false;
+
   constructor(readonly root: string) {}
 
+  /** `<root>/<id>`. Throws OciError for a root another user could change ({@link checkRoot}). */
   dir(id: string): string {
+    this.checkRoot();
     return path.join(this.root, id);
+  }
+
+  /**
+   * The CLI runs as root and writes, reads and removes below `--root`, so the directory must be
+   * one only we (or root) can change: owned by our euid or root, a directory, not writable by
+   * group or others. Otherwise another user could swap `<root>/<id>` for a symlink between our
+   * mkdir and our writes (state.json written as root anywhere) or forge records (a monitor pid
+   * to kill). A root that does not exist yet is fine (claim creates it 0711). Checked once.
+   * Throws OciError naming the directory and what is wrong.
+   */
+  checkRoot(): void {
+    if (this.rootChecked) return;
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.root);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new OciError(`--root ${this.root}: ${(err as Error).message}`);
+    }
+    const euid = process.geteuid?.() ?? 0;
+    if (!st.isDirectory()) throw new OciError(`--root ${this.root} is not a directory`);
+    if (st.uid !== euid && st.uid !== 0) throw new OciError(`--root ${this.root} is owned by uid ${st.uid}, not by us (uid ${euid}) or root: another user could change the records`);
+    if ((st.mode & 0o022) !== 0) {
+      throw new OciError(`--root ${this.root} has mode ${(st.mode & 0o7777).toString(8)}: writable by group or others, who could change the records`);
+    }
+    this.rootChecked = true;
   }
 
   /** The record of `id`, or null when there is none. Throws OciError for an unreadable record. */
@@ -97,6 +128,7 @@ export class OciStore {
    */
   claim(id: string): void {
     fs.mkdirSync(this.root, { recursive: true, mode: 0o711 });
+    this.checkRoot();
     try {
       fs.mkdirSync(this.dir(id), { mode: 0o711 });
     } catch (err) {
@@ -129,11 +161,21 @@ export class OciStore {
   }
 }
 
-/** Write `text` to `file` through a temporary file and rename (readers never see half a file). */
+/**
+ * Write `text` to `file` through a temporary file and rename (readers never see half a file).
+ * The temporary name is unpredictable and created O_EXCL (flag "wx": never through a symlink):
+ * a --pid-file in a world-writable directory such as /tmp must not let another user plant a
+ * symlink at the temporary name and make root write through it (was `<file>.<pid>.tmp`).
+ */
 export function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  const tmp = `${file}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+  try {
+    fs.writeFileSync(tmp, text, { mode: 0o644, flag: 'wx' });
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** Whether process `pid` exists (kill 0; EPERM counts as alive). */

@@ -90,10 +90,26 @@ function adoptProcess(core: AgentCore, records: Map<string, ContainerState>, p: 
   const terminal = p.terminal === true || 'pty' in fds;
   const haveFds = Object.keys(fds).length > 0;
   let stdio: ProcessStdio;
+  let unusable: StatusError | null = null;
   if (haveFds) {
-    stdio = ProcessStdio.fromFds(fds, terminal, { adopted: true });
+    try {
+      stdio = ProcessStdio.fromFds(fds, terminal, { adopted: true });
+    } catch (err) {
+      // One unusable spool (fromFds closed the fds) must not stop the adoption of everything
+      // else: control would exit at every restart. That process's output is lost: DATA_LOSS.
+      unusable = err instanceof StatusError ? err : new StatusError(Code.INTERNAL, String(err));
+      core.log.error({ err, containerId: p.containerId, execId: p.execId }, 'cannot adopt the stdio of a process: its output is lost');
+      stdio = ProcessStdio.ended(terminal);
+    }
   } else {
     stdio = ProcessStdio.ended(terminal);
+  }
+  if (unusable) {
+    const reason = unusable.message;
+    stdio.outputs().forEach((o, i) => {
+      const name = terminal ? 'terminal output' : i === 0 ? 'stdout' : 'stderr';
+      o.drop(() => new StatusError(Code.DATA_LOSS, `${name} of process ${JSON.stringify(p.execId === '' ? p.containerId : p.execId)} of container ${p.containerId} was lost at a control-plane restart: its output spool could not be re-opened (${reason})`));
+    });
   }
   stdio.outputs().forEach((o, i) => {
     const dropped = o.droppedBefore;

@@ -20,7 +20,8 @@ export interface StreamListener {
 
 /**
  * Listen on `address` with `backlog` and call `onConnection(fd)` for each accepted connection
- * (the callee owns the fd). `what` names the listener in errors and logs. Throws StatusError
+ * (the callee owns the fd); a unix socket is created mode 0600 (owner: this process's uid).
+ * `what` names the listener in errors and logs. Throws StatusError
  * INVALID_ARGUMENT for another kind of address (message names it and `what`), the system error
  * (EADDRINUSE, ...) when listening fails.
  */
@@ -35,7 +36,17 @@ export function listenStream(
   const addr = parseAddress(address);
   let fd: number;
   if (addr.kind === 'vsock') fd = native.vsockListen(addr.cid === 0xffffffff ? -1 : addr.cid, addr.port, backlog);
-  else if (addr.kind === 'unix') fd = native.unixStreamListen(addr.path, backlog);
+  else if (addr.kind === 'unix') {
+    // bind(2) under umask 0177: the socket is 0600 from its creation (a caller's chmod afterwards
+    // left a window in which, with a permissive umask, anyone could connect: the debug console
+    // is a root shell). Synchronous: the umask covers exactly that call.
+    const previous = process.umask(0o177);
+    try {
+      fd = native.unixStreamListen(addr.path, backlog);
+    } finally {
+      process.umask(previous);
+    }
+  }
   else throw new StatusError(Code.INVALID_ARGUMENT, `${what} address ${JSON.stringify(address)}: want vsock://CID:PORT or unix:///path`);
   const acceptAll = (): void => {
     for (;;) {

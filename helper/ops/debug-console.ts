@@ -35,6 +35,12 @@ export interface DebugConsoleOptions {
   /** Shells tried in order (default {@link DEBUG_CONSOLE_SHELLS}). */
   shells?: readonly string[];
   logger?: Logger;
+  /**
+   * Whether the op is served (default true: the mock). The real helper serves it only when its
+   * own configuration asks for the console (helper --debug-console): a root shell must not be
+   * one request away for whatever runs as the control uid.
+   */
+  enabled?: boolean;
 }
 
 /** Starts debug-console shells (see the module comment). */
@@ -43,8 +49,10 @@ export class DebugConsoleOps {
   private readonly reaper: ChildReaper;
   private readonly shells: readonly string[];
   private readonly log: Logger;
+  private readonly enabled: boolean;
 
   constructor(opts: DebugConsoleOptions) {
+    this.enabled = opts.enabled ?? true;
     this.native = opts.native;
     this.reaper = opts.reaper;
     this.shells = opts.shells ?? DEBUG_CONSOLE_SHELLS;
@@ -55,9 +63,13 @@ export class DebugConsoleOps {
    * Start a shell on `args.tty` or on a new pty (its master is the reply's fd `master`, closed
    * here once sent). INVALID_ARGUMENT for a tty that is not an absolute normalised path under
    * /dev/, cannot be opened or is not a terminal (message names it); FAILED_PRECONDITION when no
-   * shell exists; the spawn's errno error otherwise.
+   * shell exists; PERMISSION_DENIED when the helper was not started with the console enabled;
+   * the spawn's errno error otherwise.
    */
   async debugConsole(args: DebugConsoleArgs): Promise<BackendReply<DebugConsoleResult>> {
+    if (!this.enabled) {
+      throw new StatusError(Code.PERMISSION_DENIED, 'debugConsole: the debug console is not enabled in the helper (--debug-console, KATA_AGENT_DEBUG_CONSOLE=1 or agent.debug_console on the kernel command line)');
+    }
     const a = (typeof args === 'object' && args !== null ? args : {}) as Record<string, unknown>;
     const ttyPath = a.tty;
     if (ttyPath !== undefined) {

@@ -35,6 +35,8 @@ export interface LeftoverRecord {
   /** Field 22 of /proc/<pid>/stat (start time in clock ticks) when recorded; null if unreadable. */
   startTime: string | null;
   cgroup?: ContainerCgroup;
+  /** A cgroup v2 device program was attached to the cgroup (its handle is not journaled). */
+  deviceProgram?: boolean;
 }
 
 /** One mount record: a mount the helper made in the guest's mount namespace. */
@@ -68,6 +70,17 @@ export function mountNamespace(): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * The cgroup record without what only means something inside the helper process that made it:
+ * the device program's handle is an fd number of that process (in the next helper it would name
+ * an unrelated fd, which the clean-up would close).
+ */
+function withoutProcessHandles(cg: ContainerCgroup): ContainerCgroup {
+  const { deviceProgram: _fd, ...rest } = cg;
+  void _fd;
+  return rest;
 }
 
 /** Start time of `pid` (field 22 of /proc/<pid>/stat), or null when the process is gone. */
@@ -248,7 +261,7 @@ export class LeftoverJournal {
   /** Record a created container (atomically: write + rename). */
   record(rec: LeftoverRecord): void {
     try {
-      writeRecord(this.dir, rec.containerId, rec);
+      writeRecord(this.dir, rec.containerId, { ...rec, ...(rec.cgroup ? { cgroup: withoutProcessHandles(rec.cgroup), deviceProgram: rec.cgroup.deviceProgram !== undefined } : {}) });
     } catch (err) {
       this.log.warn({ err, containerId: rec.containerId }, 'cannot record the container for a clean-up after a helper crash');
     }
@@ -298,8 +311,14 @@ export class LeftoverJournal {
         }
       }
       if (rec.cgroup && cgroups) {
-        if (!(await cgroups.killAll(rec.cgroup))) summary.cgroupsLeft++;
-        cgroups.remove(rec.cgroup);
+        const cg = withoutProcessHandles(rec.cgroup);
+        if ((rec.deviceProgram === true || rec.cgroup.deviceProgram !== undefined) && cg.v2 && !cg.created.includes(cg.v2)) {
+          // its fd died with the old helper; the program stays attached to a dir we keep
+          // (it only denies more: every attached program must allow)
+          this.log.warn({ dir: cg.v2 }, 'a device program of a previous helper may stay attached to a cgroup it did not create');
+        }
+        if (!(await cgroups.killAll(cg))) summary.cgroupsLeft++;
+        cgroups.remove(cg);
       }
       this.log.warn({ containerId: rec.containerId, pid: rec.pid, cgroup: rec.cgroup?.path }, 'killed a container left by a previous helper');
     }

@@ -5,19 +5,11 @@
 // the same user namespace; the guest sees the container's root as uid 100000.
 import t from 'tap';
 import * as fs from 'node:fs';
-import { AgentHarness, Code, expectCode, skipReason } from './lib/agent-harness';
+import { AgentHarness, Code, expectCode, skipReason, userNsSkip } from './lib/agent-harness';
 
 const NAMESPACES = [{ type: 'mount' }, { type: 'uts' }, { type: 'ipc' }, { type: 'network' }, { type: 'user' }];
 const MAP = [{ ContainerID: 0, HostID: 100000, Size: 65536 }];
 
-function userNsSkip(): string | undefined {
-  try {
-    if (Number(fs.readFileSync('/proc/sys/user/max_user_namespaces', 'utf8').trim()) === 0) return 'user namespaces are disabled (user.max_user_namespaces = 0)';
-  } catch {
-    return 'no /proc/sys/user/max_user_namespaces (kernel without user namespaces)';
-  }
-  return undefined;
-}
 
 const skip = skipReason() ?? userNsSkip();
 if (skip) {

@@ -105,20 +105,21 @@ t.test('random rule sets: the program decides as the reference for every device 
     seed = (seed * 1103515245 + 12345) % 2147483648;
     return seed % n;
   };
-  const majors = [-1, 1, 5, 136];
-  const minors = [-1, 0, 3, 5];
-  const accesses = ['r', 'w', 'm', 'rw', 'rm', 'wm', 'rwm'];
+  // review 6: the largest numbers, 0, an empty and a repeated access string are edge cases too
+  const majors = [-1, 1, 5, 136, 0, 0xfffff];
+  const minors = [-1, 0, 3, 5, 0xfffff];
+  const accesses = ['r', 'w', 'm', 'rw', 'rm', 'wm', 'rwm', '', 'rrw'];
   let mismatches = 0;
   let probes = 0;
   for (let set = 0; set < 200; set++) {
     const rules: BpfDeviceRule[] = [];
     for (let i = rand(8); i > 0; i--) {
-      rules.push(rule(rand(2) === 0, ['a', 'b', 'c'][rand(3)], majors[rand(4)], minors[rand(4)], accesses[rand(7)]));
+      rules.push(rule(rand(2) === 0, ['a', 'b', 'c'][rand(3)], majors[rand(majors.length)], minors[rand(minors.length)], accesses[rand(accesses.length)]));
     }
     const prog = native.bpfDeviceProgram(rules);
     for (const type of ['b', 'c'] as const) {
-      for (const major of [1, 5, 136, 7]) {
-        for (const minor of [0, 3, 5, 9]) {
+      for (const major of [1, 5, 136, 7, 0, 0xfffff]) {
+        for (const minor of [0, 3, 5, 9, 0xfffff]) {
           for (let access = 1; access <= 7; access++) {
             probes++;
             if (run(prog, type, major, minor, access) !== reference(rules, type, major, minor, access)) mismatches++;
@@ -143,6 +144,10 @@ t.test('malformed rules are TypeErrors naming the rule and field', async (t) => 
     [[rule(true, 'c', -2, -1, 'r')], /rules\[0\]\.major must be -1/],
     [[rule(true, 'c', 1, 0x100000, 'r')], /rules\[0\]\.minor must be -1/],
     [[rule(true, 'c', 1, 1.5, 'r')], /rules\[0\]\.minor/],
+    [[rule(true, 'c', Infinity, 1, 'r')], /rules\[0\]\.major/],
+    [[rule(true, 'c', NaN, 1, 'r')], /rules\[0\]\.major/],
+    [[rule(true, 'c', 1, -Infinity, 'r')], /rules\[0\]\.minor/],
+    [[rule(true, 'c', 2 ** 32 + 1, 1, 'r')], /rules\[0\]\.major/],
     [[rule(true, 'c', 1, 1, 'rx')], /rules\[0\]\.access must be letters of "rwm"/],
     [[{ type: 'c', major: 1, minor: 1, access: 'r' }], /rules\[0\]\.allow must be a boolean/],
     [Array.from({ length: 1025 }, () => rule(true, 'a', -1, -1, 'r')), /more than 1024/],

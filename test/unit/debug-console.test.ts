@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { loadConfig } from '../../control/config';
 import { DebugConsole, MAX_DEBUG_CONSOLE_SESSIONS, debugConsoleTarget, parseDebugConsoleAddr } from '../../control/debug-console';
 import { DebugConsoleOps } from '../../helper/ops/debug-console';
+import { kernelAsksDebugConsole, parseHelperArgs } from '../../helper/main';
 import { getReaper } from '../../helper/ops/reaper';
 import { startMockPair } from '../../helper/mock/main';
 import { silentLogger } from '../../shared/log';
@@ -44,6 +45,22 @@ t.test('the helper op re-validates the tty and needs a shell', async (t) => {
   await t.rejects(ops.debugConsole({ tty: '/dev/null' }), { code: Code.INVALID_ARGUMENT, message: /not a terminal/ });
   const none = new DebugConsoleOps({ native, reaper: getReaper(), shells: ['/nonexistent/sh'] });
   await t.rejects(none.debugConsole({}), { code: Code.FAILED_PRECONDITION, message: /\/nonexistent\/sh/ });
+});
+
+// Adversarial review 6: the real helper served `debugConsole` to any peer with the control uid
+// whether or not the console was configured (the configuration lived in control only): a root
+// shell one request away for a compromised control plane or any guest process running as that
+// uid (65534, `nobody`). The helper now serves it only when its own configuration says so.
+t.test('the real helper serves debugConsole only when started with the console enabled', async (t) => {
+  const off = new DebugConsoleOps({ native, reaper: getReaper(), enabled: false });
+  await t.rejects(off.debugConsole({}), { code: Code.PERMISSION_DENIED, message: /not enabled in the helper/ }, 'a new pty: refused');
+  await t.rejects(off.debugConsole({ tty: '/dev/console' }), { code: Code.PERMISSION_DENIED }, 'a tty: refused');
+  t.equal(parseHelperArgs([], {}).debugConsole, kernelAsksDebugConsole(), 'default: only the kernel command line turns it on');
+  t.equal(parseHelperArgs(['--debug-console'], {}).debugConsole, true, '--debug-console');
+  t.equal(parseHelperArgs([], { KATA_AGENT_DEBUG_CONSOLE: '1' }).debugConsole, true, 'KATA_AGENT_DEBUG_CONSOLE=1');
+  t.equal(kernelAsksDebugConsole('console=ttyS0 agent.debug_console quiet'), true, 'agent.debug_console on the kernel command line');
+  t.equal(kernelAsksDebugConsole('agent.debug_console_vport=1026 agent.log=debug'), false, 'a vport alone is not the switch (upstream)');
+  t.equal(kernelAsksDebugConsole('xagent.debug_console'), false, 'a whole word only');
 });
 
 /** Read from `stream` until `re` matches the text so far. */
@@ -107,6 +124,32 @@ t.test('pty case: control relays a unix connection to a new shell; close hangs u
   await closed;
   t.equal(console.sessionCount, 0, 'session ended');
   t.notOk(fs.existsSync(sock), 'socket removed');
+});
+
+// Adversarial review 6: the socket was bound with the process umask and chmod-ed 0600 only
+// afterwards; with a permissive umask (0) any local user could connect in between (a root shell:
+// the connection stays in the backlog and is accepted later). The mode seen right after bind,
+// before control's own chmod, must already deny group and others.
+t.test('the unix socket is never connectable by others, even with umask 0 (bind under umask 0177)', async (t) => {
+  const previous = process.umask(0);
+  const seen: number[] = [];
+  // the module object itself (the compiled `import * as fs` is a getter view of it)
+  const fsModule = require('node:fs') as { chmodSync: typeof fs.chmodSync };
+  const chmod = fsModule.chmodSync;
+  fsModule.chmodSync = (p: fs.PathLike, mode: fs.Mode): void => {
+    seen.push(fs.statSync(p).mode & 0o777);
+    chmod(p, mode);
+  };
+  let sock = '';
+  try {
+    ({ sock } = await listening(t));
+  } finally {
+    fsModule.chmodSync = chmod;
+    process.umask(previous);
+  }
+  t.ok(seen.length > 0, 'control chmod-ed the socket');
+  t.same(seen.filter((m) => (m & 0o077) !== 0), [], `mode right after bind: ${seen.map((m) => m.toString(8)).join(', ')}`);
+  t.equal(fs.statSync(sock).mode & 0o777, 0o600);
 });
 
 t.test('at most MAX_DEBUG_CONSOLE_SESSIONS sessions; one more connection is closed', async (t) => {

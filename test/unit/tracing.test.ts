@@ -51,6 +51,38 @@ t.test('tracing on: the rpc span continues the runtime trace; the helper op is i
   t.equal(failed?.attributes['rpc.grpc.status_code'], Code.NOT_FOUND);
 });
 
+// Adversarial review 6: a client (any allowed peer) controls the metadata. Malformed, giant,
+// repeated or injected traceparent/tracestate values must neither fail the rpc nor graft the
+// span onto a trace the value does not validly name, nor carry oversized state.
+t.test('crafted traceparent / tracestate metadata: rpc served, span is a root span or bounded', async (t) => {
+  const tracing = startTracing({ kind: 'memory' });
+  t.teardown(() => tracing.shutdown());
+  const h = await startMockAgent(t, { prefix: 'kata-trace-bad-', agent: () => ({ tracing }) });
+  const bad: Record<string, string | string[]>[] = [
+    { traceparent: `00-${'0'.repeat(32)}-${PARENT_SPAN}-01` }, // all-zero trace id
+    { traceparent: `00-${TRACE_ID}-${'0'.repeat(16)}-01` }, // all-zero span id
+    { traceparent: `ff-${TRACE_ID}-${PARENT_SPAN}-01` }, // forbidden version
+    { traceparent: `00-${TRACE_ID}-${PARENT_SPAN}-01\r\nx-injected: 1` },
+    { traceparent: `00-${TRACE_ID}-${PARENT_SPAN}-01-${'a'.repeat(1 << 20)}` }, // 1 MiB
+    { traceparent: [TRACEPARENT, `00-${'1'.repeat(32)}-${PARENT_SPAN}-01`] }, // two values: ambiguous
+    { TraceParent: `00-${TRACE_ID.toUpperCase()}-${PARENT_SPAN}-01` }, // upper-case hex
+  ];
+  for (const [i, metadata] of bad.entries()) {
+    const r = await h.call('GetGuestDetails', { mem_block_size: true }, { metadata });
+    t.ok(r.agent_details, `case ${i}: answered`);
+    const span = tracing.finishedSpans().filter((s) => s.name === 'grpc.AgentService/GetGuestDetails').at(-1);
+    t.equal(span?.parentSpanContext, undefined, `case ${i}: a root span, not a child of the crafted parent`);
+    t.not(span?.spanContext().traceId, TRACE_ID, `case ${i}: not in the crafted trace`);
+  }
+  // a valid parent with a giant tracestate: the trace is continued, the state is not kept whole
+  const giant = Array.from({ length: 5000 }, (_, i) => `k${i}=${'v'.repeat(200)}`).join(',');
+  await h.call('GetGuestDetails', { mem_block_size: true }, { metadata: { traceparent: TRACEPARENT, tracestate: giant } });
+  const span = tracing.finishedSpans().filter((s) => s.name === 'grpc.AgentService/GetGuestDetails').at(-1);
+  t.equal(span?.spanContext().traceId, TRACE_ID, 'a valid traceparent is still honoured');
+  const state = span?.spanContext().traceState?.serialize() ?? '';
+  t.ok(state.length <= 512, `tracestate kept bounded (${state.length} chars of ${giant.length})`);
+});
+
 t.test('exporter specs and the tracing flags', async (t) => {
   t.same(parseTraceExporter('otlp:http://127.0.0.1:4318/v1/traces'), { kind: 'otlp', url: 'http://127.0.0.1:4318/v1/traces' });
   t.same(parseTraceExporter('file:/tmp/spans.jsonl'), { kind: 'file', path: '/tmp/spans.jsonl' });

@@ -198,7 +198,6 @@ int main(int argc, char **argv)
 		set_identity(&plan);                   /* 8 */
 		exe = resolve_executable(&plan, exe_buf); /* 9 */
 		wait_for_start();                      /* 10 */
-		run_hooks(&plan, HOOK_START_CONTAINER); /* 10b */
 	}
 	/* 11: the pty (step 7b) becomes our controlling terminal (we lead a new session, step 4a). */
 	if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
@@ -211,6 +210,11 @@ int main(int argc, char **argv)
 	 * allow the set-up's own syscalls (runc and upstream Kata do the same). */
 	if (plan.nonewprivs)
 		load_seccomp(&plan);                   /* 12 */
+	/* 10b: startContainer hooks run binaries of the container's rootfs, so they run under the
+	 * container's seccomp filter in both cases, as runc runs them (review 6: with no_new_privs
+	 * they used to run before the filter was loaded, and whatever they left ran unfiltered). */
+	if (plan.mode == MODE_CREATE)
+		run_hooks(&plan, HOOK_START_CONTAINER);
 	execve(exe, plan.argv, plan.envp);
 	die_code(127, "exec", errno, "execve \"%s\"", exe);
 }

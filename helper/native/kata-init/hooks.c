@@ -2,7 +2,7 @@
  * OCI createContainer and startContainer hooks (runtime-spec config.md#posix-platform-hooks),
  * the two kinds that run inside the container: createContainer in the container's mount
  * namespace after the mounts and before pivot_root (step 5), startContainer after the start
- * byte, just before the program's execve (step 10b), with the container's ids and capabilities
+ * byte, just before the program's execve (step 10b), with the container's ids, capabilities and seccomp filter
  * (as runc and upstream rustjail container.rs do). Each hook is forked and exec'd with its args
  * and environment, the OCI state JSON on stdin (the helper's `hookstate` text around our own
  * getpid(), as runc and rustjail report it), stdout and stderr collected (the first bytes go
@@ -35,6 +35,7 @@ static void __attribute__((noreturn)) exec_hook(const struct hook_rec *h, int in
 
 	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
 		_exit(126);
+	(void)setpgid(0, 0); /* a group of its own: what it leaves behind can be killed (end_leftovers) */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	sigemptyset(&sa.sa_mask);
@@ -71,6 +72,7 @@ static void run_hook(const struct plan *p, const struct hook_rec *h, size_t inde
 		die("hook", errno, "forking %s hook %s", kind, h->path);
 	if (pid == 0)
 		exec_hook(h, in[0], out[1]);
+	(void)setpgid(pid, pid); /* as the child does: no window before either ran */
 	close(in[0]);
 	close(out[1]);
 	/* a hook that does not read its stdin must not block us: write as it drains */
@@ -136,6 +138,9 @@ static void run_hook(const struct plan *p, const struct hook_rec *h, size_t inde
 	}
 	if (in[1] >= 0)
 		close(in[1]);
+	/* a createContainer hook's background children hold the helper's capabilities (review 6) */
+	if (h->kind == HOOK_CREATE_CONTAINER)
+		(void)kill(-pid, SIGKILL);
 	if (out[0] >= 0) {
 		/* whatever the hook wrote before exiting */
 		ssize_t r;
@@ -177,6 +182,25 @@ void wait_runtime_hooks(const struct plan *p)
 		die("hook", errno, "waiting for the runtime hooks on fd %d", FD_START);
 }
 
+/*
+ * createContainer hooks run as root with the helper's capabilities, in the container's new pid
+ * namespace. Whatever they leave running (a daemon, `cmd &`) must not stay there: the container
+ * could ptrace it (CAP_SYS_PTRACE) and use its capabilities. Each hook's own process group is
+ * killed when it exits (run_hook); here, as pid 1 of a new pid namespace, everything else in it
+ * is the hooks' (a setsid'ed daemon too): kill(-1) reaches all of it, then reap. In a pid
+ * namespace we joined (getpid() != 1) other containers live there too: only the groups are
+ * killed (a hook that calls setsid there is not caught; docs/ARCHITECTURE.md adversarial review).
+ */
+static void end_leftovers(void)
+{
+	if (getpid() != 1)
+		return;
+	if (kill(-1, SIGKILL) < 0 && errno != ESRCH)
+		die("hook", errno, "killing what the createContainer hooks left in the pid namespace");
+	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+		;
+}
+
 /* Run every hook of `kind`, in plan order; the first failure ends kata-init. */
 void run_hooks(const struct plan *p, enum hook_kind kind)
 {
@@ -193,4 +217,6 @@ void run_hooks(const struct plan *p, enum hook_kind kind)
 		run_hook(p, &p->hooks[i], index++);
 	}
 	sigaction(SIGPIPE, &old, NULL);
+	if (kind == HOOK_CREATE_CONTAINER && index > 0)
+		end_leftovers();
 }

@@ -30,6 +30,16 @@ export function skipReason(): string | undefined {
   return undefined;
 }
 
+/** Why user-namespace tests cannot run here (user.max_user_namespaces 0, no such kernel), or undefined. */
+export function userNsSkip(): string | undefined {
+  try {
+    if (Number(fs.readFileSync('/proc/sys/user/max_user_namespaces', 'utf8').trim()) === 0) return 'user namespaces are disabled (user.max_user_namespaces = 0)';
+  } catch {
+    return 'no /proc/sys/user/max_user_namespaces (kernel without user namespaces)';
+  }
+  return undefined;
+}
+
 /** The busybox rootfs: $KATA_TEST_ROOTFS when it holds one, else built under `tmp`. */
 export function testRootfs(tmp: string): string {
   const env = process.env.KATA_TEST_ROOTFS;
