@@ -12,6 +12,9 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import type { OciState } from '../../shared/oci-state';
+
+export type { OciState };
 
 /** The record the CLI keeps per container (JSON in `<root>/<id>/state.json`). */
 export interface OciRecord {
@@ -34,17 +37,6 @@ export interface OciExitRecord {
   status: number;
   /** ISO time. */
   exited: string;
-}
-
-/** The state JSON of OCI runtime-spec runtime.md#state. */
-export interface OciState {
-  ociVersion: string;
-  id: string;
-  status: 'creating' | 'created' | 'running' | 'stopped';
-  /** The init's pid as seen on this machine; present while created or running. */
-  pid?: number;
-  bundle: string;
-  annotations?: Record<string, string>;
 }
 
 /** The agent's view of one container (debug endpoint /v1/containers/:id; control/debug/views.ts). */

@@ -5,6 +5,7 @@
 // devices program; the generator is our own (see Generate below). Contract: the bpfDevice*
 // functions of `NativeAddon` in shared/native.ts.
 #include "bpf-devices.h"
+#include "errno-error.h"
 
 #include <cerrno>
 #include <cstring>
@@ -23,17 +24,7 @@ namespace {
 constexpr uint32_t kMaxRules = 1024;
 constexpr int64_t kMaxDeviceNumber = 0xfffff;
 
-[[noreturn]] void ThrowErrno(Napi::Env env, int err, const std::string& syscall, const std::string& detail = "") {
-  std::string message = syscall + ": " + strerror(err);
-  if (!detail.empty()) message += " (" + detail + ")";
-  Napi::Error error = Napi::Error::New(env, message);
-  Napi::Object obj = error.Value();
-  const char* name = strerrorname_np(err);
-  obj.Set("code", Napi::String::New(env, name != nullptr ? name : "EUNKNOWN"));
-  obj.Set("errno", Napi::Number::New(env, err));
-  obj.Set("syscall", Napi::String::New(env, syscall));
-  throw error;
-}
+using kata_native::ThrowErrno;
 
 [[noreturn]] void ThrowType(Napi::Env env, const std::string& message) {
   throw Napi::TypeError::New(env, message);
@@ -221,8 +212,9 @@ Napi::Value Load(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(fd));
 }
 
-// bpfDeviceAttach(cgroupDir, progFd): BPF_PROG_ATTACH BPF_CGROUP_DEVICE with BPF_F_ALLOW_MULTI.
-Napi::Value Attach(const Napi::CallbackInfo& info) {
+// Attach (BPF_PROG_ATTACH, with BPF_F_ALLOW_MULTI) or detach (BPF_PROG_DETACH) program info[1]
+// as a BPF_CGROUP_DEVICE program of cgroup directory info[0].
+Napi::Value AttachOrDetach(const Napi::CallbackInfo& info, bool attach) {
   Napi::Env env = info.Env();
   CgroupDir dir(env, info[0]);
   int prog = FdArg(env, info[1], "progFd");
@@ -231,23 +223,21 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   attr.target_fd = static_cast<uint32_t>(dir.fd);
   attr.attach_bpf_fd = static_cast<uint32_t>(prog);
   attr.attach_type = BPF_CGROUP_DEVICE;
-  attr.attach_flags = BPF_F_ALLOW_MULTI;
-  if (Bpf(BPF_PROG_ATTACH, &attr) < 0) ThrowErrno(env, errno, "bpf(BPF_PROG_ATTACH)", info[0].As<Napi::String>().Utf8Value());
+  if (attach) attr.attach_flags = BPF_F_ALLOW_MULTI;
+  if (Bpf(attach ? BPF_PROG_ATTACH : BPF_PROG_DETACH, &attr) < 0) {
+    ThrowErrno(env, errno, attach ? "bpf(BPF_PROG_ATTACH)" : "bpf(BPF_PROG_DETACH)", info[0].As<Napi::String>().Utf8Value());
+  }
   return env.Undefined();
+}
+
+// bpfDeviceAttach(cgroupDir, progFd): BPF_PROG_ATTACH BPF_CGROUP_DEVICE with BPF_F_ALLOW_MULTI.
+Napi::Value Attach(const Napi::CallbackInfo& info) {
+  return AttachOrDetach(info, true);
 }
 
 // bpfDeviceDetach(cgroupDir, progFd): BPF_PROG_DETACH of that program.
 Napi::Value Detach(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  CgroupDir dir(env, info[0]);
-  int prog = FdArg(env, info[1], "progFd");
-  bpf_attr attr;
-  memset(&attr, 0, sizeof attr);
-  attr.target_fd = static_cast<uint32_t>(dir.fd);
-  attr.attach_bpf_fd = static_cast<uint32_t>(prog);
-  attr.attach_type = BPF_CGROUP_DEVICE;
-  if (Bpf(BPF_PROG_DETACH, &attr) < 0) ThrowErrno(env, errno, "bpf(BPF_PROG_DETACH)", info[0].As<Napi::String>().Utf8Value());
-  return env.Undefined();
+  return AttachOrDetach(info, false);
 }
 
 // bpfDeviceQuery(cgroupDir) → ids of the BPF_CGROUP_DEVICE programs attached to that cgroup.

@@ -1,5 +1,6 @@
-// The addon's errno Error for the split-out sources (uevent.cc, spool.cc): an Error with
-// code = errno name, errno = the number, syscall, message "<syscall>: <strerror>".
+// The addon's errno Error for the split-out sources (uevent.cc, spool.cc, bpf-devices.cc): an
+// Error with code = errno name, errno = the number, syscall, message "<syscall>: <strerror>"
+// (and " (<detail>)" when a detail is given).
 #pragma once
 #include <napi.h>
 
@@ -7,8 +8,9 @@
 #include <string>
 
 namespace kata_native {
-[[noreturn]] inline void ThrowErrno(Napi::Env env, int err, const char* syscall) {
-  std::string message = std::string(syscall) + ": " + strerror(err);
+[[noreturn]] inline void ThrowErrno(Napi::Env env, int err, const std::string& syscall, const std::string& detail = "") {
+  std::string message = syscall + ": " + strerror(err);
+  if (!detail.empty()) message += " (" + detail + ")";
   Napi::Error error = Napi::Error::New(env, message);
   Napi::Object obj = error.Value();
   const char* name = strerrorname_np(err);

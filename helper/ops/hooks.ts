@@ -15,6 +15,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Code, StatusError } from '../../shared/protocol';
+import type { OciState } from '../../shared/oci-state';
 import { loadNative, type NativeAddon } from '../../shared/native';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { ChildReaper } from './reaper';
@@ -48,17 +49,7 @@ export interface Hook {
 /** The hooks found in a guest hook directory. */
 export type GuestHooks = Record<GuestHookKind, Hook[]>;
 
-/** The OCI state a hook reads on stdin (runtime-spec runtime.md#state). */
-export interface OciState {
-  ociVersion: string;
-  id: string;
-  status: 'creating' | 'created' | 'running' | 'stopped';
-  /** The container init's pid in the guest; absent when there is none. */
-  pid?: number;
-  /** The bundle directory (upstream: the parent of the canonical rootfs path). */
-  bundle: string;
-  annotations: Record<string, string>;
-}
+export type { OciState };
 
 /** No hooks. */
 export function emptyGuestHooks(): GuestHooks {
