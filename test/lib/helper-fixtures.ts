@@ -116,3 +116,26 @@ export function mockContainerPlan(args: string[], over: Partial<ProcessPlan> = {
     rootfsPropagation: '',
   };
 }
+
+/**
+ * The smallest container plan the helper accepts: new mount and pid namespaces, no mounts,
+ * `args` as the process, everything else empty; `over` replaces top-level fields (rootfs, cgroup).
+ */
+export function minimalContainerPlan(args: string[], over: Partial<ContainerPlan> = {}): ContainerPlan {
+  return {
+    rootfs: '/run/kata-containers/c/rootfs',
+    readonly: false,
+    hostname: '',
+    namespaces: [
+      { type: 'mount', path: '' },
+      { type: 'pid', path: '' },
+    ],
+    mounts: [],
+    process: processPlan(args),
+    maskedPaths: [],
+    readonlyPaths: [],
+    sysctl: {},
+    rootfsPropagation: '',
+    ...over,
+  };
+}

@@ -13,10 +13,10 @@ import { createMockBackend } from '../../helper/mock/backend';
 import { cgroupPathFromSpec, cgroupResourcesFromSpec } from '../../control/oci-cgroups';
 import { sharesToWeight, validateCgroupPlan } from '../../shared/cgroup';
 import { loadNative } from '../../shared/native';
-import { Code, StatusError, type ContainerPlan } from '../../shared/protocol';
+import { Code, StatusError } from '../../shared/protocol';
 import type { BackendReply } from '../../helper/api';
 import type { grpc } from '../../shared/generated/protos';
-import { processPlan } from '../lib/helper-fixtures';
+import { minimalContainerPlan } from '../lib/helper-fixtures';
 
 const HYBRID = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
@@ -147,22 +147,7 @@ t.test('mock backend: the init joins the cgroup, cgroupStats, removeContainer re
     for (const f of reply.fds ?? []) native.close(f.fd);
     reply.onSent?.();
   };
-  const plan = {
-    rootfs: '/run/kata-containers/c/rootfs',
-    readonly: false,
-    hostname: '',
-    namespaces: [
-      { type: 'mount', path: '' },
-      { type: 'pid', path: '' },
-    ],
-    mounts: [],
-    process: processPlan(['sleep', '1000']),
-    maskedPaths: [],
-    readonlyPaths: [],
-    sysctl: {},
-    rootfsPropagation: '',
-    cgroup: { path: '/kata/cg1', resources: { pids: { limit: 10 } } },
-  } as ContainerPlan;
+  const plan = minimalContainerPlan(['sleep', '1000'], { cgroup: { path: '/kata/cg1', resources: { pids: { limit: 10 } } } });
   const reply = await backend.createContainer({ containerId: 'cg1', plan });
   close(reply);
   const procs = fs.readFileSync(path.join(root, 'pids/kata/cg1/cgroup.procs'), 'utf8');

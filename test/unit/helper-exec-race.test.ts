@@ -13,27 +13,11 @@ import { ProcessRegistry, type StdioSet, type TrackedProcess } from '../../helpe
 import { loadNative } from '../../shared/native';
 import { Code, StatusError, type ContainerPlan } from '../../shared/protocol';
 import type { BackendReply } from '../../helper/api';
-import { processPlan } from '../lib/helper-fixtures';
+import { minimalContainerPlan, processPlan } from '../lib/helper-fixtures';
 
 const native = loadNative();
 
-function plan(args: string[]): ContainerPlan {
-  return {
-    rootfs: '/run/kata-containers/c/rootfs',
-    readonly: false,
-    hostname: '',
-    namespaces: [
-      { type: 'mount', path: '' },
-      { type: 'pid', path: '' },
-    ],
-    mounts: [],
-    process: processPlan(args),
-    maskedPaths: [],
-    readonlyPaths: [],
-    sysctl: {},
-    rootfsPropagation: '',
-  } as ContainerPlan;
-}
+const plan = (args: string[]): ContainerPlan => minimalContainerPlan(args);
 
 /** What kata-init exec reports when the init's namespace files are gone. */
 class VanishingInitLauncher extends MockLauncher {

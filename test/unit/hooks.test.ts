@@ -14,7 +14,7 @@ import { ContainerBackend } from '../../helper/ops/container';
 import { ProcessRegistry } from '../../helper/ops/registry';
 import type { BackendReply } from '../../helper/api';
 import { loadNative } from '../../shared/native';
-import { processPlan } from '../lib/helper-fixtures';
+import { minimalContainerPlan } from '../lib/helper-fixtures';
 
 const native = loadNative();
 
@@ -125,22 +125,7 @@ t.test('the container backend over the mock launcher runs guest hooks at create,
   for (const kind of ['prestart', 'poststart', 'poststop']) write(path.join(dir, kind, 'h'), body, 0o755);
   await t.rejects(backend.createSandbox({ sandboxId: 'sb', hostname: 'h', guestHookPath: 'relative' }), { code: Code.INVALID_ARGUMENT });
   await backend.createSandbox({ sandboxId: 'sb', hostname: 'h', guestHookPath: dir });
-  const plan = (): ContainerPlan =>
-    ({
-      rootfs: '/run/kata-containers/c1/rootfs',
-      readonly: false,
-      hostname: '',
-      namespaces: [
-        { type: 'mount', path: '' },
-        { type: 'pid', path: '' },
-      ],
-      mounts: [],
-      process: processPlan(['sleep', '1000']),
-      maskedPaths: [],
-      readonlyPaths: [],
-      sysctl: {},
-      rootfsPropagation: '',
-    }) as ContainerPlan;
+  const plan = (): ContainerPlan => minimalContainerPlan(['sleep', '1000'], { rootfs: '/run/kata-containers/c1/rootfs' });
   const closeReply = (reply: BackendReply<unknown>): void => {
     for (const f of reply.fds ?? []) native.close(f.fd);
     reply.onSent?.();
