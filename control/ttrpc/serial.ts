@@ -125,14 +125,9 @@ export class SerialPortListener {
   private probe(): void {
     this.probeTimer = undefined;
     if (this.closed || this.session) return;
-    const buf = Buffer.allocUnsafe(this.readChunkBytes);
-    let n: number;
-    try {
-      n = this.native.read(this.fd, buf, 0, buf.length);
-    } catch (err) {
-      this.fail(err as Error);
-      return;
-    }
+    const chunk = this.readChunk();
+    if (!chunk) return;
+    const { buf, n } = chunk;
     if (n === 0) {
       this.probeTimer = setTimeout(() => this.probe(), this.probeMs);
       return;
@@ -169,16 +164,25 @@ export class SerialPortListener {
     if (readable && this.wantRead) this.readSome();
   }
 
+  /**
+   * One read(2) of up to readChunkBytes: n > 0 bytes, 0 = EOF (no host client), < 0 = EAGAIN.
+   * A read error fails the listener and gives undefined.
+   */
+  private readChunk(): { buf: Buffer; n: number } | undefined {
+    const buf = Buffer.allocUnsafe(this.readChunkBytes);
+    try {
+      return { buf, n: this.native.read(this.fd, buf, 0, buf.length) };
+    } catch (err) {
+      this.fail(err as Error);
+      return undefined;
+    }
+  }
+
   private readSome(): void {
     while (this.wantRead && this.session && !this.closed) {
-      const buf = Buffer.allocUnsafe(this.readChunkBytes);
-      let n: number;
-      try {
-        n = this.native.read(this.fd, buf, 0, buf.length);
-      } catch (err) {
-        this.fail(err as Error);
-        return;
-      }
+      const chunk = this.readChunk();
+      if (!chunk) return;
+      const { buf, n } = chunk;
       if (n < 0) break;
       if (n === 0) {
         this.endSession();
