@@ -79,6 +79,69 @@ if (skip) {
     t.same([...new Set(uids)], ['100000'], 'each runs as guest uid 100000');
   });
 
+  // The runtime's own mounts with runtime-tools' default options (devpts gid=5) and
+  // linux_uid_mappings' maps (container 0 → guest 1000). The ipc namespace is the sandbox's (Kata's
+  // rewrite: the spec's "ipc" is replaced), which the container's user namespace does not own:
+  // its mqueue is made by kata-init before it enters the user namespace (was: no mqueue at all,
+  // /dev/mqueue a plain directory of the /dev tmpfs, the one linux_uid_mappings failure).
+  const conformanceSpec = (args: string[], namespaces = NAMESPACES) => {
+    const spec = h.spec(args, { namespaces });
+    const pts = spec.Mounts!.find((m) => m.destination === '/dev/pts')!;
+    pts.options = [...(pts.options ?? []), 'gid=5'];
+    spec.Linux!.UIDMappings = [{ ContainerID: 0, HostID: 1000, Size: 2000 }];
+    spec.Linux!.GIDMappings = [{ ContainerID: 0, HostID: 1000, Size: 3000 }];
+    return spec;
+  };
+
+  t.test("the runtime's mounts belong to the container's root; /dev/mqueue is the sandbox's mqueue", async (t) => {
+    const id = h.id('uo');
+    h.removeOnTeardown(t, id);
+    const script =
+      'stat -c "%n %u:%g %a" /dev /dev/pts /dev/shm /dev/pts/ptmx; stat -c "%n %a" /dev/mqueue; ' +
+      'awk \'$5 == "/dev/mqueue" || $5 == "/sys" { print "mnt", $5, $(NF-2), $(NF-1) }\' /proc/self/mountinfo; ' +
+      'awk \'{ print "order", $5 }\' /proc/self/mountinfo; touch /dev/shm/f && stat -c "shm-file %u:%g" /dev/shm/f; ' +
+      'touch /dev/mqueue/uq && stat -c "queue %u:%g" /dev/mqueue/uq && cat /dev/mqueue/uq; echo; echo end; sleep 1000';
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: conformanceSpec(['sh', '-c', script]) });
+    await h.client.call('StartContainer', { container_id: id });
+    const out = await h.readUntil(id, id, /^end\n/m);
+    t.match(out, /^\/dev 0:0 755$/m, '/dev tmpfs: the container root, mode=755');
+    t.match(out, /^\/dev\/pts 0:0 755$/m, 'devpts: the container root');
+    t.match(out, /^\/dev\/pts\/ptmx 0:0 666$/m, 'devpts ptmx: the container root, ptmxmode=0666');
+    t.match(out, /^\/dev\/shm 0:0 1777$/m, '/dev/shm tmpfs: the container root, mode=1777');
+    t.match(out, /^shm-file 0:0$/m, 'container root writes its /dev/shm');
+    t.match(out, /^\/dev\/mqueue 1777$/m, "/dev/mqueue is the sandbox's instance: sticky, world-writable");
+    t.match(out, /^mnt \/dev\/mqueue mqueue mqueue$/m, '/dev/mqueue is an mqueue mount, source "mqueue" (runtime-tools checks both)');
+    t.match(out, /^mnt \/sys sysfs sysfs$/m, '/sys is a sysfs');
+    const order = out.split('\n').filter((l) => l.startsWith('order ')).map((l) => l.slice(6));
+    t.same(order.filter((p) => ['/dev', '/dev/pts', '/dev/shm', '/dev/mqueue', '/sys'].includes(p)), ['/dev', '/dev/pts', '/dev/shm', '/dev/mqueue', '/sys'],
+      'mountinfo lists them in the spec\'s order (the mqueue made before the user namespace is not listed first)');
+    t.match(out, /^queue 0:0$/m, 'container root creates a message queue, owned by it');
+    t.match(out, /^QSIZE:0 /m, 'a real queue (was: a regular file of the /dev tmpfs, /dev/mqueue not mounted)');
+    // The queue lives in the sandbox's ipc namespace: a second container of the sandbox (no user
+    // namespace) sees it, as the pod's containers share IPC under Kata.
+    const other = await h.run(t, ['sh', '-c', 'ls /dev/mqueue; stat -c %u /dev/mqueue/uq'], {});
+    const [seen] = (await Promise.all([h.readAll('ReadStdout', other, other), h.wait(other, other)])).map(String);
+    t.match(seen, /^uq\n1000\n$/, `another container of the sandbox sees the queue, owned by guest uid 1000 (${seen})`);
+    // A pty of the container's devpts: group 5 inside (gid=5 was taken in its user namespace).
+    const pty = await h.execCollect(id, ['sh', '-c', 'stat -c "%g %a" "$(tty)"'], { terminal: true, uid: 0 });
+    t.match(pty.stdout.toString(), /^5 620\r?\n$/, `a pts of the container is group 5 (tty), mode 0620 (${JSON.stringify(pty.stdout.toString())})`);
+  });
+
+  t.test('without a network namespace of its own, /sys is a fresh sysfs of the sandbox network, not a bind of the guest /sys', async (t) => {
+    const id = h.id('us');
+    h.removeOnTeardown(t, id);
+    const script = 'awk \'$5 ~ "^/sys" && $5 !~ "^/sys/firmware" { print "mnt", $5, $(NF-2) }\' /proc/self/mountinfo; ls /sys/class/net';
+    const spec = conformanceSpec(['sh', '-c', script], NAMESPACES.filter((n) => n.type !== 'network'));
+    await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    await h.client.call('StartContainer', { container_id: id });
+    const [out, err] = (await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)])).map(String);
+    t.equal(await h.wait(id, id), 0, err);
+    t.match(out, /^mnt \/sys sysfs$/m, '/sys is a sysfs');
+    t.notMatch(out, /^mnt \/sys\/(fs|kernel)/m, 'none of the guest\'s /sys submounts (cgroup, debugfs...) came along');
+    const guestNet = fs.readdirSync('/sys/class/net').sort().join('\n');
+    t.equal(out.split('\n').filter((l) => l !== '' && !l.startsWith('mnt ')).sort().join('\n'), guestNet, 'its /sys/class/net is the network namespace it runs in');
+  });
+
   t.test('bad mappings are INVALID_ARGUMENT naming the field; mappings without a user namespace too', async (t) => {
     for (const [uid, re] of [
       [[{ ContainerID: 0, HostID: 100000, Size: 0 }], /OCI\.Linux\.UIDMappings\[0\]\.Size 0/],

@@ -110,6 +110,9 @@ struct ns_rec {
 struct mount_rec {
 	const char *source, *target, *fstype, *data;
 	unsigned long flags;
+	/* A detached mount (fsmount) made before a new user namespace, to be attached in place of
+	 * mounting (premount_unowned_filesystems), or -1. */
+	int detached;
 };
 
 struct prop_rec {
@@ -233,6 +236,7 @@ void become_session_leader(void);
 void __attribute__((noreturn)) run_sandbox(const struct plan *p);
 
 /* mounts.c */
+void premount_unowned_filesystems(struct plan *p, int unshare_flags);
 void setup_rootfs(const struct plan *p);
 
 /* ids.c */

@@ -119,6 +119,7 @@ bool enter_namespaces(struct plan *p, bool *new_uts)
 			*new_uts = true;
 	}
 	if (unshare_flags & CLONE_NEWUSER) {
+		premount_unowned_filesystems(p, unshare_flags); /* mounts.c: while still privileged */
 		enter_new_userns();
 		unshare_flags &= ~CLONE_NEWUSER;
 	}

@@ -216,6 +216,7 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			m->fstype = next_field(&r);
 			m->flags = parse_unsigned(&r, next_field(&r), ULONG_MAX);
 			m->data = next_field(&r);
+			m->detached = -1;
 			if (m->target[0] != '/')
 				die("plan", 0, "mount target \"%s\" is not absolute", m->target);
 		} else if (strcmp(tag, "device") == 0) {

@@ -225,6 +225,21 @@ export class AgentHarness {
   }
 
   /** Read `method` until the agent reports the end of the stream (OUT_OF_RANGE); the bytes read. */
+  /** ReadStdout of `execId` until the text read so far matches `re` (or the stream ends); the text. */
+  async readUntil(cid: string, execId: string, re: RegExp): Promise<string> {
+    let text = '';
+    while (!re.test(text)) {
+      try {
+        const { data } = await this.client.call('ReadStdout', { container_id: cid, exec_id: execId, len: 4096 });
+        text += Buffer.from(data).toString();
+      } catch (err) {
+        if (codeOf(err) === Code.OUT_OF_RANGE) break;
+        throw err;
+      }
+    }
+    return text;
+  }
+
   async readAll(method: ReadMethod, cid: string, execId: string, len = 64 * 1024): Promise<Buffer> {
     const parts: Buffer[] = [];
     for (;;) {
