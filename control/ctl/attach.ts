@@ -258,13 +258,21 @@ const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
  * agent gives the container its own uts/ipc namespaces (no sandbox hostname).
  */
 export async function runTerminalCommand(cmd: TerminalCommand, io: AttachIo): Promise<number> {
-  let agent: AgentClient;
   try {
-    agent = await AgentClient.connect(cmd.serverAddress);
+    return await executeTerminalCommand(cmd, io);
   } catch (err) {
     io.stderr.write(`${formatError(err)}\n`);
     return 1;
   }
+}
+
+/**
+ * {@link runTerminalCommand} without the error reporting: resolves with the process's status,
+ * rejects with the failure (StatusError of the call, or Error) for the caller to report (the OCI
+ * CLI words and numbers it as runc does). A failed RemoveContainer after `run` is still printed.
+ */
+export async function executeTerminalCommand(cmd: TerminalCommand, io: AttachIo): Promise<number> {
+  const agent = await AgentClient.connect(cmd.serverAddress);
   let created = false;
   try {
     const term = `TERM=${process.env.TERM ?? 'xterm'}`;
@@ -304,9 +312,6 @@ export async function runTerminalCommand(cmd: TerminalCommand, io: AttachIo): Pr
     if (cmd.onStarted) await cmd.onStarted(execId);
     if (cmd.detach) return 0;
     return await attachProcess(agent, { containerId: cmd.containerId, execId, tty: cmd.tty, interactive: cmd.interactive }, io);
-  } catch (err) {
-    io.stderr.write(`${formatError(err)}\n`);
-    return 1;
   } finally {
     if (created) await agent.call('RemoveContainer', { container_id: cmd.containerId, timeout: 10 }).catch((err: unknown) => io.stderr.write(`${formatError(err)}\n`));
     await agent.close();

@@ -16,6 +16,20 @@ import type { OciState } from '../../shared/oci-state';
 
 export type { OciState };
 
+/**
+ * What `kata-agent-oci state` prints: the runtime-spec state (runtime.md#state; its fields
+ * exactly as the spec has them: pid only while created or running) plus the extra fields of
+ * runc's `state` output (runc list.go containerState): `rootfs` (absolute rootfs path of the
+ * bundle's config.json), `created` (RFC 3339 UTC time of create) and `owner` (the user owning
+ * the container's state directory, as runc's `list` fills it; runc's `state` leaves it "").
+ * Keys in runc's order.
+ */
+export interface OciCliState extends OciState {
+  rootfs: string;
+  created: string;
+  owner: string;
+}
+
 /** The record the CLI keeps per container (JSON in `<root>/<id>/state.json`). */
 export interface OciRecord {
   id: string;
@@ -25,6 +39,8 @@ export interface OciRecord {
   annotations: Record<string, string>;
   /** config.json's ociVersion. */
   ociVersion: string;
+  /** Absolute rootfs path (config.json root.path resolved against the bundle); absent in records of older versions. */
+  rootfs?: string;
   /** ISO time of create. */
   created: string;
   /** pid of the monitor process (output pump, exit record), 0 when none. */
@@ -151,6 +167,35 @@ export class OciStore {
   remove(id: string): void {
     fs.rmSync(this.dir(id), { recursive: true, force: true });
   }
+
+  /**
+   * The owner of `<root>/<id>` as runc's `list` names it: the user name of its uid from
+   * /etc/passwd, else `#<uid>`; "" when the directory cannot be read.
+   */
+  owner(id: string): string {
+    let uid: number;
+    try {
+      uid = fs.statSync(this.dir(id)).uid;
+    } catch {
+      return '';
+    }
+    return userName(uid) ?? `#${uid}`;
+  }
+}
+
+/** The name of `uid` in `passwdFile` (passwd(5) lines `name:password:uid:...`), or undefined. */
+export function userName(uid: number, passwdFile = '/etc/passwd'): string | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(passwdFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const [name, , id] = line.split(':');
+    if (name && id !== undefined && id !== '' && Number(id) === uid) return name;
+  }
+  return undefined;
 }
 
 /**
@@ -183,17 +228,24 @@ export function pidAlive(pid: number): boolean {
 
 /**
  * Build the state JSON from the CLI's record, the agent's view (null: the agent does not know
- * the container, e.g. it was restarted) and the monitor's exit record:
+ * the container, e.g. it was restarted), the monitor's exit record and the owner name
+ * ({@link OciStore.owner}):
  *   agent created/running → that status, pid = the agent's init pid;
  *   agent stopped, or unknown to the agent, or an exit record → stopped, no pid.
  */
-export function buildState(record: OciRecord, view: AgentContainerView | null, exit: OciExitRecord | null): OciState {
-  const base = { ociVersion: record.ociVersion || OCI_STATE_VERSION, id: record.id };
-  const tail = { bundle: record.bundle, ...(Object.keys(record.annotations).length > 0 ? { annotations: record.annotations } : {}) };
-  if (view && exit === null && (view.status === 'created' || view.status === 'running')) {
-    return { ...base, status: view.status, pid: view.pid, ...tail };
-  }
-  return { ...base, status: 'stopped', ...tail };
+export function buildState(record: OciRecord, view: AgentContainerView | null, exit: OciExitRecord | null, owner = ''): OciCliState {
+  const live = view !== null && exit === null && (view.status === 'created' || view.status === 'running');
+  return {
+    ociVersion: record.ociVersion || OCI_STATE_VERSION,
+    id: record.id,
+    ...(live ? { pid: view.pid } : {}),
+    status: live ? view.status : 'stopped',
+    bundle: record.bundle,
+    rootfs: record.rootfs ?? '',
+    created: record.created,
+    ...(Object.keys(record.annotations).length > 0 ? { annotations: record.annotations } : {}),
+    owner,
+  };
 }
 
 /**

@@ -13,11 +13,14 @@
  *   delete  RemoveContainer (refused unless stopped, or --force), record removed.
  *   state   record + debug endpoint (status, pid) + exit record (control/ctl/oci-state.ts).
  *   run     create + start, attached (attachProcess) and removed at the end; -d = create + start.
- *   exec    ExecProcess, attached (runTerminalCommand, as `kata-agent-ctl exec`).
+ *   exec    ExecProcess, attached (executeTerminalCommand, as `kata-agent-ctl exec`).
  *   ps      the container's live pids from the debug endpoint; table = `ps -ef` rows of them.
  *
- * Exit status: 0 ok, 1 error (message on stderr, and in --log), 2 usage error; attached run/exec:
- * the process's status.
+ * Errors: one line `kata-agent-oci: <message>` on stderr (and in --log); as runc words them, the
+ * message of a failed create, run or exec starts `create failed: `, `run failed: `, `exec failed: `.
+ * Exit status: 0 ok, 1 error, 255 a failed exec (runc exec.go: fatalWithCode(..., 255), so a
+ * caller tells it from the process's own status), 2 usage error; attached run/exec: the
+ * process's status.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -25,13 +28,23 @@ import * as path from 'node:path';
 import { Code, StatusError } from '../../shared/protocol';
 import { formatStatus } from '../ttrpc/status';
 import { signalNumber } from './args';
-import { attachProcess, parseTerminalCommand, readBundle, runTerminalCommand, type AttachIo } from './attach';
+import { attachProcess, executeTerminalCommand, parseTerminalCommand, readBundle, type AttachIo } from './attach';
 import { AgentClient } from './client';
 import { debugAddressFor, OciUsageError, ociUsageText, parseOciCommandLine, type OciCommand, type OciGlobals } from './oci-args';
-import { agentView, buildState, OciError, OciStore, pidAlive, writeAtomic, type OciRecord, type OciState } from './oci-state';
+import { agentView, buildState, OciError, OciStore, pidAlive, writeAtomic, type OciCliState, type OciRecord } from './oci-state';
 
 /** Program name in messages. */
 const PROGRAM = 'kata-agent-oci';
+/**
+ * How runc reports a failed command of these kinds (runc create.go, run.go: "runc <verb> failed:
+ * ...", exit 1; exec.go: "exec failed: ...", exit 255): the words before the message and the exit
+ * status. Other commands: the bare message, exit 1.
+ */
+const FAILED: Partial<Record<OciCommand['kind'], { words: string; status: number }>> = {
+  create: { words: 'create failed: ', status: 1 },
+  run: { words: 'run failed: ', status: 1 },
+  exec: { words: 'exec failed: ', status: 255 },
+};
 /** How long `state` waits for the monitor to finish copying a stopped container's output, in ms. */
 const MONITOR_DRAIN_WAIT_MS = 5000;
 
@@ -55,15 +68,19 @@ export async function ociMain(argv: readonly string[], io: OciIo, env: NodeJS.Pr
     return argv.length === 0 ? 2 : 0;
   }
   let globals: OciGlobals | undefined;
+  let kind: OciCommand['kind'] | undefined;
   try {
     const parsed = parseOciCommandLine(argv, env);
     globals = parsed.globals;
+    kind = parsed.command.kind;
     return await runCommand(parsed.globals, parsed.command, io);
   } catch (err) {
-    const message = errorMessage(err);
-    io.stderr(`${PROGRAM}: ${message}${err instanceof OciUsageError ? ` (${PROGRAM} --help shows the usage)` : ''}\n`);
+    const usage = err instanceof OciUsageError;
+    const failed = usage || kind === undefined ? undefined : FAILED[kind];
+    const message = `${failed?.words ?? ''}${errorMessage(err)}`;
+    io.stderr(`${PROGRAM}: ${message}${usage ? ` (${PROGRAM} --help shows the usage)` : ''}\n`);
     if (globals && globals.logFile !== '') appendLog(globals, message);
-    return err instanceof OciUsageError ? 2 : 1;
+    return usage ? 2 : failed?.status ?? 1;
   }
 }
 
@@ -145,7 +162,7 @@ async function runCommand(globals: OciGlobals, cmd: OciCommand, io: OciIo): Prom
           writeAtomic(pidFile, String(p.pid));
         };
       }
-      return runTerminalCommand(term, io.attach ?? { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+      return executeTerminalCommand(term, io.attach ?? { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     }
     case 'ps':
       return ps(store, cmd, debug, io);
@@ -186,6 +203,7 @@ async function create(
         bundle,
         annotations: typeof annotations === 'object' && annotations !== null && !Array.isArray(annotations) ? (annotations as Record<string, string>) : {},
         ociVersion: typeof config.ociVersion === 'string' ? config.ociVersion : '',
+        rootfs: spec.Root?.Path ?? '',
         created: new Date().toISOString(),
         monitorPid: 0,
       };
@@ -243,7 +261,7 @@ async function monitor(globals: OciGlobals, store: OciStore, id: string): Promis
 }
 
 /** The state JSON now; waits (bounded) for a live monitor to finish copying a stopped container's output. */
-async function currentState(store: OciStore, record: OciRecord, debug: string): Promise<OciState> {
+async function currentState(store: OciStore, record: OciRecord, debug: string): Promise<OciCliState> {
   const view = await agentView(debug, record.id);
   let exit = store.readExit(record.id);
   if (view?.status === 'stopped' && exit === null) {
@@ -253,7 +271,7 @@ async function currentState(store: OciStore, record: OciRecord, debug: string): 
       exit = store.readExit(record.id);
     }
   }
-  return buildState(record, view, exit);
+  return buildState(record, view, exit, store.owner(record.id));
 }
 
 /** `delete`: RemoveContainer (only a stopped container unless `force`), stop the monitor, drop the record. */

@@ -11,7 +11,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { buildDebugServer } from '../../control/debug/server';
 import { ociMain, type OciIo } from '../../control/ctl/oci';
 import { DEFAULT_AGENT_ADDRESS, debugAddressFor, OciUsageError, parseOciCommandLine } from '../../control/ctl/oci-args';
-import { buildState, pidAlive, type OciRecord } from '../../control/ctl/oci-state';
+import { buildState, pidAlive, userName, type OciRecord } from '../../control/ctl/oci-state';
 import { main } from '../../control/ctl/main';
 import { startMockAgent } from '../lib/mock-agent';
 import { table } from '../../scripts/conformance';
@@ -62,16 +62,37 @@ t.test('command line: runc spelling, globals, env, defaults', async (t) => {
   }
 });
 
-t.test('state JSON: runtime.md#state fields from the record and the agent view', async (t) => {
-  const record: OciRecord = { id: 'c1', bundle: '/b', annotations: { k: 'v' }, ociVersion: '1.0.2', created: 'x', monitorPid: 0 };
+t.test('state JSON: runtime.md#state fields from the record and the agent view, plus runc\'s rootfs, created, owner', async (t) => {
+  const created = '2026-12-02T12:00:00.000Z';
+  const record: OciRecord = { id: 'c1', bundle: '/b', annotations: { k: 'v' }, ociVersion: '1.0.2', rootfs: '/b/rootfs', created, monitorPid: 0 };
   const view = (status: 'created' | 'running' | 'stopped') => ({ id: 'c1', status, pid: 42, processes: [] });
-  t.same(buildState(record, view('created'), null), { ociVersion: '1.0.2', id: 'c1', status: 'created', pid: 42, bundle: '/b', annotations: { k: 'v' } });
-  t.same(buildState(record, view('running'), null), { ociVersion: '1.0.2', id: 'c1', status: 'running', pid: 42, bundle: '/b', annotations: { k: 'v' } });
-  t.same(buildState(record, view('stopped'), null), { ociVersion: '1.0.2', id: 'c1', status: 'stopped', bundle: '/b', annotations: { k: 'v' } }, 'no pid once stopped');
+  const extra = { rootfs: '/b/rootfs', created, owner: 'root' };
+  t.same(buildState(record, view('created'), null, 'root'), { ociVersion: '1.0.2', id: 'c1', status: 'created', pid: 42, bundle: '/b', annotations: { k: 'v' }, ...extra });
+  t.same(buildState(record, view('running'), null, 'root'), { ociVersion: '1.0.2', id: 'c1', status: 'running', pid: 42, bundle: '/b', annotations: { k: 'v' }, ...extra });
+  const stopped = buildState(record, view('stopped'), null, 'root');
+  t.same(stopped, { ociVersion: '1.0.2', id: 'c1', status: 'stopped', bundle: '/b', annotations: { k: 'v' }, ...extra }, 'no pid once stopped');
+  t.notOk('pid' in stopped, 'no pid key at all once stopped (runtime.md: only while created or running)');
   t.same(buildState(record, view('running'), { status: 0, exited: 'x' }).status, 'stopped', 'the monitor saw the exit');
   t.same(buildState(record, null, null).status, 'stopped', 'unknown to the agent (restarted): stopped');
+  t.same(Object.keys(buildState(record, view('running'), null, 'root')), ['ociVersion', 'id', 'pid', 'status', 'bundle', 'rootfs', 'created', 'annotations', 'owner'],
+    'keys in the order runc prints them (runc list.go containerState)');
   const bare = buildState({ ...record, annotations: {}, ociVersion: '' }, view('created'), null);
-  t.same(bare, { ociVersion: '1.1.0', id: 'c1', status: 'created', pid: 42, bundle: '/b' }, 'no annotations key when there are none; our version when config.json has none');
+  t.same(bare, { ociVersion: '1.1.0', id: 'c1', status: 'created', pid: 42, bundle: '/b', rootfs: '/b/rootfs', created, owner: '' },
+    'no annotations key when there are none; our version when config.json has none');
+  const { rootfs: _unused, ...old } = record;
+  t.equal(buildState(old, view('created'), null).rootfs, '', 'a record of an older version (no rootfs): ""');
+});
+
+t.test('owner names: passwd(5) lookup, runc\'s #uid when unknown', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-oci-passwd-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const passwd = path.join(dir, 'passwd');
+  fs.writeFileSync(passwd, 'root:x:0:0:root:/root:/bin/sh\nbad line\n:x:7:7::/:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n');
+  t.equal(userName(0, passwd), 'root');
+  t.equal(userName(1000, passwd), 'alice');
+  t.equal(userName(7, passwd), undefined, 'an entry without a name is no name');
+  t.equal(userName(5, passwd), undefined, 'unknown uid');
+  t.equal(userName(0, path.join(dir, 'none')), undefined, 'no passwd file');
 });
 
 /** A mock agent with its debug endpoint, a bundle dir and a root dir; `cli(argv)` runs kata-agent-oci. */
@@ -118,7 +139,9 @@ async function setup(t: Test) {
   const state = async (id: string) => {
     const r = await cli(['state', id]);
     t.equal(r.status, 0, `state ${id}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as { ociVersion: string; id: string; status: string; pid?: number; bundle: string; annotations?: Record<string, string> };
+    return JSON.parse(r.stdout) as {
+      ociVersion: string; id: string; status: string; pid?: number; bundle: string; annotations?: Record<string, string>; rootfs: string; created: string; owner: string;
+    };
   };
   const until = async (cond: () => Promise<boolean>): Promise<void> => {
     for (let i = 0; i < 500 && !(await cond()); i++) await new Promise((r) => setTimeout(r, 10));
@@ -132,8 +155,14 @@ t.test('lifecycle: create → created (pid alive) → start → running → kill
   const pidFile = path.join(work, 'pid');
   let r = await cli(['create', '--bundle', b, '--pid-file', pidFile, 'c1']);
   t.equal(r.status, 0, `create: ${r.stderr}`);
+  const before = Date.now();
   let s = await state('c1');
-  t.same({ ...s, pid: undefined }, { ociVersion: '1.0.2', id: 'c1', status: 'created', pid: undefined, bundle: b, annotations: { 'org.example/key': 'value' } });
+  const uid = process.getuid?.() ?? 0;
+  const fixed = { rootfs: '/run/kata-test/rootfs', created: s.created, owner: userName(uid) ?? `#${uid}` };
+  t.same({ ...s, pid: undefined }, { ociVersion: '1.0.2', id: 'c1', status: 'created', pid: undefined, bundle: b, annotations: { 'org.example/key': 'value' }, ...fixed },
+    'state: the spec fields, and rootfs (config.json root.path), owner (of the state directory)');
+  t.match(s.created, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/, 'created: RFC 3339 UTC');
+  t.ok(Math.abs(Date.parse(s.created) - before) < 60_000, `created is the create time (${s.created})`);
   t.ok(s.pid !== undefined && s.pid > 0 && pidAlive(s.pid), `created: pid ${s.pid} is a live process`);
   t.equal(fs.readFileSync(pidFile, 'utf8'), String(s.pid), '--pid-file holds the pid');
 
@@ -158,7 +187,7 @@ t.test('lifecycle: create → created (pid alive) → start → running → kill
   t.equal((await cli(['kill', 'c1', 'KILL'])).status, 0, 'kill KILL');
   await until(async () => (await state('c1')).status === 'stopped');
   s = await state('c1');
-  t.same(s, { ociVersion: '1.0.2', id: 'c1', status: 'stopped', bundle: b, annotations: { 'org.example/key': 'value' } }, 'stopped, no pid');
+  t.same(s, { ociVersion: '1.0.2', id: 'c1', status: 'stopped', bundle: b, annotations: { 'org.example/key': 'value' }, ...fixed }, 'stopped, no pid');
   t.notOk(pidAlive(pid), 'the process is gone');
   r = await cli(['kill', 'c1', 'KILL']);
   t.equal(r.status, 1, 'kill of a stopped container fails (runtime.md#kill)');
@@ -216,8 +245,11 @@ t.test('run (attached) and exec: output and exit status', async (t) => {
   t.ok(pidAlive(execPid), `--pid-file holds the exec process's pid (${execPid}), alive`);
   t.match(fs.readFileSync(`/proc/${execPid}/cmdline`, 'utf8').split('\0'), [/sleep$/, '60'], 'and it is the exec\'d sleep');
   const bad = await cli(['exec', 'nope', 'true']);
-  t.equal(bad.status, 1);
-  t.match(bad.stderr, /container "nope" does not exist/);
+  t.equal(bad.status, 255, 'a failed exec exits 255, as runc (a process of its own never does: its status is 0..255 and runc reserves 255)');
+  t.equal(bad.stderr, 'kata-agent-oci: exec failed: container "nope" does not exist\n', 'the program name, runc\'s "exec failed: "');
+  const refused = await cli(['exec', 'e1', '/no/such/program']);
+  t.equal(refused.status, 255, 'an ExecProcess the agent refuses: 255');
+  t.match(refused.stderr, /^kata-agent-oci: exec failed: [A-Z_]+: .*\/no\/such\/program/, `the agent's status, named (${refused.stderr.trim()})`);
   t.equal((await cli(['delete', '-f', 'e1'])).status, 0);
 });
 
@@ -233,7 +265,7 @@ t.test('bad specs from config.json: INVALID_ARGUMENT over the wire, naming the f
   for (const [i, [name, extra, field]] of cases.entries()) {
     const r = await cli(['create', '-b', bundle(`bad${i}`, ['true'], undefined, extra), `bad${i}`]);
     t.equal(r.status, 1, `${name}: create fails`);
-    t.match(r.stderr, /^kata-agent-oci: INVALID_ARGUMENT: /, `${name}: INVALID_ARGUMENT`);
+    t.match(r.stderr, /^kata-agent-oci: create failed: INVALID_ARGUMENT: /, `${name}: INVALID_ARGUMENT, as runc words a failed create`);
     t.match(r.stderr, field, `${name}: names the field`);
     t.equal((await cli(['state', `bad${i}`])).status, 1, `${name}: no record left`);
   }
@@ -253,7 +285,10 @@ t.test('errors: usage exit 2, unreadable bundle, unreachable agent, --log', asyn
   const { cli, work } = await setup(t);
   let r = await cli(['create', '-b', path.join(work, 'none'), 'x1']);
   t.equal(r.status, 1);
-  t.match(r.stderr, /cannot read the OCI spec .*none\/config\.json/);
+  t.match(r.stderr, /^kata-agent-oci: create failed: cannot read the OCI spec .*none\/config\.json/);
+  r = await cli(['run', '-b', path.join(work, 'none'), 'x1']);
+  t.equal(r.status, 1, 'a failed run exits 1, as runc');
+  t.match(r.stderr, /^kata-agent-oci: run failed: cannot read the OCI spec/);
   t.equal((await cli(['state', 'x1'])).status, 1, 'nothing recorded');
   r = await cli(['bogus']);
   t.equal(r.status, 2);
@@ -267,6 +302,13 @@ t.test('errors: usage exit 2, unreadable bundle, unreachable agent, --log', asyn
   t.equal(status, 1);
   t.same(JSON.parse(fs.readFileSync(log, 'utf8')).msg, 'container "zz" does not exist', '--log json: runc\'s logrus shape');
   t.equal(lines.length, 1);
+  lines.length = 0;
+  const execStatus = await ociMain(['--address', 'unix:///nonexistent/agent.sock', '--root', path.join(work, 'r2'), '--log', log, '--log-format', 'json', 'exec', 'zz', 'true'], {
+    stdout: (s) => lines.push(s), stderr: (s) => lines.push(s),
+  });
+  t.equal(execStatus, 255, 'exec: 255');
+  t.same(lines, ['kata-agent-oci: exec failed: container "zz" does not exist\n'], 'one line, with the program name');
+  t.same(JSON.parse(fs.readFileSync(log, 'utf8').trim().split('\n').pop()!).msg, 'exec failed: container "zz" does not exist', 'and in --log');
 
   // kata-agent-ctl oci is the same program.
   const out: string[] = [];
