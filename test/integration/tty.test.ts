@@ -4,7 +4,7 @@
 // `stty size`, and the pty is not one of the helper's (guest) devpts.
 import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
-import { AgentHarness, Code, codeOf, expectCode, skipReason, within } from './lib/agent-harness';
+import { AgentHarness, Code, expectCode, skipReason, within } from './lib/agent-harness';
 import { DEFAULT_CAPABILITIES } from '../../scripts/lib/standalone';
 
 const skip = skipReason();
@@ -21,19 +21,7 @@ if (skip) {
   });
 
   /** ReadStdout of (cid, execId) until the text read so far matches `re` (or the stream ends). */
-  async function readUntil(cid: string, execId: string, re: RegExp): Promise<string> {
-    let text = '';
-    while (!re.test(text)) {
-      try {
-        const { data } = await h.client.call('ReadStdout', { container_id: cid, exec_id: execId, len: 4096 });
-        text += Buffer.from(data).toString();
-      } catch (err) {
-        if (codeOf(err) === Code.OUT_OF_RANGE) break;
-        throw err;
-      }
-    }
-    return text;
-  }
+  const readUntil = (cid: string, execId: string, re: RegExp): Promise<string> => h.readUntil(cid, execId, re);
 
   /** st_dev of the helper's (the guest's) devpts: a pty from there has this device. */
   const guestDevpts = fs.statSync('/dev/pts/ptmx').dev;

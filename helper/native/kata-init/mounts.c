@@ -252,18 +252,20 @@ static void check_proc_target(const struct mount_rec *m, const char *resolved, b
  * only, never to the superblock, which here is shared with every mount of that namespace). */
 static unsigned int mount_attrs_of(unsigned long flags)
 {
+	static const struct {
+		unsigned long ms;
+		unsigned int attr;
+	} map[] = {
+		{ MS_RDONLY, MOUNT_ATTR_RDONLY }, { MS_NOSUID, MOUNT_ATTR_NOSUID },
+		{ MS_NODEV, MOUNT_ATTR_NODEV },   { MS_NOEXEC, MOUNT_ATTR_NOEXEC },
+		{ MS_NODIRATIME, MOUNT_ATTR_NODIRATIME },
+	};
 	unsigned int attrs = 0;
 
-	if (flags & MS_RDONLY)
-		attrs |= MOUNT_ATTR_RDONLY;
-	if (flags & MS_NOSUID)
-		attrs |= MOUNT_ATTR_NOSUID;
-	if (flags & MS_NODEV)
-		attrs |= MOUNT_ATTR_NODEV;
-	if (flags & MS_NOEXEC)
-		attrs |= MOUNT_ATTR_NOEXEC;
-	if (flags & MS_NODIRATIME)
-		attrs |= MOUNT_ATTR_NODIRATIME;
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (flags & map[i].ms)
+			attrs |= map[i].attr;
+	/* One atime mode (a field of the attributes, relatime = 0). */
 	if (flags & MS_NOATIME)
 		attrs |= MOUNT_ATTR_NOATIME;
 	else if (flags & MS_STRICTATIME)
