@@ -304,6 +304,6 @@ GLOBAL OPTIONS:
     --log-format text|json
     Accepted and ignored (runc internals): --debug, --systemd-cgroup, --rootless, --criu PATH.
 
-Exit status: 0 on success, 1 on an error (unknown id, the agent's refusal: the message names it), 2 for a usage error;
-run and exec (attached): the process's exit status.`;
+Exit status: 0 on success, 1 on an error (unknown id, the agent's refusal: the message names it), 255 when exec
+fails (as runc), 2 for a usage error; run and exec (attached): the process's exit status.`;
 }

@@ -98,7 +98,7 @@ if (skip) {
     h.removeOnTeardown(t, id);
     const script =
       'stat -c "%n %u:%g %a" /dev /dev/pts /dev/shm /dev/pts/ptmx; stat -c "%n %a" /dev/mqueue; ' +
-      'awk \'$5 == "/dev/mqueue" || $5 == "/sys" { print "mnt", $5, $(NF-2), $(NF-1) }\' /proc/self/mountinfo; ' +
+      'awk \'$5 == "/dev/mqueue" || $5 == "/sys" { print "mnt", $5, $(NF-2), $(NF-1), $6 }\' /proc/self/mountinfo; ' +
       'awk \'{ print "order", $5 }\' /proc/self/mountinfo; touch /dev/shm/f && stat -c "shm-file %u:%g" /dev/shm/f; ' +
       'touch /dev/mqueue/uq && stat -c "queue %u:%g" /dev/mqueue/uq && cat /dev/mqueue/uq; echo; echo end; sleep 1000';
     await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: conformanceSpec(['sh', '-c', script]) });
@@ -110,8 +110,8 @@ if (skip) {
     t.match(out, /^\/dev\/shm 0:0 1777$/m, '/dev/shm tmpfs: the container root, mode=1777');
     t.match(out, /^shm-file 0:0$/m, 'container root writes its /dev/shm');
     t.match(out, /^\/dev\/mqueue 1777$/m, "/dev/mqueue is the sandbox's instance: sticky, world-writable");
-    t.match(out, /^mnt \/dev\/mqueue mqueue mqueue$/m, '/dev/mqueue is an mqueue mount, source "mqueue" (runtime-tools checks both)');
-    t.match(out, /^mnt \/sys sysfs sysfs$/m, '/sys is a sysfs');
+    t.match(out, /^mnt \/dev\/mqueue mqueue mqueue rw,nosuid,nodev,noexec\b/m, '/dev/mqueue is an mqueue mount, source "mqueue" (runtime-tools checks both), nosuid,nodev,noexec');
+    t.match(out, /^mnt \/sys sysfs sysfs ro,nosuid,nodev,noexec\b/m, '/sys is a read-only sysfs');
     const order = out.split('\n').filter((l) => l.startsWith('order ')).map((l) => l.slice(6));
     t.same(order.filter((p) => ['/dev', '/dev/pts', '/dev/shm', '/dev/mqueue', '/sys'].includes(p)), ['/dev', '/dev/pts', '/dev/shm', '/dev/mqueue', '/sys'],
       'mountinfo lists them in the spec\'s order (the mqueue made before the user namespace is not listed first)');
@@ -130,16 +130,18 @@ if (skip) {
   t.test('without a network namespace of its own, /sys is a fresh sysfs of the sandbox network, not a bind of the guest /sys', async (t) => {
     const id = h.id('us');
     h.removeOnTeardown(t, id);
-    const script = 'awk \'$5 ~ "^/sys" && $5 !~ "^/sys/firmware" { print "mnt", $5, $(NF-2) }\' /proc/self/mountinfo; ls /sys/class/net';
+    const script = 'awk \'$5 ~ "^/sys" && $5 !~ "^/sys/firmware" { print "mnt", $5, $(NF-2), $6 }\' /proc/self/mountinfo; ls /sys/class/net; ' +
+      'touch /sys/x 2>/dev/null || echo sys-readonly';
     const spec = conformanceSpec(['sh', '-c', script], NAMESPACES.filter((n) => n.type !== 'network'));
     await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
     await h.client.call('StartContainer', { container_id: id });
     const [out, err] = (await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)])).map(String);
     t.equal(await h.wait(id, id), 0, err);
-    t.match(out, /^mnt \/sys sysfs$/m, '/sys is a sysfs');
+    t.match(out, /^mnt \/sys sysfs ro,nosuid,nodev,noexec\b/m, '/sys is a sysfs, with the spec\'s ro,nosuid,nodev,noexec on this mount');
+    t.ok(out.split('\n').includes('sys-readonly'), 'and it is read-only');
     t.notMatch(out, /^mnt \/sys\/(fs|kernel)/m, 'none of the guest\'s /sys submounts (cgroup, debugfs...) came along');
     const guestNet = fs.readdirSync('/sys/class/net').sort().join('\n');
-    t.equal(out.split('\n').filter((l) => l !== '' && !l.startsWith('mnt ')).sort().join('\n'), guestNet, 'its /sys/class/net is the network namespace it runs in');
+    t.equal(out.split('\n').filter((l) => l !== '' && !l.startsWith('mnt ') && l !== 'sys-readonly').sort().join('\n'), guestNet, 'its /sys/class/net is the network namespace it runs in');
   });
 
   t.test('bad mappings are INVALID_ARGUMENT naming the field; mappings without a user namespace too', async (t) => {
