@@ -310,6 +310,11 @@ t.test('errors: usage exit 2, unreadable bundle, unreachable agent, --log', asyn
   t.same(lines, ['kata-agent-oci: exec failed: container "zz" does not exist\n'], 'one line, with the program name');
   t.same(JSON.parse(fs.readFileSync(log, 'utf8').trim().split('\n').pop()!).msg, 'exec failed: container "zz" does not exist', 'and in --log');
 
+  // The program itself: 255 reaches the caller (runc's exec failure status), the line on stderr.
+  const bin = spawnSync(process.execPath, [path.join(__dirname, '..', '..', '..', 'bin', 'kata-agent-oci'), '--root', path.join(work, 'r3'), 'exec', 'zz', 'true'], { encoding: 'utf8' });
+  t.equal(bin.status, 255, `bin/kata-agent-oci exec of an unknown id exits 255 (${bin.stderr})`);
+  t.equal(bin.stderr, 'kata-agent-oci: exec failed: container "zz" does not exist\n');
+
   // kata-agent-ctl oci is the same program.
   const out: string[] = [];
   t.equal(await main(['oci', '--help'], { stdout: (l) => out.push(l), stderr: (l) => out.push(l), stdin: process.stdin }), 0);
