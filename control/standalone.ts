@@ -101,7 +101,12 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
       logLevel: config.logLevel,
       debugAddr: standaloneDebugAddr(config.debugAddr, controlDir),
       // the helper serves the console's shells only when told so itself
-      helperArgs: ['--hotplug-timeout-ms', String(config.hotplugTimeoutMs), ...(config.debugConsole ? ['--debug-console'] : [])],
+      helperArgs: [
+        '--hotplug-timeout-ms', String(config.hotplugTimeoutMs),
+        ...(config.debugConsole ? ['--debug-console'] : []),
+        // host-namespace mode needs the helper's own switch as well (helper/main.ts)
+        ...(config.allowHostNamespaces ? ['--allow-host-namespaces'] : []),
+      ],
       controlArgs: controlArgsFor(argv),
     });
   } catch (err) {

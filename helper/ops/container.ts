@@ -303,11 +303,23 @@ export class ContainerBackend implements ContainerFamily {
   readonly cgroups: CgroupManager | undefined;
   /** The guest has SELinux: labels are applied, else dropped with a warning (helper/ops/selinux.ts). */
   private readonly selinux: boolean;
+  /** Host-namespace mode (helper --allow-host-namespaces): off unless the helper itself was started with it. */
+  private readonly allowHostNamespaces: boolean;
 
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager; journal?: LeftoverJournal; selinux?: boolean },
+    opts: {
+      logger?: Logger;
+      registry: ProcessRegistry;
+      storage?: StorageBackend;
+      cgroups?: CgroupManager;
+      journal?: LeftoverJournal;
+      selinux?: boolean;
+      /** The helper's own host-namespace switch (helper --allow-host-namespaces; helper/ops/plan.ts PlanCheckOptions). */
+      allowHostNamespaces?: boolean;
+    },
   ) {
+    this.allowHostNamespaces = opts.allowHostNamespaces === true;
     this.journal = opts.journal;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
@@ -467,6 +479,7 @@ export class ContainerBackend implements ContainerFamily {
     const plan = validateContainerPlan(args.plan, {
       hostChecks: this.launcher.hostChecks,
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
+      allowHostNamespaces: this.allowHostNamespaces,
     });
     const oci = checkOciInfo(args.oci);
     plan.hookStates = inContainerHookStates(containerId, oci, plan);
