@@ -60,7 +60,7 @@ export interface StandaloneBannerInfo {
   /** "" when the debug endpoint is off. */
   debugAddr: string;
   /** The agent's configuration: a debug console it serves is shown with its address. */
-  config: Pick<AgentConfig, 'debugConsole' | 'debugConsoleVport' | 'debugConsoleAddr'>;
+  config: Pick<AgentConfig, 'debugConsole' | 'debugConsoleVport' | 'debugConsoleAddr' | 'allowHostNamespaces'>;
   pid: number;
 }
 
@@ -77,6 +77,7 @@ export function standaloneBanner(b: StandaloneBannerInfo): string {
     `  logs: ${b.controlLog} ${b.helperLog}\n` +
     (b.debugAddr ? `  debug endpoint: ${b.debugAddr}\n` : '') +
     (console ? `  debug console: ${console.kind === 'listen' ? console.address : console.path}\n` : '') +
+    (b.config.allowHostNamespaces ? '  host namespaces: allowed (--allow-host-namespaces: containers may share or join the agent\'s namespaces)\n' : '') +
     `  stop: kill ${b.pid}\n`
   );
 }

@@ -16,6 +16,7 @@ import { serializeCreatePlan, serializeExecPlan, validateContainerPlan, validate
 import { createMockBackend } from '../../helper/mock/backend';
 import { parseHelperArgs } from '../../helper/main';
 import { loadConfig } from '../../control/config';
+import { standaloneBanner } from '../../control/standalone';
 import { minimalContainerPlan, processPlan } from '../lib/helper-fixtures';
 
 const SANDBOX_IPC = '/run/kata-agent/sandbox-ns/ipc';
@@ -202,4 +203,7 @@ t.test('the switches: agent flag/env, helper flag/env, both off by default', asy
   t.equal(parseHelperArgs(['--allow-host-namespaces'], {}).allowHostNamespaces, true, 'helper: --allow-host-namespaces');
   t.equal(parseHelperArgs([], { KATA_AGENT_ALLOW_HOST_NAMESPACES: 'true' }).allowHostNamespaces, true, 'helper: KATA_AGENT_ALLOW_HOST_NAMESPACES=true');
   t.equal(parseHelperArgs([], { KATA_AGENT_DEBUG_CONSOLE: '1' }).allowHostNamespaces, false, 'helper: another switch does not turn it on');
+  const base = { address: 'unix:///r/agent.sock', runDir: '/r', controlUser: 'nobody', controlLog: 'c', helperLog: 'h', debugAddr: '', pid: 1 };
+  t.match(standaloneBanner({ ...base, config: { debugConsole: false, debugConsoleVport: 0, allowHostNamespaces: true } }), /host namespaces: allowed/, 'the stand-alone banner says so');
+  t.notMatch(standaloneBanner({ ...base, config: { debugConsole: false, debugConsoleVport: 0 } }), /host namespaces/, 'not shown when off');
 });
