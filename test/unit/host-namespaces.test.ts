@@ -131,7 +131,7 @@ const hplan = (over: Partial<ContainerPlan>): ContainerPlan => minimalContainerP
 
 t.test('helper, switch off: no plan without a new mount and a pid namespace, no foreign path, no user path', async (t) => {
   rejects(t, () => validateContainerPlan(hplan({ namespaces: [{ type: 'pid', path: '' }] }), helperOff), Code.INVALID_ARGUMENT, ['mount namespace', '--allow-host-namespaces'], 'no mount namespace');
-  rejects(t, () => validateContainerPlan(hplan({ namespaces: [{ type: 'mount', path: '/proc/self/ns/mnt' }, { type: 'pid', path: '' }] }), helperOff), Code.INVALID_ARGUMENT, ['new mount namespace'], 'joined mount namespace');
+  rejects(t, () => validateContainerPlan(hplan({ namespaces: [{ type: 'mount', path: '/proc/self/ns/mnt' }, { type: 'pid', path: '' }] }), { ...helperOff, namespacePathAllowed: () => true }), Code.INVALID_ARGUMENT, ['new mount namespace', '--allow-host-namespaces'], 'joined mount namespace (even one of this sandbox)');
   rejects(t, () => validateContainerPlan(hplan({ namespaces: [{ type: 'mount', path: '' }] }), helperOff), Code.INVALID_ARGUMENT, ['pid namespace', '--allow-host-namespaces'], 'no pid namespace');
   rejects(
     t,
