@@ -21,7 +21,8 @@
  *   debugConsoleAddr KATA_AGENT_DEBUG_CONSOLE_ADDR --debug-console-addr  from upstream's options: where the
  *                  debug console (on with agent.debug_console / --debug-console) is served:
  *                  vsock://-1:PORT, unix:///path, tty:/dev/NAME; "" off (control/debug-console.ts)
- *   allowHostNamespaces KATA_AGENT_ALLOW_HOST_NAMESPACES (1/true) --allow-host-namespaces  false;
+ *   allowHostNamespaces KATA_AGENT_ALLOW_HOST_NAMESPACES (1/true) --allow-host-namespaces  false
+ *                  (also TOML `allow_host_namespaces = true`, this agent's own key);
  *                  host-namespace mode for stand-alone OCI use (control/oci.ts "Host-namespace
  *                  mode", docs/ARCHITECTURE.md "Host namespaces"); the helper has its own switch
  *                  (helper --allow-host-namespaces), which `--standalone` passes on

@@ -199,6 +199,11 @@ t.test('the switches: agent flag/env, helper flag/env, both off by default', asy
   t.equal(cfg(['--allow-host-namespaces'], {}), true, 'agent: --allow-host-namespaces');
   t.equal(cfg([], { KATA_AGENT_ALLOW_HOST_NAMESPACES: '1' }), true, 'agent: KATA_AGENT_ALLOW_HOST_NAMESPACES=1');
   t.throws(() => cfg([], { KATA_AGENT_ALLOW_HOST_NAMESPACES: 'maybe' }), /KATA_AGENT_ALLOW_HOST_NAMESPACES/, 'agent: a bad value is refused');
+  const toml = path.join(tmp, 'agent.toml');
+  fs.writeFileSync(toml, 'allow_host_namespaces = true\n');
+  t.equal(cfg(['--config', toml], {}), true, 'agent: TOML allow_host_namespaces');
+  fs.writeFileSync(toml, 'allow_host_namespaces = "yes"\n');
+  t.throws(() => cfg(['--config', toml], {}), /allow_host_namespaces/, 'agent: a TOML value of the wrong type is refused');
   t.equal(parseHelperArgs([], {}).allowHostNamespaces, false, 'helper: off by default');
   t.equal(parseHelperArgs(['--allow-host-namespaces'], {}).allowHostNamespaces, true, 'helper: --allow-host-namespaces');
   t.equal(parseHelperArgs([], { KATA_AGENT_ALLOW_HOST_NAMESPACES: 'true' }).allowHostNamespaces, true, 'helper: KATA_AGENT_ALLOW_HOST_NAMESPACES=true');
