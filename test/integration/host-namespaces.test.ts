@@ -68,6 +68,34 @@ if (skip) {
     t.same(r.stdout.split('\n').filter(Boolean), ['net', 'uts', 'ipc'].map((n) => nsLink(pid, n)), "the unshare process's namespaces, not the sandbox's");
   });
 
+  t.test('a container joins a user namespace by path', async (t) => {
+    const u = await unshared(t, ['--user', '--map-root-user'], ['user']);
+    const pid = u.pid ?? 0;
+    const spec = h.spec(['sh', '-c', 'readlink /proc/self/ns/user; cat /proc/self/uid_map'], {
+      namespaces: [{ type: 'mount' }, { type: 'pid' }, { type: 'user', path: `/proc/${pid}/ns/user` }],
+      resources: ALLOW_DEVICES,
+    });
+    spec.Mounts = (spec.Mounts ?? []).filter((m) => m.destination === '/proc');
+    if (spec.Linux) {
+      spec.Linux.MaskedPaths = [];
+      spec.Linux.ReadonlyPaths = [];
+    }
+    const id = h.id('userpath');
+    h.removeOnTeardown(t, id);
+    try {
+      await h.client.call('CreateContainer', { container_id: id, exec_id: id, OCI: spec });
+    } catch (e) {
+      t.fail(`CreateContainer: ${(e as Error).message}`);
+      return;
+    }
+    await h.client.call('StartContainer', { container_id: id });
+    const [out, err] = await Promise.all([h.readAll('ReadStdout', id, id), h.readAll('ReadStderr', id, id)]);
+    t.equal(await h.wait(id, id), 0, err.toString());
+    const lines = out.toString().split('\n').filter(Boolean);
+    t.equal(lines[0], nsLink(pid, 'user'), "the unshare process's user namespace");
+    t.same(lines[1]?.trim().split(/\s+/), ['0', '0', '1'], 'its uid map (root mapped to root)');
+  });
+
   t.test('a namespace path of the wrong type is refused by kata-init', async (t) => {
     const u = await unshared(t, ['--net'], ['net']);
     const id = h.id('wrongtype');
