@@ -115,6 +115,7 @@ export class Agent extends EventEmitter {
       defaultRemoveTimeoutMs: options.defaultRemoveTimeoutMs,
       ...options.limits,
       guest: options.guest,
+      allowHostNamespaces: this.config.allowHostNamespaces === true,
     });
     // Threat model (docs/ARCHITECTURE.md): on unix sockets only root and the configured uid.
     this.server = new TtrpcServer({

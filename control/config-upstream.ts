@@ -50,6 +50,11 @@ export interface UpstreamOptions {
   unifiedCgroupHierarchy: boolean;
   /** agent.trace / tracing / KATA_AGENT_TRACING: OpenTelemetry spans (control/tracing.ts). */
   tracing: boolean;
+  /**
+   * TOML `allow_host_namespaces`: this agent's own key, not upstream's (host-namespace mode,
+   * control/config.ts allowHostNamespaces); absent: not set by the file.
+   */
+  allowHostNamespaces?: boolean;
 }
 
 /** Options that are parsed and reported but not acted on yet (docs/ARCHITECTURE.md). */
@@ -235,6 +240,7 @@ export function parseUpstreamToml(text: string, file: string, warnings: string[]
       case 'dev_mode': o.devMode = bool(k, v); break;
       case 'unified_cgroup_hierarchy': o.unifiedCgroupHierarchy = bool(k, v); break;
       case 'tracing': o.tracing = bool(k, v); break;
+      case 'allow_host_namespaces': o.allowHostNamespaces = bool(k, v); break;
       case 'log_level':
         if (typeof v !== 'string') throw bad(k, v, src, 'a log level name');
         o.logLevel = logLevelOf(v, k, src);

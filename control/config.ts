@@ -21,6 +21,11 @@
  *   debugConsoleAddr KATA_AGENT_DEBUG_CONSOLE_ADDR --debug-console-addr  from upstream's options: where the
  *                  debug console (on with agent.debug_console / --debug-console) is served:
  *                  vsock://-1:PORT, unix:///path, tty:/dev/NAME; "" off (control/debug-console.ts)
+ *   allowHostNamespaces KATA_AGENT_ALLOW_HOST_NAMESPACES (1/true) --allow-host-namespaces  false
+ *                  (also TOML `allow_host_namespaces = true`, this agent's own key);
+ *                  host-namespace mode for stand-alone OCI use (control/oci.ts "Host-namespace
+ *                  mode", docs/ARCHITECTURE.md "Host namespaces"); the helper has its own switch
+ *                  (helper --allow-host-namespaces), which `--standalone` passes on
  *   traceExporter KATA_AGENT_TRACE_EXPORTER   --trace-exporter   console; where spans go when tracing
  *                  (agent.trace, KATA_AGENT_TRACING, --trace) is on: otlp:URL, file:/path, console
  *                  (control/tracing.ts)
@@ -93,6 +98,11 @@ export interface AgentConfig extends UpstreamOptions {
   debugConsoleAddr?: string;
   /** Span exporter when `tracing` is on (control/tracing.ts parseTraceExporter); absent: console. */
   traceExporter?: string;
+  /**
+   * Host-namespace mode (runc semantics for stand-alone OCI use): a spec may omit any namespace
+   * (the container shares the agent's) and namespace paths are joined as given. Off by default.
+   */
+  allowHostNamespaces?: boolean;
 }
 
 /** The built-in defaults. */
@@ -193,6 +203,10 @@ export const USAGE = `usage: kata-agent [options]
                           /dev/console, or per connection on vsock port agent.debug_console_vport
   --debug-console-addr A  where: vsock://-1:PORT, unix:///path or tty:/dev/NAME; "" disables
                           [env KATA_AGENT_DEBUG_CONSOLE_ADDR]
+  --allow-host-namespaces a spec may omit namespaces (the container shares the agent's) and
+                          join any namespace path, as with runc; for stand-alone OCI use only
+                          (the helper needs its own --allow-host-namespaces; --standalone passes it)
+                          [env KATA_AGENT_ALLOW_HOST_NAMESPACES=1, default off]
   --trace                 OpenTelemetry spans per rpc and helper op (upstream agent.trace)
                           [env KATA_AGENT_TRACING=1, default off]
   --trace-exporter SPEC   where spans go: otlp:http://HOST:4318/v1/traces, file:/PATH or console
@@ -251,6 +265,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv, sour
   if (env.KATA_AGENT_PASSFD_LISTENER) config.passfdListener = env.KATA_AGENT_PASSFD_LISTENER;
   if (env.KATA_AGENT_DEBUG_CONSOLE_ADDR !== undefined) config.debugConsoleAddr = env.KATA_AGENT_DEBUG_CONSOLE_ADDR;
   if (env.KATA_AGENT_TRACE_EXPORTER) config.traceExporter = env.KATA_AGENT_TRACE_EXPORTER;
+  if (env.KATA_AGENT_ALLOW_HOST_NAMESPACES !== undefined) config.allowHostNamespaces = parseBool(env.KATA_AGENT_ALLOW_HOST_NAMESPACES, 'KATA_AGENT_ALLOW_HOST_NAMESPACES');
   if (env.KATA_AGENT_FRAME_TIMEOUT_MS) config.frameTimeoutMs = parseCount(env.KATA_AGENT_FRAME_TIMEOUT_MS, 'KATA_AGENT_FRAME_TIMEOUT_MS', 0, 0x7fffffff);
   applyFlags(values, config);
   if (config.serverAddr === '') throw new StatusError(Code.INVALID_ARGUMENT, 'empty server address');
@@ -282,6 +297,7 @@ function parseFlags(argv: readonly string[]): FlagValues {
         'log-level': { type: 'string' },
         'server-peer-uid': { type: 'string' },
         'allow-abstract-socket': { type: 'boolean' },
+        'allow-host-namespaces': { type: 'boolean' },
         'max-connections': { type: 'string' },
         'max-inflight': { type: 'string' },
         'frame-timeout-ms': { type: 'string' },
@@ -309,6 +325,7 @@ function applyFlags(values: FlagValues, config: AgentConfig): void {
   if (typeof values['log-level'] === 'string') config.logLevel = checkLogLevel(values['log-level'], '--log-level');
   if (typeof values['server-peer-uid'] === 'string') config.serverPeerUid = parseCount(values['server-peer-uid'], '--server-peer-uid', 0, UID_MAX);
   if (values['allow-abstract-socket'] === true) config.allowAbstractSocket = true;
+  if (values['allow-host-namespaces'] === true) config.allowHostNamespaces = true;
   if (typeof values['max-connections'] === 'string') config.maxConnections = parseCount(values['max-connections'], '--max-connections', 1, 1_000_000);
   if (typeof values['max-inflight'] === 'string') config.maxInflight = parseCount(values['max-inflight'], '--max-inflight', 1, 1_000_000);
   if (typeof values['passfd-listener'] === 'string') config.passfdListener = values['passfd-listener'];

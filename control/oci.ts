@@ -20,7 +20,7 @@
  *    libseccomp, loaded by kata-init for the init and every exec);
  *  - Hooks → ContainerPlan.hooks ({@link hooksFromOci}; run by the helper);
  *  - refused (UNIMPLEMENTED naming the field): the seccomp action
- *    SCMP_ACT_NOTIFY, joining an existing user namespace;
+ *    SCMP_ACT_NOTIFY, joining an existing user namespace (unless host-namespace mode);
  *  - Process.SelinuxLabel and Linux.MountLabel are carried; the helper applies them when the
  *    guest has SELinux and drops them with a warning otherwise;
  *  - a new user namespace with Linux.UIDMappings/GIDMappings → ContainerPlan.idMappings
@@ -38,6 +38,18 @@
  *    from every capability set of the container and of its execs (container root cannot mknod
  *    a guest block device). The Kata runtime strips resources.devices before sending the spec
  *    (kata_agent.go constrainGRPCSpec), so under Kata containers never have CAP_MKNOD here.
+ *
+ * Host-namespace mode (ContainerPlanOptions.allowHostNamespaces: agent --allow-host-namespaces /
+ * KATA_AGENT_ALLOW_HOST_NAMESPACES=1, off by default; runc semantics for stand-alone OCI use,
+ * threat model in docs/ARCHITECTURE.md "Host namespaces"): a spec may omit any namespace, the
+ * container then shares the agent's (the helper's), a mount namespace included (kata-init
+ * chroots instead of pivot_root; masked/read-only paths, a read-only root and a rootfs
+ * propagation are then refused, as runc refuses the first two); a namespace entry with a path is
+ * joined as given, a user namespace too (without UIDMappings/GIDMappings). The Kata rewrite
+ * (ipc/uts → the sandbox's, {@link rewriteNamespaces}) applies only to entries without a path: the
+ * Kata runtime empties every path (kata_agent.go constrainGRPCSpec), so a path comes only from a
+ * non-Kata client, which means that namespace. Off: a path other than the sandbox's is refused by
+ * the helper, a missing mount namespace here, a missing pid namespace means a new one.
  * Annotations are not read. HOME is not derived here (control must not read the container's
  * /etc/passwd): kata-init sets it from the container's own /etc/passwd when the env has none
  * (helper/native/KATA-INIT.md step 8a).
@@ -366,7 +378,12 @@ export interface ContainerPlanOptions {
    * the CAP_MKNOD interim does not apply (ContainerPlan.devicesEnforced).
    */
   deviceCgroup?: boolean;
+  /** Host-namespace mode (see the file comment); default off. */
+  allowHostNamespaces?: boolean;
 }
+
+/** How a refusal names the host-namespace option. */
+export const HOST_NAMESPACES_OPTION = 'the agent option --allow-host-namespaces (KATA_AGENT_ALLOW_HOST_NAMESPACES=1) is off';
 
 function namespacesFromOci(field: string, list: readonly grpc.LinuxNamespace.$Properties[]): NamespacePlan[] {
   const seen = new Set<string>();
@@ -414,6 +431,11 @@ const NS_FILES: Readonly<Record<NamespaceType, readonly string[]>> = {
  * pod the pod's hostname, so with it nothing changes). Stand-alone, one sandbox serves
  * containers of unrelated specs (kata-agent-oci, the OCI conformance suite's `hostname`).
  *
+ * Host-namespace mode (`options.allowHostNamespaces`): an entry with a path is kept as given
+ * (pid included, whatever `sandboxPidns` says: the Kata runtime empties paths, so a path comes
+ * from a non-Kata client); the rewrite above applies to entries without one; a spec without a
+ * pid entry gets none (the container shares the agent's) unless `sandboxPidns`.
+ *
  * Throws StatusError FAILED_PRECONDITION "sandbox does not have a shared pid namespace" when
  * `sandboxPidns` is asked for and the sandbox has none yet (upstream: INTERNAL).
  */
@@ -421,13 +443,20 @@ export function rewriteNamespaces(namespaces: readonly NamespacePlan[], options:
   const sandboxPath = (type: NamespaceType): string =>
     options.sandbox.namespaces.find((n) => n.type === type)?.path ?? '';
   const ownUts = hostname !== '' && hostname !== (options.sandbox.hostname ?? '');
+  const hostns = options.allowHostNamespaces === true;
   const out: NamespacePlan[] = [];
   for (const ns of namespaces) {
+    if (hostns && ns.path !== '') {
+      out.push({ ...ns });
+      continue;
+    }
     if (ns.type === 'pid') continue;
     if (ns.type === 'uts' && ownUts) out.push({ type: 'uts', path: '' });
     else if (ns.type === 'ipc' || ns.type === 'uts') out.push({ type: ns.type, path: sandboxPath(ns.type) });
     else out.push({ ...ns });
   }
+  if (hostns && namespaces.some((n) => n.type === 'pid' && n.path !== '')) return out;
+  if (hostns && !options.sandboxPidns && !namespaces.some((n) => n.type === 'pid')) return out;
   let pidPath = '';
   if (options.sandboxPidns) {
     if (!options.sandbox.pidns) {
@@ -790,10 +819,14 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   const specNamespaces = namespacesFromOci('OCI.Linux.Namespaces', linux.Namespaces ?? []);
   const has = (type: NamespaceType): boolean => specNamespaces.some((n) => n.type === type);
 
+  const hostns = options.allowHostNamespaces === true;
   if (!has('mount')) {
-    throw new StatusError(Code.INVALID_ARGUMENT, 'OCI.Linux.Namespaces must include a mount namespace (the container gets its own rootfs)');
+    if (!hostns) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `OCI.Linux.Namespaces must include a mount namespace (the container gets its own rootfs; ${HOST_NAMESPACES_OPTION})`);
+    }
+    checkSharedMountNamespace(spec, linux);
   }
-  const idMappings = idMappingsFromOci(linux, specNamespaces);
+  const idMappings = idMappingsFromOci(linux, specNamespaces, hostns);
 
   const hostname = checkString('OCI.Hostname', spec.Hostname ?? '');
   if (hostname !== '') {
@@ -811,6 +844,10 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
   }
 
   const namespaces = rewriteNamespaces(specNamespaces, options, hostname);
+  const joinedUts = specNamespaces.find((n) => n.type === 'uts' && n.path !== '');
+  if (hostns && hostname !== '' && joinedUts) {
+    options.warn?.({ field: 'OCI.Hostname', value: hostname, uts: joinedUts.path }, 'hostname not set: the container joins an existing uts namespace');
+  }
   const sysctl: Record<string, string> = { ...(linux.Sysctl ?? {}) };
   validateSysctl(sysctl, namespaces);
 
@@ -849,13 +886,29 @@ export function containerPlanFromSpec(spec: grpc.Spec.$Properties, options: Cont
 }
 
 /**
+ * Host-namespace mode without a mount namespace: the container shares the agent's, so nothing
+ * may change mounts outside its rootfs. INVALID_ARGUMENT naming the field for
+ * Linux.MaskedPaths / ReadonlyPaths (runc: "unable to restrict sys entries without a private MNT
+ * namespace"), Root.Readonly and Linux.RootfsPropagation.
+ */
+function checkSharedMountNamespace(spec: grpc.Spec.$Properties, linux: grpc.Linux.$Properties): void {
+  const why = 'needs a mount namespace in OCI.Linux.Namespaces (without one the container shares the agent\'s)';
+  if ((linux.MaskedPaths ?? []).length > 0) throw invalid('OCI.Linux.MaskedPaths', linux.MaskedPaths, why);
+  if ((linux.ReadonlyPaths ?? []).length > 0) throw invalid('OCI.Linux.ReadonlyPaths', linux.ReadonlyPaths, why);
+  if (spec.Root?.Readonly === true) throw invalid('OCI.Root.Readonly', true, why);
+  if (linux.RootfsPropagation) throw invalid('OCI.Linux.RootfsPropagation', linux.RootfsPropagation, why);
+}
+
+/**
  * Linux.UIDMappings / GIDMappings for a new user namespace (config-linux.md#user-namespace-mappings;
  * runc validates the same): both required with a `user` namespace, refused without one; each
  * list checked by shared/idmap.ts validateIdMappings (size ≥ 1, at most 340 entries, no
  * overlapping container or host ranges). Joining an existing user namespace (a path) is
- * UNIMPLEMENTED. INVALID_ARGUMENT names the field, e.g. `OCI.Linux.UIDMappings[0].Size`.
+ * UNIMPLEMENTED unless `allowHostNamespaces` (host-namespace mode), where it takes no mappings
+ * (the namespace has its own; INVALID_ARGUMENT when some are given). INVALID_ARGUMENT names the
+ * field, e.g. `OCI.Linux.UIDMappings[0].Size`.
  */
-export function idMappingsFromOci(linux: grpc.Linux.$Properties, namespaces: readonly NamespacePlan[]): IdMappingsPlan | undefined {
+export function idMappingsFromOci(linux: grpc.Linux.$Properties, namespaces: readonly NamespacePlan[], allowHostNamespaces = false): IdMappingsPlan | undefined {
   const user = namespaces.find((n) => n.type === 'user');
   const uids = linux.UIDMappings ?? [];
   const gids = linux.GIDMappings ?? [];
@@ -864,7 +917,13 @@ export function idMappingsFromOci(linux: grpc.Linux.$Properties, namespaces: rea
     return undefined;
   }
   if (user.path !== '') {
-    throw new StatusError(Code.UNIMPLEMENTED, `OCI.Linux.Namespaces user path ${JSON.stringify(user.path)}: joining an existing user namespace is not supported (a new one with UIDMappings/GIDMappings is)`);
+    if (!allowHostNamespaces) {
+      throw new StatusError(Code.UNIMPLEMENTED, `OCI.Linux.Namespaces user path ${JSON.stringify(user.path)}: joining an existing user namespace is not supported (a new one with UIDMappings/GIDMappings is; ${HOST_NAMESPACES_OPTION})`);
+    }
+    if (uids.length > 0 || gids.length > 0) {
+      throw new StatusError(Code.INVALID_ARGUMENT, `OCI.Linux.UIDMappings/GIDMappings given with user namespace path ${JSON.stringify(user.path)} (a joined namespace has its own mappings)`);
+    }
+    return undefined;
   }
   const names = { containerId: 'ContainerID', hostId: 'HostID', size: 'Size' };
   const conv = (list: readonly grpc.LinuxIDMapping.$Properties[]) =>

@@ -60,7 +60,7 @@ export interface StandaloneBannerInfo {
   /** "" when the debug endpoint is off. */
   debugAddr: string;
   /** The agent's configuration: a debug console it serves is shown with its address. */
-  config: Pick<AgentConfig, 'debugConsole' | 'debugConsoleVport' | 'debugConsoleAddr'>;
+  config: Pick<AgentConfig, 'debugConsole' | 'debugConsoleVport' | 'debugConsoleAddr' | 'allowHostNamespaces'>;
   pid: number;
 }
 
@@ -77,6 +77,7 @@ export function standaloneBanner(b: StandaloneBannerInfo): string {
     `  logs: ${b.controlLog} ${b.helperLog}\n` +
     (b.debugAddr ? `  debug endpoint: ${b.debugAddr}\n` : '') +
     (console ? `  debug console: ${console.kind === 'listen' ? console.address : console.path}\n` : '') +
+    (b.config.allowHostNamespaces ? '  host namespaces: allowed (--allow-host-namespaces: containers may share or join the agent\'s namespaces)\n' : '') +
     `  stop: kill ${b.pid}\n`
   );
 }
@@ -101,7 +102,12 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
       logLevel: config.logLevel,
       debugAddr: standaloneDebugAddr(config.debugAddr, controlDir),
       // the helper serves the console's shells only when told so itself
-      helperArgs: ['--hotplug-timeout-ms', String(config.hotplugTimeoutMs), ...(config.debugConsole ? ['--debug-console'] : [])],
+      helperArgs: [
+        '--hotplug-timeout-ms', String(config.hotplugTimeoutMs),
+        ...(config.debugConsole ? ['--debug-console'] : []),
+        // host-namespace mode needs the helper's own switch as well (helper/main.ts)
+        ...(config.allowHostNamespaces ? ['--allow-host-namespaces'] : []),
+      ],
       controlArgs: controlArgsFor(argv),
     });
   } catch (err) {

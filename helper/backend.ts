@@ -52,6 +52,8 @@ export interface RealBackendOptions {
   noDevicePrograms?: boolean;
   /** Serve the debugConsole op (helper --debug-console); default off. */
   debugConsole?: boolean;
+  /** Host-namespace mode (helper --allow-host-namespaces, docs/ARCHITECTURE.md "Host namespaces"); default off. */
+  allowHostNamespaces?: boolean;
 }
 
 /** The real backend: the composed backend the server dispatches to, and its container model. */
@@ -99,7 +101,7 @@ export function createRealBackendParts(opts: RealBackendOptions = {}): RealBacke
   const layout = detectCgroupLayout(opts.unifiedCgroupHierarchy === true);
   logger.info({ cgroups: layout }, 'cgroup hierarchies detected');
   const cgroups = new CgroupManager({ layout, logger, devicePrograms: opts.noDevicePrograms === true ? undefined : nativeDevicePrograms(loadNative(), logger) });
-  const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups, journal });
+  const containers = new ContainerBackend(launcher, { logger, registry, storage, cgroups, journal, allowHostNamespaces: opts.allowHostNamespaces === true });
   const g = opts.guest ?? {};
   const guest = guestFamily(
     new SysfsOps({ root: g.sysfsRoot, logger }),

@@ -26,6 +26,11 @@
  * --debug-console  serve the debugConsole op (a root shell for control's debug console); off
  *                unless this, $KATA_AGENT_DEBUG_CONSOLE "true"/"1" or `agent.debug_console` on the
  *                kernel command line (control alone cannot turn it on)
+ * --allow-host-namespaces  host-namespace mode for stand-alone OCI use (runc semantics; threat
+ *                model in docs/ARCHITECTURE.md "Host namespaces"): a container may lack a mount or
+ *                pid namespace (it shares the helper's) and may join any namespace file by path,
+ *                a user namespace included; off unless this or $KATA_AGENT_ALLOW_HOST_NAMESPACES
+ *                "true"/"1" (control alone cannot turn it on)
  * --mock         serve the unprivileged mock backend (helper/mock) instead of the real one
  * --log-level    trace|debug|info|warn|error|fatal (logrus names accepted; default
  *                $KATA_AGENT_LOG_LEVEL, else info)
@@ -47,7 +52,7 @@ import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
 
 const USAGE =
-  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--debug-console] [--mock] [--log-level L]';
+  'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--debug-console] [--allow-host-namespaces] [--mock] [--log-level L]';
 
 /** --help: the usage text goes to stdout, exit 0. */
 class HelpRequested extends Error {}
@@ -73,6 +78,8 @@ export interface HelperCliOptions {
    * `agent.debug_console` on the kernel command line. Off otherwise, whatever control asks.
    */
   debugConsole: boolean;
+  /** Host-namespace mode: `--allow-host-namespaces` or KATA_AGENT_ALLOW_HOST_NAMESPACES=1. Off otherwise, whatever control asks. */
+  allowHostNamespaces: boolean;
 }
 
 /** Parse argv (without node and script). Throws an Error with a usage message on bad input. */
@@ -91,6 +98,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       'unified-cgroup-hierarchy': { type: 'boolean' },
       'no-device-programs': { type: 'boolean' },
       'debug-console': { type: 'boolean' },
+      'allow-host-namespaces': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -122,6 +130,7 @@ export function parseHelperArgs(argv: string[], env: NodeJS.ProcessEnv = process
       values['unified-cgroup-hierarchy'] ?? ['1', 'true'].includes((env.KATA_AGENT_UNIFIED_CGROUP_HIERARCHY ?? '').toLowerCase()),
     noDevicePrograms: values['no-device-programs'] ?? ['1', 'true'].includes((env.KATA_AGENT_NO_DEVICE_PROGRAMS ?? '').toLowerCase()),
     debugConsole: values['debug-console'] ?? (['1', 'true'].includes((env.KATA_AGENT_DEBUG_CONSOLE ?? '').toLowerCase()) || kernelAsksDebugConsole()),
+    allowHostNamespaces: values['allow-host-namespaces'] ?? ['1', 'true'].includes((env.KATA_AGENT_ALLOW_HOST_NAMESPACES ?? '').toLowerCase()),
   };
 }
 
@@ -162,7 +171,7 @@ export async function main(argv: string[]): Promise<number> {
   let containers: ContainerBackend | undefined;
   try {
     const parts = opts.mock
-      ? createMockHelperBackend({ logger: log, kataDir: opts.kataDir })
+      ? createMockHelperBackend({ logger: log, kataDir: opts.kataDir, allowHostNamespaces: opts.allowHostNamespaces })
       : createRealBackendParts({
           logger: log,
           netns: opts.netns,
@@ -174,6 +183,7 @@ export async function main(argv: string[]): Promise<number> {
           stateDir: opts.stateDir,
           noDevicePrograms: opts.noDevicePrograms,
           debugConsole: opts.debugConsole,
+          allowHostNamespaces: opts.allowHostNamespaces,
         });
     backend = parts.backend;
     containers = parts.containers;
@@ -192,6 +202,7 @@ export async function main(argv: string[]): Promise<number> {
     await backend.shutdown();
     return 1;
   }
+  if (opts.allowHostNamespaces) log.warn('host-namespace mode (--allow-host-namespaces): containers may share or join the helper\'s namespaces');
   log.info({ socket: opts.socket, controlUid: opts.controlUid, mock: opts.mock, pid: process.pid }, 'kata-agent-helper ready');
   return new Promise<number>((resolve) => {
     let stopping = false;

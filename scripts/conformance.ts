@@ -11,7 +11,10 @@
  * exits 0.
  *
  * Steps: scripts/oci-conformance/build.sh (once per revision, into .cache/runtime-tools),
- * startStandaloneAgent (scripts/lib/standalone.ts), a wrapper that runs bin/kata-agent-oci with
+ * startStandaloneAgent (scripts/lib/standalone.ts) in host-namespace mode (control and helper
+ * both get --allow-host-namespaces: runc semantics for specs without namespaces or with
+ * namespace paths, which linux_ns_itype and linux_ns_path test; docs/ARCHITECTURE.md "Host
+ * namespaces"), a wrapper that runs bin/kata-agent-oci with
  * that agent's address and a private --root, then scripts/oci-conformance/run-validation.sh for
  * runc and for the wrapper (one TSV each under .cache/conformance/; CONFORMANCE_REUSE_RUNC=1 reuses
  * the last runc.tsv instead of running runc again). Exit 0 unless the suite
@@ -133,7 +136,15 @@ async function main(): Promise<void> {
   fs.chmodSync(work, 0o755); // the control plane (uid 65534) must reach its socket directory
   // The layout of `kata-agent --standalone` (debug.sock next to agent.sock), where kata-agent-oci looks.
   const runDir = path.join(work, 'agent');
-  const agent = await startStandaloneAgent({ runDir, debugAddr: `unix://${path.join(runDir, 'control', 'debug.sock')}` });
+  // Host-namespace mode, in both processes (each has its own switch): as runc, a spec without a
+  // namespace shares the runtime's and a namespace path is joined.
+  const agent = await startStandaloneAgent({
+    runDir,
+    debugAddr: `unix://${path.join(runDir, 'control', 'debug.sock')}`,
+    helperArgs: ['--allow-host-namespaces'],
+    controlArgs: ['--allow-host-namespaces'],
+  });
+  process.stdout.write('conformance: kata-agent-oci runs over an agent in host-namespace mode (--allow-host-namespaces: runc semantics for missing namespaces and namespace paths)\n');
   let ours: Map<string, Row>;
   try {
     const wrapper = path.join(work, 'kata-agent-oci');

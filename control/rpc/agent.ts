@@ -62,6 +62,8 @@ export interface AgentServiceOptions extends AgentLimits {
   maxExitedRecords?: number;
   /** Guest rpcs: sysfs root, CopyFile and volume roots, initial policy (control/rpc/guest.ts). */
   guest?: GuestOptions;
+  /** Host-namespace mode (config allowHostNamespaces; control/oci.ts ContainerPlanOptions). */
+  allowHostNamespaces?: boolean;
 }
 
 /** The AgentService rpcs implemented for real, one method per rpc (see the area modules). */

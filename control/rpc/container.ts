@@ -75,6 +75,7 @@ async function doCreateContainer(core: AgentCore, req: pb.CreateContainerRequest
       warn: (f, m) => core.log.warn({ container: id, ...f }, m),
       containerId: id,
       deviceCgroup: sandbox.deviceCgroup,
+      allowHostNamespaces: core.allowHostNamespaces,
     });
     // For the OCI state that hooks read (helper/ops/hooks.ts).
     const oci = { version: req.OCI.Version ?? '', annotations: { ...(req.OCI.Annotations ?? {}) } };

@@ -66,6 +66,8 @@ export interface AgentCoreOptions extends AgentLimits {
   defaultRemoveTimeoutMs: number;
   /** Exited exec records kept per container. */
   maxExitedRecords: number;
+  /** Host-namespace mode (config allowHostNamespaces; control/oci.ts ContainerPlanOptions). */
+  allowHostNamespaces?: boolean;
 }
 
 function helperLostError(op: string): StatusError {
@@ -85,6 +87,8 @@ export class AgentCore {
   readonly onShutdown: () => void;
   readonly defaultRemoveTimeoutMs: number;
   readonly maxExitedRecords: number;
+  /** Host-namespace mode: specs may omit namespaces and join namespace paths (control/oci.ts). */
+  readonly allowHostNamespaces: boolean;
   readonly earlyExits = new Map<string, ExitEvent>();
   /** Pending long polls (GetOOMEvent), counted for the resource bounds; each ends with its call (event, deadline, connection end). */
   readonly longPolls = new Set<(err: StatusError) => void>();
@@ -126,6 +130,7 @@ export class AgentCore {
     this.onShutdown = options.onShutdown ?? (() => undefined);
     this.defaultRemoveTimeoutMs = options.defaultRemoveTimeoutMs;
     this.maxExitedRecords = options.maxExitedRecords;
+    this.allowHostNamespaces = options.allowHostNamespaces === true;
     this.helperCallTimeoutMs = options.helperCallTimeoutMs;
     this.outputBudget = new UnreadOutputBudget(options.unreadOutputBudget ?? MAX_UNREAD_EXITED_OUTPUT);
     this.liveness = new HelperLiveness({

@@ -181,14 +181,14 @@ export class MockLauncher implements Launcher {
  * A mock backend. It reaps children of the calling process (see helper/ops/reaper.ts: do not rely
  * on node:child_process exit events while it runs). Stop it with `shutdown()`.
  */
-export function createMockBackend(opts: { logger?: Logger; kataDir?: string; cgroups?: MockCgroups } = {}): ContainerBackend {
+export function createMockBackend(opts: { logger?: Logger; kataDir?: string; cgroups?: MockCgroups; allowHostNamespaces?: boolean } = {}): ContainerBackend {
   const logger = opts.logger ?? silentLogger();
   const registry = new ProcessRegistry({ logger, subreaper: false });
   // Never the real /run/kata-containers by default: the mock makes real directories there.
   const { storage } = createMockStorage({ kataDir: opts.kataDir ?? path.join(os.tmpdir(), 'kata-containers-mock'), logger });
   // A fresh temp cgroup tree unless given (the caller then owns its cleanup).
   const cgroups = opts.cgroups ?? createMockCgroups({ logger });
-  return new ContainerBackend(new MockLauncher(registry), { logger, registry, storage, cgroups: cgroups.manager });
+  return new ContainerBackend(new MockLauncher(registry), { logger, registry, storage, cgroups: cgroups.manager, allowHostNamespaces: opts.allowHostNamespaces === true });
 }
 
 /** A complete mock backend: the container model, the mock guest family, and both composed. */
@@ -206,7 +206,7 @@ export interface MockBackendParts {
  * HelperBackend. Its shutdown also removes the guest family's temp trees.
  */
 export function createMockHelperBackend(
-  opts: { logger?: Logger; guest?: GuestPaths; kataDir?: string; netlink?: MockNetlink } = {},
+  opts: { logger?: Logger; guest?: GuestPaths; kataDir?: string; netlink?: MockNetlink; allowHostNamespaces?: boolean } = {},
 ): MockBackendParts {
   const containers = createMockBackend(opts);
   const guest = createMockGuest(opts.guest);

@@ -68,6 +68,7 @@ import {
   type ValidProcessPlan,
 } from './plan';
 import type { StorageBackend, StorageBackendOps } from './storage';
+import { KernelMounter } from './mount';
 import { HookRunner, emptyGuestHooks, scanGuestHooks, validateGuestHookPath, type GuestHooks, type Hook, type OciState } from './hooks';
 import type { CgroupManager, ContainerCgroup } from './cgroup';
 import { applySelinuxLabels, dropProcessLabel, guestHasSelinux } from './selinux';
@@ -303,11 +304,23 @@ export class ContainerBackend implements ContainerFamily {
   readonly cgroups: CgroupManager | undefined;
   /** The guest has SELinux: labels are applied, else dropped with a warning (helper/ops/selinux.ts). */
   private readonly selinux: boolean;
+  /** Host-namespace mode (helper --allow-host-namespaces): off unless the helper itself was started with it. */
+  private readonly allowHostNamespaces: boolean;
 
   constructor(
     private readonly launcher: Launcher,
-    opts: { logger?: Logger; registry: ProcessRegistry; storage?: StorageBackend; cgroups?: CgroupManager; journal?: LeftoverJournal; selinux?: boolean },
+    opts: {
+      logger?: Logger;
+      registry: ProcessRegistry;
+      storage?: StorageBackend;
+      cgroups?: CgroupManager;
+      journal?: LeftoverJournal;
+      selinux?: boolean;
+      /** The helper's own host-namespace switch (helper --allow-host-namespaces; helper/ops/plan.ts PlanCheckOptions). */
+      allowHostNamespaces?: boolean;
+    },
   ) {
+    this.allowHostNamespaces = opts.allowHostNamespaces === true;
     this.journal = opts.journal;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'backend' });
     this.registry = opts.registry;
@@ -467,6 +480,7 @@ export class ContainerBackend implements ContainerFamily {
     const plan = validateContainerPlan(args.plan, {
       hostChecks: this.launcher.hostChecks,
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
+      allowHostNamespaces: this.allowHostNamespaces,
     });
     const oci = checkOciInfo(args.oci);
     plan.hookStates = inContainerHookStates(containerId, oci, plan);
@@ -541,6 +555,7 @@ export class ContainerBackend implements ContainerFamily {
         await this.cgroups.killAll(cgroup);
         this.cgroups.remove(cgroup);
       }
+      this.detachSharedMounts(containerId, plan);
       this.journal?.forget(containerId);
       throw err;
     } finally {
@@ -982,6 +997,7 @@ export class ContainerBackend implements ContainerFamily {
         const left = this.cgroups.remove(record.cgroup);
         if (left.length > 0) this.log.warn({ containerId: record.id, left }, 'cgroup dirs left behind');
       }
+      this.detachSharedMounts(record.id, record.plan);
       record.removed = true;
       this.containers.delete(record.id);
       this.journal?.forget(record.id);
@@ -994,6 +1010,25 @@ export class ContainerBackend implements ContainerFamily {
       record.removing = undefined;
     });
     return record.removing;
+  }
+
+  /**
+   * A container that shared the helper's mount namespace (host-namespace mode, no `mount`
+   * entry) had its spec's mounts made below its rootfs in ours (as runc does): detach every
+   * mount strictly below the rootfs, deepest first, once its processes are gone. Failures are
+   * logged only.
+   */
+  private detachSharedMounts(containerId: string, plan: ValidContainerPlan): void {
+    if (!plan.hostns || !this.launcher.hostChecks || plan.namespaces.some((n) => n.type === 'mnt')) return;
+    const mounter = new KernelMounter();
+    const below = mounter.mountsUnder(plan.rootfs).filter((m) => m !== plan.rootfs).reverse();
+    for (const m of below) {
+      try {
+        mounter.umount(m);
+      } catch (err) {
+        this.log.warn({ containerId, mount: m, err }, 'mount below a shared-mount-namespace container\'s rootfs not detached');
+      }
+    }
   }
 
   /** Remove every container; returns the failure messages. */

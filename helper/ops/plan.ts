@@ -247,6 +247,11 @@ export interface ValidContainerPlan {
   sysctl: [string, string][];
   /** MS_* flags for "/" before anything else. */
   rootfsPropagation: number;
+  /**
+   * Validated with the helper's host-namespace switch on (kata-init `hostns 1`): the plan may
+   * lack a mount namespace (kata-init chroots) or join a mount or user namespace by path.
+   */
+  hostns?: boolean;
   process: ValidProcessPlan;
   /** The container's seccomp profile (compiled by the launcher, helper/ops/seccomp.ts); absent = none. */
   seccomp?: ValidSeccomp;
@@ -287,7 +292,17 @@ export interface PlanCheckOptions {
   namespacePathAllowed?: (type: KernelNamespace, nsPath: string) => boolean;
   /** With hostChecks: the host's cgroup layout (default: read from the host). */
   hostCgroups?: HostCgroups;
+  /**
+   * The helper's own host-namespace switch (helper --allow-host-namespaces,
+   * KATA_AGENT_ALLOW_HOST_NAMESPACES=1; docs/ARCHITECTURE.md "Host namespaces"): a plan may omit
+   * the mount and pid namespaces (the container shares the helper's) and may join any namespace
+   * file by path, a user namespace included. Off (default): what control asks makes no difference.
+   */
+  allowHostNamespaces?: boolean;
 }
+
+/** How a refusal names the helper's switch for host namespaces. */
+export const HOST_NAMESPACES_OPTION = 'the helper\'s --allow-host-namespaces (KATA_AGENT_ALLOW_HOST_NAMESPACES=1) is off';
 
 // ---------------------------------------------------------------------------------------------
 // Primitive checks
@@ -476,15 +491,17 @@ export function validateNamespaces(raw: unknown, opts: PlanCheckOptions, field =
     if (seen.has(type)) throw invalid(`${f}: namespace ${ociType} appears more than once`);
     seen.add(type);
     const p = n.path === undefined ? '' : checkString(n.path, `${f}.path`, MAX_PATH);
-    if (type === 'user' && p !== '') {
-      throw new StatusError(Code.UNIMPLEMENTED, `${f}.path ${JSON.stringify(p)}: joining an existing user namespace is not supported (a new one with idMappings is)`);
+    if (type === 'user' && p !== '' && opts.allowHostNamespaces !== true) {
+      throw new StatusError(Code.UNIMPLEMENTED, `${f}.path ${JSON.stringify(p)}: joining an existing user namespace is not supported (a new one with idMappings is; ${HOST_NAMESPACES_OPTION})`);
     }
     if (p !== '') {
       if (!p.startsWith('/')) throw invalid(`${f}.path ${JSON.stringify(p)} is not an absolute path`);
       if (opts.hostChecks) {
-        if (opts.namespacePathAllowed && !opts.namespacePathAllowed(type, p)) {
+        // With the switch on any file is taken: kata-init checks on the fd it joins by that it
+        // is a namespace file (nsfs) of this type (KATA-INIT.md `ns`).
+        if (opts.allowHostNamespaces !== true && opts.namespacePathAllowed && !opts.namespacePathAllowed(type, p)) {
           throw invalid(
-            `${f}.path ${JSON.stringify(p)} is not a ${ociType} namespace of this sandbox (a tracked process's /proc/<pid>/ns/${type}, a sandbox namespace file${type === 'net' ? ', or /run/netns/<name>' : ''})`,
+            `${f}.path ${JSON.stringify(p)} is not a ${ociType} namespace of this sandbox (a tracked process's /proc/<pid>/ns/${type}, a sandbox namespace file${type === 'net' ? ', or /run/netns/<name>' : ''}; ${HOST_NAMESPACES_OPTION})`,
           );
         }
         if (!fs.existsSync(p)) throw invalid(`${f}.path ${JSON.stringify(p)} does not exist`);
@@ -858,17 +875,21 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   }
   const readonly = checkBool(plan.readonly, 'readonly');
   const namespaces = validateNamespaces(plan.namespaces, opts);
+  const hostns = opts.allowHostNamespaces === true;
   const mnt = namespaces.find((n) => n.type === 'mnt');
-  if (!mnt || mnt.path !== '') throw invalid('a container needs a new mount namespace (namespaces: {type: "mount", path: ""})');
-  const idMappings = validateIdMappingsPlan(plan.idMappings, namespaces.some((n) => n.type === 'user'));
+  if (!hostns && (!mnt || mnt.path !== '')) {
+    throw invalid(`a container needs a new mount namespace (namespaces: {type: "mount", path: ""}; ${HOST_NAMESPACES_OPTION})`);
+  }
+  const user = namespaces.find((n) => n.type === 'user');
+  const idMappings = validateIdMappingsPlan(plan.idMappings, user !== undefined && user.path === '');
   const mountLabel = plan.mountLabel === undefined ? undefined : checkSelinuxLabel(plan.mountLabel, 'mountLabel');
   const hostname = checkString(plan.hostname ?? '', 'hostname', HOST_NAME_MAX);
   if (hostname !== '' && !namespaces.some((n) => n.type === 'uts')) {
     throw invalid(`hostname ${JSON.stringify(hostname)} needs a uts namespace`);
   }
-  if (opts.hostChecks && !namespaces.some((n) => n.type === 'pid')) {
+  if (opts.hostChecks && !hostns && !namespaces.some((n) => n.type === 'pid')) {
     // Without one, container root could signal or ptrace the helper (uid 0 to uid 0 needs no capability).
-    throw invalid('a container needs its own pid namespace (namespaces: {type: "pid", path: ""} or the sandbox\'s)');
+    throw invalid(`a container needs its own pid namespace (namespaces: {type: "pid", path: ""} or the sandbox's; ${HOST_NAMESPACES_OPTION})`);
   }
   const mounts = checkArray(plan.mounts ?? [], 'mounts', MAX_MOUNTS).flatMap((m, i) => validateMount(m, i, opts));
   const maskedPaths = checkArray(plan.maskedPaths ?? [], 'maskedPaths', MAX_PATH_LIST).map((p, i) =>
@@ -894,8 +915,13 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
   // Device rules in the cgroup plan are enforced by the device cgroup (or the container is
   // refused), so the nodev stand-in is not needed then.
   const devicesEnforced = cgroup?.resources.devices !== undefined;
+  const nodev = !devicesAllowAll && !devicesEnforced;
+  if (hostns && !mnt) {
+    checkSharedMountNamespace({ readonly, maskedPaths, readonlyPaths, nodev, propName });
+  }
   return {
-    nodev: !devicesAllowAll && !devicesEnforced,
+    nodev,
+    ...(hostns ? { hostns: true } : {}),
     rootfs,
     readonly,
     hostname,
@@ -913,6 +939,21 @@ export function validateContainerPlan(raw: unknown, opts: PlanCheckOptions): Val
     devices: validateDevices(plan.devices),
     hooks: validateHooks(plan.hooks),
   };
+}
+
+/**
+ * A container without a mount namespace of its own (host-namespace mode) shares the helper's:
+ * whatever would change mounts outside its rootfs is refused (runc refuses masked and read-only
+ * paths without one too: configs/validate "unable to restrict sys entries without a private MNT
+ * namespace"). INVALID_ARGUMENT naming the field.
+ */
+function checkSharedMountNamespace(p: { readonly: boolean; maskedPaths: string[]; readonlyPaths: string[]; nodev: boolean; propName: string }): void {
+  const why = 'needs a mount namespace of the container (it shares the helper\'s)';
+  if (p.readonly) throw invalid(`readonly ${why}`);
+  if (p.maskedPaths.length > 0) throw invalid(`maskedPaths ${JSON.stringify(p.maskedPaths[0])} ${why}`);
+  if (p.readonlyPaths.length > 0) throw invalid(`readonlyPaths ${JSON.stringify(p.readonlyPaths[0])} ${why}`);
+  if (p.propName !== '') throw invalid(`rootfsPropagation ${JSON.stringify(p.propName)} ${why}`);
+  if (p.nodev) throw invalid(`device rules that cannot be enforced (nodev on every mount) ${why}: give a device cgroup or allow every device`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1035,6 +1076,7 @@ export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompF
   w.record('readonly', plan.readonly ? 1 : 0);
   w.record('nodev', plan.nodev ? 1 : 0);
   w.record('propagation', plan.rootfsPropagation);
+  if (plan.hostns) w.record('hostns', 1);
   for (const ns of plan.namespaces) w.record('ns', ns.type, ns.path);
   const uts = plan.namespaces.find((n) => n.type === 'uts');
   if (plan.hostname !== '' && uts && uts.path === '') w.record('hostname', plan.hostname);
@@ -1070,10 +1112,15 @@ function writeInContainerHooks(w: PlanWriter, plan: ValidContainerPlan): void {
   }
 }
 
-/** kata-init `exec` plan: join `namespaces` (all with paths) and run `proc` under the container's `seccomp` filter. */
-export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan, seccomp?: SeccompFilter): Buffer {
+/**
+ * kata-init `exec` plan: join `namespaces` (all with paths), chroot into `root` when given (a
+ * container sharing the helper's mount namespace: /proc/<init>/root), and run `proc` under the
+ * container's `seccomp` filter.
+ */
+export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan, seccomp?: SeccompFilter, root?: string): Buffer {
   const w = new PlanWriter();
   for (const ns of namespaces) w.record('ns', ns.type, ns.path);
+  if (root !== undefined) w.record('root', root);
   writeProcess(w, proc);
   writeSeccomp(w, seccomp);
   return w.toBuffer();

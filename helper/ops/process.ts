@@ -198,7 +198,10 @@ export class KataInitLauncher implements Launcher {
     join?: JoinCgroup,
   ): Promise<LaunchedProcess> {
     const namespaces = this.namespacesOf(init.pid);
-    const bytes = serializeExecPlan(namespaces, plan, seccomp);
+    // A container sharing our mount namespace (host-namespace mode) has only a chroot of its
+    // own: the exec process goes into the init's root instead of a mount namespace.
+    const root = namespaces.some((n) => n.type === 'mnt') ? undefined : `/proc/${init.pid}/root`;
+    const bytes = serializeExecPlan(namespaces, plan, seccomp, root);
     const run = this.spawn('exec', bytes, stdio.child, false, stdio.terminal, join);
     stdio.closeChild();
     const what = `exec ${execId} in container ${containerId}`;

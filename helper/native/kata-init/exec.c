@@ -171,6 +171,16 @@ int main(int argc, char **argv)
 	pid_changed = enter_namespaces(&plan, &new_uts); /* 2, 3 */
 
 	if (plan.mode == MODE_EXEC) {
+		/* 7: a container sharing the helper's mount namespace (`hostns`) has no root of its
+		 * own to join: chroot into its init's (/proc/<pid>/root, the `root` record). */
+		if (plan.root != NULL) {
+			int rootfd = open(plan.root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+			if (rootfd < 0)
+				die("chroot", errno, "opening the container's root %s", plan.root);
+			chroot_into(rootfd, plan.root);
+			close(rootfd);
+		}
 		/* 7: joining the mount namespace already put us in the container's root. Everything
 		 * privileged happens here, in the intermediate, which the container cannot see (it is
 		 * not in the container's pid namespace): the fork below puts into the container's pid

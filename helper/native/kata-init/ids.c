@@ -189,6 +189,21 @@ void load_seccomp(const struct plan *p)
 		die("seccomp", 0, "loading the seccomp filter: thread %ld could not be synchronised", rc);
 }
 
+/* /proc/self/setgroups says "deny" (user_namespaces(7)): setgroups(2) is refused for good in
+ * this user namespace. */
+static bool setgroups_denied(void)
+{
+	char buf[16] = "";
+	int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	return n >= 4 && strncmp(buf, "deny", 4) == 0;
+}
+
 void set_identity(const struct plan *p)
 {
 	const char *cwd = p->cwd ? p->cwd : "/";
@@ -206,8 +221,11 @@ void set_identity(const struct plan *p)
 		load_seccomp(p);
 	if (p->have_caps)
 		drop_bounding(p, last);
-	/* Always: the helper's own supplementary groups must not be inherited. */
-	if (setgroups(p->n_groups, p->groups) < 0)
+	/* Always: the helper's own supplementary groups must not be inherited. Except where the
+	 * kernel forbids it: a joined user namespace (host-namespace mode) whose setgroups is
+	 * "deny" (unshare --map-root-user); runc skips setgroups there too. */
+	if (setgroups(p->n_groups, p->groups) < 0 &&
+	    !(errno == EPERM && p->n_groups == 0 && setgroups_denied()))
 		die("user", errno, "setgroups (%zu groups)", p->n_groups);
 	if (p->have_gid && setresgid(p->gid, p->gid, p->gid) < 0)
 		die("user", errno, "setresgid %u", (unsigned int)p->gid);

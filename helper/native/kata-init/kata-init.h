@@ -56,6 +56,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/magic.h>
+#include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 
@@ -222,6 +223,16 @@ struct plan {
 
 	struct ns_rec *nsfiles; /* sandbox mode: namespaces to create and pin */
 	size_t n_nsfiles;
+
+	/* `hostns 1` (create only; the helper sends it only when started with
+	 * --allow-host-namespaces): the plan may omit the mount namespace (the container shares
+	 * ours: chroot instead of pivot_root) and may join a mount or user namespace by path. */
+	bool hostns;
+	/* Create mode: the plan has no `ns mnt` (derived from hostns and the ns records). */
+	bool shared_mnt;
+	/* `root` (exec only): the container's root directory, /proc/<init>/root, to chroot into
+	 * when the container shares the helper's mount namespace. NULL: none. */
+	const char *root;
 };
 
 /* plan.c */
@@ -238,6 +249,7 @@ void __attribute__((noreturn)) run_sandbox(const struct plan *p);
 /* mounts.c */
 void premount_unowned_filesystems(struct plan *p, int unshare_flags);
 void setup_rootfs(const struct plan *p);
+void chroot_into(int rootfd, const char *rootfs);
 
 /* ids.c */
 void ensure_home(struct plan *p);

@@ -579,6 +579,18 @@ static void pivot_into(int rootfd, const char *rootfs)
 		die("pivot", errno, "chdir to the new root");
 }
 
+/* No mount namespace of our own (runc without a mount namespace does the same): chroot into the
+ * rootfs. The mounts stay where they are, in the shared namespace. */
+void chroot_into(int rootfd, const char *rootfs)
+{
+	if (fchdir(rootfd) < 0)
+		die("chroot", errno, "chdir to rootfs %s", rootfs);
+	if (chroot(".") < 0)
+		die("chroot", errno, "chroot into %s", rootfs);
+	if (chdir("/") < 0)
+		die("chroot", errno, "chdir to the new root");
+}
+
 static void write_sysctl(const struct sysctl_rec *s)
 {
 	char path[PATH_MAX];
@@ -657,10 +669,17 @@ void setup_rootfs(const struct plan *p)
 			before = MS_SLAVE | MS_REC;
 		}
 	}
+	/* Sharing the helper's mount namespace (`hostns`, no `ns mnt`): "/" is the helper's own,
+	 * left alone; no self-bind of the rootfs (chroot needs none); the plan's mounts land below
+	 * the rootfs in the shared namespace, as with runc (the helper detaches them at removal). */
+	if (p->shared_mnt) {
+		before = 0;
+		after = 0;
+	}
 	if (before != 0 && mount(NULL, "/", NULL, before, NULL) < 0)
 		die("mount", errno, "setting propagation %#lx on /", before);
 
-	if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+	if (!p->shared_mnt && mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
 		die("mount", errno, "binding rootfs %s onto itself", p->rootfs);
 	/* Opened after the bind, so this fd is the new mount and all that follows goes in it. */
 	rootfd = open(p->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -681,7 +700,10 @@ void setup_rootfs(const struct plan *p)
 	wait_runtime_hooks(p);
 	run_hooks(p, HOOK_CREATE_CONTAINER);
 
-	pivot_into(rootfd, p->rootfs);
+	if (p->shared_mnt)
+		chroot_into(rootfd, p->rootfs);
+	else
+		pivot_into(rootfd, p->rootfs);
 	close(rootfd);
 
 	/* From here on paths are container paths and "/" is the rootfs: symlinks cannot leave. */

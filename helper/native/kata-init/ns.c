@@ -69,6 +69,26 @@ static void enter_new_userns(void)
 		die("ns", errno, "setresuid 0 in the new user namespace");
 }
 
+/* Step 2: the file opened for a namespace must be a namespace file (nsfs) of the plan's type.
+ * Checked on the fd that setns then uses, so nothing can be swapped in between; the kernel's
+ * setns(fd, type) would refuse a wrong type too, this says which path was wrong and why. */
+static void check_ns_fd(const struct ns_rec *ns)
+{
+	struct statfs sfs;
+	int type;
+
+	if (fstatfs(ns->fd, &sfs) < 0)
+		die("ns", errno, "inspecting %s namespace %s", ns->name, ns->path);
+	if (sfs.f_type != NSFS_MAGIC)
+		die("ns", 0, "%s is not a namespace file (filesystem magic %#lx, not nsfs)", ns->path,
+		    (unsigned long)sfs.f_type);
+	type = ioctl(ns->fd, NS_GET_NSTYPE);
+	if (type < 0)
+		die("ns", errno, "NS_GET_NSTYPE on %s", ns->path);
+	if (type != ns->type)
+		die("ns", 0, "%s is not a %s namespace (type %#x)", ns->path, ns->name, type);
+}
+
 /* Steps 2 and 3: opens every namespace file first (their paths may live in namespaces we
  * are about to leave), joins them with the mount namespace next to last and a user namespace
  * last (joining it gives up our privileges over the others' owners), then unshares the rest
@@ -88,6 +108,7 @@ bool enter_namespaces(struct plan *p, bool *new_uts)
 		ns->fd = open(ns->path, O_RDONLY | O_CLOEXEC);
 		if (ns->fd < 0)
 			die("ns", errno, "opening %s namespace %s", ns->name, ns->path);
+		check_ns_fd(ns);
 	}
 	for (int pass = 0; pass < 3; pass++) {
 		for (size_t i = 0; i < p->n_ns; i++) {

@@ -192,6 +192,12 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			p->propagation = parse_unsigned(&r, next_field(&r), ULONG_MAX);
 		} else if (strcmp(tag, "hostname") == 0) {
 			p->hostname = next_field(&r);
+		} else if (strcmp(tag, "hostns") == 0) {
+			p->hostns = parse_bool(&r, next_field(&r));
+		} else if (strcmp(tag, "root") == 0) {
+			p->root = next_field(&r);
+			if (p->root[0] != '/')
+				die("plan", 0, "root path \"%s\" is not absolute", p->root);
 		} else if (strcmp(tag, "ns") == 0) {
 			const char *name = next_field(&r);
 
@@ -365,18 +371,31 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 		die("plan", 0, "no \"arg\" record (the program to run)");
 	if (p->tty && fcntl(FD_PTY, F_GETFD) < 0)
 		die("fd", errno, "\"tty 1\" needs the pty socket on fd %d", FD_PTY);
+	if (p->root != NULL && p->mode != MODE_EXEC)
+		die("plan", 0, "\"root\" is for exec mode only");
+	if (p->hostns && p->mode != MODE_CREATE)
+		die("plan", 0, "\"hostns\" is for create mode only");
 	if (p->mode == MODE_CREATE) {
-		bool new_mnt = false;
+		bool new_mnt = false, any_mnt = false;
 
-		for (size_t i = 0; i < p->n_ns; i++)
-			if (p->ns[i].type == CLONE_NEWNS && p->ns[i].path[0] == '\0')
+		for (size_t i = 0; i < p->n_ns; i++) {
+			if (p->ns[i].type != CLONE_NEWNS)
+				continue;
+			any_mnt = true;
+			if (p->ns[i].path[0] == '\0')
 				new_mnt = true;
+		}
 		if (p->rootfs == NULL || p->rootfs[0] != '/')
 			die("plan", 0, "create needs an absolute \"rootfs\"");
-		if (!new_mnt)
+		/* Without `hostns 1`: a new mount namespace and no joined user namespace, always. */
+		if (!new_mnt && !p->hostns)
 			die("plan", 0, "create needs a new mount namespace (ns mnt with an empty path)");
 		for (size_t i = 0; i < p->n_ns; i++)
-			if (p->ns[i].type == CLONE_NEWUSER && p->ns[i].path[0] != '\0')
+			if (p->ns[i].type == CLONE_NEWUSER && p->ns[i].path[0] != '\0' && !p->hostns)
 				die("plan", 0, "create cannot join a user namespace (only a new one)");
+		p->shared_mnt = !any_mnt;
+		/* Sharing our mount namespace, nothing may change mounts outside the rootfs. */
+		if (p->shared_mnt && (p->nodev || p->readonly || p->n_masked || p->n_ropaths))
+			die("plan", 0, "nodev, readonly, masked and readonlypath need a mount namespace of the container");
 	}
 }

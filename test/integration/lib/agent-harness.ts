@@ -131,9 +131,12 @@ export class AgentHarness {
     this.rootfs = testRootfs(this.tmp);
   }
 
-  /** Start the agent and connect; `hostname` non-empty → CreateSandbox with it; `helperArgs` go to the helper. */
-  async start(hostname?: string, helperArgs: string[] = []): Promise<void> {
-    this.agent = await startStandaloneAgent({ logLevel: process.env.KATA_TEST_LOG_LEVEL ?? 'info', runDir: path.join(this.tmp, 'run'), helperArgs });
+  /**
+   * Start the agent and connect; `hostname` non-empty → CreateSandbox with it; `helperArgs` go
+   * to the helper, `controlArgs` to the control plane.
+   */
+  async start(hostname?: string, helperArgs: string[] = [], controlArgs: string[] = []): Promise<void> {
+    this.agent = await startStandaloneAgent({ logLevel: process.env.KATA_TEST_LOG_LEVEL ?? 'info', runDir: path.join(this.tmp, 'run'), helperArgs, controlArgs });
     this.client = await AgentClient.connect(this.agent.address);
     if (hostname !== undefined) await this.client.call('CreateSandbox', { sandbox_id: `${this.name}-sandbox`, hostname });
   }
