@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import { cgroupStatsFromFiles, u64ToNumber } from './cgroup-stats';
 import type { HelperStatsResult } from '../shared/protocol';
 import { readSelfStats } from '../shared/self-stats';
+import { rpcMetrics, RpcStats } from './rpc-stats';
 
 /** Gauges that exist only while the scrape sees them are reset before each scrape. */
 type Labels<K extends string> = Partial<Record<K, string | number>>;
@@ -77,8 +78,6 @@ export class AgentMetrics {
   readonly registry = new client.Registry();
   readonly contentType = client.Registry.PROMETHEUS_CONTENT_TYPE;
   private readonly scrapes: client.Counter;
-  private readonly rpcCount: client.Counter<'method' | 'code'>;
-  private readonly rpcDuration: client.Histogram<'method'>;
   private readonly proc: Record<'threads' | 'total_time' | 'total_vm' | 'total_rss' | 'fds', client.Gauge<'process'>>;
   private readonly guest: {
     load: client.Gauge<'item'>;
@@ -95,18 +94,14 @@ export class AgentMetrics {
     private readonly source: MetricsSource,
     private readonly log?: Logger,
     private readonly procDir = '/proc',
+    /** The per-rpc figures (the agent's own, kept before this registry is loaded). */
+    readonly rpcs: RpcStats = new RpcStats(),
   ) {
     const r = [this.registry];
     client.collectDefaultMetrics({ register: this.registry, prefix: 'kata_agent_control_' });
     this.scrapes = new client.Counter({ name: 'kata_agent_scrape_count', help: 'Metrics scrape count', registers: r });
-    this.rpcCount = new client.Counter({ name: 'kata_agent_rpc_requests_total', help: 'ttRPC requests by method and status code', labelNames: ['method', 'code'], registers: r });
-    this.rpcDuration = new client.Histogram({
-      name: 'kata_agent_rpc_duration_seconds',
-      help: 'ttRPC request latency by method, seconds',
-      labelNames: ['method'],
-      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
-      registers: r,
-    });
+    // The rpc families are counted by RpcStats (cheap per call) and read at scrape time.
+    for (const m of rpcMetrics(this.rpcs)) this.registry.registerMetric(m as unknown as client.Metric);
     const pg = (name: string, help: string): client.Gauge<'process'> => new client.Gauge({ name: `kata_agent_${name}`, help, labelNames: ['process'], registers: r });
     this.proc = {
       threads: pg('threads', 'Agent process threads'),
@@ -137,8 +132,7 @@ export class AgentMetrics {
 
   /** Count one rpc: wire method name, gRPC status code (0 = OK), duration in seconds. */
   observeRpc(method: string, code: number, seconds: number): void {
-    this.rpcCount.inc({ method, code: String(code) });
-    this.rpcDuration.observe({ method }, seconds);
+    this.rpcs.observe(method, code, seconds);
   }
 
   /** Scrape everything and answer the exposition text. Never throws for a missing source. */

@@ -34,6 +34,7 @@ import * as events from './events';
 import * as guest from './guest';
 import * as manage from './manage';
 import type { AgentMetrics, MetricsSource } from '../metrics';
+import { RpcStats } from '../rpc-stats';
 import { GuestContext, type GuestOptions } from './guest';
 import * as network from './network';
 import * as processes from './process';
@@ -74,8 +75,8 @@ export class AgentService {
   private metricsImpl: AgentMetrics | undefined;
   private readonly metricsSource: MetricsSource;
   private readonly metricsLog: AgentServiceOptions['logger'];
-  /** rpcs observed before the registry was loaded: [method, code, seconds]. */
-  private pendingRpcs: [string, number, number][] = [];
+  /** Per-rpc counts and latencies (cheap per call; GetMetrics' registry reads them). */
+  readonly rpcStats = new RpcStats();
 
   constructor(options: AgentServiceOptions) {
     this.core = new AgentCore({
@@ -95,28 +96,23 @@ export class AgentService {
 
   /**
    * GetMetrics' registry (control/metrics.ts), loaded on first use: prom-client is not needed
-   * to serve the first request (start-to-SERVING, bench/startup.ts). rpcs observed before are
-   * replayed into it.
+   * to serve the first request (start-to-SERVING, bench/startup.ts). It reads the rpc figures
+   * from {@link rpcStats}.
    */
   get metrics(): AgentMetrics {
     if (!this.metricsImpl) {
       const { AgentMetrics: Metrics } = require('../metrics') as typeof import('../metrics');
-      const m = new Metrics(this.metricsSource, this.metricsLog);
-      for (const [method, code, seconds] of this.pendingRpcs) m.observeRpc(method, code, seconds);
-      this.pendingRpcs = [];
-      this.metricsImpl = m;
+      this.metricsImpl = new Metrics(this.metricsSource, this.metricsLog, undefined, this.rpcStats);
     }
     return this.metricsImpl;
   }
 
   /**
    * Count one rpc (control/rpc/index.ts calls this for every rpc): wire method name, gRPC status
-   * code, seconds. Held in a list until the registry is loaded (at most 1024, then it is loaded).
+   * code, seconds. Kept in {@link rpcStats} (a few additions; no prom-client per call).
    */
   observeRpc(method: string, code: number, seconds: number): void {
-    if (this.metricsImpl) this.metricsImpl.observeRpc(method, code, seconds);
-    else if (this.pendingRpcs.length < 1024) this.pendingRpcs.push([method, code, seconds]);
-    else this.metrics.observeRpc(method, code, seconds);
+    this.rpcStats.observe(method, code, seconds);
   }
 
   /** GetMetrics: Prometheus text exposition (control/metrics.ts). */

@@ -14,7 +14,7 @@
 import type { Logger } from 'pino';
 import { Code, StatusError } from '../../shared/protocol';
 import { AGENT_SERVICE, HEALTH_SERVICE, METHOD_NAMES, METHODS, type MethodSpec } from '../ctl/methods';
-import { bytesFieldChunks, unaryHandler, type HandlerContext, type TtrpcServer } from '../ttrpc';
+import { bytesFieldChunks, type HandlerContext, type TtrpcServer } from '../ttrpc';
 import type { AgentService } from './agent';
 import type { HealthService } from './health';
 import type { Tracing } from '../tracing';
@@ -48,31 +48,37 @@ export function registerRpc<ReqP extends object, ReqM extends ReqP, ResP extends
 ): void {
   const read = spec.method === 'ReadStdout' || spec.method === 'ReadStderr';
   const quiet = read || spec.method === 'WriteStdin';
-  // ReadStreamResponse {data}: the output is written to the socket as it is, not copied twice
-  // by protobufjs (the response, then the envelope): GC and copies were most of a large read's
-  // time in the control plane's profile.
-  const chunks = read ? (res: ResP): Uint8Array[] | undefined => bytesFieldChunks(res as { data?: Uint8Array | null }) : undefined;
-  server.register(
-    spec.service,
-    spec.method,
-    unaryHandler<ReqM, ResP>(spec.request, spec.response, async (request, ctx) => {
-      if (!quiet) log?.debug({ method: spec.method }, 'rpc call');
-      const started = process.hrtime.bigint();
-      const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
-      try {
-        const result = await fn(request, ctx);
-        observe?.(spec.method, Code.OK, seconds());
-        return result;
-      } catch (err) {
-        observe?.(spec.method, codeOf(err), seconds());
-        if (log && err instanceof StatusError) {
-          if (err.code === Code.INTERNAL) log.warn({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
-          else if (!QUIET_CODES.has(err.code)) log.info({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
-        }
-        throw err;
+  const callFields = { method: spec.method };
+  const decodeFailed = (err: unknown): StatusError =>
+    new StatusError(Code.INVALID_ARGUMENT, `cannot decode ${spec.service}/${spec.method} request: ${(err as Error).message}`);
+  // One async layer per call (decode, fn, observe, encode): each extra async wrapper returning
+  // a promise cost microtask hops and a promise per call in the Health.Check profile.
+  server.register(spec.service, spec.method, async (payload, ctx) => {
+    let request: ReqM;
+    try {
+      request = spec.request.decode(payload);
+    } catch (err) {
+      throw decodeFailed(err);
+    }
+    if (!quiet) log?.debug(callFields, 'rpc call');
+    const started = process.hrtime.bigint();
+    let result: ResP;
+    try {
+      result = await fn(request, ctx);
+    } catch (err) {
+      observe?.(spec.method, codeOf(err), Number(process.hrtime.bigint() - started) / 1e9);
+      if (log && err instanceof StatusError) {
+        if (err.code === Code.INTERNAL) log.warn({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
+        else if (!QUIET_CODES.has(err.code)) log.info({ method: spec.method, code: err.code, err: err.message }, 'rpc failed');
       }
-    }, chunks),
-  );
+      throw err;
+    }
+    observe?.(spec.method, Code.OK, Number(process.hrtime.bigint() - started) / 1e9);
+    // ReadStreamResponse {data}: the output is written to the socket as it is, not copied twice
+    // by protobufjs (the response, then the envelope): GC and copies were most of a large read's
+    // time in the control plane's profile.
+    return (read ? bytesFieldChunks(result as { data?: Uint8Array | null }) : undefined) ?? spec.response.encode(result).finish();
+  });
 }
 
 /**
@@ -96,9 +102,10 @@ export function registerServices(
     fn: (request: ReqM, ctx: HandlerContext) => Promise<ResP>,
   ): void => {
     implemented.add(`${spec.service}/${spec.method}`);
+    // Not async: a throw of the check is turned into a rejection by registerRpc's handler.
     const guarded =
       spec.service === AGENT_SERVICE
-        ? async (request: ReqM, ctx: HandlerContext): Promise<ResP> => {
+        ? (request: ReqM, ctx: HandlerContext): Promise<ResP> => {
             agent.checkPolicy(spec.method, request);
             return fn(request, ctx);
           }

@@ -70,16 +70,16 @@ export function oversizeMessage(length: number): string {
   return `message length ${length} exceeds maximum message size of ${MESSAGE_LENGTH_MAX}`;
 }
 
-/** Decode a header from the first 10 bytes of `buf`. Throws RangeError if `buf` is shorter. */
-export function decodeHeader(buf: Buffer): FrameHeader {
-  if (buf.length < HEADER_LENGTH) {
-    throw new RangeError(`frame header needs ${HEADER_LENGTH} bytes, got ${buf.length}`);
+/** Decode a header from the 10 bytes of `buf` at `offset` (default 0). Throws RangeError if `buf` is shorter. */
+export function decodeHeader(buf: Buffer, offset = 0): FrameHeader {
+  if (buf.length - offset < HEADER_LENGTH) {
+    throw new RangeError(`frame header needs ${HEADER_LENGTH} bytes, got ${buf.length - offset}`);
   }
   return {
-    length: buf.readUInt32BE(0),
-    streamId: buf.readUInt32BE(4),
-    type: buf.readUInt8(8),
-    flags: buf.readUInt8(9),
+    length: buf.readUInt32BE(offset),
+    streamId: buf.readUInt32BE(offset + 4),
+    type: buf[offset + 8],
+    flags: buf[offset + 9],
   };
 }
 
@@ -208,13 +208,20 @@ export class FrameParser {
     let pos = 0;
     while (pos < chunk.length && !this.stopped) {
       if (this.header === null) {
-        const take = Math.min(HEADER_LENGTH - this.headerFill, chunk.length - pos);
-        chunk.copy(this.headerBuf, this.headerFill, pos, pos + take);
-        this.headerFill += take;
-        pos += take;
-        if (this.headerFill < HEADER_LENGTH) break;
-        this.headerFill = 0;
-        const header = decodeHeader(this.headerBuf);
+        let header: FrameHeader;
+        if (this.headerFill === 0 && chunk.length - pos >= HEADER_LENGTH) {
+          // The whole header is in this chunk (the usual case): read it in place.
+          header = decodeHeader(chunk, pos);
+          pos += HEADER_LENGTH;
+        } else {
+          const take = Math.min(HEADER_LENGTH - this.headerFill, chunk.length - pos);
+          chunk.copy(this.headerBuf, this.headerFill, pos, pos + take);
+          this.headerFill += take;
+          pos += take;
+          if (this.headerFill < HEADER_LENGTH) break;
+          this.headerFill = 0;
+          header = decodeHeader(this.headerBuf);
+        }
         if (header.length > MESSAGE_LENGTH_MAX && !isKnownFrameType(header.type)) {
           this.stopped = true;
           out.push({
@@ -246,6 +253,13 @@ export class FrameParser {
         continue;
       }
 
+      if (this.bodyFill === 0 && chunk.length - pos >= header.length) {
+        // The whole body is in this chunk: a view of it, nothing buffered.
+        out.push({ kind: 'frame', header, payload: chunk.subarray(pos, pos + header.length) });
+        pos += header.length;
+        this.header = null;
+        continue;
+      }
       const take = Math.min(header.length - this.bodyFill, chunk.length - pos);
       this.bodyChunks.push(chunk.subarray(pos, pos + take));
       this.bodyFill += take;

@@ -273,13 +273,15 @@ export async function fuzzFrames(address: string, pid: number, options: { frames
         socket.on('close', () => resolve());
         socket.on('connect', () => {
           socket.write(data, () => {
-            // Let the server answer (until 30 ms pass without an answer, at most 2 s), then hang
-            // up: a half-sent frame must not wait for the frame timeout.
+            // Let the server answer (until 30 ms pass without an answer once answers came, or
+            // 500 ms without any: on a loaded machine the first answer can take longer than 30 ms;
+            // at most 2 s), then hang up: a half-sent frame must not wait for the frame timeout.
             const started = Date.now();
             lastData = started;
             const check = (): void => {
               if (socket.destroyed) return;
-              if (Date.now() - lastData >= 30 || Date.now() - started > 2000) {
+              const quiet = lastData === started ? 500 : 30;
+              if (Date.now() - lastData >= quiet || Date.now() - started > 2000) {
                 ended = true;
                 socket.destroy();
               } else setTimeout(check, 10);
