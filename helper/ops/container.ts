@@ -52,6 +52,10 @@ import {
   type StateResult,
   STATE_PAGE_PROCESSES,
   type AckOomEventsArgs,
+  type KeepPolicyArgs,
+  type KeepPolicyResult,
+  type KeptPolicyArgs,
+  type KeptPolicyResult,
   type AckOomEventsResult,
 } from '../../shared/protocol';
 import { MAX_FDS_PER_PACKET } from '../../shared/channel';
@@ -83,6 +87,7 @@ import {
   type TrackedProcess,
 } from './registry';
 import { checkArgs } from './guest-args';
+import { KeptPolicy } from './kept-policy';
 
 /** An init process that has been set up and waits for startContainer. */
 export interface LaunchedInit {
@@ -296,6 +301,8 @@ export class ContainerBackend implements ContainerFamily {
   private oomSeq = 0;
   /** OOM events control has not acked (ackOomEvents), oldest first; a restarted control gets them. */
   private readonly oomPending: { containerId: string; seq: number }[] = [];
+  /** The policy control enforces, for a restarted control plane (helper/ops/kept-policy.ts). */
+  private readonly policy = new KeptPolicy();
 
   /** Storage, device, DNS and modprobe ops (helper/ops/storage.ts); absent: those ops are UNIMPLEMENTED. */
   readonly storage: StorageBackend | undefined;
@@ -366,6 +373,16 @@ export class ContainerBackend implements ContainerFamily {
       this.log.error({ err }, 'cleaning up after a previous helper failed');
       return null;
     }
+  }
+
+  /** Keep a chunk of control's policy document (helper/ops/kept-policy.ts; INVALID_ARGUMENT). */
+  keepPolicy(args: KeepPolicyArgs): Promise<BackendReply<KeepPolicyResult>> {
+    return this.policy.keepPolicy(args);
+  }
+
+  /** Read the kept policy document (helper/ops/kept-policy.ts; INVALID_ARGUMENT). */
+  keptPolicy(args: KeptPolicyArgs): Promise<BackendReply<KeptPolicyResult>> {
+    return this.policy.keptPolicy(args);
   }
 
   /** Forget the OOM events up to `upTo` (control delivered them). INVALID_ARGUMENT for a bad seq. */
