@@ -13,19 +13,9 @@ import * as path from 'node:path';
 import { AgentClient } from '../../control/ctl/client';
 import { PROJECT_ROOT } from '../../scripts/lib/standalone';
 import { AgentHarness, Code, expectCode, skipReason } from './lib/agent-harness';
+import { fdsOf, LIST_FDS } from './lib/fds';
 
 const skip = skipReason();
-const LIST_FDS = 'read pid rest < /proc/self/stat; ls -l /proc/$pid/fd';
-
-/** {fd: target} from `ls -l /proc/PID/fd` output. */
-function fdsOf(listing: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of listing.split('\n')) {
-    const m = /\s(\d+) -> (.*)$/.exec(line);
-    if (m) out[m[1]!] = m[2]!;
-  }
-  return out;
-}
 
 t.test('restart attacks against the real helper', { skip }, async (t) => {
   const h = new AgentHarness('restart-attacks');
