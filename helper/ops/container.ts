@@ -506,6 +506,12 @@ export class ContainerBackend implements ContainerFamily {
       namespacePathAllowed: (type, p) => this.namespacePathAllowed(type, p),
     });
     const oci = checkOciInfo(args.oci);
+    // The plan comes back in one `state` page to a restarted control plane: one that would not
+    // fit there would make every adoption fail (and PID 1 power off after 5 restarts).
+    const recordBytes = encodedSize({ containerId, status: 'running', pid: 0x7fffffff, plan: args.plan });
+    if (recordBytes > HELPER_MAX_PACKET - STATE_PAGE_MARGIN) {
+      throw new StatusError(Code.RESOURCE_EXHAUSTED, `container ${containerId}: its plan (${recordBytes} bytes) is larger than a state page holds (${HELPER_MAX_PACKET - STATE_PAGE_MARGIN} bytes)`);
+    }
     plan.hookStates = inContainerHookStates(containerId, oci, plan);
     applySelinuxLabels(plan, this.selinux, this.log, containerId);
     if (this.launcher.hostChecks) plan.sysctl = this.knownSysctls(containerId, plan.sysctl);

@@ -7,7 +7,7 @@
 // the kept events are bounded by bytes too, so adoption succeeds and the events are delivered.
 import t from 'tap';
 import { startMockPair, type MockHelperPair } from '../../helper/mock/main';
-import { HELPER_MAX_PACKET } from '../../shared/protocol';
+import { Code, HELPER_MAX_PACKET, type StatusError } from '../../shared/protocol';
 import { encodeMessage } from '../../shared/channel';
 import { silentLogger } from '../../shared/log';
 import { AgentCore } from '../../control/rpc/core';
@@ -51,5 +51,30 @@ t.test('1024 kept OOM events and a 110 KB plan: adoption still succeeds, every p
   const summary = await adoptFromHelper(core);
   t.equal(summary.containers, 2, 'both containers adopted');
   t.ok(summary.oomEvents > 200, `${summary.oomEvents} kept OOM events delivered to the new control plane`);
+  for (const ctr of core.sandbox.containers.values()) ctr.init.stdio.destroy();
+});
+
+t.test('a plan that fits a createContainer packet but not a state page is refused at create, not at every restart', async (t) => {
+  const client = pair.client;
+  const base = mockContainerPlan(['sleep', '100']);
+  // grow the environment until the createContainer request is a few bytes below the packet limit
+  const request = (env: string[]) => encodeMessage({ id: 1, op: 'createContainer', args: { containerId: 'big-plan', plan: { ...base, process: { ...base.process, env } } } }).length;
+  const env = [...base.process.env];
+  while (request([...env, `F=${'f'.repeat(4000)}`]) < HELPER_MAX_PACKET - 100) env.push(`F=${'f'.repeat(4000)}`);
+  env.push(`G=${'g'.repeat(HELPER_MAX_PACKET - 40 - request([...env, 'G=']))}`);
+  t.ok(request(env) <= HELPER_MAX_PACKET && request(env) > HELPER_MAX_PACKET - 60, `the request is ${request(env)} bytes (packet: ${HELPER_MAX_PACKET})`);
+  const plan = { ...base, process: { ...base.process, env } };
+  const err = await client.call('createContainer', { containerId: 'big-plan', plan }).then(
+    (r) => {
+      closeAll(r.fds);
+      return null;
+    },
+    (e: unknown) => e as StatusError,
+  );
+  t.equal(err?.code, Code.RESOURCE_EXHAUSTED, `refused: ${err?.message}`);
+  t.match(err?.message ?? '', /larger than a state page holds/);
+  const core = new AgentCore({ helper: client, sandbox: new Sandbox(), logger: silentLogger(), defaultRemoveTimeoutMs: 1000, maxExitedRecords: 16 });
+  const summary = await adoptFromHelper(core);
+  t.ok(summary.pages >= 1, 'a restarted control plane still adopts');
   for (const ctr of core.sandbox.containers.values()) ctr.init.stdio.destroy();
 });
