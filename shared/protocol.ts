@@ -554,6 +554,8 @@ export interface SandboxState {
   sandboxId: string;
   hostname: string;
   namespaces: NamespacePlan[];
+  /** What createSandbox answered (CreateSandboxResult.deviceCgroup): device rules are enforced. */
+  deviceCgroup?: boolean;
 }
 export interface StateResult {
   containers: ContainerState[];

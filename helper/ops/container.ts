@@ -299,7 +299,7 @@ export class ContainerBackend implements ContainerFamily {
   private readonly containers = new Map<string, ContainerRecord>();
   /** Container ids being created (reserved). */
   private readonly creating = new Set<string>();
-  private sandbox: { id: string; hostname: string; namespaces: NamespacePlan[] } | undefined;
+  private sandbox: { id: string; hostname: string; namespaces: NamespacePlan[]; deviceCgroup: boolean } | undefined;
   /** Hooks of CreateSandbox's guest hook path, applied to containers created from then on. */
   private guestHooks: GuestHooks = emptyGuestHooks();
   private readonly hookRunner: HookRunner;
@@ -452,12 +452,12 @@ export class ContainerBackend implements ContainerFamily {
     this.sandboxBusy = true;
     try {
       const namespaces = await this.launcher.createSandbox(sandboxId, hostname);
-      this.sandbox = { id: sandboxId, hostname, namespaces };
+      // Device rules are enforced by a v1 devices hierarchy and/or a cgroup v2 device program.
+      const deviceCgroup = this.cgroups?.enforcesDevices() === true;
+      this.sandbox = { id: sandboxId, hostname, namespaces, deviceCgroup };
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
-      // Device rules are enforced by a v1 devices hierarchy and/or a cgroup v2 device program.
-      const deviceCgroup = this.cgroups?.enforcesDevices() === true;
       return { result: { namespaces, deviceCgroup } };
     } finally {
       this.sandboxBusy = false;
@@ -782,7 +782,7 @@ export class ContainerBackend implements ContainerFamily {
       const item = items[i];
       const first = i === cursor;
       if ('header' in item) {
-        if (this.sandbox) result.sandbox = { sandboxId: this.sandbox.id, hostname: this.sandbox.hostname, namespaces: this.sandbox.namespaces };
+        if (this.sandbox) result.sandbox = { sandboxId: this.sandbox.id, hostname: this.sandbox.hostname, namespaces: this.sandbox.namespaces, deviceCgroup: this.sandbox.deviceCgroup };
         if (this.oomPending.length > 0) result.oomEvents = this.oomPending.map((e) => ({ ...e }));
         bytes += encodedSize({ sandbox: result.sandbox, oomEvents: result.oomEvents });
         continue;

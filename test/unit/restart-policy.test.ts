@@ -110,3 +110,40 @@ t.test('keepPolicy: the helper checks sizes and chunk order; the kept document s
   const kept = await h.call('keptPolicy', { offset: 0 });
   t.same([kept.result.total, Buffer.from(kept.result.data).toString()], [2, '{}'], 'the last complete upload is kept');
 });
+
+// The sandbox's device cgroup state (CreateSandboxResult.deviceCgroup) was forgotten too: the
+// next control plane planned containers as if the helper could not enforce device rules (no
+// rules in the cgroup; the interim's CAP_MKNOD removal and nodev mounts instead).
+t.test('the device cgroup state of the sandbox survives a restart: device rules still go to the cgroup', async (t) => {
+  const raw = await connect(); // allow everything (the tests above left other policies kept)
+  await raw.call('keepPolicy', { offset: 0, data: Buffer.from('{}'), last: true });
+  raw.close();
+  const a = await startControl(t);
+  await a.call('CreateSandbox', { hostname: 'sb', sandbox_id: 'sb-devices' });
+  t.equal(a.agent.sandbox.deviceCgroup, true, 'the mock helper enforces device rules');
+  await a.stop();
+  const b = await startControl(t);
+  t.equal(b.agent.sandbox.deviceCgroup, true, 'the restarted control plane knows it');
+  const plans: unknown[] = [];
+  const original = parts.containers.createContainer.bind(parts.containers);
+  parts.containers.createContainer = async (args) => {
+    plans.push(args.plan);
+    return original(args);
+  };
+  t.teardown(() => {
+    parts.containers.createContainer = original;
+  });
+  await b.call('CreateContainer', {
+    container_id: 'dev-after-restart',
+    OCI: {
+      Version: '1.0.2',
+      Root: { Path: '/run/kata-test/rootfs' },
+      Process: { Args: ['true'], Env: ['PATH=/usr/bin:/bin'], Cwd: '/', Capabilities: { Bounding: ['CAP_MKNOD'], Effective: ['CAP_MKNOD'], Permitted: ['CAP_MKNOD'] } },
+      Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'pid' }], CgroupsPath: '/kata/dev-after-restart' },
+    },
+  });
+  const plan = plans[0] as { cgroup?: { resources: { devices?: unknown[] } } } | undefined;
+  t.ok(Array.isArray(plan?.cgroup?.resources.devices), 'the container\'s device rules are in its cgroup plan (not the interim)');
+  await b.call('RemoveContainer', { container_id: 'dev-after-restart', timeout: 5 });
+  await b.stop();
+});
