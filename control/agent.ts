@@ -19,6 +19,7 @@ import { pino, type Logger } from 'pino';
 import type { LogRing } from '../shared/log-ring';
 import { Code, StatusError, type HelperEvent } from '../shared/protocol';
 import { adoptFromHelper, type AdoptionSummary } from './rpc/adopt';
+import { restoreKeptPolicy } from './rpc/policy-keep';
 import { DEFAULT_DEBUG_ADDR, parseDebugAddr, type AgentConfig } from './config';
 import type { HelperConnection } from './helper';
 import { AgentService, HealthService, registerServices, type AgentLimits, type GuestOptions } from './rpc';
@@ -152,6 +153,8 @@ export class Agent extends EventEmitter {
       if (!(err instanceof StatusError && err.code === Code.UNIMPLEMENTED)) throw err;
       this.log.warn({ err }, 'the helper has no state op: nothing adopted');
     }
+    // A SetPolicy answered before the restart stays in force (control/rpc/policy-keep.ts).
+    await restoreKeptPolicy(this.service.core, this.service.guest.policy);
     await this.server.listen(this.config.serverAddr);
     if (this.config.passfdListener) {
       try {

@@ -110,6 +110,8 @@ export const BACKEND_OPS: readonly BackendOpName[] = [
   'releaseProcess',
   'state',
   'ackOomEvents',
+  'keepPolicy',
+  'keptPolicy',
   'cgroupStats',
   'cgroupFreeze',
   'cgroupUpdate',

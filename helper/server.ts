@@ -47,6 +47,7 @@ class Connection {
     fd: number,
     readonly label: string,
     readonly log: Logger,
+    readonly peerPid: number,
   ) {
     this.channel = new SeqpacketChannel(fd, { logger: log, label });
   }
@@ -250,7 +251,7 @@ export class HelperServer {
       return;
     }
     const log = this.log.child({ conn: label, peerPid: cred.pid, peerUid: cred.uid });
-    const conn = new Connection(fd, label, log);
+    const conn = new Connection(fd, label, log, cred.pid);
     this.connections.add(conn);
     conn.channel.on('message', (message, fds) => this.onMessage(conn, message, fds));
     conn.channel.on('close', () => {
@@ -324,6 +325,15 @@ export class HelperServer {
           `helper protocol version mismatch: helper speaks ${HELPER_PROTOCOL_VERSION}, control sent ${JSON.stringify(args.version)}`,
         ),
       );
+      return;
+    }
+    // One control plane at a time: two would both read every process's stdio (each gets the
+    // helper's copies through `state`) and both write the spools' delivered offsets. A control
+    // plane that died may not have been noticed yet: its connection is read first.
+    for (const other of this.connections) {
+      if (other === conn || !other.helloDone || !other.channel.drainNow()) continue;
+      conn.log.warn({ otherPid: other.peerPid }, 'hello refused: another control plane is connected');
+      this.sendError(conn, id, new StatusError(Code.FAILED_PRECONDITION, `another control plane (pid ${other.peerPid}) is connected to this helper; one at a time`));
       return;
     }
     conn.helloDone = true;

@@ -111,6 +111,16 @@ export class SeqpacketChannel extends EventEmitter {
     this.poller.start(true, false);
   }
 
+  /**
+   * Read what the peer sent so far now, as a readiness event would (messages are emitted, an
+   * end of stream closes the channel), and return whether the channel is still open: a peer
+   * that died is noticed even when its hang-up event has not been polled yet.
+   */
+  drainNow(): boolean {
+    this.drain();
+    return !this.isClosed;
+  }
+
   /** True once the channel is closed; `send` then throws UNAVAILABLE. */
   get closed(): boolean {
     return this.isClosed;

@@ -554,6 +554,8 @@ export interface SandboxState {
   sandboxId: string;
   hostname: string;
   namespaces: NamespacePlan[];
+  /** What createSandbox answered (CreateSandboxResult.deviceCgroup): device rules are enforced. */
+  deviceCgroup?: boolean;
 }
 export interface StateResult {
   containers: ContainerState[];
@@ -564,6 +566,38 @@ export interface StateResult {
   sandbox?: SandboxState;
   /** On the first page: the OOM events not acked yet (ackOomEvents), oldest first. */
   oomEvents?: { containerId: string; seq: number }[];
+}
+
+/**
+ * The policy control enforces (SetPolicy), kept by the helper so that a restarted control plane
+ * enforces it again (docs/ARCHITECTURE.md "Restart and adoption"). The helper keeps the bytes,
+ * control parses them. A document larger than one packet travels in chunks of at most
+ * {@link KEPT_POLICY_CHUNK_BYTES}: offset 0 starts a new upload, each chunk continues at the
+ * bytes received so far, `last` replaces the kept document with the upload.
+ */
+export const KEPT_POLICY_MAX_BYTES = 1024 * 1024;
+/** Most bytes of a kept policy per keepPolicy / keptPolicy message. */
+export const KEPT_POLICY_CHUNK_BYTES = 128 * 1024;
+export interface KeepPolicyArgs {
+  /** Where `data` starts in the document, in bytes (0 starts a new upload). */
+  offset: number;
+  data: Uint8Array;
+  /** The document ends with this chunk: the helper keeps it from now on. */
+  last: boolean;
+}
+export interface KeepPolicyResult {
+  /** Whether the document is now kept (true on the last chunk). */
+  kept: boolean;
+}
+export interface KeptPolicyArgs {
+  /** Where to read, in bytes. */
+  offset: number;
+}
+export interface KeptPolicyResult {
+  /** The kept document's size in bytes; null when no policy was ever kept. */
+  total: number | null;
+  /** At most KEPT_POLICY_CHUNK_BYTES from `offset`. */
+  data: Uint8Array;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,6 +899,8 @@ export interface Ops extends StorageOps, NetworkOps {
   releaseProcess: [ReleaseProcessArgs, ReleaseProcessResult];
   state: [StateArgs, StateResult];
   ackOomEvents: [AckOomEventsArgs, AckOomEventsResult];
+  keepPolicy: [KeepPolicyArgs, KeepPolicyResult];
+  keptPolicy: [KeptPolicyArgs, KeptPolicyResult];
 }
 export type OpName = keyof Ops;
 

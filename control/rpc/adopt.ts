@@ -50,6 +50,9 @@ export async function adoptFromHelper(core: AgentCore): Promise<AdoptionSummary>
         sandbox.id = result.sandbox.sandboxId;
         sandbox.hostname = result.sandbox.hostname;
         sandbox.namespaces = Array.isArray(result.sandbox.namespaces) ? result.sandbox.namespaces : [];
+        // Forgotten, a restarted control plane planned every later container without device
+        // rules (the interim: no CAP_MKNOD, nodev mounts) although the helper enforces them.
+        sandbox.deviceCgroup = result.sandbox.deviceCgroup === true;
         sandbox.created = true;
         summary.sandbox = true;
       }

@@ -19,10 +19,11 @@ import type { AgentCore, QueuedOom, RpcContext } from './core';
  * docs/ARCHITECTURE.md "Runtime tests"). A call made after DestroySandbox: FAILED_PRECONDITION.
  */
 export function getOOMEvent(core: AgentCore, _req: pb.GetOOMEventRequest, ctx: RpcContext = {}): Promise<pb.OOMEvent.$Properties> {
-  // Once the answer goes out the helper may forget the event (before, a restarted control
-  // plane gets it again from the helper's `state`).
+  // Once the answer has been written the helper may forget the event (before, a restarted
+  // control plane gets it again from the helper's `state`). Acked right before the write, a
+  // control plane killed in between lost the event.
   const answer = (event: QueuedOom): pb.OOMEvent.$Properties => {
-    if (ctx.onSend) ctx.onSend(() => core.ackOom(event));
+    if (ctx.onSend) ctx.onSend(() => setImmediate(() => core.ackOom(event)));
     else core.ackOom(event);
     return { container_id: event.containerId };
   };

@@ -33,6 +33,7 @@ import type { AgentCore } from './core';
 import { INIT_MODE_ENV } from '../init';
 import { agentVersion } from './health';
 import { parsePolicy, PolicyEngine } from './policy';
+import { keepPolicyInHelper } from './policy-keep';
 
 type Empty = gpb.protobuf.Empty.$Properties;
 
@@ -72,6 +73,8 @@ export class GuestContext {
   readonly copyRoots: string[];
   readonly volumeRoots: string[];
   readonly policy: PolicyEngine;
+  /** Settles when the SetPolicy before has handed its document to the helper. */
+  policyTurn: Promise<void> = Promise.resolve();
 
   /** Throws INVALID_ARGUMENT when `opts.policy` is not a valid policy. */
   constructor(opts: GuestOptions = {}) {
@@ -277,10 +280,18 @@ export async function copyFile(core: AgentCore, g: GuestContext, req: pb.CopyFil
 /**
  * SetPolicy (Kata policy.rs; Rego there, this agent's JSON policy here, docs/POLICY.md): parse
  * and install the policy. Whether SetPolicy itself is allowed was decided by the interceptor
- * under the policy in force. An invalid document → INVALID_ARGUMENT, the old policy stays.
+ * under the policy in force. An invalid document → INVALID_ARGUMENT, the old policy stays. The
+ * helper keeps the document before it takes effect (keepPolicy: a restarted control plane
+ * enforces it again); a failing helper call → its status, the old policy stays.
  */
 export async function setPolicy(core: AgentCore, g: GuestContext, req: pb.SetPolicyRequest): Promise<Empty> {
-  const policy = parsePolicy(req.policy ?? '');
+  const text = req.policy ?? '';
+  const policy = parsePolicy(text);
+  // The helper keeps it first (a restarted control plane enforces it again: policy-keep.ts);
+  // one SetPolicy at a time, so that two uploads never interleave and the last one wins in both.
+  const turn = g.policyTurn.then(() => keepPolicyInHelper(core, text));
+  g.policyTurn = turn.catch(() => undefined);
+  await turn;
   g.policy.set(policy);
   core.log.info({ rpcs: policy.rpcs.size, default: policy.defaultAllow ? 'allow' : 'deny' }, 'policy set');
   return {};

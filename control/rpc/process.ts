@@ -144,8 +144,12 @@ export async function waitProcess(core: AgentCore, req: pb.WaitProcessRequest, c
     p.waited = true;
     p.stdio.releaseStdin();
     // The helper keeps its copies of the stdio and the output spools until the output has been
-    // read to its end, so that a restarted control plane can still deliver it.
-    p.stdio.whenOutputDrained(() => void core.releaseInHelper(container, p));
+    // read to its end, so that a restarted control plane can still deliver it — and the exit
+    // status until this answer has been written: released before, a control plane killed in
+    // between left the runtime without the status (the next one: NOT_FOUND).
+    const release = (): void => p.stdio.whenOutputDrained(() => void core.releaseInHelper(container, p));
+    if (ctx.onSend) ctx.onSend(() => setImmediate(release));
+    else release();
   }
   return { status };
 }

@@ -29,6 +29,7 @@ import {
   type CloseStdinArgs,
   type CloseStdinResult,
   type ContainerState,
+  HELPER_MAX_PACKET,
   type CreateContainerArgs,
   type CreateContainerResult,
   type CreateSandboxArgs,
@@ -52,9 +53,13 @@ import {
   type StateResult,
   STATE_PAGE_PROCESSES,
   type AckOomEventsArgs,
+  type KeepPolicyArgs,
+  type KeepPolicyResult,
+  type KeptPolicyArgs,
+  type KeptPolicyResult,
   type AckOomEventsResult,
 } from '../../shared/protocol';
-import { MAX_FDS_PER_PACKET } from '../../shared/channel';
+import { encodeMessage, MAX_FDS_PER_PACKET } from '../../shared/channel';
 import { processStartTime, type CleanUpSummary, type LeftoverJournal } from './leftovers';
 import { silentLogger, type Logger } from '../../shared/log';
 import type { BackendReply, ContainerFamily, NamedFd } from '../api';
@@ -84,6 +89,7 @@ import {
   type TrackedProcess,
 } from './registry';
 import { checkArgs } from './guest-args';
+import { KeptPolicy } from './kept-policy';
 
 /** An init process that has been set up and waits for startContainer. */
 export interface LaunchedInit {
@@ -186,6 +192,17 @@ interface ContainerRecord {
 
 /** OOM events kept for control until it acks them (the oldest dropped beyond). */
 const MAX_PENDING_OOM_EVENTS = 1024;
+/**
+ * Bytes of OOM events kept (container id + 32 each, the oldest dropped beyond), so that they fit
+ * the first `state` page whatever the ids' length (a container can OOM at will).
+ */
+const MAX_PENDING_OOM_BYTES = 96 * 1024;
+/** What a `state` page leaves of HELPER_MAX_PACKET for the response envelope and fd names' framing. */
+const STATE_PAGE_MARGIN = 2048;
+
+function encodedSize(v: unknown): number {
+  return encodeMessage(v).length;
+}
 
 /** Interval of the OOM watch (the cgroups' oom_kill counters), in ms. */
 export const OOM_WATCH_INTERVAL_MS = 200;
@@ -283,7 +300,7 @@ export class ContainerBackend implements ContainerFamily {
   private readonly containers = new Map<string, ContainerRecord>();
   /** Container ids being created (reserved). */
   private readonly creating = new Set<string>();
-  private sandbox: { id: string; hostname: string; namespaces: NamespacePlan[] } | undefined;
+  private sandbox: { id: string; hostname: string; namespaces: NamespacePlan[]; deviceCgroup: boolean } | undefined;
   /** Hooks of CreateSandbox's guest hook path, applied to containers created from then on. */
   private guestHooks: GuestHooks = emptyGuestHooks();
   private readonly hookRunner: HookRunner;
@@ -297,6 +314,10 @@ export class ContainerBackend implements ContainerFamily {
   private oomSeq = 0;
   /** OOM events control has not acked (ackOomEvents), oldest first; a restarted control gets them. */
   private readonly oomPending: { containerId: string; seq: number }[] = [];
+  /** Bytes the kept OOM events count against MAX_PENDING_OOM_BYTES. */
+  private oomPendingBytes = 0;
+  /** The policy control enforces, for a restarted control plane (helper/ops/kept-policy.ts). */
+  private readonly policy = new KeptPolicy();
 
   /** Storage, device, DNS and modprobe ops (helper/ops/storage.ts); absent: those ops are UNIMPLEMENTED. */
   readonly storage: StorageBackend | undefined;
@@ -360,7 +381,8 @@ export class ContainerBackend implements ContainerFamily {
         this.log.warn({ containerId: record.id, oomKills: n }, 'container cgroup had an OOM kill');
         const seq = ++this.oomSeq;
         this.oomPending.push({ containerId: record.id, seq });
-        if (this.oomPending.length > MAX_PENDING_OOM_EVENTS) this.oomPending.shift();
+        this.oomPendingBytes += record.id.length + 32;
+        while (this.oomPending.length > MAX_PENDING_OOM_EVENTS || this.oomPendingBytes > MAX_PENDING_OOM_BYTES) this.dropOldestOom();
         this.emit({ event: 'oom', containerId: record.id, seq });
       }
     }
@@ -381,6 +403,21 @@ export class ContainerBackend implements ContainerFamily {
     }
   }
 
+  private dropOldestOom(): void {
+    const e = this.oomPending.shift();
+    if (e) this.oomPendingBytes -= e.containerId.length + 32;
+  }
+
+  /** Keep a chunk of control's policy document (helper/ops/kept-policy.ts; INVALID_ARGUMENT). */
+  keepPolicy(args: KeepPolicyArgs): Promise<BackendReply<KeepPolicyResult>> {
+    return this.policy.keepPolicy(args);
+  }
+
+  /** Read the kept policy document (helper/ops/kept-policy.ts; INVALID_ARGUMENT). */
+  keptPolicy(args: KeptPolicyArgs): Promise<BackendReply<KeptPolicyResult>> {
+    return this.policy.keptPolicy(args);
+  }
+
   /** Forget the OOM events up to `upTo` (control delivered them). INVALID_ARGUMENT for a bad seq. */
   async ackOomEvents(rawArgs: AckOomEventsArgs): Promise<BackendReply<AckOomEventsResult>> {
     const args = checkArgs(rawArgs, 'ackOomEvents');
@@ -388,7 +425,7 @@ export class ContainerBackend implements ContainerFamily {
     if (typeof upTo !== 'number' || !Number.isSafeInteger(upTo) || upTo < 0) {
       throw new StatusError(Code.INVALID_ARGUMENT, `ackOomEvents: upTo must be a non-negative integer, got ${JSON.stringify(upTo)}`);
     }
-    while (this.oomPending.length > 0 && this.oomPending[0].seq <= upTo) this.oomPending.shift();
+    while (this.oomPending.length > 0 && this.oomPending[0].seq <= upTo) this.dropOldestOom();
     return { result: {} };
   }
 
@@ -428,12 +465,12 @@ export class ContainerBackend implements ContainerFamily {
     this.sandboxBusy = true;
     try {
       const namespaces = await this.launcher.createSandbox(sandboxId, hostname);
-      this.sandbox = { id: sandboxId, hostname, namespaces };
+      // Device rules are enforced by a v1 devices hierarchy and/or a cgroup v2 device program.
+      const deviceCgroup = this.cgroups?.enforcesDevices() === true;
+      this.sandbox = { id: sandboxId, hostname, namespaces, deviceCgroup };
       // Upstream (rpc.rs create_sandbox, sandbox.rs add_hooks) reads the hooks once, here.
       this.guestHooks = guestHookPath ? scanGuestHooks(guestHookPath, this.log) : emptyGuestHooks();
       this.log.info({ sandboxId, namespaces }, 'sandbox created');
-      // Device rules are enforced by a v1 devices hierarchy and/or a cgroup v2 device program.
-      const deviceCgroup = this.cgroups?.enforcesDevices() === true;
       return { result: { namespaces, deviceCgroup } };
     } finally {
       this.sandboxBusy = false;
@@ -483,6 +520,12 @@ export class ContainerBackend implements ContainerFamily {
       allowHostNamespaces: this.allowHostNamespaces,
     });
     const oci = checkOciInfo(args.oci);
+    // The plan comes back in one `state` page to a restarted control plane: one that would not
+    // fit there would make every adoption fail (and PID 1 power off after 5 restarts).
+    const recordBytes = encodedSize({ containerId, status: 'running', pid: 0x7fffffff, plan: args.plan });
+    if (recordBytes > HELPER_MAX_PACKET - STATE_PAGE_MARGIN) {
+      throw new StatusError(Code.RESOURCE_EXHAUSTED, `container ${containerId}: its plan (${recordBytes} bytes) is larger than a state page holds (${HELPER_MAX_PACKET - STATE_PAGE_MARGIN} bytes)`);
+    }
     plan.hookStates = inContainerHookStates(containerId, oci, plan);
     applySelinuxLabels(plan, this.selinux, this.log, containerId);
     if (this.launcher.hostChecks) plan.sysctl = this.knownSysctls(containerId, plan.sysctl);
@@ -722,7 +765,10 @@ export class ContainerBackend implements ContainerFamily {
    * STATE_PAGE_PROCESSES processes and, with `withFds`, at most MAX_FDS_PER_PACKET fds (the
    * helper's stdio copies, named "<containerId>/<execId>/<name>", execId "" for the init;
    * ProcessState.fds lists the short names in packet order). `next` is set while more follow;
-   * the first page carries the sandbox. INVALID_ARGUMENT for a bad cursor.
+   * the first page carries the sandbox and the kept OOM events (cursor 0 is that header). A page
+   * is also cut before an item that would take it past HELPER_MAX_PACKET (a container's OOM flood
+   * and a large plan used to overflow the first page: adoption failed at every restart).
+   * INVALID_ARGUMENT for a bad cursor.
    */
   async state(rawArgs: StateArgs): Promise<BackendReply<StateResult>> {
     const args = checkArgs(rawArgs, 'state');
@@ -731,8 +777,10 @@ export class ContainerBackend implements ContainerFamily {
     if (typeof cursor !== 'number' || !Number.isInteger(cursor) || cursor < 0) {
       throw new StatusError(Code.INVALID_ARGUMENT, `state: cursor must be a non-negative integer, got ${JSON.stringify(cursor)}`);
     }
-    type Item = { record: ContainerRecord } | { proc: TrackedProcess };
-    const items: Item[] = [];
+    // Item 0 is the page header (sandbox, kept OOM events); a page is cut when the next item
+    // would not fit the packet (its first item always goes: a plan came in one packet).
+    type Item = { header: true } | { record: ContainerRecord } | { proc: TrackedProcess };
+    const items: Item[] = [{ header: true }];
     for (const record of this.containers.values()) {
       items.push({ record });
       for (const proc of [record.init, ...record.execs.values()]) items.push({ proc });
@@ -741,20 +789,34 @@ export class ContainerBackend implements ContainerFamily {
     const processes: ProcessState[] = [];
     const fds: NamedFd[] = [];
     const pageProcs: TrackedProcess[] = [];
+    const result: StateResult = { containers, processes };
+    const budget = HELPER_MAX_PACKET - STATE_PAGE_MARGIN;
+    let bytes = 0;
     let i = Math.min(cursor, items.length);
     for (; i < items.length; i++) {
       const item = items[i];
+      const first = i === cursor;
+      if ('header' in item) {
+        if (this.sandbox) result.sandbox = { sandboxId: this.sandbox.id, hostname: this.sandbox.hostname, namespaces: this.sandbox.namespaces, deviceCgroup: this.sandbox.deviceCgroup };
+        if (this.oomPending.length > 0) result.oomEvents = this.oomPending.map((e) => ({ ...e }));
+        bytes += encodedSize({ sandbox: result.sandbox, oomEvents: result.oomEvents });
+        continue;
+      }
       if ('record' in item) {
         if (containers.length > 0) break;
         const record = item.record;
-        containers.push({ containerId: record.id, status: this.statusOf(record), pid: record.init.pid, plan: record.controlPlan });
+        const state: ContainerState = { containerId: record.id, status: this.statusOf(record), pid: record.init.pid, plan: record.controlPlan };
+        const size = encodedSize(state);
+        if (!first && bytes + size > budget) break;
+        containers.push(state);
+        bytes += size;
         continue;
       }
       const proc = item.proc;
       const procFds = withFds ? [...proc.stdio] : [];
       if (processes.length >= STATE_PAGE_PROCESSES || fds.length + procFds.length > MAX_FDS_PER_PACKET) break;
-      for (const [name, fd] of procFds) fds.push({ name: `${proc.containerId}/${proc.execId}/${name}`, fd });
-      processes.push({
+      const names = procFds.map(([name]) => `${proc.containerId}/${proc.execId}/${name}`);
+      const state: ProcessState = {
         containerId: proc.containerId,
         execId: proc.execId,
         pid: proc.pid,
@@ -762,15 +824,15 @@ export class ContainerBackend implements ContainerFamily {
         exitStatus: proc.exitStatus,
         fds: procFds.map(([name]) => name),
         terminal: proc.stdio.has('pty'),
-      });
+      };
+      const size = encodedSize([state, names]);
+      if (!first && bytes + size > budget) break;
+      bytes += size;
+      procFds.forEach(([, fd], k) => fds.push({ name: names[k], fd }));
+      processes.push(state);
       pageProcs.push(proc);
     }
-    const result: StateResult = { containers, processes };
     if (i < items.length) result.next = i;
-    if (cursor === 0 && this.sandbox) {
-      result.sandbox = { sandboxId: this.sandbox.id, hostname: this.sandbox.hostname, namespaces: this.sandbox.namespaces };
-    }
-    if (cursor === 0 && this.oomPending.length > 0) result.oomEvents = this.oomPending.map((e) => ({ ...e }));
     const unpin = this.registry.fds.pin(fds.map((f) => f.fd));
     // Control knows these processes now: exit events held for them (a create/exec whose answer
     // never reached a control plane that died) flow from here on.

@@ -8,20 +8,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentHarness, skipReason, userNsSkip } from './lib/agent-harness';
-
-// the shell's own pid as the mounted /proc names it (a createContainer hook sees the guest's
-// /proc from the container's pid namespace, so $$ would be another process there)
-const LIST_FDS = 'read pid rest < /proc/self/stat; ls -l /proc/$pid/fd';
-
-/** {fd: target} from `ls -l /proc/PID/fd` output. */
-function fdsOf(listing: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of listing.split('\n')) {
-    const m = /\s(\d+) -> (.*)$/.exec(line);
-    if (m) out[m[1]!] = m[2]!;
-  }
-  return out;
-}
+import { fdsOf, LIST_FDS } from './lib/fds';
 
 /** What a probe may hold: its pipes, a terminal, /dev/null, or the file its listing goes to. */
 const ALLOWED_FD = /^pipe:\[\d+\]$|^\/dev\/(null|pts\/\d+)$|\/dev\/(create-fds|shm\/start-fds)$/;

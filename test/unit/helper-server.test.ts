@@ -334,3 +334,30 @@ t.test('peer pid namespace check: root of a container (uid 0, own pid namespace)
   t.equal(await run(['unshare', '--pid', '--fork', '--kill-child']), `refused ${Code.UNAVAILABLE}`, 'uid 0 in a new pid namespace is refused before hello');
   t.equal(await run(['env']), 'accepted', 'uid 0 in the helper\'s pid namespace is accepted');
 });
+
+// Adversarial review (restart): the helper served any number of control connections at once. A
+// second control plane (started on another ttRPC address, or by a buggy supervisor while the
+// first lives) adopted the same processes: both spliced every stdout pipe (the output split
+// between them) and both wrote the spools' delivered offsets. Now a second hello is refused
+// while a control plane that completed hello is connected; once it is gone (even before its
+// hang-up was polled) the next one is served.
+t.test('hello: one control plane at a time; the next is served once the first is gone', async (t) => {
+  const server = new HelperServer({ backend: stubBackend({ state: async () => ({ result: { containers: [], processes: [] } }) }), controlUid: myUid });
+  t.teardown(() => server.close());
+  const first = rawPair(server);
+  t.same((await first.request({ id: 1, op: 'hello', args: { version: HELPER_PROTOCOL_VERSION } })).ok, true, 'the first control plane is served');
+  const second = rawPair(server);
+  t.teardown(() => second.ch.close());
+  const refused = await second.request({ id: 1, op: 'hello', args: { version: HELPER_PROTOCOL_VERSION } });
+  t.equal((refused.error as { code: number }).code, Code.FAILED_PRECONDITION, 'a second hello is refused');
+  t.match((refused.error as { message: string }).message, new RegExp(`another control plane \\(pid ${process.pid}\\) is connected`));
+  const state = await second.request({ id: 2, op: 'state', args: { withFds: true } });
+  t.equal((state.error as { code: number }).code, Code.FAILED_PRECONDITION, 'the refused connection gets no state (no stdio fds)');
+  t.same((await first.request({ id: 2, op: 'state', args: { withFds: false } })).ok, true, 'the first still works');
+  // The first dies; the new one says hello at once, before the server polled the hang-up.
+  first.ch.close();
+  const third = rawPair(server);
+  t.teardown(() => third.ch.close());
+  t.same((await third.request({ id: 1, op: 'hello', args: { version: HELPER_PROTOCOL_VERSION } })).ok, true, 'a restarted control plane is served once the old one is gone');
+  t.equal(server.connectionsOpen, 2, 'the dead connection was dropped (the refused one stays until it closes)');
+});

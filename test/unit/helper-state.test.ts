@@ -72,7 +72,7 @@ t.test('state pages: 30 processes x 3 fds (> 64 per packet) arrive once each, wi
   t.ok(processes.filter((p) => p.execId !== 'e0').every((p) => p.fds.length === 5 && !p.exited), 'live processes with 5 fds each (3 pipes, 2 spools)');
 
   const first = await client.call('state', { withFds: false });
-  t.same(first.result.sandbox, { sandboxId: 'sb-state', hostname: 'h', namespaces: first.result.sandbox?.namespaces }, 'sandbox identity');
+  t.same(first.result.sandbox, { sandboxId: 'sb-state', hostname: 'h', namespaces: first.result.sandbox?.namespaces, deviceCgroup: true }, 'sandbox identity');
   await rejectsStatus(t, client.call('state', { withFds: false, cursor: -1 }), Code.INVALID_ARGUMENT, /cursor/);
   await rejectsStatus(t, client.call('state', { withFds: false, cursor: 1.5 }), Code.INVALID_ARGUMENT, /cursor/);
   const past = await client.call('state', { withFds: false, cursor: 10_000 });

@@ -8,7 +8,8 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { detachRecordedMounts, JournalingMounter, LeftoverJournal, mountNamespace, mountsBelow, type MountCleanupSystem, type MountRecord } from '../../helper/ops/leftovers';
+import { spawn } from 'node:child_process';
+import { detachRecordedMounts, JournalingMounter, LeftoverJournal, mountNamespace, mountsBelow, processStartTime, type MountCleanupSystem, type MountRecord } from '../../helper/ops/leftovers';
 import { MockMounter, createMockStorage } from '../../helper/mock/storage';
 import { silentLogger } from '../../shared/log';
 
@@ -194,4 +195,34 @@ t.test('the next helper\'s cleanUp takes the records, undoes them and detaches e
 t.test('mountsBelow reads the given mountinfo, decodes escapes, deepest first', async (t) => {
   const info = ['/s', '/s/a b', '/s/a b/c', '/other', '/sx'].map((m, i) => line(m, i)).join('\n');
   t.same(mountsBelow('/s', info), ['/s/a b/c', '/s/a b']);
+});
+
+// Adversarial review (restart): a recorded init pid that was reused by another process (the
+// container died, the pid came round) must not be killed by the next helper; only the process
+// whose start time matches the record is.
+t.test('cleanUp kills a recorded init only when its start time matches (pid reuse)', async (t) => {
+  const root = tmpDir();
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const spawnSleeper = () => {
+    const child = spawn('sleep', ['100'], { stdio: 'ignore' });
+    const exited = new Promise<string | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
+    t.teardown(() => child.kill('SIGKILL'));
+    return { child, exited };
+  };
+  const reused = spawnSleeper();
+  const recorded = spawnSleeper();
+  await new Promise((r) => setTimeout(r, 50));
+  const sys = fakeSystem([], mountNamespace());
+  const dead = new LeftoverJournal(path.join(root, 'state'), silentLogger(), () => sys);
+  const startOf = (pid: number | undefined): string => processStartTime(pid ?? -1) ?? 'none';
+  // the pid now names another process: the record's start time is another one
+  dead.record({ containerId: 'c-reused', pid: reused.child.pid ?? -1, startTime: String(Number(startOf(reused.child.pid)) - 1) });
+  dead.record({ containerId: 'c-live', pid: recorded.child.pid ?? -1, startTime: startOf(recorded.child.pid) });
+  const next = new LeftoverJournal(path.join(root, 'state'), silentLogger(), () => sys);
+  const summary = await next.cleanUp(undefined);
+  t.equal(summary.containers, 2, 'both records taken');
+  t.equal(await recorded.exited, 'SIGKILL', 'the recorded init (start time matches) is killed');
+  await new Promise((r) => setTimeout(r, 100)); // a SIGKILL sent with the other would have landed by now
+  const state = fs.readFileSync(`/proc/${reused.child.pid}/stat`, 'utf8').split(') ')[1]?.[0];
+  t.ok(reused.child.exitCode === null && reused.child.signalCode === null && state !== 'Z', `the process that reused a recorded pid is spared (state ${state})`);
 });
