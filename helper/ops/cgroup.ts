@@ -186,9 +186,13 @@ export class CgroupManager {
     return this.layout.v2 !== undefined && this.devicePrograms !== undefined && this.devicePrograms.available();
   }
 
-  /** Move `pid` into the container's cgroup in every hierarchy (cgroup.procs). Throws INTERNAL on failure. */
-  join(cg: ContainerCgroup, pid: number): void {
+  /**
+   * Move `pid` into the container's cgroup in every hierarchy (`only: 'v2'`: the cgroup2 one
+   * only) through cgroup.procs. Throws INTERNAL on failure.
+   */
+  join(cg: ContainerCgroup, pid: number, only?: 'v2'): void {
     for (const dir of cg.dirs) {
+      if (only === 'v2' && dir !== cg.v2) continue;
       try {
         if (this.simulate) fs.appendFileSync(path.join(dir, 'cgroup.procs'), `${pid}\n`);
         else fs.writeFileSync(path.join(dir, 'cgroup.procs'), `${pid}`, { flag: 'r+' });

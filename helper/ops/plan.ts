@@ -1028,9 +1028,13 @@ function validateHooks(raw: unknown): Required<HooksPlan> {
   return out;
 }
 
-/** kata-init `create` plan for a validated container, with its compiled seccomp filter if any. */
-export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompFilter): Buffer {
+/**
+ * kata-init `create` plan for a validated container, with its compiled seccomp filter if any;
+ * kata-init moves itself into each of `cgroupDirs` (cgroup v1 directories, `cgroupjoin`) first.
+ */
+export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompFilter, cgroupDirs: readonly string[] = []): Buffer {
   const w = new PlanWriter();
+  for (const d of cgroupDirs) w.record('cgroupjoin', d);
   w.record('rootfs', plan.rootfs);
   w.record('readonly', plan.readonly ? 1 : 0);
   w.record('nodev', plan.nodev ? 1 : 0);
@@ -1070,9 +1074,13 @@ function writeInContainerHooks(w: PlanWriter, plan: ValidContainerPlan): void {
   }
 }
 
-/** kata-init `exec` plan: join `namespaces` (all with paths) and run `proc` under the container's `seccomp` filter. */
-export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan, seccomp?: SeccompFilter): Buffer {
+/**
+ * kata-init `exec` plan: join `cgroupDirs` (cgroup v1 directories) and `namespaces` (all with
+ * paths) and run `proc` under the container's `seccomp` filter.
+ */
+export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan, seccomp?: SeccompFilter, cgroupDirs: readonly string[] = []): Buffer {
   const w = new PlanWriter();
+  for (const d of cgroupDirs) w.record('cgroupjoin', d);
   for (const ns of namespaces) w.record('ns', ns.type, ns.path);
   writeProcess(w, proc);
   writeSeccomp(w, seccomp);
