@@ -116,6 +116,8 @@ export class KataInitLauncher implements Launcher {
   private sandboxFiles: string[] = [];
   /** See {@link sealedKataInit}: undefined until first use, -1 when it could not be made. */
   private sealedFd: number | undefined;
+  /** See {@link ownNamespace}. */
+  private readonly ownNamespaces = new Map<KernelNamespace, string>();
 
   constructor(opts: KataInitLauncherOptions) {
     this.native = loadNative();
@@ -280,6 +282,24 @@ export class KataInitLauncher implements Launcher {
     }
   }
 
+  /**
+   * The helper's own namespace of `type` (the /proc/self/ns link text, '' when the kernel lacks
+   * it), read once: the helper never changes namespaces (setns happens in kata-init).
+   */
+  private ownNamespace(type: KernelNamespace): string {
+    let ours = this.ownNamespaces.get(type);
+    if (ours === undefined) {
+      ours = '';
+      try {
+        ours = fs.readlinkSync(`/proc/self/ns/${type}`);
+      } catch {
+        // not supported here: join theirs
+      }
+      this.ownNamespaces.set(type, ours);
+    }
+    return ours;
+  }
+
   /** The init's namespaces that differ from the helper's (joining one's own is pointless or, for some types, refused). */
   private namespacesOf(initPid: number): ValidNamespace[] {
     const list: ValidNamespace[] = [];
@@ -295,13 +315,7 @@ export class KataInitLauncher implements Launcher {
         }
         throw err;
       }
-      let ours = '';
-      try {
-        ours = fs.readlinkSync(`/proc/self/ns/${type}`);
-      } catch {
-        // not supported here: join theirs
-      }
-      if (theirs !== ours) list.push({ type, path: p });
+      if (theirs !== this.ownNamespace(type)) list.push({ type, path: p });
     }
     return list;
   }
