@@ -676,12 +676,15 @@ export class ContainerBackend implements ContainerFamily {
    */
   async removeContainer(rawArgs: RemoveContainerArgs): Promise<BackendReply<RemoveContainerResult>> {
     const args = checkArgs(rawArgs, 'removeContainer');
+    const releaseStorages = checkBoolArg(args.releaseStorages, 'releaseStorages', false);
     const record = this.getContainer(args.containerId);
     const timeoutMs = args.timeoutMs ?? 0;
     if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_REMOVE_TIMEOUT_MS) {
       throw new StatusError(Code.INVALID_ARGUMENT, `timeoutMs must be an integer in 0..${MAX_REMOVE_TIMEOUT_MS}, got ${JSON.stringify(timeoutMs)}`);
     }
     await this.remove(record, timeoutMs);
+    // without a storage backend no storage can be owned: nothing to release
+    if (releaseStorages && this.storage) await this.storage.releaseStorages({ owner: record.id });
     return { result: {} };
   }
 
