@@ -25,7 +25,8 @@
         "helper/native/kata-init/exec.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
-      "cflags_c": ["-std=gnu11"]
+      "cflags_c": ["-std=gnu11"],
+      "ldflags": ["-static"]
     }
   ]
 }

@@ -217,11 +217,18 @@ interface Bundle {
   spec: GrpcSpec;
 }
 
+/**
+ * linux.resources of both sides: "deny every device" first, as `runc spec` and containerd write
+ * it (and the Kata runtime sends it), so that both write the device cgroup (deny all, then their
+ * default allow-list: runc's specconv AllowedDevices, the agent's DEFAULT_DEVICE_RULES).
+ */
+const BENCH_RESOURCES = { devices: [{ allow: false, access: 'rwm' }] };
+
 /** A runc bundle in `dir` for `args` on `rootfs`, and the equivalent agent spec. */
 function makeBundle(dir: string, rootfs: string, args: string[]): Bundle {
   fs.mkdirSync(dir, { recursive: true });
-  const agentConfig = busyboxConfig(rootfs, args);
-  const config = busyboxConfig(rootfs, args);
+  const agentConfig = busyboxConfig(rootfs, args, { resources: BENCH_RESOURCES });
+  const config = busyboxConfig(rootfs, args, { resources: BENCH_RESOURCES });
   const linux = config.linux as { namespaces: { type: string }[] };
   linux.namespaces = [{ type: 'pid' }, ...linux.namespaces];
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
@@ -704,9 +711,14 @@ async function main(argv: readonly string[]): Promise<number> {
       '  themselves as `runc init`); the agent is a long-lived daemon, so its figures hold no process',
       '  start-up. The `runc --version` baseline below is the cost of one runc start.',
       `- Both create (and on removal remove) a cgroup for every container, here on a cgroup ${env.cgroup}`,
-      `  host (${env.cgroupHierarchies}); the agent's is \`/<id>\` (the config names no cgroupsPath,`,
-      '  control/oci-cgroups.ts). The config has no seccomp profile and lists no capabilities: both',
-      '  sides load no filter and drop every capability.',
+      `  host (${env.cgroupHierarchies}): \`/<id>\` in every controller hierarchy and the cgroup2 one`,
+      '  (the config names no cgroupsPath; control/oci-cgroups.ts), with the same resources: the',
+      '  config\'s only one is the device rule "deny all" (as `runc spec` writes it), after which',
+      '  each side writes its default device allow-list. runc also makes one in the name=systemd',
+      '  hierarchy (no controller), which the agent leaves alone. Both sides put the container',
+      '  process in every hierarchy before it runs anything of the container.',
+      '- The config has no seccomp profile and Docker\'s default capability list: both sides load',
+      '  no filter and keep those capabilities.',
       '- The same: namespaces (new mount, uts, ipc, pid), the rootfs bind and pivot_root, the mounts',
       '  (/proc, /dev tmpfs + device nodes, /dev/pts, /dev/shm, /dev/mqueue, /sys), masked and',
       '  read-only paths, no_new_privs, the container\'s stdio as pipes.',

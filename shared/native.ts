@@ -60,6 +60,19 @@ export interface SpawnOptions {
   setsid?: boolean;
   /** After setsid, make child fd 0 (a tty, e.g. a pty slave) the controlling terminal (TIOCSCTTY); needs `setsid`. */
   controllingTty?: boolean;
+  /**
+   * A directory fd of a cgroup2 cgroup: the child is born in it (clone3 CLONE_INTO_CGROUP,
+   * Linux 5.7), so it need not be moved there through cgroup.procs. A kernel without it gets a
+   * plain clone: see {@link SpawnResult.intoCgroup}. Other clone3 errors are thrown (syscall
+   * "clone3", e.g. EBUSY, EACCES).
+   */
+  cgroupFd?: number;
+  /**
+   * Run the program in this fd (execveat AT_EMPTY_PATH, e.g. a {@link NativeAddon.sealedCopy})
+   * instead of `file`, which then only names it in errors. The child's copy of the fd is
+   * O_CLOEXEC: the program does not keep it.
+   */
+  execFd?: number;
 }
 
 /** Result of {@link NativeAddon.spawn}. */
@@ -67,6 +80,8 @@ export interface SpawnResult {
   pid: number;
   /** pidfd of the child (pidfd_open), O_CLOEXEC; the caller owns it. */
   pidfd: number;
+  /** True when `cgroupFd` was given and the child was born in that cgroup. */
+  intoCgroup?: boolean;
 }
 
 /** One reaped child: the exit code or the terminating signal (exactly one is non-null). */
@@ -226,6 +241,12 @@ export interface NativeAddon {
 
   /** fork + execve per {@link SpawnOptions}; signals are reset to default and unblocked in the child. */
   spawn(options: SpawnOptions): SpawnResult;
+  /**
+   * A memfd (O_CLOEXEC) holding a copy of the regular file `path`, sealed against every change
+   * (F_SEAL_SEAL|SHRINK|GROW|WRITE), for {@link SpawnOptions.execFd}. NativeError on failure
+   * (open, memfd_create, sendfile, fcntl), EINVAL when `path` is not a regular file.
+   */
+  sealedCopy(path: string): number;
   /** pidfd_open(pid, 0) with O_CLOEXEC. */
   pidfdOpen(pid: number): number;
   /** pidfd_send_signal(pidfd, signal). ESRCH is thrown as a NativeError. */

@@ -491,6 +491,12 @@ export interface RemoveContainerArgs {
   containerId: string;
   /** How long to wait for the container's processes to die after SIGKILL, in ms. */
   timeoutMs: number;
+  /**
+   * Once the container is removed, also release the storages it owns, as `releaseStorages
+   * {owner: containerId}` would (one round trip instead of two on every RemoveContainer).
+   * Default false.
+   */
+  releaseStorages?: boolean;
 }
 export type RemoveContainerResult = Record<string, never>;
 

@@ -137,9 +137,13 @@ export function removeContainerById(core: AgentCore, id: string, timeoutMs: numb
   const container = core.sandbox.getContainer(id);
   if (container.removing) return container.removing;
   const run = (async () => {
+    // The container's storages are released by the same helper call once it is gone
+    // (reference-counted shares stay while others hold them).
+    let storagesReleased = false;
     try {
       // The helper bounds the wait itself; our own deadline only guards against a lost answer.
-      await core.callNoFds('removeContainer', { containerId: id, timeoutMs }, timeoutMs + 10_000);
+      await core.callNoFds('removeContainer', { containerId: id, timeoutMs, releaseStorages: true }, timeoutMs + 10_000);
+      storagesReleased = true;
     } catch (err) {
       if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) throw err;
       core.log.warn({ container: id }, 'helper did not know the container; dropping our record');
@@ -151,8 +155,7 @@ export function removeContainerById(core: AgentCore, id: string, timeoutMs: numb
       p.stdio.destroy(closed);
       core.outputBudget.remove(p);
     }
-    // Storages of the container (reference-counted shares stay while others hold them).
-    await core.callNoFds('releaseStorages', { owner: id });
+    if (!storagesReleased) await core.callNoFds('releaseStorages', { owner: id });
     container.status = 'stopped';
     core.sandbox.removeContainer(id);
     core.dropEarlyExits(id);

@@ -156,10 +156,12 @@ export class CgroupManager {
         cg.v2 = path.join(this.layout.v2, rel);
         mounts.set(cg.v2, this.layout.v2);
       }
+      const own = this.ownCgroups();
       for (const [dir, mp] of mounts) {
-        this.refuseOwnCgroup(mp, rel, plan.path);
+        this.refuseOwnCgroup(own, mp, rel, plan.path);
         this.mkdirs(mp, rel, cg, mp === this.layout.v1.cpuset);
-        if (this.procs(dir).length > 0) {
+        // a directory made just now holds nobody: only one that was there needs the look
+        if (!cg.created.includes(dir) && this.procs(dir).length > 0) {
           throw new StatusError(Code.ALREADY_EXISTS, `OCI.Linux.CgroupsPath ${JSON.stringify(plan.path)}: cgroup ${dir} already holds processes`);
         }
         cg.dirs.push(dir);
@@ -186,9 +188,13 @@ export class CgroupManager {
     return this.layout.v2 !== undefined && this.devicePrograms !== undefined && this.devicePrograms.available();
   }
 
-  /** Move `pid` into the container's cgroup in every hierarchy (cgroup.procs). Throws INTERNAL on failure. */
-  join(cg: ContainerCgroup, pid: number): void {
+  /**
+   * Move `pid` into the container's cgroup in every hierarchy (`only: 'v2'`: the cgroup2 one
+   * only) through cgroup.procs. Throws INTERNAL on failure.
+   */
+  join(cg: ContainerCgroup, pid: number, only?: 'v2'): void {
     for (const dir of cg.dirs) {
+      if (only === 'v2' && dir !== cg.v2) continue;
       try {
         if (this.simulate) fs.appendFileSync(path.join(dir, 'cgroup.procs'), `${pid}\n`);
         else fs.writeFileSync(path.join(dir, 'cgroup.procs'), `${pid}`, { flag: 'r+' });
@@ -382,15 +388,18 @@ export class CgroupManager {
 
   // -------------------------------------------------------------------------------------------
 
-  /** The helper's own cgroup must not be at or below the container's (kill-all would hit it). */
-  private refuseOwnCgroup(mp: string, rel: string, p: string): void {
-    if (this.simulate) return;
-    let own: string[] = [];
+  /** Lines of /proc/self/cgroup ([] in simulation or when unreadable). */
+  private ownCgroups(): string[] {
+    if (this.simulate) return [];
     try {
-      own = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n');
+      return fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n');
     } catch {
-      return;
+      return [];
     }
+  }
+
+  /** The helper's own cgroup (`own`: {@link ownCgroups}) must not be at or below the container's (kill-all would hit it). */
+  private refuseOwnCgroup(own: readonly string[], mp: string, rel: string, p: string): void {
     const isV2 = mp === this.layout.v2;
     const ctrls = Object.entries(this.layout.v1)
       .filter(([, m]) => m === mp)

@@ -1069,9 +1069,13 @@ function validateHooks(raw: unknown): Required<HooksPlan> {
   return out;
 }
 
-/** kata-init `create` plan for a validated container, with its compiled seccomp filter if any. */
-export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompFilter): Buffer {
+/**
+ * kata-init `create` plan for a validated container, with its compiled seccomp filter if any;
+ * kata-init moves itself into each of `cgroupDirs` (cgroup v1 directories, `cgroupjoin`) first.
+ */
+export function serializeCreatePlan(plan: ValidContainerPlan, seccomp?: SeccompFilter, cgroupDirs: readonly string[] = []): Buffer {
   const w = new PlanWriter();
+  for (const d of cgroupDirs) w.record('cgroupjoin', d);
   w.record('rootfs', plan.rootfs);
   w.record('readonly', plan.readonly ? 1 : 0);
   w.record('nodev', plan.nodev ? 1 : 0);
@@ -1113,12 +1117,13 @@ function writeInContainerHooks(w: PlanWriter, plan: ValidContainerPlan): void {
 }
 
 /**
- * kata-init `exec` plan: join `namespaces` (all with paths), chroot into `root` when given (a
- * container sharing the helper's mount namespace: /proc/<init>/root), and run `proc` under the
- * container's `seccomp` filter.
+ * kata-init `exec` plan: join `cgroupDirs` (cgroup v1 directories) and `namespaces` (all with
+ * paths), chroot into `root` when given (a container sharing the helper's mount namespace:
+ * /proc/<init>/root), and run `proc` under the container's `seccomp` filter.
  */
-export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan, seccomp?: SeccompFilter, root?: string): Buffer {
+export function serializeExecPlan(namespaces: ValidNamespace[], proc: ValidProcessPlan, seccomp?: SeccompFilter, cgroupDirs: readonly string[] = [], root?: string): Buffer {
   const w = new PlanWriter();
+  for (const d of cgroupDirs) w.record('cgroupjoin', d);
   for (const ns of namespaces) w.record('ns', ns.type, ns.path);
   if (root !== undefined) w.record('root', root);
   writeProcess(w, proc);

@@ -46,7 +46,7 @@ const MNT_DETACH = 2;
 const EXEC_NAMESPACES: KernelNamespace[] = ['ipc', 'uts', 'net', 'pid', 'cgroup', 'mnt', 'user'];
 
 /** kata-init error stages that mean a helper bug or a system failure rather than a bad spec. */
-const INTERNAL_STAGES = new Set(['usage', 'fd', 'plan', 'fork', 'signal', 'start', 'nsfile']);
+const INTERNAL_STAGES = new Set(['usage', 'fd', 'plan', 'fork', 'signal', 'start', 'nsfile', 'cgroup']);
 
 /** CAP_SYS_RESOURCE (linux/capability.h). */
 const CAP_SYS_RESOURCE = 24;
@@ -114,6 +114,10 @@ export class KataInitLauncher implements Launcher {
   private readonly kataInit: string;
   private readonly sandboxNsDir: string;
   private sandboxFiles: string[] = [];
+  /** See {@link sealedKataInit}: undefined until first use, -1 when it could not be made. */
+  private sealedFd: number | undefined;
+  /** See {@link ownNamespace}. */
+  private readonly ownNamespaces = new Map<KernelNamespace, string>();
 
   constructor(opts: KataInitLauncherOptions) {
     this.native = loadNative();
@@ -136,7 +140,7 @@ export class KataInitLauncher implements Launcher {
       seccomp = { bpf: compiled.bpf, flags: compiled.flags };
       this.log.debug({ containerId, instructions: compiled.bpf.length / 8, flags: compiled.flags }, 'seccomp filter compiled');
     }
-    const bytes = serializeCreatePlan(plan, seccomp);
+    const bytes = serializeCreatePlan(plan, seccomp, join?.v1);
     const run = this.spawn('create', bytes, stdio.child, true, stdio.terminal, join);
     stdio.closeChild();
     const what = `create container ${containerId}`;
@@ -201,7 +205,7 @@ export class KataInitLauncher implements Launcher {
     // A container sharing our mount namespace (host-namespace mode) has only a chroot of its
     // own: the exec process goes into the init's root instead of a mount namespace.
     const root = namespaces.some((n) => n.type === 'mnt') ? undefined : `/proc/${init.pid}/root`;
-    const bytes = serializeExecPlan(namespaces, plan, seccomp, root);
+    const bytes = serializeExecPlan(namespaces, plan, seccomp, join?.v1, root);
     const run = this.spawn('exec', bytes, stdio.child, false, stdio.terminal, join);
     stdio.closeChild();
     const what = `exec ${execId} in container ${containerId}`;
@@ -281,6 +285,24 @@ export class KataInitLauncher implements Launcher {
     }
   }
 
+  /**
+   * The helper's own namespace of `type` (the /proc/self/ns link text, '' when the kernel lacks
+   * it), read once: the helper never changes namespaces (setns happens in kata-init).
+   */
+  private ownNamespace(type: KernelNamespace): string {
+    let ours = this.ownNamespaces.get(type);
+    if (ours === undefined) {
+      ours = '';
+      try {
+        ours = fs.readlinkSync(`/proc/self/ns/${type}`);
+      } catch {
+        // not supported here: join theirs
+      }
+      this.ownNamespaces.set(type, ours);
+    }
+    return ours;
+  }
+
   /** The init's namespaces that differ from the helper's (joining one's own is pointless or, for some types, refused). */
   private namespacesOf(initPid: number): ValidNamespace[] {
     const list: ValidNamespace[] = [];
@@ -296,22 +318,19 @@ export class KataInitLauncher implements Launcher {
         }
         throw err;
       }
-      let ours = '';
-      try {
-        ours = fs.readlinkSync(`/proc/self/ns/${type}`);
-      } catch {
-        // not supported here: join theirs
-      }
-      if (theirs !== ours) list.push({ type, path: p });
+      if (theirs !== this.ownNamespace(type)) list.push({ type, path: p });
     }
     return list;
   }
 
   /**
-   * Spawn kata-init `mode` and send it `plan`. `join` runs between the spawn and the plan write:
-   * kata-init reads its whole plan before anything else (KATA-INIT.md), so a process joined to a
-   * cgroup there runs every later step, its fork and the container program, inside it. When
-   * `join` throws, kata-init is killed and the error rethrown.
+   * Spawn kata-init `mode` and send it `plan`. With `join`, kata-init is born in its cgroup2
+   * cgroup (spawn `cgroupFd`) and moves itself into the v1 ones (the plan's `cgroupjoin`
+   * records, which the caller put there) before anything else, so it runs every later step, its
+   * fork and the container program, inside them (see {@link JoinCgroup} for why not
+   * cgroup.procs). Where the kernel cannot clone into a cgroup, the cgroup2 join is done through
+   * cgroup.procs between the spawn and the plan write (kata-init reads its whole plan first).
+   * When that throws, kata-init is killed and the error rethrown.
    */
   private spawn(
     mode: 'create' | 'exec' | 'sandbox',
@@ -345,14 +364,29 @@ export class KataInitLauncher implements Launcher {
       // setsid: kata-init never shares the helper's process group or session, so nothing in a
       // container can signal the helper with kill(0, ...) (kata-init's own child, the
       // container process, makes a session of its own too).
-      const child = this.native.spawn({ file: this.kataInit, argv: ['kata-init', mode], envp: [], fds, setsid: true });
+      const cgroupFd = join?.v2 !== undefined ? this.openCgroupDir(join.v2) : -1;
+      let child: ReturnType<NativeAddon['spawn']>;
+      try {
+        const execFd = this.sealedKataInit();
+        child = this.native.spawn({
+          file: this.kataInit,
+          argv: ['kata-init', mode],
+          envp: [],
+          fds,
+          setsid: true,
+          ...(cgroupFd >= 0 ? { cgroupFd } : {}),
+          ...(execFd >= 0 ? { execFd } : {}),
+        });
+      } finally {
+        closeQuietly(cgroupFd);
+      }
       closeQuietly(planR);
       closeQuietly(syncW);
       closeQuietly(startR);
       closeQuietly(ptyW);
-      if (join) {
+      if (join?.v2 !== undefined && child.intoCgroup !== true) {
         try {
-          join(child.pid);
+          join(child.pid, 'v2');
         } catch (err) {
           try {
             this.native.pidfdSendSignal(child.pidfd, 9);
@@ -379,6 +413,34 @@ export class KataInitLauncher implements Launcher {
         throw new StatusError(Code.INTERNAL, `cannot run kata-init at ${this.kataInit}: ${(err as Error).message}`);
       }
       throw err;
+    }
+  }
+
+  /**
+   * The sealed memfd copy of kata-init that every spawn runs (made on first use, kept for the
+   * helper's life), or -1 when it cannot be made (then kata-init is spawned from its file and
+   * makes its own sealed copy, KATA-INIT.md step 0). Either way the container never reaches the
+   * file through /proc/<pid>/exe (runc CVE-2019-5736); one copy instead of one per spawn saves
+   * a memfd copy, an execve and a second start-up of kata-init per container and exec.
+   */
+  private sealedKataInit(): number {
+    if (this.sealedFd === undefined) {
+      try {
+        this.sealedFd = this.native.sealedCopy(this.kataInit);
+      } catch (err) {
+        this.log.warn({ err, kataInit: this.kataInit }, 'no sealed copy of kata-init: each spawn makes its own');
+        this.sealedFd = -1;
+      }
+    }
+    return this.sealedFd;
+  }
+
+  /** A directory fd (O_RDONLY|O_DIRECTORY|O_CLOEXEC) of cgroup `dir`; INTERNAL when it cannot be opened. */
+  private openCgroupDir(dir: string): number {
+    try {
+      return fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    } catch (err) {
+      throw new StatusError(Code.INTERNAL, `cannot open cgroup ${dir}: ${(err as Error).message}`);
     }
   }
 

@@ -3,7 +3,7 @@
 // cgroup, a memory limit OOM-kills, pids.max stops a fork loop, RemoveContainer kills a
 // grandchild in the shared sandbox pid namespace and removes the cgroup dirs.
 // Every cgroup is made below /kata-cgtest-<pid> in each hierarchy, removed at the end even on failure.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentHarness, Code, expectCode, skipReason, eventually } from './lib/agent-harness';
@@ -22,6 +22,17 @@ function dirOf(ctrl: string, rel: string): string {
 }
 function read(file: string): string {
   return fs.readFileSync(file, 'utf8').trim();
+}
+/**
+ * Assert that `procCgroup` (a /proc/<pid>/cgroup text) puts the process at /`rel` in every
+ * hierarchy the helper manages, v1 and v2 (kata-init is born in the v2 cgroup by clone3
+ * CLONE_INTO_CGROUP and moves itself into the v1 ones: `cgroupjoin`).
+ */
+function assertEveryHierarchy(t: Test, procCgroup: string, rel: string, who: string): void {
+  for (const ctrl of Object.keys(layout.v1)) {
+    t.match(procCgroup, new RegExp(`^[0-9]+:([^:]*,)?${ctrl}(,[^:]*)?:/${rel}$`, 'm'), `${who} is in the ${ctrl} cgroup`);
+  }
+  if (layout.v2) t.match(procCgroup, new RegExp(`^0::/${rel}$`, 'm'), `${who} is in the v2 cgroup`);
 }
 /** Every directory the test may have left: <mount>/<PARENT>/** (children first). */
 function cleanupCgroups(): void {
@@ -99,6 +110,7 @@ if (skip) {
       // Placed before it runs: the parked init is already in the cgroup.
       const pid = await h.hostPid(id);
       t.match(read(`/proc/${pid}/cgroup`), new RegExp(`memory:/${rel}$`, 'm'), 'created (parked) init is in the memory cgroup');
+      assertEveryHierarchy(t, read(`/proc/${pid}/cgroup`), rel, 'the parked init');
       await h.client.call('StartContainer', { container_id: id });
       if (layout.v1.memory) t.equal(read(path.join(dirOf('memory', rel), 'memory.limit_in_bytes')), String(64 * MiB), 'memory.limit_in_bytes');
       else t.equal(read(path.join(dirOf('memory', rel), 'memory.max')), String(64 * MiB), 'memory.max');
@@ -115,6 +127,7 @@ if (skip) {
       t.equal(status, 0);
       t.match(stdout.toString(), new RegExp(`pids:/${rel}$`, 'm'), 'an exec process is in the container cgroup (pids)');
       if (layout.v2) t.match(stdout.toString(), new RegExp(`^0::/${rel}$`, 'm'), 'and in the v2 cgroup');
+      assertEveryHierarchy(t, stdout.toString(), rel, 'an exec process');
 
       const stats = await h.client.call('RemoveContainer', { container_id: id, timeout: 10 });
       t.ok(stats !== undefined);

@@ -170,7 +170,7 @@ t.test('helper, switch on: shared and joined namespaces pass, with kata-init tol
   shared({ readonly: true }, 'readonly');
   shared({ rootfsPropagation: 'shared' }, 'rootfsPropagation');
   shared({ devicesAllowAll: false }, 'nodev');
-  const exec = serializeExecPlan([], validateProcessPlan(processPlan(['true'])), undefined, '/proc/42/root').toString().split('\0');
+  const exec = serializeExecPlan([], validateProcessPlan(processPlan(['true'])), undefined, [], '/proc/42/root').toString().split('\0');
   t.equal(exec[exec.indexOf('root') + 1], '/proc/42/root', 'an exec into a chrooted container gets its init\'s root');
 });
 

@@ -509,6 +509,33 @@ t.test('spawn: exec failure is thrown and the child reaped', async (t) => {
   t.equal(fs.readdirSync('/proc/self/fd').length, before, 'no fd left open by failed spawns');
 });
 
+t.test('sealedCopy + spawn execFd: the program runs from a sealed memfd it does not keep', async (t) => {
+  const mem = native.sealedCopy('/bin/sh');
+  t.ok(isCloexec(mem), 'the memfd is O_CLOEXEC');
+  t.match(fs.readlinkSync(`/proc/self/fd/${mem}`), /^\/memfd:kata-init/, 'a memfd');
+  t.throws(() => fs.writeSync(mem, 'x'), { code: 'EPERM' }, 'sealed against writes');
+  const [r, w] = native.pipe();
+  const { pid, pidfd } = native.spawn({
+    file: '/nonexistent/shown-in-errors-only',
+    argv: ['sh', '-c', 'readlink /proc/$$/exe; ls /proc/$$/fd'],
+    envp: ['PATH=/usr/bin:/bin'],
+    fds: [-1, w, w],
+    execFd: mem,
+  });
+  native.close(w);
+  const out = readAll(r).trim().split('\n');
+  native.close(r);
+  await whenReadable(pidfd);
+  native.close(pidfd);
+  t.match(native.reap(), [{ pid, exitCode: 0 }]);
+  t.match(out[0], /^\/memfd:kata-init \(deleted\)$/, 'the child runs the memfd, not `file`');
+  t.same(out.slice(1), ['1', '2'], 'the memfd is not among its fds');
+  native.close(mem);
+  t.match(caught(() => native.sealedCopy('/etc')), { code: 'EINVAL' }, 'a directory is refused');
+  t.match(caught(() => native.spawn({ file: '/bin/true', argv: ['true'], envp: [], fds: [], execFd: 999_999 })), { code: 'EBADF' });
+  t.throws(() => native.spawn({ file: '/bin/true', argv: ['true'], envp: [], fds: [], cgroupFd: -3 }), TypeError);
+});
+
 t.test('pidfdSendSignal(SIGKILL) → reap reports signal 9', async (t) => {
   const { pid, pidfd } = native.spawn({
     file: '/bin/sleep',

@@ -164,3 +164,23 @@ t.test('watchable-bind takes the Kubernetes mount options the Go runtime copies 
   await rejects(storage.addStorages({ owner: 'app', storages: [eph(path.join(dir, 'sandbox', 'e'), ['rbind'])] }), Code.INVALID_ARGUMENT, /"rbind" is not allowed/);
   storage.shutdown();
 });
+
+t.test('RemoveContainer releases the container\'s storages (removeContainer releaseStorages, one helper call)', async (t) => {
+  const dir = tmpKataDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const h = await startMockAgent(t, { prefix: 'kata-storage-unit-', pair: { kataDir: dir } });
+  const vol = path.join(dir, 'sandbox', 'ephemeral', 'scratch');
+  const storages: grpc.IStorage[] = [{ driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mount_point: vol }];
+  const OCI: grpc.Spec.$Properties = {
+    Version: '1.0.2',
+    Root: { Path: '/run/kata-test/rootfs' },
+    Process: { Args: ['sleep', '1000'], Env: ['PATH=/usr/bin:/bin'], Cwd: '/' },
+    Linux: { Namespaces: [{ Type: 'mount' }, { Type: 'pid' }] },
+  };
+  await h.call('CreateContainer', { container_id: 'st1', OCI, storages });
+  t.ok(fs.existsSync(vol), 'the storage is there while the container is');
+  await h.call('RemoveContainer', { container_id: 'st1', timeout: 5 });
+  t.notOk(fs.existsSync(vol), 'released with the container');
+  // the helper refuses a malformed flag itself
+  await rejects(h.pair.client.call('removeContainer', { containerId: 'nope', timeoutMs: 0, releaseStorages: 'yes' as unknown as boolean }), Code.INVALID_ARGUMENT, /releaseStorages/);
+});

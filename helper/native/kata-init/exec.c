@@ -167,6 +167,7 @@ int main(int argc, char **argv)
 	parse_plan(&plan, buf, len);
 	if (plan.mode == MODE_SANDBOX)
 		run_sandbox(&plan);
+	join_cgroups(&plan);                           /* 1a */
 	write_oom_score_adj(&plan);                    /* 1b */
 	pid_changed = enter_namespaces(&plan, &new_uts); /* 2, 3 */
 

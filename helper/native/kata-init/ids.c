@@ -77,6 +77,30 @@ void write_oom_score_adj(const struct plan *p)
 	close(fd);
 }
 
+/* Step 1a (`cgroupjoin`): move ourselves into each cgroup v1 directory by writing "0" to its
+ * `tasks` file. We are single-threaded, so moving our one thread moves the process, and a
+ * thread moving itself is the one migration the kernel does without taking its global
+ * threadgroup lock for writing, which waits for an RCU grace period (6-25 ms on a small VM) when
+ * the helper writes our pid to cgroup.procs instead. The cgroup2 cgroup was given at birth
+ * (clone3 CLONE_INTO_CGROUP in the helper's spawn). Children inherit both. */
+void join_cgroups(const struct plan *p)
+{
+	char file[PATH_MAX];
+	size_t i;
+	int fd;
+
+	for (i = 0; i < p->n_cgroup_dirs; i++) {
+		if (snprintf(file, sizeof file, "%s/tasks", p->cgroup_dirs[i]) >= (int)sizeof file)
+			die("cgroup", ENAMETOOLONG, "cgroup directory \"%s\"", p->cgroup_dirs[i]);
+		fd = open(file, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			die("cgroup", errno, "opening %s", file);
+		if (write(fd, "0", 1) != 1)
+			die("cgroup", errno, "moving kata-init into %s", file);
+		close(fd);
+	}
+}
+
 /* Capability names (linux/capability.h) for error messages; "?" beyond the table. */
 static const char *cap_name(int cap)
 {

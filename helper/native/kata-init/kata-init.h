@@ -179,6 +179,8 @@ struct plan {
 	size_t n_props;
 	const char **masked;
 	size_t n_masked;
+	const char **cgroup_dirs; /* `cgroupjoin`: cgroup v1 directories to move ourselves into */
+	size_t n_cgroup_dirs;
 	const char **ropaths;
 	size_t n_ropaths;
 	struct sysctl_rec *sysctls;
@@ -254,6 +256,7 @@ void chroot_into(int rootfd, const char *rootfs);
 /* ids.c */
 void ensure_home(struct plan *p);
 void write_oom_score_adj(const struct plan *p);
+void join_cgroups(const struct plan *p);
 void load_seccomp(const struct plan *p);
 void die_with_helper(const struct plan *p);
 void set_identity(const struct plan *p);

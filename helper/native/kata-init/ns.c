@@ -188,7 +188,10 @@ void fork_for_pid_ns(bool pid_changed)
 	if (pid > 0) {
 		close(gate[0]);
 		sync_line("pid %d\n", (int)pid);
-		_exit(0); /* closes gate[1]: the child goes on */
+		/* The `pid` line is out: the child may go on now, not only once our exit has torn
+		 * down our memory (a process's fds are closed late in its exit). */
+		close(gate[1]);
+		_exit(0);
 	}
 	close(gate[1]);
 	while (read(gate[0], &c, 1) < 0 && errno == EINTR)

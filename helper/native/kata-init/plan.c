@@ -277,6 +277,12 @@ void parse_plan(struct plan *p, char *buf, size_t len)
 			p->cap_permitted = parse_unsigned(&r, next_field(&r), UINT64_MAX);
 			p->cap_inheritable = parse_unsigned(&r, next_field(&r), UINT64_MAX);
 			p->cap_ambient = parse_unsigned(&r, next_field(&r), UINT64_MAX);
+		} else if (strcmp(tag, "cgroupjoin") == 0) {
+			char *dir = next_field(&r);
+
+			if (dir[0] != '/')
+				die("plan", 0, "record \"%s\": \"%s\" is not an absolute path", r.tag, dir);
+			*PUSH(p->cgroup_dirs, p->n_cgroup_dirs) = dir;
 		} else if (strcmp(tag, "oomscoreadj") == 0) {
 			p->have_oom = true;
 			p->oom_score_adj = (int)parse_signed(&r, next_field(&r), -1000, 1000);
