@@ -436,8 +436,12 @@ export class OutputStream {
  */
 export const MAX_PENDING_STDIN = 8 * 1024 * 1024;
 
-/** Size of the pieces a write is handed to the pipe in (64 KiB, one pipe buffer). */
-export const STDIN_CHUNK = 64 * 1024;
+/**
+ * Size of the pieces a write is handed to the pipe in (1 MiB, one stdio pipe buffer: the helper
+ * grows them, helper/ops/registry.ts STDIO_PIPE_SIZE; a 1 MiB WriteStdin into an empty pipe is
+ * one write(2)). A pty takes less per write; the sink queues the rest of the piece.
+ */
+export const STDIN_CHUNK = 1024 * 1024;
 
 interface PendingWrite {
   readonly data: Buffer;
