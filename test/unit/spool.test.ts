@@ -1,7 +1,7 @@
 // control/sandbox/spool.ts: output spools (memfd + splice), the crash-safe stdio buffer a
 // restarted control plane re-opens. A "restart" here is a second Spool/OutputStream over dups of
 // the same memfd and pipe, with the first one abandoned as a SIGKILL would leave it.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import { loadNative } from '../../shared/native';
 import { Code, StatusError } from '../../shared/protocol';
@@ -96,6 +96,26 @@ t.test('small reads punch delivered pages in batches of PUNCH_BATCH, so memory s
   native.close(fd);
 });
 
+t.test('taken buffers are the caller\'s: later takes never overwrite them', async (t) => {
+  const fd = native.memfdCreate('t-slab');
+  const s = new Spool(dup(fd));
+  const want = pattern(600_000, 11);
+  s.append(want.subarray(0, 300_000));
+  const sizes = [1, 32 * 1024, 4000, 32 * 1024, 100_000, 32 * 1024, 7];
+  const taken: Buffer[] = [];
+  for (const n of sizes) taken.push(s.take(n));
+  s.append(want.subarray(300_000));
+  while (s.queued > 0) taken.push(s.take(32 * 1024));
+  let off = 0;
+  for (const b of taken) {
+    t.ok(b.equals(want.subarray(off, off + b.length)), `bytes [${off}, ${off + b.length}) intact`);
+    off += b.length;
+  }
+  t.equal(off, want.length, 'every byte taken once');
+  s.close();
+  native.close(fd);
+});
+
 t.test('a spool that is not one: INTERNAL', async (t) => {
   const fd = native.memfdCreate('t-bad');
   fs.writeSync(fd, Buffer.alloc(SPOOL_DATA + 10, 0x41));
@@ -148,17 +168,23 @@ t.test('pipe → spool by splice: a reader killed mid-stream loses nothing, a ne
   native.close(memfd);
 });
 
-t.test('a read gathers what the pipe holds beyond the spool, in order, without waiting for a poll', async (t) => {
-  const memfd = native.memfdCreate('t-gather');
+/** An output stream over a 1 MiB pipe spliced into a new spool; `w` is the pipe's write end. */
+function splicedOutput(t: Test, name: string): { out: OutputStream; w: number } {
+  const memfd = native.memfdCreate(name);
   const [r, w] = native.pipe();
   native.setPipeSize(w, 1024 * 1024);
-  const want = pattern(300_000, 5);
   const spool = new Spool(dup(memfd));
   const out = new OutputStream(new SpliceSource(r, spool), new SpoolStore(spool));
   t.teardown(() => {
     out.destroy();
     native.close(memfd);
   });
+  return { out, w };
+}
+
+t.test('a read gathers what the pipe holds beyond the spool, in order, without waiting for a poll', async (t) => {
+  const { out, w } = splicedOutput(t, 't-gather');
+  const want = pattern(300_000, 5);
   t.equal(native.write(w, want, 0, 10_000), 10_000);
   const first = await out.read(4000); // served after the poll spliced the 10,000 bytes
   out.commit(first.length);
@@ -176,18 +202,10 @@ t.test('a read gathers what the pipe holds beyond the spool, in order, without w
 });
 
 t.test('concurrent reads stay in call order when one gathers from the pipe', async (t) => {
-  const memfd = native.memfdCreate('t-gather-order');
-  const [r, w] = native.pipe();
-  native.setPipeSize(w, 1024 * 1024);
+  const { out, w } = splicedOutput(t, 't-gather-order');
   const want = pattern(200_000, 9);
-  const spool = new Spool(dup(memfd));
-  const out = new OutputStream(new SpliceSource(r, spool), new SpoolStore(spool));
-  t.teardown(() => {
-    out.destroy();
-    native.close(memfd);
-  });
-  // Three reads wait on an empty stream; the first poll stores a small write, and the first
-  // read pulls the bytes written after it: the other two must get what follows, in order.
+  // Three reads wait on an empty stream, the bytes come in two writes: each read gets what
+  // follows the previous one's bytes (the first gathers up to its len), in call order.
   const reads = [out.read(150_000), out.read(30_000), out.read(30_000)];
   t.equal(native.write(w, want, 0, 1000), 1000);
   t.equal(native.write(w, want, 1000, 199_000), 199_000);
