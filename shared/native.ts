@@ -226,6 +226,12 @@ export interface NativeAddon {
   splice(fdIn: number, fdOut: number, offOut: number, len: number): number;
   /** fallocate(PUNCH_HOLE | KEEP_SIZE): free the bytes [offset, offset+len) of a memfd (they read as 0). */
   punchHole(fd: number, offset: number, len: number): void;
+  /**
+   * fcntl(F_SETPIPE_SZ): make the pipe `fd` hold at least `bytes` (rounded up by the kernel to
+   * a power of two of pages); returns the new capacity in bytes. Throws the errno error (EPERM
+   * above /proc/sys/fs/pipe-max-size without CAP_SYS_RESOURCE, EBUSY below what it holds).
+   */
+  setPipeSize(fd: number, bytes: number): number;
 
   /** socket(AF_VSOCK, SOCK_STREAM) with SO_REUSEADDR bound to (cid, port), listening, non-blocking. cid -1 = VMADDR_CID_ANY, port -1 = VMADDR_PORT_ANY. */
   vsockListen(cid: number, port: number, backlog: number): number;

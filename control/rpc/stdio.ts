@@ -44,7 +44,8 @@ export async function readStderr(core: AgentCore, req: pb.ReadStreamRequest, ctx
  * run (and kill) before control records the offset.
  */
 async function readOutput(stream: OutputStream, len: number, ctx: RpcContext): Promise<pb.ReadStreamResponse.$Properties> {
-  const data = await stream.read(len, ctx.signal);
+  // Bytes already there are taken at once: no wait, hence no cancellation signal to create.
+  const data = stream.tryRead(len) ?? (await stream.read(len, ctx.signal));
   if (ctx.onSend) ctx.onSend(() => stream.commit(data.length));
   else stream.commit(data.length);
   return { data };

@@ -30,8 +30,14 @@ export const SPOOL_DATA = 4096;
 const PAGE = 4096;
 const MAGIC = 0x3150534b; // "KSP1" read little-endian
 const FLAG_LOST = 1;
-/** Most bytes one splice(2) call moves (a pipe holds 64 KiB by default). */
+/** Most bytes one splice(2) call moves (the helper makes stdio pipes of 1 MiB). */
 const SPLICE_MAX = 1024 * 1024;
+/**
+ * Delivered pages are punched out once this many bytes of them gathered (256 KiB), not after
+ * every read: one fallocate(2) per 256 KiB instead of one per ReadStdout (the shim reads
+ * 32 KiB). Memory held beyond the undelivered bytes stays below this.
+ */
+export const PUNCH_BATCH = 256 * 1024;
 
 /** One stream's spool (owns the memfd: {@link Spool.close}). */
 export class Spool {
@@ -141,7 +147,8 @@ export class Spool {
     this.delivered = Math.min(this.delivered + n, this.cursor);
     try {
       this.writeHeader();
-      this.punchTo(Math.floor(this.delivered / PAGE) * PAGE);
+      const whole = Math.floor(this.delivered / PAGE) * PAGE;
+      if (whole - this.punched >= PUNCH_BATCH) this.punchTo(whole);
     } catch {
       // closed meanwhile
     }
@@ -249,6 +256,15 @@ export class SpliceSource extends EventEmitter {
     this.finished = true;
     this.emit('error', err);
     this.destroy();
+  }
+
+  /**
+   * Move what the pipe holds now into the spool (a read that wants more than is stored gathers
+   * it without waiting for the next poll). Nothing while paused or ended; never throws (a
+   * failing splice ends the source as a failing poll does).
+   */
+  pull(): void {
+    if (!this.paused && !this.finished && this.fd >= 0) this.drain();
   }
 
   /** Stop draining the pipe. */

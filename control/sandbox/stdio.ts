@@ -176,6 +176,8 @@ export interface OutputSource {
   pause(): unknown;
   resume(): unknown;
   destroy(): unknown;
+  /** Store what the source holds now, synchronously (a SpliceSource: splice what the pipe holds). */
+  pull?(): void;
 }
 
 /**
@@ -264,7 +266,7 @@ export class OutputStream {
   }
 
   private onStored(): void {
-    this.serve();
+    if (!this.pulling) this.serve();
     this.onQueued?.();
     if (this.store.queued > this.highWater && !this.paused && !this.ended) {
       this.paused = true;
@@ -275,14 +277,29 @@ export class OutputStream {
   private onEnd(): void {
     if (this.ended) return;
     this.ended = true;
-    this.serve();
+    if (!this.pulling) this.serve();
   }
+
+  /** True while {@link take} pulls from the source: the read being served comes first, so no other is served meanwhile. */
+  private pulling = false;
 
   /** Bytes taken by reads whose {@link commit} has not come yet. */
   private uncommitted = 0;
 
-  /** Take up to `len` bytes off the store (caller checked it is non-empty). */
+  /**
+   * Take up to `len` bytes off the store (caller checked it is non-empty). When fewer than
+   * `len` are stored, what the source holds already (the pipe) is pulled in first, so a read
+   * gets up to `len` bytes without waiting for more.
+   */
   private take(len: number): Buffer {
+    if (this.store.queued < len && this.source.pull && !this.paused && !this.ended) {
+      this.pulling = true;
+      try {
+        this.source.pull();
+      } finally {
+        this.pulling = false;
+      }
+    }
     const out = this.store.take(len);
     this.uncommitted += out.length;
     if (this.paused && this.store.queued < this.lowWater && !this.ended) {
@@ -316,6 +333,25 @@ export class OutputStream {
         return;
       }
     }
+  }
+
+  /**
+   * The read of {@link read} when it can be answered at once: up to `len` bytes (> 0) when some
+   * are queued and no read waits before it; null otherwise (then call {@link read}). Throws
+   * StatusError INTERNAL when the spool cannot be read, DATA_LOSS (the {@link drop} error).
+   */
+  tryRead(len: number): Buffer | null {
+    if (this.readers.length > 0) return null;
+    if (this.lost) throw this.lost;
+    if (this.store.queued === 0) return null;
+    let data: Buffer;
+    try {
+      data = this.take(len);
+    } catch (err) {
+      throw err instanceof StatusError ? err : new StatusError(Code.INTERNAL, `reading the output spool failed: ${(err as Error).message}`);
+    }
+    this.checkDrained();
+    return data;
   }
 
   /**
@@ -400,8 +436,12 @@ export class OutputStream {
  */
 export const MAX_PENDING_STDIN = 8 * 1024 * 1024;
 
-/** Size of the pieces a write is handed to the pipe in (64 KiB, one pipe buffer). */
-export const STDIN_CHUNK = 64 * 1024;
+/**
+ * Size of the pieces a write is handed to the pipe in (1 MiB, one stdio pipe buffer: the helper
+ * grows them, helper/ops/registry.ts STDIO_PIPE_SIZE; a 1 MiB WriteStdin into an empty pipe is
+ * one write(2)). A pty takes less per write; the sink queues the rest of the piece.
+ */
+export const STDIN_CHUNK = 1024 * 1024;
 
 interface PendingWrite {
   readonly data: Buffer;

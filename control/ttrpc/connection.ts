@@ -596,11 +596,13 @@ export class Connection {
     this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog
     // drains ('drain' is only emitted after a write returned false, hence the `!ok`). Frames
-    // are counted since the last drain: an over-count only pauses until the next drain.
+    // are counted since the last drain: an over-count only pauses until the next drain. The
+    // backlog is what waits besides this frame: one large answer (a ReadStdout of up to 4 MiB,
+    // more than a socket buffer) is not a peer that stops reading.
     if (
       !ok &&
       !this.paused &&
-      (this.stream.writableLength > this.limits.maxWriteBacklogBytes || this.writesSinceDrain > this.limits.maxWriteBacklogFrames)
+      (this.stream.writableLength - bodyLength > this.limits.maxWriteBacklogBytes || this.writesSinceDrain > this.limits.maxWriteBacklogFrames)
     ) {
       this.paused = true;
       this.clearFrameTimer();

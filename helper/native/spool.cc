@@ -79,12 +79,25 @@ void PunchHole(const Napi::CallbackInfo& info) {
   if (rc < 0) Throw(info.Env(), errno, "fallocate");
 }
 
+// setPipeSize(fd, bytes): fcntl(F_SETPIPE_SZ): the pipe's capacity becomes at least `bytes`
+// (the kernel rounds up to a power-of-two number of pages; EPERM above
+// /proc/sys/fs/pipe-max-size for an unprivileged caller, EBUSY below what the pipe holds).
+// Returns the new capacity in bytes. Throws the errno error.
+Napi::Value SetPipeSize(const Napi::CallbackInfo& info) {
+  int64_t fd = IntArg(info, 0, "setPipeSize", "fd", INT32_MAX);
+  int64_t bytes = IntArg(info, 1, "setPipeSize", "bytes", INT32_MAX);
+  int rc = fcntl(static_cast<int>(fd), F_SETPIPE_SZ, static_cast<int>(bytes));
+  if (rc < 0) Throw(info.Env(), errno, "fcntl(F_SETPIPE_SZ)");
+  return Napi::Number::New(info.Env(), rc);
+}
+
 }  // namespace
 
 void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env, "memfdCreate"));
   exports.Set("splice", Napi::Function::New<Splice>(env, "splice"));
   exports.Set("punchHole", Napi::Function::New<PunchHole>(env, "punchHole"));
+  exports.Set("setPipeSize", Napi::Function::New<SetPipeSize>(env, "setPipeSize"));
 }
 
 }  // namespace kata_spool

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 namespace kata_spool {
-// Adds memfdCreate(name), splice(fdIn, fdOut, offOut, len) and punchHole(fd, offset, len).
+// Adds memfdCreate(name), splice(fdIn, fdOut, offOut, len), punchHole(fd, offset, len) and
+// setPipeSize(fd, bytes).
 void Register(Napi::Env env, Napi::Object exports);
 }  // namespace kata_spool

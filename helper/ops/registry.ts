@@ -79,6 +79,42 @@ export interface StdioSet {
   closeParent(): void;
 }
 
+/**
+ * Capacity given to a process's stdio pipes, in bytes (1 MiB, or /proc/sys/fs/pipe-max-size when
+ * that is lower). A 64 KiB pipe made every ReadStdout/WriteStdin move at most 64 KiB per
+ * wake-up of the control plane and of the process; with 1 MiB a `dd bs=1M` writes a block in
+ * one write and control moves it in one splice (docs/ARCHITECTURE.md "Performance"). The
+ * kernel charges pipe pages to the writer's memory cgroup (the container's for its output).
+ */
+export const STDIO_PIPE_SIZE = 1024 * 1024;
+
+let pipeSizeCap: number | undefined;
+
+/** {@link STDIO_PIPE_SIZE} capped by /proc/sys/fs/pipe-max-size (read once). */
+function stdioPipeSize(): number {
+  if (pipeSizeCap === undefined) {
+    let max = STDIO_PIPE_SIZE;
+    try {
+      max = Number.parseInt(fs.readFileSync('/proc/sys/fs/pipe-max-size', 'utf8'), 10);
+    } catch {
+      // no procfs: ask for the default size and let the kernel refuse
+    }
+    pipeSizeCap = Number.isInteger(max) && max > 0 ? Math.min(max, STDIO_PIPE_SIZE) : STDIO_PIPE_SIZE;
+  }
+  return pipeSizeCap;
+}
+
+/** A pipe whose capacity is grown to {@link stdioPipeSize}; a refusal keeps the kernel's default (64 KiB). */
+function stdioPipe(native: NativeAddon): [number, number] {
+  const ends = native.pipe();
+  try {
+    native.setPipeSize(ends[1], stdioPipeSize());
+  } catch {
+    // EPERM: a user over its pipe-user-pages limit (the mock, unprivileged): the default stays
+  }
+  return ends;
+}
+
 /** Make stdio for a process: three pipes, or (`terminal`) a set waiting for its pty. */
 export function createStdio(terminal: boolean): StdioSet {
   const native = loadNative();
@@ -91,11 +127,11 @@ export function createStdio(terminal: boolean): StdioSet {
       opened.push(devNull);
       child = [devNull, devNull, devNull];
     } else {
-      const [inR, inW] = native.pipe();
+      const [inR, inW] = stdioPipe(native);
       opened.push(inR, inW);
-      const [outR, outW] = native.pipe();
+      const [outR, outW] = stdioPipe(native);
       opened.push(outR, outW);
-      const [errR, errW] = native.pipe();
+      const [errR, errW] = stdioPipe(native);
       opened.push(errR, errW);
       child = [inR, outW, errW];
       parent.push({ name: 'stdin', fd: inW }, { name: 'stdout', fd: outR }, { name: 'stderr', fd: errR });

@@ -174,10 +174,11 @@ t.test('output a killed control plane had buffered and not delivered arrives fro
   const { retrying } = resilient(h);
   const box = await h.run(t, ['sleep', '1000']);
 
-  // Three processes whose output exceeds a pipe (64 KiB): they can only exit because control
-  // drained their pipes into its buffer, which nobody has read when control is killed.
-  await h.exec(box, 'out', ['seq', '1', '100000']);
-  await h.exec(box, 'err', ['sh', '-c', 'seq 1 100000 >&2']);
+  // Three processes whose output exceeds a pipe (1 MiB, STDIO_PIPE_SIZE; 1,288,895 B is below the
+  // pipe plus the spool's 1 MiB high-water mark): they can only exit because control drained
+  // their pipes into its buffer, which nobody has read when control is killed.
+  await h.exec(box, 'out', ['seq', '1', '200000']);
+  await h.exec(box, 'err', ['sh', '-c', 'seq 1 200000 >&2']);
   await h.exec(box, 'tty', ['seq', '1', '20000'], { terminal: true });
   for (const id of ['out', 'err', 'tty']) t.equal(await within(h.wait(box, id), 20_000, `WaitProcess ${id}`), 0, `${id} exited before anything was read`);
   const head = Buffer.from((await h.client.call('ReadStdout', { container_id: box, exec_id: 'out', len: 1000 })).data);
@@ -197,9 +198,9 @@ t.test('output a killed control plane had buffered and not delivered arrives fro
     }
   };
   const out = Buffer.concat([head, await readAll('ReadStdout', 'out')]);
-  t.ok(out.equals(seqOutput(100_000)), `stdout: ${out.length} bytes, the 1000 delivered before the kill not repeated, none missing`);
+  t.ok(out.equals(seqOutput(200_000)), `stdout: ${out.length} bytes, the 1000 delivered before the kill not repeated, none missing`);
   t.equal((await readAll('ReadStdout', 'err')).length, 0, 'stdout of "err": empty');
-  t.ok((await readAll('ReadStderr', 'err')).equals(seqOutput(100_000)), 'stderr: every byte after the restart');
+  t.ok((await readAll('ReadStderr', 'err')).equals(seqOutput(200_000)), 'stderr: every byte after the restart');
   t.ok((await readAll('ReadStdout', 'tty')).equals(seqOutput(20_000, '\r\n')), 'terminal output: every byte after the restart');
 
   // WriteStdin continues: a cat adopted with its stdin pipe (the helper's copy).

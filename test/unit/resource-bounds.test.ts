@@ -188,9 +188,9 @@ t.test('WaitProcess, ReadStdout, WriteStdin and GetOOMEvent that end by deadline
   t.ok(reads.every((e) => e.code === Code.DEADLINE_EXCEEDED));
   t.ok(await waitFor(() => sandbox.pendingCalls().reads === 0, 5000), 'timed-out reads left nothing behind');
 
-  // `sleep` never reads stdin: a 1 MiB write fills the pipe and stays pending (it started, so it
-  // runs to its end); later writes with a deadline are withdrawn.
-  const big = rejection(h.call('WriteStdin', { container_id: 'long', exec_id: '', data: Buffer.alloc(1 << 20, 1) }));
+  // `sleep` never reads stdin: a 2 MiB write fills the 1 MiB pipe and stays pending (it started,
+  // so it runs to its end); later writes with a deadline are withdrawn.
+  const big = rejection(h.call('WriteStdin', { container_id: 'long', exec_id: '', data: Buffer.alloc(2 << 20, 1) }));
   t.ok(await waitFor(() => sandbox.pendingCalls().writes === 1, 5000));
   const writes = await Promise.all(Array.from({ length: 200 }, () => rejection(h.call('WriteStdin', { container_id: 'long', exec_id: '', data: Buffer.alloc(100, 2) }, { timeoutNs: 1e6 }))));
   t.ok(writes.every((e) => e.code === Code.DEADLINE_EXCEEDED));

@@ -327,10 +327,10 @@ t.test('WriteStdin to a process that never reads: deadlines drop queued writes, 
   await run(h, 'nr', ['sleep', '1000']);
   const stdin = h.agent.sandbox.getContainer('nr').init.stdio.stdin;
   const deadline = { timeoutNs: 300e6 };
-  // The first write starts (the pipe takes 64 KiB) and then waits; its deadline passes.
-  await expectCode(t, h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(MiB, 1) }, deadline), Code.DEADLINE_EXCEEDED);
+  // The first write starts (the pipe takes 1 MiB: STDIO_PIPE_SIZE) and then waits; its deadline passes.
+  await expectCode(t, h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(2 * MiB, 1) }, deadline), Code.DEADLINE_EXCEEDED);
   const afterFirst = stdin.pendingBytes;
-  t.ok(afterFirst > 0 && afterFirst < MiB, `the started write stays, never torn (${afterFirst} bytes wait)`);
+  t.ok(afterFirst > 0 && afterFirst < 2 * MiB, `the started write stays, never torn (${afterFirst} bytes wait)`);
   // The second one never started: dropped when its deadline passed.
   await expectCode(t, h.call('WriteStdin', { container_id: 'nr', exec_id: '', data: Buffer.alloc(MiB, 2) }, deadline), Code.DEADLINE_EXCEEDED);
   await sleep(50); // the client's own timer may fire a little before the agent's
@@ -376,7 +376,7 @@ t.test('WriteStdin: a waiting write fails when the process exits; later writes a
   await run(h, 'ex', ['sleep', '1000']);
   // The exec process exits after 300 ms, its background child keeps the pipe open without reading.
   await h.call('ExecProcess', { container_id: 'ex', exec_id: 'bg', process: proc(['sh', '-c', 'exec 3<&0; sleep 3 <&3 3<&- & sleep 0.3']) });
-  const w = h.call('WriteStdin', { container_id: 'ex', exec_id: 'bg', data: Buffer.alloc(MiB) });
+  const w = h.call('WriteStdin', { container_id: 'ex', exec_id: 'bg', data: Buffer.alloc(2 * MiB) }); // more than the 1 MiB pipe
   await expectCode(t, w, Code.FAILED_PRECONDITION, /exited/);
   await expectCode(t, h.call('WriteStdin', { container_id: 'ex', exec_id: 'bg', data: Buffer.from('x') }), Code.FAILED_PRECONDITION, /exited/);
   t.equal((await h.call('WaitProcess', { container_id: 'ex', exec_id: 'bg' })).status, 0);

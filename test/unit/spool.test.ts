@@ -1,11 +1,11 @@
 // control/sandbox/spool.ts: output spools (memfd + splice), the crash-safe stdio buffer a
 // restarted control plane re-opens. A "restart" here is a second Spool/OutputStream over dups of
 // the same memfd and pipe, with the first one abandoned as a SIGKILL would leave it.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import { loadNative } from '../../shared/native';
 import { Code, StatusError } from '../../shared/protocol';
-import { SPOOL_DATA, SpliceSource, Spool } from '../../control/sandbox/spool';
+import { PUNCH_BATCH, SPOOL_DATA, SpliceSource, Spool } from '../../control/sandbox/spool';
 import { OutputStream, SpoolStore } from '../../control/sandbox/stdio';
 
 const native = loadNative();
@@ -73,6 +73,49 @@ t.test('delivered whole pages are punched out (memory stays bounded)', async (t)
   native.close(fd);
 });
 
+t.test('small reads punch delivered pages in batches of PUNCH_BATCH, so memory stays bounded by it', async (t) => {
+  const fd = native.memfdCreate('t-punch-batch');
+  const s = new Spool(dup(fd));
+  const total = 4 * PUNCH_BATCH;
+  s.append(pattern(total));
+  const full = fs.fstatSync(fd).blocks;
+  const read = 32 * 1024;
+  let got = Buffer.alloc(0);
+  let maxHeld = 0;
+  while (s.queued > 0) {
+    const data = s.take(read);
+    got = Buffer.concat([got, data]);
+    s.commit(data.length);
+    const heldBytes = (fs.fstatSync(fd).blocks * 512) - (total - s.deliveredOffset) - SPOOL_DATA;
+    maxHeld = Math.max(maxHeld, heldBytes);
+  }
+  t.ok(got.equals(pattern(total)), 'every byte once, in order');
+  t.ok(fs.fstatSync(fd).blocks < full / 4, `blocks ${full} → ${fs.fstatSync(fd).blocks} after delivering ${total} B in ${read} B reads`);
+  t.ok(maxHeld <= PUNCH_BATCH + read, `delivered bytes still held stay ≤ PUNCH_BATCH + one read (at most ${maxHeld} B)`);
+  s.close();
+  native.close(fd);
+});
+
+t.test('taken buffers are the caller\'s: later takes never overwrite them', async (t) => {
+  const fd = native.memfdCreate('t-slab');
+  const s = new Spool(dup(fd));
+  const want = pattern(600_000, 11);
+  s.append(want.subarray(0, 300_000));
+  const sizes = [1, 32 * 1024, 4000, 32 * 1024, 100_000, 32 * 1024, 7];
+  const taken: Buffer[] = [];
+  for (const n of sizes) taken.push(s.take(n));
+  s.append(want.subarray(300_000));
+  while (s.queued > 0) taken.push(s.take(32 * 1024));
+  let off = 0;
+  for (const b of taken) {
+    t.ok(b.equals(want.subarray(off, off + b.length)), `bytes [${off}, ${off + b.length}) intact`);
+    off += b.length;
+  }
+  t.equal(off, want.length, 'every byte taken once');
+  s.close();
+  native.close(fd);
+});
+
 t.test('a spool that is not one: INTERNAL', async (t) => {
   const fd = native.memfdCreate('t-bad');
   fs.writeSync(fd, Buffer.alloc(SPOOL_DATA + 10, 0x41));
@@ -123,6 +166,53 @@ t.test('pipe → spool by splice: a reader killed mid-stream loses nothing, a ne
   t.ok(all.equals(want), 'byte-exact, nothing twice');
   out2.destroy();
   native.close(memfd);
+});
+
+/** An output stream over a 1 MiB pipe spliced into a new spool; `w` is the pipe's write end. */
+function splicedOutput(t: Test, name: string): { out: OutputStream; w: number } {
+  const memfd = native.memfdCreate(name);
+  const [r, w] = native.pipe();
+  native.setPipeSize(w, 1024 * 1024);
+  const spool = new Spool(dup(memfd));
+  const out = new OutputStream(new SpliceSource(r, spool), new SpoolStore(spool));
+  t.teardown(() => {
+    out.destroy();
+    native.close(memfd);
+  });
+  return { out, w };
+}
+
+t.test('a read gathers what the pipe holds beyond the spool, in order, without waiting for a poll', async (t) => {
+  const { out, w } = splicedOutput(t, 't-gather');
+  const want = pattern(300_000, 5);
+  t.equal(native.write(w, want, 0, 10_000), 10_000);
+  const first = await out.read(4000); // served after the poll spliced the 10,000 bytes
+  out.commit(first.length);
+  t.equal(out.queuedBytes, 6000, 'the rest of the first write is in the spool');
+  t.equal(native.write(w, want, 10_000, 290_000), 290_000);
+  // Synchronously, before any poll: the spool holds 6000 bytes, the pipe 290,000.
+  const second = out.tryRead(200_000);
+  t.equal(second?.length, 200_000, 'the read took the spool and the pipe up to len');
+  const third = out.tryRead(200_000);
+  t.equal(third?.length, 96_000, 'then the rest');
+  native.close(w);
+  const rest = await readAll(out, 65536);
+  t.ok(rest.end instanceof StatusError && rest.end.code === Code.OUT_OF_RANGE, 'then EOF');
+  t.ok(Buffer.concat([first, second!, third!, rest.data]).equals(want), 'byte-exact, in order');
+});
+
+t.test('concurrent reads stay in call order when one gathers from the pipe', async (t) => {
+  const { out, w } = splicedOutput(t, 't-gather-order');
+  const want = pattern(200_000, 9);
+  // Three reads wait on an empty stream, the bytes come in two writes: each read gets what
+  // follows the previous one's bytes (the first gathers up to its len), in call order.
+  const reads = [out.read(150_000), out.read(30_000), out.read(30_000)];
+  t.equal(native.write(w, want, 0, 1000), 1000);
+  t.equal(native.write(w, want, 1000, 199_000), 199_000);
+  const got = await Promise.all(reads);
+  native.close(w);
+  const rest = await readAll(out, 65536);
+  t.ok(Buffer.concat([...got, rest.data]).equals(want), `byte-exact, in call order (${got.map((g) => g.length).join(', ')}, then ${rest.data.length})`);
 });
 
 t.test('output dropped by the budget stays DATA_LOSS after a re-open', async (t) => {

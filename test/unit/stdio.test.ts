@@ -206,6 +206,33 @@ t.test('stdin: a write aborted before it started is dropped; one that started co
   await t.rejects(stdio.stdin.write(Buffer.from('x'), AbortSignal.abort(new StatusError(Code.CANCELLED, 'gone'))), { code: Code.FAILED_PRECONDITION }, 'closed wins');
 });
 
+t.test('stdin: writes that fit the pipe (written at once) and larger ones (queued) arrive byte-exact, in call order', async (t) => {
+  const { stdio, child } = spawnPiped(t, ['sha256sum']);
+  const exit = exitOf(child);
+  const out = readAll(stdio.stdout);
+  const hash = createHash('sha256');
+  const sizes = [1, 4096, 32 * 1024, 200_000, 3 * MiB + 17, 7, 65_536, 2 * MiB];
+  const writes = sizes.map((n, i) => {
+    const data = Buffer.alloc(n);
+    for (let j = 0; j < n; j++) data[j] = (j * 31 + i) & 0xff;
+    hash.update(data);
+    return stdio.stdin.write(data);
+  });
+  t.same(await Promise.all(writes), sizes, 'every write resolves with its length');
+  await stdio.closeStdin();
+  const { data } = await out;
+  t.equal(data.toString().split(' ')[0], hash.digest('hex'), 'the process read every byte once, in order');
+  t.equal(await exit, 0);
+});
+
+t.test('stdin: a process that closed its stdin makes a write fail FAILED_PRECONDITION (EPIPE), not crash', async (t) => {
+  const { stdio, child } = spawnPiped(t, ['sh', '-c', 'exec 0<&-; sleep 5']);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await t.rejects(stdio.stdin.write(Buffer.from('x')), { code: Code.FAILED_PRECONDITION, message: /stdin is broken \(EPIPE\)/ });
+  await t.rejects(stdio.stdin.write(Buffer.from('y')), { code: Code.FAILED_PRECONDITION }, 'and later writes');
+  child.kill('SIGKILL');
+});
+
 t.test('stdin: the process exit releases waiting writes; later writes are refused', async (t) => {
   // A grandchild keeps the pipe open without reading: only the exit notice can release the writes.
   // (An asynchronous list gets /dev/null as stdin: hand the pipe over on fd 3.)

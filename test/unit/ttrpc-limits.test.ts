@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import pino from 'pino';
 import { Code, FrameParser, FrameType, StatusError, TtrpcClient, TtrpcServer, encodeFrame, requireUnixPeerUid, type ParsedFrame, type TtrpcServerOptions } from '../../control/ttrpc';
 import { ttrpc } from '../../shared/proto';
 import { connectAsUid, type PeerAttempt } from '../lib/as-uid';
@@ -285,6 +286,23 @@ t.test('item 7: a peer that does not read stops being read; the backlog stays bo
   peer.socket.resume();
   t.ok(await until(() => peer.frames.length === total, 20_000), `all ${total} answered once the peer reads (${peer.frames.length})`);
   t.equal(handled, total);
+});
+
+t.test('item 7: one answer larger than the write backlog (a 2 MiB ReadStdout) to a peer that reads does not pause it', async (t) => {
+  const lines: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+  const server = new TtrpcServer({ logger, limits: { maxWriteBacklogBytes: 1 << 20 } });
+  server.register('test.Big', 'Get', async () => Buffer.alloc(2 << 20, 7));
+  const address = `unix://${newSocketPath()}`;
+  await server.listen(address);
+  t.teardown(() => server.close());
+  const peer = await RawPeer.connect(address);
+  t.teardown(() => peer.socket.destroy());
+  for (const [i, id] of [1, 3, 5].entries()) {
+    peer.socket.write(requestFrame(id, 'test.Big', 'Get')); // one call at a time, as a stdio reader
+    t.ok(await until(() => peer.frames.length === i + 1, 20_000), `call ${id} answered`);
+  }
+  t.same(lines.filter((l) => l.includes('not reading')), [], 'no "peer is not reading its responses" for a peer that reads');
 });
 
 t.test('item 7: many small answers to a non-reading peer are bounded by count, not only bytes', async (t) => {
