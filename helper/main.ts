@@ -45,6 +45,7 @@ import type { ContainerBackend } from './ops/container';
 import { createMockHelperBackend } from './mock/backend';
 import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
+import { entryKind } from '../shared/launch';
 
 const USAGE =
   'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--debug-console] [--mock] [--log-level L]';
@@ -192,7 +193,7 @@ export async function main(argv: string[]): Promise<number> {
     await backend.shutdown();
     return 1;
   }
-  log.info({ socket: opts.socket, controlUid: opts.controlUid, mock: opts.mock, pid: process.pid }, 'kata-agent-helper ready');
+  log.info({ socket: opts.socket, controlUid: opts.controlUid, mock: opts.mock, pid: process.pid, entry: entryKind() ?? null }, 'kata-agent-helper ready');
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {

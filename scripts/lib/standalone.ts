@@ -76,13 +76,19 @@ export interface StandaloneAgent {
   stop(timeoutMs?: number): Promise<{ control: number | null; helper: number | null }>;
 }
 
+const canRunAsSeen = new Map<number, boolean>();
+
+/** Whether `uid` can read the compiled code (a Node probe, run once per uid and process). */
 function canRunAs(uid: number): boolean {
+  const seen = canRunAsSeen.get(uid);
+  if (seen !== undefined) return seen;
   const probe = spawnSync(
     process.execPath,
     ['-e', `require('fs').accessSync(${JSON.stringify(path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'))}, 4);` +
       `require(${JSON.stringify(path.join(PROJECT_ROOT, 'node_modules', 'pino'))});`],
     { uid, gid: uid, stdio: 'ignore', timeout: 10_000 },
   );
+  canRunAsSeen.set(uid, probe.status === 0);
   return probe.status === 0;
 }
 
@@ -178,7 +184,7 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
     const helperOut = fs.openSync(helperLog, 'a');
     const child = spawn(
       process.execPath,
-      [path.join(PROJECT_ROOT, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
+      [path.join(PROJECT_ROOT, 'bin', 'kata-agent-helper'), '--socket', helperSocket, '--control-uid', String(controlUid),
         '--state-dir', path.join(runDir, 'state'), '--log-level', logLevel, ...(opts.helperArgs ?? [])],
       { stdio: ['ignore', helperOut, helperOut] },
     );
@@ -194,7 +200,7 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
     const controlOut = fs.openSync(controlLog, 'a');
     fs.fchownSync(controlOut, controlUid, controlUid);
     const announced = countInLog(controlLog, '"msg":"announce"');
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'control', 'main.js'), ...(opts.controlArgs ?? []),
+    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'kata-agent'), ...(opts.controlArgs ?? []),
       '--server-address', `unix://${agentSocket}`, '--helper-socket', helperSocket, '--debug-addr', debugAddr, '--log-level', logLevel], {
       stdio: ['ignore', controlOut, controlOut],
       uid: controlUid,

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// Build step after tsc (npm run build, scripts/install.js): one CommonJS file per process and its
+// V8 code cache, for a faster start (shared/launch.ts loads them, docs/ARCHITECTURE.md
+// "Performance"):
+//   dist/bundle/kata-agent.js         dist/control/main.js and what it requires at start-up
+//   dist/bundle/kata-agent-helper.js  dist/helper/main.js likewise
+//   dist/bundle/<name>.json           the inputs (size, mtime): a later change makes it stale
+//   dist/bundle/<name>.cache          V8 code cache, made after running the module initialisation
+// Packages only required on demand (fastify for the debug endpoint, prom-client for metrics,
+// OpenTelemetry for tracing) and native loaders stay outside and load from node_modules.
+// Without esbuild (npm install --omit=dev) this says so and removes any old bundle: the
+// processes then start from the dist/ modules as before.
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const root = path.resolve(__dirname, '..');
+const outDir = path.join(root, 'dist', 'bundle');
+const ENTRIES = {
+  'kata-agent': 'dist/control/main.js',
+  'kata-agent-helper': 'dist/helper/main.js',
+};
+const EXTERNAL = ['fastify', '@fastify/*', 'prom-client', '@opentelemetry/*', 'msgpackr-extract', '*.node'];
+
+/**
+ * Each module keeps its own __dirname/__filename (the directory it was compiled to, not
+ * dist/bundle): code finds the project root, the addon and package.json relative to them.
+ */
+const ownDirname = {
+  name: 'own-dirname',
+  setup(build) {
+    build.onLoad({ filter: /\.(c?js)$/ }, (args) => {
+      const contents = fs.readFileSync(args.path, 'utf8');
+      if (!/\b__(dirname|filename)\b/.test(contents)) return undefined;
+      const rel = (p) => JSON.stringify(path.relative(outDir, p));
+      const prologue =
+        `var __dirname = require("node:path").join(__kataBundleDir, ${rel(path.dirname(args.path))}), ` +
+        `__filename = require("node:path").join(__kataBundleDir, ${rel(args.path)});`;
+      return { contents: `${prologue}${contents}`, loader: 'js' };
+    });
+  },
+};
+
+/** Child mode: load bundle `name` as the launcher does, run its initialisation, write its code cache. */
+function makeCache(name) {
+  const { compileBundle, bundleFiles } = require(path.join(root, 'dist', 'shared', 'launch.js'));
+  const files = bundleFiles(name);
+  const compiled = compileBundle(files.js);
+  compiled.run();
+  fs.writeFileSync(files.cache, compiled.script.createCachedData());
+}
+
+async function main() {
+  if (process.argv[2] === '--cache') return makeCache(process.argv[3]);
+  let esbuild;
+  try {
+    esbuild = require('esbuild');
+  } catch {
+    fs.rmSync(outDir, { recursive: true, force: true });
+    process.stderr.write('bundle: esbuild is not installed (dev dependency); the agent starts from the dist/ modules\n');
+    return;
+  }
+  fs.rmSync(outDir, { recursive: true, force: true });
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const [name, entry] of Object.entries(ENTRIES)) {
+    const outfile = path.join(outDir, `${name}.js`);
+    const result = await esbuild.build({
+      absWorkingDir: root,
+      entryPoints: [entry],
+      outfile,
+      bundle: true,
+      platform: 'node',
+      format: 'cjs',
+      target: `node${process.versions.node.split('.')[0]}`,
+      external: EXTERNAL,
+      metafile: true,
+      minifyWhitespace: true,
+      minifySyntax: true,
+      logLevel: 'error',
+      banner: { js: 'var __kataBundleDir = __dirname;' },
+      plugins: [ownDirname],
+    });
+    const inputs = Object.keys(result.metafile.inputs)
+      .filter((f) => !f.includes(':'))
+      .sort()
+      .map((f) => {
+        const st = fs.statSync(path.join(root, f));
+        return [f, st.size, st.mtimeMs];
+      });
+    fs.writeFileSync(path.join(outDir, `${name}.json`), `${JSON.stringify({ node: process.version, inputs })}\n`);
+    const cache = spawnSync(process.execPath, [__filename, '--cache', name], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (cache.status !== 0) {
+      // The bundle still works without its cache (compiled at start as before).
+      process.stderr.write(`bundle: no code cache for ${name} (exit ${cache.status}, signal ${cache.signal})\n`);
+    }
+    process.stderr.write(`bundle: ${path.relative(root, outfile)} (${inputs.length} inputs, ${fs.statSync(outfile).size} bytes)\n`);
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bundle: ${(err && err.stack) || String(err)}\n`);
+  process.exit(1);
+});
