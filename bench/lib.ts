@@ -47,9 +47,9 @@ export interface Exited {
  * Spawn `cmd args` and resolve when it has exited *and* its stdout/stderr pipes are closed
  * ('close'), with what it wrote. stdio: stdin ignored, stdout/stderr piped.
  */
-export function run(cmd: string, args: string[]): Promise<Exited> {
+export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<Exited> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient } from '../control/ctl/client';
-import { startStandaloneAgent } from '../scripts/lib/standalone';
+import { agentEnv, startStandaloneAgent } from '../scripts/lib/standalone';
 import { goClient, startGoServer } from './go-ref';
 import { check, median, now, progress, progressDone, pssBytes, rotated, run, since, type Target } from './lib';
 
@@ -74,7 +74,8 @@ export async function startup(work: string, goBin: string | undefined, rounds: n
       },
       async () => {
         const t0 = now();
-        check('node -e 0', await run(process.execPath, ['-e', '0']));
+        // In the environment the agent's processes get (no NODE_EXTRA_CA_CERTS: see agentEnv).
+        check('node -e 0', await run(process.execPath, ['-e', '0'], agentEnv()));
         r.nodeEmptyMs.push(since(t0));
       },
       async () => {
