@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { AgentClient } from '../control/ctl/client';
 import { agentEnv, startStandaloneAgent } from '../scripts/lib/standalone';
 import { goClient, startGoServer } from './go-ref';
-import { check, median, now, progress, progressDone, pssBytes, rotated, run, since, type Target } from './lib';
+import { check, median, now, processesRunning, progress, progressDone, pssBytes, rotated, run, since, ussBytes, type Target } from './lib';
 
 export interface StartupResult {
   /** ms from spawn to SERVING, per round. */
@@ -22,6 +22,11 @@ export interface StartupResult {
   /** Idle PSS in bytes, per round. */
   helperPss: number[];
   controlPss: number[];
+  /** Idle USS (private memory) in bytes, per round. */
+  helperUss: number[];
+  controlUss: number[];
+  /** Node processes on the machine when the PSS was read (they share Node's text pages), per round. */
+  nodeProcesses: number[];
   targets: Target[];
 }
 
@@ -49,7 +54,9 @@ async function untilServing(address: string, deadlineMs: number): Promise<void> 
 
 /** Run `rounds` start-ups of a fresh agent (runDir under `work`), interleaved with the references. */
 export async function startup(work: string, goBin: string | undefined, rounds: number): Promise<StartupResult> {
-  const r: StartupResult = { servingMs: [], nodeEmptyMs: [], goServingMs: [], helperPss: [], controlPss: [], targets: [] };
+  const r: StartupResult = {
+    servingMs: [], nodeEmptyMs: [], goServingMs: [], helperPss: [], controlPss: [], helperUss: [], controlUss: [], nodeProcesses: [], targets: [],
+  };
   // One untimed start first: the launcher's own once-per-process probe (can uid 65534 read the
   // code? a Node process of ~100 ms) is no part of the agent's start-up, and the files get cached.
   const warm = await startStandaloneAgent({ logLevel: 'info', debug: false, runDir: path.join(work, 'startup-warm'), together: true });
@@ -69,6 +76,9 @@ export async function startup(work: string, goBin: string | undefined, rounds: n
         await sleep(2000);
         r.helperPss.push(pssBytes(agent.helper.pid ?? -1));
         r.controlPss.push(pssBytes(agent.control.pid ?? -1));
+        r.helperUss.push(ussBytes(agent.helper.pid ?? -1));
+        r.controlUss.push(ussBytes(agent.control.pid ?? -1));
+        r.nodeProcesses.push(processesRunning(process.execPath));
         await agent.stop();
         fs.rmSync(runDir, { recursive: true, force: true });
       },
@@ -103,7 +113,8 @@ export async function startup(work: string, goBin: string | undefined, rounds: n
   r.targets.push({
     target: 'idle PSS, helper + control plane',
     ours: `${(median(r.helperPss) / 2 ** 20).toFixed(1)} + ${(median(r.controlPss) / 2 ** 20).toFixed(1)} MiB`,
-    reference: '',
+    // PSS splits Node's shared text among every Node process on the machine: USS and that count say how much is the agent's own.
+    reference: `USS ${(median(r.helperUss) / 2 ** 20).toFixed(1)} + ${(median(r.controlUss) / 2 ** 20).toFixed(1)} MiB; ${median(r.nodeProcesses)} node processes`,
     figure: `${(pss / 2 ** 20).toFixed(1)} MiB`,
     goal: '≤ 60 MB',
     met: pss <= 60e6,
