@@ -4,6 +4,7 @@
 // "Performance"):
 //   dist/bundle/kata-agent.js         dist/control/main.js and what it requires at start-up
 //   dist/bundle/kata-agent-helper.js  dist/helper/main.js likewise
+//   dist/bundle/kata-agent-init.js    dist/control/init.js, for bin/kata-agent as PID 1
 //   dist/bundle/<name>.json           the inputs (size, mtime): a later change makes it stale
 //   dist/bundle/<name>.cache          V8 code cache, made after running the module initialisation
 // Packages only required on demand (fastify for the debug endpoint, prom-client for metrics,
@@ -20,6 +21,8 @@ const outDir = path.join(root, 'dist', 'bundle');
 const ENTRIES = {
   'kata-agent': 'dist/control/main.js',
   'kata-agent-helper': 'dist/helper/main.js',
+  // PID 1 in a guest (control/init.ts): spawns the two processes without loading the control plane first.
+  'kata-agent-init': 'dist/control/init.js',
 };
 const EXTERNAL = ['fastify', '@fastify/*', 'prom-client', '@opentelemetry/*', '*.node'];
 

@@ -19,8 +19,11 @@ import Module, { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
 
-/** The processes that have a bundle: the control plane (control/main.ts) and the helper (helper/main.ts). */
-export type EntryName = 'kata-agent' | 'kata-agent-helper';
+/**
+ * The entries that have a bundle: the control plane (control/main.ts), the helper
+ * (helper/main.ts) and init mode (control/init.ts, bin/kata-agent as PID 1).
+ */
+export type EntryName = 'kata-agent' | 'kata-agent-helper' | 'kata-agent-init';
 
 /** dist/bundle (this file is dist/shared/launch.js once compiled). */
 export const BUNDLE_DIR = path.resolve(__dirname, '..', 'bundle');

@@ -97,7 +97,8 @@ t.test('the code cache is used when it matches and refused (still running) when 
 });
 
 t.test('the built bundles export what the dist/ entry modules export', async (t) => {
-  for (const [name, mod] of [['kata-agent', '../../control/main'], ['kata-agent-helper', '../../helper/main']] as const) {
+  const entries = [['kata-agent', '../../control/main', 'main'], ['kata-agent-helper', '../../helper/main', 'main'], ['kata-agent-init', '../../control/init', 'runInit']] as const;
+  for (const [name, mod, fn] of entries) {
     if (!bundleIsFresh(name)) {
       t.test(name, { skip: `no fresh dist/bundle (npm run build makes it; esbuild is a dev dependency)` }, async () => undefined);
       continue;
@@ -105,6 +106,6 @@ t.test('the built bundles export what the dist/ entry modules export', async (t)
     const exported = Object.keys(loadEntry(name, () => ({})) as object).sort();
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     t.same(exported, Object.keys(require(mod) as object).sort(), `${name}: same exports`);
-    t.ok(exported.includes('main'), `${name} exports main`);
+    t.ok(exported.includes(fn), `${name} exports ${fn}`);
   }
 });
