@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     const cmdline = await lane.guestRun(['cat', '/proc/1/cmdline']);
     t.equal(cmdline.status, 0);
     const argv = cmdline.stdout.split('\0');
-    t.match(argv[1] ?? '', /dist\/control\/main\.js$/, `PID 1 runs the agent (${argv.slice(0, 3).join(' ')})`);
+    t.match(argv[1] ?? '', /bin\/kata-agent$/, `PID 1 runs the agent (${argv.slice(0, 3).join(' ')})`);
     const mounts = (await lane.guestRun(['cat', '/proc/mounts'])).stdout;
     const details = await lane.agent.call('GetGuestDetails', { mem_block_size: true });
     t.equal(details.agent_details?.init_daemon, true, 'GetGuestDetails: init_daemon (the agent is PID 1)');
