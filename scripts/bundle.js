@@ -5,10 +5,11 @@
 //   dist/bundle/kata-agent.js         dist/control/main.js and what it requires at start-up
 //   dist/bundle/kata-agent-helper.js  dist/helper/main.js likewise
 //   dist/bundle/kata-agent-init.js    dist/control/init.js, for bin/kata-agent as PID 1
-//   dist/bundle/<name>.json           the inputs (size, mtime): a later change makes it stale
+//   dist/bundle/<name>.json           the dist/ inputs and npm's hidden lockfile (size, mtime): a
+//                                     later tsc or npm install makes it stale
 //   dist/bundle/<name>.cache          V8 code cache, made after running the module initialisation
-// Packages only required on demand (fastify for the debug endpoint, prom-client for metrics,
-// OpenTelemetry for tracing) and native loaders stay outside and load from node_modules.
+// Packages only required on demand (prom-client for metrics, OpenTelemetry for tracing) stay
+// outside and load from node_modules; fastify (the debug endpoint, lazily required) is inside.
 // Without esbuild (npm install --omit=dev) this says so and removes any old bundle: the
 // processes then start from the dist/ modules as before.
 'use strict';
@@ -24,7 +25,12 @@ const ENTRIES = {
   // PID 1 in a guest (control/init.ts): spawns the two processes without loading the control plane first.
   'kata-agent-init': 'dist/control/init.js',
 };
-const EXTERNAL = ['fastify', '@fastify/*', 'prom-client', '@opentelemetry/*', '*.node'];
+// fastify is in: the debug endpoint starts before the announce wherever it is on (the guest's
+// default), and resolving its ~160 modules one by one is slow over a VM's 9p root.
+const EXTERNAL = ['prom-client', '@opentelemetry/*', '*.node'];
+/** Modules required after start-up whose code the cache should hold all the same. */
+const WARM = { 'kata-agent': ['dist/control/debug/server.js'] };
+const WARM_FLAG = 'kata-agent-ts.bundle-warm';
 
 /**
  * Each module keeps its own __dirname/__filename (the directory it was compiled to, not
@@ -50,6 +56,7 @@ function makeCache(name) {
   const { compileBundle, bundleFiles } = require(path.join(root, 'dist', 'shared', 'launch.js'));
   const files = bundleFiles(name);
   const compiled = compileBundle(files.js);
+  globalThis[Symbol.for(WARM_FLAG)] = true;
   compiled.run();
   fs.writeFileSync(files.cache, compiled.script.createCachedData());
 }
@@ -92,6 +99,20 @@ function directMsgpackrExtract(binary) {
   };
 }
 
+/**
+ * What the manifest records (size, mtime) for the launcher to compare at every start: each dist/
+ * input (tsc rewrites them), and for the packages npm's hidden lockfile
+ * node_modules/.package-lock.json, which every npm install that changes node_modules rewrites
+ * (one stat instead of ~300 with fastify inside). Without that file, every package input.
+ */
+function freshnessInputs(files) {
+  const own = files.filter((f) => !f.includes(':') && fs.existsSync(path.join(root, f))); // not the virtual entry (stdin)
+  const lock = path.join('node_modules', '.package-lock.json');
+  const hasLock = fs.existsSync(path.join(root, lock));
+  const kept = own.filter((f) => !(hasLock && f.split(path.sep)[0] === 'node_modules'));
+  return [...kept, ...(hasLock ? [lock] : [])].sort();
+}
+
 async function main() {
   if (process.argv[2] === '--cache') return makeCache(process.argv[3]);
   let esbuild;
@@ -107,9 +128,17 @@ async function main() {
   const extractBinary = msgpackrExtractBinary();
   for (const [name, entry] of Object.entries(ENTRIES)) {
     const outfile = path.join(outDir, `${name}.js`);
+    // The entry's exports; when the code cache is made (makeCache), also the modules of WARM, so
+    // that the cache holds their code too although they are required later.
+    const warm = (WARM[name] ?? []).map((m) => `require(${JSON.stringify(`./${m}`)});`).join(' ');
     const result = await esbuild.build({
       absWorkingDir: root,
-      entryPoints: [entry],
+      stdin: {
+        contents: `module.exports = require(${JSON.stringify(`./${entry}`)});\nif (globalThis[Symbol.for(${JSON.stringify(WARM_FLAG)})]) { ${warm} }\n`,
+        resolveDir: root,
+        sourcefile: `${name}-entry.js`,
+        loader: 'js',
+      },
       outfile,
       bundle: true,
       platform: 'node',
@@ -123,9 +152,7 @@ async function main() {
       banner: { js: 'var __kataBundleDir = __dirname;' },
       plugins: [ownDirname, directMsgpackrExtract(extractBinary)],
     });
-    const inputs = [...Object.keys(result.metafile.inputs), ...(extractBinary ? [path.relative(root, extractBinary)] : [])]
-      .filter((f) => !f.includes(':'))
-      .sort()
+    const inputs = freshnessInputs([...Object.keys(result.metafile.inputs), ...(extractBinary ? [path.relative(root, extractBinary)] : [])])
       .map((f) => {
         const st = fs.statSync(path.join(root, f));
         return [f, st.size, st.mtimeMs];

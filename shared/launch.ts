@@ -9,9 +9,10 @@
  * (stat/package.json walks) and the code cache skips the compilation of what module
  * initialisation runs.
  *
- * Stale: the manifest (dist/bundle/<name>.json) lists every input file of the bundle with its
- * size and mtime; any difference (a later `tsc` without the bundle step, an edited
- * node_modules) means the plain modules are used. A code cache V8 rejects (another Node build
+ * Stale: the manifest (dist/bundle/<name>.json) lists every dist/ input of the bundle, and npm's
+ * hidden lockfile node_modules/.package-lock.json for the packages, with size and mtime; any
+ * difference (a later `tsc` without the bundle step, an `npm install` that changed packages)
+ * means the plain modules are used. A file edited by hand inside node_modules is not noticed. A code cache V8 rejects (another Node build
  * or V8 flags) only costs the compilation. KATA_AGENT_BUNDLE=0 forces the plain modules.
  */
 import * as fs from 'node:fs';
@@ -45,12 +46,15 @@ export function bundleFiles(name: EntryName, dir = BUNDLE_DIR): { js: string; ma
   };
 }
 
-/** How this process's entry was loaded: 'bundle', 'modules' (dist/), or undefined (not by {@link loadEntry}). */
-export type EntryKind = 'bundle' | 'modules';
+/**
+ * How this process's entry was loaded: 'bundle' (with its code cache), 'bundle-uncached' (no
+ * cache file, or V8 refused it: another Node or other V8 flags), 'modules' (dist/).
+ */
+export type EntryKind = 'bundle' | 'bundle-uncached' | 'modules';
 const ENTRY_KIND = Symbol.for('kata-agent-ts.entry-kind');
 
 /**
- * How {@link loadEntry} loaded this process ('bundle' or 'modules'), undefined when the process
+ * How {@link loadEntry} loaded this process ({@link EntryKind}), undefined when the process
  * did not start through it (e.g. `node dist/control/main.js`). The announce record carries it.
  */
 export function entryKind(): EntryKind | undefined {
@@ -139,6 +143,6 @@ export function loadEntry<T>(name: EntryName, fallback: () => T, dir = BUNDLE_DI
     process.stderr.write(`${name}: cannot load ${files.js} (${String(err)}); using the dist/ modules\n`);
     return modules();
   }
-  setEntryKind('bundle');
+  setEntryKind(compiled.cacheRejected === false ? 'bundle' : 'bundle-uncached');
   return compiled.run() as T;
 }

@@ -31,7 +31,7 @@ t.test('a fresh bundle is loaded as a CommonJS module; a stale one is not', asyn
   const { dir, input } = project(path.join(tmp, 'fresh'), 'exports.from = "bundle"; exports.dir = __dirname; exports.req = typeof require("node:path").join;');
   t.ok(bundleIsFresh('kata-agent', dir), 'fresh');
   t.same(loadEntry('kata-agent', fallback, dir), { from: 'bundle', dir, req: 'function' }, 'bundle exports, its own __dirname and require');
-  t.equal(entryKind(), 'bundle');
+  t.equal(entryKind(), 'bundle-uncached', 'no code cache file');
   fs.appendFileSync(input, '// edited\n');
   t.notOk(bundleIsFresh('kata-agent', dir), 'an input changed size: stale');
   t.same(loadEntry('kata-agent', fallback, dir), { from: 'modules' }, 'stale: the dist/ modules');
@@ -94,6 +94,11 @@ t.test('the code cache is used when it matches and refused (still running) when 
   const third = project(path.join(tmp, 'cache3'), 'exports.v = 7;');
   fs.writeFileSync(bundleFiles('kata-agent', third.dir).cache, 'junk');
   t.same(loadEntry('kata-agent', fallback, third.dir), { v: 7 }, 'loadEntry with a junk cache still loads the bundle');
+  t.equal(entryKind(), 'bundle-uncached', 'and says the cache was not used');
+  const fourth = project(path.join(tmp, 'cache4'), 'exports.v = 8;');
+  fs.writeFileSync(bundleFiles('kata-agent', fourth.dir).cache, compileBundle(bundleFiles('kata-agent', fourth.dir).js).script.createCachedData());
+  t.same(loadEntry('kata-agent', fallback, fourth.dir), { v: 8 });
+  t.equal(entryKind(), 'bundle', 'a matching cache: bundle');
 });
 
 t.test('the built bundles export what the dist/ entry modules export', async (t) => {
