@@ -25,12 +25,9 @@ const ENTRIES = {
   // PID 1 in a guest (control/init.ts): spawns the two processes without loading the control plane first.
   'kata-agent-init': 'dist/control/init.js',
 };
-// fastify is in: the debug endpoint starts before the announce wherever it is on (the guest's
-// default), and resolving its ~160 modules one by one is slow over a VM's 9p root.
+// fastify is in (not initialised at start: the debug endpoint loads it on its first connection,
+// control/debug/lazy.ts): resolving its ~260 modules one by one is slow over a VM's 9p root.
 const EXTERNAL = ['prom-client', '@opentelemetry/*', '*.node'];
-/** Modules required after start-up whose code the cache should hold all the same. */
-const WARM = { 'kata-agent': ['dist/control/debug/server.js'] };
-const WARM_FLAG = 'kata-agent-ts.bundle-warm';
 
 /**
  * Each module keeps its own __dirname/__filename (the directory it was compiled to, not
@@ -56,7 +53,6 @@ function makeCache(name) {
   const { compileBundle, bundleFiles } = require(path.join(root, 'dist', 'shared', 'launch.js'));
   const files = bundleFiles(name);
   const compiled = compileBundle(files.js);
-  globalThis[Symbol.for(WARM_FLAG)] = true;
   compiled.run();
   fs.writeFileSync(files.cache, compiled.script.createCachedData());
 }
@@ -106,7 +102,7 @@ function directMsgpackrExtract(binary) {
  * (one stat instead of ~300 with fastify inside). Without that file, every package input.
  */
 function freshnessInputs(files) {
-  const own = files.filter((f) => !f.includes(':') && fs.existsSync(path.join(root, f))); // not the virtual entry (stdin)
+  const own = files.filter((f) => !f.includes(':'));
   const lock = path.join('node_modules', '.package-lock.json');
   const hasLock = fs.existsSync(path.join(root, lock));
   const kept = own.filter((f) => !(hasLock && f.split(path.sep)[0] === 'node_modules'));
@@ -128,17 +124,9 @@ async function main() {
   const extractBinary = msgpackrExtractBinary();
   for (const [name, entry] of Object.entries(ENTRIES)) {
     const outfile = path.join(outDir, `${name}.js`);
-    // The entry's exports; when the code cache is made (makeCache), also the modules of WARM, so
-    // that the cache holds their code too although they are required later.
-    const warm = (WARM[name] ?? []).map((m) => `require(${JSON.stringify(`./${m}`)});`).join(' ');
     const result = await esbuild.build({
       absWorkingDir: root,
-      stdin: {
-        contents: `module.exports = require(${JSON.stringify(`./${entry}`)});\nif (globalThis[Symbol.for(${JSON.stringify(WARM_FLAG)})]) { ${warm} }\n`,
-        resolveDir: root,
-        sourcefile: `${name}-entry.js`,
-        loader: 'js',
-      },
+      entryPoints: [entry],
       outfile,
       bundle: true,
       platform: 'node',
