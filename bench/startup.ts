@@ -1,7 +1,8 @@
 /**
  * Start-up and idle memory: from spawning the helper and the control plane together (as an
  * init system would) to the first Health.Check answering SERVING, polled every 2 ms on a fresh
- * connection; then, after 2 s idle, the PSS of each process. References in the same run: Node
+ * connection, with the debug endpoint on a unix socket as in a guest; then, after 2 s idle, the
+ * PSS and USS of each process. References in the same run: Node
  * starting an empty script (the floor of one Node process) and the Go ttrpc server's start to
  * its first Check.
  */
@@ -69,7 +70,9 @@ export async function startup(work: string, goBin: string | undefined, rounds: n
         const runDir = path.join(work, `startup-${i}`);
         const address = `unix://${path.join(runDir, 'control', 'agent.sock')}`;
         const t0 = now();
-        const started = startStandaloneAgent({ logLevel: 'info', debug: false, runDir, together: true });
+        // The debug endpoint on a unix socket, as a guest has it by default (bound at start,
+        // built on first use: control/debug/lazy.ts).
+        const started = startStandaloneAgent({ logLevel: 'info', debugAddr: `unix://${path.join(runDir, 'control', 'debug.sock')}`, runDir, together: true });
         await untilServing(address, 20_000);
         r.servingMs.push(since(t0));
         const agent = await started;
