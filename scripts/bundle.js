@@ -105,7 +105,7 @@ function freshnessInputs(files) {
   const own = files.filter((f) => !f.includes(':'));
   const lock = path.join('node_modules', '.package-lock.json');
   const hasLock = fs.existsSync(path.join(root, lock));
-  const kept = own.filter((f) => !(hasLock && f.split(path.sep)[0] === 'node_modules'));
+  const kept = own.filter((f) => !(hasLock && f.split(path.sep).includes('node_modules')));
   return [...kept, ...(hasLock ? [lock] : [])].sort();
 }
 
