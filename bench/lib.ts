@@ -47,9 +47,9 @@ export interface Exited {
  * Spawn `cmd args` and resolve when it has exited *and* its stdout/stderr pipes are closed
  * ('close'), with what it wrote. stdio: stdin ignored, stdout/stderr piped.
  */
-export function run(cmd: string, args: string[]): Promise<Exited> {
+export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<Exited> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -178,6 +178,37 @@ export function pssBytes(pid: number): number {
   } catch {
     return NaN;
   }
+}
+
+/**
+ * USS of `pid` in bytes (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup): the memory
+ * only this process holds, NaN if unreadable. Unlike PSS it does not depend on how many other
+ * processes map the same file pages (on a shared machine, every Node process there shares
+ * /usr/bin/node's ~40 MB of text).
+ */
+export function ussBytes(pid: number): number {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const clean = /^Private_Clean:\s+(\d+) kB/m.exec(text);
+    const dirty = /^Private_Dirty:\s+(\d+) kB/m.exec(text);
+    return clean && dirty ? (Number(clean[1]) + Number(dirty[1])) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** How many processes on the machine run `exe` (e.g. process.execPath), from /proc/<pid>/exe. */
+export function processesRunning(exe: string): number {
+  let n = 0;
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      if (fs.readlinkSync(`/proc/${entry}/exe`) === exe) n++;
+    } catch {
+      // gone or not ours to read
+    }
+  }
+  return n;
 }
 
 /** The 1-minute load average now, as text. */

@@ -14,7 +14,7 @@
  */
 import { PassfdListener } from './passfd';
 import { EventEmitter } from 'node:events';
-import type { FastifyInstance } from 'fastify';
+import { startLazyDebugServer, type DebugEndpoint } from './debug/lazy';
 import { pino, type Logger } from 'pino';
 import type { LogRing } from '../shared/log-ring';
 import { Code, StatusError, type HelperEvent } from '../shared/protocol';
@@ -81,7 +81,7 @@ export class Agent extends EventEmitter {
   /** The debug console once {@link start} has started it (null when off). */
   debugConsole: DebugConsole | null = null;
   /** The debug endpoint once {@link start} has started it (null when disabled). */
-  debugServer: FastifyInstance | null = null;
+  debugServer: DebugEndpoint | null = null;
   private readonly helper: HelperConnection;
   private readonly log: Logger;
   private readonly closeHelperOnStop: boolean;
@@ -166,14 +166,16 @@ export class Agent extends EventEmitter {
     }
     if (this.config.debugAddr !== '') {
       try {
-        // Loaded here, not at start-up: fastify and its plugins are ~40% of the control plane's
-        // modules and the ttRPC server does not need them (start-to-SERVING, bench/startup.ts).
-        const { startDebugServer } = require('./debug/server') as typeof import('./debug/server');
-        this.debugServer = await startDebugServer(this.sandbox, parseDebugAddr(this.config.debugAddr), {
-          metrics: this.service.metrics,
-          logs: this.logRing,
-          config: this.config,
-          notReady: () => (this.stopping ? 'stopping' : this.helperLost ? 'helper connection lost' : this.sandbox.destroyed ? 'sandbox destroyed' : null),
+        // The address is bound now; fastify and the routes are loaded on the first connection:
+        // the ttRPC server does not need them (start-to-SERVING, bench/startup.ts).
+        this.debugServer = await startLazyDebugServer(parseDebugAddr(this.config.debugAddr), () => {
+          const { buildDebugServer } = require('./debug/server') as typeof import('./debug/server');
+          return buildDebugServer(this.sandbox, {
+            metrics: this.service.metrics,
+            logs: this.logRing,
+            config: this.config,
+            notReady: () => (this.stopping ? 'stopping' : this.helperLost ? 'helper connection lost' : this.sandbox.destroyed ? 'sandbox destroyed' : null),
+          });
         });
       } catch (err) {
         if (this.config.debugAddr === DEFAULT_DEBUG_ADDR) {

@@ -252,6 +252,8 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
   const root = path.resolve(__dirname, '..', '..');
   const mainJs = path.join(root, 'dist', 'control', 'main.js');
   const controlUid = othersCanRead(mainJs) ? CONTROL_UID : 0;
+  // The bin/ scripts load each process from its bundle when fresh (shared/launch.ts).
+  const controlEntry = path.join(root, 'bin', 'kata-agent');
   if (controlUid === 0) log.warn({ file: mainJs }, 'init: nobody cannot read the agent; the control plane runs as root');
 
   const serverAddr = argValue(argv, '--server-address') ?? env.KATA_AGENT_SERVER_ADDR;
@@ -283,7 +285,7 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
   const nodeEnv = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
   const helper: ChildProcess = spawn(
     nodePath,
-    [path.join(root, 'dist', 'helper', 'main.js'), '--socket', helperSocket, '--control-uid', String(controlUid),
+    [path.join(root, 'bin', 'kata-agent-helper'), '--socket', helperSocket, '--control-uid', String(controlUid),
       '--state-dir', path.join(INIT_RUN_DIR, 'state'), '--log-level', argValue(argv, '--log-level') ?? 'info',
       ...helperConfigArgs(argv, env, log)],
     { stdio: ['ignore', 'inherit', 'inherit'], env: nodeEnv },
@@ -298,7 +300,7 @@ export async function runInit(argv: readonly string[], env: NodeJS.ProcessEnv): 
   }
   const controlEnv = /(^|\s)agent\.debug_console_vport=/.test(cmdline) ? nodeEnv : { ...nodeEnv, KATA_AGENT_DEBUG_CONSOLE_ADDR: '' };
   const spawnControl = (): ChildProcess =>
-    spawn(nodePath, [mainJs, ...argv, '--helper-socket', helperSocket], {
+    spawn(nodePath, [controlEntry, ...argv, '--helper-socket', helperSocket], {
       stdio: ['ignore', 'inherit', 'inherit'],
       uid: controlUid,
       gid: controlUid,

@@ -21,6 +21,7 @@ import { runInit } from './init';
 import { DEFAULT_TRACE_EXPORTER, parseTraceExporter, startTracing, type Tracing } from './tracing';
 import { agentVersion } from './rpc/health';
 import { parseAddress, probeUnixSocket } from './ttrpc';
+import { entryKind } from '../shared/launch';
 
 /** How long to keep retrying the helper connection at start-up, in ms. */
 export const HELPER_CONNECT_TIMEOUT_MS = 10_000;
@@ -173,6 +174,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
       helperSocket: config.helperSocket,
       helperPid: helper.helperPid,
       adopted: agent.adopted,
+      // 'bundle' or 'modules' when started through bin/kata-agent (shared/launch.ts)
+      entry: entryKind() ?? null,
       config,
     },
     'announce',

@@ -50,6 +50,7 @@ import type { ContainerBackend } from './ops/container';
 import { createMockHelperBackend } from './mock/backend';
 import { DEFAULT_KATA_DIR } from './ops/mount';
 import type { HelperBackend } from './api';
+import { entryKind } from '../shared/launch';
 
 const USAGE =
   'usage: kata-agent-helper [--socket PATH] [--control-uid N] [--state-dir DIR] [--kata-dir DIR] [--resolv-conf FILE] [--hotplug-timeout-ms N] [--netns PATH] [--unified-cgroup-hierarchy] [--no-device-programs] [--debug-console] [--allow-host-namespaces] [--mock] [--log-level L]';
@@ -203,7 +204,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (opts.allowHostNamespaces) log.warn('host-namespace mode (--allow-host-namespaces): containers may share or join the helper\'s namespaces');
-  log.info({ socket: opts.socket, controlUid: opts.controlUid, mock: opts.mock, pid: process.pid }, 'kata-agent-helper ready');
+  log.info({ socket: opts.socket, controlUid: opts.controlUid, mock: opts.mock, pid: process.pid, entry: entryKind() ?? null }, 'kata-agent-helper ready');
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {

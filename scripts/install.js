@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // npm's install step for this checkout (package.json "install"; `npm install` / `npm ci` run it):
 // builds the native addon and kata-init (node-gyp rebuild), generates the protobuf codecs and
-// compiles the TypeScript into dist/ (npm run build).
+// compiles the TypeScript into dist/ and bundles each process with its V8 code cache
+// (scripts/bundle.js; npm run build).
 //
 // `npx kata-agent-ctl` (npm exec) installs the checkout itself into npx's cache as a link and
 // runs this script again: there it does nothing (npm_command is "exec"), so running a command
@@ -26,3 +27,4 @@ function run(what, cmd, args) {
 run('native addon and kata-init (node-gyp rebuild)', 'node-gyp', ['rebuild']);
 run('protobuf codecs', process.execPath, [path.join(root, 'scripts', 'gen-protos.js')]);
 run('TypeScript (tsc)', process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
+run('one-file bundles and code caches (scripts/bundle.js)', process.execPath, [path.join(root, 'scripts', 'bundle.js')]);

@@ -28,6 +28,9 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { LogRing } from '../../shared/log-ring';
 import { Code, StatusError } from '../../shared/protocol';
 import type { DebugAddress } from '../config';
+import { assertLoopback, prepareSocketPath } from './listen';
+
+export { assertLoopback };
 import type { Sandbox } from '../sandbox/sandbox';
 import { containerSchema, containerSummary, containerSummarySchema, containerView, errorSchema, processSchema, processView, sandboxSchema, sandboxView, sharedSchemas } from './views';
 
@@ -159,56 +162,6 @@ export function buildDebugServer(sandbox: Sandbox, options: DebugServerOptions =
   });
 
   return app;
-}
-
-/**
- * Throw StatusError PERMISSION_DENIED unless `host` is a loopback address (127.0.0.0/8, ::1,
- * ::ffff:127.x.y.z) or "localhost": the endpoint is for someone inside the guest, never for the
- * network (containers sharing the guest's network namespace could still reach loopback, which
- * is why the default is a unix socket).
- */
-export function assertLoopback(host: string): void {
-  const h = host.toLowerCase();
-  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
-  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1' || (net.isIPv4(v4) && v4.startsWith('127.'))) return;
-  throw new StatusError(Code.PERMISSION_DENIED, `refusing to serve the debug endpoint on ${JSON.stringify(host)}: only loopback (127.0.0.1, ::1) or a unix socket`);
-}
-
-/** Resolves true when something accepts a stream connection on the unix socket `file`. */
-function socketIsLive(file: string): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ path: file });
-    sock.once('connect', () => {
-      sock.destroy();
-      resolve(true);
-    });
-    sock.once('error', (err: NodeJS.ErrnoException) => {
-      sock.destroy();
-      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
-      else reject(new StatusError(Code.FAILED_PRECONDITION, `cannot probe the socket ${file} (${err.code ?? err.message}); refusing to replace it`));
-    });
-  });
-}
-
-/**
- * Make way for a unix socket at `file`: create its directory (0755) when missing and remove a
- * stale socket file. Throws StatusError ALREADY_EXISTS when a non-socket file is there or a
- * live server accepts connections on it (it is left alone).
- */
-async function prepareSocketPath(file: string): Promise<void> {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  let stat: fs.Stats;
-  try {
-    stat = fs.lstatSync(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!stat.isSocket()) throw new StatusError(Code.ALREADY_EXISTS, `cannot listen on ${file}: it exists and is not a socket`);
-  if (await socketIsLive(file)) {
-    throw new StatusError(Code.ALREADY_EXISTS, `cannot listen on ${file}: another process is serving it`);
-  }
-  fs.rmSync(file, { force: true });
 }
 
 /**

@@ -15,4 +15,4 @@ fi
 umount /dev
 node=${KATA_NODE:-/usr/bin/node}
 args=$(echo "${KATA_AGENT_ARGS:-}" | sed 's/,/ /g' 2>/dev/null || echo "")
-exec switch_root /newroot "$node" "$KATA_AGENT_ROOT/dist/control/main.js" --server-address serial://agent.channel.0 $args
+exec switch_root /newroot "$node" "$KATA_AGENT_ROOT/bin/kata-agent" --server-address serial://agent.channel.0 $args

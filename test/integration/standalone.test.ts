@@ -112,7 +112,7 @@ if (skip) {
     };
     const first = ctl(['CreateSandbox hostname=box', 'CreateContainer cid=w1', 'StartContainer cid=w1', 'ReadStdout cid=w1 len=20']);
     t.match(first, /line 0/, 'output before the kill');
-    const controlPid = Number(spawnSync('pgrep', ['-P', String(child.pid), '-f', 'control/main.js'], { encoding: 'utf8' }).stdout.trim());
+    const controlPid = Number(spawnSync('pgrep', ['-P', String(child.pid), '-f', 'bin/kata-agent( |$)'], { encoding: 'utf8' }).stdout.trim());
     t.ok(controlPid > 0, `control plane pid ${controlPid}`);
     process.kill(controlPid, 'SIGKILL');
     await seen(/control plane restarted \(pid (\d+)\)/);

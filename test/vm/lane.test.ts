@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     const cmdline = await lane.guestRun(['cat', '/proc/1/cmdline']);
     t.equal(cmdline.status, 0);
     const argv = cmdline.stdout.split('\0');
-    t.match(argv[1] ?? '', /dist\/control\/main\.js$/, `PID 1 runs the agent (${argv.slice(0, 3).join(' ')})`);
+    t.match(argv[1] ?? '', /bin\/kata-agent$/, `PID 1 runs the agent (${argv.slice(0, 3).join(' ')})`);
     const mounts = (await lane.guestRun(['cat', '/proc/mounts'])).stdout;
     const details = await lane.agent.call('GetGuestDetails', { mem_block_size: true });
     t.equal(details.agent_details?.init_daemon, true, 'GetGuestDetails: init_daemon (the agent is PID 1)');
@@ -147,8 +147,8 @@ async function main(): Promise<void> {
     await createBusybox(id, 'i=0; while :; do echo line $i; i=$((i+1)); sleep 0.1; done', lane.guestRootfs);
     await lane.agent.call('StartContainer', { container_id: id });
     let text = Buffer.from((await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 64 })).data).toString();
-    // The control plane is PID 1's child running dist/control/main.js (PID 1 runs it too).
-    const found = await lane.guestRun(['pgrep', '-P', '1', '-f', 'control/main.js']);
+    // The control plane is PID 1's child running bin/kata-agent (PID 1 runs the agent too); the helper runs bin/kata-agent-helper.
+    const found = await lane.guestRun(['pgrep', '-P', '1', '-f', 'bin/kata-agent( |$)']);
     const pids = found.stdout.trim().split(/\s+/).filter(Boolean);
     t.equal(pids.length, 1, `one control plane (${found.stdout.trim()})`);
     t.equal((await lane.guestRun(['kill', '-9', pids[0]])).status, 0, `control plane ${pids[0]} SIGKILLed`);
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
       }
     }
     t.equal(status, 1, 'SERVING again');
-    const again = await lane.guestRun(['pgrep', '-P', '1', '-f', 'control/main.js']);
+    const again = await lane.guestRun(['pgrep', '-P', '1', '-f', 'bin/kata-agent( |$)']);
     t.notSame(again.stdout.trim(), pids[0], `a new control plane (${again.stdout.trim()})`);
     while (!/line 20\n/.test(text)) {
       text += Buffer.from((await lane.agent.call('ReadStdout', { container_id: id, exec_id: id, len: 4096 })).data).toString();
