@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ttrpc } from '../../shared/proto';
 import { Code, StatusError } from '../../shared/protocol';
-import { FrameParser, FrameType, MESSAGE_LENGTH_MAX, encodeVarint, oversizeMessage, writeFrame, writeFrameChunks, type FrameHeader, type ParsedFrame } from './frame';
+import { FrameParser, FrameType, HEADER_LENGTH, MESSAGE_LENGTH_MAX, encodeVarint, oversizeMessage, writeFrame, writeFrameChunks, type FrameHeader, type ParsedFrame } from './frame';
 import { decodeRequest, encodeOkResponseFrame, OK_STATUS_AND_PAYLOAD_TAG, type RequestEnvelope } from './envelope';
 import { SMALL_PARTIAL_FRAME, type ConnectionLimits, type SharedByteBudget } from './limits';
 import { codeName, statusFromError, wireStatus } from './status';
@@ -570,10 +570,14 @@ export class Connection {
       return;
     }
     let ok: boolean;
+    // Bytes of the frame written now (header included), for the backlog check below.
+    let written: number;
     if (code === Code.OK && payload instanceof Uint8Array && payload.length <= SINGLE_BUFFER_MAX) {
       // The common answer: one buffer, header and envelope written by hand (control/ttrpc/envelope.ts).
       call?.runSentHooks();
-      ok = this.stream.write(encodeOkResponseFrame(streamId, FrameType.RESPONSE, payload));
+      const frame = encodeOkResponseFrame(streamId, FrameType.RESPONSE, payload);
+      written = frame.length;
+      ok = this.stream.write(frame);
     } else {
       let body: Uint8Array | Uint8Array[];
       if (code === Code.OK && payload !== undefined) {
@@ -590,6 +594,7 @@ export class Connection {
         this.log.warn({ streamId, length: bodyLength }, 'response too large, replaced by RESOURCE_EXHAUSTED');
         body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(bodyLength)) }).finish();
       }
+      written = (Array.isArray(body) ? body.reduce((n, c) => n + c.length, 0) : body.length) + HEADER_LENGTH;
       call?.runSentHooks();
       ok = Array.isArray(body) ? writeFrameChunks(this.stream, streamId, FrameType.RESPONSE, 0, body) : writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
     }
@@ -602,7 +607,7 @@ export class Connection {
     if (
       !ok &&
       !this.paused &&
-      (this.stream.writableLength - bodyLength > this.limits.maxWriteBacklogBytes || this.writesSinceDrain > this.limits.maxWriteBacklogFrames)
+      (this.stream.writableLength - written > this.limits.maxWriteBacklogBytes || this.writesSinceDrain > this.limits.maxWriteBacklogFrames)
     ) {
       this.paused = true;
       this.clearFrameTimer();
