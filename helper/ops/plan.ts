@@ -89,8 +89,17 @@ export const MS = {
   STRICTATIME: 0x1000000,
 } as const;
 
+/**
+ * `table` without a prototype: a name from a plan such as "constructor" or "__proto__" finds
+ * nothing instead of an Object.prototype member (which was taken as a namespace type, a
+ * propagation or an rlimit and reached kata-init as garbage).
+ */
+function ownKeysOnly<T extends object>(table: T): T {
+  return Object.setPrototypeOf(table, null) as T;
+}
+
 /** Mount options that set (`set`) or clear (`clear`) MS_* flags (mount(8) option names). */
-export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
+export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = ownKeysOnly({
   defaults: {},
   ro: { set: MS.RDONLY },
   rw: { clear: MS.RDONLY },
@@ -116,10 +125,10 @@ export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
   bind: { set: MS.BIND },
   rbind: { set: MS.BIND | MS.REC },
   remount: { set: MS.REMOUNT },
-};
+});
 
 /** Propagation words (mount options and OCI linux.rootfsPropagation) → MS_* flags. */
-export const PROPAGATION: Record<string, number> = {
+export const PROPAGATION: Record<string, number> = ownKeysOnly({
   private: MS.PRIVATE,
   rprivate: MS.PRIVATE | MS.REC,
   shared: MS.SHARED,
@@ -128,7 +137,7 @@ export const PROPAGATION: Record<string, number> = {
   rslave: MS.SLAVE | MS.REC,
   unbindable: MS.UNBINDABLE,
   runbindable: MS.UNBINDABLE | MS.REC,
-};
+});
 
 /** Filesystem types a container mount may have ("bind" = a bind mount). */
 export const ALLOWED_MOUNT_TYPES = new Set(['bind', 'proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue', 'cgroup', 'cgroup2']);
@@ -146,7 +155,7 @@ const PROC_BIND_ALLOWED = new Set([
 ]);
 
 /** RLIMIT_* names → resource numbers (asm-generic/resource.h; the same on x86_64 and arm64). */
-export const RLIMITS: Record<string, number> = {
+export const RLIMITS: Record<string, number> = ownKeysOnly({
   RLIMIT_CPU: 0,
   RLIMIT_FSIZE: 1,
   RLIMIT_DATA: 2,
@@ -163,13 +172,13 @@ export const RLIMITS: Record<string, number> = {
   RLIMIT_NICE: 13,
   RLIMIT_RTPRIO: 14,
   RLIMIT_RTTIME: 15,
-};
+});
 
 /** Namespace names as kata-init and /proc/<pid>/ns/ spell them. */
 export type KernelNamespace = 'pid' | 'net' | 'mnt' | 'ipc' | 'uts' | 'cgroup' | 'user';
 
 /** OCI namespace type → kernel name (config-linux.md#namespaces). */
-const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
+const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = ownKeysOnly({
   pid: 'pid',
   network: 'net',
   mount: 'mnt',
@@ -177,7 +186,7 @@ const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
   uts: 'uts',
   cgroup: 'cgroup',
   user: 'user',
-};
+});
 
 /** Default PATH kata-init and the mock use when the plan's env has none. */
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
