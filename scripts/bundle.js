@@ -50,11 +50,15 @@ const ownDirname = {
 
 /** Child mode: load bundle `name` as the launcher does, run its initialisation, write its code cache. */
 function makeCache(name) {
-  const { compileBundle, bundleFiles } = require(path.join(root, 'dist', 'shared', 'launch.js'));
+  const { compileBundle, bundleFiles, cacheDigest } = require(path.join(root, 'dist', 'shared', 'launch.js'));
   const files = bundleFiles(name);
   const compiled = compileBundle(files.js);
   compiled.run();
-  fs.writeFileSync(files.cache, compiled.script.createCachedData());
+  const cache = compiled.script.createCachedData();
+  fs.writeFileSync(files.cache, cache);
+  // The launcher uses only the cache whose hash its manifest names (shared/launch.ts).
+  const manifest = JSON.parse(fs.readFileSync(files.manifest, 'utf8'));
+  fs.writeFileSync(files.manifest, `${JSON.stringify({ ...manifest, cacheSha256: cacheDigest(cache) })}\n`);
 }
 
 /**

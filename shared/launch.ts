@@ -15,6 +15,7 @@
  * means the plain modules are used. A file edited by hand inside node_modules is not noticed. A code cache V8 rejects (another Node build
  * or V8 flags) only costs the compilation. KATA_AGENT_BUNDLE=0 forces the plain modules.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import * as path from 'node:path';
@@ -35,6 +36,18 @@ export interface BundleManifest {
   node: string;
   /** [path relative to the project root, size in bytes, mtime in ms] of every input file. */
   inputs: [string, number, number][];
+  /**
+   * sha256 (hex) of the code cache file, written with it. V8 checks a cache's header (version,
+   * flags, source length) but a release build does not check its payload: a cache damaged past
+   * the header was accepted and crashed the process (SIGSEGV / "unreachable code"), the root
+   * helper included. A cache whose hash differs (or without one) is not used.
+   */
+  cacheSha256?: string;
+}
+
+/** sha256 (hex) of a code cache's bytes, as the manifest's `cacheSha256`. */
+export function cacheDigest(cache: Buffer): string {
+  return createHash('sha256').update(cache).digest('hex');
 }
 
 /** Paths of a bundle's files in `dir` (default {@link BUNDLE_DIR}). */
@@ -70,17 +83,22 @@ function setEntryKind(kind: EntryKind): void {
  * recorded size and mtime. Never throws (a missing or unreadable file is "not fresh").
  */
 export function bundleIsFresh(name: EntryName, dir = BUNDLE_DIR): boolean {
+  return freshManifest(name, dir) !== undefined;
+}
+
+/** The manifest of bundle `name` when the bundle is fresh ({@link bundleIsFresh}), else undefined. */
+function freshManifest(name: EntryName, dir: string): BundleManifest | undefined {
   const root = path.resolve(dir, '..', '..');
   try {
     const manifest = JSON.parse(fs.readFileSync(bundleFiles(name, dir).manifest, 'utf8')) as BundleManifest;
-    if (!Array.isArray(manifest.inputs) || manifest.inputs.length === 0) return false;
+    if (!Array.isArray(manifest.inputs) || manifest.inputs.length === 0) return undefined;
     for (const [file, size, mtimeMs] of manifest.inputs) {
       const st = fs.statSync(path.join(root, file), { throwIfNoEntry: false });
-      if (!st || st.size !== size || st.mtimeMs !== mtimeMs) return false;
+      if (!st || st.size !== size || st.mtimeMs !== mtimeMs) return undefined;
     }
-    return fs.existsSync(bundleFiles(name, dir).js);
+    return fs.existsSync(bundleFiles(name, dir).js) ? manifest : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -128,7 +146,8 @@ export function loadEntry<T>(name: EntryName, fallback: () => T, dir = BUNDLE_DI
     setEntryKind('modules');
     return fallback();
   };
-  if (process.env.KATA_AGENT_BUNDLE === '0' || !bundleIsFresh(name, dir)) return modules();
+  const manifest = process.env.KATA_AGENT_BUNDLE === '0' ? undefined : freshManifest(name, dir);
+  if (!manifest) return modules();
   const files = bundleFiles(name, dir);
   let cache: Buffer | undefined;
   try {
@@ -136,6 +155,8 @@ export function loadEntry<T>(name: EntryName, fallback: () => T, dir = BUNDLE_DI
   } catch {
     cache = undefined;
   }
+  // Only the cache the manifest names (see BundleManifest.cacheSha256): V8 would run a damaged one.
+  if (cache && cacheDigest(cache) !== manifest.cacheSha256) cache = undefined;
   let compiled: CompiledBundle;
   try {
     compiled = compileBundle(files.js, cache);

@@ -446,3 +446,16 @@ t.test('SELinux: with SELinux the mount label goes to tmpfs/devpts/mqueue data a
   t.equal(warnings.length, 2, 'one warning per dropped label');
   throwsStatus(t, () => validateContainerPlan(plan({ mountLabel: 'a"b' }), host), Code.INVALID_ARGUMENT, /mountLabel/);
 });
+
+// Adversarial review 8: names in a hand-written helper plan that are Object.prototype members.
+// The helper's name tables were plain objects, so "constructor" was taken as a namespace type
+// (a function), "toString" as a propagation or rlimit: the plan was accepted and kata-init got
+// "function Object() { [native code] }" as a record field. Fails on the old code (accepted).
+t.test('Object.prototype names are not namespace types, rlimits or propagations', async (t) => {
+  for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+    throwsStatus(t, () => validateContainerPlan(plan({ namespaces: [{ type: 'mount', path: '' }, { type: name as 'uts', path: '' }] }), relaxed), Code.INVALID_ARGUMENT, new RegExp(`namespaces\\[1\\]\\.type "${name}" is not a namespace type`));
+    throwsStatus(t, () => validateContainerPlan(plan({ rootfsPropagation: name }), relaxed), Code.INVALID_ARGUMENT, new RegExp(`rootfsPropagation "${name}" is not a propagation type`));
+    throwsStatus(t, () => validateProcessPlan(proc({ rlimits: [{ type: name, soft: 1, hard: 1 }] })), Code.INVALID_ARGUMENT, new RegExp(`rlimits\\[0\\]\\.type "${name}" is not a known RLIMIT_\\* name`));
+    t.same(parseMountOptions([name, 'ro']), { flags: MS.RDONLY, propagation: [], data: name }, `mount option ${name} is data, not a flag or a propagation`);
+  }
+});

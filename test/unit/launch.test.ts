@@ -6,7 +6,8 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { bundleFiles, bundleIsFresh, compileBundle, entryKind, loadEntry, type BundleManifest } from '../../shared/launch';
+import { spawnSync } from 'node:child_process';
+import { bundleFiles, bundleIsFresh, cacheDigest, compileBundle, entryKind, loadEntry, type BundleManifest } from '../../shared/launch';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'launch-test-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -96,9 +97,42 @@ t.test('the code cache is used when it matches and refused (still running) when 
   t.same(loadEntry('kata-agent', fallback, third.dir), { v: 7 }, 'loadEntry with a junk cache still loads the bundle');
   t.equal(entryKind(), 'bundle-uncached', 'and says the cache was not used');
   const fourth = project(path.join(tmp, 'cache4'), 'exports.v = 8;');
-  fs.writeFileSync(bundleFiles('kata-agent', fourth.dir).cache, compileBundle(bundleFiles('kata-agent', fourth.dir).js).script.createCachedData());
+  writeCache(fourth.dir, compileBundle(bundleFiles('kata-agent', fourth.dir).js).script.createCachedData());
   t.same(loadEntry('kata-agent', fallback, fourth.dir), { v: 8 });
   t.equal(entryKind(), 'bundle', 'a matching cache: bundle');
+});
+
+/** Write `cache` as bundle kata-agent's code cache in `dir` and name its hash in the manifest, as scripts/bundle.js does. */
+function writeCache(dir: string, cache: Buffer): void {
+  const files = bundleFiles('kata-agent', dir);
+  fs.writeFileSync(files.cache, cache);
+  const manifest = JSON.parse(fs.readFileSync(files.manifest, 'utf8')) as BundleManifest;
+  fs.writeFileSync(files.manifest, JSON.stringify({ ...manifest, cacheSha256: cacheDigest(cache) }));
+}
+
+// Adversarial review 8: V8 checks a code cache's header (V8 version, flags, source length), not
+// its payload, in a release build. A cache damaged past its header (a bad disk block, a partial
+// copy onto the guest image) was used and the process (the root helper included) died of
+// SIGSEGV before it started. Fails on the code before the manifest's cacheSha256.
+t.test('a code cache damaged past its header is not used (the process starts, uncached)', async (t) => {
+  const { dir } = project(
+    path.join(tmp, 'damaged'),
+    "function f(x) { let s = 0; for (let i = 0; i < x; i++) s += i * 2; return s; }\n" +
+      "function g(o) { return Object.keys(o).map((k) => k + '=' + o[k]).join(','); }\n" +
+      'exports.v = f(10) + g({ a: 1, b: 2 }).length;\n',
+  );
+  const cache = compileBundle(bundleFiles('kata-agent', dir).js).script.createCachedData();
+  writeCache(dir, cache);
+  const damaged = Buffer.from(cache);
+  for (let i = 64; i < damaged.length; i++) damaged[i] ^= 0x5a;
+  fs.writeFileSync(bundleFiles('kata-agent', dir).cache, damaged);
+  // A process of its own: this one has the source in V8's compilation cache and would not look at the code cache.
+  const launch = path.resolve(__dirname, '..', '..', 'shared', 'launch.js');
+  const script = `const L = require(${JSON.stringify(launch)}); const v = L.loadEntry('kata-agent', () => ({}), ${JSON.stringify(dir)}); console.log(JSON.stringify(v), L.entryKind());`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(r.signal, null, `not killed by a signal (${r.signal})`);
+  t.equal(r.status, 0, r.stderr);
+  t.equal(r.stdout.trim(), '{"v":97} bundle-uncached', 'the bundle ran, compiled without the damaged cache');
 });
 
 t.test('the built bundles export what the dist/ entry modules export', async (t) => {

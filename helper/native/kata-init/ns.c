@@ -87,6 +87,20 @@ static void check_ns_fd(const struct ns_rec *ns)
 		die("ns", errno, "NS_GET_NSTYPE on %s", ns->path);
 	if (type != ns->type)
 		die("ns", 0, "%s is not a %s namespace (type %#x)", ns->path, ns->name, type);
+	/* Adversarial review 8: a joined mount namespace gets a new container's rootfs set-up:
+	 * "/" made a recursive slave, pivot_root and the old root detached. Done in our own mount
+	 * namespace (the helper's: /proc/self/ns/mnt, or /proc/1/ns/mnt in a guest) that pivoted
+	 * the helper, control and every guest process into the rootfs. Sharing the helper's
+	 * mount namespace is the plan without a mount entry (chroot, KATA-INIT.md `hostns`). */
+	if (type == CLONE_NEWNS) {
+		struct stat theirs, ours;
+
+		if (fstat(ns->fd, &theirs) < 0 || stat("/proc/self/ns/mnt", &ours) < 0)
+			die("ns", errno, "inspecting mount namespace %s", ns->path);
+		if (theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino)
+			die("ns", 0, "%s is the agent's own mount namespace: a container joins another one "
+			    "or shares the agent's by leaving the mount entry out", ns->path);
+	}
 }
 
 /* Steps 2 and 3: opens every namespace file first (their paths may live in namespaces we

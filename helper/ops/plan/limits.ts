@@ -48,8 +48,17 @@ export const MS = {
   STRICTATIME: 0x1000000,
 } as const;
 
+/**
+ * `table` without a prototype: a name from a plan such as "constructor" or "__proto__" finds
+ * nothing instead of an Object.prototype member (which was taken as a namespace type, a
+ * propagation or an rlimit and reached kata-init as garbage).
+ */
+export function ownKeysOnly<T extends object>(table: T): T {
+  return Object.setPrototypeOf(table, null) as T;
+}
+
 /** Mount options that set (`set`) or clear (`clear`) MS_* flags (mount(8) option names). */
-export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
+export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = ownKeysOnly({
   defaults: {},
   ro: { set: MS.RDONLY },
   rw: { clear: MS.RDONLY },
@@ -75,10 +84,10 @@ export const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
   bind: { set: MS.BIND },
   rbind: { set: MS.BIND | MS.REC },
   remount: { set: MS.REMOUNT },
-};
+});
 
 /** Propagation words (mount options and OCI linux.rootfsPropagation) → MS_* flags. */
-export const PROPAGATION: Record<string, number> = {
+export const PROPAGATION: Record<string, number> = ownKeysOnly({
   private: MS.PRIVATE,
   rprivate: MS.PRIVATE | MS.REC,
   shared: MS.SHARED,
@@ -87,13 +96,13 @@ export const PROPAGATION: Record<string, number> = {
   rslave: MS.SLAVE | MS.REC,
   unbindable: MS.UNBINDABLE,
   runbindable: MS.UNBINDABLE | MS.REC,
-};
+});
 
 /** Filesystem types a container mount may have ("bind" = a bind mount). */
 export const ALLOWED_MOUNT_TYPES = new Set(['bind', 'proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue', 'cgroup', 'cgroup2']);
 
 /** RLIMIT_* names → resource numbers (asm-generic/resource.h; the same on x86_64 and arm64). */
-export const RLIMITS: Record<string, number> = {
+export const RLIMITS: Record<string, number> = ownKeysOnly({
   RLIMIT_CPU: 0,
   RLIMIT_FSIZE: 1,
   RLIMIT_DATA: 2,
@@ -110,7 +119,7 @@ export const RLIMITS: Record<string, number> = {
   RLIMIT_NICE: 13,
   RLIMIT_RTPRIO: 14,
   RLIMIT_RTTIME: 15,
-};
+});
 
 /** Namespace names as kata-init and /proc/<pid>/ns/ spell them. */
 export type KernelNamespace = 'pid' | 'net' | 'mnt' | 'ipc' | 'uts' | 'cgroup' | 'user';

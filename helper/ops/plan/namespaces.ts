@@ -3,12 +3,12 @@ import * as fs from 'node:fs';
 import { Code, StatusError, type IdMappingPlan, type IdMappingsPlan, type NamespacePlan } from '../../../shared/protocol';
 import { invalidArgument as invalid } from '../../../shared/protocol';
 import { MAX_ID_MAP_LINES, validateIdMappings } from '../../../shared/idmap';
-import { MAX_PATH, type KernelNamespace } from './limits';
+import { MAX_PATH, ownKeysOnly, type KernelNamespace } from './limits';
 import { type ValidNamespace, type PlanCheckOptions, HOST_NAMESPACES_OPTION } from './types';
 import { isRecord, checkString, checkArray, describe } from './checks';
 
 /** OCI namespace type → kernel name (config-linux.md#namespaces). */
-const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
+const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = ownKeysOnly({
   pid: 'pid',
   network: 'net',
   mount: 'mnt',
@@ -16,7 +16,7 @@ const NAMESPACE_NAMES: Record<string, KernelNamespace | undefined> = {
   uts: 'uts',
   cgroup: 'cgroup',
   user: 'user',
-};
+});
 
 /**
  * Validate OCI namespaces: known types, no duplicates, "" or an absolute path; joining a user
