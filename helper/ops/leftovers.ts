@@ -134,12 +134,23 @@ export function kernelMountCleanupSystem(): MountCleanupSystem {
 }
 
 /** True when `p` (absolute, normalised) resolves to itself: no symlink on the way. */
-function noSymlinkOnTheWay(p: string): boolean {
+export function noSymlinkOnTheWay(p: string): boolean {
   try {
     return fs.realpathSync(p) === p;
   } catch {
     return false;
   }
+}
+
+/**
+ * Detach the mount at `mountPoint` (MNT_DETACH|UMOUNT_NOFOLLOW) only when the path resolves to
+ * itself (no symlink planted on the way by a process that can write below it). Returns false,
+ * detaching nothing, when it does not; throws the errno error of umount2(2).
+ */
+export function detachWithoutFollowing(mountPoint: string, umount2: (target: string, flags: number) => void = (t, f) => loadNative().umount2(t, f)): boolean {
+  if (!noSymlinkOnTheWay(mountPoint)) return false;
+  umount2(mountPoint, MNT_DETACH | UMOUNT_NOFOLLOW);
+  return true;
 }
 
 /**
@@ -162,12 +173,11 @@ export function detachRecordedMounts(records: MountRecord[], sys: MountCleanupSy
   });
   for (const mp of deepestFirst(ours.map((r) => r.mountPoint))) {
     if (!mountPointsOf(sys.mountinfo()).has(mp)) continue; // already gone (or never made)
-    if (!noSymlinkOnTheWay(mp)) {
-      log.warn({ mountPoint: mp }, 'a leftover mount point resolves elsewhere (symlink on the way): not detached');
-      continue;
-    }
     try {
-      sys.umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW);
+      if (!detachWithoutFollowing(mp, sys.umount2)) {
+        log.warn({ mountPoint: mp }, 'a leftover mount point resolves elsewhere (symlink on the way): not detached');
+        continue;
+      }
       out.unmounted.push(mp);
     } catch (err) {
       log.warn({ err, mountPoint: mp }, 'cannot detach a mount left by a previous helper');

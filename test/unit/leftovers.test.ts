@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { detachRecordedMounts, JournalingMounter, LeftoverJournal, mountNamespace, mountsBelow, processStartTime, type MountCleanupSystem, type MountRecord } from '../../helper/ops/leftovers';
+import { detachRecordedMounts, detachWithoutFollowing, JournalingMounter, LeftoverJournal, mountNamespace, mountsBelow, processStartTime, type MountCleanupSystem, type MountRecord } from '../../helper/ops/leftovers';
 import { MockMounter, createMockStorage } from '../../helper/mock/storage';
 import { silentLogger } from '../../shared/log';
 
@@ -225,4 +225,23 @@ t.test('cleanUp kills a recorded init only when its start time matches (pid reus
   await new Promise((r) => setTimeout(r, 100)); // a SIGKILL sent with the other would have landed by now
   const state = fs.readFileSync(`/proc/${reused.child.pid}/stat`, 'utf8').split(') ')[1]?.[0];
   t.ok(reused.child.exitCode === null && reused.child.signalCode === null && state !== 'Z', `the process that reused a recorded pid is spared (state ${state})`);
+});
+
+t.test('detachWithoutFollowing: a mount point reached through a planted symlink is not detached; a real one is, with MNT_DETACH|UMOUNT_NOFOLLOW', (t) => {
+  const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'detach-nofollow-')));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.mkdirSync(path.join(dir, 'rootfs', 'mnt'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'elsewhere'));
+  // The container swapped a directory on the way for a symlink to somewhere else.
+  fs.symlinkSync(path.join(dir, 'elsewhere'), path.join(dir, 'rootfs', 'swapped'));
+  const calls: [string, number][] = [];
+  const umount2 = (target: string, flags: number): void => {
+    calls.push([target, flags]);
+  };
+  t.equal(detachWithoutFollowing(path.join(dir, 'rootfs', 'swapped'), umount2), false, 'symlinked path refused');
+  t.equal(detachWithoutFollowing(path.join(dir, 'rootfs', 'swapped', 'x'), umount2), false, 'path below a symlink refused');
+  t.same(calls, [], 'nothing detached through the symlink');
+  t.equal(detachWithoutFollowing(path.join(dir, 'rootfs', 'mnt'), umount2), true, 'real mount point detached');
+  t.same(calls, [[path.join(dir, 'rootfs', 'mnt'), 2 | 8]], 'MNT_DETACH|UMOUNT_NOFOLLOW on the path itself');
+  t.end();
 });

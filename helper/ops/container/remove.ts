@@ -3,6 +3,7 @@ import { Code, StatusError, type RemoveContainerArgs, type RemoveContainerResult
 import type { BackendReply } from '../../api';
 import type { ValidContainerPlan } from '../plan';
 import { KernelMounter } from '../mount';
+import { detachWithoutFollowing } from '../leftovers';
 import { SIGKILL } from '../registry';
 import { checkArgs } from '../guest-args';
 import { checkBoolArg } from './checks';
@@ -88,16 +89,18 @@ export function remove(ctx: ContainerContext, record: ContainerRecord, timeoutMs
 /**
  * A container that shared the helper's mount namespace (host-namespace mode, no `mount`
  * entry) had its spec's mounts made below its rootfs in ours (as runc does): detach every
- * mount strictly below the rootfs, deepest first, once its processes are gone. Failures are
- * logged only.
+ * mount strictly below the rootfs, deepest first, once its processes are gone, each only when
+ * its path resolves to itself (MNT_DETACH|UMOUNT_NOFOLLOW, as the leftovers clean-up). Failures
+ * are logged only.
  */
 export function detachSharedMounts(ctx: ContainerContext, containerId: string, plan: ValidContainerPlan): void {
   if (!plan.hostns || !ctx.launcher.hostChecks || plan.namespaces.some((n) => n.type === 'mnt')) return;
-  const mounter = new KernelMounter();
-  const below = mounter.mountsUnder(plan.rootfs).filter((m) => m !== plan.rootfs).reverse();
+  const below = new KernelMounter().mountsUnder(plan.rootfs).filter((m) => m !== plan.rootfs).reverse();
   for (const m of below) {
     try {
-      mounter.umount(m);
+      // By path, but never through a symlink a surviving container process planted between the
+      // mountinfo read and here (no pid namespace or cgroup of its own may outlive its init).
+      if (!detachWithoutFollowing(m)) ctx.log.warn({ containerId, mount: m }, 'mount below a shared-mount-namespace container\'s rootfs resolves elsewhere (symlink on the way): not detached');
     } catch (err) {
       ctx.log.warn({ containerId, mount: m, err }, 'mount below a shared-mount-namespace container\'s rootfs not detached');
     }
