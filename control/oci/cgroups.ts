@@ -3,9 +3,9 @@
  * CgroupPlan), as upstream rustjail's cgroupfs manager takes them (container.rs
  * LinuxContainer::new with use_systemd_cgroup false; resources as cgroups/fs/mod.rs sets them).
  */
-import type { grpc } from '../shared/generated/protos';
-import { validateCgroupPath, validateCgroupResources } from '../shared/cgroup';
-import { Code, StatusError, type CgroupDeviceRule, type CgroupDeviceValue, type CgroupPlan, type CgroupResourcesPlan } from '../shared/protocol';
+import type { grpc } from '../../shared/generated/protos';
+import { validateCgroupPath, validateCgroupResources } from '../../shared/cgroup';
+import { Code, StatusError, type CgroupDeviceRule, type CgroupDeviceValue, type CgroupPlan, type CgroupResourcesPlan } from '../../shared/protocol';
 
 /** protobuf int64 as decoded here (numbers; shared/proto.ts disables Long). */
 type Num = number | { toNumber(): number } | null | undefined;
