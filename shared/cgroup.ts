@@ -1,6 +1,6 @@
 /**
  * Validation of a container's cgroup plan (shared/protocol.ts CgroupPlan), used by control
- * (after converting the OCI spec, control/oci-cgroups.ts) and re-done by the helper on every
+ * (after converting the OCI spec, control/oci/cgroups.ts) and re-done by the helper on every
  * createContainer (helper/ops/plan.ts). Errors are StatusError INVALID_ARGUMENT naming the OCI
  * field ("OCI.Linux.Resources.Memory.Limit", "OCI.Linux.CgroupsPath") and the value.
  */

@@ -1194,7 +1194,7 @@ export const MAX_PROBE_ADDRESSES = 4096;
 export const MAX_NB_CPUS = 8192;
 
 // ---------------------------------------------------------------------------------------------
-// cgroups (helper/ops/cgroup.ts; validation in shared/cgroup.ts; control/oci-cgroups.ts builds them)
+// cgroups (helper/ops/cgroup.ts; validation in shared/cgroup.ts; control/oci/cgroups.ts builds them)
 
 /** A block device a blkio/io rule applies to, and its value (weight, bytes/s or ops/s). */
 export interface CgroupDeviceValue {
@@ -1259,7 +1259,7 @@ export interface CgroupResourcesPlan {
   /**
    * Device rules (v1 devices controller), in order; later rules win. Present: the helper first
    * denies every device, then writes each rule (devices.allow / devices.deny); control puts
-   * runc's and rustjail's default rules after the spec's, as runc (control/oci-cgroups.ts
+   * runc's and rustjail's default rules after the spec's, as runc (control/oci/cgroups.ts
    * DEFAULT_DEVICE_RULES).
    */
   devices?: CgroupDeviceRule[];

@@ -7,7 +7,7 @@
 import type { google as gpb, grpc as pb } from '../../shared/generated/protos';
 import { Code, StatusError, validateContainerId } from '../../shared/protocol';
 import { cgroupStatsFromFiles } from '../cgroup-stats';
-import { cgroupResourcesFromSpec } from '../oci-cgroups';
+import { cgroupResourcesFromSpec } from '../oci/cgroups';
 import type { Container } from '../sandbox/container';
 import type { AgentCore } from './core';
 import { interfaceStats } from './network';
@@ -68,7 +68,7 @@ export async function resumeContainer(core: AgentCore, req: pb.ResumeContainerRe
 
 /**
  * UpdateContainer: new LinuxResources for the container's cgroup, validated as at
- * CreateContainer (control/oci-cgroups.ts; INVALID_ARGUMENT naming the field) and applied by the
+ * CreateContainer (control/oci/cgroups.ts; INVALID_ARGUMENT naming the field) and applied by the
  * helper (every kind its cgroup manager enforces; Devices are not: docs/ARCHITECTURE.md).
  * No resources: nothing to do (as upstream). NOT_FOUND for an unknown id; FAILED_PRECONDITION
  * for a container without a cgroup of its own.

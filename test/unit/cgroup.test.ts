@@ -1,5 +1,5 @@
 // Container cgroups without root: layout detection from mountinfo text, the OCI → plan mapping
-// (control/oci-cgroups.ts), validation (shared/cgroup.ts) and the files the manager writes,
+// (control/oci/cgroups.ts), validation (shared/cgroup.ts) and the files the manager writes,
 // in the mock's simulated tree (helper/mock/cgroup.ts), through the mock backend.
 import t from 'tap';
 import * as fs from 'node:fs';
@@ -10,7 +10,7 @@ import { parseHelperArgs } from '../../helper/main';
 import { createMockCgroups } from '../../helper/mock/cgroup';
 import { MOCK_DEVICE_PROGRAM_FILE, mockDevicePrograms } from '../../helper/mock/bpf-devices';
 import { createMockBackend } from '../../helper/mock/backend';
-import { cgroupPathFromSpec, cgroupResourcesFromSpec } from '../../control/oci-cgroups';
+import { cgroupPathFromSpec, cgroupResourcesFromSpec } from '../../control/oci/cgroups';
 import { sharesToWeight, validateCgroupPlan } from '../../shared/cgroup';
 import { loadNative } from '../../shared/native';
 import { Code, StatusError } from '../../shared/protocol';

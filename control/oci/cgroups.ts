@@ -3,21 +3,17 @@
  * CgroupPlan), as upstream rustjail's cgroupfs manager takes them (container.rs
  * LinuxContainer::new with use_systemd_cgroup false; resources as cgroups/fs/mod.rs sets them).
  */
-import type { grpc } from '../shared/generated/protos';
-import { validateCgroupPath, validateCgroupResources } from '../shared/cgroup';
-import { Code, StatusError, type CgroupDeviceRule, type CgroupDeviceValue, type CgroupPlan, type CgroupResourcesPlan } from '../shared/protocol';
+import type { grpc } from '../../shared/generated/protos';
+import { validateCgroupPath, validateCgroupResources } from '../../shared/cgroup';
+import { Code, StatusError, type CgroupDeviceRule, type CgroupDeviceValue, type CgroupPlan, type CgroupResourcesPlan } from '../../shared/protocol';
+import { toInt } from './common';
 
 /** protobuf int64 as decoded here (numbers; shared/proto.ts disables Long). */
 type Num = number | { toNumber(): number } | null | undefined;
 
-function n(v: Num): number {
-  if (v === null || v === undefined) return 0;
-  return typeof v === 'number' ? v : v.toNumber();
-}
-
 /** The value when set (proto3: 0 means unset), else undefined. */
 function opt(v: Num): number | undefined {
-  const x = n(v);
+  const x = toInt(v);
   return x === 0 ? undefined : x;
 }
 
@@ -50,9 +46,9 @@ function validateError(given: string, mapped: string, err: unknown): Error {
 function devs(list: readonly grpc.LinuxWeightDevice.$Properties[] | readonly grpc.LinuxThrottleDevice.$Properties[] | null | undefined, weight: boolean): CgroupDeviceValue[] | undefined {
   if (!list || list.length === 0) return undefined;
   return list.map((d) => ({
-    major: n(d.Major),
-    minor: n(d.Minor),
-    value: weight ? n((d as grpc.LinuxWeightDevice.$Properties).Weight) : n((d as grpc.LinuxThrottleDevice.$Properties).Rate),
+    major: toInt(d.Major),
+    minor: toInt(d.Minor),
+    value: weight ? toInt((d as grpc.LinuxWeightDevice.$Properties).Weight) : toInt((d as grpc.LinuxThrottleDevice.$Properties).Rate),
   }));
 }
 
@@ -91,7 +87,7 @@ export function cgroupResourcesFromSpec(res: grpc.LinuxResources.$Properties | n
       mems: c.Mems ? c.Mems : undefined,
     };
   }
-  if (res.Pids && opt(res.Pids.Limit) !== undefined) out.pids = { limit: n(res.Pids.Limit) };
+  if (res.Pids && opt(res.Pids.Limit) !== undefined) out.pids = { limit: toInt(res.Pids.Limit) };
   const b = res.BlockIO;
   if (b) {
     out.blockIo = {
@@ -105,13 +101,13 @@ export function cgroupResourcesFromSpec(res: grpc.LinuxResources.$Properties | n
     };
   }
   if ((res.HugepageLimits ?? []).length > 0) {
-    out.hugepageLimits = (res.HugepageLimits ?? []).map((h) => ({ pageSize: h.Pagesize ?? '', limit: n(h.Limit) }));
+    out.hugepageLimits = (res.HugepageLimits ?? []).map((h) => ({ pageSize: h.Pagesize ?? '', limit: toInt(h.Limit) }));
   }
   const net = res.Network;
   if (net) {
     out.network = {
       classId: opt(net.ClassID),
-      priorities: (net.Priorities ?? []).length > 0 ? (net.Priorities ?? []).map((p) => ({ name: p.Name ?? '', priority: n(p.Priority) })) : undefined,
+      priorities: (net.Priorities ?? []).length > 0 ? (net.Priorities ?? []).map((p) => ({ name: p.Name ?? '', priority: toInt(p.Priority) })) : undefined,
     };
   }
   return validateCgroupResources(JSON.parse(JSON.stringify(out)) as unknown);
@@ -159,7 +155,7 @@ export function checkDeviceRules(rules: readonly grpc.LinuxDeviceCgroup.$Propert
     if (!/^[rwm]{0,3}$/.test(access)) {
       throw new StatusError(Code.INVALID_ARGUMENT, `invalid ${f}.Access ${JSON.stringify(access)}: must be letters of "rwm"`);
     }
-    for (const [k, v] of [['Major', n(r.Major)], ['Minor', n(r.Minor)]] as const) {
+    for (const [k, v] of [['Major', toInt(r.Major)], ['Minor', toInt(r.Minor)]] as const) {
       if (!Number.isInteger(v) || v < -1 || v > 0xfffff) {
         throw new StatusError(Code.INVALID_ARGUMENT, `invalid ${f}.${k} ${v}: must be -1 (any) or 0..${0xfffff}`);
       }
@@ -181,8 +177,8 @@ export function deviceRulesFromSpec(rules: readonly grpc.LinuxDeviceCgroup.$Prop
     ...(rules ?? []).map((r) => ({
       allow: r.Allow === true,
       type: r.Type || 'a',
-      major: n(r.Major),
-      minor: n(r.Minor),
+      major: toInt(r.Major),
+      minor: toInt(r.Minor),
       access: r.Access || 'rwm',
     })),
     ...DEFAULT_DEVICE_RULES.map((r) => ({ ...r })),
