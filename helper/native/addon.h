@@ -1,4 +1,4 @@
-// Shared by the addon's sources (addon.cc registers them): the errno Error helpers, UniqueFd,
+// Shared by the addon's sources (addon.cc registers them): ThrowErrno (errno-error.h), UniqueFd,
 // argument validation and unix socket addresses, plus each source's Register function.
 // Rules every source keeps are in addon.cc's header comment.
 #pragma once
@@ -6,6 +6,8 @@
 #include <napi.h>
 
 #include <uv.h>
+
+#include "errno-error.h"
 
 #include <cerrno>
 #include <climits>
@@ -63,36 +65,8 @@ namespace kata_addon {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-inline std::string ErrnoName(int err) {
-  const char* name = strerrorname_np(err);
-  if (name != nullptr) return name;
-  return "ERRNO" + std::to_string(err);
-}
-
-inline std::string ErrnoDescription(int err) {
-  // strerrordesc_np is thread-safe and not localised, unlike strerror.
-  const char* desc = strerrordesc_np(err);
-  if (desc != nullptr) return desc;
-  return "Unknown error " + std::to_string(err);
-}
-
-// An Error with code/errno/syscall, message "<syscall>: <strerror>[ (<detail>)]".
-inline Napi::Error ErrnoError(Napi::Env env, int err, const std::string& syscall,
-                       const std::string& detail = std::string()) {
-  std::string message = syscall + ": " + ErrnoDescription(err);
-  if (!detail.empty()) message += " (" + detail + ")";
-  Napi::Error error = Napi::Error::New(env, message);
-  Napi::Object obj = error.Value();
-  obj.Set("code", Napi::String::New(env, ErrnoName(err)));
-  obj.Set("errno", Napi::Number::New(env, err));
-  obj.Set("syscall", Napi::String::New(env, syscall));
-  return error;
-}
-
-[[noreturn]] inline void ThrowErrno(Napi::Env env, int err, const std::string& syscall,
-                             const std::string& detail = std::string()) {
-  throw ErrnoError(env, err, syscall, detail);
-}
+using kata_native::ErrnoError;
+using kata_native::ThrowErrno;
 
 // The same for a libuv status (on Unix a libuv error is the negated errno).
 [[noreturn]] inline void ThrowUv(Napi::Env env, int status, const std::string& call,
