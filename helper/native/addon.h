@@ -70,7 +70,7 @@ using kata_native::ThrowErrno;
 
 // The same for a libuv status (on Unix a libuv error is the negated errno).
 [[noreturn]] inline void ThrowUv(Napi::Env env, int status, const std::string& call,
-                          const std::string& detail = std::string()) {
+                                 const std::string& detail = std::string()) {
   std::string message = call + ": " + uv_strerror(status);
   if (!detail.empty()) message += " (" + detail + ")";
   Napi::Error error = Napi::Error::New(env, message);
@@ -139,7 +139,7 @@ inline bool OptionalBool(Napi::Env env, const Napi::Object& options, const char*
 }
 
 inline int64_t ToInteger(Napi::Env env, const Napi::Value& v, const std::string& what, int64_t lo,
-                  int64_t hi) {
+                         int64_t hi) {
   if (v.IsNumber()) {
     double d = v.As<Napi::Number>().DoubleValue();
     if (std::isfinite(d) && std::floor(d) == d && d >= static_cast<double>(lo) &&
@@ -152,7 +152,7 @@ inline int64_t ToInteger(Napi::Env env, const Napi::Value& v, const std::string&
 }
 
 inline int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name,
-               int64_t lo, int64_t hi) {
+                      int64_t lo, int64_t hi) {
   return ToInteger(info.Env(), info[i], std::string(fn) + ": " + name, lo, hi);
 }
 
@@ -208,7 +208,7 @@ inline Bytes BufferRangeArgs(const Napi::CallbackInfo& info, size_t i, const cha
 }
 
 inline std::vector<int> FdArrayArg(Napi::Env env, const Napi::Value& v, const std::string& what,
-                            int64_t lo, size_t maxCount) {
+                                   int64_t lo, size_t maxCount) {
   if (!v.IsArray()) ThrowType(env, what + " must be an array of fds, got " + Describe(v));
   Napi::Array arr = v.As<Napi::Array>();
   uint32_t n = arr.Length();
@@ -226,7 +226,7 @@ inline std::vector<int> FdArrayArg(Napi::Env env, const Napi::Value& v, const st
 }
 
 inline std::vector<std::string> StringArrayArg(Napi::Env env, const Napi::Value& v,
-                                        const std::string& what) {
+                                               const std::string& what) {
   if (!v.IsArray()) ThrowType(env, what + " must be an array of strings, got " + Describe(v));
   Napi::Array arr = v.As<Napi::Array>();
   uint32_t n = arr.Length();
@@ -247,7 +247,7 @@ inline Napi::Array FdPair(Napi::Env env, int a, int b) {
 
 // Fills `addr` from a path ("@name" = abstract); returns the exact address length.
 inline socklen_t UnixAddress(Napi::Env env, const Napi::Value& v, const char* fn, const char* syscall,
-                      struct sockaddr_un* addr) {
+                             struct sockaddr_un* addr) {
   if (!v.IsString()) {
     ThrowType(env, std::string(fn) + ": path must be a string, got " + Describe(v));
   }
