@@ -1,4 +1,4 @@
-// Seccomp compilation: the addon's seccompCompile (libseccomp, helper/native/addon.cc) and the
+// Seccomp compilation: the addon's seccompCompile (libseccomp, helper/native/seccomp.cc) and the
 // helper's compileSeccomp (helper/ops/seccomp.ts). No root: the compiled BPF program is not
 // loaded here but run through a small classic-BPF interpreter against seccomp_data records,
 // so the tests check what the kernel would decide for a given syscall and arguments.

@@ -6,15 +6,20 @@
  * follow its "Sequence" section step by step, and the step numbers in the comments refer to it.
  * This header is internal to kata-init: the plan's shape and each stage's entry points.
  *
- *   self.c    protecting kata-init itself: sealed memfd copy, not dumpable
- *   report.c  error lines and progress lines on the sync fd, allocation
- *   plan.c    reading and parsing the plan (fd 3)
- *   ns.c      fds, namespaces, the pid-namespace fork, sandbox mode
- *   mounts.c  the container's filesystem view (create mode)
- *   ids.c     HOME, OOM score, rlimits, capabilities, ids, seccomp
- *   tty.c     the terminal, from the container's own devpts instance
- *   hooks.c   OCI createContainer and startContainer hooks, run inside the container
- *   exec.c    executable lookup, the start wait, signals, main()
+ *   self.c           protecting kata-init itself: sealed memfd copy, not dumpable
+ *   report.c         error lines and progress lines on the sync fd, allocation
+ *   plan.c           reading and parsing the plan (fd 3)
+ *   ns.c             fds, namespaces, the pid-namespace fork, sandbox mode
+ *   rootfs-path.c    paths resolved inside the rootfs (create mode)
+ *   mounts.c         the spec's mount records
+ *   userns-mounts.c  mqueue/sysfs premade with fsmount for a new user namespace
+ *   dev.c            the /dev tmpfs and device nodes
+ *   masks.c          masked and read-only paths
+ *   rootfs.c         the filesystem view in full (step 5): pivot_root/chroot, sysctls, nodev
+ *   ids.c            HOME, OOM score, rlimits, capabilities, ids, seccomp
+ *   tty.c            the terminal, from the container's own devpts instance
+ *   hooks.c          OCI createContainer and startContainer hooks, run inside the container
+ *   exec.c           executable lookup, the start wait, signals, main()
  *
  * Ground rules for every file:
  *   - single-threaded, straight-line C; every syscall is checked;
@@ -248,8 +253,29 @@ void fork_for_pid_ns(bool pid_changed);
 void become_session_leader(void);
 void __attribute__((noreturn)) run_sandbox(const struct plan *p);
 
+/* rootfs-path.c */
+enum target_kind { TARGET_DIR, TARGET_FILE };
+int open_in_root(int rootfd, const char *rel, int extra_flags);
+int resolve_in_rootfs(int rootfd, const char *rootfs, const char *target,
+                      enum target_kind kind, char resolved[PATH_MAX], const char *stage);
+const char *fd_path(int fd, char buf[32]);
+
 /* mounts.c */
+void remount_readonly(const char *stage, const char *path, const char *shown);
+bool mount_one(int rootfd, const char *rootfs, const struct mount_rec *m, char **prop_target);
+
+/* userns-mounts.c */
 void premount_unowned_filesystems(struct plan *p, int unshare_flags);
+
+/* dev.c */
+void populate_dev(int rootfd, const char *rootfs);
+void create_devices(const struct plan *p, int rootfd);
+
+/* masks.c */
+void readonly_path(const char *path);
+void mask_path(const char *path);
+
+/* rootfs.c */
 void setup_rootfs(const struct plan *p);
 void chroot_into(int rootfd, const char *rootfs);
 
