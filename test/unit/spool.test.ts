@@ -248,3 +248,25 @@ t.test('read buffers are reused only once given back (recycle), never while an a
   s.close();
   native.close(fd);
 });
+
+t.test('setSendBuffer raises a unix socket send buffer (within wmem_max) and refuses a non-socket', async (t) => {
+  const net = await import('node:net');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sndbuf-'));
+  const sock = path.join(dir, 's');
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(sock, r));
+  const client = net.connect(sock);
+  await new Promise<void>((r) => client.once('connect', () => r()));
+  const fd = (client as unknown as { _handle: { fd: number } })._handle.fd;
+  const wmemMax = Number(fs.readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
+  const got = native.setSendBuffer(fd, 1024 * 1024);
+  t.equal(got, 2 * Math.min(1024 * 1024, wmemMax), 'the kernel doubles the request, capped at wmem_max');
+  const memfd = native.memfdCreate('t-not-a-socket');
+  t.throws(() => native.setSendBuffer(memfd, 1024 * 1024), /ENOTSOCK|setsockopt/);
+  native.close(memfd);
+  client.destroy();
+  server.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
