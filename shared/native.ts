@@ -232,6 +232,11 @@ export interface NativeAddon {
    * above /proc/sys/fs/pipe-max-size without CAP_SYS_RESOURCE, EBUSY below what it holds).
    */
   setPipeSize(fd: number, bytes: number): number;
+  /**
+   * setsockopt(SO_SNDBUF) on the socket `fd`: the kernel caps `bytes` at net.core.wmem_max and
+   * doubles it; returns the resulting SO_SNDBUF in bytes. Throws the errno error (ENOTSOCK...).
+   */
+  setSendBuffer(fd: number, bytes: number): number;
 
   /** socket(AF_VSOCK, SOCK_STREAM) with SO_REUSEADDR bound to (cid, port), listening, non-blocking. cid -1 = VMADDR_CID_ANY, port -1 = VMADDR_PORT_ANY. */
   vsockListen(cid: number, port: number, backlog: number): number;

@@ -38,6 +38,8 @@ export interface RpcContext {
   readonly signal?: AbortSignal;
   /** Run `fn` right before the answer is written to the caller's connection (absent: call it at once). */
   readonly onSend?: (fn: () => void) => void;
+  /** Run `fn` once the answer's bytes were all written (its buffers may be reused then); may never run. */
+  readonly onWritten?: (fn: () => void) => void;
 }
 
 /** Resource bounds of the control plane that a deployment or a test may tune. */

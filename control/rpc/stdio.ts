@@ -48,6 +48,8 @@ async function readOutput(stream: OutputStream, len: number, ctx: RpcContext): P
   const data = stream.tryRead(len) ?? (await stream.read(len, ctx.signal));
   if (ctx.onSend) ctx.onSend(() => stream.commit(data.length));
   else stream.commit(data.length);
+  // Once the answer left for the socket its buffer goes back to the read pool.
+  if (ctx.onWritten) ctx.onWritten(() => stream.recycle(data));
   return { data };
 }
 

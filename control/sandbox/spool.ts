@@ -39,6 +39,53 @@ const SPLICE_MAX = 1024 * 1024;
  */
 export const PUNCH_BATCH = 256 * 1024;
 
+/** Reads at least this large (16 KiB) take a recycled buffer ({@link ReadBufferPool}). */
+const POOL_MIN = 16 * 1024;
+/** Most bytes of free buffers the pool keeps (4 MiB; the largest read is just under 4 MiB). */
+const POOL_KEEP = 4 * 1024 * 1024;
+
+/**
+ * Read buffers handed out by {@link Spool.take} and given back once the socket write of the
+ * answer completed ({@link Spool.recycle}). A fresh 1 MiB Buffer per ReadStdout made the pread
+ * fault in 256 new pages and its external memory triggered a V8 mark-compact every ~64 MiB read
+ * (docs/ARCHITECTURE.md "Stdio throughput"). Buffers come in power-of-two sizes from 16 KiB; a
+ * buffer is only reused after {@link recycle} (the zero-copy answer no longer references it), a
+ * buffer never given back is left to the GC. Shared by every spool of the process.
+ */
+class ReadBufferPool {
+  private readonly free = new Map<number, Buffer[]>();
+  private freeBytes = 0;
+  /** Backing stores handed out and not given back yet. */
+  private readonly lent = new WeakSet<ArrayBufferLike>();
+
+  /** A buffer of exactly `n` bytes (n ≥ POOL_MIN) backed by a pooled allocation. */
+  get(n: number): Buffer {
+    let size = POOL_MIN;
+    while (size < n) size *= 2;
+    const list = this.free.get(size);
+    let buf = list?.pop();
+    if (buf) this.freeBytes -= size;
+    else buf = Buffer.allocUnsafeSlow(size);
+    this.lent.add(buf.buffer);
+    return buf.subarray(0, n);
+  }
+
+  /** Give back a buffer from {@link get} (anything else, or a second time: ignored). */
+  put(view: Uint8Array): void {
+    const ab = view.buffer;
+    if (!this.lent.has(ab)) return;
+    this.lent.delete(ab);
+    const size = ab.byteLength;
+    if (this.freeBytes + size > POOL_KEEP) return;
+    const list = this.free.get(size) ?? [];
+    list.push(Buffer.from(ab, 0, size));
+    this.free.set(size, list);
+    this.freeBytes += size;
+  }
+}
+
+const readBuffers = new ReadBufferPool();
+
 /** One stream's spool (owns the memfd: {@link Spool.close}). */
 export class Spool {
   private end: number;
@@ -124,10 +171,14 @@ export class Spool {
     return n;
   }
 
-  /** Take up to `len` stored bytes (pread at the cursor); the caller checked {@link queued} > 0. */
+  /**
+   * Take up to `len` stored bytes (pread at the cursor); the caller checked {@link queued} > 0.
+   * From 16 KiB the buffer is a pooled one: give it back with {@link recycle} once nothing
+   * references it any more.
+   */
   take(len: number): Buffer {
     const n = Math.min(len, this.queued);
-    const buf = Buffer.allocUnsafe(n);
+    const buf = n >= POOL_MIN ? readBuffers.get(n) : Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
       const r = fs.readSync(this.fd, buf, got, n - got, SPOOL_DATA + this.cursor + got);
@@ -136,6 +187,14 @@ export class Spool {
     }
     this.cursor += n;
     return buf;
+  }
+
+  /**
+   * The buffer `buf` from {@link take} is no longer referenced by anyone (its answer's socket
+   * write completed): it may back a later read. Anything else is ignored.
+   */
+  recycle(buf: Uint8Array): void {
+    readBuffers.put(buf);
   }
 
   /**

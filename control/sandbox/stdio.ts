@@ -66,6 +66,8 @@ export interface OutputStore {
   take(len: number): Buffer;
   /** `n` taken bytes were written to the runtime. */
   commit(n: number): void;
+  /** A buffer from {@link take} is referenced by nobody any more (may back a later take). */
+  recycle?(buf: Uint8Array): void;
   /** Drop what is queued; returns the bytes dropped. */
   drop(): number;
   /** Release the storage (close the spool). */
@@ -159,6 +161,10 @@ export class SpoolStore implements OutputStore {
 
   commit(n: number): void {
     if (this.spool.fd >= 0) this.spool.commit(n);
+  }
+
+  recycle(buf: Uint8Array): void {
+    this.spool.recycle(buf);
   }
 
   drop(): number {
@@ -399,6 +405,14 @@ export class OutputStream {
     this.store.commit(n);
     this.uncommitted = Math.max(0, this.uncommitted - n);
     this.releaseIfDone();
+  }
+
+  /**
+   * A buffer a read resolved with is referenced by nobody any more (its answer was written to
+   * the socket): the store may reuse it. Never call it for a buffer still in use.
+   */
+  recycle(buf: Uint8Array): void {
+    this.store.recycle?.(buf);
   }
 
   /** Drained and every read committed: control needs neither the source nor the store any more. */

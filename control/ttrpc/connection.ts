@@ -35,6 +35,13 @@ export interface HandlerContext {
    * output spool then (control/sandbox/spool.ts).
    */
   readonly onSend?: (fn: () => void) => void;
+  /**
+   * Run `fn` once the kernel accepted every byte of the answer's frame (the socket write
+   * completed): from then on the connection holds no reference to the answer's buffers, so
+   * their producer may reuse them. Never run when the answer is not written or the write fails
+   * (the buffers are then left to the GC). Only chunked answers (bytesFieldChunks) call it.
+   */
+  readonly onWritten?: (fn: () => void) => void;
 }
 
 /**
@@ -65,6 +72,8 @@ class Call implements HandlerContext {
   finished = false;
   deadlineMs: number | undefined = undefined;
   private sentHooks: (() => void)[] | null = null;
+  /** Hooks of onWritten (taken by the connection's chunked write). */
+  writtenHooks: (() => void)[] | null = null;
 
   constructor(
     readonly streamId: number,
@@ -88,6 +97,10 @@ class Call implements HandlerContext {
 
   onSend(fn: () => void): void {
     (this.sentHooks ??= []).push(fn);
+  }
+
+  onWritten(fn: () => void): void {
+    (this.writtenHooks ??= []).push(fn);
   }
 
   /** Run (once) the hooks registered with onSend. */
@@ -596,7 +609,10 @@ export class Connection {
       }
       written = (Array.isArray(body) ? body.reduce((n, c) => n + c.length, 0) : body.length) + HEADER_LENGTH;
       call?.runSentHooks();
-      ok = Array.isArray(body) ? writeFrameChunks(this.stream, streamId, FrameType.RESPONSE, 0, body) : writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
+      const hooks = Array.isArray(body) ? call?.writtenHooks : null;
+      if (call) call.writtenHooks = null;
+      const done = hooks ? (err?: Error | null): void => (err ? undefined : hooks.forEach((fn) => fn())) : undefined;
+      ok = Array.isArray(body) ? writeFrameChunks(this.stream, streamId, FrameType.RESPONSE, 0, body, done) : writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
     }
     this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog

@@ -112,7 +112,7 @@ export function encodeFrame(streamId: number, type: number, flags: number, paylo
 
 /** The writable side {@link writeFrame} needs (a net.Socket or any stream.Writable). */
 export interface FrameSink {
-  write(chunk: Uint8Array): boolean;
+  write(chunk: Uint8Array, done?: (err?: Error | null) => void): boolean;
   cork?(): void;
   uncork?(): void;
 }
@@ -152,19 +152,29 @@ export function encodeVarint(n: number): Buffer {
  * Write one frame whose payload is `chunks` concatenated: the header (with the first chunk when
  * it is small) then each chunk, corked so that they leave in one writev, without copying the
  * large ones. Returns what the last write returned (false: the stream's buffer is full).
+ * `done`, when given, is the last write's callback: it runs once the kernel took every byte of
+ * the frame (or with an error when the stream failed first).
  */
-export function writeFrameChunks(sink: FrameSink, streamId: number, type: number, flags: number, chunks: Uint8Array[]): boolean {
+export function writeFrameChunks(
+  sink: FrameSink,
+  streamId: number,
+  type: number,
+  flags: number,
+  chunks: Uint8Array[],
+  done?: (err?: Error | null) => void,
+): boolean {
   const length = chunks.reduce((n, c) => n + c.length, 0);
   const header = encodeHeader({ length, streamId, type, flags });
   sink.cork?.();
   let ok = true;
   const [first, ...rest] = chunks;
-  if (first && first.length <= 64) ok = sink.write(Buffer.concat([header, first]));
+  const last = rest.length === 0;
+  if (first && first.length <= 64) ok = sink.write(Buffer.concat([header, first]), last ? done : undefined);
   else {
-    sink.write(header);
-    if (first) ok = sink.write(first);
+    sink.write(header, first ? undefined : done);
+    if (first) ok = sink.write(first, last ? done : undefined);
   }
-  for (const c of rest) ok = sink.write(c);
+  for (let i = 0; i < rest.length; i++) ok = sink.write(rest[i], i === rest.length - 1 ? done : undefined);
   sink.uncork?.();
   return ok;
 }

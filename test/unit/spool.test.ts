@@ -227,3 +227,46 @@ t.test('output dropped by the budget stays DATA_LOSS after a re-open', async (t)
   b.close();
   native.close(fd);
 });
+
+t.test('read buffers are reused only once given back (recycle), never while an answer holds them', async (t) => {
+  const fd = native.memfdCreate('t-pool');
+  const s = new Spool(dup(fd));
+  s.append(pattern(256 * 1024, 1));
+  const a = s.take(64 * 1024);
+  const b = s.take(64 * 1024); // a is still "being written": b must not share its memory
+  t.not(a.buffer, b.buffer, 'a buffer not given back is not handed out again');
+  t.ok(a.equals(pattern(256 * 1024, 1).subarray(0, 64 * 1024)), 'first read intact after the second');
+  s.recycle(a);
+  s.recycle(a); // a second give-back is ignored (it must not enter the pool twice)
+  const c = s.take(64 * 1024);
+  const d = s.take(64 * 1024);
+  t.equal(c.buffer, a.buffer, 'the given-back buffer backs the next read of its size');
+  t.not(d.buffer, a.buffer, 'and only one read');
+  t.ok(c.equals(pattern(256 * 1024, 1).subarray(128 * 1024, 192 * 1024)), 'with the right bytes');
+  t.ok(d.equals(pattern(256 * 1024, 1).subarray(192 * 1024)), 'both reads byte-exact');
+  s.recycle(Buffer.alloc(64 * 1024)); // not from the pool: ignored
+  s.close();
+  native.close(fd);
+});
+
+t.test('setSendBuffer raises a unix socket send buffer (within wmem_max) and refuses a non-socket', async (t) => {
+  const net = await import('node:net');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sndbuf-'));
+  const sock = path.join(dir, 's');
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(sock, r));
+  const client = net.connect(sock);
+  await new Promise<void>((r) => client.once('connect', () => r()));
+  const fd = (client as unknown as { _handle: { fd: number } })._handle.fd;
+  const wmemMax = Number(fs.readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
+  const got = native.setSendBuffer(fd, 1024 * 1024);
+  t.equal(got, 2 * Math.min(1024 * 1024, wmemMax), 'the kernel doubles the request, capped at wmem_max');
+  const memfd = native.memfdCreate('t-not-a-socket');
+  t.throws(() => native.setSendBuffer(memfd, 1024 * 1024), /ENOTSOCK|setsockopt/);
+  native.close(memfd);
+  client.destroy();
+  server.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -16,6 +16,8 @@ import {
   statusFromError,
   type ParsedFrame,
 } from '../../control/ttrpc';
+import { Writable } from 'node:stream';
+import { writeFrameChunks } from '../../control/ttrpc/frame';
 import { ttrpc } from '../../shared/proto';
 
 t.test('header layout is big-endian length, stream id, type, flags', async (t) => {
@@ -142,4 +144,28 @@ t.test('address parsing', async (t) => {
   for (const [text, message] of bad) {
     t.throws(() => parseAddress(text), { name: 'StatusError', code: Code.INVALID_ARGUMENT, message }, JSON.stringify(text));
   }
+});
+
+t.test('writeFrameChunks: `done` runs once, only after the sink took the whole frame', async (t) => {
+  let release: (() => void) | undefined;
+  const got: Buffer[] = [];
+  const sink = new Writable({
+    highWaterMark: 16,
+    writev(chunks, cb) {
+      for (const c of chunks) got.push(Buffer.from(c.chunk as Buffer));
+      release = () => cb();
+    },
+  });
+  let done = 0;
+  const payload = Buffer.alloc(100_000, 7);
+  writeFrameChunks(sink, 3, FrameType.RESPONSE, 0, [Buffer.from([0x0a, 0x01]), payload], () => done++);
+  await new Promise((r) => setImmediate(r));
+  t.equal(done, 0, 'not while the sink still holds the chunks');
+  t.ok(release, 'the frame was handed to the sink in one writev');
+  release!();
+  await new Promise((r) => setImmediate(r));
+  t.equal(done, 1, 'once the sink took them');
+  const all = Buffer.concat(got);
+  t.equal(all.length, 10 + 2 + payload.length, 'header + chunks');
+  t.same(decodeHeader(all), { length: 2 + payload.length, streamId: 3, type: FrameType.RESPONSE, flags: 0 });
 });

@@ -690,3 +690,38 @@ t.test('random bytes on many connections never take the server down', async (t) 
   const client = await connect(t, address);
   t.equal((await client.call('test.Echo', 'Echo', Buffer.from('survived'))).toString(), 'survived');
 });
+
+t.test('onWritten hooks run once a chunked answer was written, not for one that is not sent', async (t) => {
+  let written = 0;
+  const { address } = await startServer(t, (server) => {
+    server.register('test.Out', 'Reuse', async (payload, ctx) => {
+      const n = payload.readUInt32BE(0);
+      const data = Buffer.alloc(n, 0x5a);
+      // A producer reusing the buffer from the hook on (what ReadStdout's read pool does).
+      ctx.onWritten?.(() => {
+        written++;
+        data.fill(0xee);
+      });
+      return bytesFieldChunks({ data }) ?? grpc.ReadStreamResponse.encode({ data }).finish();
+    });
+  });
+  const client = await connect(t, address);
+  for (const n of [8192, 3 << 20]) {
+    const req = Buffer.alloc(4);
+    req.writeUInt32BE(n);
+    const before = written;
+    const data = Buffer.from(grpc.ReadStreamResponse.decode(await client.call('test.Out', 'Reuse', req)).data);
+    t.equal(data.length, n);
+    t.equal(data.indexOf(0xee), -1, `${n} bytes: the peer got the bytes as they were before the hook`);
+    t.equal(data.indexOf(0x5a), 0);
+    await sleep(10);
+    t.equal(written, before + 1, 'the hook ran once');
+  }
+  const big = Buffer.alloc(4);
+  big.writeUInt32BE(4 << 20);
+  const before = written;
+  const err = await rejection(client.call('test.Out', 'Reuse', big));
+  t.equal(err.code, Code.RESOURCE_EXHAUSTED);
+  await sleep(10);
+  t.equal(written, before, 'an answer replaced by an error never runs the hook (its buffer is not reused)');
+});
