@@ -9,7 +9,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startStandaloneAgent, tail } from '../scripts/lib/standalone';
+import type { ChildProcess } from 'node:child_process';
+import { startStandaloneAgent, tail, unixSocketServing } from '../scripts/lib/standalone';
 import { errorLine, lastFailureIn } from '../shared/log';
 import { DEFAULT_DEBUG_ADDR, DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
 import { debugConsoleTarget } from './debug-console';
@@ -94,10 +95,24 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
   const runDir = path.resolve(req.runDir ?? DEFAULT_STANDALONE_RUN_DIR);
   const controlDir = path.join(runDir, 'control');
   let agent;
+  // Stopped while starting: stop what was spawned so far instead of leaving it running.
+  const spawned: ChildProcess[] = [];
+  const early = (signal: NodeJS.Signals): void => {
+    for (const child of spawned) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    process.stderr.write(`kata-agent: ${signal} while starting; stopped\n`);
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  };
+  process.once('SIGTERM', early);
+  process.once('SIGINT', early);
   try {
     fs.mkdirSync(runDir, { recursive: true, mode: 0o755 });
+    // A run directory in use keeps its agent and its logs (startStandaloneAgent checks the sockets too).
+    for (const sock of [path.join(controlDir, 'agent.sock'), path.join(runDir, 'helper.sock')]) {
+      if (await unixSocketServing(sock)) throw new Error(`another agent is serving ${sock} (run directory ${runDir}); stop it first, or give another --run-dir`);
+    }
     for (const f of ['helper.log', 'control.log']) fs.rmSync(path.join(runDir, f), { force: true });
     agent = await startStandaloneAgent({
+      onSpawn: (child) => spawned.push(child),
       runDir,
       logLevel: config.logLevel,
       debugAddr: standaloneDebugAddr(config.debugAddr, controlDir),
@@ -117,6 +132,9 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
     const why = logFile ? lastFailureIn(readOr(logFile)) : undefined;
     process.stderr.write(`kata-agent: cannot start stand-alone: ${first}${why ? ` — ${why}` : ''}\n`);
     return 1;
+  } finally {
+    process.removeListener('SIGTERM', early);
+    process.removeListener('SIGINT', early);
   }
   process.stdout.write(
     standaloneBanner({

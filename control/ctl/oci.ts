@@ -30,6 +30,7 @@ import { formatStatus } from '../ttrpc/status';
 import { signalNumber } from './args';
 import { attachProcess, executeTerminalCommand, parseTerminalCommand, readBundle, type AttachIo } from './attach';
 import { AgentClient } from './client';
+import { connectRetrying } from './connect';
 import { debugAddressFor, OciUsageError, ociUsageText, parseOciCommandLine, type OciCommand, type OciGlobals } from './oci-args';
 import { agentView, buildState, OciError, OciStore, pidAlive, writeAtomic, type OciCliState, type OciRecord } from './oci-state';
 
@@ -101,7 +102,7 @@ function appendLog(globals: OciGlobals, message: string): void {
 }
 
 async function withAgent<T>(globals: OciGlobals, fn: (agent: AgentClient) => Promise<T>): Promise<T> {
-  const agent = await AgentClient.connect(globals.address);
+  const agent = await connectRetrying(globals.address, (a) => AgentClient.connect(a));
   try {
     return await fn(agent);
   } finally {

@@ -19,12 +19,12 @@ import { Code, StatusError } from '../../shared/protocol';
 import { formatStatus } from '../ttrpc/status';
 import { humanTimeToNs, parseInteger } from './args';
 import { AgentClient, responseToObject } from './client';
+import { connectRetrying } from './connect';
 import { METHODS, METHOD_ALIASES, METHOD_NAMES, NOT_IMPLEMENTED, resolveMethodName, type MethodName } from './methods';
 import { formatResponseLine } from './output';
 import { buildRequest, type RequestContext } from './requests';
 
-/** How long a unix-socket connect is retried while the socket is missing or refuses, in ms. */
-export const CONNECT_RETRY_MS = 5000;
+export { CONNECT_RETRY_MS } from './connect';
 
 /** Metadata key and value upstream agent-ctl sends with every call when auto values are on. */
 export const AUTO_VALUES_METADATA = { key: 'agent-ctl-cfg', value: 'no-auto-values' } as const;
@@ -242,19 +242,8 @@ export class CtlSession {
   private async connection(): Promise<AgentClient> {
     if (this.agent && !this.agent.ttrpc.isClosed) return this.agent;
     const connect = this.options.connect ?? ((address: string) => AgentClient.connect(address, this.connectOptions()));
-    // An agent started in the background a moment ago (`kata-agent --standalone &`) may not
-    // serve its unix socket yet: retry "no such file" / "connection refused" for a while.
-    const deadline = Date.now() + CONNECT_RETRY_MS;
-    for (;;) {
-      try {
-        this.agent = await connect(this.options.serverAddress);
-        return this.agent;
-      } catch (err) {
-        const notYet = err instanceof StatusError && err.code === Code.UNAVAILABLE && /ENOENT|ECONNREFUSED/.test(err.message);
-        if (!notYet || !this.options.serverAddress.startsWith('unix://') || Date.now() >= deadline) throw err;
-        await sleep(100);
-      }
-    }
+    this.agent = await connectRetrying(this.options.serverAddress, connect);
+    return this.agent;
   }
 
   private connectOptions(): Parameters<typeof AgentClient.connect>[1] {

@@ -37,6 +37,8 @@ export interface StandaloneOptions {
    * start-up timing (bench/startup.ts).
    */
   together?: boolean;
+  /** Called with each helper and control-plane process right after it is spawned (so a caller can stop them if it is itself stopped during start-up). */
+  onSpawn?: (child: ChildProcess) => void;
 }
 
 export interface StandaloneAgent {
@@ -164,6 +166,34 @@ function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null
 }
 
 /**
+ * Whether something accepts connections on the unix socket `file` (a running agent or helper);
+ * false when the file is missing, stale (ECONNREFUSED) or no answer comes within 1 s.
+ */
+export function unixSocketServing(file: string): Promise<boolean> {
+  if (!fs.existsSync(file)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const sock = net.connect(file);
+    const done = (serving: boolean): void => {
+      sock.destroy();
+      resolve(serving);
+    };
+    sock.setTimeout(1000, () => done(false));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
+}
+
+/**
+ * The environment of the control plane: PATH, plus the launcher's KATA_AGENT_BUNDLE (bin/
+ * reads it to start from the dist/ modules instead of the bundle) so both processes honour it.
+ */
+export function controlEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = { PATH: env.PATH ?? '/usr/bin:/bin' };
+  if (env.KATA_AGENT_BUNDLE !== undefined) out.KATA_AGENT_BUNDLE = env.KATA_AGENT_BUNDLE;
+  return out;
+}
+
+/**
  * Start helper and control plane; resolves once the agent serves its ttRPC socket (the socket
  * exists and the control plane has logged its "announce" record, written after the server and
  * the debug endpoint are up).
@@ -190,6 +220,10 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   const agentSocket = path.join(controlDir, 'agent.sock');
   const helperLog = path.join(runDir, 'helper.log');
   const controlLog = path.join(runDir, 'control.log');
+  // Never take over a run directory in use: a second helper would unlink the first one's socket.
+  for (const sock of [agentSocket, helperSocket]) {
+    if (await unixSocketServing(sock)) throw new Error(`another agent is serving ${sock} (run directory ${runDir}); stop it first`);
+  }
 
   /** Start a helper; wait for its socket unless `wait` is false (`together`: control waits for it). */
   const spawnHelper = async (wait = true): Promise<ChildProcess> => {
@@ -202,6 +236,7 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
       { stdio: ['ignore', helperOut, helperOut], env: agentEnv() },
     );
     fs.closeSync(helperOut);
+    opts.onSpawn?.(child);
     if (wait) await waitForPath(helperSocket, child, 'kata-agent-helper', helperLog, 20_000);
     return child;
   };
@@ -218,9 +253,10 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
       stdio: ['ignore', controlOut, controlOut],
       uid: controlUid,
       gid: controlUid,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      env: controlEnv(),
     });
     fs.closeSync(controlOut);
+    opts.onSpawn?.(child);
     const deadline = Date.now() + 20_000;
     await waitForPath(agentSocket, child, 'kata-agent', controlLog, 20_000);
     while (countInLog(controlLog, '"msg":"announce"') <= announced) {
