@@ -6,7 +6,8 @@
 //
 //	bench-go serve SOCKET
 //	    A reference ttRPC server on a unix socket: grpc.Health/Check answers SERVING, and a
-//	    minimal grpc.AgentService whose "containers" are plain host processes (no namespaces):
+//	    minimal grpc.AgentService whose "containers" are plain host processes (no namespaces)
+//	    running OCI.Root.Path's /bin programs (the same busybox as the agent's containers):
 //	    CreateContainer records OCI.Process.Args, StartContainer spawns them with stdin/stdout
 //	    pipes, ReadStdout reads up to len bytes from the stdout pipe the way upstream's agent
 //	    does (one read per call; EOF ends the stream with an error status), WriteStdin writes
@@ -39,6 +40,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -72,6 +74,7 @@ func report(ops int, bytes int64, d time.Duration) {
 
 type proc struct {
 	args   []string
+	root   string
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout io.ReadCloser
@@ -100,7 +103,11 @@ func (s *server) CreateContainer(ctx context.Context, req *pb.CreateContainerReq
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.procs[req.ContainerId] = &proc{args: req.OCI.Process.Args}
+	p := &proc{args: req.OCI.Process.Args}
+	if req.OCI.Root != nil {
+		p.root = req.OCI.Root.Path
+	}
+	s.procs[req.ContainerId] = p
 	return &types.Empty{}, nil
 }
 
@@ -110,6 +117,17 @@ func (s *server) StartContainer(ctx context.Context, req *pb.StartContainerReque
 		return nil, err
 	}
 	p.cmd = exec.Command(p.args[0], p.args[1:]...)
+	if p.root != "" && !strings.Contains(p.args[0], "/") {
+		// The same programs as the agent's container (the bundle's static busybox dd and wc, not
+		// the host's coreutils), run as host processes (the host's /dev/zero): busybox picks
+		// the applet from argv[0], which stays the bare name.
+		bin := filepath.Join(p.root, "bin", p.args[0])
+		if _, err := os.Stat(bin); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "%s not in rootfs %s: %v", p.args[0], p.root, err)
+		}
+		p.cmd.Path = bin
+		p.cmd.Err = nil
+	}
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
