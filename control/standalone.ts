@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { startStandaloneAgent, tail, unixSocketServing } from '../scripts/lib/standalone';
+import { startStandaloneAgent, tail } from '../scripts/lib/standalone';
 import { errorLine, lastFailureIn } from '../shared/log';
 import { DEFAULT_DEBUG_ADDR, DEFAULT_STANDALONE_RUN_DIR, type AgentConfig, type StandaloneRequest } from './config';
 import { debugConsoleTarget } from './debug-console';
@@ -106,12 +106,8 @@ export async function runStandalone(config: AgentConfig, argv: readonly string[]
   process.once('SIGINT', early);
   try {
     fs.mkdirSync(runDir, { recursive: true, mode: 0o755 });
-    // A run directory in use keeps its agent and its logs (startStandaloneAgent checks the sockets too).
-    for (const sock of [path.join(controlDir, 'agent.sock'), path.join(runDir, 'helper.sock')]) {
-      if (await unixSocketServing(sock)) throw new Error(`another agent is serving ${sock} (run directory ${runDir}); stop it first, or give another --run-dir`);
-    }
-    for (const f of ['helper.log', 'control.log']) fs.rmSync(path.join(runDir, f), { force: true });
     agent = await startStandaloneAgent({
+      freshLogs: true, // after its check that the run directory is not in use
       onSpawn: (child) => spawned.push(child),
       runDir,
       logLevel: config.logLevel,

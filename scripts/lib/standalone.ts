@@ -37,6 +37,8 @@ export interface StandaloneOptions {
    * start-up timing (bench/startup.ts).
    */
   together?: boolean;
+  /** Start both logs afresh (after the check that the run directory is not in use) instead of appending to them. */
+  freshLogs?: boolean;
   /** Called with each helper and control-plane process right after it is spawned (so a caller can stop them if it is itself stopped during start-up). */
   onSpawn?: (child: ChildProcess) => void;
 }
@@ -222,8 +224,9 @@ export async function startStandaloneAgent(opts: StandaloneOptions = {}): Promis
   const controlLog = path.join(runDir, 'control.log');
   // Never take over a run directory in use: a second helper would unlink the first one's socket.
   for (const sock of [agentSocket, helperSocket]) {
-    if (await unixSocketServing(sock)) throw new Error(`another agent is serving ${sock} (run directory ${runDir}); stop it first`);
+    if (await unixSocketServing(sock)) throw new Error(`another agent is serving ${sock} (run directory ${runDir}); stop it first, or give another --run-dir`);
   }
+  if (opts.freshLogs) for (const f of [helperLog, controlLog]) fs.rmSync(f, { force: true });
 
   /** Start a helper; wait for its socket unless `wait` is false (`together`: control waits for it). */
   const spawnHelper = async (wait = true): Promise<ChildProcess> => {
