@@ -23,7 +23,7 @@ export function getOOMEvent(core: AgentCore, _req: pb.GetOOMEventRequest, ctx: R
   // control plane gets it again from the helper's `state`). Acked right before the write, a
   // control plane killed in between lost the event.
   const answer = (event: QueuedOom): pb.OOMEvent.$Properties => {
-    if (ctx.onSend) ctx.onSend(() => setImmediate(() => core.ackOom(event)));
+    if (ctx.onWritten) ctx.onWritten(() => core.ackOom(event));
     else core.ackOom(event);
     return { container_id: event.containerId };
   };

@@ -148,7 +148,7 @@ export async function waitProcess(core: AgentCore, req: pb.WaitProcessRequest, c
     // status until this answer has been written: released before, a control plane killed in
     // between left the runtime without the status (the next one: NOT_FOUND).
     const release = (): void => p.stdio.whenOutputDrained(() => void core.releaseInHelper(container, p));
-    if (ctx.onSend) ctx.onSend(() => setImmediate(release));
+    if (ctx.onWritten) ctx.onWritten(release);
     else release();
   }
   return { status };

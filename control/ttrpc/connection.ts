@@ -38,8 +38,9 @@ export interface HandlerContext {
   /**
    * Run `fn` once the kernel accepted every byte of the answer's frame (the socket write
    * completed): from then on the connection holds no reference to the answer's buffers, so
-   * their producer may reuse them. Never run when the answer is not written or the write fails
-   * (the buffers are then left to the GC). Only chunked answers (bytesFieldChunks) call it.
+   * their producer may reuse them, and a state change that must follow delivery (releasing an
+   * exit status, acking an OOM event) may happen. Never run when the answer is not written or
+   * the write fails (buffers are then left to the GC; the state stays for the next call).
    */
   readonly onWritten?: (fn: () => void) => void;
 }
@@ -101,6 +102,13 @@ class Call implements HandlerContext {
 
   onWritten(fn: () => void): void {
     (this.writtenHooks ??= []).push(fn);
+  }
+
+  /** The write callback running the onWritten hooks (taken once; undefined when there are none). */
+  takeWrittenDone(): ((err?: Error | null) => void) | undefined {
+    const hooks = this.writtenHooks;
+    this.writtenHooks = null;
+    return hooks ? (err?: Error | null): void => (err ? undefined : hooks.forEach((fn) => fn())) : undefined;
   }
 
   /** Run (once) the hooks registered with onSend. */
@@ -590,7 +598,7 @@ export class Connection {
       call?.runSentHooks();
       const frame = encodeOkResponseFrame(streamId, FrameType.RESPONSE, payload);
       written = frame.length;
-      ok = this.stream.write(frame);
+      ok = this.stream.write(frame, call?.takeWrittenDone());
     } else {
       let body: Uint8Array | Uint8Array[];
       if (code === Code.OK && payload !== undefined) {
@@ -602,17 +610,18 @@ export class Connection {
       } else {
         body = ttrpc.Response.encode({ status: wireStatus(code, message), payload: Array.isArray(payload) ? undefined : payload }).finish();
       }
+      let replaced = false;
       const bodyLength = Array.isArray(body) ? body.reduce((n, c) => n + c.length, 0) : body.length;
       if (bodyLength > MESSAGE_LENGTH_MAX) {
         this.log.warn({ streamId, length: bodyLength }, 'response too large, replaced by RESOURCE_EXHAUSTED');
         body = ttrpc.Response.encode({ status: wireStatus(Code.RESOURCE_EXHAUSTED, oversizeMessage(bodyLength)) }).finish();
+        replaced = true;
       }
       written = (Array.isArray(body) ? body.reduce((n, c) => n + c.length, 0) : body.length) + HEADER_LENGTH;
       call?.runSentHooks();
-      const hooks = Array.isArray(body) ? call?.writtenHooks : null;
-      if (call) call.writtenHooks = null;
-      const done = hooks ? (err?: Error | null): void => (err ? undefined : hooks.forEach((fn) => fn())) : undefined;
-      ok = Array.isArray(body) ? writeFrameChunks(this.stream, streamId, FrameType.RESPONSE, 0, body, done) : writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body);
+      // An error answer, or one replaced by RESOURCE_EXHAUSTED, is not the one the hooks were for.
+      const done = code === Code.OK && !replaced ? call?.takeWrittenDone() : undefined;
+      ok = Array.isArray(body) ? writeFrameChunks(this.stream, streamId, FrameType.RESPONSE, 0, body, done) : writeFrame(this.stream, streamId, FrameType.RESPONSE, 0, body, done);
     }
     this.writesSinceDrain++;
     // The peer is not reading its responses: stop reading its requests until the backlog

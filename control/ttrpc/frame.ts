@@ -125,13 +125,13 @@ const COPY_LIMIT = 64 * 1024;
  * sink's buffer is above its high-water mark; wait for 'drain' before writing much more).
  * Large payloads are not copied: header and payload are written as two corked chunks.
  */
-export function writeFrame(sink: FrameSink, streamId: number, type: number, flags: number, payload: Uint8Array): boolean {
+export function writeFrame(sink: FrameSink, streamId: number, type: number, flags: number, payload: Uint8Array, done?: (err?: Error | null) => void): boolean {
   if (payload.length <= COPY_LIMIT) {
-    return sink.write(encodeFrame(streamId, type, flags, payload));
+    return sink.write(encodeFrame(streamId, type, flags, payload), done);
   }
   sink.cork?.();
   sink.write(encodeHeader({ length: payload.length, streamId, type, flags }));
-  const ok = sink.write(payload);
+  const ok = sink.write(payload, done);
   sink.uncork?.();
   return ok;
 }

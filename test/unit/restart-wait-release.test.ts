@@ -3,7 +3,7 @@
 // helper forgets the process and its status) *before* the WaitProcess answer was written: a
 // control plane killed between the two left the runtime with UNAVAILABLE and the next control
 // plane with no such exec (a retried WaitProcess: NOT_FOUND). Now the release waits until the
-// answer has been written (RpcContext.onSend, then the next turn). GetOOMEvent's ackOomEvents
+// answer has been written (RpcContext.onWritten: once the socket write completed). GetOOMEvent's ackOomEvents
 // (the helper forgets the event) had the same window: it left right before the answer's write.
 import t from 'tap';
 import { startMockAgent } from '../lib/mock-agent';
@@ -39,7 +39,7 @@ t.test('WaitProcess: the helper keeps the exit status until the answer is writte
     return original(args);
   };
   const hooks: (() => void)[] = [];
-  const { status } = await h.agent.service.waitProcess({ container_id: 'ww', exec_id: 'xx' } as grpc.WaitProcessRequest, { onSend: (fn) => hooks.push(fn) });
+  const { status } = await h.agent.service.waitProcess({ container_id: 'ww', exec_id: 'xx' } as grpc.WaitProcessRequest, { onWritten: (fn) => hooks.push(fn) });
   t.equal(status, 3);
   await sleep(100);
   t.same(released, [], 'not released while the answer is not written (a crash now keeps the status in the helper)');
@@ -62,10 +62,11 @@ t.test('GetOOMEvent: the helper is told to forget the event only after the answe
   }) as typeof core.callNoFds;
   core.handleOom('ww', 7);
   const hooks: (() => void)[] = [];
-  const ev = await h.agent.service.getOOMEvent({} as grpc.GetOOMEventRequest, { onSend: (fn) => hooks.push(fn) });
+  const ev = await h.agent.service.getOOMEvent({} as grpc.GetOOMEventRequest, { onWritten: (fn) => hooks.push(fn) });
   t.equal(ev.container_id, 'ww');
-  for (const fn of hooks) fn(); // what the connection runs right before it writes the answer
+  await new Promise((r) => setImmediate(r));
   t.same(sent, [], 'no ackOomEvents leaves before the answer is written');
+  for (const fn of hooks) fn(); // what the connection runs once the answer's write completed
   await new Promise((r) => setImmediate(r));
   t.same(sent, ['ackOomEvents'], 'acked right after');
 });
